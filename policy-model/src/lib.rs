@@ -1,12 +1,31 @@
 //! The portcullis policy engine: pure, no I/O beyond reading policy files.
 //!
-//! Pipeline (as Cilium's `pkg/policy`): policy objects ([`api`]) are
-//! translated into internal rules ([`rules`]); selectors are evaluated
-//! against the identities of a [`topology`]; each endpoint gets an
+//! Pipeline (as Cilium's `pkg/policy`): policy objects ([`api`]) are loaded
+//! ([`load`]) and translated into internal rules ([`rules`]); a
+//! [`Cluster`](resolve::Cluster) allocates identities for a [`topology`],
+//! the CIDRs policies name and the addresses learned from DNS, and
+//! evaluates every selector once; each endpoint gets an
 //! [`EndpointPolicy`](resolve::EndpointPolicy) holding the map state the
-//! kernel needs and the L7 rule sets of its redirected ports; [`explain`]
-//! answers "is this flow allowed, and why".
+//! kernel needs ([`mapstate`]) and the L7 rule sets of its redirected
+//! ports ([`l7`]); [`explain`] answers "is this flow allowed, and why".
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod explain;
+pub mod matrix;
+pub mod identity;
 pub mod l7;
+pub mod labels;
+pub mod load;
+pub mod mapstate;
+pub mod resolve;
+pub mod rules;
+pub mod topology;
+
+pub use explain::{Explanation, FlowPeer, FlowQuery, L7Request, Layer, Verdict, explain};
+pub use identity::NumericIdentity;
+pub use load::{LoadError, PolicySet};
+pub use mapstate::{MapChange, MapKey, MapState, MapValue, MapVerdict, PortKey};
+pub use resolve::{Cluster, EndpointPolicy, FqdnCache};
+pub use rules::{Direction, L7Parser, Protocol};
+pub use topology::Topology;

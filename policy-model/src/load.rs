@@ -1,0 +1,324 @@
+//! Loading policy objects from YAML files and directories: multi-document
+//! files, `List` objects, unknown kinds skipped with a warning, and every
+//! error naming the file, the document and the field.
+
+use crate::api::{CiliumPolicy, NetworkPolicy};
+use crate::rules::{self, PolicyKind, PolicyRef, PolicyRule};
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where in the input a problem is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    /// 0-based index of the YAML document in the file.
+    pub document: usize,
+    /// Name of the object, when it could be read.
+    pub object: Option<String>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.file, self.document)?;
+        if let Some(o) = &self.object {
+            write!(f, " ({o})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A policy input that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: cannot read: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{location}: {path}: {reason}")]
+    Invalid {
+        location: Location,
+        path: String,
+        reason: String,
+    },
+    #[error("{file}: YAML syntax error: {reason}")]
+    Syntax { file: String, reason: String },
+}
+
+/// A non-fatal remark (e.g. a skipped object of another kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadWarning {
+    pub location: Location,
+    pub message: String,
+}
+
+impl fmt::Display for LoadWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// One loaded policy object and its internal rules.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    pub origin: Arc<PolicyRef>,
+    pub rules: Vec<PolicyRule>,
+}
+
+/// Everything loaded from a set of inputs.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    pub policies: Vec<LoadedPolicy>,
+    pub warnings: Vec<LoadWarning>,
+}
+
+impl PolicySet {
+    /// All internal rules of all policies.
+    pub fn rules(&self) -> impl Iterator<Item = &PolicyRule> {
+        self.policies.iter().flat_map(|p| p.rules.iter())
+    }
+
+    /// Adds the policies of another set (later inputs after earlier ones).
+    pub fn extend(&mut self, other: PolicySet) {
+        self.policies.extend(other.policies);
+        self.warnings.extend(other.warnings);
+    }
+
+    /// Loads files and directories (recursively, `*.yaml`/`*.yml`/`*.json`,
+    /// in name order). Any invalid object fails the whole load.
+    pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Self, Vec<LoadError>> {
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        for p in paths {
+            collect_files(p.as_ref(), &mut files, &mut errors);
+        }
+        let mut set = PolicySet::default();
+        for f in files {
+            let name = f.display().to_string();
+            match std::fs::read_to_string(&f) {
+                Ok(text) => match load_str(&text, &name) {
+                    Ok(s) => set.extend(s),
+                    Err(mut e) => errors.append(&mut e),
+                },
+                Err(e) => errors.push(LoadError::Read {
+                    file: name,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
+    let meta = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(LoadError::Read {
+                file: p.display().to_string(),
+                reason: e.to_string(),
+            });
+            return;
+        }
+    };
+    if meta.is_file() {
+        out.push(p.to_path_buf());
+        return;
+    }
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => {
+            errors.push(LoadError::Read {
+                file: p.display().to_string(),
+                reason: e.to_string(),
+            });
+            return;
+        }
+    };
+    entries.sort();
+    for e in entries {
+        if e.is_dir() {
+            collect_files(&e, out, errors);
+        } else if matches!(
+            e.extension().and_then(|x| x.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(e);
+        }
+    }
+}
+
+/// Loads every document of one YAML text; `file` names it in messages.
+pub fn load_str(text: &str, file: &str) -> Result<PolicySet, Vec<LoadError>> {
+    let mut set = PolicySet::default();
+    let mut errors = Vec::new();
+    for (document, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = match serde_yaml_ng::Value::deserialize(de) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(LoadError::Syntax {
+                    file: file.to_string(),
+                    reason: format!("document {document}: {e}"),
+                });
+                // The YAML stream cannot be resumed after a syntax error.
+                break;
+            }
+        };
+        let loc = Location {
+            file: file.to_string(),
+            document,
+            object: None,
+        };
+        load_value(value, loc, "", &mut set, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+fn load_value(
+    value: serde_yaml_ng::Value,
+    mut loc: Location,
+    path_prefix: &str,
+    set: &mut PolicySet,
+    errors: &mut Vec<LoadError>,
+) {
+    if value.is_null() {
+        return; // an empty document (e.g. a trailing `---`)
+    }
+    let invalid = |loc: &Location, path: &str, reason: String| LoadError::Invalid {
+        location: loc.clone(),
+        path: format!("{path_prefix}{path}"),
+        reason,
+    };
+    let Some(map) = value.as_mapping() else {
+        errors.push(invalid(&loc, "(root)", "expected a Kubernetes object (a mapping)".into()));
+        return;
+    };
+    let get = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let kind = get("kind");
+    let api_version = get("apiVersion");
+    let meta = map.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(|v| v.as_str());
+    let namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|v| v.as_str());
+    if let Some(n) = name {
+        loc.object = Some(match namespace {
+            Some(ns) => format!("{}/{}/{}", kind.as_deref().unwrap_or("?"), ns, n),
+            None => format!("{}/{}", kind.as_deref().unwrap_or("?"), n),
+        });
+    }
+    let (Some(kind), Some(api_version)) = (kind, api_version) else {
+        errors.push(invalid(
+            &loc,
+            "(root)",
+            "missing `apiVersion` or `kind`".into(),
+        ));
+        return;
+    };
+    let pkind = match (api_version.as_str(), kind.as_str()) {
+        (_, "List") => {
+            match map.get("items").and_then(|v| v.as_sequence()) {
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        load_value(
+                            item.clone(),
+                            loc.clone(),
+                            &format!("{path_prefix}items[{i}]."),
+                            set,
+                            errors,
+                        );
+                    }
+                }
+                None => errors.push(invalid(&loc, "items", "a List needs `items`".into())),
+            }
+            return;
+        }
+        ("networking.k8s.io/v1", "NetworkPolicy") => PolicyKind::NetworkPolicy,
+        ("cilium.io/v2", "CiliumNetworkPolicy") => PolicyKind::CiliumNetworkPolicy,
+        ("cilium.io/v2", "CiliumClusterwideNetworkPolicy") => {
+            PolicyKind::CiliumClusterwideNetworkPolicy
+        }
+        (v, k @ ("NetworkPolicy" | "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy")) => {
+            errors.push(invalid(
+                &loc,
+                "apiVersion",
+                format!(
+                    "{v:?} is not a supported apiVersion for {k} (use networking.k8s.io/v1 or cilium.io/v2)"
+                ),
+            ));
+            return;
+        }
+        (v, k) => {
+            set.warnings.push(LoadWarning {
+                location: loc.clone(),
+                message: format!("skipping {v} {k}: not a network policy kind"),
+            });
+            return;
+        }
+    };
+    let make_origin = |ns: Option<String>, name: String| {
+        Arc::new(PolicyRef {
+            kind: pkind,
+            namespace: ns,
+            name,
+            file: Some(loc.file.clone()),
+            document: Some(loc.document),
+        })
+    };
+    let result = match pkind {
+        PolicyKind::NetworkPolicy => {
+            match serde_path_to_error::deserialize::<_, NetworkPolicy>(value) {
+                Ok(np) => {
+                    let origin = make_origin(
+                        Some(np.metadata.namespace.clone().unwrap_or_else(|| "default".into())),
+                        np.metadata.name.clone(),
+                    );
+                    rules::from_network_policy(&np, origin.clone()).map(|r| (origin, r))
+                }
+                Err(e) => {
+                    errors.push(invalid(&loc, &e.path().to_string(), e.inner().to_string()));
+                    return;
+                }
+            }
+        }
+        PolicyKind::CiliumNetworkPolicy | PolicyKind::CiliumClusterwideNetworkPolicy => {
+            match serde_path_to_error::deserialize::<_, CiliumPolicy>(value) {
+                Ok(cp) => {
+                    let ns = if pkind == PolicyKind::CiliumNetworkPolicy {
+                        Some(cp.metadata.namespace.clone().unwrap_or_else(|| "default".into()))
+                    } else {
+                        if cp.metadata.namespace.is_some() {
+                            set.warnings.push(LoadWarning {
+                                location: loc.clone(),
+                                message: "metadata.namespace is ignored on a cluster-wide policy"
+                                    .into(),
+                            });
+                        }
+                        None
+                    };
+                    let origin = make_origin(ns.clone(), cp.metadata.name.clone());
+                    rules::from_cilium_policy(&cp, ns.as_deref(), origin.clone())
+                        .map(|r| (origin, r))
+                }
+                Err(e) => {
+                    errors.push(invalid(&loc, &e.path().to_string(), e.inner().to_string()));
+                    return;
+                }
+            }
+        }
+    };
+    match result {
+        Ok((origin, rules)) => set.policies.push(LoadedPolicy { origin, rules }),
+        Err(e) => errors.push(invalid(&loc, &e.path, e.reason)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+//! The topology file: namespaces, pods (labels, addresses, named ports),
+//! the node and the world. The lab builds namespaces from the same file.
+
+use crate::labels::{
+    CLUSTER_LABEL, LabelSet, NAMESPACE_LABELS_PREFIX, NAMESPACE_NAME_LABEL, POD_NAMESPACE_LABEL,
+    SERVICE_ACCOUNT_LABEL, SOURCE_K8S,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+
+/// The name of the (single) cluster.
+pub const CLUSTER_NAME: &str = "default";
+
+/// A topology as written in YAML.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceSpec>,
+    #[serde(default)]
+    pub pods: Vec<PodSpec>,
+    /// The local node: the `host` entity.
+    #[serde(default)]
+    pub node: Option<HostSpec>,
+    /// Addresses of the kube-apiserver (`kube-apiserver` entity).
+    #[serde(default)]
+    pub kube_apiserver: Option<HostSpec>,
+    /// Other nodes of the cluster (`remote-node` entity).
+    #[serde(default)]
+    pub remote_nodes: Option<HostSpec>,
+    /// Addresses the lab serves in its world namespace.
+    #[serde(default)]
+    pub world: Option<HostSpec>,
+}
+
+/// A namespace and its labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A pod: labels, addresses and container ports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// One address (the short form); merged with `ips`.
+    #[serde(default)]
+    pub ip: Option<IpAddr>,
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+}
+
+impl PodSpec {
+    /// All addresses of the pod (`ip` first, then `ips`).
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.ip.into_iter().collect();
+        for a in &self.ips {
+            if !v.contains(a) {
+                v.push(*a);
+            }
+        }
+        v
+    }
+
+    /// `namespace/name`.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A named container port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub container_port: u16,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+/// Addresses (and labels) of a non-pod participant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostSpec {
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A problem in a topology file.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {path}: {reason}")]
+    Invalid {
+        file: String,
+        path: String,
+        reason: String,
+    },
+}
+
+impl Topology {
+    /// Reads and validates a topology file.
+    pub fn from_file(path: &Path) -> Result<Self, TopologyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &file)
+    }
+
+    /// Parses and validates topology YAML; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Self, TopologyError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let topo: Topology = serde_path_to_error::deserialize(de).map_err(|e| {
+            TopologyError::Invalid {
+                file: file.to_string(),
+                path: e.path().to_string(),
+                reason: e.inner().to_string(),
+            }
+        })?;
+        topo.validate(file)?;
+        Ok(topo)
+    }
+
+    /// Checks references and uniqueness.
+    pub fn validate(&self, file: &str) -> Result<(), TopologyError> {
+        let err = |path: String, reason: String| TopologyError::Invalid {
+            file: file.to_string(),
+            path,
+            reason,
+        };
+        let mut ns_names = BTreeSet::new();
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            if ns.name.is_empty() || ns.name.contains('/') {
+                return Err(err(
+                    format!("namespaces[{i}].name"),
+                    "must be a non-empty name without '/'".into(),
+                ));
+            }
+            if !ns_names.insert(ns.name.as_str()) {
+                return Err(err(
+                    format!("namespaces[{i}].name"),
+                    format!("namespace {:?} listed twice", ns.name),
+                ));
+            }
+        }
+        let mut pods = BTreeSet::new();
+        let mut ips: BTreeMap<IpAddr, String> = BTreeMap::new();
+        for (i, p) in self.pods.iter().enumerate() {
+            if !ns_names.contains(p.namespace.as_str()) {
+                return Err(err(
+                    format!("pods[{i}].namespace"),
+                    format!(
+                        "namespace {:?} is not listed under `namespaces`",
+                        p.namespace
+                    ),
+                ));
+            }
+            if p.name.is_empty() || p.name.contains('/') {
+                return Err(err(
+                    format!("pods[{i}].name"),
+                    "must be a non-empty name without '/'".into(),
+                ));
+            }
+            if !pods.insert(p.full_name()) {
+                return Err(err(
+                    format!("pods[{i}].name"),
+                    format!("pod {} listed twice", p.full_name()),
+                ));
+            }
+            for ip in p.addresses() {
+                if let Some(other) = ips.insert(ip, p.full_name()) {
+                    return Err(err(
+                        format!("pods[{i}].ips"),
+                        format!("address {ip} is already used by {other}"),
+                    ));
+                }
+            }
+            let mut names = BTreeSet::new();
+            for (j, port) in p.ports.iter().enumerate() {
+                if let Some(n) = &port.name
+                    && !names.insert(n.clone())
+                {
+                    return Err(err(
+                        format!("pods[{i}].ports[{j}].name"),
+                        format!("port name {n:?} used twice in one pod"),
+                    ));
+                }
+                if port.container_port == 0 {
+                    return Err(err(
+                        format!("pods[{i}].ports[{j}].containerPort"),
+                        "must be 1..65535".into(),
+                    ));
+                }
+                if let Some(proto) = &port.protocol
+                    && !["TCP", "UDP", "SCTP"].contains(&proto.to_ascii_uppercase().as_str())
+                {
+                    return Err(err(
+                        format!("pods[{i}].ports[{j}].protocol"),
+                        format!("{proto:?} is not TCP, UDP or SCTP"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The namespace object named `name`.
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceSpec> {
+        self.namespaces.iter().find(|n| n.name == name)
+    }
+
+    /// The pod `ns/name`.
+    pub fn pod(&self, full_name: &str) -> Option<&PodSpec> {
+        self.pods.iter().find(|p| p.full_name() == full_name)
+    }
+
+    /// The security labels Cilium derives for a pod: its own labels, its
+    /// namespace, its namespace's labels, service account and cluster.
+    pub fn pod_labels(&self, pod: &PodSpec) -> LabelSet {
+        let mut l = LabelSet::new();
+        for (k, v) in &pod.labels {
+            l.insert(SOURCE_K8S, k, v);
+        }
+        l.insert(SOURCE_K8S, POD_NAMESPACE_LABEL, &pod.namespace);
+        if let Some(ns) = self.namespace(&pod.namespace) {
+            for (k, v) in namespace_labels(ns) {
+                l.insert(SOURCE_K8S, &format!("{NAMESPACE_LABELS_PREFIX}{k}"), &v);
+            }
+        }
+        l.insert(
+            SOURCE_K8S,
+            SERVICE_ACCOUNT_LABEL,
+            pod.service_account.as_deref().unwrap_or("default"),
+        );
+        l.insert(SOURCE_K8S, CLUSTER_LABEL, CLUSTER_NAME);
+        l
+    }
+}
+
+/// A namespace's labels including `kubernetes.io/metadata.name`.
+pub fn namespace_labels(ns: &NamespaceSpec) -> BTreeMap<String, String> {
+    let mut l = ns.labels.clone();
+    l.insert(NAMESPACE_NAME_LABEL.to_string(), ns.name.clone());
+    l
+}
