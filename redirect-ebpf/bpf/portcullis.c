@@ -651,7 +651,7 @@ static __always_inline int continue_flow(struct __sk_buff *skb, const struct flo
 
 /* ------------------------------------------------------------ programs */
 
-SEC("tc")
+SEC("classifier")
 int from_pod(struct __sk_buff *skb)
 {
 	struct decision d = { .hook = PC_HOOK_FROM_POD, .direction = PC_DIR_EGRESS };
@@ -715,7 +715,7 @@ int from_pod(struct __sk_buff *skb)
 	return pass_new_flow(skb, &f, &d);
 }
 
-SEC("tc")
+SEC("classifier")
 int from_uplink(struct __sk_buff *skb)
 {
 	struct decision d = { .hook = PC_HOOK_FROM_UPLINK, .direction = PC_DIR_INGRESS };
@@ -759,7 +759,7 @@ int from_uplink(struct __sk_buff *skb)
 	return pass_new_flow(skb, &f, &d);
 }
 
-SEC("tc")
+SEC("classifier")
 int to_pod(struct __sk_buff *skb)
 {
 	struct decision d = { .hook = PC_HOOK_TO_POD, .direction = PC_DIR_INGRESS };

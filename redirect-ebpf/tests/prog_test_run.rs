@@ -1,0 +1,660 @@
+//! The TC programs on synthetic packets with `BPF_PROG_TEST_RUN` (root only).
+//!
+//! Each test loads its own datapath into a private bpffs (its own maps), so
+//! tests run in parallel without seeing each other's state.
+
+mod common;
+
+use common::{L4, PinDir, TC_ACT_OK, TC_ACT_SHOT, packet, root_or_skip, run};
+use redirect_ebpf::{
+    Datapath, Direction, EndpointInfo, FlowEvent, Hook, IDENTITY_WORLD, MARK_MASK,
+    MARK_POLICY_DONE, PolicyChange, PolicyKey, PolicyValue, Reason,
+};
+
+const A4: &str = "10.200.1.2";
+const B4: &str = "10.200.2.2";
+const WORLD4: &str = "10.201.0.5";
+const A6: &str = "fd00:200::a:2";
+const B6: &str = "fd00:200::b:2";
+const EP_A: u16 = 11;
+const EP_B: u16 = 12;
+const ID_A: u32 = 1001;
+const ID_B: u32 = 1002;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+
+/// A loaded datapath with endpoints A and B (IPv4 and IPv6) and no policy.
+struct Fixture {
+    dp: Datapath,
+    _pins: PinDir,
+}
+
+fn fixture(test: &str) -> Option<Fixture> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let pins = PinDir::new();
+    let mut dp = Datapath::load(pins.path()).expect("load datapath");
+    for (ip, endpoint_id, identity) in [
+        (A4, EP_A, ID_A),
+        (A6, EP_A, ID_A),
+        (B4, EP_B, ID_B),
+        (B6, EP_B, ID_B),
+    ] {
+        dp.set_endpoint(
+            ip.parse().expect("ip"),
+            EndpointInfo {
+                identity,
+                ifindex: 0,
+                endpoint_id,
+                flags: 0,
+            },
+        )
+        .expect("set endpoint");
+    }
+    Some(Fixture { dp, _pins: pins })
+}
+
+fn key(identity: u32, ep: u16, dir: Direction, proto: u8, port: u16, bits: u8) -> PolicyKey {
+    PolicyKey::new(identity, ep, dir, proto, port, bits).expect("valid key")
+}
+
+impl Fixture {
+    fn upsert(&mut self, key: PolicyKey, value: PolicyValue) {
+        self.dp
+            .apply_policy(&[PolicyChange::Upsert(key, value)])
+            .expect("apply policy");
+    }
+
+    /// A allowed to reach B on TCP/80, both sides.
+    fn allow_a_to_b_tcp80(&mut self) {
+        self.upsert(
+            key(ID_B, EP_A, Direction::Egress, TCP, 80, 16),
+            PolicyValue::allow(1),
+        );
+        self.upsert(
+            key(ID_A, EP_B, Direction::Ingress, TCP, 80, 16),
+            PolicyValue::allow(2),
+        );
+    }
+
+    fn events(&mut self) -> Vec<FlowEvent> {
+        let mut reader = self.dp.take_flow_events().expect("events reader");
+        std::iter::from_fn(|| reader.try_next()).collect()
+    }
+
+    fn count(&self, reason: Reason) -> u64 {
+        self.dp.counters().expect("counters").get(reason)
+    }
+}
+
+fn tcp(sport: u16, dport: u16) -> L4 {
+    L4::Tcp { sport, dport }
+}
+
+#[test]
+fn allowed_flow_passes_and_marks_policy_done() {
+    let Some(mut f) = fixture("allowed_flow_passes_and_marks_policy_done") else {
+        return;
+    };
+    f.allow_a_to_b_tcp80();
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, B4, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_OK);
+    assert_eq!(r.mark & MARK_MASK, MARK_POLICY_DONE);
+    assert_eq!(f.count(Reason::PassPolicy), 1);
+    let events = f.events();
+    assert_eq!(events.len(), 1, "one new-flow event: {events:?}");
+    let ev = events[0];
+    assert!(!ev.is_drop());
+    assert_eq!(ev.src_addr().to_string(), A4);
+    assert_eq!((ev.sport, ev.dport, ev.protocol), (40000, 80, TCP));
+    assert_eq!((ev.src_identity, ev.dst_identity), (ID_A, ID_B));
+    assert_eq!((ev.endpoint_id, ev.direction, ev.rule_cookie), (EP_A, 1, 1));
+    assert_eq!(ev.hook(), Some(Hook::FromPod));
+}
+
+#[test]
+fn deny_entry_drops() {
+    let Some(mut f) = fixture("deny_entry_drops") else {
+        return;
+    };
+    f.upsert(
+        key(ID_B, EP_A, Direction::Egress, TCP, 80, 16),
+        PolicyValue::deny(7),
+    );
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, B4, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropPolicyDenied), 1);
+    let events = f.events();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].is_drop());
+    assert_eq!(events[0].reason(), Some(Reason::DropPolicyDenied));
+    assert_eq!(events[0].rule_cookie, 7);
+}
+
+#[test]
+fn no_matching_entry_drops() {
+    let Some(mut f) = fixture("no_matching_entry_drops") else {
+        return;
+    };
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, B4, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    // Egress allowed but B's ingress has no entry: still dropped.
+    f.upsert(
+        key(ID_B, EP_A, Direction::Egress, TCP, 80, 16),
+        PolicyValue::allow(1),
+    );
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, B4, tcp(40001, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropNoPolicy), 2);
+    let events = f.events();
+    assert_eq!(events[1].endpoint_id, EP_B);
+    assert_eq!(events[1].direction, Direction::Ingress.code());
+}
+
+#[test]
+fn wildcard_identity_matches_any_remote() {
+    let Some(mut f) = fixture("wildcard_identity_matches_any_remote") else {
+        return;
+    };
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 443, 16),
+        PolicyValue::allow(3),
+    );
+    // World (no ipcache entry) on 443: wildcard allow.
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, WORLD4, tcp(40000, 443)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_OK);
+    // An identity-specific deny wins over the wildcard for that identity.
+    f.dp.set_ipcache("10.201.0.0/24".parse().unwrap(), 5000)
+        .unwrap();
+    f.upsert(
+        key(5000, EP_A, Direction::Egress, TCP, 443, 16),
+        PolicyValue::deny(4),
+    );
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, WORLD4, tcp(40001, 443)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    let events = f.events();
+    assert_eq!(events[0].dst_identity, IDENTITY_WORLD);
+    assert_eq!(events[1].dst_identity, 5000);
+    assert_eq!(events[1].rule_cookie, 4);
+}
+
+#[test]
+fn port_prefix_matches_a_port_range() {
+    let Some(mut f) = fixture("port_prefix_matches_a_port_range") else {
+        return;
+    };
+    // 8080..=8087
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 8080, 13),
+        PolicyValue::allow(5),
+    );
+    for (port, expected) in [
+        (8079, TC_ACT_SHOT),
+        (8080, TC_ACT_OK),
+        (8083, TC_ACT_OK),
+        (8087, TC_ACT_OK),
+        (8088, TC_ACT_SHOT),
+    ] {
+        let r = run(
+            &f.dp,
+            Hook::FromPod,
+            &packet(A4, WORLD4, tcp(40000, port)).frame(),
+            0,
+        );
+        assert_eq!(r.retval, expected, "port {port}");
+    }
+    // The same range does not cover UDP.
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(
+            A4,
+            WORLD4,
+            L4::Udp {
+                sport: 5000,
+                dport: 8080,
+            },
+        )
+        .frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+}
+
+#[test]
+fn deny_beats_allow() {
+    let Some(mut f) = fixture("deny_beats_allow") else {
+        return;
+    };
+    // Longest match: a port deny inside a protocol-wide allow.
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 0, 0),
+        PolicyValue::allow(1),
+    );
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 22, 16),
+        PolicyValue::deny(2),
+    );
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, WORLD4, tcp(40000, 22)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, WORLD4, tcp(40000, 23)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_OK);
+    // Both sides: A's egress allows everything, B's ingress denies.
+    f.upsert(
+        key(0, EP_B, Direction::Ingress, 0, 0, 0),
+        PolicyValue::deny(3),
+    );
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, B4, tcp(40000, 23)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropPolicyDenied), 2);
+}
+
+#[test]
+fn reply_passes_via_conntrack() {
+    let Some(mut f) = fixture("reply_passes_via_conntrack") else {
+        return;
+    };
+    f.allow_a_to_b_tcp80();
+    let request = packet(A4, B4, tcp(40000, 80)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &request, 0).retval, TC_ACT_OK);
+    // B's egress has no policy at all, yet its reply passes.
+    let reply = packet(B4, A4, tcp(80, 40000)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &reply, 0).retval, TC_ACT_OK);
+    assert_eq!(run(&f.dp, Hook::ToPod, &reply, 0).retval, TC_ACT_OK);
+    // A new connection from B to A is not a reply.
+    let new_flow = packet(B4, A4, tcp(80, 40001)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &new_flow, 0).retval, TC_ACT_SHOT);
+    // Established: the next request packet passes without a new lookup.
+    assert_eq!(run(&f.dp, Hook::FromPod, &request, 0).retval, TC_ACT_OK);
+    assert_eq!(f.count(Reason::PassReply), 2);
+    assert_eq!(f.count(Reason::PassEstablished), 1);
+    // Flushing conntrack makes the reply a new (denied) flow.
+    assert!(f.dp.flush_conntrack().unwrap() >= 1);
+    assert_eq!(run(&f.dp, Hook::FromPod, &reply, 0).retval, TC_ACT_SHOT);
+}
+
+#[test]
+fn ipv6_allow_and_deny() {
+    let Some(mut f) = fixture("ipv6_allow_and_deny") else {
+        return;
+    };
+    f.allow_a_to_b_tcp80();
+    f.upsert(
+        key(ID_A, EP_B, Direction::Ingress, TCP, 81, 16),
+        PolicyValue::deny(9),
+    );
+    f.upsert(
+        key(ID_B, EP_A, Direction::Egress, TCP, 81, 16),
+        PolicyValue::allow(9),
+    );
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A6, B6, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_OK);
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A6, B6, tcp(40000, 81)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(B6, A6, tcp(80, 40000)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_OK, "IPv6 reply via conntrack");
+    let events = f.events();
+    assert_eq!(events[0].family, 6);
+    assert_eq!(events[0].dst_addr().to_string(), B6);
+    assert_eq!(events[1].reason(), Some(Reason::DropPolicyDenied));
+}
+
+#[test]
+fn icmp_type_is_the_policy_port_and_echo_replies_are_tracked() {
+    let Some(mut f) = fixture("icmp_type_is_the_policy_port") else {
+        return;
+    };
+    f.upsert(
+        key(0, EP_A, Direction::Egress, ICMP, 8, 16),
+        PolicyValue::allow(1),
+    );
+    let echo = packet(
+        A4,
+        WORLD4,
+        L4::Icmp {
+            ty: 8,
+            code: 0,
+            id: 77,
+        },
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &echo.frame(), 0).retval,
+        TC_ACT_OK
+    );
+    let timestamp = packet(
+        A4,
+        WORLD4,
+        L4::Icmp {
+            ty: 13,
+            code: 0,
+            id: 77,
+        },
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &timestamp.frame(), 0).retval,
+        TC_ACT_SHOT
+    );
+    // The echo reply comes back through the uplink; A's ingress has no entry.
+    let reply = packet(
+        WORLD4,
+        A4,
+        L4::Icmp {
+            ty: 0,
+            code: 0,
+            id: 77,
+        },
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromUplink, &reply.frame(), 0).retval,
+        TC_ACT_OK
+    );
+    let other_id = packet(
+        WORLD4,
+        A4,
+        L4::Icmp {
+            ty: 0,
+            code: 0,
+            id: 78,
+        },
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromUplink, &other_id.frame(), 0).retval,
+        TC_ACT_SHOT
+    );
+    // ICMPv6 echo request: type 128 under protocol 58.
+    f.upsert(
+        key(0, EP_A, Direction::Egress, 58, 128, 16),
+        PolicyValue::allow(2),
+    );
+    let echo6 = packet(
+        A6,
+        "fd00:201::5",
+        L4::Icmp {
+            ty: 128,
+            code: 0,
+            id: 5,
+        },
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &echo6.frame(), 0).retval,
+        TC_ACT_OK
+    );
+}
+
+#[test]
+fn icmp_error_about_a_tracked_flow_is_related() {
+    let Some(mut f) = fixture("icmp_error_about_a_tracked_flow_is_related") else {
+        return;
+    };
+    f.upsert(
+        key(0, EP_A, Direction::Egress, UDP, 53, 16),
+        PolicyValue::allow(1),
+    );
+    let query = packet(
+        A4,
+        WORLD4,
+        L4::Udp {
+            sport: 5353,
+            dport: 53,
+        },
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &query.frame(), 0).retval,
+        TC_ACT_OK
+    );
+    let unreachable = packet(
+        WORLD4,
+        A4,
+        L4::IcmpError {
+            ty: 3,
+            inner: query.ip_packet(),
+        },
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromUplink, &unreachable.frame(), 0).retval,
+        TC_ACT_OK
+    );
+    assert_eq!(f.count(Reason::PassRelated), 1);
+    let unrelated = packet(
+        WORLD4,
+        A4,
+        L4::IcmpError {
+            ty: 3,
+            inner: packet(
+                A4,
+                WORLD4,
+                L4::Udp {
+                    sport: 5354,
+                    dport: 53,
+                },
+            )
+            .ip_packet(),
+        },
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromUplink, &unrelated.frame(), 0).retval,
+        TC_ACT_SHOT
+    );
+}
+
+#[test]
+fn unmanaged_endpoints_pass_and_unknown_pod_sources_drop() {
+    let Some(mut f) = fixture("unmanaged_endpoints_pass") else {
+        return;
+    };
+    let to_unmanaged = packet(WORLD4, "10.200.9.9", tcp(1234, 80)).frame();
+    assert_eq!(run(&f.dp, Hook::ToPod, &to_unmanaged, 0).retval, TC_ACT_OK);
+    assert_eq!(
+        run(&f.dp, Hook::FromUplink, &to_unmanaged, 0).retval,
+        TC_ACT_OK
+    );
+    assert_eq!(f.count(Reason::PassUnmanaged), 2);
+    // On a pod veth an unknown source address is spoofing.
+    let spoofed = packet("10.200.9.9", B4, tcp(1234, 80)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &spoofed, 0).retval, TC_ACT_SHOT);
+    // So is a managed address arriving on another pod's veth.
+    f.dp.set_endpoint(
+        A4.parse().unwrap(),
+        EndpointInfo {
+            identity: ID_A,
+            ifindex: 999,
+            endpoint_id: EP_A,
+            flags: 0,
+        },
+    )
+    .unwrap();
+    let from_a = packet(A4, B4, tcp(1234, 80)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &from_a, 0).retval, TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropSpoofed), 2);
+}
+
+#[test]
+fn redirect_without_proxy_listener_drops() {
+    let Some(mut f) = fixture("redirect_without_proxy_listener_drops") else {
+        return;
+    };
+    // Port 1 (tcpmux): nothing listens there in the test's namespace.
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 80, 16),
+        PolicyValue::redirect(1, 42),
+    );
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, WORLD4, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    // The conntrack entry keeps the redirect: the next packet is not let
+    // through either.
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, WORLD4, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropProxyUnavailable), 2);
+    let events = f.events();
+    assert_eq!(events[0].reason(), Some(Reason::DropProxyUnavailable));
+    assert_eq!((events[0].proxy_port, events[0].rule_cookie), (1, 42));
+    // At an egress hook a redirect cannot be done at all.
+    f.upsert(
+        key(0, EP_B, Direction::Ingress, TCP, 80, 16),
+        PolicyValue::redirect(1, 43),
+    );
+    let r = run(
+        &f.dp,
+        Hook::ToPod,
+        &packet("10.0.0.1", B4, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropRedirectAtEgress), 1);
+}
+
+#[test]
+fn marks_skip_to_pod_checks() {
+    let Some(f) = fixture("marks_skip_to_pod_checks") else {
+        return;
+    };
+    let frame = packet("10.0.0.1", B4, tcp(40000, 80)).frame();
+    assert_eq!(run(&f.dp, Hook::ToPod, &frame, 0).retval, TC_ACT_SHOT);
+    assert_eq!(
+        run(&f.dp, Hook::ToPod, &frame, MARK_POLICY_DONE).retval,
+        TC_ACT_OK
+    );
+    let from_proxy = f.dp.config().unwrap().from_proxy_mark;
+    assert_eq!(
+        run(&f.dp, Hook::ToPod, &frame, from_proxy).retval,
+        TC_ACT_OK
+    );
+    // The proxy's connection is tracked: B's reply passes.
+    let reply = packet(B4, "10.0.0.1", tcp(80, 40000)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &reply, 0).retval, TC_ACT_OK);
+    assert_eq!(f.count(Reason::PassMarked), 2);
+}
+
+#[test]
+fn non_first_fragments_of_managed_flows_drop() {
+    let Some(mut f) = fixture("non_first_fragments_drop") else {
+        return;
+    };
+    f.upsert(
+        key(0, EP_A, Direction::Egress, 0, 0, 0),
+        PolicyValue::allow(1),
+    );
+    let mut frag = packet(A4, WORLD4, L4::Udp { sport: 1, dport: 2 });
+    frag.fragment_offset = 185;
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &frag.frame(), 0).retval,
+        TC_ACT_SHOT
+    );
+    assert_eq!(f.count(Reason::DropFragment), 1);
+}
+
+#[test]
+fn pinned_state_survives_a_reload() {
+    if !root_or_skip("pinned_state_survives_a_reload") {
+        return;
+    }
+    let pins = PinDir::new();
+    let frame = packet(A4, WORLD4, tcp(40000, 443)).frame();
+    {
+        let mut dp = Datapath::load(pins.path()).expect("first load");
+        dp.set_endpoint(
+            A4.parse().unwrap(),
+            EndpointInfo {
+                identity: ID_A,
+                ifindex: 0,
+                endpoint_id: EP_A,
+                flags: 0,
+            },
+        )
+        .unwrap();
+        dp.apply_policy(&[PolicyChange::Upsert(
+            key(0, EP_A, Direction::Egress, TCP, 443, 16),
+            PolicyValue::allow(1),
+        )])
+        .unwrap();
+        assert_eq!(run(&dp, Hook::FromPod, &frame, 0).retval, TC_ACT_OK);
+    }
+    let mut dp = Datapath::load(pins.path()).expect("second load reuses the pins");
+    assert_eq!(dp.counters().unwrap().get(Reason::PassPolicy), 1);
+    let other = packet(A4, WORLD4, tcp(40001, 443)).frame();
+    assert_eq!(run(&dp, Hook::FromPod, &other, 0).retval, TC_ACT_OK);
+    dp.apply_policy(&[PolicyChange::Delete(key(
+        0,
+        EP_A,
+        Direction::Egress,
+        TCP,
+        443,
+        16,
+    ))])
+    .unwrap();
+    let third = packet(A4, WORLD4, tcp(40002, 443)).frame();
+    assert_eq!(run(&dp, Hook::FromPod, &third, 0).retval, TC_ACT_SHOT);
+    drop(dp);
+}
