@@ -282,11 +282,25 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
     let mut checks = Vec::new();
     if let Some(ep) = src.endpoint {
         let pol = cluster.endpoint_policy(ep);
-        checks.push(check(cluster, &pol, Direction::Egress, dst.identity, proto, q.port));
+        checks.push(check(
+            cluster,
+            &pol,
+            Direction::Egress,
+            dst.identity,
+            proto,
+            q.port,
+        ));
     }
     if let Some(ep) = dst.endpoint {
         let pol = cluster.endpoint_policy(ep);
-        checks.push(check(cluster, &pol, Direction::Ingress, src.identity, proto, q.port));
+        checks.push(check(
+            cluster,
+            &pol,
+            Direction::Ingress,
+            src.identity,
+            proto,
+            q.port,
+        ));
     }
 
     let mut reasons = Vec::new();
@@ -317,7 +331,11 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
         });
     }
     let redirected = checks.iter().any(|c| c.l7.is_some());
-    let mut layer = checks.iter().map(|c| c.layer).max_by_key(|l| *l as u8).unwrap_or(Layer::L3);
+    let mut layer = checks
+        .iter()
+        .map(|c| c.layer)
+        .max_by_key(|l| *l as u8)
+        .unwrap_or(Layer::L3);
     for c in &checks {
         reasons.extend(c.reasons.iter().cloned());
     }
@@ -436,7 +454,11 @@ fn check(
         }
         Some((key, _)) => {
             let contribs = pol.provenance.get(key).cloned().unwrap_or_default();
-            let layer = if contribs.iter().filter(|c| c.deny).all(|c| c.key.port.protocol == 0) {
+            let layer = if contribs
+                .iter()
+                .filter(|c| c.deny)
+                .all(|c| c.key.port.protocol == 0)
+            {
                 Layer::L3
             } else {
                 Layer::L4
@@ -460,10 +482,7 @@ fn check(
                     direction: Some(direction),
                     policy: None,
                     rule: None,
-                    message: format!(
-                        "denied on {flow}: {}",
-                        pol.warnings.join("; ")
-                    ),
+                    message: format!("denied on {flow}: {}", pol.warnings.join("; ")),
                 });
             }
             Check {
@@ -582,7 +601,26 @@ fn judge(pol: &L7Policy, req: Option<&L7Request>, direction: Direction) -> L7Out
 /// Whether one rule list allows the request; `Some(detail)` if it does.
 fn l7_allows(rules: &Arc<L7Rules>, req: &L7Request) -> Option<String> {
     match (rules.as_ref(), req) {
-        (L7Rules::Http(_list), L7Request::Http(_h)) => None, // TEMP until l7::http lands
+        (L7Rules::Http(list), L7Request::Http(h)) => {
+            let set = l7::http::HttpRuleSet::compile(list).ok()?;
+            let headers: Vec<(&str, &str)> = h
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let view = l7::http::HttpRequest {
+                method: &h.method,
+                path: &h.path,
+                authority: (!h.host.is_empty()).then_some(h.host.as_str()),
+                headers: &headers,
+            };
+            match set.judge(&view) {
+                l7::http::HttpVerdict::Allowed { rule, .. } => {
+                    Some(format!("http[{rule}] matches {} {}", h.method, h.path))
+                }
+                l7::http::HttpVerdict::Denied => None,
+            }
+        }
         (L7Rules::Dns(list), L7Request::Dns { name }) => {
             let set = l7::dns::DnsRuleSet::compile(list).ok()?;
             set.matching_rule(name)

@@ -388,7 +388,11 @@ pub fn from_network_policy(
     np: &NetworkPolicy,
     origin: Arc<PolicyRef>,
 ) -> Result<Vec<PolicyRule>, RuleError> {
-    let ns = np.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+    let ns = np
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
     if np.metadata.name.is_empty() {
         return Err(rerr("metadata.name", "is required"));
     }
@@ -490,9 +494,7 @@ fn np_peers(
             }
             (pod, nsel, None) => {
                 let mut sel = match pod {
-                    Some(ps) => {
-                        compile_selector(ps, SOURCE_K8S, &format!("{path}.podSelector"))?
-                    }
+                    Some(ps) => compile_selector(ps, SOURCE_K8S, &format!("{path}.podSelector"))?,
                     None => Selector::all(),
                 };
                 match nsel {
@@ -790,10 +792,19 @@ fn cilium_entry(
     }
     // Cilium accepts one kind of L3 peer per rule.
     let present: Vec<String> = [
-        ("Endpoints", l3.endpoints.as_ref().is_some_and(|v| !v.is_empty())),
+        (
+            "Endpoints",
+            l3.endpoints.as_ref().is_some_and(|v| !v.is_empty()),
+        ),
         ("CIDR", l3.cidr.as_ref().is_some_and(|v| !v.is_empty())),
-        ("CIDRSet", l3.cidr_set.as_ref().is_some_and(|v| !v.is_empty())),
-        ("Entities", l3.entities.as_ref().is_some_and(|v| !v.is_empty())),
+        (
+            "CIDRSet",
+            l3.cidr_set.as_ref().is_some_and(|v| !v.is_empty()),
+        ),
+        (
+            "Entities",
+            l3.entities.as_ref().is_some_and(|v| !v.is_empty()),
+        ),
         ("Nodes", l3.nodes.as_ref().is_some_and(|v| !v.is_empty())),
     ]
     .iter()
@@ -981,11 +992,11 @@ fn cilium_port_rule(
                 ));
             }
             if let Some(http) = &rules.http {
-                l7_check_http(http)
+                crate::l7::http::HttpRuleSet::compile(http)
                     .map_err(|e| rerr(format!("{path}.rules.http"), e.to_string()))?;
                 Some(Arc::new(L7Rules::Http(http.clone())))
             } else if let Some(k) = &rules.kafka {
-                l7_check_kafka(k)
+                crate::l7::kafka::KafkaRuleSet::compile(k)
                     .map_err(|e| rerr(format!("{path}.rules.kafka"), e.to_string()))?;
                 Some(Arc::new(L7Rules::Kafka(k.clone())))
             } else if let Some(d) = &rules.dns {
@@ -1199,10 +1210,7 @@ fn parse_port(
             format!("{path}.endPort"),
             "endPort cannot be used with a named port",
         )),
-        (PortSpec::Any, Some(_)) => Err(rerr(
-            format!("{path}.endPort"),
-            "endPort needs a port",
-        )),
+        (PortSpec::Any, Some(_)) => Err(rerr(format!("{path}.endPort"), "endPort needs a port")),
     }
 }
 
@@ -1219,7 +1227,8 @@ fn number_port(i: i64, path: &str) -> Result<PortSpec, RuleError> {
 fn validate_port_name(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 15
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && s.chars().any(|c| c.is_ascii_lowercase())
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -1258,13 +1267,6 @@ fn parse_excepts(cidr: &IpNet, except: &[String], path: &str) -> Result<Vec<IpNe
         out.push(net);
     }
     Ok(out)
-}
-
-fn l7_check_http(_r: &[HttpRule]) -> Result<(), String> {
-    Ok(()) // TEMP until l7::http lands
-}
-fn l7_check_kafka(_r: &[KafkaRule]) -> Result<(), String> {
-    Ok(()) // TEMP until l7::kafka lands
 }
 
 #[cfg(test)]
