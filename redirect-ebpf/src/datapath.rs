@@ -171,9 +171,7 @@ impl Datapath {
     }
 
     fn link_pin(&self, hook: Hook, ifname: &str) -> PathBuf {
-        self.pin_dir
-            .join("links")
-            .join(format!("{}-{ifname}", hook.program_name()))
+        self.pin_dir.join("links").join(link_pin_name(hook, ifname))
     }
 
     fn attach(
@@ -205,7 +203,7 @@ impl Datapath {
             path: pin.clone(),
             source: io::Error::other(e),
         })?;
-        let staged = pin.with_extension("new");
+        let staged = pin.with_file_name(format!("new-{}", link_pin_name(hook, ifname)));
         let _ = std::fs::remove_file(&staged);
         link.pin(&staged).map_err(|e| DatapathError::LinkPin {
             path: staged.clone(),
@@ -359,6 +357,14 @@ impl Datapath {
             .try_into()
             .map_err(|e| DatapathError::program(name, e))
     }
+}
+
+/// Name of the pin of `hook`'s link on `ifname`: `<program>-<ifname>`.
+/// bpffs refuses names containing '.', which interface names may contain
+/// (VLANs: `eth0.100`), so '%' and '.' are percent-encoded.
+fn link_pin_name(hook: Hook, ifname: &str) -> String {
+    let ifname = ifname.replace('%', "%25").replace('.', "%2e");
+    format!("{}-{ifname}", hook.program_name())
 }
 
 fn program_mut(ebpf: &mut Ebpf, hook: Hook) -> Result<&mut SchedClassifier, DatapathError> {

@@ -1,0 +1,375 @@
+//! Real traffic through the attached programs (root only).
+//!
+//! Lab: a node namespace and two pod namespaces joined to it by veths
+//! (`va` <-> A's `eth0`, `vb` <-> B's `eth0`), IPv4 and IPv6, the node
+//! routing between them. The programs are attached to `va` and `vb`.
+//! Namespaces are entered with `setns` on a dedicated thread, so the
+//! private bpffs of the test stays visible. Everything is removed on drop.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{PinDir, root_or_skip, unique};
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket, sockopt,
+};
+use redirect_ebpf::{
+    Datapath, Direction, EndpointInfo, Hook, PolicyChange, PolicyKey, PolicyValue, Reason,
+    install_proxy_routing,
+};
+
+const A4: &str = "10.200.1.2";
+const B4: &str = "10.200.2.2";
+const A6: &str = "fd00:200::a:2";
+const B6: &str = "fd00:200::b:2";
+const EP_A: u16 = 21;
+const EP_B: u16 = 22;
+const ID_A: u32 = 2001;
+const ID_B: u32 = 2002;
+const PROXY_PORT: u16 = 15001;
+
+fn sh(args: &[&str]) {
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    assert!(status.success(), "{args:?} failed: {status}");
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        sh(&["ip", "netns", "add", &name]);
+        Self { name }
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns =
+                    std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("namespace thread panicked")
+        })
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full);
+    }
+
+    /// `ping` from inside the namespace; true when a reply came back.
+    fn ping(&self, dst: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "ping", "-c1", "-W1", dst])
+            .output()
+            .expect("spawn ping")
+            .status
+            .success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Node + two pods, programs attached, endpoints registered.
+struct Lab {
+    dp: Datapath,
+    a: Netns,
+    b: Netns,
+    node: Netns,
+    _pins: PinDir,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let pins = PinDir::new();
+        let node = Netns::new("pcnode");
+        let a = Netns::new("pca");
+        let b = Netns::new("pcb");
+        node.ip(&["link", "set", "lo", "up"]);
+        for (pod, veth, v4net, v6net) in [(&a, "va", "1", "a"), (&b, "vb", "2", "b")] {
+            node.ip(&[
+                "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+            ]);
+            node.ip(&["addr", "add", &format!("10.200.{v4net}.1/24"), "dev", veth]);
+            node.ip(&[
+                "addr",
+                "add",
+                &format!("fd00:200::{v6net}:1/112"),
+                "dev",
+                veth,
+                "nodad",
+            ]);
+            node.ip(&["link", "set", veth, "up"]);
+            pod.ip(&["link", "set", "lo", "up"]);
+            pod.ip(&[
+                "addr",
+                "add",
+                &format!("10.200.{v4net}.2/24"),
+                "dev",
+                "eth0",
+            ]);
+            pod.ip(&[
+                "addr",
+                "add",
+                &format!("fd00:200::{v6net}:2/112"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            pod.ip(&["link", "set", "eth0", "up"]);
+            pod.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.200.{v4net}.1"),
+            ]);
+            pod.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("fd00:200::{v6net}:1"),
+            ]);
+        }
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &node.name,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ]);
+
+        let mut dp = Datapath::load(pins.path()).expect("load datapath");
+        let (index_a, index_b) = node.run(|| {
+            dp.attach_pod("va").expect("attach va");
+            dp.attach_pod("vb").expect("attach vb");
+            (
+                nix::net::if_::if_nametoindex("va").expect("va index"),
+                nix::net::if_::if_nametoindex("vb").expect("vb index"),
+            )
+        });
+        for (ips, endpoint_id, identity, ifindex) in [
+            ([A4, A6], EP_A, ID_A, index_a),
+            ([B4, B6], EP_B, ID_B, index_b),
+        ] {
+            for ip in ips {
+                dp.set_endpoint(
+                    ip.parse().expect("ip"),
+                    EndpointInfo {
+                        identity,
+                        ifindex,
+                        endpoint_id,
+                        flags: 0,
+                    },
+                )
+                .expect("set endpoint");
+            }
+        }
+        Lab {
+            dp,
+            a,
+            b,
+            node,
+            _pins: pins,
+        }
+    }
+
+    /// Allows A -> B on `proto`/`port` on both sides (optionally redirected).
+    fn allow_a_to_b(&mut self, proto: u8, port: u16, value: PolicyValue) {
+        let egress = PolicyKey::new(ID_B, EP_A, Direction::Egress, proto, port, 16).unwrap();
+        let ingress = PolicyKey::new(ID_A, EP_B, Direction::Ingress, proto, port, 16).unwrap();
+        self.dp
+            .apply_policy(&[
+                PolicyChange::Upsert(egress, value),
+                PolicyChange::Upsert(ingress, PolicyValue::allow(value.rule_cookie)),
+            ])
+            .expect("apply policy");
+    }
+}
+
+/// Listens on `addr` in the calling thread's namespace.
+fn listen_on(addr: SocketAddr, transparent: bool) -> TcpListener {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd: OwnedFd =
+        socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+    setsockopt(&fd, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).expect("IPV6_V6ONLY");
+    }
+    if transparent {
+        setsockopt(&fd, sockopt::IpTransparent, &true).expect("IP_TRANSPARENT");
+    }
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )
+    .expect("bind");
+    listen(&fd, nix::sys::socket::Backlog::new(16).expect("backlog")).expect("listen");
+    TcpListener::from(fd)
+}
+
+/// Accepts connections forever, answering each with its local address.
+fn serve_local_addr(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let local = stream.local_addr().expect("local addr");
+            let _ = stream.write_all(local.to_string().as_bytes());
+        }
+    });
+}
+
+/// Connects from inside `ns` and reads the server's answer.
+fn connect_and_read(ns: &Netns, dst: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    ns.run(|| {
+        let mut stream = TcpStream::connect_timeout(&dst, timeout)?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })
+}
+
+fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse::<IpAddr>().expect("ip"), port)
+}
+
+#[test]
+fn tcp_and_ping_are_allowed_and_denied_v4_and_v6() {
+    if !root_or_skip("tcp_and_ping_are_allowed_and_denied_v4_and_v6") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.allow_a_to_b(6, 8080, PolicyValue::allow(1));
+    lab.allow_a_to_b(1, 8, PolicyValue::allow(2));
+    lab.allow_a_to_b(58, 128, PolicyValue::allow(3));
+
+    for ip in [B4, B6] {
+        for port in [8080, 9090] {
+            serve_local_addr(lab.b.run(|| listen_on(sock(ip, port), false)));
+        }
+    }
+    for ip in [B4, B6] {
+        let answer = connect_and_read(&lab.a, sock(ip, 8080), Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("A -> {ip}:8080 should be allowed: {e}"));
+        assert_eq!(answer, sock(ip, 8080).to_string());
+        let denied = connect_and_read(&lab.a, sock(ip, 9090), Duration::from_secs(1));
+        assert_eq!(
+            denied.as_ref().map_err(|e| e.kind()),
+            Err(ErrorKind::TimedOut),
+            "A -> {ip}:9090 should be dropped: {denied:?}"
+        );
+    }
+    assert!(lab.a.ping(B4), "ping A -> B (IPv4) allowed");
+    assert!(lab.a.ping(B6), "ping A -> B (IPv6) allowed");
+    assert!(!lab.b.ping(A4), "ping B -> A (IPv4) denied");
+    assert!(!lab.b.ping(A6), "ping B -> A (IPv6) denied");
+
+    let counters = lab.dp.counters().expect("counters");
+    assert!(counters.get(Reason::PassPolicy) >= 4, "{counters:?}");
+    assert!(counters.get(Reason::PassReply) > 0, "{counters:?}");
+    assert!(counters.get(Reason::DropNoPolicy) >= 4, "{counters:?}");
+    let mut events = lab.dp.take_flow_events().expect("events");
+    let all: Vec<_> = std::iter::from_fn(|| events.try_next()).collect();
+    assert!(
+        all.iter()
+            .any(|e| e.is_drop() && e.dport == 9090 && e.hook() == Some(Hook::FromPod)),
+        "a drop event for port 9090: {all:?}"
+    );
+    drop(lab);
+}
+
+#[test]
+fn tproxy_redirect_reaches_a_transparent_listener() {
+    if !root_or_skip("tproxy_redirect_reaches_a_transparent_listener") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.allow_a_to_b(6, 8080, PolicyValue::redirect(PROXY_PORT, 77));
+    let listeners = lab.node.run(|| {
+        install_proxy_routing().expect("proxy routing");
+        install_proxy_routing().expect("proxy routing is idempotent");
+        [
+            listen_on(sock("0.0.0.0", PROXY_PORT), true),
+            listen_on(sock("::", PROXY_PORT), true),
+        ]
+    });
+    let [v4, v6] = listeners;
+    let proxy_v4 = v4.try_clone().expect("clone listener");
+    let proxy_v6 = v6.try_clone().expect("clone listener");
+    serve_local_addr(v4);
+    serve_local_addr(v6);
+
+    // The proxy's accepted socket carries the original destination.
+    for ip in [B4, B6] {
+        let answer = connect_and_read(&lab.a, sock(ip, 8080), Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("A -> {ip}:8080 should reach the proxy: {e}"));
+        assert_eq!(
+            answer,
+            sock(ip, 8080).to_string(),
+            "getsockname() at the proxy"
+        );
+    }
+    let counters = lab.dp.counters().expect("counters");
+    assert!(counters.get(Reason::Redirect) >= 2, "{counters:?}");
+    let mut events = lab.dp.take_flow_events().expect("events");
+    let all: Vec<_> = std::iter::from_fn(|| events.try_next()).collect();
+    assert!(
+        all.iter()
+            .any(|e| e.redirected == 1 && e.proxy_port == PROXY_PORT && e.rule_cookie == 77),
+        "a redirect event: {all:?}"
+    );
+
+    // No proxy on the redirect port (the accept threads above keep the
+    // first listeners alive, so the policy moves to a port nobody listens
+    // on): new connections are dropped, never let through to B, which does
+    // listen on the original destination.
+    drop((proxy_v4, proxy_v6));
+    let b_server = lab.b.run(|| listen_on(sock(B4, 8080), false));
+    lab.allow_a_to_b(6, 8080, PolicyValue::redirect(PROXY_PORT + 1, 78));
+    lab.dp.flush_conntrack().expect("flush");
+    let denied = connect_and_read(&lab.a, sock(B4, 8080), Duration::from_secs(1));
+    assert!(denied.is_err(), "no proxy: must not reach B: {denied:?}");
+    assert!(
+        lab.dp
+            .counters()
+            .expect("counters")
+            .get(Reason::DropProxyUnavailable)
+            > 0
+    );
+    drop(b_server);
+    drop(lab);
+}
