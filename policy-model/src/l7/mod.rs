@@ -19,6 +19,7 @@ pub mod http;
 pub mod kafka;
 
 pub use dns::{DnsRuleSet, FqdnPattern, normalize_name};
+pub use http::{HeaderAction, HttpRequest, HttpRuleSet, HttpVerdict};
 pub use kafka::{KafkaRequest, KafkaRuleSet, KafkaVerdict};
 
 /// The protocol whose rule an [`L7RuleError`] is about.
