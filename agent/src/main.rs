@@ -1,9 +1,13 @@
 //! `portcullis`: the node agent and its CLI.
 
+mod agentd;
+mod demo;
+mod lab;
 mod policy_cli;
 mod service_map;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// portcullis: Kubernetes and Cilium network policy, enforced by eBPF and a
@@ -22,18 +26,119 @@ enum Command {
         #[command(subcommand)]
         command: policy_cli::PolicyCommand,
     },
+    /// The local lab: a node, pods and a world made of network namespaces.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+    /// The node agent: owns the eBPF maps and enforces the policy files.
+    Agent(agentd::AgentArgs),
+    /// Stream flow events (verdicts of the datapath) from the agent.
+    Observe {
+        /// `text` (one line per flow) or `json`.
+        #[arg(long, default_value = "text")]
+        output: String,
+        /// Keep streaming new events instead of printing the recent ones.
+        #[arg(long, short)]
+        follow: bool,
+        /// The agent's state directory (default: the lab's).
+        #[arg(long, default_value = lab::STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Create the lab and start the agent in its node namespace.
+    Up {
+        #[arg(long)]
+        topology: PathBuf,
+        #[arg(long = "policy", required = true)]
+        policies: Vec<PathBuf>,
+    },
+    /// Remove everything the lab made (also after a crash).
+    Down,
+    /// Run a command in `node`, `world` or a pod (`NS/POD`).
+    Exec {
+        target: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run the multi-tenant isolation scenario end to end with real traffic
+    /// and print the observed matrix next to the expected one.
+    Demo {
+        /// Leave the lab up afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// (internal) serve TCP and UDP responders inside a pod.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long, value_delimiter = ',')]
+        tcp: Vec<u16>,
+        #[arg(long, value_delimiter = ',')]
+        udp: Vec<u16>,
+    },
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Policy { command } => policy_cli::run(command),
+    let result = match cli.command {
+        Command::Policy { command } => return policy_cli::run(command),
+        Command::Agent(args) => agentd::run(args),
+        Command::Observe {
+            output,
+            follow,
+            state_dir,
+        } => agentd::observe(&state_dir, output == "json", follow),
+        Command::Lab { command } => run_lab(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    match cmd {
+        LabCommand::Up { topology, policies } => {
+            let state = lab::up(&topology, &policies, &me)?;
+            println!(
+                "lab is up: {} pods, agent pid {}",
+                state.pods.len(),
+                state.agent_pid.unwrap_or(0)
+            );
+            println!(
+                "enter a pod:     portcullis lab exec NS/POD -- CMD   (e.g. {} -- ping -c1 10.201.0.1)",
+                state.pods.first().map(|p| p.0.as_str()).unwrap_or("NS/POD")
+            );
+            println!("enter the node:  portcullis lab exec node -- CMD");
+            println!("enter the world: portcullis lab exec world -- CMD");
+            println!("flows:           portcullis observe [--follow] [--output json]");
+            println!("tear down:       portcullis lab down");
+            Ok(())
+        }
+        LabCommand::Down => {
+            lab::down()?;
+            println!("lab removed");
+            Ok(())
+        }
+        LabCommand::Exec { target, command } => {
+            let status = lab::exec(&target, &command)?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        LabCommand::Demo { keep } => demo::run(&me, keep),
+        LabCommand::Serve { tcp, udp } => lab::probe::serve(&tcp, &udp),
     }
 }

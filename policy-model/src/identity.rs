@@ -9,7 +9,7 @@ use std::fmt;
 
 /// A numeric security identity. `0` is never an identity: the policy map
 /// uses it for "any identity".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct NumericIdentity(pub u32);
 
@@ -67,7 +67,10 @@ pub enum IdentityKind {
     /// A CIDR prefix named by a policy (outside the cluster).
     Cidr(IpNet),
     /// An address learned from DNS answers for these names.
-    Fqdn { prefix: IpNet, names: BTreeSet<String> },
+    Fqdn {
+        prefix: IpNet,
+        names: BTreeSet<String>,
+    },
 }
 
 /// A resolved identity: number, labels and kind.

@@ -12,14 +12,14 @@
 
 use crate::identity::NumericIdentity;
 use crate::rules::{Direction, L7Parser};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
 /// A protocol and a port prefix. `protocol == 0` means any protocol and
 /// then `prefix_len` is 0. `prefix_len` counts the significant leading
 /// bits of `port` (16 = exact port, 0 = any port of the protocol).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PortKey {
     pub protocol: u8,
     pub port: u16,
@@ -147,7 +147,7 @@ impl fmt::Display for PortKey {
 }
 
 /// A policy map key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MapKey {
     pub direction: Direction,
     /// Remote identity; [`NumericIdentity::ANY`] for the wildcard table.
@@ -156,7 +156,7 @@ pub struct MapKey {
 }
 
 /// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MapVerdict {
     Allow,
@@ -164,7 +164,7 @@ pub enum MapVerdict {
 }
 
 /// A policy map value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MapValue {
     pub verdict: MapVerdict,
     /// Redirect to the proxy for this parser (allow only).

@@ -55,7 +55,7 @@ impl fmt::Display for PolicyRef {
 }
 
 /// Traffic direction, seen from the selected endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Ingress,
@@ -275,7 +275,7 @@ pub enum L7Rules {
 }
 
 /// Which proxy parser a redirected port needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum L7Parser {
     Http,
@@ -400,7 +400,9 @@ pub fn from_network_policy(
     let subject = compile_selector(&spec.pod_selector, SOURCE_K8S, "spec.podSelector")?
         .and(Requirement::equals(SOURCE_K8S, POD_NAMESPACE_LABEL, &ns));
 
-    let (mut ingress_on, mut egress_on) = (true, spec.egress.is_some());
+    // Kubernetes defaults policyTypes to Ingress, plus Egress when the
+    // policy has at least one egress rule (`egress: []` does not count).
+    let (mut ingress_on, mut egress_on) = (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty()));
     if let Some(types) = &spec.policy_types {
         ingress_on = false;
         egress_on = false;

@@ -1,0 +1,472 @@
+//! `portcullis agent`: owns the kernel maps. Resolves the policy files with
+//! policy-model, applies the result to the datapath as deltas, re-resolves
+//! when a file changes (keeping the previous policy in force when the new
+//! one is invalid), and streams flow events to `portcullis observe`.
+
+use crate::lab;
+use anyhow::{Context, Result};
+use policy_model::{
+    Cluster, Direction, FqdnCache, L7Parser, MapChange, MapKey, MapState, MapValue, MapVerdict,
+    PolicySet, Topology,
+};
+use redirect_ebpf::{Datapath, EndpointInfo, FlowEvent, PolicyChange, PolicyKey, PolicyValue};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Agent options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Topology file (pods, node, world).
+    #[arg(long)]
+    pub topology: PathBuf,
+    /// Policy file or directory (repeatable); watched for changes.
+    #[arg(long = "policy", required = true)]
+    pub policies: Vec<PathBuf>,
+    /// Network namespace to run in (the lab's node namespace).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// bpffs directory for pinned maps.
+    #[arg(long, default_value = "/sys/fs/bpf/portcullis")]
+    pub pin_dir: PathBuf,
+    /// Directory for the agent's state (applied maps, observe socket).
+    #[arg(long, default_value = "/run/portcullis/agent")]
+    pub state_dir: PathBuf,
+    /// Uplink interface of the node (programs attached at its ingress).
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// How often policy files are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub poll_ms: u64,
+}
+
+/// Proxy port per L7 parser. The proxy listens on these; until it does,
+/// redirected flows are dropped by the kernel (fail closed).
+pub fn proxy_port(parser: L7Parser) -> u16 {
+    match parser {
+        L7Parser::Http => 15001,
+        L7Parser::Dns => 15053,
+        L7Parser::Kafka => 15092,
+    }
+}
+
+/// The model's key and value as the kernel's: the one conversion point.
+pub fn kernel_entry(
+    endpoint_id: u16,
+    key: &MapKey,
+    value: Option<&MapValue>,
+) -> Result<(PolicyKey, Option<PolicyValue>)> {
+    let dir = match key.direction {
+        Direction::Ingress => redirect_ebpf::Direction::Ingress,
+        Direction::Egress => redirect_ebpf::Direction::Egress,
+    };
+    let k = PolicyKey::new(
+        key.identity.0,
+        endpoint_id,
+        dir,
+        key.port.protocol,
+        key.port.port,
+        key.port.prefix_len,
+    )?;
+    let v = value.map(|v| match (v.verdict, v.redirect) {
+        (MapVerdict::Deny, _) => PolicyValue::deny(v.cookie),
+        (MapVerdict::Allow, None) => PolicyValue::allow(v.cookie),
+        (MapVerdict::Allow, Some(p)) => PolicyValue::redirect(proxy_port(p), v.cookie),
+    });
+    Ok((k, v))
+}
+
+/// What the agent last wrote to the kernel; persisted so a restarted
+/// agent can compute deltas against the pinned maps.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Applied {
+    policies: BTreeMap<u16, Vec<(MapKey, MapValue)>>,
+    ipcache: Vec<(ipnet::IpNet, u32)>,
+}
+
+impl Applied {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("applied.json")
+    }
+    fn load(dir: &Path) -> Self {
+        std::fs::read_to_string(Self::path(dir))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join("applied.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
+        std::fs::rename(tmp, Self::path(dir))?;
+        Ok(())
+    }
+}
+
+/// Names for flow lines: address -> `ns/pod`.
+struct Names {
+    by_ip: BTreeMap<IpAddr, String>,
+}
+
+/// Runs the agent until killed.
+pub fn run(args: AgentArgs) -> Result<()> {
+    if let Some(ns) = &args.netns {
+        lab::netns::enter(ns)?;
+    }
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let mut dp = Datapath::load(&args.pin_dir).context("loading the datapath")?;
+    redirect_ebpf::install_proxy_routing().context("installing proxy routing")?;
+    let topo = Topology::from_file(&args.topology).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let set = load_policies(&args.policies)
+        .map_err(|e| anyhow::anyhow!("initial policy is invalid:\n{e}"))?;
+    let mut applied = Applied::load(&args.state_dir);
+    let cluster = Cluster::new(
+        topo.clone(),
+        set.rules().cloned().collect(),
+        &FqdnCache::default(),
+    );
+    attach(&mut dp, &cluster, args.uplink.as_deref())?;
+    apply(&mut dp, &cluster, &mut applied)?;
+    applied.save(&args.state_dir)?;
+    let names = Names {
+        by_ip: cluster
+            .endpoints()
+            .iter()
+            .flat_map(|e| e.ips.iter().map(move |ip| (*ip, e.full_name())))
+            .collect(),
+    };
+    tracing::info!(
+        endpoints = cluster.endpoints().len(),
+        policies = set.policies.len(),
+        "policy applied"
+    );
+
+    let clients = start_observe_server(&args.state_dir)?;
+    std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
+
+    let mut events = dp.take_flow_events()?;
+    let mut stamp = fingerprint(&args.policies);
+    let mut backlog: VecDeque<String> = VecDeque::new();
+    loop {
+        let mut any = false;
+        while let Some(ev) = events.try_next() {
+            any = true;
+            let line = flow_json(&ev, &names);
+            backlog.push_back(line.clone());
+            if backlog.len() > 2000 {
+                backlog.pop_front();
+            }
+            broadcast(&clients, &line, &backlog);
+        }
+        let now = fingerprint(&args.policies);
+        if now != stamp {
+            stamp = now;
+            match load_policies(&args.policies) {
+                Ok(set) => {
+                    let cluster = Cluster::new(
+                        topo.clone(),
+                        set.rules().cloned().collect(),
+                        &FqdnCache::default(),
+                    );
+                    match apply(&mut dp, &cluster, &mut applied) {
+                        Ok(n) => tracing::info!(changes = n, "policy change applied"),
+                        Err(e) => tracing::error!(error = %e, "applying the policy change failed"),
+                    }
+                    applied.save(&args.state_dir)?;
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "new policy is invalid; the previous policy stays in force"
+                ),
+            }
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(args.poll_ms));
+        }
+    }
+}
+
+fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, String> {
+    PolicySet::load_paths(paths).map_err(|errs| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// Modification times and sizes of every input file: a cheap change check.
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                out.push((p.clone(), m.modified().ok(), 0));
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    stack.extend(rd.flatten().map(|e| e.path()));
+                }
+            }
+            Ok(m) => out.push((p, m.modified().ok(), m.len())),
+            Err(_) => out.push((p, None, 0)),
+        }
+    }
+    out.sort();
+    out
+}
+
+fn attach(dp: &mut Datapath, cluster: &Cluster, uplink: Option<&str>) -> Result<()> {
+    for ep in cluster.endpoints() {
+        let ifname = lab::host_ifname(ep.id);
+        let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
+            .with_context(|| format!("interface {ifname} of {} not found", ep.full_name()))?;
+        for ip in &ep.ips {
+            dp.set_endpoint(
+                *ip,
+                EndpointInfo {
+                    identity: ep.identity.0,
+                    ifindex,
+                    endpoint_id: ep.id,
+                    flags: 0,
+                },
+            )?;
+        }
+        dp.attach_pod(&ifname)
+            .with_context(|| format!("attaching to {ifname}"))?;
+    }
+    if let Some(up) = uplink {
+        dp.attach_uplink(up)
+            .with_context(|| format!("attaching to uplink {up}"))?;
+    }
+    Ok(())
+}
+
+/// Applies the cluster's ipcache and every endpoint's map state as deltas
+/// against what was applied before. Returns the number of changes.
+fn apply(dp: &mut Datapath, cluster: &Cluster, applied: &mut Applied) -> Result<usize> {
+    let mut n = 0;
+    // ipcache: add/replace first, then remove stale prefixes.
+    let new_ipc: Vec<(ipnet::IpNet, u32)> =
+        cluster.ipcache().iter().map(|(p, id)| (*p, id.0)).collect();
+    for (p, id) in &new_ipc {
+        if !applied.ipcache.contains(&(*p, *id)) {
+            dp.set_ipcache(*p, *id)?;
+            n += 1;
+        }
+    }
+    for (p, _) in &applied.ipcache {
+        if !new_ipc.iter().any(|(q, _)| q == p) {
+            dp.remove_ipcache(*p)?;
+            n += 1;
+        }
+    }
+    applied.ipcache = new_ipc;
+
+    for ep in cluster.endpoints() {
+        let pol = cluster.endpoint_policy(ep);
+        for w in &pol.warnings {
+            tracing::warn!(endpoint = %ep.full_name(), "{w}");
+        }
+        let old = MapState {
+            entries: applied
+                .policies
+                .get(&ep.id)
+                .map(|v| v.iter().copied().collect())
+                .unwrap_or_default(),
+        };
+        let mut changes = Vec::new();
+        for c in old.diff(&pol.map) {
+            match c {
+                MapChange::Upsert(k, v) => {
+                    let (k, v) = kernel_entry(ep.id, &k, Some(&v))?;
+                    changes.push(PolicyChange::Upsert(k, v.expect("value given")));
+                }
+                MapChange::Delete(k) => {
+                    let (k, _) = kernel_entry(ep.id, &k, None)?;
+                    changes.push(PolicyChange::Delete(k));
+                }
+            }
+        }
+        n += changes.len();
+        dp.apply_policy(&changes)?;
+        applied.policies.insert(
+            ep.id,
+            pol.map.entries.iter().map(|(k, v)| (*k, *v)).collect(),
+        );
+    }
+    Ok(n)
+}
+
+type Clients = Arc<Mutex<Vec<UnixStream>>>;
+
+fn start_observe_server(state_dir: &Path) -> Result<Clients> {
+    let path = state_dir.join("observe.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let clients: Clients = Arc::new(Mutex::new(Vec::new()));
+    let c2 = clients.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            if let Ok(mut guard) = c2.lock() {
+                guard.push(s);
+            }
+        }
+    });
+    Ok(clients)
+}
+
+/// Sends a line to every client; a new client first gets the backlog.
+fn broadcast(clients: &Clients, line: &str, backlog: &VecDeque<String>) {
+    let Ok(mut guard) = clients.lock() else {
+        return;
+    };
+    guard.retain_mut(|s| {
+        // A client that has not been primed yet has no write timeout set.
+        if s.write_timeout().ok().flatten().is_none() {
+            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+            for l in backlog.iter().take(backlog.len().saturating_sub(1)) {
+                if writeln!(s, "{l}").is_err() {
+                    return false;
+                }
+            }
+        }
+        writeln!(s, "{line}").is_ok()
+    });
+}
+
+fn monotonic_to_wall(ts_ns: u64) -> chrono_like::Utc {
+    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+        .unwrap_or(0);
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    chrono_like::Utc((wall - (mono - ts_ns as i128)).max(0) as u128)
+}
+
+fn flow_json(ev: &FlowEvent, names: &Names) -> String {
+    let addr = |b: &[u8; 16]| -> IpAddr {
+        if ev.family == 4 {
+            IpAddr::from([b[0], b[1], b[2], b[3]])
+        } else {
+            IpAddr::from(*b)
+        }
+    };
+    let (s, d) = (addr(&ev.saddr), addr(&ev.daddr));
+    let verdict = match ev.verdict {
+        0 => "FORWARDED",
+        1 => "DROPPED",
+        2 => "REDIRECTED",
+        _ => "UNKNOWN",
+    };
+    let reason = redirect_ebpf::Reason::from_code(ev.reason)
+        .map(|r| format!("{r:?}"))
+        .unwrap_or_else(|| format!("reason-{}", ev.reason));
+    let proto = match ev.protocol {
+        6 => "TCP".to_string(),
+        17 => "UDP".to_string(),
+        132 => "SCTP".to_string(),
+        1 => "ICMP".to_string(),
+        58 => "ICMPv6".to_string(),
+        n => format!("proto-{n}"),
+    };
+    serde_json::json!({
+        "time": monotonic_to_wall(ev.timestamp_ns).to_string(),
+        "source": {"ip": s, "port": ev.sport, "identity": ev.src_identity, "pod": names.by_ip.get(&s)},
+        "destination": {"ip": d, "port": ev.dport, "identity": ev.dst_identity, "pod": names.by_ip.get(&d)},
+        "protocol": proto,
+        "verdict": verdict,
+        "reason": reason,
+        "direction": if ev.direction == 0 { "ingress" } else { "egress" },
+        "endpoint": ev.endpoint_id,
+        "redirected": ev.redirected == 1,
+        "proxy_port": ev.proxy_port,
+        "rule_cookie": ev.rule_cookie,
+    })
+    .to_string()
+}
+
+/// A tiny RFC 3339 UTC formatter (no date crate needed for one format).
+mod chrono_like {
+    use std::fmt;
+
+    /// Nanoseconds since the Unix epoch.
+    pub struct Utc(pub u128);
+
+    impl fmt::Display for Utc {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let secs = (self.0 / 1_000_000_000) as i64;
+            let millis = (self.0 / 1_000_000 % 1000) as u32;
+            let days = secs.div_euclid(86_400);
+            let rem = secs.rem_euclid(86_400);
+            // Civil-from-days (Howard Hinnant's algorithm).
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z.rem_euclid(146_097);
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let y = yoe + era * 400;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = if m <= 2 { y + 1 } else { y };
+            write!(
+                f,
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
+        }
+    }
+}
+
+/// `portcullis observe`: prints the agent's flow events.
+pub fn observe(state_dir: &Path, json: bool, follow: bool) -> Result<()> {
+    use std::io::BufRead;
+    let path = state_dir.join("observe.sock");
+    let s = UnixStream::connect(&path)
+        .with_context(|| format!("connecting to {} (is the agent running?)", path.display()))?;
+    if !follow {
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    }
+    let reader = std::io::BufReader::new(s);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if json {
+            writeln!(out, "{line}")?;
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let side = |x: &serde_json::Value| {
+            let ip = x["ip"].as_str().unwrap_or("?");
+            let port = x["port"].as_u64().unwrap_or(0);
+            match x["pod"].as_str() {
+                Some(p) => format!("{p} ({ip}:{port})"),
+                None => format!("{ip}:{port}"),
+            }
+        };
+        writeln!(
+            out,
+            "{}  {} -> {}  {}  {}  {}  [{}]",
+            v["time"].as_str().unwrap_or(""),
+            side(&v["source"]),
+            side(&v["destination"]),
+            v["protocol"].as_str().unwrap_or(""),
+            v["verdict"].as_str().unwrap_or(""),
+            v["reason"].as_str().unwrap_or(""),
+            v["direction"].as_str().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}

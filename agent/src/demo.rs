@@ -1,0 +1,219 @@
+//! `portcullis lab demo`: the multi-tenant isolation scenario end to end.
+//! Builds the lab from the conformance case `multi-tenant/cnp`, starts
+//! responders in every pod, probes every pod pair with real TCP connects
+//! (IPv4 and IPv6) and UDP exchanges, and prints the observed matrix next
+//! to the expected one.
+
+use crate::lab::{self, probe};
+use anyhow::{Context, Result, bail};
+use policy_model::Topology;
+use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const TOPOLOGY: &str = include_str!("../../conformance/topologies/multi-tenant.yaml");
+const CASE: &str = include_str!("../../conformance/cases/multi-tenant/cnp.yaml");
+
+struct Servers(Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the demo.
+pub fn run(me: &Path, keep: bool) -> Result<()> {
+    let dir = Path::new(lab::STATE_DIR).join("demo");
+    std::fs::create_dir_all(&dir)?;
+    let case: serde_yaml_ng::Value = serde_yaml_ng::from_str(CASE).context("embedded case")?;
+    let policies = case["policies"].as_str().context("case has policies")?;
+    let topo_path = dir.join("topology.yaml");
+    let pol_path = dir.join("policy.yaml");
+    std::fs::write(&topo_path, TOPOLOGY)?;
+    std::fs::write(&pol_path, policies)?;
+    let topo =
+        Topology::from_yaml(TOPOLOGY, "multi-tenant.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    println!("portcullis lab demo: multi-tenant isolation (CiliumNetworkPolicy)");
+    println!(
+        "building the lab: {} pods in namespaces {}",
+        topo.pods.len(),
+        topo.namespaces
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let state = lab::up(&topo_path, std::slice::from_ref(&pol_path), me)?;
+    let result = (|| -> Result<bool> {
+        let mut servers = Servers(Vec::new());
+        for (_, ns) in &state.pods {
+            let child = Command::new("ip")
+                .args(["netns", "exec", ns])
+                .arg(me)
+                .args(["lab", "serve", "--tcp", "80,9090", "--udp", "80"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()?;
+            servers.0.push(child);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+
+        let set = policy_model::load::load_str(policies, "multi-tenant/cnp")
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let cluster = policy_model::Cluster::new(
+            topo.clone(),
+            set.rules().cloned().collect(),
+            &policy_model::FqdnCache::default(),
+        );
+        let mut all_ok = true;
+        for (label, proto, port, v6) in [
+            (
+                "TCP/80 over IPv4",
+                policy_model::Protocol::Tcp,
+                80u16,
+                false,
+            ),
+            ("TCP/80 over IPv6", policy_model::Protocol::Tcp, 80, true),
+            ("UDP/80 over IPv4", policy_model::Protocol::Udp, 80, false),
+        ] {
+            let expected = policy_model::matrix::reachability(&cluster, proto, port);
+            let observed = observe_matrix(&state, &topo, proto, port, v6)?;
+            all_ok &= print_side_by_side(label, &expected, &observed);
+        }
+        drop(servers);
+        Ok(all_ok)
+    })();
+    if !keep {
+        lab::down()?;
+    } else {
+        println!("the lab stays up (portcullis lab down removes it)");
+    }
+    match result? {
+        true => {
+            println!("observed == expected for every probed pair");
+            Ok(())
+        }
+        false => bail!("the observed matrix differs from the expected one"),
+    }
+}
+
+/// Probes every ordered pair of distinct pods concurrently.
+fn observe_matrix(
+    state: &lab::LabState,
+    topo: &Topology,
+    proto: policy_model::Protocol,
+    port: u16,
+    v6: bool,
+) -> Result<Vec<Vec<Option<bool>>>> {
+    let pods: Vec<(String, String, IpAddr)> = state
+        .pods
+        .iter()
+        .map(|(name, ns)| {
+            let ip = topo
+                .pod(name)
+                .and_then(|p| p.addresses().into_iter().find(|a| a.is_ipv6() == v6))
+                .context("pod address")?;
+            Ok((name.clone(), ns.clone(), ip))
+        })
+        .collect::<Result<_>>()?;
+    let mut handles = Vec::new();
+    for (i, (_, ns, _)) in pods.iter().enumerate() {
+        for (j, (_, _, ip)) in pods.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let (ns, ip) = (ns.clone(), *ip);
+            handles.push((
+                i,
+                j,
+                std::thread::spawn(move || {
+                    let t = Duration::from_millis(1500);
+                    match proto {
+                        policy_model::Protocol::Udp => probe::udp(&ns, ip, port, t),
+                        _ => probe::tcp(&ns, ip, port, t),
+                    }
+                }),
+            ));
+        }
+    }
+    let mut m = vec![vec![None; pods.len()]; pods.len()];
+    for (i, j, h) in handles {
+        let r = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
+        m[i][j] = Some(r == probe::Observed::Connected);
+    }
+    Ok(m)
+}
+
+fn print_side_by_side(
+    label: &str,
+    expected: &policy_model::matrix::Reachability,
+    observed: &[Vec<Option<bool>>],
+) -> bool {
+    let short: Vec<String> = expected
+        .pods
+        .iter()
+        .map(|p| p.replace("tenant-", "t"))
+        .collect();
+    let w = short.iter().map(|s| s.len()).max().unwrap_or(4);
+    println!(
+        "\n{label}: expected (model)  |  observed (real traffic)   . allowed  X denied  ! mismatch"
+    );
+    let header: String = (0..short.len())
+        .map(|i| format!("{:>2}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!("{:>w$}   {header}   |   {header}", "");
+    let mut ok = true;
+    for (i, name) in short.iter().enumerate() {
+        let e: Vec<String> = expected.cells[i]
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                if i == j {
+                    " -".into()
+                } else if *v == policy_model::Verdict::Allowed {
+                    " .".into()
+                } else {
+                    " X".into()
+                }
+            })
+            .collect();
+        let o: Vec<String> = observed[i]
+            .iter()
+            .enumerate()
+            .map(|(j, v)| match v {
+                None => " -".to_string(),
+                Some(allowed) => {
+                    let exp = expected.cells[i][j] == policy_model::Verdict::Allowed;
+                    if *allowed != exp {
+                        ok = false;
+                        " !".to_string()
+                    } else if *allowed {
+                        " .".to_string()
+                    } else {
+                        " X".to_string()
+                    }
+                }
+            })
+            .collect();
+        println!(
+            "{:>w$} {:>2} {}   |   {}",
+            name,
+            i + 1,
+            e.join(" "),
+            o.join(" ")
+        );
+    }
+    ok
+}
