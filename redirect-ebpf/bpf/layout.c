@@ -68,8 +68,8 @@ int main(void)
 	FIELD(ct_entry, endpoint_id);
 	FIELD(ct_entry, direction);
 	FIELD(ct_entry, hook);
+	FIELD(ct_entry, flags);
 	FIELD(ct_entry, pad);
-	FIELD(ct_entry, pad2);
 	FIELD(flow_event, timestamp_ns);
 	FIELD(flow_event, saddr);
 	FIELD(flow_event, daddr);
@@ -110,6 +110,7 @@ int main(void)
 	CONST(PC_MARK_POLICY_DONE);
 	CONST(PC_DEFAULT_FROM_PROXY_MARK);
 	CONST(PC_CONFIG_TRACE_NEW_FLOWS);
+	CONST(PC_CT_PROXY_UPSTREAM);
 	CONST(PC_POLICY_PREFIX_L3);
 	CONST(PC_POLICY_PREFIX_PROTO);
 	CONST(PC_POLICY_PREFIX_FULL);

@@ -327,7 +327,7 @@ struct decision {
 	__u16 proxy_port;
 	__u8 direction;
 	__u8 hook;
-	__u16 pad;
+	__u16 ct_flags;
 };
 
 /*
@@ -456,6 +456,7 @@ static __always_inline void ct_create(const struct flow *f, const struct decisio
 	e.endpoint_id = d->endpoint_id;
 	e.direction = d->direction;
 	e.hook = d->hook;
+	e.flags = d->ct_flags;
 	/* If the LRU cannot take the entry the next packet is simply
 	 * checked against policy again: no verdict depends on it. */
 	bpf_map_update_elem(&conntrack, &k, &e, BPF_ANY);
@@ -540,6 +541,71 @@ static __always_inline int pass_new_flow(struct __sk_buff *skb, const struct flo
 
 /* ------------------------------------------------------------ redirect */
 
+/* The packet's 4-tuple as a socket lookup key; returns its size. */
+static __always_inline __u32 sock_tuple(const struct flow *f, struct bpf_sock_tuple *t)
+{
+	if (f->family == PC_FAMILY_IPV4) {
+		__builtin_memcpy(&t->ipv4.saddr, f->saddr, 4);
+		__builtin_memcpy(&t->ipv4.daddr, f->daddr, 4);
+		t->ipv4.sport = f->sport;
+		t->ipv4.dport = f->dport;
+		return sizeof(t->ipv4);
+	}
+	__builtin_memcpy(t->ipv6.saddr, f->saddr, 16);
+	__builtin_memcpy(t->ipv6.daddr, f->daddr, 16);
+	t->ipv6.sport = f->sport;
+	t->ipv6.dport = f->dport;
+	return sizeof(t->ipv6);
+}
+
+/* Assigns the packet to sk (consuming the reference); 0 on success. */
+static __always_inline int assign(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	long ret = bpf_sk_assign(skb, sk, 0);
+
+	bpf_sk_release(sk);
+	if (ret != 0)
+		return -1;
+	skb->mark = (skb->mark & ~PC_MARK_MASK) | PC_MARK_TO_PROXY;
+	return 0;
+}
+
+/*
+ * Assigns the packet to a local socket that owns exactly its 4-tuple (an
+ * accepted or connected proxy socket). Returns 0 when assigned.
+ */
+static __always_inline int assign_established(struct __sk_buff *skb, const struct flow *f,
+					      struct bpf_sock_tuple *t, __u32 len)
+{
+	struct bpf_sock *sk;
+
+	if (f->protocol == IPPROTO_TCP) {
+		sk = (struct bpf_sock *)bpf_skc_lookup_tcp(skb, t, len, BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return -1;
+		/* A listener on the original port is not the proxy. */
+		if (sk->state == BPF_TCP_LISTEN || sk->state == BPF_TCP_TIME_WAIT) {
+			bpf_sk_release(sk);
+			return -1;
+		}
+		return assign(skb, sk);
+	}
+	if (f->protocol == IPPROTO_UDP) {
+		sk = bpf_sk_lookup_udp(skb, t, len, BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return -1;
+		/* Only a socket connected to exactly this peer is a per-flow
+		 * proxy socket; a wildcard-bound server on the original port
+		 * is not the proxy. */
+		if (sk->dst_port == 0) {
+			bpf_sk_release(sk);
+			return -1;
+		}
+		return assign(skb, sk);
+	}
+	return -1;
+}
+
 /*
  * BPF TPROXY: give the packet to the proxy's socket in this namespace. An
  * established proxy socket for the 4-tuple wins; otherwise the proxy's
@@ -552,44 +618,13 @@ static __always_inline int redirect_to_proxy(struct __sk_buff *skb, const struct
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
 	__u32 len;
-	long ret;
 
-	if (f->family == PC_FAMILY_IPV4) {
-		__builtin_memcpy(&t.ipv4.saddr, f->saddr, 4);
-		__builtin_memcpy(&t.ipv4.daddr, f->daddr, 4);
-		t.ipv4.sport = f->sport;
-		t.ipv4.dport = f->dport;
-		len = sizeof(t.ipv4);
-	} else {
-		__builtin_memcpy(t.ipv6.saddr, f->saddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, f->daddr, 16);
-		t.ipv6.sport = f->sport;
-		t.ipv6.dport = f->dport;
-		len = sizeof(t.ipv6);
-	}
-
-	if (f->protocol == IPPROTO_TCP) {
-		sk = (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &t, len, BPF_F_CURRENT_NETNS, 0);
-		if (sk) {
-			if (sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_TIME_WAIT)
-				goto assign;
-			/* A listener on the original port is not the proxy. */
-			bpf_sk_release(sk);
-		}
-	} else if (f->protocol == IPPROTO_UDP) {
-		sk = bpf_sk_lookup_udp(skb, &t, len, BPF_F_CURRENT_NETNS, 0);
-		if (sk) {
-			/* Only a socket connected to exactly this peer is a
-			 * per-flow proxy socket; a wildcard-bound server on
-			 * the original port is not the proxy. */
-			if (sk->dst_port != 0)
-				goto assign;
-			bpf_sk_release(sk);
-		}
-	} else {
-		/* No proxy for other protocols: fail closed. */
+	/* No proxy for other protocols: fail closed. */
+	if (f->protocol != IPPROTO_TCP && f->protocol != IPPROTO_UDP)
 		return -1;
-	}
+	len = sock_tuple(f, &t);
+	if (assign_established(skb, f, &t, len) == 0)
+		return 0;
 
 	if (f->family == PC_FAMILY_IPV4) {
 		t.ipv4.daddr = 0;
@@ -611,14 +646,7 @@ static __always_inline int redirect_to_proxy(struct __sk_buff *skb, const struct
 		if (!sk)
 			return -1;
 	}
-
-assign:
-	ret = bpf_sk_assign(skb, sk, 0);
-	bpf_sk_release(sk);
-	if (ret != 0)
-		return -1;
-	skb->mark = (skb->mark & ~PC_MARK_MASK) | PC_MARK_TO_PROXY;
-	return 0;
+	return assign(skb, sk);
 }
 
 static __always_inline int redirect_or_drop(struct __sk_buff *skb, const struct flow *f,
@@ -644,6 +672,17 @@ static __always_inline int continue_flow(struct __sk_buff *skb, const struct flo
 	}
 	if (ct == CT_ESTABLISHED)
 		return pass_decided(skb, PC_REASON_PASS_ESTABLISHED);
+	if (ct == CT_REPLY && e && (e->flags & PC_CT_PROXY_UPSTREAM) && d->hook != PC_HOOK_TO_POD) {
+		struct bpf_sock_tuple t = {};
+		__u32 len = sock_tuple(f, &t);
+
+		/* A reply to the proxy's upstream connection (which may use
+		 * the client's address as its source): hand it to the proxy
+		 * socket that owns the tuple. Without one it is an ordinary
+		 * reply and passes like any other. */
+		if (assign_established(skb, f, &t, len) == 0)
+			return pass(PC_REASON_PASS_REPLY);
+	}
 	if (ct == CT_REPLY)
 		return pass_decided(skb, PC_REASON_PASS_REPLY);
 	return pass_decided(skb, PC_REASON_PASS_RELATED);
@@ -798,6 +837,7 @@ int to_pod(struct __sk_buff *skb)
 		/* The proxy already applied both sides' policy; remember the
 		 * flow so the endpoint's replies pass. */
 		d.src_identity = PC_IDENTITY_HOST;
+		d.ct_flags = PC_CT_PROXY_UPSTREAM;
 		if (!f.fragment && ct_lookup(&f, &e) == CT_NEW)
 			ct_create(&f, &d);
 		return pass(PC_REASON_PASS_MARKED);

@@ -146,9 +146,13 @@ struct ct_entry {
 	__u16 endpoint_id;   /* endpoint whose policy created the entry */
 	__u8 direction;      /* PC_DIR_* of that decision */
 	__u8 hook;           /* PC_HOOK_* that created the entry */
-	__u16 pad;
-	__u32 pad2;
+	__u16 flags;         /* PC_CT_* */
+	__u32 pad;
 };
+
+/* ct_entry.flags: the flow is the proxy's upstream connection (from-proxy
+ * mark seen at to_pod); replies are handed back to the proxy's socket. */
+#define PC_CT_PROXY_UPSTREAM 0x1
 
 /* events: ring buffer records. Ports host byte order. */
 struct flow_event {

@@ -115,8 +115,9 @@ pub struct CtEntry {
     pub endpoint_id: u16,
     pub direction: u8,
     pub hook: u8,
-    pub pad: u16,
-    pub pad2: u32,
+    /// `CT_*` flags.
+    pub flags: u16,
+    pub pad: u32,
 }
 
 /// One record of the `events` ring buffer. Ports host byte order,

@@ -61,6 +61,10 @@ pub const DEFAULT_FROM_PROXY_MARK: u32 = 0x0a00;
 /// (drops and redirects are always reported).
 pub const CONFIG_TRACE_NEW_FLOWS: u32 = 0x1;
 
+/// `CtEntry::flags`: the flow is the proxy's upstream connection; its
+/// replies are handed back to the proxy socket owning the tuple.
+pub const CT_PROXY_UPSTREAM: u16 = 0x1;
+
 const FAMILY_IPV4: u8 = 4;
 const FAMILY_IPV6: u8 = 6;
 const POLICY_PREFIX_L3: u32 = 56;

@@ -47,7 +47,7 @@ fn field_offsets_match_the_c_header() {
         "policy_key" => PolicyKey { prefixlen, identity, endpoint_id, direction, protocol, dport, pad }
         "policy_value" => PolicyValue { verdict, flags, proxy_port, rule_cookie }
         "ct_key" => CtKey { saddr, daddr, sport, dport, protocol, family, pad }
-        "ct_entry" => CtEntry { last_seen_ns, src_identity, dst_identity, rule_cookie, proxy_port, endpoint_id, direction, hook, pad, pad2 }
+        "ct_entry" => CtEntry { last_seen_ns, src_identity, dst_identity, rule_cookie, proxy_port, endpoint_id, direction, hook, flags, pad }
         "flow_event" => FlowEvent { timestamp_ns, saddr, daddr, sport, dport, src_identity, dst_identity, ifindex, rule_cookie, endpoint_id, proxy_port, family, protocol, verdict, reason, direction, hook, redirected, pad }
         "datapath_config" => DatapathConfig { from_proxy_mark, from_proxy_mark_mask, flags, pad }
     };
@@ -93,6 +93,7 @@ fn constants_match_the_c_header() {
     expect("PC_MARK_POLICY_DONE", MARK_POLICY_DONE.into());
     expect("PC_DEFAULT_FROM_PROXY_MARK", DEFAULT_FROM_PROXY_MARK.into());
     expect("PC_CONFIG_TRACE_NEW_FLOWS", CONFIG_TRACE_NEW_FLOWS.into());
+    expect("PC_CT_PROXY_UPSTREAM", CT_PROXY_UPSTREAM.into());
     expect("PC_POLICY_PREFIX_L3", POLICY_PREFIX_L3.into());
     expect("PC_POLICY_PREFIX_PROTO", POLICY_PREFIX_PROTO.into());
     expect("PC_POLICY_PREFIX_FULL", 80);

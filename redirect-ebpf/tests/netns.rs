@@ -373,3 +373,105 @@ fn tproxy_redirect_reaches_a_transparent_listener() {
     drop(b_server);
     drop(lab);
 }
+
+/// Accepts connections forever, answering each with its peer's address.
+fn serve_peer_addr(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let peer = stream.peer_addr().expect("peer addr");
+            let _ = stream.write_all(peer.to_string().as_bytes());
+        }
+    });
+}
+
+#[test]
+fn proxy_upstream_keeps_the_client_address_and_gets_its_replies() {
+    if !root_or_skip("proxy_upstream_keeps_the_client_address_and_gets_its_replies") {
+        return;
+    }
+    let lab = Lab::new();
+    // No policy at all for A -> B: only the proxy mark lets this through.
+    serve_peer_addr(lab.b.run(|| listen_on(sock(B4, 8080), false)));
+    let from_proxy_mark = lab.dp.config().expect("config").from_proxy_mark;
+    let answer = lab.node.run(|| {
+        install_proxy_routing().expect("proxy routing");
+        let fd: OwnedFd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        setsockopt(&fd, sockopt::IpTransparent, &true).expect("IP_TRANSPARENT");
+        setsockopt(&fd, sockopt::Mark, &from_proxy_mark).expect("SO_MARK");
+        let timeout = nix::sys::time::TimeVal::new(3, 0);
+        setsockopt(&fd, sockopt::SendTimeout, &timeout).expect("SO_SNDTIMEO");
+        setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).expect("SO_RCVTIMEO");
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        bind(raw, &SockaddrStorage::from(sock(A4, 0))).expect("bind to the client's address");
+        nix::sys::socket::connect(raw, &SockaddrStorage::from(sock(B4, 8080)))
+            .expect("connect upstream as the client");
+        let mut stream = TcpStream::from(fd);
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read answer");
+        answer
+    });
+    assert!(
+        answer.starts_with(&format!("{A4}:")),
+        "B saw the client's address: {answer}"
+    );
+    // A itself still cannot reach B: the mark, not the address, let it in.
+    let denied = connect_and_read(&lab.a, sock(B4, 8080), Duration::from_secs(1));
+    assert!(denied.is_err(), "A -> B without policy: {denied:?}");
+    drop(lab);
+}
+
+#[test]
+fn enforcement_outlives_the_agent_and_detach_removes_it() {
+    if !root_or_skip("enforcement_outlives_the_agent_and_detach_removes_it") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.allow_a_to_b(6, 8080, PolicyValue::allow(1));
+    for port in [8080, 9090] {
+        serve_local_addr(lab.b.run(|| listen_on(sock(B4, port), false)));
+    }
+    let reachable =
+        |lab: &Lab, port| connect_and_read(&lab.a, sock(B4, port), Duration::from_secs(1)).is_ok();
+    assert!(reachable(&lab, 8080));
+    assert!(!reachable(&lab, 9090));
+
+    // The agent goes away: every fd it held is closed.
+    let pin_dir = lab.dp.pin_dir().to_path_buf();
+    let placeholder = {
+        let pins = PinDir::new();
+        let dp = Datapath::load(pins.path()).expect("placeholder datapath");
+        (dp, pins)
+    };
+    drop(std::mem::replace(&mut lab.dp, placeholder.0));
+    assert!(reachable(&lab, 8080), "still allowed with the agent down");
+    assert!(!reachable(&lab, 9090), "still enforced with the agent down");
+
+    // The agent comes back: same maps, links switched to the new programs.
+    lab.dp = Datapath::load(&pin_dir).expect("reload from the pins");
+    assert!(reachable(&lab, 8080));
+    assert!(!reachable(&lab, 9090));
+    lab.node.run(|| {
+        lab.dp
+            .attach_pod("va")
+            .expect("re-attach replaces atomically")
+    });
+    assert!(!reachable(&lab, 9090));
+
+    // Detaching removes enforcement from both veths.
+    lab.node.run(|| {
+        lab.dp.detach("va").expect("detach va");
+        lab.dp.detach("vb").expect("detach vb");
+    });
+    // The kernel releases an unpinned link after an RCU grace period.
+    let opened = (0..5).any(|_| reachable(&lab, 9090));
+    assert!(opened, "no programs, no policy");
+    drop(placeholder.1);
+    drop(lab);
+}
