@@ -99,8 +99,9 @@ struct flow {
 	__u8 fragment;      /* non-first fragment: no L4 header to look at */
 	__u8 untracked;     /* no conntrack for this packet (ICMP info/errors) */
 	__u8 icmp_error;    /* inner holds the tuple quoted by the ICMP error */
-	__u8 ndp;           /* IPv6 neighbour discovery */
-	__u16 pad;
+	__u8 ndp;           /* IPv6 neighbour discovery with hop limit 255 */
+	__u8 hop_limit;     /* IPv6 only */
+	__u8 pad;
 	struct ct_key inner;
 };
 
@@ -241,6 +242,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		__builtin_memcpy(f->saddr, &ip6.saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6.daddr, 16);
 		proto = ip6.nexthdr;
+		f->hop_limit = ip6.hop_limit;
 		off += sizeof(ip6);
 
 #pragma unroll
@@ -287,7 +289,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		 * every such packet takes the policy path (or the related
 		 * path for errors). */
 		f->untracked = 1;
-		if (f->family == PC_FAMILY_IPV6 && icmp_type >= 133 && icmp_type <= 137)
+		/* RFC 4861: genuine neighbour discovery has hop limit 255,
+		 * i.e. it was sent by a neighbour on this link, not routed. */
+		if (f->family == PC_FAMILY_IPV6 && icmp_type >= 133 && icmp_type <= 137 &&
+		    f->hop_limit == 255)
 			f->ndp = 1;
 		if (is_icmp_error(f->family, icmp_type))
 			parse_icmp_inner(skb, off + 8, f);
@@ -316,6 +321,21 @@ static __always_inline __u32 ipcache_identity(__u8 family, const __u8 *addr, __u
 	__builtin_memcpy(k.addr, addr, 16);
 	v = bpf_map_lookup_elem(&ipcache, &k);
 	return v ? v->identity : fallback;
+}
+
+/*
+ * Whether an NDP packet from a pod ends at the node: link-local or
+ * link-scope multicast destinations are never forwarded, and neither is a
+ * packet to one of the node's own addresses (ipcache identity host). Any
+ * other destination would be routed on, so the exemption does not apply.
+ */
+static __always_inline int ndp_stays_local(const struct flow *f)
+{
+	if (f->daddr[0] == 0xfe && (f->daddr[1] & 0xc0) == 0x80)
+		return 1;
+	if (f->daddr[0] == 0xff && (f->daddr[1] & 0x0f) == 0x02)
+		return 1;
+	return ipcache_identity(f->family, f->daddr, 0) == PC_IDENTITY_HOST;
 }
 
 /* Outcome of one policy decision, carried into conntrack and events. */
@@ -710,8 +730,9 @@ int from_pod(struct __sk_buff *skb)
 	 * we cannot allow. */
 	if (ret != PARSE_OK)
 		return drop(skb, &f, &d, PC_REASON_DROP_MALFORMED);
-	/* Neighbour discovery is link-local and never routed by the node. */
-	if (f.ndp)
+	/* Neighbour discovery the node consumes itself (see ndp_stays_local);
+	 * NDP-looking packets to anywhere else take the policy path. */
+	if (f.ndp && ndp_stays_local(&f))
 		return pass(PC_REASON_PASS_NDP);
 
 	src = endpoint_lookup(f.family, f.saddr);
@@ -771,6 +792,8 @@ int from_uplink(struct __sk_buff *skb)
 	/* Fail closed: we cannot tell whether it is for a pod. */
 	if (ret != PARSE_OK)
 		return drop(skb, &f, &d, PC_REASON_DROP_MALFORMED);
+	/* Hop limit 255: from the uplink's neighbour, for the node. If the
+	 * node routes it on to a pod, to_pod sees hop limit 254 and checks it. */
 	if (f.ndp)
 		return pass(PC_REASON_PASS_NDP);
 
@@ -815,6 +838,8 @@ int to_pod(struct __sk_buff *skb)
 		return pass(PC_REASON_PASS_NOT_IP);
 	if (ret != PARSE_OK)
 		return drop(skb, &f, &d, PC_REASON_DROP_MALFORMED);
+	/* Hop limit 255 on the way into the pod: sent by the node itself,
+	 * not routed from anywhere (that would have decremented it). */
 	if (f.ndp)
 		return pass(PC_REASON_PASS_NDP);
 
@@ -838,8 +863,15 @@ int to_pod(struct __sk_buff *skb)
 		 * flow so the endpoint's replies pass. */
 		d.src_identity = PC_IDENTITY_HOST;
 		d.ct_flags = PC_CT_PROXY_UPSTREAM;
-		if (!f.fragment && ct_lookup(&f, &e) == CT_NEW)
-			ct_create(&f, &d);
+		if (!f.fragment) {
+			ct = ct_lookup(&f, &e);
+			if (ct == CT_NEW)
+				ct_create(&f, &d);
+			/* A fully transparent upstream reuses the client's
+			 * tuple: its replies must go to the proxy too. */
+			else if (ct == CT_ESTABLISHED && e)
+				e->flags |= PC_CT_PROXY_UPSTREAM;
+		}
 		return pass(PC_REASON_PASS_MARKED);
 	}
 

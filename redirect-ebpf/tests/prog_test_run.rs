@@ -658,3 +658,102 @@ fn pinned_state_survives_a_reload() {
     assert_eq!(run(&dp, Hook::FromPod, &third, 0).retval, TC_ACT_SHOT);
     drop(dp);
 }
+
+#[test]
+fn uplink_traffic_meets_the_destination_ingress_policy() {
+    let Some(mut f) = fixture("uplink_traffic_meets_the_destination_ingress_policy") else {
+        return;
+    };
+    f.dp.set_ipcache("10.201.0.0/16".parse().unwrap(), 6000)
+        .unwrap();
+    f.upsert(
+        key(6000, EP_B, Direction::Ingress, TCP, 443, 16),
+        PolicyValue::allow(8),
+    );
+    let allowed = packet(WORLD4, B4, tcp(50000, 443)).frame();
+    let r = run(&f.dp, Hook::FromUplink, &allowed, 0);
+    assert_eq!(r.retval, TC_ACT_OK);
+    assert_eq!(
+        r.mark & MARK_MASK,
+        MARK_POLICY_DONE,
+        "to_pod will not re-check"
+    );
+    let denied = packet("10.202.0.1", B4, tcp(50000, 443)).frame();
+    assert_eq!(run(&f.dp, Hook::FromUplink, &denied, 0).retval, TC_ACT_SHOT);
+    // B's reply leaves through from_pod without any egress policy.
+    let reply = packet(B4, WORLD4, tcp(443, 50000)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &reply, 0).retval, TC_ACT_OK);
+    let events = f.events();
+    assert_eq!(events[0].src_identity, 6000);
+    assert_eq!(events[1].src_identity, IDENTITY_WORLD);
+    assert_eq!(events[1].hook(), Some(Hook::FromUplink));
+}
+
+#[test]
+fn neighbour_discovery_passes_only_on_the_link() {
+    let Some(f) = fixture("neighbour_discovery_passes_only_on_the_link") else {
+        return;
+    };
+    let ns = |dst: &str, ttl: u8| {
+        let mut p = packet(
+            A6,
+            dst,
+            L4::Icmp {
+                ty: 135,
+                code: 0,
+                id: 0,
+            },
+        );
+        p.ttl = ttl;
+        p.frame()
+    };
+    // Solicited-node multicast and link-local: the node consumes them.
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &ns("ff02::1:ff00:1", 255), 0).retval,
+        TC_ACT_OK
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &ns("fe80::1", 255), 0).retval,
+        TC_ACT_OK
+    );
+    // To a remote address it would be routed on: policy applies (none here).
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &ns("fd00:201::5", 255), 0).retval,
+        TC_ACT_SHOT
+    );
+    // A routed (hop limit < 255) "NDP" packet is not NDP.
+    assert_eq!(run(&f.dp, Hook::ToPod, &ns(B6, 254), 0).retval, TC_ACT_SHOT);
+    assert_eq!(run(&f.dp, Hook::ToPod, &ns(B6, 255), 0).retval, TC_ACT_OK);
+    assert_eq!(f.count(Reason::PassNdp), 3);
+}
+
+#[test]
+fn flow_events_arrive_through_the_async_reader() {
+    let Some(mut f) = fixture("flow_events_arrive_through_the_async_reader") else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut events = runtime.block_on(async {
+        f.dp.take_flow_events()
+            .expect("reader")
+            .into_async()
+            .expect("async reader")
+    });
+    assert!(matches!(
+        f.dp.take_flow_events(),
+        Err(redirect_ebpf::DatapathError::EventsTaken)
+    ));
+    let frame = packet(A4, B4, tcp(40000, 80)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &frame, 0).retval, TC_ACT_SHOT);
+    let event = runtime
+        .block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(2), events.next()).await
+        })
+        .expect("an event within 2s")
+        .expect("event");
+    assert_eq!(event.reason(), Some(Reason::DropNoPolicy));
+    assert_eq!(event.dport, 80);
+}

@@ -127,6 +127,8 @@ pub struct Packet {
     pub l4: L4,
     /// IPv4 fragment offset in 8-byte units (0 = first fragment).
     pub fragment_offset: u16,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
 }
 
 pub fn packet(src: &str, dst: &str, l4: L4) -> Packet {
@@ -135,6 +137,7 @@ pub fn packet(src: &str, dst: &str, l4: L4) -> Packet {
         dst: dst.parse().expect("dst address"),
         l4,
         fragment_offset: 0,
+        ttl: 64,
     }
 }
 
@@ -187,14 +190,14 @@ impl Packet {
                 p.extend_from_slice(&total.to_be_bytes());
                 p.extend_from_slice(&[0, 1]);
                 p.extend_from_slice(&(self.fragment_offset & 0x1fff).to_be_bytes());
-                p.extend_from_slice(&[64, proto, 0, 0]);
+                p.extend_from_slice(&[self.ttl, proto, 0, 0]);
                 p.extend_from_slice(&s.octets());
                 p.extend_from_slice(&d.octets());
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 p.extend_from_slice(&[0x60, 0, 0, 0]);
                 p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-                p.extend_from_slice(&[proto, 64]);
+                p.extend_from_slice(&[proto, self.ttl]);
                 p.extend_from_slice(&s.octets());
                 p.extend_from_slice(&d.octets());
             }
