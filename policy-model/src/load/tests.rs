@@ -1,1 +1,415 @@
 use super::*;
+
+const NP: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np1, namespace: ns1}
+spec: {podSelector: {}}
+";
+
+const CNP: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: cnp1, namespace: ns2}
+spec:
+  endpointSelector: {}
+  ingress: [{fromEntities: [world]}]
+";
+
+const CCNP: &str = "apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: ccnp1}
+specs:
+- {endpointSelector: {}}
+- {endpointSelector: {}}
+";
+
+fn ok(text: &str) -> PolicySet {
+    load_str(text, "f.yaml").expect("input loads")
+}
+
+fn errs(text: &str) -> Vec<LoadError> {
+    load_str(text, "f.yaml").expect_err("input must be rejected")
+}
+
+fn one_invalid(text: &str) -> (Location, String, String) {
+    let mut e = errs(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    match e.remove(0) {
+        LoadError::Invalid {
+            location,
+            path,
+            reason,
+        } => (location, path, reason),
+        other => panic!("expected an Invalid error, got {other:?}"),
+    }
+}
+
+#[test]
+fn network_policy_loads_with_its_origin() {
+    let s = ok(NP);
+    assert_eq!(s.policies.len(), 1);
+    assert!(s.warnings.is_empty());
+    let o = &s.policies[0].origin;
+    assert_eq!(o.kind, PolicyKind::NetworkPolicy);
+    assert_eq!(o.namespace.as_deref(), Some("ns1"));
+    assert_eq!(o.name, "np1");
+    assert_eq!(o.file.as_deref(), Some("f.yaml"));
+    assert_eq!(o.document, Some(0));
+    assert_eq!(s.policies[0].rules.len(), 1);
+    assert_eq!(s.policies[0].rules[0].origin, *o);
+}
+
+#[test]
+fn missing_namespace_defaults_to_default() {
+    let s = ok("apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np1}
+spec: {podSelector: {}}
+");
+    assert_eq!(s.policies[0].origin.namespace.as_deref(), Some("default"));
+    let s = ok("apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: c}
+spec: {endpointSelector: {}}
+");
+    assert_eq!(s.policies[0].origin.namespace.as_deref(), Some("default"));
+}
+
+#[test]
+fn cnp_and_ccnp_load() {
+    let s = ok(&format!("{CNP}---\n{CCNP}"));
+    assert_eq!(s.policies.len(), 2);
+    assert_eq!(s.policies[0].origin.kind, PolicyKind::CiliumNetworkPolicy);
+    assert_eq!(s.policies[0].origin.namespace.as_deref(), Some("ns2"));
+    let c = &s.policies[1];
+    assert_eq!(c.origin.kind, PolicyKind::CiliumClusterwideNetworkPolicy);
+    assert_eq!(c.origin.namespace, None);
+    assert_eq!(c.rules.len(), 2, "one rule per entry of specs");
+    assert_eq!(s.rules().count(), 3);
+}
+
+#[test]
+fn namespace_on_a_ccnp_is_ignored_with_a_warning() {
+    let s = ok("apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: c, namespace: ns1}
+spec:
+  endpointSelector: {}
+  ingress: [{fromEndpoints: [{}]}]
+");
+    assert_eq!(s.policies[0].origin.namespace, None);
+    assert_eq!(s.warnings.len(), 1);
+    assert!(
+        s.warnings[0].message.contains("namespace"),
+        "{:?}",
+        s.warnings
+    );
+    // The peer is not scoped to ns1: a cluster-wide peer selects all namespaces.
+    let peer = &s.policies[0].rules[0].ingress.entries[0].peers[0];
+    assert!(!peer.to_string().contains("ns1"), "{peer}");
+}
+
+#[test]
+fn multi_document_files_keep_document_indices() {
+    let s = ok(&format!("{NP}---\n{CNP}---\n{CCNP}---\n"));
+    let docs: Vec<Option<usize>> = s.policies.iter().map(|p| p.origin.document).collect();
+    assert_eq!(docs, [Some(0), Some(1), Some(2)]);
+}
+
+#[test]
+fn empty_documents_are_skipped() {
+    let s = ok(&format!("---\n{NP}---\n---\n"));
+    assert_eq!(s.policies.len(), 1);
+    assert!(ok("").policies.is_empty());
+}
+
+#[test]
+fn list_kind_loads_its_items() {
+    let s = ok("apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: a, namespace: ns1}
+  spec: {podSelector: {}}
+- apiVersion: cilium.io/v2
+  kind: CiliumNetworkPolicy
+  metadata: {name: b, namespace: ns1}
+  spec: {endpointSelector: {}}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: cm}
+");
+    let names: Vec<&str> = s.policies.iter().map(|p| p.origin.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(s.warnings.len(), 1, "the ConfigMap item is skipped");
+}
+
+#[test]
+fn errors_inside_a_list_item_carry_the_item_path() {
+    let (_, path, _) = one_invalid(
+        "apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: a}
+  spec: {podSelector: {}}
+- apiVersion: cilium.io/v2
+  kind: CiliumNetworkPolicy
+  metadata: {name: b}
+  spec: {endpointSelector: {}, ingress: [{fromEntities: [bogus]}]}
+",
+    );
+    assert_eq!(path, "items[1].spec.ingress[0].fromEntities[0]");
+    let (_, path, _) = one_invalid("apiVersion: v1\nkind: List\n");
+    assert_eq!(path, "items");
+}
+
+#[test]
+fn unknown_kind_is_skipped_with_a_warning() {
+    let s = ok(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm, namespace: x}}\ndata: {{a: b}}\n---\n{NP}"
+    ));
+    assert_eq!(s.policies.len(), 1);
+    assert_eq!(s.warnings.len(), 1);
+    let w = &s.warnings[0];
+    assert_eq!(w.location.document, 0);
+    assert_eq!(w.location.object.as_deref(), Some("ConfigMap/x/cm"));
+    assert!(w.message.contains("ConfigMap"), "{}", w.message);
+    assert!(w.to_string().starts_with("f.yaml: document 0"), "{w}");
+}
+
+#[test]
+fn known_kind_with_wrong_api_version_is_an_error() {
+    let (loc, path, reason) = one_invalid(
+        "apiVersion: cilium.io/v1
+kind: CiliumNetworkPolicy
+metadata: {name: c}
+spec: {endpointSelector: {}}
+",
+    );
+    assert_eq!(path, "apiVersion");
+    assert!(reason.contains("cilium.io/v1"), "{reason}");
+    assert_eq!(loc.object.as_deref(), Some("CiliumNetworkPolicy/c"));
+}
+
+#[test]
+fn missing_kind_or_api_version_and_non_objects_are_root_errors() {
+    let (_, path, _) = one_invalid("kind: NetworkPolicy\nmetadata: {name: a}\n");
+    assert_eq!(path, "(root)");
+    let (_, path, _) = one_invalid("apiVersion: networking.k8s.io/v1\n");
+    assert_eq!(path, "(root)");
+    let (_, path, reason) = one_invalid("- a\n- b\n");
+    assert_eq!(path, "(root)");
+    assert!(reason.contains("mapping"), "{reason}");
+}
+
+#[test]
+fn unknown_field_typo_is_reported_with_its_path() {
+    let (loc, path, reason) = one_invalid(
+        "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: c, namespace: ns1}
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromEndpoints: [{}]
+    toPort: [{ports: [{port: '80'}]}]
+",
+    );
+    assert!(path.starts_with("spec.ingress[0]"), "{path}");
+    assert!(reason.contains("toPort"), "{reason}");
+    assert_eq!(loc.object.as_deref(), Some("CiliumNetworkPolicy/ns1/c"));
+    let (_, path, reason) = one_invalid(
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - podSelector: {matchLabel: {a: b}}
+",
+    );
+    assert!(
+        path.starts_with("spec.ingress[0].from[0].podSelector"),
+        "{path}"
+    );
+    assert!(reason.contains("matchLabel"), "{reason}");
+}
+
+#[test]
+fn wrong_value_type_is_reported_with_its_path() {
+    let (_, path, _) = one_invalid(
+        "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: c}
+spec:
+  endpointSelector: {}
+  egress: [{toPorts: [{ports: [{port: '80', endPort: many}]}]}]
+",
+    );
+    assert!(
+        path.starts_with("spec.egress[0].toPorts[0].ports[0]"),
+        "{path}"
+    );
+}
+
+#[test]
+fn rule_errors_carry_location_and_path() {
+    let e = errs(&format!(
+        "{NP}---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: bad, namespace: ns1}}
+spec:
+  endpointSelector: {{}}
+  egress: [{{toCIDR: [10.0.0.0/99]}}]
+"
+    ));
+    assert_eq!(e.len(), 1);
+    let LoadError::Invalid {
+        location,
+        path,
+        reason,
+    } = &e[0]
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(location.file, "f.yaml");
+    assert_eq!(location.document, 1);
+    assert_eq!(
+        location.object.as_deref(),
+        Some("CiliumNetworkPolicy/ns1/bad")
+    );
+    assert_eq!(path, "spec.egress[0].toCIDR[0]");
+    assert!(reason.contains("10.0.0.0/99"), "{reason}");
+    assert_eq!(
+        e[0].to_string(),
+        format!(
+            "f.yaml: document 1 (CiliumNetworkPolicy/ns1/bad): spec.egress[0].toCIDR[0]: {reason}"
+        )
+    );
+}
+
+#[test]
+fn every_invalid_document_is_reported() {
+    let bad = |name: &str| {
+        format!(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}}}
+spec: {{endpointSelector: {{}}, nodeSelector: {{}}}}
+"
+        )
+    };
+    let e = errs(&format!("{}---\n{NP}---\n{}", bad("x"), bad("y")));
+    assert_eq!(e.len(), 2, "{e:?}");
+    let docs: Vec<usize> = e
+        .iter()
+        .map(|e| match e {
+            LoadError::Invalid { location, .. } => location.document,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(docs, [0, 2]);
+}
+
+#[test]
+fn yaml_syntax_error_is_a_syntax_error_naming_file_and_document() {
+    let e = errs(&format!("{NP}---\nkind: [unclosed\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    match &e[0] {
+        LoadError::Syntax { file, reason } => {
+            assert_eq!(file, "f.yaml");
+            assert!(reason.contains("document 1"), "{reason}");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    assert!(e[0].to_string().contains("YAML syntax error"));
+}
+
+#[test]
+fn json_input_is_accepted() {
+    let s = ok(
+        r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "j", "namespace": "ns1"}, "spec": {"podSelector": {}}}"#,
+    );
+    assert_eq!(s.policies[0].origin.name, "j");
+}
+
+#[test]
+fn missing_name_is_an_error() {
+    let (_, path, _) = one_invalid(
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: ns1}
+spec: {podSelector: {}}
+",
+    );
+    assert_eq!(path, "metadata.name");
+}
+
+/// A scratch directory removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(tag: &str) -> Self {
+        let p =
+            std::env::temp_dir().join(format!("portcullis-load-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create scratch dir");
+        ScratchDir(p)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn load_paths_walks_directories_in_name_order_and_skips_other_files() {
+    let d = ScratchDir::new("walk");
+    let sub = d.0.join("sub");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    std::fs::write(d.0.join("b.yaml"), CNP).expect("write");
+    std::fs::write(d.0.join("a.yml"), NP).expect("write");
+    std::fs::write(sub.join("c.json"), CCNP).expect("write");
+    std::fs::write(d.0.join("README.md"), "not: [yaml").expect("write");
+    let s = PolicySet::load_paths(&[&d.0]).expect("loads");
+    let names: Vec<&str> = s.policies.iter().map(|p| p.origin.name.as_str()).collect();
+    assert_eq!(names, ["np1", "cnp1", "ccnp1"]);
+    let file = s.policies[1].origin.file.clone().expect("file");
+    assert!(file.ends_with("b.yaml"), "{file}");
+}
+
+#[test]
+fn load_paths_reports_missing_paths_and_bad_files_together() {
+    let d = ScratchDir::new("errors");
+    std::fs::write(d.0.join("bad.yaml"), "kind: [").expect("write");
+    let missing = d.0.join("nope.yaml");
+    let e = PolicySet::load_paths(&[d.0.clone(), missing]).expect_err("must fail");
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, LoadError::Read { file, .. } if file.ends_with("nope.yaml")))
+    );
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, LoadError::Syntax { file, .. } if file.ends_with("bad.yaml")))
+    );
+}
+
+#[test]
+fn extend_appends_policies_and_warnings() {
+    let mut a = ok(NP);
+    let b = ok(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: s}}\n---\n{CNP}"
+    ));
+    a.extend(b);
+    assert_eq!(a.policies.len(), 2);
+    assert_eq!(a.warnings.len(), 1);
+    assert_eq!(a.policies[1].origin.name, "cnp1");
+}
