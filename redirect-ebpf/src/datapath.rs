@@ -244,7 +244,7 @@ impl Datapath {
 
     /// Inserts or replaces the identity of `prefix` in the ipcache.
     pub fn set_ipcache(&mut self, prefix: IpNet, identity: u32) -> Result<(), DatapathError> {
-        let key = ipcache_key(prefix)?;
+        let key = ipcache_key(prefix);
         let value = IpcacheValue { identity, flags: 0 };
         self.ipcache
             .insert(&key, value, 0)
@@ -253,7 +253,7 @@ impl Datapath {
 
     /// Removes `prefix` from the ipcache (missing is not an error).
     pub fn remove_ipcache(&mut self, prefix: IpNet) -> Result<(), DatapathError> {
-        let key = ipcache_key(prefix)?;
+        let key = ipcache_key(prefix);
         ignore_missing(self.ipcache.remove(&key)).map_err(|e| DatapathError::map("ipcache", e))
     }
 
@@ -362,7 +362,7 @@ impl Datapath {
 /// Name of the pin of `hook`'s link on `ifname`: `<program>-<ifname>`.
 /// bpffs refuses names containing '.', which interface names may contain
 /// (VLANs: `eth0.100`), so '%' and '.' are percent-encoded.
-fn link_pin_name(hook: Hook, ifname: &str) -> String {
+pub(crate) fn link_pin_name(hook: Hook, ifname: &str) -> String {
     let ifname = ifname.replace('%', "%25").replace('.', "%2e");
     format!("{}-{ifname}", hook.program_name())
 }
@@ -499,17 +499,17 @@ fn endpoint_key(ip: IpAddr) -> EndpointKey {
 }
 
 /// The ipcache trie key of `prefix` (host bits cleared).
-fn ipcache_key(prefix: IpNet) -> Result<Key<IpcacheLpmData>, DatapathError> {
+pub(crate) fn ipcache_key(prefix: IpNet) -> Key<IpcacheLpmData> {
     let prefix = prefix.trunc();
     let (family, addr) = addr_bytes(prefix.addr());
-    Ok(Key::new(
+    Key::new(
         32 + u32::from(prefix.prefix_len()),
         IpcacheLpmData {
             family,
             pad: [0; 3],
             addr,
         },
-    ))
+    )
 }
 
 /// Splits the contract key into aya's `(prefix_len, data)` form; a plain

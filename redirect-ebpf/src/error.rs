@@ -58,12 +58,6 @@ pub enum DatapathError {
     /// A policy key or value that the datapath cannot represent.
     #[error("invalid policy key: {0}")]
     InvalidPolicyKey(&'static str),
-    /// An ipcache prefix that the datapath cannot represent.
-    #[error("invalid ipcache prefix {prefix}: {reason}")]
-    InvalidPrefix {
-        prefix: ipnet::IpNet,
-        reason: &'static str,
-    },
     /// An `ip` command (proxy routing) failed.
     #[error(
         "`{command}` failed: {detail}; check that iproute2 is installed and you have CAP_NET_ADMIN"

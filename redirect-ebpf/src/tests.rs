@@ -184,3 +184,26 @@ fn flow_event_decodes_from_bytes() {
     assert_eq!(event.reason(), Some(Reason::DropNoPolicy));
     assert!(flow_event_from_bytes(&bytes[1..]).is_none());
 }
+
+#[test]
+fn link_pin_names_have_no_dots() {
+    use crate::datapath::link_pin_name;
+    assert_eq!(link_pin_name(Hook::FromPod, "veth1"), "from_pod-veth1");
+    assert_eq!(link_pin_name(Hook::ToPod, "eth0.100"), "to_pod-eth0%2e100");
+    assert_eq!(link_pin_name(Hook::FromUplink, "a%b"), "from_uplink-a%25b");
+}
+
+#[test]
+fn ipcache_keys_are_truncated_and_tagged() {
+    use crate::datapath::ipcache_key;
+    let v4 = ipcache_key("10.201.3.4/16".parse().unwrap());
+    assert_eq!(v4.prefix_len(), 32 + 16);
+    let data = v4.data();
+    assert_eq!(data.family, 4);
+    assert_eq!(&data.addr[..4], &[10, 201, 0, 0]);
+    assert_eq!(&data.addr[4..], &[0u8; 12]);
+    let v6 = ipcache_key("fd00:201::1/64".parse().unwrap());
+    assert_eq!(v6.prefix_len(), 32 + 64);
+    assert_eq!(v6.data().family, 6);
+    assert_eq!(v6.data().addr[15], 0);
+}

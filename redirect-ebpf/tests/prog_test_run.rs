@@ -757,3 +757,41 @@ fn flow_events_arrive_through_the_async_reader() {
     assert_eq!(event.reason(), Some(Reason::DropNoPolicy));
     assert_eq!(event.dport, 80);
 }
+
+#[test]
+fn ipv6_extension_headers_are_skipped() {
+    let Some(mut f) = fixture("ipv6_extension_headers_are_skipped") else {
+        return;
+    };
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 443, 16),
+        PolicyValue::allow(1),
+    );
+    const HOP_BY_HOP: u8 = 0;
+    const DEST_OPTS: u8 = 60;
+    const FRAGMENT: u8 = 44;
+    let pad_n = [1, 4, 0, 0, 0, 0];
+    let with = |ext: Vec<(u8, [u8; 6])>, port: u16| {
+        let mut p = packet(A6, "fd00:201::5", tcp(40000, port));
+        p.ipv6_ext = ext;
+        p.frame()
+    };
+    let ok = with(vec![(HOP_BY_HOP, pad_n), (DEST_OPTS, pad_n)], 443);
+    assert_eq!(run(&f.dp, Hook::FromPod, &ok, 0).retval, TC_ACT_OK);
+    let other_port = with(vec![(HOP_BY_HOP, pad_n)], 444);
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &other_port, 0).retval,
+        TC_ACT_SHOT
+    );
+    // First fragment (offset 0, more fragments): ports are there.
+    let first = with(vec![(FRAGMENT, [0, 1, 0, 0, 0, 9])], 443);
+    assert_eq!(run(&f.dp, Hook::FromPod, &first, 0).retval, TC_ACT_OK);
+    // Later fragment (offset 8 * 8): no ports, dropped.
+    let later = with(vec![(FRAGMENT, [0, 64, 0, 0, 0, 9])], 443);
+    assert_eq!(run(&f.dp, Hook::FromPod, &later, 0).retval, TC_ACT_SHOT);
+    // More extension headers than the program walks: fail closed.
+    let deep = with(vec![(DEST_OPTS, pad_n); 5], 443);
+    assert_eq!(run(&f.dp, Hook::FromPod, &deep, 0).retval, TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropFragment), 1);
+    assert_eq!(f.count(Reason::DropMalformed), 1);
+}

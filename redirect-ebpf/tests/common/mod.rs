@@ -129,6 +129,9 @@ pub struct Packet {
     pub fragment_offset: u16,
     /// IPv4 TTL or IPv6 hop limit.
     pub ttl: u8,
+    /// IPv6 extension headers to insert, as (next-header code, 8-byte
+    /// header body without its first two bytes).
+    pub ipv6_ext: Vec<(u8, [u8; 6])>,
 }
 
 pub fn packet(src: &str, dst: &str, l4: L4) -> Packet {
@@ -138,6 +141,7 @@ pub fn packet(src: &str, dst: &str, l4: L4) -> Packet {
         l4,
         fragment_offset: 0,
         ttl: 64,
+        ipv6_ext: Vec::new(),
     }
 }
 
@@ -195,11 +199,18 @@ impl Packet {
                 p.extend_from_slice(&d.octets());
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let ext_len = 8 * self.ipv6_ext.len();
+                let first = self.ipv6_ext.first().map_or(proto, |(code, _)| *code);
                 p.extend_from_slice(&[0x60, 0, 0, 0]);
-                p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-                p.extend_from_slice(&[proto, self.ttl]);
+                p.extend_from_slice(&((ext_len + l4.len()) as u16).to_be_bytes());
+                p.extend_from_slice(&[first, self.ttl]);
                 p.extend_from_slice(&s.octets());
                 p.extend_from_slice(&d.octets());
+                for (i, (_, body)) in self.ipv6_ext.iter().enumerate() {
+                    let next = self.ipv6_ext.get(i + 1).map_or(proto, |(code, _)| *code);
+                    p.extend_from_slice(&[next, 0]);
+                    p.extend_from_slice(body);
+                }
             }
             _ => panic!("mixed address families"),
         }
