@@ -475,3 +475,93 @@ fn enforcement_outlives_the_agent_and_detach_removes_it() {
     drop(placeholder.1);
     drop(lab);
 }
+
+#[test]
+fn udp_tproxy_redirect_keeps_the_original_destination() {
+    use std::io::IoSliceMut;
+    use std::net::UdpSocket;
+
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg};
+
+    if !root_or_skip("udp_tproxy_redirect_keeps_the_original_destination") {
+        return;
+    }
+    const UDP_PROXY_PORT: u16 = 15053;
+    let mut lab = Lab::new();
+    lab.allow_a_to_b(17, 53, PolicyValue::redirect(UDP_PROXY_PORT, 53));
+    let udp_socket = |addr: SocketAddr| {
+        let fd: OwnedFd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("udp socket");
+        setsockopt(&fd, sockopt::IpTransparent, &true).expect("IP_TRANSPARENT");
+        setsockopt(&fd, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrStorage::from(addr),
+        )
+        .expect("bind");
+        fd
+    };
+    let proxy = lab.node.run(|| {
+        install_proxy_routing().expect("proxy routing");
+        let fd = udp_socket(sock("0.0.0.0", UDP_PROXY_PORT));
+        setsockopt(&fd, sockopt::Ipv4OrigDstAddr, &true).expect("IP_RECVORIGDSTADDR");
+        fd
+    });
+    let client = lab.a.run(|| {
+        let client = UdpSocket::bind(sock("0.0.0.0", 0)).expect("client socket");
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        client.connect(sock(B4, 53)).expect("connect");
+        client.send(b"query").expect("send");
+        client
+    });
+
+    // The proxy sees the query and where it was going.
+    let mut buf = [0u8; 64];
+    let mut cmsg = nix::cmsg_space!(libc::sockaddr_in);
+    let (len, from, orig_dst) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<SockaddrIn>(
+            std::os::fd::AsRawFd::as_raw_fd(&proxy),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .expect("recvmsg at the proxy");
+        let orig_dst = msg
+            .cmsgs()
+            .expect("cmsgs")
+            .find_map(|c| match c {
+                ControlMessageOwned::Ipv4OrigDstAddr(addr) => Some(SockaddrIn::from(addr)),
+                _ => None,
+            })
+            .expect("IP_ORIGDSTADDR");
+        (msg.bytes, msg.address.expect("peer"), orig_dst)
+    };
+    assert_eq!(&buf[..len], b"query");
+    assert_eq!(orig_dst.to_string(), sock(B4, 53).to_string());
+    assert_eq!(from.ip(), A4.parse::<std::net::Ipv4Addr>().unwrap());
+
+    // The answer goes out from the original destination (transparent).
+    lab.node.run(|| {
+        let answer = udp_socket(sock(B4, 53));
+        nix::sys::socket::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&answer),
+            b"answer",
+            &from,
+            MsgFlags::empty(),
+        )
+        .expect("send answer");
+    });
+    let mut reply = [0u8; 64];
+    let n = client.recv(&mut reply).expect("answer reaches the client");
+    assert_eq!(&reply[..n], b"answer");
+    assert!(lab.dp.counters().expect("counters").get(Reason::Redirect) >= 1);
+    drop(lab);
+}
