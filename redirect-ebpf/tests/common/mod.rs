@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,7 +16,11 @@ pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::Uid::effective().is_root() {
         return true;
     }
-    eprintln!("SKIP {test}: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)");
+    // Straight to stderr: the test harness would swallow eprintln!.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+    );
     false
 }
 
