@@ -1,0 +1,363 @@
+//! Policy resolution at cluster scale: `Cluster::new` (identities, ipcache,
+//! selector cache) and `Cluster::all_policies` (every endpoint's map state
+//! and L7 rule sets).
+//!
+//! The topology and the policies are generated in code, deterministically
+//! (a hash of the object's index stands in for randomness), so every run
+//! resolves the same cluster:
+//!
+//! - `n` namespaces labelled `team` and `env`, 50 pods each in 5
+//!   deployments (labels `app`, `tier`, `team`; named ports `http` 8080 and
+//!   `metrics` 9090): 5 distinct label sets, so 5 identities, per namespace.
+//! - policies spread evenly over the namespaces, one in ten of each kind:
+//!   K8s NetworkPolicy (podSelector peers, namespaceSelector+podSelector
+//!   peers with a named port and a port range, ipBlock with except plus an
+//!   egress named port) and CiliumNetworkPolicy (fromEndpoints, cross
+//!   namespace toEndpoints, toCIDRSet with except, HTTP rules, ingressDeny /
+//!   egressDeny, matchExpressions with entities).
+//!
+//! Groups: `resolve_10k_rules_5k_pods` (10,000 policies, 100 namespaces,
+//! 5,000 pods) and `resolve_1k_rules_500_pods` (1,000 policies, 10
+//! namespaces, 500 pods) for quick runs.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
+use policy_model::rules::PolicyRule;
+use policy_model::topology::{ContainerPort, HostSpec, NamespaceSpec, PodSpec};
+use policy_model::{Cluster, FqdnCache, Topology};
+
+const PODS_PER_NAMESPACE: usize = 50;
+const DEPLOYMENTS_PER_NAMESPACE: usize = 5;
+const APPS: usize = 40;
+const TEAMS: usize = 10;
+const TIERS: [&str; 4] = ["web", "api", "db", "cache"];
+const ENVS: [&str; 3] = ["prod", "staging", "dev"];
+/// Distinct CIDRs policies name (Cilium allocates one identity per prefix).
+const CIDRS: u64 = 300;
+
+/// SplitMix64: a fixed, seedable stand-in for randomness.
+fn mix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn namespace_name(ns: usize) -> String {
+    format!("ns-{ns:03}")
+}
+
+/// The `app` label of deployment `d` of namespace `ns`.
+fn app(ns: usize, d: usize) -> String {
+    format!("app-{:02}", (ns * 3 + d) % APPS)
+}
+
+fn tier(d: usize) -> &'static str {
+    TIERS[d % TIERS.len()]
+}
+
+fn team(ns: usize) -> String {
+    format!("team-{}", ns % TEAMS)
+}
+
+fn topology(namespaces: usize) -> Topology {
+    let labels = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect()
+    };
+    let mut topo = Topology {
+        node: Some(HostSpec {
+            ips: vec![IpAddr::V4(Ipv4Addr::new(192, 168, 255, 1))],
+            labels: BTreeMap::new(),
+        }),
+        kube_apiserver: Some(HostSpec {
+            ips: vec![IpAddr::V4(Ipv4Addr::new(192, 168, 255, 10))],
+            labels: BTreeMap::new(),
+        }),
+        ..Topology::default()
+    };
+    for ns in 0..namespaces {
+        topo.namespaces.push(NamespaceSpec {
+            name: namespace_name(ns),
+            labels: labels(&[("team", team(ns)), ("env", ENVS[ns % ENVS.len()].into())]),
+        });
+        for p in 0..PODS_PER_NAMESPACE {
+            let d = p % DEPLOYMENTS_PER_NAMESPACE;
+            let ns_octet = u8::try_from(ns).expect("fewer than 256 namespaces");
+            let pod_octet = u8::try_from(p + 1).expect("fewer than 255 pods per namespace");
+            topo.pods.push(PodSpec {
+                namespace: namespace_name(ns),
+                name: format!("{}-{p}", app(ns, d)),
+                labels: labels(&[
+                    ("app", app(ns, d)),
+                    ("tier", tier(d).into()),
+                    ("team", team(ns)),
+                ]),
+                ip: Some(IpAddr::V4(Ipv4Addr::new(10, ns_octet, 0, pod_octet))),
+                ports: vec![
+                    ContainerPort {
+                        name: Some("http".into()),
+                        container_port: 8080,
+                        protocol: Some("TCP".into()),
+                    },
+                    ContainerPort {
+                        name: Some("metrics".into()),
+                        container_port: 9090,
+                        protocol: Some("TCP".into()),
+                    },
+                ],
+                ..PodSpec::default()
+            });
+        }
+    }
+    topo
+}
+
+/// A `/24` from a pool of [`CIDRS`] prefixes, and a `/28` inside it.
+fn cidr(h: u64) -> (String, String) {
+    let i = h % CIDRS;
+    let (b, c) = (16 + i / 200, i % 200);
+    (
+        format!("172.{b}.{c}.0/24"),
+        format!("172.{b}.{c}.{}/28", (h >> 8) % 16 * 16),
+    )
+}
+
+/// Policy `i` as one YAML document.
+fn policy(i: usize, namespaces: usize, out: &mut String) {
+    let ns = i % namespaces;
+    let h = mix(i as u64);
+    let name = format!("pol-{i:05}");
+    let nsn = namespace_name(ns);
+    let subject = app(ns, (h % DEPLOYMENTS_PER_NAMESPACE as u64) as usize);
+    let peer_app = format!("app-{:02}", (h >> 8) % APPS as u64);
+    let peer_tier = TIERS[((h >> 16) % TIERS.len() as u64) as usize];
+    let peer_team = format!("team-{}", (h >> 24) % TEAMS as u64);
+    let peer_env = ENVS[((h >> 32) % ENVS.len() as u64) as usize];
+    let peer_ns = namespace_name(((h >> 40) % namespaces as u64) as usize);
+    let (net, except) = cidr(h >> 4);
+    let doc = match i % 10 {
+        0 | 1 => format!(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: {name}, namespace: {nsn}}}
+spec:
+  podSelector: {{matchLabels: {{app: {subject}}}}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector: {{matchLabels: {{app: {peer_app}}}}}
+    ports:
+    - {{port: 8080, protocol: TCP}}
+"
+        ),
+        2 => format!(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: {name}, namespace: {nsn}}}
+spec:
+  podSelector: {{matchLabels: {{app: {subject}}}}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - namespaceSelector: {{matchLabels: {{team: {peer_team}}}}}
+      podSelector: {{matchLabels: {{tier: {peer_tier}}}}}
+    ports:
+    - {{port: http, protocol: TCP}}
+    - {{port: 9000, endPort: 9100, protocol: TCP}}
+"
+        ),
+        3 => format!(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: {name}, namespace: {nsn}}}
+spec:
+  podSelector: {{matchLabels: {{app: {subject}}}}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {{cidr: {net}, except: [{except}]}}
+    ports:
+    - {{port: 443, protocol: TCP}}
+  - to:
+    - namespaceSelector: {{matchLabels: {{env: {peer_env}}}}}
+    ports:
+    - {{port: http, protocol: TCP}}
+"
+        ),
+        4 | 5 => format!(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}, namespace: {nsn}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: {subject}}}}}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {{app: {peer_app}}}
+    - matchLabels: {{\"k8s:io.kubernetes.pod.namespace\": {peer_ns}, tier: {peer_tier}}}
+    toPorts:
+    - ports:
+      - {{port: \"8080\", protocol: TCP}}
+      - {{port: \"9090\", protocol: TCP}}
+"
+        ),
+        6 => format!(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}, namespace: {nsn}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: {subject}}}}}
+  egress:
+  - toCIDRSet:
+    - {{cidr: {net}, except: [{except}]}}
+    toPorts:
+    - ports:
+      - {{port: \"443\", protocol: TCP}}
+  - toEndpoints:
+    - matchLabels: {{\"k8s:io.kubernetes.pod.namespace\": {peer_ns}, app: {peer_app}}}
+    toPorts:
+    - ports:
+      - {{port: \"8080\", protocol: TCP}}
+"
+        ),
+        7 => format!(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}, namespace: {nsn}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: {subject}}}}}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {{tier: {peer_tier}}}
+    toPorts:
+    - ports:
+      - {{port: \"8080\", protocol: TCP}}
+      rules:
+        http:
+        - {{method: GET, path: \"/api/v1/{subject}/.*\"}}
+        - {{method: POST, path: /api/v1/{subject}/orders, headers: [\"X-Team {peer_team}\"]}}
+        - {{method: GET, path: /healthz}}
+"
+        ),
+        8 => format!(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}, namespace: {nsn}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: {subject}}}}}
+  ingressDeny:
+  - fromEndpoints:
+    - matchLabels: {{io.cilium.k8s.namespace.labels.env: {peer_env}, app: {peer_app}}}
+  egressDeny:
+  - toCIDR: [{except}]
+"
+        ),
+        _ => format!(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}, namespace: {nsn}}}
+spec:
+  endpointSelector:
+    matchExpressions:
+    - {{key: tier, operator: In, values: [{peer_tier}, web]}}
+  ingress:
+  - fromEntities: [cluster, host]
+    toPorts:
+    - ports:
+      - {{port: \"9090\", protocol: TCP}}
+  egress:
+  - toEndpoints:
+    - matchExpressions:
+      - {{key: app, operator: NotIn, values: [{peer_app}]}}
+      - {{key: team, operator: Exists}}
+  - toEntities: [kube-apiserver]
+"
+        ),
+    };
+    out.push_str(&doc);
+    out.push_str("---\n");
+}
+
+/// The generated cluster: its topology and the translated rules of
+/// `policies` policy objects.
+fn generate(namespaces: usize, policies: usize) -> (Topology, Vec<PolicyRule>) {
+    let mut yaml = String::new();
+    for i in 0..policies {
+        policy(i, namespaces, &mut yaml);
+    }
+    let set = match policy_model::load::load_str(&yaml, "generated.yaml") {
+        Ok(set) => set,
+        Err(errors) => {
+            let mut msg = String::new();
+            for e in errors.iter().take(5) {
+                let _ = writeln!(msg, "{e}");
+            }
+            panic!("the generated policies do not load:\n{msg}");
+        }
+    };
+    assert!(
+        set.warnings.is_empty(),
+        "the generated policies load with warnings: {:?}",
+        set.warnings
+            .iter()
+            .take(5)
+            .map(|w| &w.message)
+            .collect::<Vec<_>>()
+    );
+    (topology(namespaces), set.rules().cloned().collect())
+}
+
+fn bench_scale(c: &mut Criterion, group: &str, namespaces: usize, policies: usize) {
+    let (topo, rules) = generate(namespaces, policies);
+    let fqdn = FqdnCache::default();
+    let cluster = Cluster::new(topo.clone(), rules.clone(), &fqdn);
+    let resolved = cluster.all_policies();
+    eprintln!(
+        "{group}: {policies} policies -> {} rules; {} pods, {} identities, {} ipcache entries; \
+         {} map entries over all endpoints",
+        rules.len(),
+        cluster.endpoints().len(),
+        cluster.identities().len(),
+        cluster.ipcache().len(),
+        resolved.iter().map(|p| p.map.entries.len()).sum::<usize>(),
+    );
+    drop(resolved);
+
+    let mut g = c.benchmark_group(group);
+    // One iteration takes from milliseconds to seconds: flat sampling with
+    // criterion's minimum of 10 samples keeps the run short.
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("cluster_new", |b| {
+        b.iter_batched(
+            || (topo.clone(), rules.clone()),
+            |(t, r)| Cluster::new(t, r, &fqdn),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("all_policies", |b| {
+        b.iter(|| black_box(&cluster).all_policies())
+    });
+    g.finish();
+}
+
+fn resolve_small(c: &mut Criterion) {
+    bench_scale(c, "resolve_1k_rules_500_pods", 10, 1_000);
+}
+
+fn resolve_large(c: &mut Criterion) {
+    bench_scale(c, "resolve_10k_rules_5k_pods", 100, 10_000);
+}
+
+criterion_group!(benches, resolve_small, resolve_large);
+criterion_main!(benches);
