@@ -221,6 +221,7 @@ impl Datapath {
     /// cannot be updated keeps running the previous programs (same maps), so
     /// it keeps enforcing; it is logged and left alone.
     fn update_pinned_links(&mut self, links_dir: &Path) {
+        settle_staged_links(links_dir);
         let Ok(entries) = std::fs::read_dir(links_dir) else {
             return;
         };
@@ -386,6 +387,32 @@ where
         .take_map(name)
         .ok_or(DatapathError::Missing { kind: "map", name })?;
     T::try_from(map).map_err(|e| DatapathError::map(name, e))
+}
+
+/// Finishes attaches interrupted between pinning the new link (`new-<name>`)
+/// and renaming it over `<name>`: if `<name>` still exists it keeps
+/// enforcing and the staged link is dropped; otherwise the staged link is
+/// the only one on its interface and takes the name. Never leaves an
+/// interface without a program.
+fn settle_staged_links(links_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(links_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_prefix("new-")) else {
+            continue;
+        };
+        let target = links_dir.join(name);
+        let result = if target.exists() {
+            std::fs::remove_file(entry.path())
+        } else {
+            std::fs::rename(entry.path(), &target)
+        };
+        if let Err(error) = result {
+            tracing::warn!(pin = %entry.path().display(), %error, "cannot settle staged tc link");
+        }
+    }
 }
 
 /// Atomically switches the pinned TCX link at `pin` to `prog`.
