@@ -214,9 +214,10 @@ pub enum KafkaVerdict<'a> {
     /// topics were allowed one by one, the rule that allowed the last of
     /// them.
     Allowed { rule: usize },
-    /// Denied. `topic` is the first topic of the request no rule allowed;
-    /// `None` when no rule matched the request's key, version or client ID
-    /// at all.
+    /// Denied. `topic` is the first topic of the request no rule allowed,
+    /// when some rule with a topic matched the request's key, version and
+    /// client ID; `None` when the denial is not about topics (no rule
+    /// matched key, version and client ID).
     Denied { topic: Option<&'a str> },
 }
 

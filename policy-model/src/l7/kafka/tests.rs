@@ -346,3 +346,80 @@ fn empty_strings_count_as_unset() {
     let s = set(&[r]);
     assert!(s.judge(&req(42, &["x"])).is_allowed());
 }
+
+/// Cilium's `MatchesRule`, transcribed over compiled rules: the allow
+/// decision must agree on random requests.
+fn reference(rules: &[KafkaRule], req: &KafkaRequest<'_>) -> bool {
+    let compiled: Vec<CompiledKafkaRule> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile_rule(i, r).unwrap())
+        .collect();
+    let mut remaining: std::collections::HashSet<&str> = req.topics.iter().copied().collect();
+    for rule in &compiled {
+        match &rule.topic {
+            Some(topic) if !req.topics.is_empty() => {
+                if remaining.contains(topic.as_str()) && rule.matches_request(req) {
+                    remaining.remove(topic.as_str());
+                    if remaining.is_empty() {
+                        return true;
+                    }
+                }
+            }
+            _ => {
+                if rule.matches_request(req) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn judge_agrees_with_cilium_transcription_on_random_inputs() {
+    let mut state = 0x1234_5678_9ABC_DEF1_u64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let roles = ["", "", "produce", "consume"];
+    let keys = ["", "", "produce", "fetch", "metadata", "heartbeat"];
+    let versions = ["", "", "1", "2"];
+    let clients = ["", "", "c1"];
+    let topics = ["", "a", "b", "c"];
+    for _ in 0..2000 {
+        let rules: Vec<KafkaRule> = (0..1 + next(4))
+            .map(|_| {
+                let role = roles[next(roles.len())];
+                let key = if role.is_empty() {
+                    keys[next(keys.len())]
+                } else {
+                    ""
+                };
+                rule(
+                    role,
+                    key,
+                    versions[next(versions.len())],
+                    clients[next(clients.len())],
+                    topics[next(topics.len())],
+                )
+            })
+            .collect();
+        let s = set(&rules);
+        let req_topics: Vec<&str> = (0..next(4)).map(|_| topics[1 + next(3)]).collect();
+        let req = KafkaRequest {
+            api_key: [0, 1, 3, 12, 19][next(5)],
+            api_version: [1, 2][next(2)],
+            client_id: [None, Some("c1"), Some("c2")][next(3)],
+            topics: &req_topics,
+        };
+        assert_eq!(
+            s.judge(&req).is_allowed(),
+            reference(&rules, &req),
+            "{req:?} {rules:?}"
+        );
+    }
+}
