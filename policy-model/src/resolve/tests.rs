@@ -117,24 +117,24 @@ fn identities_and_ipcache() {
 
 #[test]
 fn deny_beats_allow_across_policy_kinds() {
-    let c = cluster(&format!(
+    let c = cluster(
         "apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {{name: allow-all, namespace: ns1}}
+metadata: {name: allow-all, namespace: ns1}
 spec:
-  podSelector: {{}}
-  ingress: [{{}}]
+  podSelector: {}
+  ingress: [{}]
 ---
 apiVersion: cilium.io/v2
 kind: CiliumClusterwideNetworkPolicy
-metadata: {{name: deny-b}}
+metadata: {name: deny-b}
 spec:
-  endpointSelector: {{}}
+  endpointSelector: {}
   ingressDeny:
-  - fromEndpoints: [{{matchLabels: {{app: b}}}}]
-    toPorts: [{{ports: [{{port: '80', protocol: TCP}}]}}]
-"
-    ));
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}]}]
+",
+    );
     let p = pol(&c, "ns1/a");
     let b = id(&c, "ns1/b");
     assert!(p.ingress_enforced);
