@@ -22,6 +22,14 @@
 //!   sent several times is compared as its values joined with `,` (Envoy's
 //!   `getAllOfHeaderAsString`).
 //!
+//! Where this differs from Cilium with Envoy, on purpose:
+//! - rules are judged against the request as received; Envoy applies one
+//!   rule's header edits before judging the next (in its own sorted
+//!   order), so an ADD/REPLACE could make a later rule match there;
+//! - regexes may be larger than Envoy's RE2 program-size limit (100), and
+//!   `host` regexes are validated here rather than rejected by Envoy later;
+//! - header rules naming `host` or `:authority` read the authority.
+//!
 //! Evaluation is precompiled for large rule sets: per field, literal
 //! patterns (`GET`, `GET|POST`, `/api/v1/users`) are a hash lookup and the
 //! remaining regexes share one `RegexSet`, so judging a request costs three
@@ -50,8 +58,11 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Unicode-aware `regex` crate and RE2 cannot disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpRequest<'a> {
+    /// The method token as sent (case-sensitive).
     pub method: &'a str,
-    /// The request-target as sent, query string included, not normalised.
+    /// The request-target as sent, query string included, not normalised
+    /// (origin-form; a parser given absolute-form splits it into
+    /// `authority` and `path`, as Envoy does).
     pub path: &'a str,
     /// `:authority`, or the `Host` header for HTTP/1; `None` when absent.
     /// Header rules naming `host` or `:authority` read this field.
