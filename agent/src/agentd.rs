@@ -119,13 +119,21 @@ pub fn run(args: AgentArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    // What we applied before only describes the kernel maps if they are the
+    // same pinned maps; fresh maps start from nothing.
+    let maps_pinned = args.pin_dir.join("maps").join("policy").exists();
     let mut dp = Datapath::load(&args.pin_dir).context("loading the datapath")?;
     redirect_ebpf::install_proxy_routing().context("installing proxy routing")?;
     let topo = Topology::from_file(&args.topology).map_err(|e| anyhow::anyhow!("{e}"))?;
 
+    let hash = content_hash(&args.policies);
     let set = load_policies(&args.policies)
         .map_err(|e| anyhow::anyhow!("initial policy is invalid:\n{e}"))?;
-    let mut applied = Applied::load(&args.state_dir);
+    let mut applied = if maps_pinned {
+        Applied::load(&args.state_dir)
+    } else {
+        Applied::default()
+    };
     let cluster = Cluster::new(
         topo.clone(),
         set.rules().cloned().collect(),
@@ -134,6 +142,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     attach(&mut dp, &cluster, args.uplink.as_deref())?;
     apply(&mut dp, &cluster, &mut applied)?;
     applied.save(&args.state_dir)?;
+    mark_applied(&args.state_dir, hash)?;
     let names = Names {
         by_ip: cluster
             .endpoints()
@@ -167,6 +176,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let now = fingerprint(&args.policies);
         if now != stamp {
             stamp = now;
+            let hash = content_hash(&args.policies);
             match load_policies(&args.policies) {
                 Ok(set) => {
                     let cluster = Cluster::new(
@@ -179,6 +189,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
                         Err(e) => tracing::error!(error = %e, "applying the policy change failed"),
                     }
                     applied.save(&args.state_dir)?;
+                    mark_applied(&args.state_dir, hash)?;
                 }
                 Err(e) => tracing::error!(
                     error = %e,
@@ -190,6 +201,40 @@ pub fn run(args: AgentArgs) -> Result<()> {
             std::thread::sleep(Duration::from_millis(args.poll_ms));
         }
     }
+}
+
+/// FNV-1a over the contents of every input file in path order: tells a
+/// waiting test or tool which version of the policy is in force.
+pub fn content_hash(paths: &[PathBuf]) -> u64 {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        for b in std::fs::read(&f).unwrap_or_default() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn mark_applied(state_dir: &Path, hash: u64) -> Result<()> {
+    let tmp = state_dir.join("applied.hash.tmp");
+    std::fs::write(&tmp, format!("{hash:016x}\n"))?;
+    std::fs::rename(tmp, state_dir.join("applied.hash"))?;
+    Ok(())
 }
 
 fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, String> {

@@ -2,6 +2,7 @@
 
 mod agentd;
 mod demo;
+mod e2e;
 mod lab;
 mod policy_cli;
 mod service_map;
@@ -32,7 +33,7 @@ enum Command {
         command: LabCommand,
     },
     /// The node agent: owns the eBPF maps and enforces the policy files.
-    Agent(agentd::AgentArgs),
+    Agent(Box<agentd::AgentArgs>),
     /// Stream flow events (verdicts of the datapath) from the agent.
     Observe {
         /// `text` (one line per flow) or `json`.
@@ -71,6 +72,9 @@ enum LabCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Run every L3/L4 conformance probe end to end in the lab (real
+    /// connects, UDP exchanges and pings, IPv4 and IPv6) next to the model.
+    Conformance(Box<e2e::E2eArgs>),
     /// (internal) serve TCP and UDP responders inside a pod.
     #[command(hide = true)]
     Serve {
@@ -78,6 +82,9 @@ enum LabCommand {
         tcp: Vec<u16>,
         #[arg(long, value_delimiter = ',')]
         udp: Vec<u16>,
+        /// Bind UDP to these addresses (default: the wildcard addresses).
+        #[arg(long, value_delimiter = ',')]
+        udp_bind: Vec<std::net::IpAddr>,
     },
 }
 
@@ -92,7 +99,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy { command } => return policy_cli::run(command),
-        Command::Agent(args) => agentd::run(args),
+        Command::Agent(args) => agentd::run(*args),
         Command::Observe {
             output,
             follow,
@@ -139,6 +146,13 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         LabCommand::Demo { keep } => demo::run(&me, keep),
-        LabCommand::Serve { tcp, udp } => lab::probe::serve(&tcp, &udp),
+        LabCommand::Conformance(args) => {
+            let (_, failed, _) = e2e::run(&me, &args)?;
+            if failed > 0 {
+                anyhow::bail!("{failed} end-to-end probes disagree with the model");
+            }
+            Ok(())
+        }
+        LabCommand::Serve { tcp, udp, udp_bind } => lab::probe::serve(&tcp, &udp, &udp_bind),
     }
 }

@@ -6,7 +6,7 @@ use policy_model::{
     Cluster, FlowPeer, FlowQuery, FqdnCache, L7Request, PolicySet, Protocol, Topology,
 };
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -19,9 +19,9 @@ pub enum PolicyCommand {
     },
     /// Answer one question about one flow: allowed or denied, at which
     /// layer, and which rule decided.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Print the pod-to-pod reachability matrix, or an HTML service map.
-    Matrix(MatrixArgs),
+    Matrix(Box<MatrixArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -146,7 +146,7 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn load(policies: &[PathBuf], topology: &PathBuf) -> Result<(PolicySet, Topology), String> {
+fn load(policies: &[PathBuf], topology: &Path) -> Result<(PolicySet, Topology), String> {
     let set = PolicySet::load_paths(policies).map_err(|errs| {
         errs.iter()
             .map(|e| e.to_string())

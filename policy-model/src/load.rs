@@ -124,7 +124,7 @@ fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) 
             return;
         }
     };
-    if meta.is_file() {
+    if !meta.is_dir() {
         out.push(p.to_path_buf());
         return;
     }
@@ -197,7 +197,11 @@ fn load_value(
         reason,
     };
     let Some(map) = value.as_mapping() else {
-        errors.push(invalid(&loc, "(root)", "expected a Kubernetes object (a mapping)".into()));
+        errors.push(invalid(
+            &loc,
+            "(root)",
+            "expected a Kubernetes object (a mapping)".into(),
+        ));
         return;
     };
     let get = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
@@ -277,7 +281,12 @@ fn load_value(
             match serde_path_to_error::deserialize::<_, NetworkPolicy>(value) {
                 Ok(np) => {
                     let origin = make_origin(
-                        Some(np.metadata.namespace.clone().unwrap_or_else(|| "default".into())),
+                        Some(
+                            np.metadata
+                                .namespace
+                                .clone()
+                                .unwrap_or_else(|| "default".into()),
+                        ),
                         np.metadata.name.clone(),
                     );
                     rules::from_network_policy(&np, origin.clone()).map(|r| (origin, r))
@@ -292,7 +301,12 @@ fn load_value(
             match serde_path_to_error::deserialize::<_, CiliumPolicy>(value) {
                 Ok(cp) => {
                     let ns = if pkind == PolicyKind::CiliumNetworkPolicy {
-                        Some(cp.metadata.namespace.clone().unwrap_or_else(|| "default".into()))
+                        Some(
+                            cp.metadata
+                                .namespace
+                                .clone()
+                                .unwrap_or_else(|| "default".into()),
+                        )
                     } else {
                         if cp.metadata.namespace.is_some() {
                             set.warnings.push(LoadWarning {

@@ -419,6 +419,9 @@ pub fn down() -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(PIN_DIR);
+    for f in ["applied.json", "applied.hash", "agent.ready"] {
+        let _ = std::fs::remove_file(Path::new(STATE_DIR).join(f));
+    }
     let _ = std::fs::remove_file(LabState::path());
     Ok(())
 }

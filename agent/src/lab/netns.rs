@@ -49,11 +49,6 @@ pub fn list() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether a namespace exists.
-pub fn exists(ns: &str) -> bool {
-    std::path::Path::new("/run/netns").join(ns).exists()
-}
-
 /// Runs `f` on a new thread that has joined network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     let path = format!("/run/netns/{ns}");

@@ -17,10 +17,43 @@ pub enum Observed {
 
 /// A TCP connect plus one response byte, from namespace `ns`.
 pub fn tcp(ns: &str, dst: IpAddr, port: u16, timeout: Duration) -> Result<Observed> {
+    tcp_from(ns, None, dst, port, timeout)
+}
+
+/// A UDP request/response exchange, from namespace `ns`.
+pub fn udp(ns: &str, dst: IpAddr, port: u16, timeout: Duration) -> Result<Observed> {
+    udp_from(ns, None, dst, port, timeout)
+}
+
+fn bind_addr(src: Option<IpAddr>, dst: IpAddr) -> SocketAddr {
+    match src {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if dst.is_ipv4() => "0.0.0.0:0".parse().expect("literal"),
+        None => "[::]:0".parse().expect("literal"),
+    }
+}
+
+/// A TCP connect from `src` (any local address when `None`) in `ns`, then
+/// one response byte.
+pub fn tcp_from(
+    ns: &str,
+    src: Option<IpAddr>,
+    dst: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> Result<Observed> {
     netns::in_netns(ns, move || {
+        use socket2::{Domain, Socket, Type};
         let addr = SocketAddr::new(dst, port);
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(mut s) => {
+        let Ok(sock) = Socket::new(Domain::for_address(addr), Type::STREAM, None) else {
+            return Observed::Blocked;
+        };
+        if src.is_some() && sock.bind(&bind_addr(src, dst).into()).is_err() {
+            return Observed::Blocked;
+        }
+        match sock.connect_timeout(&addr.into(), timeout) {
+            Ok(()) => {
+                let mut s: TcpStream = sock.into();
                 let _ = s.set_read_timeout(Some(timeout));
                 let mut buf = [0u8; 8];
                 match s.read(&mut buf) {
@@ -33,15 +66,16 @@ pub fn tcp(ns: &str, dst: IpAddr, port: u16, timeout: Duration) -> Result<Observ
     })
 }
 
-/// A UDP request/response exchange, from namespace `ns`.
-pub fn udp(ns: &str, dst: IpAddr, port: u16, timeout: Duration) -> Result<Observed> {
+/// A UDP request/response exchange from `src` in `ns`.
+pub fn udp_from(
+    ns: &str,
+    src: Option<IpAddr>,
+    dst: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> Result<Observed> {
     netns::in_netns(ns, move || {
-        let bind: SocketAddr = if dst.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
-        let Ok(sock) = UdpSocket::bind(bind) else {
+        let Ok(sock) = UdpSocket::bind(bind_addr(src, dst)) else {
             return Observed::Blocked;
         };
         let _ = sock.set_read_timeout(Some(timeout));
@@ -56,13 +90,18 @@ pub fn udp(ns: &str, dst: IpAddr, port: u16, timeout: Duration) -> Result<Observ
     })
 }
 
-/// One echo request with the system's `ping`, from namespace `ns`.
-pub fn ping(ns: &str, dst: IpAddr, timeout: Duration) -> Result<Observed> {
+/// One echo request with the system's `ping` from `ns` (from `src` when
+/// given).
+pub fn ping(ns: &str, src: Option<IpAddr>, dst: IpAddr, timeout: Duration) -> Result<Observed> {
     let secs = timeout.as_secs().max(1).to_string();
-    let status = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", &secs,
-        ])
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", &secs,
+    ]);
+    if let Some(s) = src {
+        cmd.args(["-I", &s.to_string()]);
+    }
+    let status = cmd
         .arg(dst.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -76,7 +115,10 @@ pub fn ping(ns: &str, dst: IpAddr, timeout: Duration) -> Result<Observed> {
 
 /// Serves the given TCP and UDP ports on every address (IPv4 and IPv6)
 /// until killed: TCP answers `ok\n` and closes, UDP echoes.
-pub fn serve(tcp_ports: &[u16], udp_ports: &[u16]) -> Result<()> {
+/// UDP is answered from the address the request was sent to when that
+/// address is in `udp_bind` (one socket per address), so a namespace with
+/// several addresses replies from the right one.
+pub fn serve(tcp_ports: &[u16], udp_ports: &[u16], udp_bind: &[IpAddr]) -> Result<()> {
     let mut threads = Vec::new();
     for &p in tcp_ports {
         for addr in [format!("0.0.0.0:{p}"), format!("[::]:{p}")] {
@@ -90,7 +132,15 @@ pub fn serve(tcp_ports: &[u16], udp_ports: &[u16]) -> Result<()> {
         }
     }
     for &p in udp_ports {
-        for addr in [format!("0.0.0.0:{p}"), format!("[::]:{p}")] {
+        let addrs: Vec<String> = if udp_bind.is_empty() {
+            vec![format!("0.0.0.0:{p}"), format!("[::]:{p}")]
+        } else {
+            udp_bind
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, p).to_string())
+                .collect()
+        };
+        for addr in addrs {
             let sock = bind_udp(&addr)?;
             threads.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];

@@ -1,0 +1,446 @@
+//! `portcullis lab conformance`: every L3/L4 probe of the conformance cases,
+//! run end to end in the lab — real TCP connects, UDP exchanges and pings
+//! from inside pod (or world) namespaces through the attached programs —
+//! next to the model's verdict for the same probe.
+//!
+//! Cases are grouped by topology: the lab is built once per topology and
+//! each case's policy is written to the file the agent watches; the runner
+//! waits until the agent reports that exact content applied.
+
+use crate::lab::{self, probe};
+use anyhow::{Context, Result, bail};
+use conformance::case::{Case, Expect, Probe};
+use conformance::model;
+use policy_model::{Protocol, Topology, Verdict};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options of the run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct E2eArgs {
+    /// Conformance root (with `cases/` and `topologies/`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance"))]
+    pub root: PathBuf,
+    /// Only cases whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Print every probe, not only mismatches.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Timeout of one probe in milliseconds (a drop shows as a timeout).
+    #[arg(long, default_value_t = 700)]
+    pub timeout_ms: u64,
+    /// Probes in flight at once.
+    #[arg(long, default_value_t = 96)]
+    pub parallel: usize,
+    /// Leave the lab up afterwards.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// One probe as run on the wire.
+struct WireProbe {
+    case: String,
+    describe: String,
+    family: &'static str,
+    src_ns: String,
+    src_ip: Option<IpAddr>,
+    dst: IpAddr,
+    protocol: Protocol,
+    port: u16,
+    model: Verdict,
+    expect: Expect,
+}
+
+struct Servers(Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether a probe is L3/L4 only and can run in the lab.
+fn runnable(p: &Probe) -> bool {
+    p.e2e != Some(false)
+        && p.http.is_none()
+        && p.dns.is_none()
+        && p.kafka.is_none()
+        && p.to_fqdn.is_none()
+}
+
+/// Runs the suite; returns (passed, failed, skipped).
+pub fn run(me: &Path, args: &E2eArgs) -> Result<(usize, usize, usize)> {
+    let cases = conformance::load_cases(&args.root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut by_topology: BTreeMap<String, Vec<Case>> = BTreeMap::new();
+    for c in cases {
+        if args
+            .filter
+            .as_ref()
+            .is_some_and(|f| !c.name.contains(f.as_str()))
+        {
+            continue;
+        }
+        if !c.probes.iter().any(runnable) {
+            continue;
+        }
+        let key = serde_json::to_string(&c.topology).unwrap_or_default();
+        by_topology.entry(key).or_default().push(c);
+    }
+    let dir = Path::new(lab::STATE_DIR).join("conformance");
+    let (mut pass, mut fail, mut skip) = (0, 0, 0);
+    println!(
+        "{:<48} {:>6} {:>6} {:>6}   (model verdict | wire verdict per probe with --verbose)",
+        "case", "probes", "failed", "skipped"
+    );
+    for cases in by_topology.values() {
+        let topo = cases[0].topology.clone();
+        std::fs::create_dir_all(&dir)?;
+        let topo_path = dir.join("topology.yaml");
+        let pol_path = dir.join("policy.yaml");
+        std::fs::write(&topo_path, serde_yaml_ng::to_string(&topo)?)?;
+        // Start from an empty policy: everything allowed.
+        write_atomic(&pol_path, "")?;
+        let state = lab::up(&topo_path, std::slice::from_ref(&pol_path), me)?;
+        let servers = start_servers(me, &state, &topo, cases)?;
+        std::thread::sleep(Duration::from_millis(400));
+        for case in cases {
+            let (p, f, s) = run_case(&state, &topo, &pol_path, case, args)?;
+            pass += p;
+            fail += f;
+            skip += s;
+        }
+        drop(servers);
+        if !args.keep {
+            lab::down()?;
+        }
+    }
+    println!("{pass} passed, {fail} failed, {skip} skipped");
+    Ok((pass, fail, skip))
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Writes a policy and waits until the agent reports it in force.
+pub fn apply_policy(pol_path: &Path, text: &str) -> Result<Duration> {
+    write_atomic(pol_path, text)?;
+    let want = format!(
+        "{:016x}",
+        crate::agentd::content_hash(&[pol_path.to_path_buf()])
+    );
+    let start = Instant::now();
+    let applied = Path::new(lab::STATE_DIR).join("applied.hash");
+    loop {
+        if std::fs::read_to_string(&applied).is_ok_and(|s| s.trim() == want) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "the agent did not apply the policy within 10 s (see {}/agent.log)",
+                lab::STATE_DIR
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn start_servers(
+    me: &Path,
+    state: &lab::LabState,
+    topo: &Topology,
+    cases: &[Case],
+) -> Result<Servers> {
+    let mut tcp = BTreeSet::new();
+    let mut udp = BTreeSet::new();
+    for c in cases {
+        for p in c.probes.iter().filter(|p| runnable(p)) {
+            match p
+                .protocol
+                .as_deref()
+                .unwrap_or("TCP")
+                .to_ascii_uppercase()
+                .as_str()
+            {
+                "TCP" => {
+                    tcp.insert(p.port);
+                }
+                "UDP" => {
+                    udp.insert(p.port);
+                }
+                _ => {}
+            }
+        }
+    }
+    let list = |s: &BTreeSet<u16>| {
+        s.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut namespaces: Vec<(String, Vec<IpAddr>)> = state
+        .pods
+        .iter()
+        .map(|(_, ns)| (ns.clone(), vec![]))
+        .collect();
+    let mut world: Vec<IpAddr> = vec![
+        IpAddr::from([10, 201, 0, 1]),
+        "fd00:201::1".parse().expect("literal"),
+    ];
+    world.extend(topo.world.iter().flat_map(|w| w.ips.iter().copied()));
+    namespaces.push((lab::WORLD_NS.to_string(), world));
+    let node: Vec<IpAddr> = topo
+        .node
+        .iter()
+        .flat_map(|n| n.ips.iter().copied())
+        .collect();
+    if !node.is_empty() {
+        namespaces.push((lab::NODE_NS.to_string(), node));
+    }
+    let mut servers = Servers(Vec::new());
+    for (ns, bind) in namespaces {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns])
+            .arg(me)
+            .args(["lab", "serve"]);
+        if !tcp.is_empty() {
+            cmd.args(["--tcp", &list(&tcp)]);
+        }
+        if !udp.is_empty() {
+            cmd.args(["--udp", &list(&udp)]);
+            if !bind.is_empty() {
+                let b: Vec<String> = bind.iter().map(|a| a.to_string()).collect();
+                cmd.args(["--udp-bind", &b.join(",")]);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting responders")?;
+        servers.0.push(child);
+    }
+    Ok(servers)
+}
+
+/// The address of a probe side for one family, and the namespace to send
+/// from (for a source).
+fn locate(
+    state: &lab::LabState,
+    topo: &Topology,
+    pod: &Option<String>,
+    ip: &Option<String>,
+    v6: bool,
+) -> Option<(String, IpAddr)> {
+    if let Some(pod) = pod {
+        let addr = topo
+            .pod(pod)?
+            .addresses()
+            .into_iter()
+            .find(|a| a.is_ipv6() == v6)?;
+        return Some((state.namespace_of(pod).ok()?, addr));
+    }
+    let addr: IpAddr = ip.as_ref()?.parse().ok()?;
+    if addr.is_ipv6() != v6 {
+        return None;
+    }
+    if let Some(p) = topo.pods.iter().find(|p| p.addresses().contains(&addr)) {
+        return Some((state.namespace_of(&p.full_name()).ok()?, addr));
+    }
+    if topo
+        .node
+        .iter()
+        .flat_map(|n| n.ips.iter())
+        .any(|a| *a == addr)
+    {
+        return Some((lab::NODE_NS.to_string(), addr));
+    }
+    let world4: ipnet::IpNet = "10.201.0.0/16".parse().expect("literal");
+    let world6: ipnet::IpNet = "fd00:201::/64".parse().expect("literal");
+    let in_world_ns = [
+        IpAddr::from([10, 201, 0, 1]),
+        "fd00:201::1".parse().expect("literal"),
+    ]
+    .contains(&addr)
+        || topo
+            .world
+            .iter()
+            .flat_map(|w| w.ips.iter())
+            .any(|a| *a == addr);
+    if (world4.contains(&addr) || world6.contains(&addr)) && in_world_ns {
+        return Some((lab::WORLD_NS.to_string(), addr));
+    }
+    None
+}
+
+fn run_case(
+    state: &lab::LabState,
+    topo: &Topology,
+    pol_path: &Path,
+    case: &Case,
+    args: &E2eArgs,
+) -> Result<(usize, usize, usize)> {
+    let set = model::case_policies(case).map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
+    let mut clusters = BTreeMap::new();
+    let mut wire = Vec::new();
+    let mut skipped = 0;
+    for p in case.probes.iter().filter(|p| runnable(p)) {
+        let proto = match model::probe_protocol(p) {
+            Ok(pr) => pr,
+            Err(_) => {
+                skipped += 1;
+                continue;
+            }
+        };
+        let icmp_ok = match proto {
+            Protocol::Icmp => p.port == 8,
+            Protocol::Icmpv6 => p.port == 128,
+            Protocol::Sctp => false,
+            _ => true,
+        };
+        if !icmp_ok {
+            skipped += 1;
+            continue;
+        }
+        let verdict = match model::explain_probe(case, &set, &mut clusters, p) {
+            Ok(e) => e.verdict,
+            Err(e) => bail!("{}: {}: {e}", case.name, p.describe()),
+        };
+        let mut any = false;
+        for (family, v6) in [("v4", false), ("v6", true)] {
+            match proto {
+                Protocol::Icmp if v6 => continue,
+                Protocol::Icmpv6 if !v6 => continue,
+                _ => {}
+            }
+            let (Some((src_ns, src_ip)), Some((_, dst))) = (
+                locate(state, topo, &p.from, &p.from_ip, v6),
+                locate(state, topo, &p.to, &p.to_ip, v6),
+            ) else {
+                continue;
+            };
+            any = true;
+            wire.push(WireProbe {
+                case: case.name.clone(),
+                describe: p.describe(),
+                family,
+                src_ip: if src_ns == lab::WORLD_NS || src_ns == lab::NODE_NS {
+                    Some(src_ip)
+                } else {
+                    None
+                },
+                src_ns,
+                dst,
+                protocol: proto,
+                port: p.port,
+                model: verdict,
+                expect: p.expect,
+            });
+        }
+        if !any {
+            skipped += 1;
+        }
+    }
+    if wire.is_empty() {
+        println!("{:<48} {:>6} {:>6} {:>6}", case.name, 0, 0, skipped);
+        return Ok((0, 0, skipped));
+    }
+    apply_policy(pol_path, &case.policies)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut results = run_probes(&wire, timeout, args.parallel)?;
+    // Mismatches are re-probed once, slowly, to rule out a lost packet.
+    let retry: Vec<usize> = (0..wire.len())
+        .filter(|i| results[*i] != (wire[*i].model == Verdict::Allowed))
+        .collect();
+    let again: Vec<&WireProbe> = retry.iter().map(|i| &wire[*i]).collect();
+    let second = run_probes_ref(&again, Duration::from_millis(2000), args.parallel)?;
+    for (i, r) in retry.into_iter().zip(second) {
+        results[i] = r;
+    }
+    let mut failed = 0;
+    for (w, ok) in wire.iter().zip(&results) {
+        let wire_v = if *ok {
+            Verdict::Allowed
+        } else {
+            Verdict::Denied
+        };
+        let expect_v = match w.expect {
+            Expect::Allowed => Verdict::Allowed,
+            Expect::Denied => Verdict::Denied,
+        };
+        let pass = wire_v == w.model && w.model == expect_v;
+        if !pass {
+            failed += 1;
+        }
+        if !pass || args.verbose {
+            println!(
+                "    {} {:<58} {} model {:<7} | wire {:<7} (expected {:?})",
+                if pass { "ok  " } else { "FAIL" },
+                w.describe,
+                w.family,
+                w.model.to_string(),
+                wire_v.to_string(),
+                w.expect
+            );
+        }
+    }
+    let _ = &wire.first().map(|w| &w.case);
+    println!(
+        "{:<48} {:>6} {:>6} {:>6}",
+        case.name,
+        wire.len(),
+        failed,
+        skipped
+    );
+    Ok((wire.len() - failed, failed, skipped))
+}
+
+fn probe_one(w: &WireProbe, timeout: Duration) -> Result<bool> {
+    let r = match w.protocol {
+        Protocol::Udp => probe::udp_from(&w.src_ns, w.src_ip, w.dst, w.port, timeout)?,
+        Protocol::Icmp | Protocol::Icmpv6 => probe::ping(&w.src_ns, w.src_ip, w.dst, timeout)?,
+        _ => probe::tcp_from(&w.src_ns, w.src_ip, w.dst, w.port, timeout)?,
+    };
+    Ok(r == probe::Observed::Connected)
+}
+
+fn run_probes(wire: &[WireProbe], timeout: Duration, parallel: usize) -> Result<Vec<bool>> {
+    let refs: Vec<&WireProbe> = wire.iter().collect();
+    run_probes_ref(&refs, timeout, parallel)
+}
+
+fn run_probes_ref(wire: &[&WireProbe], timeout: Duration, parallel: usize) -> Result<Vec<bool>> {
+    let mut out = Vec::with_capacity(wire.len());
+    for chunk in wire.chunks(parallel.max(1)) {
+        let results: Vec<Result<bool>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|w| s.spawn(move || probe_one(w, timeout)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("probe panicked")))
+                })
+                .collect()
+        });
+        for r in results {
+            out.push(r?);
+        }
+    }
+    Ok(out)
+}
