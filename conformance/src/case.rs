@@ -181,9 +181,7 @@ pub fn load_case(root: &Path, file: &Path) -> Result<Case, CaseError> {
     };
     let mut probes = cf.probes.clone();
     for (mi, m) in cf.matrices.iter().enumerate() {
-        probes.extend(
-            expand_matrix(m).map_err(|r| err(format!("matrices[{mi}]: {r}")))?,
-        );
+        probes.extend(expand_matrix(m).map_err(|r| err(format!("matrices[{mi}]: {r}")))?);
     }
     Ok(Case {
         file: file.to_path_buf(),
@@ -221,7 +219,11 @@ pub fn expand_matrix(m: &MatrixSpec) -> Result<Vec<Probe>, String> {
                 "." => Expect::Allowed,
                 "X" | "x" => Expect::Denied,
                 "-" => continue,
-                other => return Err(format!("cell {from}->{to}: {other:?} is not '.', 'X' or '-'")),
+                other => {
+                    return Err(format!(
+                        "cell {from}->{to}: {other:?} is not '.', 'X' or '-'"
+                    ));
+                }
             };
             out.push(Probe {
                 from: Some(from.to_string()),

@@ -31,11 +31,19 @@ fn main() -> ExitCode {
                 if o.pass { "ok  " } else { "FAIL" },
                 o.probe.describe(),
                 o.probe.expect,
-                o.probe.layer.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(),
+                o.probe
+                    .layer
+                    .as_ref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default(),
                 o.got_text()
             );
         }
     }
     println!("{pass} passed, {fail} failed");
-    if fail == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if fail == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

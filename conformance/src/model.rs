@@ -3,8 +3,7 @@
 use crate::case::{Case, Expect, Probe, yaml_scalar};
 use policy_model::explain::{HttpRequestSpec, KafkaRequestSpec};
 use policy_model::{
-    Cluster, Explanation, FlowPeer, FlowQuery, FqdnCache, L7Request, PolicySet, Protocol,
-    Verdict,
+    Cluster, Explanation, FlowPeer, FlowQuery, FqdnCache, L7Request, PolicySet, Protocol, Verdict,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -33,23 +32,26 @@ impl ProbeOutcome {
 pub fn probe_protocol(p: &Probe) -> Result<Protocol, String> {
     let s = p.protocol.as_deref().unwrap_or("TCP");
     match Protocol::parse(s) {
-        Some(Protocol::Any) | None => Err(format!("probe protocol {s:?} is not TCP, UDP, SCTP, ICMP or ICMPv6")),
+        Some(Protocol::Any) | None => Err(format!(
+            "probe protocol {s:?} is not TCP, UDP, SCTP, ICMP or ICMPv6"
+        )),
         Some(p) => Ok(p),
     }
 }
 
 /// Builds the model's flow question for a probe.
 pub fn to_query(p: &Probe) -> Result<FlowQuery, String> {
-    let peer = |pod: &Option<String>, ip: &Option<String>, what: &str| -> Result<FlowPeer, String> {
-        match (pod, ip) {
-            (Some(pod), None) => Ok(FlowPeer::Pod(pod.clone())),
-            (None, Some(ip)) => ip
-                .parse::<IpAddr>()
-                .map(FlowPeer::Ip)
-                .map_err(|_| format!("{what}-ip {ip:?} is not an IP address")),
-            _ => Err(format!("give exactly one of {what} and {what}-ip")),
-        }
-    };
+    let peer =
+        |pod: &Option<String>, ip: &Option<String>, what: &str| -> Result<FlowPeer, String> {
+            match (pod, ip) {
+                (Some(pod), None) => Ok(FlowPeer::Pod(pod.clone())),
+                (None, Some(ip)) => ip
+                    .parse::<IpAddr>()
+                    .map(FlowPeer::Ip)
+                    .map_err(|_| format!("{what}-ip {ip:?} is not an IP address")),
+                _ => Err(format!("give exactly one of {what} and {what}-ip")),
+            }
+        };
     let l7 = if let Some(h) = &p.http {
         let mut headers = Vec::new();
         for hd in &h.headers {

@@ -18,13 +18,26 @@ fn all_cases_pass_against_the_model() {
                     o.case,
                     o.probe.describe(),
                     o.probe.expect,
-                    o.probe.layer.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(),
+                    o.probe
+                        .layer
+                        .as_ref()
+                        .map(|l| format!(" ({l})"))
+                        .unwrap_or_default(),
                     o.got_text()
                 ));
             }
         }
     }
-    println!("{} cases, {total} probes, {} failed", cases.len(), failures.len());
+    println!(
+        "{} cases, {total} probes, {} failed",
+        cases.len(),
+        failures.len()
+    );
     assert!(total >= 300, "only {total} probes");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -9,7 +9,9 @@ use std::fmt;
 
 /// A numeric security identity. `0` is never an identity: the policy map
 /// uses it for "any identity".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct NumericIdentity(pub u32);
 

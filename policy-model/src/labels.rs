@@ -221,12 +221,18 @@ impl Selector {
             }
             match e.operator {
                 SelectorOperator::In | SelectorOperator::NotIn if e.values.is_empty() => {
-                    return Err(SelectorError::MissingValues { index, op: e.operator });
+                    return Err(SelectorError::MissingValues {
+                        index,
+                        op: e.operator,
+                    });
                 }
                 SelectorOperator::Exists | SelectorOperator::DoesNotExist
                     if !e.values.is_empty() =>
                 {
-                    return Err(SelectorError::UnexpectedValues { index, op: e.operator });
+                    return Err(SelectorError::UnexpectedValues {
+                        index,
+                        op: e.operator,
+                    });
                 }
                 _ => {}
             }
@@ -267,7 +273,9 @@ impl Selector {
 
     /// Whether the selector constrains the pod namespace.
     pub fn has_namespace_requirement(&self) -> bool {
-        self.requirements.iter().any(Requirement::is_namespace_requirement)
+        self.requirements
+            .iter()
+            .any(Requirement::is_namespace_requirement)
     }
 
     /// Whether `labels` satisfy every requirement.

@@ -12,12 +12,12 @@
 
 pub mod api;
 pub mod explain;
-pub mod matrix;
 pub mod identity;
 pub mod l7;
 pub mod labels;
 pub mod load;
 pub mod mapstate;
+pub mod matrix;
 pub mod resolve;
 pub mod rules;
 pub mod topology;

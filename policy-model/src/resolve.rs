@@ -2,15 +2,14 @@
 //! learned names, the selector cache, and each endpoint's resolved policy.
 
 use crate::identity::{
-    Identity, IdentityAllocator, IdentityKind, NumericIdentity, RESERVED, cidr_labels,
-    fqdn_labels, reserved_labels,
+    Identity, IdentityAllocator, IdentityKind, NumericIdentity, RESERVED, cidr_labels, fqdn_labels,
+    reserved_labels,
 };
 use crate::l7::dns::FqdnPattern;
 use crate::labels::LabelSet;
 use crate::mapstate::{MapKey, MapState, MapValue, MapVerdict, PortKey};
 use crate::rules::{
-    Direction, Entity, L7Parser, L7Rules, Peer, PolicyRef, PolicyRule, PortSpec, Protocol,
-    Subject,
+    Direction, Entity, L7Parser, L7Rules, Peer, PolicyRef, PolicyRule, PortSpec, Protocol, Subject,
 };
 use crate::topology::Topology;
 use ipnet::IpNet;
@@ -146,7 +145,10 @@ impl Cluster {
                 "0.0.0.0/0".parse().expect("valid literal"),
                 NumericIdentity::WORLD_IPV4,
             ),
-            ("::/0".parse().expect("valid literal"), NumericIdentity::WORLD_IPV6),
+            (
+                "::/0".parse().expect("valid literal"),
+                NumericIdentity::WORLD_IPV6,
+            ),
         ];
         let mut endpoints = Vec::new();
         for (i, pod) in topology.pods.iter().enumerate() {
@@ -417,7 +419,10 @@ impl Cluster {
 
     /// Resolves every endpoint.
     pub fn all_policies(&self) -> Vec<EndpointPolicy> {
-        self.endpoints.iter().map(|e| self.endpoint_policy(e)).collect()
+        self.endpoints
+            .iter()
+            .map(|e| self.endpoint_policy(e))
+            .collect()
     }
 
     fn resolve_direction(
@@ -453,21 +458,23 @@ impl Cluster {
                 identity: NumericIdentity::ANY,
                 port: PortKey::ANY,
             };
-            raw.entry(NumericIdentity::ANY).or_default().push(Contribution {
-                origin: None,
-                rule: String::new(),
-                peer: "any peer".into(),
-                deny: false,
-                l7: None,
-                key,
-            });
+            raw.entry(NumericIdentity::ANY)
+                .or_default()
+                .push(Contribution {
+                    origin: None,
+                    rule: String::new(),
+                    peer: "any peer".into(),
+                    deny: false,
+                    l7: None,
+                    key,
+                });
         }
         for r in selecting {
             for entry in &r.direction(dir).entries {
                 let port_keys = self.entry_port_keys(ep, entry.ports.as_deref(), dir, out);
                 for peer in &entry.peers {
-                    let wildcard =
-                        matches!(peer, Peer::All | Peer::Entity(Entity::All)) && requires.is_empty();
+                    let wildcard = matches!(peer, Peer::All | Peer::Entity(Entity::All))
+                        && requires.is_empty();
                     let ids: Vec<NumericIdentity> = if wildcard {
                         vec![NumericIdentity::ANY]
                     } else {
@@ -486,7 +493,7 @@ impl Cluster {
                             };
                             raw.entry(id).or_default().push(Contribution {
                                 origin: Some(r.origin.clone()),
-                                rule: format!("{}", entry.path),
+                                rule: entry.path.clone(),
                                 peer: peer.to_string(),
                                 deny: entry.deny,
                                 l7: l7.clone(),
@@ -498,7 +505,8 @@ impl Cluster {
             }
         }
 
-        let wildcard: Vec<Contribution> = raw.get(&NumericIdentity::ANY).cloned().unwrap_or_default();
+        let wildcard: Vec<Contribution> =
+            raw.get(&NumericIdentity::ANY).cloned().unwrap_or_default();
         for (id, contribs) in &raw {
             let mut keys: BTreeSet<PortKey> = contribs.iter().map(|c| c.key.port).collect();
             if *id != NumericIdentity::ANY {
@@ -556,7 +564,11 @@ impl Cluster {
                     "{} {}: conflicting L7 parsers ({}) on one port; denying it",
                     key.direction,
                     key.port,
-                    parsers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                    parsers
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
                 out.map.entries.insert(
                     key,
@@ -573,13 +585,17 @@ impl Cluster {
             if let Some(parser) = parser {
                 // Only explicit rules cancel L7 restrictions; the default
                 // allow of a non-enforced direction does not.
-                let allow_all = covering.iter().any(|c| c.l7.is_none() && c.origin.is_some());
+                let allow_all = covering
+                    .iter()
+                    .any(|c| c.l7.is_none() && c.origin.is_some());
                 let mut rules = Vec::new();
                 for c in covering {
                     if let (Some(l7), Some(o)) = (&c.l7, &c.origin)
-                        && !rules.iter().any(|(r, o2, p): &(Arc<L7Rules>, Arc<PolicyRef>, String)| {
-                            Arc::ptr_eq(r, l7) && o2 == o && *p == c.rule
-                        })
+                        && !rules.iter().any(
+                            |(r, o2, p): &(Arc<L7Rules>, Arc<PolicyRef>, String)| {
+                                Arc::ptr_eq(r, l7) && o2 == o && *p == c.rule
+                            },
+                        )
                     {
                         rules.push((l7.clone(), o.clone(), c.rule.clone()));
                     }
@@ -670,7 +686,11 @@ impl Cluster {
                 if numbers.len() > 1 {
                     let msg = format!(
                         "egress named port {name:?} maps to several port numbers ({}); the rule is skipped",
-                        numbers.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+                        numbers
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                     if !out.warnings.contains(&msg) {
                         out.warnings.push(msg);
@@ -745,9 +765,9 @@ pub fn peer_selects(peer: &Peer, id: &Identity, node_labels: &LabelSet) -> bool 
             Entity::Ingress => id.id == N::INGRESS,
             Entity::None => false,
         },
-        Peer::Cidr { cidr, except } => id.prefix().is_some_and(|p| {
-            cidr.contains(&p) && !except.iter().any(|e| e.contains(&p))
-        }),
+        Peer::Cidr { cidr, except } => id
+            .prefix()
+            .is_some_and(|p| cidr.contains(&p) && !except.iter().any(|e| e.contains(&p))),
         Peer::Fqdn(sel) => match &id.kind {
             IdentityKind::Fqdn { names, .. } => names.contains(&fqdn_key(sel)),
             _ => false,

@@ -55,7 +55,9 @@ impl fmt::Display for PolicyRef {
 }
 
 /// Traffic direction, seen from the selected endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Ingress,
@@ -275,7 +277,9 @@ pub enum L7Rules {
 }
 
 /// Which proxy parser a redirected port needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum L7Parser {
     Http,
@@ -402,7 +406,8 @@ pub fn from_network_policy(
 
     // Kubernetes defaults policyTypes to Ingress, plus Egress when the
     // policy has at least one egress rule (`egress: []` does not count).
-    let (mut ingress_on, mut egress_on) = (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty()));
+    let (mut ingress_on, mut egress_on) =
+        (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty()));
     if let Some(types) = &spec.policy_types {
         ingress_on = false;
         egress_on = false;

@@ -132,13 +132,12 @@ impl Topology {
     /// Parses and validates topology YAML; `file` names it in errors.
     pub fn from_yaml(text: &str, file: &str) -> Result<Self, TopologyError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        let topo: Topology = serde_path_to_error::deserialize(de).map_err(|e| {
-            TopologyError::Invalid {
+        let topo: Topology =
+            serde_path_to_error::deserialize(de).map_err(|e| TopologyError::Invalid {
                 file: file.to_string(),
                 path: e.path().to_string(),
                 reason: e.inner().to_string(),
-            }
-        })?;
+            })?;
         topo.validate(file)?;
         Ok(topo)
     }
