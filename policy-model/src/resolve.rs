@@ -632,14 +632,23 @@ impl Cluster {
         };
         let mut keys = Vec::new();
         for pm in ports {
+            // L7 parsers run over TCP (and DNS also over UDP): a port with
+            // L7 rules and protocol ANY only redirects those.
+            let protocols: &[Protocol] = match (&pm.l7, pm.protocol) {
+                (Some(l7), Protocol::Any) if l7.parser() == L7Parser::Dns => {
+                    &[Protocol::Tcp, Protocol::Udp]
+                }
+                (Some(_), Protocol::Any) => &[Protocol::Tcp],
+                (_, p) => p.expand(),
+            };
             match &pm.port {
                 PortSpec::Any => {
-                    for p in pm.protocol.expand() {
+                    for p in protocols {
                         keys.push((PortKey::protocol(p.number()), pm.l7.clone()));
                     }
                 }
                 PortSpec::Range(lo, hi) => {
-                    for p in pm.protocol.expand() {
+                    for p in protocols {
                         for k in PortKey::range(p.number(), *lo, *hi) {
                             keys.push((k, pm.l7.clone()));
                         }

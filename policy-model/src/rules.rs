@@ -408,7 +408,7 @@ pub fn from_network_policy(
     // policy has at least one egress rule (`egress: []` does not count).
     let (mut ingress_on, mut egress_on) =
         (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty()));
-    if let Some(types) = &spec.policy_types {
+    if let Some(types) = spec.policy_types.as_ref().filter(|t| !t.is_empty()) {
         ingress_on = false;
         egress_on = false;
         for (i, t) in types.iter().enumerate() {
@@ -662,9 +662,14 @@ fn cilium_rule(
 }
 
 /// A CNP's `endpointSelector` selects only pods of its namespace.
-fn scope_subject(sel: Selector, ns: Option<&str>) -> Selector {
+/// A namespace named in it is replaced by the policy's own, as Cilium
+/// does: a CNP can never select pods of another namespace.
+fn scope_subject(mut sel: Selector, ns: Option<&str>) -> Selector {
     match ns {
-        Some(ns) => sel.and(Requirement::equals(SOURCE_K8S, POD_NAMESPACE_LABEL, ns)),
+        Some(ns) => {
+            sel.requirements.retain(|r| !r.is_namespace_requirement());
+            sel.and(Requirement::equals(SOURCE_K8S, POD_NAMESPACE_LABEL, ns))
+        }
         None => sel,
     }
 }

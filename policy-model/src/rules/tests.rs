@@ -105,7 +105,6 @@ fn np_without_policy_types_is_ingress_only_unless_it_has_egress() {
 }
 
 #[test]
-#[ignore = "BUG: Kubernetes defaults policyTypes when len(policyTypes) == 0 (SetDefaults_NetworkPolicySpec), so `policyTypes: []` means [Ingress] (+Egress with egress rules); from_network_policy treats Some([]) as 'no direction', leaving the pods unprotected"]
 fn np_empty_policy_types_list_gets_the_kubernetes_defaults() {
     let r = np_ok(&format!(
         "{NP_HEAD}spec: {{podSelector: {{}}, policyTypes: [], egress: [{{}}]}}"
