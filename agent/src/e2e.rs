@@ -44,7 +44,6 @@ pub struct E2eArgs {
 
 /// One probe as run on the wire.
 struct WireProbe {
-    case: String,
     describe: String,
     family: &'static str,
     src_ns: String,
@@ -96,6 +95,7 @@ pub fn run(me: &Path, args: &E2eArgs) -> Result<(usize, usize, usize)> {
     }
     let dir = Path::new(lab::STATE_DIR).join("conformance");
     let (mut pass, mut fail, mut skip) = (0, 0, 0);
+    let mut families = [0usize; 2];
     println!(
         "{:<48} {:>6} {:>6} {:>6}   (model verdict | wire verdict per probe with --verbose)",
         "case", "probes", "failed", "skipped"
@@ -112,7 +112,9 @@ pub fn run(me: &Path, args: &E2eArgs) -> Result<(usize, usize, usize)> {
         let servers = start_servers(me, &state, &topo, cases)?;
         std::thread::sleep(Duration::from_millis(400));
         for case in cases {
-            let (p, f, s) = run_case(&state, &topo, &pol_path, case, args)?;
+            let (p, f, s, fam) = run_case(&state, &topo, &pol_path, case, args)?;
+            families[0] += fam[0];
+            families[1] += fam[1];
             pass += p;
             fail += f;
             skip += s;
@@ -122,6 +124,10 @@ pub fn run(me: &Path, args: &E2eArgs) -> Result<(usize, usize, usize)> {
             lab::down()?;
         }
     }
+    println!(
+        "probes by family: IPv4 {}, IPv6 {}",
+        families[0], families[1]
+    );
     println!("{pass} passed, {fail} failed, {skip} skipped");
     Ok((pass, fail, skip))
 }
@@ -292,7 +298,7 @@ fn run_case(
     pol_path: &Path,
     case: &Case,
     args: &E2eArgs,
-) -> Result<(usize, usize, usize)> {
+) -> Result<(usize, usize, usize, [usize; 2])> {
     let set = model::case_policies(case).map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
     let mut clusters = BTreeMap::new();
     let mut wire = Vec::new();
@@ -334,7 +340,6 @@ fn run_case(
             };
             any = true;
             wire.push(WireProbe {
-                case: case.name.clone(),
                 describe: p.describe(),
                 family,
                 src_ip: if src_ns == lab::WORLD_NS || src_ns == lab::NODE_NS {
@@ -356,7 +361,7 @@ fn run_case(
     }
     if wire.is_empty() {
         println!("{:<48} {:>6} {:>6} {:>6}", case.name, 0, 0, skipped);
-        return Ok((0, 0, skipped));
+        return Ok((0, 0, skipped, [0, 0]));
     }
     apply_policy(pol_path, &case.policies)?;
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -397,7 +402,7 @@ fn run_case(
             );
         }
     }
-    let _ = &wire.first().map(|w| &w.case);
+    let v6 = wire.iter().filter(|w| w.family == "v6").count();
     println!(
         "{:<48} {:>6} {:>6} {:>6}",
         case.name,
@@ -405,7 +410,7 @@ fn run_case(
         failed,
         skipped
     );
-    Ok((wire.len() - failed, failed, skipped))
+    Ok((wire.len() - failed, failed, skipped, [wire.len() - v6, v6]))
 }
 
 fn probe_one(w: &WireProbe, timeout: Duration) -> Result<bool> {

@@ -72,6 +72,14 @@ enum LabCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Restart the lab's agent (pinned maps keep enforcing meanwhile).
+    RestartAgent,
+    /// Stop the lab's agent without starting it again (maps stay pinned and
+    /// programs attached: enforcement goes on).
+    StopAgent,
+    /// Detach the programs from every lab interface (for benchmarks);
+    /// `restart-agent` attaches them again.
+    Detach,
     /// Run every L3/L4 conformance probe end to end in the lab (real
     /// connects, UDP exchanges and pings, IPv4 and IPv6) next to the model.
     Conformance(Box<e2e::E2eArgs>),
@@ -146,6 +154,28 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         LabCommand::Demo { keep } => demo::run(&me, keep),
+        LabCommand::RestartAgent => {
+            let mut state = lab::LabState::read()?;
+            lab::stop_agent();
+            state.agent_pid = Some(lab::start_agent(&state, &me)?);
+            state.write()?;
+            println!("agent restarted (pid {})", state.agent_pid.unwrap_or(0));
+            Ok(())
+        }
+        LabCommand::StopAgent => {
+            lab::LabState::read()?;
+            lab::stop_agent();
+            println!("agent stopped; the pinned programs and maps keep enforcing");
+            Ok(())
+        }
+        LabCommand::Detach => {
+            lab::LabState::read()?;
+            lab::detach()?;
+            println!(
+                "programs detached and the agent stopped; `portcullis lab restart-agent` attaches them again"
+            );
+            Ok(())
+        }
         LabCommand::Conformance(args) => {
             let (_, failed, _) = e2e::run(&me, &args)?;
             if failed > 0 {

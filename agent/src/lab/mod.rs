@@ -71,7 +71,8 @@ impl LabState {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
     }
 
-    fn write(&self) -> Result<()> {
+    /// Saves the state.
+    pub fn write(&self) -> Result<()> {
         std::fs::create_dir_all(STATE_DIR)?;
         std::fs::write(Self::path(), serde_json::to_string_pretty(self)?)?;
         Ok(())
@@ -407,6 +408,17 @@ pub fn stop_agent() {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
     let _ = std::fs::remove_file(pidfile);
+}
+
+/// Stops the agent and removes the pinned program links, which detaches
+/// the programs from every interface. The maps stay pinned.
+pub fn detach() -> Result<()> {
+    stop_agent();
+    let links = Path::new(PIN_DIR).join("links");
+    if links.exists() {
+        std::fs::remove_dir_all(&links).with_context(|| format!("removing {}", links.display()))?;
+    }
+    Ok(())
 }
 
 /// `lab down`: removes everything a lab made, also after a crash.

@@ -114,7 +114,7 @@ pub fn ping(ns: &str, src: Option<IpAddr>, dst: IpAddr, timeout: Duration) -> Re
 }
 
 /// Serves the given TCP and UDP ports on every address (IPv4 and IPv6)
-/// until killed: TCP answers `ok\n` and closes, UDP echoes.
+/// until killed: TCP answers `ok\n` then echoes, UDP echoes.
 /// UDP is answered from the address the request was sent to when that
 /// address is in `udp_bind` (one socket per address), so a namespace with
 /// several addresses replies from the right one.
@@ -125,8 +125,20 @@ pub fn serve(tcp_ports: &[u16], udp_ports: &[u16], udp_bind: &[IpAddr]) -> Resul
             let l = bind_tcp(&addr)?;
             threads.push(std::thread::spawn(move || {
                 for s in l.incoming().flatten() {
-                    let mut s = s;
-                    let _ = s.write_all(b"ok\n");
+                    // Answer `ok`, then echo until the client closes, so a
+                    // connection can stay established across a test.
+                    std::thread::spawn(move || {
+                        let mut s = s;
+                        if s.write_all(b"ok\n").is_err() {
+                            return;
+                        }
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
                 }
             }));
         }
