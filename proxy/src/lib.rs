@@ -1,0 +1,19 @@
+//! The portcullis transparent L7 proxy.
+//!
+//! The kernel redirects flows whose policy carries L7 rules to this proxy
+//! (BPF TPROXY, `bpf_sk_assign`); the proxy accepts them on a transparent
+//! listener, learns the original destination from the accepted socket,
+//! judges every request against the current policy snapshot and forwards
+//! allowed requests upstream on a marked socket the datapath neither
+//! redirects again nor loses the source identity of.
+//!
+//! - [`policy`]: which rules apply to a connection, and the verdict on a
+//!   request (pure);
+//! - [`http`]: HTTP/1.1, HTTP/2 and gRPC: parse, judge, deny, forward;
+//! - [`metrics`]: request and connection metrics;
+//! - [`Proxy`]: the listeners the agent starts.
+#![forbid(unsafe_code)]
+
+pub mod policy;
+
+pub use policy::{ConnRules, Judgement, PolicyHandle, ProxyPolicy};

@@ -1,0 +1,445 @@
+//! Which L7 rules apply to a redirected connection: a pure function of a
+//! policy snapshot and the connection's addresses.
+//!
+//! The kernel redirects a TCP flow when the source endpoint's egress entry
+//! or the local destination's ingress entry carries a redirect. The proxy
+//! repeats the kernel's own lookups ([`MapState::lookup`]) on the same
+//! resolved policy to find each side's rule set, then allows a request only
+//! when every side that applies allows it. Anything it cannot account for
+//! (a flow the kernel should not have redirected, a redirect to another
+//! parser, a rule set that failed to compile) denies: the proxy fails
+//! closed like the datapath.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use policy_model::api::MismatchAction;
+use policy_model::l7::{HttpRequest, HttpRuleSet, HttpVerdict};
+use policy_model::resolve::L7Policy;
+use policy_model::rules::{L7Rules, PolicyRef};
+use policy_model::{
+    Cluster, Direction, EndpointPolicy, L7Parser, MapKey, MapVerdict, NumericIdentity,
+};
+
+#[cfg(test)]
+mod tests;
+
+const TCP: u8 = 6;
+
+/// The compiled HTTP rules of one redirected policy key.
+#[derive(Debug)]
+pub struct HttpSidePolicy {
+    /// An L3/L4 allow without L7 rules covers the same traffic: every
+    /// request passes (the flow is still redirected).
+    allow_all: bool,
+    /// Every `rules.http` list of the key, concatenated into one set (the
+    /// lists are OR-ed, so one set judges them at once). `Err` holds why it
+    /// did not compile: then nothing is allowed.
+    set: Result<HttpRuleSet, String>,
+    /// For each rule of `set`: the policy and rule path it came from.
+    origins: Vec<(Arc<PolicyRef>, String)>,
+}
+
+impl HttpSidePolicy {
+    fn compile(l7: &L7Policy) -> HttpSidePolicy {
+        let mut rules = Vec::new();
+        let mut origins = Vec::new();
+        let mut foreign = None;
+        for (list, origin, path) in &l7.rules {
+            match list.as_ref() {
+                L7Rules::Http(http) => {
+                    for (i, rule) in http.iter().enumerate() {
+                        rules.push(rule.clone());
+                        origins.push((origin.clone(), format!("{path}.rules.http[{i}]")));
+                    }
+                }
+                other => {
+                    foreign = Some(format!(
+                        "{origin} {path} attaches {} rules to an HTTP-redirected port",
+                        match other {
+                            L7Rules::Dns(_) => "DNS",
+                            L7Rules::Kafka(_) => "Kafka",
+                            L7Rules::Http(_) => "HTTP",
+                        }
+                    ))
+                }
+            }
+        }
+        let set = match foreign {
+            Some(why) => Err(why),
+            None => HttpRuleSet::compile(&rules).map_err(|e| e.to_string()),
+        };
+        HttpSidePolicy {
+            allow_all: l7.allow_all,
+            set,
+            origins,
+        }
+    }
+}
+
+/// One endpoint's precomputed policy.
+#[derive(Debug)]
+struct EndpointEntry {
+    name: String,
+    policy: EndpointPolicy,
+    /// Compiled HTTP rules of every key redirected to the HTTP parser.
+    http: BTreeMap<MapKey, Arc<HttpSidePolicy>>,
+}
+
+/// A snapshot of the node's policy as the proxy needs it: every local
+/// endpoint's map state and compiled HTTP rules, and the ipcache.
+#[derive(Debug)]
+pub struct ProxyPolicy {
+    cluster: Cluster,
+    endpoints: Vec<EndpointEntry>,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+impl ProxyPolicy {
+    /// Resolves every endpoint of `cluster` and compiles its HTTP rule sets
+    /// once. A rule set that does not compile is kept as deny-all and
+    /// logged.
+    pub fn new(cluster: &Cluster) -> ProxyPolicy {
+        let mut endpoints = Vec::new();
+        let mut by_ip = HashMap::new();
+        for ep in cluster.endpoints() {
+            let policy = cluster.endpoint_policy(ep);
+            let mut http = BTreeMap::new();
+            for (key, l7) in &policy.l7 {
+                if l7.parser != L7Parser::Http {
+                    continue;
+                }
+                let side = HttpSidePolicy::compile(l7);
+                if let Err(why) = &side.set {
+                    tracing::error!(
+                        endpoint = %ep.full_name(),
+                        key = ?key,
+                        error = %why,
+                        "HTTP rules do not compile; every request on this key is denied"
+                    );
+                }
+                http.insert(*key, Arc::new(side));
+            }
+            let index = endpoints.len();
+            for ip in &ep.ips {
+                by_ip.insert(*ip, index);
+            }
+            endpoints.push(EndpointEntry {
+                name: ep.full_name(),
+                policy,
+                http,
+            });
+        }
+        ProxyPolicy {
+            cluster: cluster.clone(),
+            endpoints,
+            by_ip,
+        }
+    }
+
+    /// A snapshot with no endpoints: every connection is denied.
+    pub fn empty() -> ProxyPolicy {
+        ProxyPolicy {
+            cluster: Cluster::new(Default::default(), Vec::new(), &Default::default()),
+            endpoints: Vec::new(),
+            by_ip: HashMap::new(),
+        }
+    }
+
+    fn endpoint(&self, ip: IpAddr) -> Option<&EndpointEntry> {
+        self.by_ip.get(&ip).map(|i| &self.endpoints[*i])
+    }
+
+    fn identity(&self, ip: IpAddr) -> NumericIdentity {
+        match self.endpoint(ip) {
+            Some(e) => e.policy.identity,
+            None => self.cluster.identity_of_ip(ip),
+        }
+    }
+
+    /// The rules that apply to a redirected TCP connection from `src` to
+    /// `orig_dst`: the source endpoint's egress side (when the source is
+    /// local) and the destination endpoint's ingress side (when it is
+    /// local), each found with the kernel's lookup.
+    pub fn http_rules(&self, src: SocketAddr, orig_dst: SocketAddr) -> ConnRules {
+        let src_ip = src.ip().to_canonical();
+        let dst_ip = orig_dst.ip().to_canonical();
+        let src_identity = self.identity(src_ip);
+        let dst_identity = self.identity(dst_ip);
+        let mut rules = ConnRules {
+            src_identity,
+            dst_identity,
+            sides: Vec::new(),
+            refusal: None,
+        };
+        let candidates = [
+            (self.endpoint(src_ip), Direction::Egress, dst_identity),
+            (self.endpoint(dst_ip), Direction::Ingress, src_identity),
+        ];
+        for (entry, direction, remote) in candidates {
+            let Some(entry) = entry else { continue };
+            match side_rules(entry, direction, remote, orig_dst.port()) {
+                Ok(Some(side)) => rules.sides.push(side),
+                Ok(None) => {}
+                Err(why) => {
+                    rules.refusal = Some(why);
+                    return rules;
+                }
+            }
+        }
+        if rules.sides.is_empty() {
+            rules.refusal = Some(Refusal::NotRedirected);
+        }
+        rules
+    }
+}
+
+/// One side's lookup: `Ok(None)` when the side allows the flow without a
+/// redirect (it imposes no L7 rule), `Err` when it should not have reached
+/// the proxy.
+fn side_rules(
+    entry: &EndpointEntry,
+    direction: Direction,
+    remote: NumericIdentity,
+    port: u16,
+) -> Result<Option<SideRules>, Refusal> {
+    let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
+        return Err(Refusal::NoEntry {
+            endpoint: entry.name.clone(),
+            direction,
+        });
+    };
+    if value.verdict == MapVerdict::Deny {
+        return Err(Refusal::DeniedAtL4 {
+            endpoint: entry.name.clone(),
+            direction,
+        });
+    }
+    match value.redirect {
+        None => Ok(None),
+        Some(L7Parser::Http) => match entry.http.get(key) {
+            Some(http) => Ok(Some(SideRules {
+                endpoint: entry.name.clone(),
+                direction,
+                http: http.clone(),
+            })),
+            None => Err(Refusal::MissingRules {
+                endpoint: entry.name.clone(),
+                direction,
+            }),
+        },
+        Some(other) => Err(Refusal::OtherParser {
+            endpoint: entry.name.clone(),
+            direction,
+            parser: other,
+        }),
+    }
+}
+
+/// Why a connection gets no HTTP rules at all (every request is denied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No side of the flow redirects it to the HTTP proxy.
+    NotRedirected,
+    /// A local side has no map entry for the flow (default deny).
+    NoEntry {
+        endpoint: String,
+        direction: Direction,
+    },
+    /// A local side denies the flow at L3/L4.
+    DeniedAtL4 {
+        endpoint: String,
+        direction: Direction,
+    },
+    /// A side redirects the flow to another parser's proxy.
+    OtherParser {
+        endpoint: String,
+        direction: Direction,
+        parser: L7Parser,
+    },
+    /// A side redirects to HTTP but has no rule set for the key.
+    MissingRules {
+        endpoint: String,
+        direction: Direction,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotRedirected => {
+                f.write_str("no policy redirects this flow to the HTTP proxy")
+            }
+            Refusal::NoEntry {
+                endpoint,
+                direction,
+            } => write!(f, "{endpoint} {direction}: no policy entry allows the flow"),
+            Refusal::DeniedAtL4 {
+                endpoint,
+                direction,
+            } => write!(f, "{endpoint} {direction}: the flow is denied at L3/L4"),
+            Refusal::OtherParser {
+                endpoint,
+                direction,
+                parser,
+            } => write!(
+                f,
+                "{endpoint} {direction}: the port is redirected to the {parser} proxy, not HTTP"
+            ),
+            Refusal::MissingRules {
+                endpoint,
+                direction,
+            } => write!(f, "{endpoint} {direction}: redirected without HTTP rules"),
+        }
+    }
+}
+
+/// One side's HTTP rules for a connection.
+#[derive(Debug, Clone)]
+pub struct SideRules {
+    /// `namespace/name` of the endpoint whose policy this is.
+    pub endpoint: String,
+    pub direction: Direction,
+    http: Arc<HttpSidePolicy>,
+}
+
+/// What applies to one redirected connection under one policy snapshot.
+#[derive(Debug, Clone)]
+pub struct ConnRules {
+    pub src_identity: NumericIdentity,
+    pub dst_identity: NumericIdentity,
+    /// The sides with HTTP rules (egress of the source, then ingress of
+    /// the destination).
+    pub sides: Vec<SideRules>,
+    /// Set when the connection gets no rules: every request is denied.
+    pub refusal: Option<Refusal>,
+}
+
+/// A header edit to apply to an allowed request before forwarding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderEdit {
+    pub action: MismatchAction,
+    /// Lowercase header name.
+    pub name: String,
+    pub value: String,
+    /// The value is a secret: never log it.
+    pub secret: bool,
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// Forward, after applying `edits` in order.
+    Allowed {
+        edits: Vec<HeaderEdit>,
+        /// Which rule of each side allowed it (`policy rule-path`, or
+        /// `allow-all`), for the access log.
+        rules: Vec<String>,
+    },
+    /// Answer with the protocol's denial; `reason` is for the log.
+    Denied { reason: String },
+}
+
+impl Judgement {
+    /// Whether the request may be forwarded.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Judgement::Allowed { .. })
+    }
+}
+
+impl ConnRules {
+    /// Judges one request: every side must allow it.
+    pub fn judge(&self, req: &HttpRequest<'_>) -> Judgement {
+        if let Some(refusal) = &self.refusal {
+            return Judgement::Denied {
+                reason: refusal.to_string(),
+            };
+        }
+        if self.sides.is_empty() {
+            return Judgement::Denied {
+                reason: Refusal::NotRedirected.to_string(),
+            };
+        }
+        let mut edits = Vec::new();
+        let mut rules = Vec::new();
+        for side in &self.sides {
+            if side.http.allow_all {
+                rules.push(format!("{} {}: allow-all", side.endpoint, side.direction));
+                continue;
+            }
+            let set = match &side.http.set {
+                Ok(set) => set,
+                Err(why) => {
+                    return Judgement::Denied {
+                        reason: format!(
+                            "{} {}: rules do not compile: {why}",
+                            side.endpoint, side.direction
+                        ),
+                    };
+                }
+            };
+            match set.judge(req) {
+                HttpVerdict::Allowed { rule, actions } => {
+                    let (origin, path) = &side.http.origins[rule];
+                    rules.push(format!("{origin} {path}"));
+                    edits.extend(actions.iter().map(|a| HeaderEdit {
+                        action: a.action,
+                        name: a.name.to_string(),
+                        value: a.value.to_string(),
+                        secret: a.secret,
+                    }));
+                }
+                HttpVerdict::Denied => {
+                    return Judgement::Denied {
+                        reason: format!(
+                            "{} {}: no HTTP rule matches",
+                            side.endpoint, side.direction
+                        ),
+                    };
+                }
+            }
+        }
+        Judgement::Allowed { edits, rules }
+    }
+}
+
+/// The current policy snapshot, swapped by the agent on every policy
+/// change and read by the proxy once per request (so a change applies to
+/// the next request of an existing connection). Cloning shares the
+/// snapshot.
+#[derive(Debug, Clone)]
+pub struct PolicyHandle {
+    current: Arc<ArcSwap<ProxyPolicy>>,
+}
+
+impl PolicyHandle {
+    /// A handle starting at `policy`.
+    pub fn new(policy: ProxyPolicy) -> PolicyHandle {
+        PolicyHandle {
+            current: Arc::new(ArcSwap::from_pointee(policy)),
+        }
+    }
+
+    /// A handle that denies everything until the first [`update`](Self::update).
+    pub fn deny_all() -> PolicyHandle {
+        PolicyHandle::new(ProxyPolicy::empty())
+    }
+
+    /// Replaces the snapshot; requests judged from now on see `policy`.
+    pub fn update(&self, policy: ProxyPolicy) {
+        self.current.store(Arc::new(policy));
+    }
+
+    /// Builds a snapshot from `cluster` and swaps it in.
+    pub fn update_from_cluster(&self, cluster: &Cluster) {
+        self.update(ProxyPolicy::new(cluster));
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<ProxyPolicy> {
+        self.current.load_full()
+    }
+}
