@@ -17,3 +17,10 @@
 pub mod policy;
 
 pub use policy::{ConnRules, Judgement, PolicyHandle, ProxyPolicy};
+pub mod http;
+mod listener;
+pub mod metrics;
+
+pub use http::upstream::{FROM_PROXY_MARK, UpstreamConfig, UpstreamSource};
+pub use listener::{FixedDestination, Proxy, ProxyConfig};
+pub use metrics::ProxyMetrics;

@@ -1,0 +1,406 @@
+//! HTTP/1.1, HTTP/2 and gRPC: serve a redirected connection, judge each
+//! request against the current policy snapshot, deny or forward.
+//!
+//! Parts: [`request`] (parse and safety checks, no I/O), the matcher in
+//! `policy-model` via [`crate::policy`] (pure), [`deny`] (the wire form of
+//! a refusal), [`detect`] (HTTP/2 preface sniffing), [`upstream`]
+//! (marked, optionally transparent upstream connections).
+
+pub mod deny;
+pub mod detect;
+pub mod request;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use policy_model::api::MismatchAction;
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, watch};
+
+use crate::metrics::{ProtocolLabel, ProxyMetrics, VerdictLabel};
+use crate::policy::{HeaderEdit, Judgement, PolicyHandle};
+use deny::Denial;
+use detect::Detected;
+use upstream::{UpstreamConfig, UpstreamConn, UpstreamError};
+
+/// The body of every response the proxy sends downstream.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// The addresses of one redirected connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnAddrs {
+    /// The client, as the policy sees it.
+    pub client: SocketAddr,
+    /// The destination the client connected to, as the policy sees it.
+    pub original_dst: SocketAddr,
+    /// Where allowed requests are forwarded (the original destination,
+    /// except in tests).
+    pub upstream: SocketAddr,
+}
+
+/// Settings shared by every connection of a proxy.
+#[derive(Debug)]
+pub struct HttpSettings {
+    pub policy: PolicyHandle,
+    pub metrics: Arc<ProxyMetrics>,
+    pub upstream: UpstreamConfig,
+    /// Bound on waiting for the first bytes (protocol detection).
+    pub detect_timeout: Duration,
+    /// Bound on receiving an HTTP/1 request head.
+    pub header_timeout: Duration,
+}
+
+/// One downstream connection's state.
+struct Conn {
+    addrs: ConnAddrs,
+    protocol: Detected,
+    settings: Arc<HttpSettings>,
+    /// The upstream connection, reused by every request of this downstream
+    /// connection (keep-alive; HTTP/2 multiplexes on it).
+    upstream: Mutex<Option<UpstreamConn>>,
+}
+
+/// Serves one redirected connection until it closes or `shutdown` turns
+/// true (then gracefully).
+pub async fn serve_connection(
+    stream: TcpStream,
+    addrs: ConnAddrs,
+    settings: Arc<HttpSettings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _guard = settings.metrics.connection();
+    let _ = stream.set_nodelay(true);
+    let (protocol, io) = match detect::detect(stream, settings.detect_timeout).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            tracing::debug!(client = %addrs.client, dst = %addrs.original_dst, "connection closed before a request");
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(client = %addrs.client, error = %e, "reading the first bytes failed");
+            return;
+        }
+    };
+    let conn = Arc::new(Conn {
+        addrs,
+        protocol,
+        settings: settings.clone(),
+        upstream: Mutex::new(None),
+    });
+    let service = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(conn, req).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = match protocol {
+        Detected::Http1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(settings.header_timeout);
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = crate::listener::stopped(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        Detected::Http2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new());
+            let conn = builder.serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = crate::listener::stopped(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %addrs.client, dst = %addrs.original_dst, error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// What the access log says about a request.
+struct Outcome {
+    verdict: VerdictLabel,
+    status: StatusCode,
+    reason: String,
+}
+
+async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let grpc = request::is_grpc(req.headers());
+    let protocol = match (grpc, req.version()) {
+        (true, _) => ProtocolLabel::Grpc,
+        (false, Version::HTTP_2) => ProtocolLabel::Http2,
+        (false, _) => ProtocolLabel::Http1,
+    };
+    let method = req.method().to_string();
+    let target = req.uri().to_string();
+    let client_upgrade = if request::wants_upgrade(req.version(), req.headers()) {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let (mut parts, body) = req.into_parts();
+
+    let mut authority_for_log = None;
+    let checked = match request::view(&parts) {
+        Ok(view) => {
+            authority_for_log = view.authority.map(str::to_string);
+            let policy = conn.settings.policy.snapshot();
+            let rules = policy.http_rules(conn.addrs.client, conn.addrs.original_dst);
+            let judgement = rules.judge(&view.as_request());
+            Ok((judgement, rules.src_identity, rules.dst_identity))
+        }
+        Err(rejection) => Err(rejection),
+    };
+
+    let (response, outcome, identities) = match checked {
+        Err(rejection) => {
+            let denial = match rejection {
+                request::Rejection::BadRequest(_) => Denial::BadRequest,
+                request::Rejection::Refused(_) => Denial::Forbidden,
+            };
+            let verdict = match denial {
+                Denial::BadRequest => VerdictLabel::Invalid,
+                Denial::Forbidden => VerdictLabel::Denied,
+            };
+            let resp = deny::response(denial, grpc);
+            let outcome = Outcome {
+                verdict,
+                status: resp.status(),
+                reason: rejection.to_string(),
+            };
+            (resp, outcome, None)
+        }
+        Ok((Judgement::Denied { reason }, src_id, dst_id)) => {
+            let resp = deny::response(Denial::Forbidden, grpc);
+            let outcome = Outcome {
+                verdict: VerdictLabel::Denied,
+                status: resp.status(),
+                reason,
+            };
+            (resp, outcome, Some((src_id, dst_id)))
+        }
+        Ok((Judgement::Allowed { edits, rules }, src_id, dst_id)) => {
+            apply_edits(&mut parts.headers, &edits, &conn.addrs);
+            let upgrade = client_upgrade.is_some();
+            request::strip_hop_by_hop(&mut parts.headers, upgrade);
+            let req = Request::from_parts(parts, body);
+            let (resp, outcome) = match forward(&conn, req, authority_for_log.as_deref()).await {
+                Ok(mut resp) => {
+                    if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
+                        (client_upgrade, resp.status())
+                    {
+                        splice_upgrade(client, hyper::upgrade::on(&mut resp), conn.addrs);
+                    } else {
+                        request::strip_hop_by_hop(resp.headers_mut(), false);
+                    }
+                    let status = resp.status();
+                    (
+                        resp.map(|b| b.boxed()),
+                        Outcome {
+                            verdict: VerdictLabel::Allowed,
+                            status,
+                            reason: rules.join("; "),
+                        },
+                    )
+                }
+                Err(e) => {
+                    let resp = deny::bad_gateway(grpc);
+                    let outcome = Outcome {
+                        verdict: VerdictLabel::UpstreamError,
+                        status: resp.status(),
+                        reason: e.to_string(),
+                    };
+                    (resp, outcome)
+                }
+            };
+            (resp, outcome, Some((src_id, dst_id)))
+        }
+    };
+
+    let latency = start.elapsed();
+    conn.settings
+        .metrics
+        .request(protocol, outcome.verdict, latency.as_secs_f64());
+    let (src_identity, dst_identity) = identities
+        .map(|(s, d)| (s.to_string(), d.to_string()))
+        .unwrap_or_default();
+    tracing::info!(
+        target: "portcullis::proxy::access",
+        method = %method,
+        path = %target,
+        authority = authority_for_log.as_deref().unwrap_or(""),
+        status = outcome.status.as_u16(),
+        verdict = ?outcome.verdict,
+        protocol = ?protocol,
+        src = %conn.addrs.client,
+        dst = %conn.addrs.original_dst,
+        src_identity = %src_identity,
+        dst_identity = %dst_identity,
+        latency_us = latency.as_micros() as u64,
+        reason = %outcome.reason,
+        "request"
+    );
+    response
+}
+
+/// Sends an allowed request to the upstream of `conn`, (re)connecting as
+/// needed.
+async fn forward(
+    conn: &Conn,
+    mut req: Request<Incoming>,
+    authority: Option<&str>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let h2 = conn.protocol == Detected::Http2;
+    let dst = conn.addrs.upstream;
+    *req.uri_mut() = upstream_uri(req.uri(), h2, authority, conn.addrs.original_dst);
+    if !h2 {
+        *req.version_mut() = Version::HTTP_11;
+    }
+    let pending = {
+        let mut slot = conn.upstream.lock().await;
+        let reusable = match slot.as_mut() {
+            Some(UpstreamConn::Http1(s)) => s.ready().await.is_ok(),
+            Some(UpstreamConn::Http2(s)) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !reusable {
+            *slot = None;
+            let fresh = upstream::open(&conn.settings.upstream, conn.addrs.client, dst, h2).await?;
+            *slot = Some(fresh);
+        }
+        match slot.as_mut() {
+            Some(UpstreamConn::Http1(s)) => {
+                if s.ready().await.is_err() {
+                    *slot = None;
+                    return Err(UpstreamError::Connect {
+                        dst,
+                        source: std::io::Error::other("new upstream connection closed at once"),
+                    });
+                }
+                Pending::Http1(s.send_request(req))
+            }
+            Some(UpstreamConn::Http2(s)) => Pending::Http2(s.clone().send_request(req)),
+            None => unreachable!("the slot was just filled"),
+        }
+    };
+    let result = match pending {
+        Pending::Http1(f) => f.await,
+        Pending::Http2(f) => f.await,
+    };
+    result.map_err(|source| UpstreamError::Request { dst, source })
+}
+
+/// A request in flight on an upstream sender.
+enum Pending<A, B> {
+    Http1(A),
+    Http2(B),
+}
+
+/// The request-target sent upstream: origin-form for HTTP/1; for HTTP/2
+/// a scheme and authority are required (from the request, else the
+/// original destination).
+fn upstream_uri(uri: &Uri, h2: bool, authority: Option<&str>, original_dst: SocketAddr) -> Uri {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    if !h2 {
+        return Uri::from(path);
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .or_else(|| authority.and_then(|a| a.parse::<Authority>().ok()))
+        .or_else(|| original_dst.to_string().parse::<Authority>().ok());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(uri.scheme().cloned().unwrap_or(Scheme::HTTP));
+    parts.authority = authority;
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// Applies `headerMatches` mismatch actions to the forwarded headers.
+fn apply_edits(headers: &mut http::HeaderMap, edits: &[HeaderEdit], addrs: &ConnAddrs) {
+    for edit in edits {
+        let shown = if edit.secret {
+            "[redacted]"
+        } else {
+            edit.value.as_str()
+        };
+        let parsed = (
+            HeaderName::from_bytes(edit.name.as_bytes()),
+            HeaderValue::from_str(&edit.value),
+        );
+        let (Ok(name), Ok(value)) = parsed else {
+            tracing::warn!(header = %edit.name, "header action with an unusable name or value skipped");
+            continue;
+        };
+        match edit.action {
+            MismatchAction::Log => {}
+            MismatchAction::Add => {
+                headers.append(name, value);
+            }
+            MismatchAction::Delete => {
+                headers.remove(name);
+            }
+            MismatchAction::Replace => {
+                headers.insert(name, value);
+            }
+        }
+        tracing::info!(
+            target: "portcullis::proxy::access",
+            client = %addrs.client,
+            dst = %addrs.original_dst,
+            header = %edit.name,
+            expected = shown,
+            action = ?edit.action,
+            "headerMatches mismatch"
+        );
+    }
+}
+
+/// After a 101 from upstream, copies bytes both ways between the upgraded
+/// downstream and upstream connections.
+fn splice_upgrade(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    addrs: ConnAddrs,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(client = %addrs.client, error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(client = %addrs.client, error = %e, "upgraded connection ended");
+        }
+    });
+}
