@@ -83,6 +83,22 @@ enum LabCommand {
     /// Run every L3/L4 conformance probe end to end in the lab (real
     /// connects, UDP exchanges and pings, IPv4 and IPv6) next to the model.
     Conformance(Box<e2e::E2eArgs>),
+    /// (benchmarks) TCP request/response rate from a pod to an echo
+    /// responder (`lab serve`); prints one JSON line.
+    Rr {
+        /// Source pod `NS/POD`.
+        #[arg(long)]
+        from: String,
+        /// Destination `IP:PORT` (a `lab serve` TCP port).
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// (internal) serve TCP and UDP responders inside a pod.
     #[command(hide = true)]
     Serve {
@@ -154,6 +170,25 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         LabCommand::Demo { keep } => demo::run(&me, keep),
+        LabCommand::Rr {
+            from,
+            to,
+            connections,
+            size,
+            seconds,
+        } => {
+            let state = lab::LabState::read()?;
+            let ns = state.namespace_of(&from)?;
+            let r = lab::probe::request_response(
+                &ns,
+                to,
+                connections,
+                size,
+                std::time::Duration::from_secs(seconds),
+            )?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
         LabCommand::RestartAgent => {
             let mut state = lab::LabState::read()?;
             lab::stop_agent();

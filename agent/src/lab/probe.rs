@@ -195,3 +195,72 @@ fn bind_udp(addr: &str) -> Result<UdpSocket> {
     s.bind(&sa.into())?;
     Ok(s.into())
 }
+
+/// Result of a request/response run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RrResult {
+    pub transactions: u64,
+    pub seconds: f64,
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Request/response over `connections` TCP connections from namespace `ns`
+/// to an echo responder: one `size`-byte request, wait for the echo,
+/// repeat, for `duration`.
+pub fn request_response(
+    ns: &str,
+    dst: SocketAddr,
+    connections: usize,
+    size: usize,
+    duration: Duration,
+) -> Result<RrResult> {
+    let mut handles = Vec::new();
+    for _ in 0..connections.max(1) {
+        let ns = ns.to_string();
+        handles.push(std::thread::spawn(move || -> Result<Vec<u32>> {
+            let stream = netns::in_netns(&ns, move || {
+                TcpStream::connect_timeout(&dst, Duration::from_secs(2))
+            })??;
+            let mut s = stream;
+            s.set_nodelay(true)?;
+            let mut hello = [0u8; 3];
+            s.read_exact(&mut hello)?;
+            let req = vec![b'x'; size];
+            let mut resp = vec![0u8; size];
+            let mut lat = Vec::new();
+            let start = std::time::Instant::now();
+            while start.elapsed() < duration {
+                let t = std::time::Instant::now();
+                s.write_all(&req)?;
+                s.read_exact(&mut resp)?;
+                lat.push(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+            }
+            Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("rr thread panicked"))??,
+        );
+    }
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            0.0
+        } else {
+            f64::from(all[((all.len() - 1) as f64 * p) as usize]) / 1000.0
+        }
+    };
+    let secs = duration.as_secs_f64();
+    Ok(RrResult {
+        transactions: all.len() as u64,
+        seconds: secs,
+        rate: all.len() as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
+}
