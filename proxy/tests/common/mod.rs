@@ -71,6 +71,8 @@ pub fn policy(policies: &str) -> ProxyPolicy {
 /// What the upstream received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The upstream connection's peer (the proxy's source address).
+    pub peer: SocketAddr,
     pub method: String,
     pub uri: String,
     pub headers: HeaderMap,
@@ -94,9 +96,11 @@ impl Recorder {
 
 async fn upstream_handle(
     rec: Recorder,
+    peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     rec.0.lock().expect("recorder lock").push(Received {
+        peer,
         method: req.method().to_string(),
         uri: req.uri().to_string(),
         headers: req.headers().clone(),
@@ -148,20 +152,23 @@ async fn upstream_handle(
 
 /// A recording upstream speaking HTTP/1.1 (with upgrades) or HTTP/2.
 pub async fn spawn_upstream(h2: bool) -> (SocketAddr, Recorder) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
+    spawn_upstream_on("127.0.0.1:0".parse().expect("literal"), h2).await
+}
+
+/// A recording upstream on `addr`.
+pub async fn spawn_upstream_on(addr: SocketAddr, h2: bool) -> (SocketAddr, Recorder) {
+    let listener = TcpListener::bind(addr).await.expect("bind upstream");
     let addr = listener.local_addr().expect("upstream address");
     let rec = Recorder::default();
     let r = rec.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 return;
             };
             let r = r.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| upstream_handle(r.clone(), req));
+                let svc = service_fn(move |req| upstream_handle(r.clone(), peer, req));
                 let io = TokioIo::new(stream);
                 if h2 {
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
