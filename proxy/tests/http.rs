@@ -436,3 +436,17 @@ async fn shutdown_stops_the_listener() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_survives_a_403_with_a_large_body() {
+    let h = harness(false).await;
+    let (mut c, _t) = h1_client(h.addr).await;
+    let post = Request::post("/admin")
+        .header("host", "svc")
+        .body(Full::new(Bytes::from(vec![b'x'; 256 * 1024])))
+        .expect("valid");
+    assert_denied(&h1_send(&mut c, post).await);
+    let ok = h1_send(&mut c, get("/public/after")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(h.proxy.metrics().active_connections(), 1);
+}

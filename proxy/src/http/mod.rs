@@ -194,7 +194,11 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
             (resp, outcome, None)
         }
         Ok((Judgement::Denied { reason }, src_id, dst_id)) => {
-            let resp = deny::response(Denial::Forbidden, grpc);
+            let mut resp = deny::response(Denial::Forbidden, grpc);
+            if conn.protocol == Detected::Http1 && !drain_denied_body(&parts, body).await {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             let outcome = Outcome {
                 verdict: VerdictLabel::Denied,
                 status: resp.status(),
@@ -264,6 +268,43 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
         "request"
     );
     response
+}
+
+/// Most a denied HTTP/1 request body is read and discarded to keep the
+/// connection usable.
+const DRAIN_LIMIT: usize = 1 << 20;
+/// How long reading it may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads and discards the body of a denied HTTP/1 request so the next
+/// request on the connection can be read; `false` when it could not be
+/// (too large, too slow, or the client waits for `100 Continue`, which is
+/// never sent for a denied request): then the connection is closed.
+async fn drain_denied_body(parts: &http::request::Parts, mut body: Incoming) -> bool {
+    use hyper::body::Body;
+    if body.is_end_stream() {
+        return true;
+    }
+    if parts.headers.contains_key(http::header::EXPECT) {
+        return false;
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    total += frame.data_ref().map_or(0, |d| d.len());
+                    if total > DRAIN_LIMIT {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    })
+    .await;
+    drained.unwrap_or(false)
 }
 
 /// Sends an allowed request to the upstream of `conn`, (re)connecting as
