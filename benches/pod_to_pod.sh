@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Pod-to-pod TCP request/response rate with the portcullis programs attached
-# vs. detached, in one run, in the lab (root). Order A-B-A (attached,
-# detached, attached again) so machine drift shows up instead of biasing the
-# ratio. Writes benches/results/pod_to_pod.md.
-#   usage: sudo bash benches/pod_to_pod.sh [seconds-per-run] [connections]
+# vs. detached, in one run, in the lab (root): alternating rounds, medians. Writes benches/results/pod_to_pod.md.
+#   usage: sudo bash benches/pod_to_pod.sh [seconds-per-run] [connections] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-10}
+SECS=${1:-4}
 CONNS=${2:-4}
+ROUNDS=${3:-5}
 cargo build --release -q -p portcullis
 BIN=target/release/portcullis
 WORK=$(mktemp -d)
@@ -29,26 +28,33 @@ SERVER=$!
 sleep 0.5
 
 run() { "$BIN" lab rr --from tenant-a/web --to 10.200.21.11:7000 --connections "$CONNS" --seconds "$SECS"; }
-A1=$(run)
-"$BIN" lab detach >/dev/null
-B=$(run)
-"$BIN" lab restart-agent >/dev/null
-A2=$(run)
+# Alternate attached and detached runs; report medians of each, so noise
+# from other work on a shared machine hits both sides alike.
+ATT=(); DET=()
+for round in $(seq "$ROUNDS"); do
+  ATT+=("$(run)")
+  "$BIN" lab detach >/dev/null
+  DET+=("$(run)")
+  "$BIN" lab restart-agent >/dev/null
+done
 
-python3 - "$A1" "$B" "$A2" "$SECS" "$CONNS" <<'PY'
-import json, sys, platform, datetime, os
-a1, b, a2 = (json.loads(x) for x in sys.argv[1:4])
-secs, conns = sys.argv[4], sys.argv[5]
-att = (a1["rate"] + a2["rate"]) / 2
-rows = [("attached (1st)", a1), ("detached", b), ("attached (2nd)", a2)]
+python3 - "$SECS" "$CONNS" "${#ATT[@]}" "${ATT[@]}" "${DET[@]}" <<'PY'
+import json, sys, platform, datetime, os, statistics
+secs, conns, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs = [json.loads(x) for x in sys.argv[4:]]
+att, det = runs[:n], runs[n:]
+med = lambda rs, k: statistics.median(r[k] for r in rs)
 out = ["# Pod-to-pod TCP request/response: programs attached vs detached", "",
-       f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {os.cpu_count()} vCPU ({platform.machine()}), "
-       f"{conns} connections, 64-byte request/echo, {secs} s per run, same lab, one invocation.", "",
-       "| run | transactions/s | p50 µs | p99 µs |", "|---|---:|---:|---:|"]
-for name, r in rows:
-    out.append(f"| {name} | {r['rate']:.0f} | {r['p50_us']:.1f} | {r['p99_us']:.1f} |")
-out += ["", f"attached/detached rate ratio (mean of both attached runs): **{att / b['rate']:.3f}**; "
-        f"p50 latency ratio: {((a1['p50_us'] + a2['p50_us']) / 2) / b['p50_us']:.3f}"]
+       f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {os.cpu_count()} vCPU ({platform.machine()}, shared), "
+       f"{conns} connections, 64-byte request/echo, {n} alternating rounds of {secs} s each, one invocation, "
+       "policy: the multi-tenant CiliumNetworkPolicy (tenant-a/web -> tenant-a/db allowed).", "",
+       "| datapath | median transactions/s | median p50 µs | median p99 µs | runs (transactions/s) |",
+       "|---|---:|---:|---:|---|"]
+for name, rs in (("programs attached", att), ("programs detached", det)):
+    out.append(f"| {name} | {med(rs, 'rate'):.0f} | {med(rs, 'p50_us'):.1f} | {med(rs, 'p99_us'):.1f} | "
+               + ", ".join(f"{r['rate']:.0f}" for r in rs) + " |")
+out += ["", f"attached/detached ratio of median rates: **{med(att, 'rate') / med(det, 'rate'):.3f}**; "
+        f"of median p50 latency: {med(att, 'p50_us') / med(det, 'p50_us'):.3f}"]
 text = "\n".join(out) + "\n"
 open("benches/results/pod_to_pod.md", "w").write(text)
 print(text)

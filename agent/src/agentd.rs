@@ -156,22 +156,16 @@ pub fn run(args: AgentArgs) -> Result<()> {
         "policy applied"
     );
 
-    let clients = start_observe_server(&args.state_dir)?;
+    let flows = start_observe_server(&args.state_dir)?;
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
 
     let mut events = dp.take_flow_events()?;
     let mut stamp = fingerprint(&args.policies);
-    let mut backlog: VecDeque<String> = VecDeque::new();
     loop {
         let mut any = false;
         while let Some(ev) = events.try_next() {
             any = true;
-            let line = flow_json(&ev, &names);
-            backlog.push_back(line.clone());
-            if backlog.len() > 2000 {
-                backlog.pop_front();
-            }
-            broadcast(&clients, &line, &backlog);
+            broadcast(&flows, flow_json(&ev, &names));
         }
         let now = fingerprint(&args.policies);
         if now != stamp {
@@ -348,42 +342,49 @@ fn apply(dp: &mut Datapath, cluster: &Cluster, applied: &mut Applied) -> Result<
     Ok(n)
 }
 
-type Clients = Arc<Mutex<Vec<UnixStream>>>;
+/// Observe clients and the recent flow lines a new client starts with.
+#[derive(Default)]
+struct FlowStream {
+    clients: Vec<UnixStream>,
+    backlog: VecDeque<String>,
+}
 
-fn start_observe_server(state_dir: &Path) -> Result<Clients> {
+type SharedFlows = Arc<Mutex<FlowStream>>;
+
+/// Lines kept for clients that connect later.
+const BACKLOG: usize = 2000;
+
+fn start_observe_server(state_dir: &Path) -> Result<SharedFlows> {
     let path = state_dir.join("observe.sock");
     let _ = std::fs::remove_file(&path);
     let listener =
         UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
-    let clients: Clients = Arc::new(Mutex::new(Vec::new()));
-    let c2 = clients.clone();
+    let flows: SharedFlows = Arc::new(Mutex::new(FlowStream::default()));
+    let shared = flows.clone();
     std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            if let Ok(mut guard) = c2.lock() {
-                guard.push(s);
+        for mut s in listener.incoming().flatten() {
+            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+            let Ok(mut guard) = shared.lock() else { return };
+            let ok = guard.backlog.iter().all(|l| writeln!(s, "{l}").is_ok());
+            if ok {
+                guard.clients.push(s);
             }
         }
     });
-    Ok(clients)
+    Ok(flows)
 }
 
-/// Sends a line to every client; a new client first gets the backlog.
-fn broadcast(clients: &Clients, line: &str, backlog: &VecDeque<String>) {
-    let Ok(mut guard) = clients.lock() else {
+/// Records a line and sends it to every client, dropping the ones that
+/// cannot keep up.
+fn broadcast(flows: &SharedFlows, line: String) {
+    let Ok(mut guard) = flows.lock() else {
         return;
     };
-    guard.retain_mut(|s| {
-        // A client that has not been primed yet has no write timeout set.
-        if s.write_timeout().ok().flatten().is_none() {
-            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-            for l in backlog.iter().take(backlog.len().saturating_sub(1)) {
-                if writeln!(s, "{l}").is_err() {
-                    return false;
-                }
-            }
-        }
-        writeln!(s, "{line}").is_ok()
-    });
+    guard.clients.retain_mut(|s| writeln!(s, "{line}").is_ok());
+    guard.backlog.push_back(line);
+    if guard.backlog.len() > BACKLOG {
+        guard.backlog.pop_front();
+    }
 }
 
 fn monotonic_to_wall(ts_ns: u64) -> chrono_like::Utc {
