@@ -155,7 +155,10 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
         (false, _) => ProtocolLabel::Http1,
     };
     let method = req.method().to_string();
-    let target = req.uri().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().to_string(), |pq| pq.to_string());
     let client_upgrade = if request::wants_upgrade(req.version(), req.headers()) {
         Some(hyper::upgrade::on(&mut req))
     } else {
