@@ -450,3 +450,22 @@ async fn keep_alive_survives_a_403_with_a_large_body() {
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(h.proxy.metrics().active_connections(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_authority_confusion_is_a_400_for_that_stream_only() {
+    let h = harness(true).await;
+    let c = h2_client(h.addr).await;
+    let confused = Request::get("http://good.example/host-only")
+        .header("host", "evil.example")
+        .body(Full::new(Bytes::new()))
+        .expect("valid");
+    let got = h2_send(&c, confused).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST, "{got:?}");
+    let dotted = h2_send(&c, get("/public/%2e%2e/admin")).await;
+    assert_denied(&dotted);
+    let ok = Request::get("http://good.example/host-only")
+        .body(Full::new(Bytes::new()))
+        .expect("valid");
+    assert_eq!(h2_send(&c, ok).await.status, StatusCode::OK);
+    assert_eq!(h.upstream.paths(), vec!["http://good.example/host-only"]);
+}

@@ -30,7 +30,11 @@ struct Netns(String);
 impl Netns {
     fn new(test: &str) -> Self {
         let name = format!("pcproxy{test}{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A leftover of an interrupted run, if any.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         sh(&["ip", "netns", "add", &name]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
         Netns(name)

@@ -19,7 +19,7 @@ pub const GRPC_PERMISSION_DENIED: &str = "7";
 pub enum Denial {
     /// Policy (or the proxy's path rules) refused it: 403, or gRPC 7.
     Forbidden,
-    /// Malformed or ambiguous: 400, and HTTP/1 closes the connection.
+    /// Malformed or ambiguous: 400 (HTTP/1 then closes the connection).
     BadRequest,
 }
 
@@ -58,8 +58,6 @@ pub fn response(denial: Denial, grpc: bool) -> Response<ProxyBody> {
             *r.status_mut() = StatusCode::BAD_REQUEST;
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             r
         }
     };

@@ -188,7 +188,12 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
                 Denial::BadRequest => VerdictLabel::Invalid,
                 Denial::Forbidden => VerdictLabel::Denied,
             };
-            let resp = deny::response(denial, grpc);
+            let mut resp = deny::response(denial, grpc);
+            if conn.protocol == Detected::Http1 {
+                // The request may be framed ambiguously: never read past it.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             let outcome = Outcome {
                 verdict,
                 status: resp.status(),
