@@ -33,6 +33,9 @@ impl FqdnCache {
     }
 }
 
+/// A named container port: (name, protocol, port).
+pub type NamedPort = (String, Protocol, u16);
+
 /// A local endpoint (pod) of the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -42,8 +45,8 @@ pub struct Endpoint {
     pub name: String,
     pub identity: NumericIdentity,
     pub ips: Vec<IpAddr>,
-    /// Named container ports: (name, protocol, port).
-    pub named_ports: Vec<(String, Protocol, u16)>,
+    /// Named container ports.
+    pub named_ports: Vec<NamedPort>,
 }
 
 impl Endpoint {
@@ -417,11 +420,21 @@ impl Cluster {
         out
     }
 
-    /// Resolves every endpoint.
+    /// Resolves every endpoint. Endpoints with the same identity and the
+    /// same named ports have the same policy, so each is resolved once.
     pub fn all_policies(&self) -> Vec<EndpointPolicy> {
+        let mut memo: HashMap<(NumericIdentity, &[NamedPort]), EndpointPolicy> = HashMap::new();
         self.endpoints
             .iter()
-            .map(|e| self.endpoint_policy(e))
+            .map(|e| {
+                let key = (e.identity, e.named_ports.as_slice());
+                let mut pol = memo
+                    .entry(key)
+                    .or_insert_with(|| self.endpoint_policy(e))
+                    .clone();
+                pol.endpoint_id = e.id;
+                pol
+            })
             .collect()
     }
 
@@ -473,6 +486,7 @@ impl Cluster {
             for entry in &r.direction(dir).entries {
                 let port_keys = self.entry_port_keys(ep, entry.ports.as_deref(), dir, out);
                 for peer in &entry.peers {
+                    let peer_text = peer.to_string();
                     let wildcard = matches!(peer, Peer::All | Peer::Entity(Entity::All))
                         && requires.is_empty();
                     let ids: Vec<NumericIdentity> = if wildcard {
@@ -494,7 +508,7 @@ impl Cluster {
                             raw.entry(id).or_default().push(Contribution {
                                 origin: Some(r.origin.clone()),
                                 rule: entry.path.clone(),
-                                peer: peer.to_string(),
+                                peer: peer_text.clone(),
                                 deny: entry.deny,
                                 l7: l7.clone(),
                                 key,
