@@ -97,8 +97,8 @@ pub fn run(me: &Path, args: &E2eArgs) -> Result<(usize, usize, usize)> {
     let (mut pass, mut fail, mut skip) = (0, 0, 0);
     let mut families = [0usize; 2];
     println!(
-        "{:<48} {:>6} {:>6} {:>6}   (model verdict | wire verdict per probe with --verbose)",
-        "case", "probes", "failed", "skipped"
+        "{:<48} {:>6} {:>15} {:>15} {:>6} {:>6}   (allowed/denied; --verbose: every probe)",
+        "case", "probes", "model", "wire", "failed", "skipped"
     );
     for cases in by_topology.values() {
         let topo = cases[0].topology.clone();
@@ -360,7 +360,10 @@ fn run_case(
         }
     }
     if wire.is_empty() {
-        println!("{:<48} {:>6} {:>6} {:>6}", case.name, 0, 0, skipped);
+        println!(
+            "{:<48} {:>6} {:>15} {:>15} {:>6} {:>6}",
+            case.name, 0, "-", "-", 0, skipped
+        );
         return Ok((0, 0, skipped, [0, 0]));
     }
     apply_policy(pol_path, &case.policies)?;
@@ -376,6 +379,8 @@ fn run_case(
         results[i] = r;
     }
     let mut failed = 0;
+    let model_allowed = wire.iter().filter(|w| w.model == Verdict::Allowed).count();
+    let wire_allowed = results.iter().filter(|r| **r).count();
     for (w, ok) in wire.iter().zip(&results) {
         let wire_v = if *ok {
             Verdict::Allowed
@@ -404,9 +409,11 @@ fn run_case(
     }
     let v6 = wire.iter().filter(|w| w.family == "v6").count();
     println!(
-        "{:<48} {:>6} {:>6} {:>6}",
+        "{:<48} {:>6} {:>15} {:>15} {:>6} {:>6}",
         case.name,
         wire.len(),
+        format!("{model_allowed}/{}", wire.len() - model_allowed),
+        format!("{wire_allowed}/{}", wire.len() - wire_allowed),
         failed,
         skipped
     );
