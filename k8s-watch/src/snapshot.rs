@@ -1,0 +1,112 @@
+//! What the watcher publishes: a topology and the valid policy objects.
+
+use policy_model::rules::PolicyKind;
+use policy_model::{LoadError, PolicySet, Topology};
+
+/// Everything the agent needs from the API server, at one point in time.
+///
+/// `policies` holds only objects that load cleanly; an object whose latest
+/// version is invalid is represented by its last valid version, if it had
+/// one (its `status` entry says so), and is absent otherwise.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Namespaces and pods sorted by name; `node`, `kube_apiserver` and
+    /// `remote_nodes` from the Node objects and the `default/kubernetes`
+    /// EndpointSlice.
+    pub topology: Topology,
+    /// `namespace/name` of the pods scheduled on this node (all of
+    /// `topology.pods` when only this node's pods are watched).
+    pub local_pods: Vec<String>,
+    /// Valid policy objects, sorted by kind, namespace and name.
+    pub policies: Vec<PolicyObject>,
+    /// One entry per policy object in the API server, valid or not.
+    pub status: Vec<PolicyStatus>,
+    /// Objects left out of the topology and why (e.g. two pods claiming
+    /// the same address).
+    pub warnings: Vec<String>,
+}
+
+/// One valid policy object as JSON, ready for `policy_model::load::load_str`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyObject {
+    pub kind: PolicyKind,
+    /// `None` for cluster-wide policies.
+    pub namespace: Option<String>,
+    pub name: String,
+    pub resource_version: String,
+    /// The object with `apiVersion` and `kind` set (list responses omit
+    /// them) and `metadata.managedFields` removed.
+    pub json: String,
+}
+
+impl PolicyObject {
+    /// The name `load_str` gets for this object, shown in explanations:
+    /// `k8s:KIND/NAMESPACE/NAME` (`k8s:KIND/NAME` when cluster-wide).
+    pub fn source_name(&self) -> String {
+        source_name(self.kind, self.namespace.as_deref(), &self.name)
+    }
+}
+
+/// Whether a policy object is in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyStatus {
+    pub kind: PolicyKind,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Whether the object's latest version loads.
+    pub valid: bool,
+    /// For an invalid object: the load errors, and whether a previous
+    /// valid version stays in force.
+    pub reason: Option<String>,
+}
+
+impl Snapshot {
+    /// Loads every policy object of the snapshot (each was loaded once
+    /// already when it arrived, so this fails only on a bug).
+    pub fn policy_set(&self) -> Result<PolicySet, Vec<LoadError>> {
+        let mut set = PolicySet::default();
+        let mut errors = Vec::new();
+        for p in &self.policies {
+            match policy_model::load::load_str(&p.json, &p.source_name()) {
+                Ok(s) => set.extend(s),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The status of one object.
+    pub fn status_of(
+        &self,
+        kind: PolicyKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<&PolicyStatus> {
+        self.status
+            .iter()
+            .find(|s| s.kind == kind && s.namespace.as_deref() == namespace && s.name == name)
+    }
+
+    /// The policy object in force, if any.
+    pub fn policy(
+        &self,
+        kind: PolicyKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<&PolicyObject> {
+        self.policies
+            .iter()
+            .find(|p| p.kind == kind && p.namespace.as_deref() == namespace && p.name == name)
+    }
+}
+
+pub(crate) fn source_name(kind: PolicyKind, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("k8s:{kind}/{ns}/{name}"),
+        None => format!("k8s:{kind}/{name}"),
+    }
+}
