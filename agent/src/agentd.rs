@@ -43,6 +43,9 @@ pub struct AgentArgs {
     /// How often policy files are checked for changes, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
+    /// Admin endpoint: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:9876")]
+    pub admin_addr: std::net::SocketAddr,
 }
 
 /// Proxy port per L7 parser. The proxy listens on these; until it does,
@@ -126,6 +129,27 @@ pub fn run(args: AgentArgs) -> Result<()> {
     redirect_ebpf::install_proxy_routing().context("installing proxy routing")?;
     let topo = Topology::from_file(&args.topology).map_err(|e| anyhow::anyhow!("{e}"))?;
 
+    let metrics = Arc::new(crate::metrics::AgentMetrics::new());
+    // The L7 proxy runs on a small tokio runtime beside the map loop; it
+    // denies everything until the first policy is in.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("proxy")
+        .enable_all()
+        .build()
+        .context("starting the proxy runtime")?;
+    let proxy_policy = proxy::PolicyHandle::deny_all();
+    let l7 = {
+        let _in_runtime = runtime.enter();
+        proxy::Proxy::start(proxy_policy.clone(), proxy::ProxyConfig::datapath())
+            .context("starting the HTTP proxy on port 15001")?
+    };
+    let l7_metrics = l7.metrics();
+    crate::metrics::serve_admin(args.admin_addr, metrics.clone(), move || {
+        l7_metrics.render()
+    })
+    .with_context(|| format!("binding the admin endpoint {}", args.admin_addr))?;
+
     let hash = content_hash(&args.policies);
     let set = load_policies(&args.policies)
         .map_err(|e| anyhow::anyhow!("initial policy is invalid:\n{e}"))?;
@@ -140,9 +164,17 @@ pub fn run(args: AgentArgs) -> Result<()> {
         &FqdnCache::default(),
     );
     attach(&mut dp, &cluster, args.uplink.as_deref())?;
-    apply(&mut dp, &cluster, &mut applied)?;
+    // The proxy gets the rules before the kernel starts redirecting to it.
+    proxy_policy.update_from_cluster(&cluster);
+    let n = apply(&mut dp, &cluster, &mut applied)?;
+    metrics.map_changes.inc_by(n as u64);
+    metrics.policy_applied.inc();
+    metrics.endpoints.set(cluster.endpoints().len() as i64);
     applied.save(&args.state_dir)?;
     mark_applied(&args.state_dir, hash)?;
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let names = Names {
         by_ip: cluster
             .endpoints()
@@ -178,20 +210,31 @@ pub fn run(args: AgentArgs) -> Result<()> {
                         set.rules().cloned().collect(),
                         &FqdnCache::default(),
                     );
+                    proxy_policy.update_from_cluster(&cluster);
                     match apply(&mut dp, &cluster, &mut applied) {
-                        Ok(n) => tracing::info!(changes = n, "policy change applied"),
+                        Ok(n) => {
+                            metrics.map_changes.inc_by(n as u64);
+                            metrics.policy_applied.inc();
+                            tracing::info!(changes = n, "policy change applied")
+                        }
                         Err(e) => tracing::error!(error = %e, "applying the policy change failed"),
                     }
                     applied.save(&args.state_dir)?;
                     mark_applied(&args.state_dir, hash)?;
                 }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "new policy is invalid; the previous policy stays in force"
-                ),
+                Err(e) => {
+                    metrics.policy_rejected.inc();
+                    tracing::error!(
+                        error = %e,
+                        "new policy is invalid; the previous policy stays in force"
+                    )
+                }
             }
         }
         if !any {
+            if let Ok(c) = dp.counters() {
+                metrics.set_counters(&c);
+            }
             std::thread::sleep(Duration::from_millis(args.poll_ms));
         }
     }

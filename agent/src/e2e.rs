@@ -45,7 +45,12 @@ pub struct E2eArgs {
 /// One probe as run on the wire.
 struct WireProbe {
     describe: String,
+    /// `v4`/`v6`, with `/h2` for HTTP/2 requests.
     family: &'static str,
+    /// The HTTP request, for L7 probes (sent with curl).
+    http: Option<HttpCall>,
+    /// What the wire must show for the model's verdict.
+    want: probe::Outcome,
     src_ns: String,
     src_ip: Option<IpAddr>,
     dst: IpAddr,
@@ -66,13 +71,20 @@ impl Drop for Servers {
     }
 }
 
-/// Whether a probe is L3/L4 only and can run in the lab.
+/// An HTTP request of a probe.
+#[derive(Clone)]
+struct HttpCall {
+    method: String,
+    path: String,
+    host: Option<String>,
+    headers: Vec<String>,
+    h2: bool,
+}
+
+/// Whether a probe can run in the lab: L3/L4 probes and HTTP probes
+/// (DNS, Kafka and learned-name probes belong to later suites).
 fn runnable(p: &Probe) -> bool {
-    p.e2e != Some(false)
-        && p.http.is_none()
-        && p.dns.is_none()
-        && p.kafka.is_none()
-        && p.to_fqdn.is_none()
+    p.e2e != Some(false) && p.dns.is_none() && p.kafka.is_none() && p.to_fqdn.is_none()
 }
 
 /// Runs the suite; returns (passed, failed, skipped).
@@ -162,6 +174,18 @@ pub fn apply_policy(pol_path: &Path, text: &str) -> Result<Duration> {
     }
 }
 
+/// haproxy as the pods' HTTP server: 200 `ok` for any request.
+fn haproxy_config(ports: &BTreeSet<u16>) -> String {
+    let mut c = String::from(
+        "global\n  maxconn 2048\ndefaults\n  mode http\n  timeout client 10s\n  timeout server 10s\n  timeout connect 2s\nfrontend pod\n",
+    );
+    for p in ports {
+        c.push_str(&format!("  bind :::{p} v4v6\n"));
+    }
+    c.push_str("  http-request return status 200 content-type text/plain string \"ok\"\n");
+    c
+}
+
 fn start_servers(
     me: &Path,
     state: &lab::LabState,
@@ -215,14 +239,31 @@ fn start_servers(
         namespaces.push((lab::NODE_NS.to_string(), node));
     }
     let mut servers = Servers(Vec::new());
+    let cfg_dir = Path::new(lab::STATE_DIR).join("conformance");
     for (ns, bind) in namespaces {
+        // TCP: a real HTTP server (haproxy answers HTTP/1.1 and HTTP/2
+        // prior knowledge on one port) for every probed port.
+        if !tcp.is_empty() {
+            let cfg = cfg_dir.join(format!("haproxy-{ns}.cfg"));
+            std::fs::write(&cfg, haproxy_config(&tcp))?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", &ns, "haproxy", "-db", "-f"])
+                .arg(&cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .context("starting haproxy (apt-get install haproxy)")?;
+            servers.0.push(child);
+        }
+        if udp.is_empty() {
+            continue;
+        }
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns])
             .arg(me)
             .args(["lab", "serve"]);
-        if !tcp.is_empty() {
-            cmd.args(["--tcp", &list(&tcp)]);
-        }
         if !udp.is_empty() {
             cmd.args(["--udp", &list(&udp)]);
             if !bind.is_empty() {
@@ -321,12 +362,36 @@ fn run_case(
             skipped += 1;
             continue;
         }
-        let verdict = match model::explain_probe(case, &set, &mut clusters, p) {
-            Ok(e) => e.verdict,
+        let explained = match model::explain_probe(case, &set, &mut clusters, p) {
+            Ok(e) => e,
             Err(e) => bail!("{}: {}: {e}", case.name, p.describe()),
         };
+        let verdict = explained.verdict;
+        // HTTP probes are sent as HTTP/1.1 and as HTTP/2 (prior knowledge).
+        let calls: Vec<Option<HttpCall>> = match &p.http {
+            None => vec![None],
+            Some(h) => [false, true]
+                .into_iter()
+                .map(|h2| {
+                    Some(HttpCall {
+                        method: h.method.clone().unwrap_or_else(|| "GET".into()),
+                        path: h.path.clone().unwrap_or_else(|| "/".into()),
+                        host: h.host.clone(),
+                        headers: h.headers.clone(),
+                        h2,
+                    })
+                })
+                .collect(),
+        };
+        let want = match (&p.http, verdict, explained.layer) {
+            (None, Verdict::Allowed, _) => probe::Outcome::Connected,
+            (None, Verdict::Denied, _) => probe::Outcome::Blocked,
+            (Some(_), Verdict::Allowed, _) => probe::Outcome::Http(200),
+            (Some(_), Verdict::Denied, policy_model::Layer::L7) => probe::Outcome::Http(403),
+            (Some(_), Verdict::Denied, _) => probe::Outcome::Blocked,
+        };
         let mut any = false;
-        for (family, v6) in [("v4", false), ("v6", true)] {
+        for v6 in [false, true] {
             match proto {
                 Protocol::Icmp if v6 => continue,
                 Protocol::Icmpv6 if !v6 => continue,
@@ -339,21 +404,31 @@ fn run_case(
                 continue;
             };
             any = true;
-            wire.push(WireProbe {
-                describe: p.describe(),
-                family,
-                src_ip: if src_ns == lab::WORLD_NS || src_ns == lab::NODE_NS {
-                    Some(src_ip)
-                } else {
-                    None
-                },
-                src_ns,
-                dst,
-                protocol: proto,
-                port: p.port,
-                model: verdict,
-                expect: p.expect,
-            });
+            for call in &calls {
+                let family = match (v6, call.as_ref().is_some_and(|c| c.h2)) {
+                    (false, false) => "v4",
+                    (true, false) => "v6",
+                    (false, true) => "v4/h2",
+                    (true, true) => "v6/h2",
+                };
+                wire.push(WireProbe {
+                    describe: p.describe(),
+                    family,
+                    http: call.clone(),
+                    want,
+                    src_ip: if src_ns == lab::WORLD_NS || src_ns == lab::NODE_NS {
+                        Some(src_ip)
+                    } else {
+                        None
+                    },
+                    src_ns: src_ns.clone(),
+                    dst,
+                    protocol: proto,
+                    port: p.port,
+                    model: verdict,
+                    expect: p.expect,
+                });
+            }
         }
         if !any {
             skipped += 1;
@@ -371,7 +446,7 @@ fn run_case(
     let mut results = run_probes(&wire, timeout, args.parallel)?;
     // Mismatches are re-probed once, slowly, to rule out a lost packet.
     let retry: Vec<usize> = (0..wire.len())
-        .filter(|i| results[*i] != (wire[*i].model == Verdict::Allowed))
+        .filter(|i| results[*i] != wire[*i].want)
         .collect();
     let again: Vec<&WireProbe> = retry.iter().map(|i| &wire[*i]).collect();
     let second = run_probes_ref(&again, Duration::from_millis(2000), args.parallel)?;
@@ -380,34 +455,30 @@ fn run_case(
     }
     let mut failed = 0;
     let model_allowed = wire.iter().filter(|w| w.model == Verdict::Allowed).count();
-    let wire_allowed = results.iter().filter(|r| **r).count();
-    for (w, ok) in wire.iter().zip(&results) {
-        let wire_v = if *ok {
-            Verdict::Allowed
-        } else {
-            Verdict::Denied
-        };
+    let wire_allowed = results.iter().filter(|r| r.allowed()).count();
+    for (w, got) in wire.iter().zip(&results) {
         let expect_v = match w.expect {
             Expect::Allowed => Verdict::Allowed,
             Expect::Denied => Verdict::Denied,
         };
-        let pass = wire_v == w.model && w.model == expect_v;
+        let pass = *got == w.want && w.model == expect_v;
         if !pass {
             failed += 1;
         }
         if !pass || args.verbose {
             println!(
-                "    {} {:<58} {} model {:<7} | wire {:<7} (expected {:?})",
+                "    {} {:<58} {:<5} model {:<7} | wire {:<9} (want {}, expected {:?})",
                 if pass { "ok  " } else { "FAIL" },
                 w.describe,
                 w.family,
                 w.model.to_string(),
-                wire_v.to_string(),
+                got.to_string(),
+                w.want,
                 w.expect
             );
         }
     }
-    let v6 = wire.iter().filter(|w| w.family == "v6").count();
+    let v6 = wire.iter().filter(|w| w.family.starts_with("v6")).count();
     println!(
         "{:<48} {:>6} {:>15} {:>15} {:>6} {:>6}",
         case.name,
@@ -420,24 +491,51 @@ fn run_case(
     Ok((wire.len() - failed, failed, skipped, [wire.len() - v6, v6]))
 }
 
-fn probe_one(w: &WireProbe, timeout: Duration) -> Result<bool> {
+fn probe_one(w: &WireProbe, timeout: Duration) -> Result<probe::Outcome> {
+    if let Some(h) = &w.http {
+        return probe::http(
+            &w.src_ns,
+            w.src_ip,
+            w.dst,
+            w.port,
+            &probe::HttpProbe {
+                method: &h.method,
+                path: &h.path,
+                host: h.host.as_deref(),
+                headers: &h.headers,
+                h2: h.h2,
+            },
+            timeout.max(Duration::from_millis(1500)),
+        );
+    }
     let r = match w.protocol {
         Protocol::Udp => probe::udp_from(&w.src_ns, w.src_ip, w.dst, w.port, timeout)?,
         Protocol::Icmp | Protocol::Icmpv6 => probe::ping(&w.src_ns, w.src_ip, w.dst, timeout)?,
         _ => probe::tcp_from(&w.src_ns, w.src_ip, w.dst, w.port, timeout)?,
     };
-    Ok(r == probe::Observed::Connected)
+    Ok(match r {
+        probe::Observed::Connected => probe::Outcome::Connected,
+        probe::Observed::Blocked => probe::Outcome::Blocked,
+    })
 }
 
-fn run_probes(wire: &[WireProbe], timeout: Duration, parallel: usize) -> Result<Vec<bool>> {
+fn run_probes(
+    wire: &[WireProbe],
+    timeout: Duration,
+    parallel: usize,
+) -> Result<Vec<probe::Outcome>> {
     let refs: Vec<&WireProbe> = wire.iter().collect();
     run_probes_ref(&refs, timeout, parallel)
 }
 
-fn run_probes_ref(wire: &[&WireProbe], timeout: Duration, parallel: usize) -> Result<Vec<bool>> {
+fn run_probes_ref(
+    wire: &[&WireProbe],
+    timeout: Duration,
+    parallel: usize,
+) -> Result<Vec<probe::Outcome>> {
     let mut out = Vec::with_capacity(wire.len());
     for chunk in wire.chunks(parallel.max(1)) {
-        let results: Vec<Result<bool>> = std::thread::scope(|s| {
+        let results: Vec<Result<probe::Outcome>> = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|w| s.spawn(move || probe_one(w, timeout)))

@@ -4,6 +4,7 @@ mod agentd;
 mod demo;
 mod e2e;
 mod lab;
+mod metrics;
 mod policy_cli;
 mod service_map;
 

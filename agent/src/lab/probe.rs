@@ -15,6 +15,111 @@ pub enum Observed {
     Blocked,
 }
 
+/// What a probe saw on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A TCP connection answered, a UDP reply or an echo reply came back.
+    Connected,
+    /// Nothing came back (the datapath dropped it).
+    Blocked,
+    /// An HTTP response with this status.
+    Http(u16),
+}
+
+impl Outcome {
+    /// Whether the traffic got through (for HTTP: a 2xx).
+    pub fn allowed(self) -> bool {
+        match self {
+            Outcome::Connected => true,
+            Outcome::Blocked => false,
+            Outcome::Http(s) => (200..300).contains(&s),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Connected => f.write_str("connected"),
+            Outcome::Blocked => f.write_str("blocked"),
+            Outcome::Http(s) => write!(f, "http {s}"),
+        }
+    }
+}
+
+/// An HTTP request sent with curl from inside a namespace.
+pub struct HttpProbe<'a> {
+    pub method: &'a str,
+    /// Sent exactly as written (`--path-as-is`), query included.
+    pub path: &'a str,
+    pub host: Option<&'a str>,
+    /// `Name: value` lines.
+    pub headers: &'a [String],
+    /// HTTP/2 with prior knowledge instead of HTTP/1.1.
+    pub h2: bool,
+}
+
+/// Sends one HTTP request with curl; `Blocked` when no response came
+/// (connection dropped or timed out).
+pub fn http(
+    ns: &str,
+    src: Option<IpAddr>,
+    dst: IpAddr,
+    port: u16,
+    req: &HttpProbe<'_>,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let authority = match dst {
+        IpAddr::V4(_) => format!("{dst}:{port}"),
+        IpAddr::V6(_) => format!("[{dst}]:{port}"),
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns,
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .args([
+        "--path-as-is",
+        "--max-time",
+        &format!("{:.1}", timeout.as_secs_f64()),
+    ])
+    .args(["-X", req.method]);
+    if req.h2 {
+        cmd.arg("--http2-prior-knowledge");
+    } else {
+        cmd.arg("--http1.1");
+    }
+    if let Some(s) = src {
+        cmd.args(["--interface", &s.to_string()]);
+    }
+    if let Some(h) = req.host {
+        cmd.args(["-H", &format!("Host: {h}")]);
+    }
+    for h in req.headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(format!("http://{authority}{}", req.path))
+        .stderr(Stdio::null())
+        .output()?;
+    let code: u16 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    Ok(if code == 0 {
+        Outcome::Blocked
+    } else {
+        Outcome::Http(code)
+    })
+}
+
 /// A TCP connect plus one response byte, from namespace `ns`.
 pub fn tcp(ns: &str, dst: IpAddr, port: u16, timeout: Duration) -> Result<Observed> {
     tcp_from(ns, None, dst, port, timeout)
@@ -55,6 +160,9 @@ pub fn tcp_from(
             Ok(()) => {
                 let mut s: TcpStream = sock.into();
                 let _ = s.set_read_timeout(Some(timeout));
+                // An HTTP server answers this; the echo responder answers
+                // anything. Either way a byte back means "connected".
+                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
                 let mut buf = [0u8; 8];
                 match s.read(&mut buf) {
                     Ok(n) if n > 0 => Observed::Connected,

@@ -275,6 +275,14 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
         reason = %outcome.reason,
         "request"
     );
+    let mut response = response;
+    if method == "HEAD" && outcome.verdict != VerdictLabel::Allowed {
+        // A response to HEAD carries no body (RFC 9110 §9.3.2); HTTP/2
+        // clients reject one.
+        *response.body_mut() = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed();
+    }
     response
 }
 

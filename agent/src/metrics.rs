@@ -1,0 +1,142 @@
+//! The agent's Prometheus metrics and the admin HTTP endpoint
+//! (`/metrics`, `/healthz`, `/readyz`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Label of a datapath counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Agent metrics.
+pub struct AgentMetrics {
+    registry: Registry,
+    /// Packets by datapath reason (copied from the kernel's per-CPU counters).
+    pub datapath_packets: Family<ReasonLabel, Gauge<u64, AtomicU64>>,
+    /// Policy changes applied to the kernel.
+    pub policy_applied: Counter,
+    /// Policy changes rejected as invalid (previous policy kept).
+    pub policy_rejected: Counter,
+    /// Kernel map changes written.
+    pub map_changes: Counter,
+    /// Managed endpoints.
+    pub endpoints: Gauge,
+    /// Whether the first policy is in the kernel.
+    pub ready: AtomicBool,
+}
+
+impl AgentMetrics {
+    /// Registers everything.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let datapath_packets = Family::<ReasonLabel, Gauge<u64, AtomicU64>>::default();
+        let policy_applied = Counter::default();
+        let policy_rejected = Counter::default();
+        let map_changes = Counter::default();
+        let endpoints = Gauge::default();
+        registry.register(
+            "datapath_packets",
+            "Packets seen by the TC programs, by verdict reason",
+            datapath_packets.clone(),
+        );
+        registry.register(
+            "policy_applied",
+            "Policy versions applied to the kernel maps",
+            policy_applied.clone(),
+        );
+        registry.register(
+            "policy_rejected",
+            "Policy versions rejected as invalid (the previous one stayed in force)",
+            policy_rejected.clone(),
+        );
+        registry.register(
+            "policy_map_changes",
+            "Policy, ipcache and endpoint map entries written or deleted",
+            map_changes.clone(),
+        );
+        registry.register("endpoints", "Managed local endpoints", endpoints.clone());
+        AgentMetrics {
+            registry,
+            datapath_packets,
+            policy_applied,
+            policy_rejected,
+            map_changes,
+            endpoints,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Copies the kernel counters.
+    pub fn set_counters(&self, counters: &redirect_ebpf::Counters) {
+        for r in redirect_ebpf::Reason::ALL {
+            self.datapath_packets
+                .get_or_create(&ReasonLabel {
+                    reason: format!("{r:?}"),
+                })
+                .set(counters.get(r));
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` (agent + `extra()` text), `/healthz` and `/readyz` on
+/// `addr`, one short-lived connection at a time.
+pub fn serve_admin(
+    addr: SocketAddr,
+    metrics: Arc<AgentMetrics>,
+    extra: impl Fn() -> String + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            // Drain the request head.
+            let mut h = String::new();
+            while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let (status, body) = match path.as_str() {
+                "/metrics" => {
+                    let mut b = metrics.render();
+                    b.push_str(&extra());
+                    ("200 OK", b)
+                }
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/readyz" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "ready\n".into()),
+                "/readyz" => ("503 Service Unavailable", "not ready\n".into()),
+                _ => ("404 Not Found", "not found\n".into()),
+            };
+            let mut s = &stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(())
+}
