@@ -10,6 +10,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v curl >/dev/null || need+=(curl)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -17,6 +18,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# A real gRPC peer for the lab tests.
+python3 -c "import grpc, grpc_health.v1.health" 2>/dev/null \
+  || python3 -m pip install -q --root-user-action=ignore grpcio grpcio-health-checking >/dev/null 2>&1 \
+  || echo "note: grpcio not installed; the gRPC lab test will skip it" >&2
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 fi

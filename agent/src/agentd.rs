@@ -199,6 +199,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
             any = true;
             broadcast(&flows, flow_json(&ev, &names));
         }
+        for line in crate::l7log::drain() {
+            any = true;
+            broadcast(&flows, with_pod_names(line, &names));
+        }
         let now = fingerprint(&args.policies);
         if now != stamp {
             stamp = now;
@@ -441,6 +445,35 @@ fn monotonic_to_wall(ts_ns: u64) -> chrono_like::Utc {
     chrono_like::Utc((wall - (mono - ts_ns as i128)).max(0) as u128)
 }
 
+/// Adds `src_pod`/`dst_pod` to an access-log line.
+fn with_pod_names(line: String, names: &Names) -> String {
+    let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str::<serde_json::Value>(&line)
+    else {
+        return line;
+    };
+    for (field, out) in [("src", "src_pod"), ("dst", "dst_pod")] {
+        let pod = m
+            .get(field)
+            .and_then(|v| v.as_str())
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .and_then(|a| names.by_ip.get(&a.ip()).cloned());
+        if let Some(p) = pod {
+            m.insert(out.into(), p.into());
+        }
+    }
+    m.insert(
+        "time".into(),
+        monotonic_to_wall(
+            nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+                .unwrap_or(0),
+        )
+        .to_string()
+        .into(),
+    );
+    serde_json::Value::Object(m).to_string()
+}
+
 fn flow_json(ev: &FlowEvent, names: &Names) -> String {
     let addr = |b: &[u8; 16]| -> IpAddr {
         if ev.family == 4 {
@@ -537,6 +570,26 @@ pub fn observe(state_dir: &Path, json: bool, follow: bool) -> Result<()> {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["type"] == "l7" {
+            let who = |pod: &serde_json::Value, addr: &serde_json::Value| match pod.as_str() {
+                Some(p) => format!("{p} ({})", addr.as_str().unwrap_or("?")),
+                None => addr.as_str().unwrap_or("?").to_string(),
+            };
+            writeln!(
+                out,
+                "{}  {} -> {}  {}  {} {} {}  http {}  [{}]",
+                v["time"].as_str().unwrap_or(""),
+                who(&v["src_pod"], &v["src"]),
+                who(&v["dst_pod"], &v["dst"]),
+                v["protocol"].as_str().unwrap_or("HTTP"),
+                v["method"].as_str().unwrap_or(""),
+                v["authority"].as_str().unwrap_or(""),
+                v["path"].as_str().unwrap_or(""),
+                v["status"],
+                v["verdict"].as_str().unwrap_or("")
+            )?;
+            continue;
+        }
         let side = |x: &serde_json::Value| {
             let ip = x["ip"].as_str().unwrap_or("?");
             let port = x["port"].as_u64().unwrap_or(0);

@@ -331,3 +331,239 @@ fn conformance_l3_l4_end_to_end_matches_the_model() {
         .expect("family line");
     assert!(v6 >= 100, "only {v6} IPv6 probes ran");
 }
+
+/// x/b serves HTTP on 80 (haproxy) and gRPC on 50051 (grpcio); x/a may
+/// GET /public/... and call Health/Check only.
+const L7_POLICY: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: b-l7, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {pod: b}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {pod: a}}]
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+      rules:
+        http:
+        - {method: GET, path: "/public/.*"}
+    - ports: [{port: "50051", protocol: TCP}]
+      rules:
+        http:
+        - {method: POST, path: "/grpc.health.v1.Health/Check"}
+"#;
+
+fn in_pod(pod: &str, cmd: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pod_ns(pod)])
+        .args(cmd)
+        .output()
+        .expect("run in pod");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn curl(pod: &str, url: &str, h2: bool) -> String {
+    let mut args = vec![
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "2",
+    ];
+    args.push(if h2 {
+        "--http2-prior-knowledge"
+    } else {
+        "--http1.1"
+    });
+    args.push(url);
+    in_pod(pod, &args)
+}
+
+fn spawn_in(pod: &str, cmd: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &pod_ns(pod)])
+        .args(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn in pod")
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn l7_http_h2_grpc_through_the_redirect_and_fail_closed_without_proxy() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (network namespaces, eBPF)");
+        return;
+    }
+    if !have("haproxy") || !have("curl") {
+        eprintln!("SKIP: needs haproxy and curl (bash deploy/install-deps.sh)");
+        return;
+    }
+    let _guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::up("l7", TOPOLOGY, L7_POLICY);
+    // Real servers in x/b: haproxy for HTTP/1.1 + h2c, grpcio for gRPC.
+    for s in &mut lab.servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    lab.servers.clear();
+    let cfg = lab.dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        "global\n  maxconn 512\ndefaults\n  mode http\n  timeout client 5s\n  timeout server 5s\n  timeout connect 2s\nfrontend pod\n  bind :::80 v4v6\n  http-request return status 200 content-type text/plain string \"ok\"\n",
+    )
+    .expect("haproxy config");
+    lab.servers.push(spawn_in(
+        "x/b",
+        &["haproxy", "-db", "-f", cfg.to_str().expect("utf-8")],
+    ));
+    let grpc_script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/health_peer.py");
+    let grpc = Command::new("python3")
+        .args(["-c", "import grpc, grpc_health"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if grpc {
+        lab.servers.push(spawn_in(
+            "x/b",
+            &["python3", grpc_script, "server", "50051"],
+        ));
+    } else {
+        eprintln!("note: grpcio/grpcio-health-checking not installed; the gRPC part is skipped");
+    }
+    lab.servers
+        .push(spawn_in("x/c", &[BIN, "lab", "serve", "--tcp", "80"]));
+    std::thread::sleep(Duration::from_millis(800));
+
+    for h2 in [false, true] {
+        assert_eq!(
+            curl("x/a", "http://10.200.1.11/public/index.html", h2),
+            "200",
+            "allowed GET (h2={h2})"
+        );
+        assert_eq!(
+            curl("x/a", "http://10.200.1.11/private", h2),
+            "403",
+            "denied path (h2={h2})"
+        );
+        assert_eq!(
+            curl("x/a", "http://[fd00:200::1:11]/public/x?y=1", h2),
+            "200",
+            "IPv6 (h2={h2})"
+        );
+        // Dot segments never sneak past the /public/.* rule.
+        assert_eq!(
+            in_pod(
+                "x/a",
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--path-as-is",
+                    "--max-time",
+                    "2",
+                    "http://10.200.1.11/public/../admin"
+                ]
+            ),
+            "403"
+        );
+        // x/c has no L7 rule: not even a TCP connection to x/b.
+        assert_eq!(
+            curl("x/c", "http://10.200.1.11/public/index.html", h2),
+            "000"
+        );
+    }
+    if have("h2load") {
+        let out = in_pod(
+            "x/a",
+            &[
+                "h2load",
+                "-n",
+                "200",
+                "-c",
+                "4",
+                "-m",
+                "4",
+                "http://10.200.1.11/public/load",
+            ],
+        );
+        assert!(
+            out.contains("200 succeeded"),
+            "h2load through the proxy:\n{out}"
+        );
+        assert!(
+            out.contains("status codes: 200 2xx"),
+            "h2load statuses:\n{out}"
+        );
+        let out = in_pod(
+            "x/a",
+            &["h2load", "-n", "50", "-c", "2", "http://10.200.1.11/denied"],
+        );
+        assert!(
+            out.contains("0 2xx, 0 3xx, 50 4xx"),
+            "h2load denied:\n{out}"
+        );
+    }
+    if grpc {
+        let check = in_pod(
+            "x/a",
+            &[
+                "python3",
+                grpc_script,
+                "client",
+                "10.200.1.11:50051",
+                "Check",
+            ],
+        );
+        assert_eq!(check, "OK SERVING", "allowed gRPC method");
+        let watch = in_pod(
+            "x/a",
+            &[
+                "python3",
+                grpc_script,
+                "client",
+                "10.200.1.11:50051",
+                "Watch",
+            ],
+        );
+        assert_eq!(
+            watch, "PERMISSION_DENIED",
+            "denied gRPC method must get grpc-status 7"
+        );
+    }
+    // The access log joins the flow stream.
+    let observed = must(&["observe", "--output", "json"]);
+    assert!(
+        observed.contains("\"type\":\"l7\"") && observed.contains("/private"),
+        "observe:\n{observed}"
+    );
+
+    // Proxy down (the agent owns it): redirected flows are dropped by the
+    // kernel, plain L4 flows still pass.
+    must(&["lab", "stop-agent"]);
+    assert_eq!(
+        curl("x/a", "http://10.200.1.11/public/index.html", false),
+        "000",
+        "redirected flow passed with the proxy down"
+    );
+    assert!(reachable("x/a", "x/c", 80), "unrelated L4 flow broken");
+    must(&["lab", "restart-agent"]);
+    assert_eq!(
+        curl("x/a", "http://10.200.1.11/public/index.html", false),
+        "200",
+        "proxy back"
+    );
+}
