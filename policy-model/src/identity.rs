@@ -122,7 +122,26 @@ impl Identity {
                     .unwrap_or("reserved");
                 format!("reserved:{name}")
             }
-            IdentityKind::Endpoint => self.labels.to_string(),
+            IdentityKind::Endpoint => {
+                // The pod's own labels and namespace; the derived Cilium
+                // labels (namespace labels, service account, cluster) are
+                // left out to keep explanations readable.
+                let mut parts = Vec::new();
+                if let Some(ns) = self.labels.get(crate::labels::POD_NAMESPACE_LABEL) {
+                    parts.push(format!("ns={}", ns.value));
+                }
+                for (k, v) in self.labels.iter() {
+                    if k.starts_with("io.cilium.k8s.") || k == crate::labels::POD_NAMESPACE_LABEL {
+                        continue;
+                    }
+                    parts.push(if v.value.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{k}={}", v.value)
+                    });
+                }
+                format!("identity {} [{}]", self.id, parts.join(" "))
+            }
             IdentityKind::Cidr(p) => format!("cidr:{p}"),
             IdentityKind::Fqdn { prefix, names } => format!(
                 "fqdn:{} ({prefix})",
