@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+mod metrics;
 mod snapshot;
 pub mod store;
 pub mod watch;
@@ -20,6 +21,7 @@ pub mod watch;
 #[cfg(feature = "fake")]
 pub mod fake;
 
+pub use metrics::WatchMetrics;
 pub use policy_model::rules::PolicyKind;
 pub use snapshot::{PolicyObject, PolicyStatus, Snapshot};
 pub use watch::{PodScope, WatchConfig, WatchError, Watcher};

@@ -9,6 +9,7 @@
 //! are retried with kube's default backoff (0.8 s up to 30 s).
 
 use crate::convert::{self, POLICY_KINDS};
+use crate::metrics::WatchMetrics;
 use crate::snapshot::Snapshot;
 use crate::store::{Event, Resource, Store, Update, Value};
 use futures::{Stream, StreamExt};
@@ -48,6 +49,8 @@ pub struct WatchConfig {
     /// ...or this long after the first unpublished event, whichever is
     /// first, so a steady stream of events cannot starve publication.
     pub max_delay: Duration,
+    /// Where to count events, errors and snapshots (see [`WatchMetrics`]).
+    pub metrics: WatchMetrics,
 }
 
 impl WatchConfig {
@@ -58,6 +61,7 @@ impl WatchConfig {
             pod_scope: PodScope::Cluster,
             debounce: Duration::from_millis(20),
             max_delay: Duration::from_millis(250),
+            metrics: WatchMetrics::default(),
         }
     }
 }
@@ -108,6 +112,7 @@ impl Watcher {
             watcher::Config::default(),
             Resource::Namespace,
             tx.clone(),
+            config.metrics.clone(),
             |ns| {
                 let spec = convert::namespace_spec(ns);
                 (spec.name.clone(), Value::Namespace(spec))
@@ -124,6 +129,7 @@ impl Watcher {
             pod_config,
             Resource::Pod,
             tx.clone(),
+            config.metrics.clone(),
             |pod| {
                 let key = convert::object_key(
                     Some(pod.metadata.namespace.as_deref().unwrap_or("default")),
@@ -137,6 +143,7 @@ impl Watcher {
             watcher::Config::default(),
             Resource::Node,
             tx.clone(),
+            config.metrics.clone(),
             |n| {
                 let info = convert::node_info(n);
                 (info.name.clone(), Value::Node(info))
@@ -147,6 +154,7 @@ impl Watcher {
             watcher::Config::default().fields("metadata.name=kubernetes"),
             Resource::ApiServer,
             tx.clone(),
+            config.metrics.clone(),
             |s| {
                 (
                     s.metadata.name.clone().unwrap_or_default(),
@@ -161,6 +169,7 @@ impl Watcher {
                 watcher::Config::default(),
                 Resource::Policy(kind),
                 tx.clone(),
+                config.metrics.clone(),
                 move |obj| {
                     let raw = convert::raw_policy(kind, obj);
                     (
@@ -179,6 +188,7 @@ impl Watcher {
             snap_tx,
             config.debounce,
             config.max_delay,
+            config.metrics.clone(),
         )));
         Watcher {
             snapshots: snap_rx,
@@ -211,19 +221,21 @@ fn spawn_watch<K>(
     config: watcher::Config,
     resource: Resource,
     tx: mpsc::Sender<Update>,
+    metrics: WatchMetrics,
     convert: impl Fn(&K) -> (String, Value) + Send + 'static,
 ) -> JoinHandle<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let stream = watcher(api, config).default_backoff();
-    tokio::spawn(forward(stream, resource, tx, convert))
+    tokio::spawn(forward(stream, resource, tx, metrics, convert))
 }
 
 async fn forward<K>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
     resource: Resource,
     tx: mpsc::Sender<Update>,
+    metrics: WatchMetrics,
     convert: impl Fn(&K) -> (String, Value),
 ) {
     let mut stream = std::pin::pin!(stream);
@@ -256,11 +268,22 @@ async fn forward<K>(
                     } else {
                         ""
                     };
+                    metrics.error(&resource);
                     tracing::warn!(%resource, error = %e, "watch failed, retrying{hint}");
                     continue;
                 }
             }
         };
+        let label = match &event {
+            Event::Apply { .. } => Some("apply"),
+            Event::Delete { .. } => Some("delete"),
+            Event::InitDone => Some("relist"),
+            Event::Absent => Some("absent"),
+            Event::Init | Event::InitApply { .. } => None,
+        };
+        if let Some(l) = label {
+            metrics.event(&resource, l);
+        }
         if tx.send(Update { resource, event }).await.is_err() {
             return;
         }
@@ -291,6 +314,7 @@ async fn run_store(
     tx: watch::Sender<Option<Arc<Snapshot>>>,
     debounce: Duration,
     max_delay: Duration,
+    metrics: WatchMetrics,
 ) {
     let mut invalid: BTreeSet<String> = BTreeSet::new();
     while let Some(first) = rx.recv().await {
@@ -311,7 +335,8 @@ async fn run_store(
         if changed && store.ready() {
             let snap = store.snapshot();
             log_status_changes(&snap, &mut invalid);
-            tx.send_if_modified(|cur| {
+            let invalid_count = invalid.len();
+            let published = tx.send_if_modified(|cur| {
                 if cur.as_deref() == Some(&snap) {
                     false
                 } else {
@@ -319,6 +344,9 @@ async fn run_store(
                     true
                 }
             });
+            if published {
+                metrics.published(invalid_count);
+            }
         } else if !store.ready() {
             tracing::debug!(pending = ?store.pending(), "waiting for the first list of every resource");
         }

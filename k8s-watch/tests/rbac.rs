@@ -11,7 +11,10 @@ use std::time::Duration;
 type Grant = (String, String, String);
 
 fn granted() -> BTreeSet<Grant> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/rbac.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/rbac.yaml"
+    );
     let text = std::fs::read_to_string(path).expect("deploy/kubernetes/rbac.yaml");
     let mut out = BTreeSet::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {

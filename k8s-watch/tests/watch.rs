@@ -403,7 +403,10 @@ async fn a_dropped_watch_resumes_without_losing_events() {
 #[tokio::test]
 async fn compaction_forces_a_relist_and_the_snapshot_is_still_right() {
     let h = cluster().await;
-    let w = start(&h, PodScope::Cluster);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut config = WatchConfig::new(NODE);
+    config.metrics = k8s_watch::WatchMetrics::register(&mut registry);
+    let w = Watcher::start(h.client(), config);
     let mut rx = w.subscribe();
     w.ready().await;
     h.apply(cnp("x", "cnp", "a", "6443")).expect("apply");
