@@ -6,8 +6,8 @@
 use crate::lab;
 use anyhow::{Context, Result};
 use policy_model::{
-    Cluster, Direction, FqdnCache, L7Parser, MapChange, MapKey, MapState, MapValue, MapVerdict,
-    PolicySet, Topology,
+    Cluster, Direction, L7Parser, MapChange, MapKey, MapState, MapValue, MapVerdict, PolicySet,
+    Topology,
 };
 use redirect_ebpf::{Datapath, EndpointInfo, FlowEvent, PolicyChange, PolicyKey, PolicyValue};
 use serde::{Deserialize, Serialize};
@@ -125,7 +125,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     // What we applied before only describes the kernel maps if they are the
     // same pinned maps; fresh maps start from nothing.
     let maps_pinned = args.pin_dir.join("maps").join("policy").exists();
-    let mut dp = Datapath::load(&args.pin_dir).context("loading the datapath")?;
+    let dp = Datapath::load(&args.pin_dir).context("loading the datapath")?;
     redirect_ebpf::install_proxy_routing().context("installing proxy routing")?;
     let topo = Topology::from_file(&args.topology).map_err(|e| anyhow::anyhow!("{e}"))?;
 
@@ -153,25 +153,26 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let hash = content_hash(&args.policies);
     let set = load_policies(&args.policies)
         .map_err(|e| anyhow::anyhow!("initial policy is invalid:\n{e}"))?;
-    let mut applied = if maps_pinned {
+    let applied = if maps_pinned {
         Applied::load(&args.state_dir)
     } else {
         Applied::default()
     };
-    let cluster = Cluster::new(
-        topo.clone(),
-        set.rules().cloned().collect(),
-        &FqdnCache::default(),
-    );
-    attach(&mut dp, &cluster, args.uplink.as_deref())?;
-    // The proxy gets the rules before the kernel starts redirecting to it.
-    proxy_policy.update_from_cluster(&cluster);
-    let n = apply(&mut dp, &cluster, &mut applied)?;
-    metrics.map_changes.inc_by(n as u64);
-    metrics.policy_applied.inc();
-    metrics.endpoints.set(cluster.endpoints().len() as i64);
-    applied.save(&args.state_dir)?;
+    let mut enforcer = Enforcer {
+        dp,
+        topo,
+        set,
+        fqdn: crate::fqdn::FqdnStore::load(&args.state_dir.join("fqdn.json")),
+        applied,
+        proxy: proxy_policy,
+        metrics: metrics.clone(),
+        state_dir: args.state_dir.clone(),
+    };
+    let cluster = enforcer.cluster();
+    attach(&mut enforcer.dp, &cluster, args.uplink.as_deref())?;
+    enforcer.enforce(&cluster)?;
     mark_applied(&args.state_dir, hash)?;
+    metrics.endpoints.set(cluster.endpoints().len() as i64);
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -184,15 +185,17 @@ pub fn run(args: AgentArgs) -> Result<()> {
     };
     tracing::info!(
         endpoints = cluster.endpoints().len(),
-        policies = set.policies.len(),
+        policies = enforcer.set.policies.len(),
+        learned_addresses = enforcer.fqdn.len(),
         "policy applied"
     );
 
     let flows = start_observe_server(&args.state_dir)?;
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
 
-    let mut events = dp.take_flow_events()?;
+    let mut events = enforcer.dp.take_flow_events()?;
     let mut stamp = fingerprint(&args.policies);
+    let mut last_expiry = std::time::Instant::now();
     loop {
         let mut any = false;
         while let Some(ev) = events.try_next() {
@@ -209,21 +212,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
             let hash = content_hash(&args.policies);
             match load_policies(&args.policies) {
                 Ok(set) => {
-                    let cluster = Cluster::new(
-                        topo.clone(),
-                        set.rules().cloned().collect(),
-                        &FqdnCache::default(),
-                    );
-                    proxy_policy.update_from_cluster(&cluster);
-                    match apply(&mut dp, &cluster, &mut applied) {
-                        Ok(n) => {
-                            metrics.map_changes.inc_by(n as u64);
-                            metrics.policy_applied.inc();
-                            tracing::info!(changes = n, "policy change applied")
-                        }
-                        Err(e) => tracing::error!(error = %e, "applying the policy change failed"),
+                    enforcer.set = set;
+                    let cluster = enforcer.cluster();
+                    if let Err(e) = enforcer.enforce(&cluster) {
+                        tracing::error!(error = %e, "applying the policy change failed");
                     }
-                    applied.save(&args.state_dir)?;
                     mark_applied(&args.state_dir, hash)?;
                 }
                 Err(e) => {
@@ -235,11 +228,89 @@ pub fn run(args: AgentArgs) -> Result<()> {
                 }
             }
         }
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            last_expiry = std::time::Instant::now();
+            enforcer.expire_names();
+        }
         if !any {
-            if let Ok(c) = dp.counters() {
+            if let Ok(c) = enforcer.dp.counters() {
                 metrics.set_counters(&c);
             }
             std::thread::sleep(Duration::from_millis(args.poll_ms));
+        }
+    }
+}
+
+/// Everything the agent enforces from: the datapath, the inputs (topology,
+/// policies, learned names) and what it last wrote.
+struct Enforcer {
+    dp: Datapath,
+    topo: Topology,
+    set: PolicySet,
+    fqdn: crate::fqdn::FqdnStore,
+    applied: Applied,
+    proxy: proxy::PolicyHandle,
+    metrics: Arc<crate::metrics::AgentMetrics>,
+    state_dir: PathBuf,
+}
+
+/// How long a flow may sit idle and still count as open for keeping the
+/// addresses it uses.
+const FLOW_IDLE: Duration = Duration::from_secs(30);
+
+impl Enforcer {
+    /// Resolves the current inputs.
+    fn cluster(&self) -> Cluster {
+        Cluster::new(
+            self.topo.clone(),
+            self.set.rules().cloned().collect(),
+            &self.fqdn.cache(),
+        )
+    }
+
+    /// Hands a resolved cluster to the proxy, then to the kernel (the proxy
+    /// first, so a newly redirected flow finds its rules).
+    fn enforce(&mut self, cluster: &Cluster) -> Result<()> {
+        self.proxy.update_from_cluster(cluster);
+        let n = apply(&mut self.dp, cluster, &mut self.applied)?;
+        self.metrics.map_changes.inc_by(n as u64);
+        self.metrics.policy_applied.inc();
+        self.applied.save(&self.state_dir)?;
+        tracing::info!(changes = n, "policy in force");
+        Ok(())
+    }
+
+    /// Records names learned from a DNS answer and, if that adds addresses,
+    /// re-resolves and enforces before returning.
+    #[allow(dead_code)]
+    fn learn(&mut self, name: &str, ips: &[(IpAddr, Duration)], min_ttl: Duration) -> Result<()> {
+        if self.fqdn.learn(name, ips, min_ttl) {
+            let cluster = self.cluster();
+            self.enforce(&cluster)?;
+        }
+        if let Err(e) = self.fqdn.save() {
+            tracing::warn!(error = %e, "persisting learned names failed");
+        }
+        Ok(())
+    }
+
+    /// Drops expired learned addresses no open flow uses.
+    fn expire_names(&mut self) {
+        let in_use = match self.dp.conntrack_destinations(FLOW_IDLE) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading conntrack failed; keeping learned names");
+                return;
+            }
+        };
+        if self.fqdn.expire(&in_use) {
+            let cluster = self.cluster();
+            if let Err(e) = self.enforce(&cluster) {
+                tracing::error!(error = %e, "applying expired names failed");
+            }
+            if let Err(e) = self.fqdn.save() {
+                tracing::warn!(error = %e, "persisting learned names failed");
+            }
         }
     }
 }

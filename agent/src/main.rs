@@ -3,6 +3,7 @@
 mod agentd;
 mod demo;
 mod e2e;
+mod fqdn;
 mod l7log;
 mod lab;
 mod metrics;

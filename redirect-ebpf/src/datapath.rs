@@ -322,6 +322,32 @@ impl Datapath {
         Ok(values.iter().sum())
     }
 
+    /// Destination addresses of conntrack entries whose last packet is
+    /// younger than `max_idle`: addresses that open flows still use.
+    pub fn conntrack_destinations(
+        &self,
+        max_idle: std::time::Duration,
+    ) -> Result<std::collections::BTreeSet<IpAddr>, DatapathError> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(u64::MAX);
+        let idle = max_idle.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let mut out = std::collections::BTreeSet::new();
+        for item in self.conntrack.iter() {
+            let (key, entry) = item.map_err(|e| DatapathError::map("conntrack", e))?;
+            if now.saturating_sub(entry.last_seen_ns) > idle {
+                continue;
+            }
+            let addr = if key.family == 4 {
+                IpAddr::from([key.daddr[0], key.daddr[1], key.daddr[2], key.daddr[3]])
+            } else {
+                IpAddr::from(key.daddr)
+            };
+            out.insert(addr);
+        }
+        Ok(out)
+    }
+
     /// Removes every conntrack entry, so that established flows are checked
     /// against the current policy again (e.g. after a policy revocation).
     pub fn flush_conntrack(&mut self) -> Result<usize, DatapathError> {
