@@ -329,6 +329,9 @@ hwm_kib() { # <target>: summed VmHWM of its processes
   echo "$sum"
 }
 now() { date +%s.%N; }
+machine_ticks() { # busy and total ticks of all CPUs (/proc/stat, user..steal)
+  awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
 
 OHA_FORMAT=()
 if [ -n "$OHA" ]; then
@@ -336,14 +339,16 @@ if [ -n "$OHA" ]; then
 fi
 
 : >"$WORK/runs.tsv"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     url="http://127.0.0.1:${PORT[$t]}$LOAD_PATH"
     say "round $round/$ROUNDS: $t"
     wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
-    c0=$(cpu_ticks "$t"); t0=$(now)
-    wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency "$url" >"$WORK/wrk.$t.$round.txt"
-    t1=$(now); c1=$(cpu_ticks "$t")
+    c0=$(cpu_ticks "$t"); n0=$(cpu_ticks direct); m0=$(machine_ticks); t0=$(now)
+    TIMEFORMAT='%3U %3S'
+    { time wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency "$url" >"$WORK/wrk.$t.$round.txt" 2>&1; } 2>"$WORK/wrk.time"
+    t1=$(now); c1=$(cpu_ticks "$t"); n1=$(cpu_ticks direct); m1=$(machine_ticks)
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.$t.$round.txt")
     total=$(awk '/requests in/ {print $1}' "$WORK/wrk.$t.$round.txt")
     bad=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$WORK/wrk.$t.$round.txt")
@@ -351,6 +356,14 @@ for round in $(seq "$ROUNDS"); do
     [ -n "$errs" ] && say "$t: wrk $errs"
     max_cpu=$(python3 -c "print(f'{($c1 - $c0) / $CLK_TCK / ($t1 - $t0) * 100:.1f}')")
     max_cpu_us=$(python3 -c "print(f'{($c1 - $c0) / $CLK_TCK / $total * 1e6:.2f}')")
+    # The rest of the machine's work per request: the load generator and,
+    # behind a proxy, nginx; and how busy all CPUs were (other work on a
+    # shared machine shows up here).
+    read -r wu ws <"$WORK/wrk.time"
+    wrk_us=$(python3 -c "print(f'{($wu + $ws) / $total * 1e6:.2f}')")
+    nginx_us=$(python3 -c "print(f'{($n1 - $n0) / $CLK_TCK / $total * 1e6:.2f}')")
+    read -r mb0 mt0 <<<"$m0"; read -r mb1 mt1 <<<"$m1"
+    busy=$(python3 -c "print(f'{($mb1 - $mb0) / ($mt1 - $mt0) * $(nproc) * 100:.0f}')")
     fixed="- - - - -"
     if [ -n "$OHA" ]; then
       c0=$(cpu_ticks "$t"); t0=$(now)
@@ -368,7 +381,7 @@ print(f'{p["p50"] * 1e3:.3f} {p["p99"] * 1e3:.3f} {p["p99.9"] * 1e3:.3f} '
 PY
 )
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$round" "$rps" "${bad:-0}" "$max_cpu" "$max_cpu_us" "${fixed// /	}" >>"$WORK/runs.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$round" "$rps" "${bad:-0}" "$max_cpu" "$max_cpu_us" "$wrk_us" "$nginx_us" "$busy" "${fixed// /	}" >>"$WORK/runs.tsv"
   done
 done
 for t in "${TARGETS[@]}"; do
@@ -381,6 +394,7 @@ done
   echo "virt	$(systemd-detect-virt 2>/dev/null || echo unknown)"
   echo "mem	$(free -g | awk '/^Mem:/ {print $2}') GiB"
   echo "kernel	$(uname -r)"
+  echo "load average	$LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after (other sessions share this machine)"
   echo "nginx	$(nginx -v 2>&1 | sed 's/.*nginx\///')"
   [ -n "$ENVOY" ] && echo "envoy	$("$ENVOY" --version | sed -n 's/.*version: [0-9a-f]*\/\([^/]*\)\/.*/\1/p')"
   [ "$HAVE_HAPROXY" = 1 ] && echo "haproxy	$(haproxy -v | sed -n 's/^HA-\{0,1\}Proxy version \([^ ]*\).*/\1/p')"
@@ -398,9 +412,9 @@ secs, rounds, warm, conns, threads, rate, workers, path, sanity_ok = sys.argv[3:
 
 runs = defaultdict(list)
 for line in open(f"{work}/runs.tsv"):
-    t, rnd, rps, bad, cpu, cpu_us, p50, p99, p999, fcpu, fbad = line.rstrip("\n").split("\t")
-    runs[t].append(dict(rps=rps, bad=bad, cpu=cpu, cpu_us=cpu_us, p50=p50, p99=p99,
-                        p999=p999, fcpu=fcpu, fbad=fbad))
+    t, rnd, rps, bad, cpu, cpu_us, wrk_us, nginx_us, busy, p50, p99, p999, fcpu, fbad = line.rstrip("\n").split("\t")
+    runs[t].append(dict(rps=rps, bad=bad, cpu=cpu, cpu_us=cpu_us, wrk_us=wrk_us, nginx_us=nginx_us,
+                        busy=busy, p50=p50, p99=p99, p999=p999, fcpu=fcpu, fbad=fbad))
 rss = dict(l.rstrip("\n").split("\t") for l in open(f"{work}/rss.tsv"))
 machine = [l.rstrip("\n").split("\t", 1) for l in open(f"{work}/machine.tsv")]
 sanity = [l.rstrip("\n").split("\t") for l in open(f"{work}/sanity.tsv")]
@@ -414,7 +428,8 @@ def fmt(v, spec):
 
 names = {"direct": "direct nginx", "portcullis": "portcullis", "envoy": "Envoy", "haproxy": "haproxy"}
 targets = list(runs)
-m = {t: {k: med(t, k) for k in ("rps", "cpu", "cpu_us", "p50", "p99", "p999", "fcpu")} for t in targets}
+m = {t: {k: med(t, k) for k in ("rps", "cpu", "cpu_us", "wrk_us", "nginx_us", "busy", "p50", "p99", "p999", "fcpu")}
+     for t in targets}
 base = m.get("direct", {})
 
 def added(t, k):
@@ -464,12 +479,37 @@ if "portcullis" in m and "envoy" in m:
         L.append(f"| portcullis rps / direct nginx rps | {p['rps'] / base['rps']:.2f}x | — | — |")
     L.append("")
 
+L.append("## What bounds the max rate\n")
+L.append("CPU per request in the max-rate runs (µs, medians), for the proxy, nginx and the load generator "
+         "(wrk), and how busy the whole machine was (% of all CPUs, which includes any other work on it). "
+         "On loopback the kernel delivers a segment in the sender's context, so the receiver's TCP work is "
+         "charged to whoever sends.\n")
+L.append("| target | proxy | nginx | wrk | sum | machine busy % |")
+L.append("|---|---:|---:|---:|---:|---:|")
+sums = {}
+for t in targets:
+    v = m[t]
+    proxy_us = 0.0 if t == "direct" else (v["cpu_us"] or 0.0)
+    nginx_us = v["cpu_us"] if t == "direct" else v["nginx_us"]
+    sums[t] = proxy_us + (nginx_us or 0.0) + (v["wrk_us"] or 0.0)
+    L.append(f"| {names.get(t, t)} | {'—' if t == 'direct' else fmt(proxy_us, '.1f')} | {fmt(nginx_us, '.1f')} | "
+             f"{fmt(v['wrk_us'], '.1f')} | {sums[t]:.1f} | {fmt(v['busy'], '.0f')} |")
+L.append("")
+if "portcullis" in m and "envoy" in m and sums.get("portcullis") and sums.get("envoy"):
+    rest = sums["envoy"] - (m["envoy"]["cpu_us"] or 0.0)
+    L.append(f"When the machine is the limit, rps goes as 1 / sum. From these sums, portcullis' CPU per request "
+             f"predicts {sums['envoy'] / sums['portcullis']:.2f}x Envoy's rps. A proxy that cost nothing "
+             f"at all, with the wrk and nginx work measured behind Envoy ({rest:.1f} µs), would reach "
+             f"{sums['envoy'] / rest:.2f}x. So on this machine a rps ratio is bounded by the load generator "
+             f"and the upstream sharing the CPUs, not only by the proxy.\n")
+
 L.append("## Every run\n")
-L.append("| target | round | rps | non-2xx | CPU % @max | p50 ms @2k | p99 ms @2k | p99.9 ms @2k | CPU % @2k | non-200 @2k |")
-L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+L.append("| target | round | rps | non-2xx | CPU % @max | proxy µs/req | nginx µs/req | wrk µs/req | machine busy % | p50 ms @2k | p99 ms @2k | p99.9 ms @2k | CPU % @2k | non-200 @2k |")
+L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for t in targets:
     for i, r in enumerate(runs[t], 1):
-        L.append(f"| {names.get(t, t)} | {i} | {float(r['rps']):,.0f} | {r['bad']} | {r['cpu']} | {r['p50']} | {r['p99']} | {r['p999']} | {r['fcpu']} | {r['fbad']} |")
+        L.append(f"| {names.get(t, t)} | {i} | {float(r['rps']):,.0f} | {r['bad']} | {r['cpu']} | {'—' if t == 'direct' else r['cpu_us']} | "
+                 f"{r['nginx_us']} | {r['wrk_us']} | {r['busy']} | {r['p50']} | {r['p99']} | {r['p999']} | {r['fcpu']} | {r['fbad']} |")
 L.append("")
 
 L.append("## Same rules, same verdicts (curl, before the load)\n")
