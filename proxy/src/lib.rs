@@ -10,6 +10,8 @@
 //! - [`policy`]: which rules apply to a connection, and the verdict on a
 //!   request (pure);
 //! - [`http`]: HTTP/1.1, HTTP/2 and gRPC: parse, judge, deny, forward;
+//! - [`dns`]: the transparent DNS proxy (UDP and TCP): parse, judge,
+//!   deny, forward, and learn names for `toFQDNs`;
 //! - [`metrics`]: request and connection metrics;
 //! - [`Proxy`]: the listeners the agent starts.
 #![forbid(unsafe_code)]
@@ -17,10 +19,12 @@
 pub mod policy;
 
 pub use policy::{ConnRules, Judgement, PolicyHandle, ProxyPolicy};
+pub mod dns;
 pub mod http;
 mod listener;
 pub mod metrics;
 
+pub use dns::{DnsConfig, DnsProxy, LearnedNames, NameLearner};
 pub use http::upstream::{FROM_PROXY_MARK, UpstreamConfig, UpstreamSource};
 pub use listener::{FixedDestination, Proxy, ProxyConfig};
 pub use metrics::ProxyMetrics;

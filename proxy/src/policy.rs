@@ -24,6 +24,8 @@ use policy_model::{
     Cluster, Direction, EndpointPolicy, L7Parser, MapKey, MapVerdict, NumericIdentity,
 };
 
+use crate::dns::judge::{DnsRefusal, DnsRules, DnsSidePolicy, Transport as DnsTransport};
+
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +89,8 @@ struct EndpointEntry {
     policy: EndpointPolicy,
     /// Compiled HTTP rules of every key redirected to the HTTP parser.
     http: BTreeMap<MapKey, Arc<HttpSidePolicy>>,
+    /// Compiled DNS rules of every key redirected to the DNS parser.
+    dns: BTreeMap<MapKey, Arc<DnsSidePolicy>>,
 }
 
 /// A snapshot of the node's policy as the proxy needs it: every local
@@ -108,7 +112,21 @@ impl ProxyPolicy {
         for ep in cluster.endpoints() {
             let policy = cluster.endpoint_policy(ep);
             let mut http = BTreeMap::new();
+            let mut dns = BTreeMap::new();
             for (key, l7) in &policy.l7 {
+                if l7.parser == L7Parser::Dns {
+                    let side = DnsSidePolicy::compile(l7);
+                    if let Some(why) = side.compile_error() {
+                        tracing::error!(
+                            endpoint = %ep.full_name(),
+                            key = ?key,
+                            error = %why,
+                            "DNS rules do not compile; every query on this key is denied"
+                        );
+                    }
+                    dns.insert(*key, Arc::new(side));
+                    continue;
+                }
                 if l7.parser != L7Parser::Http {
                     continue;
                 }
@@ -131,6 +149,7 @@ impl ProxyPolicy {
                 name: ep.full_name(),
                 policy,
                 http,
+                dns,
             });
         }
         ProxyPolicy {
@@ -194,6 +213,54 @@ impl ProxyPolicy {
             rules.refusal = Some(Refusal::NotRedirected);
         }
         rules
+    }
+}
+
+impl ProxyPolicy {
+    /// The DNS rules that apply to a redirected query from `src` to
+    /// `orig_dst` over `transport`: the source endpoint's egress entry for
+    /// (the DNS server's identity, port, protocol), found with the kernel's
+    /// lookup. Only a DNS redirect with a rule set yields rules.
+    pub fn dns_rules(
+        &self,
+        src: SocketAddr,
+        orig_dst: SocketAddr,
+        transport: DnsTransport,
+    ) -> DnsRules {
+        let src_ip = src.ip().to_canonical();
+        let dst_ip = orig_dst.ip().to_canonical();
+        let src_identity = self.identity(src_ip);
+        let dst_identity = self.identity(dst_ip);
+        let side = match self.endpoint(src_ip) {
+            None => Err(DnsRefusal::NotLocal),
+            Some(entry) => {
+                let endpoint = entry.name.clone();
+                match entry.policy.map.lookup(
+                    Direction::Egress,
+                    dst_identity,
+                    transport.protocol(),
+                    orig_dst.port(),
+                ) {
+                    None => Err(DnsRefusal::NoEntry { endpoint }),
+                    Some((_, value)) if value.verdict == MapVerdict::Deny => {
+                        Err(DnsRefusal::DeniedAtL4 { endpoint })
+                    }
+                    Some((key, value)) => match value.redirect {
+                        None => Err(DnsRefusal::NotRedirected { endpoint }),
+                        Some(L7Parser::Dns) => match entry.dns.get(key) {
+                            Some(side) => Ok((endpoint, side.clone())),
+                            None => Err(DnsRefusal::MissingRules { endpoint }),
+                        },
+                        Some(parser) => Err(DnsRefusal::OtherParser { endpoint, parser }),
+                    },
+                }
+            }
+        };
+        DnsRules {
+            src_identity,
+            dst_identity,
+            side,
+        }
     }
 }
 

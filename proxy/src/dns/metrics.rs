@@ -1,0 +1,123 @@
+//! DNS proxy metrics (prometheus-client, prefix `portcullis_proxy`):
+//! queries by transport and verdict, how long answers are held for the
+//! learner, and learner timeouts.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The verdict label of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum DnsVerdict {
+    /// Allowed and forwarded; the upstream answered.
+    Allowed,
+    /// Denied by policy: answered REFUSED (or NXDOMAIN).
+    Denied,
+    /// Not a query the proxy can judge: answered FORMERR, or dropped.
+    Invalid,
+    /// Allowed, but the upstream failed or timed out: answered SERVFAIL.
+    UpstreamError,
+    /// Dropped unanswered: too many queries in flight.
+    Overloaded,
+}
+
+/// The transport label of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum TransportLabel {
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueryLabels {
+    transport: TransportLabel,
+    verdict: DnsVerdict,
+}
+
+/// The DNS proxy's metrics and their registry.
+#[derive(Debug)]
+pub struct DnsMetrics {
+    registry: Registry,
+    queries: Family<QueryLabels, Counter>,
+    hold: Histogram,
+    learn_timeouts: Counter,
+}
+
+impl Default for DnsMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DnsMetrics {
+    /// Registers every metric under the `portcullis_proxy` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis_proxy");
+        let queries = Family::<QueryLabels, Counter>::default();
+        registry.register(
+            "dns_queries",
+            "DNS queries judged by the proxy, by transport and verdict",
+            queries.clone(),
+        );
+        // 50 µs .. ~3 s
+        let hold = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        registry.register(
+            "dns_learn_hold_seconds",
+            "Time an allowed answer was held between the learner call and its acknowledgement",
+            hold.clone(),
+        );
+        let learn_timeouts = Counter::default();
+        registry.register(
+            "dns_learn_timeouts",
+            "Answers released because the learner did not acknowledge in time",
+            learn_timeouts.clone(),
+        );
+        DnsMetrics {
+            registry,
+            queries,
+            hold,
+            learn_timeouts,
+        }
+    }
+
+    /// Records one query.
+    pub fn query(&self, transport: TransportLabel, verdict: DnsVerdict) {
+        self.queries
+            .get_or_create(&QueryLabels { transport, verdict })
+            .inc();
+    }
+
+    /// Number of queries seen with this transport and verdict.
+    pub fn queries(&self, transport: TransportLabel, verdict: DnsVerdict) -> u64 {
+        self.queries
+            .get_or_create(&QueryLabels { transport, verdict })
+            .get()
+    }
+
+    /// Records how long an answer was held for the learner.
+    pub fn hold(&self, seconds: f64) {
+        self.hold.observe(seconds);
+    }
+
+    /// Counts an answer released by the learn timeout.
+    pub fn learn_timeout(&self) {
+        self.learn_timeouts.inc();
+    }
+
+    /// Answers released by the learn timeout so far.
+    pub fn learn_timeouts(&self) -> u64 {
+        self.learn_timeouts.get()
+    }
+
+    /// The OpenMetrics text of every DNS metric (append it to the HTTP
+    /// proxy's for `/metrics`; both use the `portcullis_proxy` prefix and
+    /// distinct names).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
