@@ -11,7 +11,7 @@ use policy_model::{
 };
 use redirect_ebpf::{Datapath, EndpointInfo, FlowEvent, PolicyChange, PolicyKey, PolicyValue};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -22,12 +22,26 @@ use std::time::{Duration, SystemTime};
 /// Agent options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// Topology file (pods, node, world).
-    #[arg(long)]
-    pub topology: PathBuf,
-    /// Policy file or directory (repeatable); watched for changes.
-    #[arg(long = "policy", required = true)]
+    /// Topology file (pods, node, world); file mode.
+    #[arg(long, required_unless_present = "kubernetes")]
+    pub topology: Option<PathBuf>,
+    /// Policy file or directory (repeatable); watched for changes; file mode.
+    #[arg(long = "policy", required_unless_present = "kubernetes")]
     pub policies: Vec<PathBuf>,
+    /// Take pods, namespaces, nodes and policies from the Kubernetes API
+    /// (list+watch) instead of files.
+    #[arg(long, conflicts_with_all = ["topology", "policies"])]
+    pub kubernetes: bool,
+    /// kubeconfig file (default: in-cluster service account, or $KUBECONFIG).
+    #[arg(long, requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (pods with this spec.nodeName are enforced).
+    #[arg(long, env = "NODE_NAME", default_value = "lab-node")]
+    pub node_name: String,
+    /// `cluster`: watch every pod (peers on other nodes keep their label
+    /// identities); `this-node`: only this node's pods.
+    #[arg(long, default_value = "cluster")]
+    pub pod_scope: String,
     /// Network namespace to run in (the lab's node namespace).
     #[arg(long)]
     pub netns: Option<String>,
@@ -115,6 +129,140 @@ struct Names {
     by_ip: BTreeMap<IpAddr, String>,
 }
 
+impl Names {
+    fn of(cluster: &Cluster) -> Self {
+        Names {
+            by_ip: cluster
+                .endpoints()
+                .iter()
+                .flat_map(|e| e.ips.iter().map(move |ip| (*ip, e.full_name())))
+                .collect(),
+        }
+    }
+}
+
+/// Where the agent's inputs come from.
+enum Inputs {
+    /// Topology and policy files, re-read when they change.
+    Files {
+        topology: PathBuf,
+        policies: Vec<PathBuf>,
+        stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
+    },
+    /// The Kubernetes API, through a watcher's snapshots.
+    Kubernetes {
+        /// Kept alive: dropping it stops the watches.
+        _watcher: k8s_watch::Watcher,
+        rx: tokio::sync::watch::Receiver<Option<Arc<k8s_watch::Snapshot>>>,
+    },
+}
+
+/// Topology, policies, this node's pods, and (file mode) a content hash.
+type InputState = (Topology, PolicySet, Option<BTreeSet<String>>, Option<u64>);
+
+impl Inputs {
+    fn kubernetes(rt: &tokio::runtime::Runtime, args: &AgentArgs) -> Result<Self> {
+        let scope = match args.pod_scope.as_str() {
+            "cluster" => k8s_watch::PodScope::Cluster,
+            "this-node" => k8s_watch::PodScope::ThisNode,
+            other => anyhow::bail!("--pod-scope {other:?}: expected cluster or this-node"),
+        };
+        let kubeconfig = args.kubeconfig.clone();
+        let node = args.node_name.clone();
+        rt.block_on(async move {
+            let client = crate::k8s::client(kubeconfig.as_deref()).await?;
+            let mut config = k8s_watch::WatchConfig::new(&node);
+            config.pod_scope = scope;
+            let watcher = k8s_watch::Watcher::start(client, config);
+            let first = tokio::time::timeout(Duration::from_secs(60), watcher.ready())
+                .await
+                .context("no complete list from the API server within 60 s")?;
+            tracing::info!(
+                pods = first.local_pods.len(),
+                policies = first.policies.len(),
+                "first snapshot from the API server"
+            );
+            let rx = watcher.subscribe();
+            Ok(Inputs::Kubernetes {
+                _watcher: watcher,
+                rx,
+            })
+        })
+    }
+
+    fn from_snapshot(snap: &k8s_watch::Snapshot) -> Result<InputState, String> {
+        for st in snap.status.iter().filter(|s| !s.valid) {
+            tracing::warn!(
+                kind = %st.kind, namespace = ?st.namespace, name = %st.name,
+                reason = ?st.reason, "invalid policy (not enforced)"
+            );
+        }
+        let set = snap.policy_set().map_err(|errs| {
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        Ok((
+            snap.topology.clone(),
+            set,
+            Some(snap.local_pods.iter().cloned().collect()),
+            None,
+        ))
+    }
+
+    /// The first inputs.
+    fn initial(&mut self) -> Result<InputState, String> {
+        match self {
+            Inputs::Files {
+                topology,
+                policies,
+                stamp,
+            } => {
+                *stamp = fingerprint(policies);
+                let topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
+                let hash = content_hash(policies);
+                let set = load_policies(policies)?;
+                Ok((topo, set, None, Some(hash)))
+            }
+            Inputs::Kubernetes { rx, .. } => {
+                let snap = rx.borrow_and_update().clone();
+                let snap = snap.ok_or("no snapshot yet")?;
+                Self::from_snapshot(&snap)
+            }
+        }
+    }
+
+    /// New inputs if something changed since the last call.
+    fn changed(&mut self) -> Option<Result<InputState, String>> {
+        match self {
+            Inputs::Files {
+                topology,
+                policies,
+                stamp,
+            } => {
+                let now = fingerprint(policies);
+                if now == *stamp {
+                    return None;
+                }
+                *stamp = now;
+                let hash = content_hash(policies);
+                Some(load_policies(policies).and_then(|set| {
+                    let topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
+                    Ok((topo, set, None, Some(hash)))
+                }))
+            }
+            Inputs::Kubernetes { rx, .. } => {
+                if !rx.has_changed().unwrap_or(false) {
+                    return None;
+                }
+                let snap = rx.borrow_and_update().clone()?;
+                Some(Self::from_snapshot(&snap))
+            }
+        }
+    }
+}
+
 /// Runs the agent until killed.
 pub fn run(args: AgentArgs) -> Result<()> {
     if let Some(ns) = &args.netns {
@@ -127,7 +275,6 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let maps_pinned = args.pin_dir.join("maps").join("policy").exists();
     let dp = Datapath::load(&args.pin_dir).context("loading the datapath")?;
     redirect_ebpf::install_proxy_routing().context("installing proxy routing")?;
-    let topo = Topology::from_file(&args.topology).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let metrics = Arc::new(crate::metrics::AgentMetrics::new());
     // The L7 proxy runs on a small tokio runtime beside the map loop; it
@@ -150,9 +297,18 @@ pub fn run(args: AgentArgs) -> Result<()> {
     })
     .with_context(|| format!("binding the admin endpoint {}", args.admin_addr))?;
 
-    let hash = content_hash(&args.policies);
-    let set = load_policies(&args.policies)
-        .map_err(|e| anyhow::anyhow!("initial policy is invalid:\n{e}"))?;
+    let mut inputs = if args.kubernetes {
+        Inputs::kubernetes(&runtime, &args)?
+    } else {
+        Inputs::Files {
+            topology: args.topology.clone().context("--topology is required")?,
+            policies: args.policies.clone(),
+            stamp: Vec::new(),
+        }
+    };
+    let (topo, set, local, hash) = inputs
+        .initial()
+        .map_err(|e| anyhow::anyhow!("initial inputs are invalid:\n{e}"))?;
     let applied = if maps_pinned {
         Applied::load(&args.state_dir)
     } else {
@@ -167,22 +323,26 @@ pub fn run(args: AgentArgs) -> Result<()> {
         proxy: proxy_policy,
         metrics: metrics.clone(),
         state_dir: args.state_dir.clone(),
+        local,
+        attached: BTreeSet::new(),
     };
     let cluster = enforcer.cluster();
-    attach(&mut enforcer.dp, &cluster, args.uplink.as_deref())?;
+    if let Some(up) = args.uplink.as_deref() {
+        enforcer
+            .dp
+            .attach_uplink(up)
+            .with_context(|| format!("attaching to uplink {up}"))?;
+    }
+    enforcer.attach_endpoints(&cluster)?;
     enforcer.enforce(&cluster)?;
-    mark_applied(&args.state_dir, hash)?;
+    if let Some(hash) = hash {
+        mark_applied(&args.state_dir, hash)?;
+    }
     metrics.endpoints.set(cluster.endpoints().len() as i64);
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let names = Names {
-        by_ip: cluster
-            .endpoints()
-            .iter()
-            .flat_map(|e| e.ips.iter().map(move |ip| (*ip, e.full_name())))
-            .collect(),
-    };
+    let mut names = Names::of(&cluster);
     tracing::info!(
         endpoints = cluster.endpoints().len(),
         policies = enforcer.set.policies.len(),
@@ -194,7 +354,6 @@ pub fn run(args: AgentArgs) -> Result<()> {
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
 
     let mut events = enforcer.dp.take_flow_events()?;
-    let mut stamp = fingerprint(&args.policies);
     let mut last_expiry = std::time::Instant::now();
     loop {
         let mut any = false;
@@ -206,26 +365,31 @@ pub fn run(args: AgentArgs) -> Result<()> {
             any = true;
             broadcast(&flows, with_pod_names(line, &names));
         }
-        let now = fingerprint(&args.policies);
-        if now != stamp {
-            stamp = now;
-            let hash = content_hash(&args.policies);
-            match load_policies(&args.policies) {
-                Ok(set) => {
-                    enforcer.set = set;
-                    let cluster = enforcer.cluster();
-                    if let Err(e) = enforcer.enforce(&cluster) {
-                        tracing::error!(error = %e, "applying the policy change failed");
-                    }
+        match inputs.changed() {
+            None => {}
+            Some(Ok((topo, set, local, hash))) => {
+                enforcer.topo = topo;
+                enforcer.set = set;
+                enforcer.local = local;
+                let cluster = enforcer.cluster();
+                let result = enforcer
+                    .attach_endpoints(&cluster)
+                    .and_then(|()| enforcer.enforce(&cluster));
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "applying the change failed");
+                }
+                names = Names::of(&cluster);
+                metrics.endpoints.set(enforcer.attached.len() as i64);
+                if let Some(hash) = hash {
                     mark_applied(&args.state_dir, hash)?;
                 }
-                Err(e) => {
-                    metrics.policy_rejected.inc();
-                    tracing::error!(
-                        error = %e,
-                        "new policy is invalid; the previous policy stays in force"
-                    )
-                }
+            }
+            Some(Err(e)) => {
+                metrics.policy_rejected.inc();
+                tracing::error!(
+                    error = %e,
+                    "new policy is invalid; the previous policy stays in force"
+                )
             }
         }
         if last_expiry.elapsed() >= Duration::from_secs(1) {
@@ -252,6 +416,10 @@ struct Enforcer {
     proxy: proxy::PolicyHandle,
     metrics: Arc<crate::metrics::AgentMetrics>,
     state_dir: PathBuf,
+    /// Pods of this node (`None`: every pod of the topology, file mode).
+    local: Option<BTreeSet<String>>,
+    /// Endpoints whose interface has the programs, by `ns/pod`.
+    attached: BTreeSet<String>,
 }
 
 /// How long a flow may sit idle and still count as open for keeping the
@@ -268,11 +436,63 @@ impl Enforcer {
         )
     }
 
+    fn is_local(&self, ep: &policy_model::resolve::Endpoint) -> bool {
+        self.local
+            .as_ref()
+            .is_none_or(|l| l.contains(&ep.full_name()))
+    }
+
+    /// Attaches the programs to every local pod's host-side interface (found
+    /// from the pod's address in the routing table) and fills the
+    /// endpoints map; detaches pods that are gone.
+    fn attach_endpoints(&mut self, cluster: &Cluster) -> Result<()> {
+        let mut now = BTreeSet::new();
+        for ep in cluster.endpoints() {
+            if !self.is_local(ep) {
+                continue;
+            }
+            let Some(ip) = ep.ips.first() else { continue };
+            let ifname = match route_device(*ip) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(pod = %ep.full_name(), error = %e, "no interface for the pod yet");
+                    continue;
+                }
+            };
+            let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
+                .with_context(|| format!("interface {ifname} of {}", ep.full_name()))?;
+            for ip in &ep.ips {
+                self.dp.set_endpoint(
+                    *ip,
+                    EndpointInfo {
+                        identity: ep.identity.0,
+                        ifindex,
+                        endpoint_id: ep.id,
+                        flags: 0,
+                    },
+                )?;
+            }
+            if !self.attached.contains(&ep.full_name()) {
+                self.dp
+                    .attach_pod(&ifname)
+                    .with_context(|| format!("attaching to {ifname}"))?;
+            }
+            now.insert(ep.full_name());
+        }
+        self.attached = now;
+        Ok(())
+    }
+
     /// Hands a resolved cluster to the proxy, then to the kernel (the proxy
     /// first, so a newly redirected flow finds its rules).
     fn enforce(&mut self, cluster: &Cluster) -> Result<()> {
         self.proxy.update_from_cluster(cluster);
-        let n = apply(&mut self.dp, cluster, &mut self.applied)?;
+        let n = apply(
+            &mut self.dp,
+            cluster,
+            &mut self.applied,
+            self.local.as_ref(),
+        )?;
         self.metrics.map_changes.inc_by(n as u64);
         self.metrics.policy_applied.inc();
         self.applied.save(&self.state_dir)?;
@@ -378,35 +598,29 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     out
 }
 
-fn attach(dp: &mut Datapath, cluster: &Cluster, uplink: Option<&str>) -> Result<()> {
-    for ep in cluster.endpoints() {
-        let ifname = lab::host_ifname(ep.id);
-        let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
-            .with_context(|| format!("interface {ifname} of {} not found", ep.full_name()))?;
-        for ip in &ep.ips {
-            dp.set_endpoint(
-                *ip,
-                EndpointInfo {
-                    identity: ep.identity.0,
-                    ifindex,
-                    endpoint_id: ep.id,
-                    flags: 0,
-                },
-            )?;
-        }
-        dp.attach_pod(&ifname)
-            .with_context(|| format!("attaching to {ifname}"))?;
-    }
-    if let Some(up) = uplink {
-        dp.attach_uplink(up)
-            .with_context(|| format!("attaching to uplink {up}"))?;
-    }
-    Ok(())
+/// The interface the routing table sends `ip` out of (the pod's host-side
+/// veth, for a pod on this node).
+fn route_device(ip: IpAddr) -> Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "route", "get", &ip.to_string()])
+        .output()
+        .context("running ip route get")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).with_context(|| format!("no route to {ip}"))?;
+    v[0]["dev"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no device in the route to {ip}"))
 }
 
 /// Applies the cluster's ipcache and every endpoint's map state as deltas
 /// against what was applied before. Returns the number of changes.
-fn apply(dp: &mut Datapath, cluster: &Cluster, applied: &mut Applied) -> Result<usize> {
+fn apply(
+    dp: &mut Datapath,
+    cluster: &Cluster,
+    applied: &mut Applied,
+    local: Option<&BTreeSet<String>>,
+) -> Result<usize> {
     let mut n = 0;
     // ipcache: add/replace first, then remove stale prefixes.
     let new_ipc: Vec<(ipnet::IpNet, u32)> =
@@ -426,6 +640,9 @@ fn apply(dp: &mut Datapath, cluster: &Cluster, applied: &mut Applied) -> Result<
     applied.ipcache = new_ipc;
 
     for ep in cluster.endpoints() {
+        if !local.is_none_or(|l| l.contains(&ep.full_name())) {
+            continue;
+        }
         let pol = cluster.endpoint_policy(ep);
         for w in &pol.warnings {
             tracing::warn!(endpoint = %ep.full_name(), "{w}");

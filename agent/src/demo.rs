@@ -28,7 +28,7 @@ impl Drop for Servers {
 }
 
 /// Runs the demo.
-pub fn run(me: &Path, keep: bool) -> Result<()> {
+pub fn run(me: &Path, keep: bool, kubernetes: bool) -> Result<()> {
     let dir = Path::new(lab::STATE_DIR).join("demo");
     std::fs::create_dir_all(&dir)?;
     let case: serde_yaml_ng::Value = serde_yaml_ng::from_str(CASE).context("embedded case")?;
@@ -40,7 +40,14 @@ pub fn run(me: &Path, keep: bool) -> Result<()> {
     let topo =
         Topology::from_yaml(TOPOLOGY, "multi-tenant.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    println!("portcullis lab demo: multi-tenant isolation (CiliumNetworkPolicy)");
+    println!(
+        "portcullis lab demo: multi-tenant isolation (CiliumNetworkPolicy){}",
+        if kubernetes {
+            ", from Kubernetes API objects (fake API server, list+watch)"
+        } else {
+            ""
+        }
+    );
     println!(
         "building the lab: {} pods in namespaces {}",
         topo.pods.len(),
@@ -50,7 +57,7 @@ pub fn run(me: &Path, keep: bool) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let state = lab::up(&topo_path, std::slice::from_ref(&pol_path), me)?;
+    let state = lab::up(&topo_path, std::slice::from_ref(&pol_path), me, kubernetes)?;
     let result = (|| -> Result<bool> {
         let mut servers = Servers(Vec::new());
         for (_, ns) in &state.pods {

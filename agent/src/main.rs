@@ -4,6 +4,7 @@ mod agentd;
 mod demo;
 mod e2e;
 mod fqdn;
+mod k8s;
 mod l7log;
 mod lab;
 mod metrics;
@@ -60,6 +61,10 @@ enum LabCommand {
         topology: PathBuf,
         #[arg(long = "policy", required = true)]
         policies: Vec<PathBuf>,
+        /// Kubernetes mode: serve the topology and policies from a fake API
+        /// server and run the agent with `--kubernetes` against it.
+        #[arg(long)]
+        kubernetes: bool,
     },
     /// Remove everything the lab made (also after a crash).
     Down,
@@ -75,6 +80,19 @@ enum LabCommand {
         /// Leave the lab up afterwards.
         #[arg(long)]
         keep: bool,
+        /// Run it from Kubernetes API objects (fake API server, list+watch).
+        #[arg(long)]
+        kubernetes: bool,
+    },
+    /// (internal) the fake API server of Kubernetes mode.
+    #[command(hide = true)]
+    FakeApiserver {
+        #[arg(long)]
+        topology: PathBuf,
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+        #[arg(long)]
+        kubeconfig_out: PathBuf,
     },
     /// Restart the lab's agent (pinned maps keep enforcing meanwhile).
     RestartAgent,
@@ -152,8 +170,12 @@ fn main() -> ExitCode {
 fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     match cmd {
-        LabCommand::Up { topology, policies } => {
-            let state = lab::up(&topology, &policies, &me)?;
+        LabCommand::Up {
+            topology,
+            policies,
+            kubernetes,
+        } => {
+            let state = lab::up(&topology, &policies, &me, kubernetes)?;
             println!(
                 "lab is up: {} pods, agent pid {}",
                 state.pods.len(),
@@ -178,7 +200,12 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             let status = lab::exec(&target, &command)?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        LabCommand::Demo { keep } => demo::run(&me, keep),
+        LabCommand::Demo { keep, kubernetes } => demo::run(&me, keep, kubernetes),
+        LabCommand::FakeApiserver {
+            topology,
+            policies,
+            kubeconfig_out,
+        } => k8s::run_fake_apiserver(&topology, &policies, &kubeconfig_out),
         LabCommand::Rr {
             from,
             to,

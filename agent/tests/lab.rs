@@ -46,6 +46,10 @@ struct Lab {
 
 impl Lab {
     fn up(name: &str, topology: &str, policy: &str) -> Lab {
+        Self::up_mode(name, topology, policy, false)
+    }
+
+    fn up_mode(name: &str, topology: &str, policy: &str, kubernetes: bool) -> Lab {
         let dir =
             std::env::temp_dir().join(format!("portcullis-test-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -57,14 +61,18 @@ impl Lab {
         };
         let t = lab.dir.join("topology.yaml");
         let p = lab.dir.join("policy.yaml");
-        must(&[
+        let mut args = vec![
             "lab",
             "up",
             "--topology",
             t.to_str().expect("utf-8 path"),
             "--policy",
             p.to_str().expect("utf-8 path"),
-        ]);
+        ];
+        if kubernetes {
+            args.push("--kubernetes");
+        }
+        must(&args);
         for pod in ["x/a", "x/b", "x/c"] {
             let ns = pod_ns(pod);
             let child = Command::new("ip")
@@ -566,4 +574,44 @@ fn l7_http_h2_grpc_through_the_redirect_and_fail_closed_without_proxy() {
         "200",
         "proxy back"
     );
+}
+
+#[test]
+fn kubernetes_mode_enforces_api_objects_and_follows_changes() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (network namespaces, eBPF)");
+        return;
+    }
+    let _guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    // The lab serves the topology and policy as API objects from a fake API
+    // server (real list/watch protocol); the agent runs with --kubernetes.
+    let lab = Lab::up_mode("k8s", TOPOLOGY, DENY_A_TO_C, true);
+    let log = std::fs::read_to_string("/run/portcullis/lab/agent.log").unwrap_or_default();
+    assert!(
+        log.contains("first snapshot from the API server"),
+        "agent log:\n{log}"
+    );
+    assert!(
+        !reachable("x/a", "x/c", 80),
+        "policy from the API server not enforced"
+    );
+    assert!(reachable("x/b", "x/c", 80));
+    // Deleting the policy object (the fake server follows the file) lifts it.
+    lab.write_policy("");
+    let start = Instant::now();
+    while !reachable("x/a", "x/c", 80) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "deleted policy still enforced"
+        );
+    }
+    // And a new object is enforced again.
+    lab.write_policy(DENY_A_TO_C);
+    let start = Instant::now();
+    while reachable("x/a", "x/c", 80) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "re-applied policy not enforced"
+        );
+    }
 }

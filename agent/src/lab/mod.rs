@@ -52,6 +52,10 @@ pub struct LabState {
     /// `ns/pod` -> namespace.
     pub pods: Vec<(String, String)>,
     pub agent_pid: Option<u32>,
+    /// Kubernetes mode: the agent watches a fake API server (in the node
+    /// namespace) that serves the topology and policy files as API objects.
+    #[serde(default)]
+    pub kubernetes: bool,
 }
 
 impl LabState {
@@ -145,7 +149,12 @@ fn host_prefix(ip: &IpAddr) -> String {
 }
 
 /// `lab up`: builds the namespaces and starts the agent.
-pub fn up(topology: &Path, policies: &[PathBuf], binary: &Path) -> Result<LabState> {
+pub fn up(
+    topology: &Path,
+    policies: &[PathBuf],
+    binary: &Path,
+    kubernetes: bool,
+) -> Result<LabState> {
     require_root()?;
     let topo = Topology::from_file(topology).map_err(|e| anyhow::anyhow!("{e}"))?;
     check_lab_addresses(&topo)?;
@@ -328,7 +337,11 @@ pub fn up(topology: &Path, policies: &[PathBuf], binary: &Path) -> Result<LabSta
             .collect::<std::io::Result<_>>()?,
         pods,
         agent_pid: None,
+        kubernetes,
     };
+    if kubernetes {
+        start_fake_apiserver(&state, binary)?;
+    }
     state.agent_pid = Some(start_agent(&state, binary)?);
     state.write()?;
     Ok(state)
@@ -344,20 +357,25 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
         .append(true)
         .open(Path::new(STATE_DIR).join("agent.log"))?;
     let mut cmd = Command::new(binary);
-    cmd.arg("agent")
-        .arg("--netns")
-        .arg(NODE_NS)
-        .arg("--topology")
-        .arg(&state.topology)
-        .arg("--pin-dir")
+    cmd.arg("agent").arg("--netns").arg(NODE_NS);
+    if state.kubernetes {
+        cmd.arg("--kubernetes")
+            .arg("--kubeconfig")
+            .arg(Path::new(STATE_DIR).join("kubeconfig"))
+            .arg("--node-name")
+            .arg(crate::k8s::LAB_NODE);
+    } else {
+        cmd.arg("--topology").arg(&state.topology);
+        for p in &state.policies {
+            cmd.arg("--policy").arg(p);
+        }
+    }
+    cmd.arg("--pin-dir")
         .arg(PIN_DIR)
         .arg("--state-dir")
         .arg(STATE_DIR)
         .arg("--uplink")
         .arg(UPLINK_IF);
-    for p in &state.policies {
-        cmd.arg("--policy").arg(p);
-    }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -388,6 +406,62 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(pid)
+}
+
+/// Starts the fake API server in the node namespace and waits for the
+/// kubeconfig it writes.
+fn start_fake_apiserver(state: &LabState, binary: &Path) -> Result<()> {
+    let kubeconfig = Path::new(STATE_DIR).join("kubeconfig");
+    let _ = std::fs::remove_file(&kubeconfig);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(Path::new(STATE_DIR).join("apiserver.log"))?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", NODE_NS])
+        .arg(binary)
+        .args(["lab", "fake-apiserver", "--topology"])
+        .arg(&state.topology)
+        .arg("--kubeconfig-out")
+        .arg(&kubeconfig);
+    for p in &state.policies {
+        cmd.arg("--policy").arg(p);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the fake API server")?;
+    std::fs::write(
+        Path::new(STATE_DIR).join("apiserver.pid"),
+        child.id().to_string(),
+    )?;
+    let start = Instant::now();
+    while !kubeconfig.exists() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("the fake API server did not start; see {STATE_DIR}/apiserver.log");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn kill_pidfile(name: &str) {
+    let pidfile = Path::new(STATE_DIR).join(name);
+    if let Some(pid) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        // The fake API server runs under `ip netns exec` in its own
+        // process group: signal the group.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = std::fs::remove_file(pidfile);
 }
 
 /// Stops the lab's agent process, if running.
@@ -425,13 +499,20 @@ pub fn detach() -> Result<()> {
 pub fn down() -> Result<()> {
     require_root()?;
     stop_agent();
+    kill_pidfile("apiserver.pid");
     for ns in netns::list() {
         if ns.starts_with(NS_PREFIX) {
             netns::ip(&["netns", "del", &ns])?;
         }
     }
     let _ = std::fs::remove_dir_all(PIN_DIR);
-    for f in ["applied.json", "applied.hash", "agent.ready"] {
+    for f in [
+        "applied.json",
+        "applied.hash",
+        "agent.ready",
+        "fqdn.json",
+        "kubeconfig",
+    ] {
         let _ = std::fs::remove_file(Path::new(STATE_DIR).join(f));
     }
     let _ = std::fs::remove_file(LabState::path());

@@ -1,0 +1,191 @@
+//! Kubernetes mode: the agent's inputs come from the API server (through
+//! `k8s-watch`), and the lab can stand in a fake API server that serves the
+//! topology and policy files as real API objects over the real list/watch
+//! protocol.
+
+use anyhow::{Context, Result};
+use policy_model::Topology;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The node name the lab's objects use.
+pub const LAB_NODE: &str = "lab-node";
+
+/// A kube client from a kubeconfig file, or in-cluster / `KUBECONFIG`.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
+    match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .context("kubeconfig")?;
+            kube::Client::try_from(cfg).context("building the kube client")
+        }
+        None => k8s_watch::watch::client_from_env()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+/// The topology's namespaces, pods and node as API objects.
+pub fn topology_objects(topo: &Topology) -> Vec<Value> {
+    let mut out = Vec::new();
+    for ns in &topo.namespaces {
+        out.push(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns.name, "labels": policy_model::topology::namespace_labels(ns)},
+        }));
+    }
+    for p in &topo.pods {
+        let ips: Vec<Value> = p
+            .addresses()
+            .iter()
+            .map(|a| json!({"ip": a.to_string()}))
+            .collect();
+        let ports: Vec<Value> = p
+            .ports
+            .iter()
+            .map(|c| {
+                let mut port = json!({"containerPort": c.container_port,
+                    "protocol": c.protocol.clone().unwrap_or_else(|| "TCP".into())});
+                if let Some(n) = &c.name {
+                    port["name"] = json!(n);
+                }
+                port
+            })
+            .collect();
+        out.push(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
+            "spec": {
+                "nodeName": LAB_NODE,
+                "serviceAccountName": p.service_account.clone().unwrap_or_else(|| "default".into()),
+                "containers": [{"name": "main", "image": "lab", "ports": ports}],
+            },
+            "status": {
+                "phase": "Running",
+                "podIP": p.addresses().first().map(|a| a.to_string()),
+                "podIPs": ips,
+            },
+        }));
+    }
+    let node_addrs: Vec<Value> = topo
+        .node
+        .iter()
+        .flat_map(|n| n.ips.iter())
+        .map(|a| json!({"type": "InternalIP", "address": a.to_string()}))
+        .collect();
+    out.push(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": LAB_NODE,
+            "labels": topo.node.as_ref().map(|n| n.labels.clone()).unwrap_or_default()},
+        "status": {"addresses": node_addrs},
+    }));
+    if let Some(api) = &topo.kube_apiserver {
+        let eps: Vec<Value> = api
+            .ips
+            .iter()
+            .map(|a| json!({"addresses": [a.to_string()], "conditions": {"ready": true}}))
+            .collect();
+        out.push(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4",
+            "endpoints": eps,
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+        }));
+    }
+    out
+}
+
+/// Every document of the policy files as API objects.
+fn policy_objects(paths: &[PathBuf]) -> Vec<Value> {
+    let mut files = Vec::new();
+    let mut stack = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            use serde::Deserialize;
+            if let Ok(v) = Value::deserialize(doc)
+                && v.is_object()
+            {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+fn object_key(v: &Value) -> (String, String, String) {
+    (
+        v["kind"].as_str().unwrap_or("").to_string(),
+        v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        v["metadata"]["name"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// `portcullis lab fake-apiserver`: serves the topology and the policy
+/// files as API objects, writes a kubeconfig for the agent, and keeps the
+/// policies in step with the files (apply on change, delete on removal).
+pub fn run_fake_apiserver(
+    topology: &Path,
+    policies: &[PathBuf],
+    kubeconfig_out: &Path,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let topo = Topology::from_file(topology).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (_url, handle) = k8s_watch::fake::FakeApiServer::start()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for obj in topology_objects(&topo) {
+            handle.apply(obj).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let mut applied: BTreeSet<(String, String, String)> = BTreeSet::new();
+        let mut last = String::new();
+        let tmp = kubeconfig_out.with_extension("tmp");
+        std::fs::write(&tmp, handle.kubeconfig_yaml())?;
+        std::fs::rename(&tmp, kubeconfig_out)?;
+        loop {
+            let objs = policy_objects(policies);
+            let text = serde_json::to_string(&objs)?;
+            if text != last {
+                last = text;
+                let now: BTreeSet<_> = objs.iter().map(object_key).collect();
+                for obj in objs {
+                    if let Err(e) = handle.apply(obj) {
+                        tracing::warn!(error = %e, "fake apiserver rejected an object");
+                    }
+                }
+                for (kind, ns, name) in applied.difference(&now) {
+                    let ns = (!ns.is_empty()).then_some(ns.as_str());
+                    let _ = handle.delete(kind, ns, name);
+                }
+                applied = now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
