@@ -124,6 +124,74 @@ impl Applied {
     }
 }
 
+/// What `portcullis status` shows: per-policy state and what is in force.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub mode: String,
+    pub updated: String,
+    pub endpoints: usize,
+    pub learned_addresses: usize,
+    pub policies: Vec<PolicyState>,
+    /// The last rejected input, if the newest version could not be used.
+    pub last_error: Option<String>,
+}
+
+/// One policy object's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyState {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub valid: bool,
+    pub reason: Option<String>,
+}
+
+fn write_status(dir: &Path, st: &AgentStatus) {
+    let tmp = dir.join("status.json.tmp");
+    if std::fs::write(&tmp, serde_json::to_vec_pretty(st).unwrap_or_default()).is_ok() {
+        let _ = std::fs::rename(tmp, dir.join("status.json"));
+    }
+}
+
+/// `portcullis status`: the agent's view of its inputs.
+pub fn print_status(state_dir: &Path, json: bool) -> Result<()> {
+    let path = state_dir.join("status.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (is the agent running?)", path.display()))?;
+    if json {
+        println!("{text}");
+        return Ok(());
+    }
+    let st: AgentStatus = serde_json::from_str(&text)?;
+    println!(
+        "mode: {}   updated: {}   endpoints: {}   learned addresses: {}",
+        st.mode, st.updated, st.endpoints, st.learned_addresses
+    );
+    if let Some(e) = &st.last_error {
+        println!(
+            "last rejected input (previous policy stays in force):\n  {}",
+            e.replace('\n', "\n  ")
+        );
+    }
+    for p in &st.policies {
+        let name = match &p.namespace {
+            Some(ns) => format!("{}/{}", ns, p.name),
+            None => p.name.clone(),
+        };
+        println!(
+            "{:<8} {:<32} {}{}",
+            if p.valid { "valid" } else { "INVALID" },
+            name,
+            p.kind,
+            p.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// Names for flow lines: address -> `ns/pod`.
 struct Names {
     by_ip: BTreeMap<IpAddr, String>,
@@ -160,6 +228,19 @@ enum Inputs {
 /// Topology, policies, this node's pods, and (file mode) a content hash.
 type InputState = (Topology, PolicySet, Option<BTreeSet<String>>, Option<u64>);
 
+fn states_of(set: &PolicySet) -> Vec<PolicyState> {
+    set.policies
+        .iter()
+        .map(|p| PolicyState {
+            kind: p.origin.kind.to_string(),
+            namespace: p.origin.namespace.clone(),
+            name: p.origin.name.clone(),
+            valid: true,
+            reason: None,
+        })
+        .collect()
+}
+
 impl Inputs {
     fn kubernetes(rt: &tokio::runtime::Runtime, args: &AgentArgs) -> Result<Self> {
         let scope = match args.pod_scope.as_str() {
@@ -188,6 +269,37 @@ impl Inputs {
                 rx,
             })
         })
+    }
+
+    /// Per-policy states of the newest input (k8s: the API's view,
+    /// including invalid objects).
+    fn policy_states(&self, set: &PolicySet) -> Vec<PolicyState> {
+        match self {
+            Inputs::Files { .. } => states_of(set),
+            Inputs::Kubernetes { rx, .. } => rx
+                .borrow()
+                .as_ref()
+                .map(|snap| {
+                    snap.status
+                        .iter()
+                        .map(|st| PolicyState {
+                            kind: st.kind.to_string(),
+                            namespace: st.namespace.clone(),
+                            name: st.name.clone(),
+                            valid: st.valid,
+                            reason: st.reason.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        match self {
+            Inputs::Files { .. } => "files",
+            Inputs::Kubernetes { .. } => "kubernetes",
+        }
     }
 
     fn from_snapshot(snap: &k8s_watch::Snapshot) -> Result<InputState, String> {
@@ -350,6 +462,15 @@ pub fn run(args: AgentArgs) -> Result<()> {
         "policy applied"
     );
 
+    let mut status = AgentStatus {
+        mode: inputs.mode().into(),
+        updated: monotonic_to_wall(now_monotonic()).to_string(),
+        endpoints: enforcer.attached.len(),
+        learned_addresses: enforcer.fqdn.len(),
+        policies: inputs.policy_states(&enforcer.set),
+        last_error: None,
+    };
+    write_status(&args.state_dir, &status);
     let flows = start_observe_server(&args.state_dir)?;
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
 
@@ -380,12 +501,21 @@ pub fn run(args: AgentArgs) -> Result<()> {
                 }
                 names = Names::of(&cluster);
                 metrics.endpoints.set(enforcer.attached.len() as i64);
+                status.updated = monotonic_to_wall(now_monotonic()).to_string();
+                status.endpoints = enforcer.attached.len();
+                status.learned_addresses = enforcer.fqdn.len();
+                status.policies = inputs.policy_states(&enforcer.set);
+                status.last_error = None;
+                write_status(&args.state_dir, &status);
                 if let Some(hash) = hash {
                     mark_applied(&args.state_dir, hash)?;
                 }
             }
             Some(Err(e)) => {
                 metrics.policy_rejected.inc();
+                status.updated = monotonic_to_wall(now_monotonic()).to_string();
+                status.last_error = Some(e.clone());
+                write_status(&args.state_dir, &status);
                 tracing::error!(
                     error = %e,
                     "new policy is invalid; the previous policy stays in force"
@@ -720,6 +850,12 @@ fn broadcast(flows: &SharedFlows, line: String) {
     if guard.backlog.len() > BACKLOG {
         guard.backlog.pop_front();
     }
+}
+
+fn now_monotonic() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 fn monotonic_to_wall(ts_ns: u64) -> chrono_like::Utc {

@@ -39,6 +39,15 @@ enum Command {
     },
     /// The node agent: owns the eBPF maps and enforces the policy files.
     Agent(Box<agentd::AgentArgs>),
+    /// The agent's per-policy state (valid / invalid with reason) and what
+    /// is in force.
+    Status {
+        #[arg(long, default_value = "text")]
+        output: String,
+        /// The agent's state directory (default: the lab's).
+        #[arg(long, default_value = lab::STATE_DIR)]
+        state_dir: PathBuf,
+    },
     /// Stream flow events (verdicts of the datapath) from the agent.
     Observe {
         /// `text` (one line per flow) or `json`.
@@ -157,6 +166,7 @@ fn main() -> ExitCode {
             state_dir,
         } => agentd::observe(&state_dir, output == "json", follow),
         Command::Lab { command } => run_lab(command),
+        Command::Status { output, state_dir } => agentd::print_status(&state_dir, output == "json"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
