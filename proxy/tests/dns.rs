@@ -1,0 +1,622 @@
+//! The DNS proxy in process: a fixed original destination, a tiny
+//! authoritative server written with hickory-proto on loopback (UDP and
+//! TCP on one port), real sockets for clients, and a recording learner.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use policy_model::load::load_str;
+use policy_model::{Cluster, FqdnCache, Topology};
+use proxy::dns::{DenyResponse, DnsMetrics, DnsVerdict, TransportLabel};
+use proxy::{
+    DnsConfig, DnsProxy, FixedDestination, LearnedNames, NameLearner, PolicyHandle, ProxyPolicy,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+
+const TOPO: &str = "
+namespaces:
+- {name: ns1}
+pods:
+- {namespace: ns1, name: client, labels: {app: client}, ip: 10.0.1.2}
+";
+
+const POLICY: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-dns, namespace: ns1}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toCIDR: [10.201.0.0/16]
+    toPorts:
+    - ports: [{port: '53', protocol: ANY}]
+      rules: {dns: [{matchPattern: '*.example.com'}, {matchName: exact.test}]}
+";
+
+fn policy() -> PolicyHandle {
+    let set = load_str(POLICY, "p.yaml").expect("test policy loads");
+    let topo = Topology::from_yaml(TOPO, "t.yaml").expect("test topology is valid");
+    let cluster = Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default());
+    PolicyHandle::new(ProxyPolicy::new(&cluster))
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).expect("literal DNS name")
+}
+
+// ---- the authoritative server ----
+
+/// What the test server received, by question name as sent.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn names(&self) -> Vec<String> {
+        self.0.lock().expect("seen lock").clone()
+    }
+}
+
+fn record(owner: &Name, ttl: u32, data: RData) -> Record {
+    Record::from_rdata(owner.clone(), ttl, data)
+}
+
+/// The zone. `None`: do not answer at all.
+fn answer(query: &Message) -> Option<Message> {
+    let mut m = Message::response(query.metadata.id, OpCode::Query);
+    m.metadata.authoritative = true;
+    m.metadata.recursion_desired = query.metadata.recursion_desired;
+    for q in &query.queries {
+        m.add_query(q.clone());
+        let owner = q.name();
+        match owner.to_lowercase().to_ascii().as_str() {
+            "slow.example.com." => return None,
+            "nothing.example.com." => {
+                m.metadata.response_code = ResponseCode::NXDomain;
+            }
+            "www.example.com." => {
+                let edge = name("edge.cdn.test.");
+                m.add_answer(record(owner, 300, RData::CNAME(CNAME(edge.clone()))));
+                m.add_answer(record(&edge, 30, RData::A(A(Ipv4Addr::new(10, 201, 0, 7)))));
+                m.add_answer(record(
+                    &edge,
+                    60,
+                    RData::AAAA(AAAA("fd00:201::7".parse().expect("literal"))),
+                ));
+            }
+            "many.example.com." => {
+                for i in 0..60 {
+                    m.add_answer(record(owner, 5, RData::A(A(Ipv4Addr::new(10, 201, 1, i)))));
+                }
+            }
+            _ => {
+                m.add_answer(record(owner, 60, RData::A(A(Ipv4Addr::new(10, 201, 9, 9)))));
+            }
+        }
+    }
+    Some(m)
+}
+
+fn serve_bytes(seen: &Seen, bytes: &[u8]) -> Option<Vec<u8>> {
+    let query = Message::from_vec(bytes).ok()?;
+    seen.0
+        .lock()
+        .expect("seen lock")
+        .extend(query.queries.iter().map(|q| q.name().to_ascii()));
+    answer(&query).map(|m| m.to_vec().expect("answer encodes"))
+}
+
+/// UDP and TCP on the same loopback port.
+async fn spawn_server() -> (SocketAddr, Seen) {
+    let (udp, tcp) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let addr = udp.local_addr().expect("udp addr");
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            break (udp, tcp);
+        }
+    };
+    let addr = udp.local_addr().expect("udp addr");
+    let seen = Seen::default();
+    let udp_seen = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                return;
+            };
+            if let Some(out) = serve_bytes(&udp_seen, &buf[..n]) {
+                let _ = udp.send_to(&out, peer).await;
+            }
+        }
+    });
+    let tcp_seen = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = tcp.accept().await else {
+                return;
+            };
+            let seen = tcp_seen.clone();
+            tokio::spawn(async move {
+                while let Ok(q) = read_frame(&mut stream).await {
+                    if let Some(out) = serve_bytes(&seen, &q) {
+                        let _ = stream.write_all(&frame(&out)).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+// ---- the learner ----
+
+#[derive(Default)]
+struct RecordingLearner {
+    /// Ack after this long; `None`: never ack (the sender is kept).
+    delay: Option<Duration>,
+    updates: Mutex<Vec<LearnedNames>>,
+    acked_at: Arc<Mutex<Vec<Instant>>>,
+    never: Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+impl RecordingLearner {
+    fn acking_after(delay: Duration) -> Arc<Self> {
+        Arc::new(RecordingLearner {
+            delay: Some(delay),
+            ..Default::default()
+        })
+    }
+
+    fn never_acking() -> Arc<Self> {
+        Arc::new(RecordingLearner::default())
+    }
+
+    fn updates(&self) -> Vec<LearnedNames> {
+        self.updates.lock().expect("updates lock").clone()
+    }
+}
+
+impl NameLearner for RecordingLearner {
+    fn learn(&self, update: LearnedNames) -> oneshot::Receiver<()> {
+        self.updates.lock().expect("updates lock").push(update);
+        let (tx, rx) = oneshot::channel();
+        match self.delay {
+            Some(delay) => {
+                let acked_at = self.acked_at.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    acked_at.lock().expect("acked lock").push(Instant::now());
+                    let _ = tx.send(());
+                });
+            }
+            None => self.never.lock().expect("never lock").push(tx),
+        }
+        rx
+    }
+}
+
+// ---- the proxy ----
+
+const CLIENT: &str = "10.0.1.2:40000";
+const ORIGINAL_DST: &str = "10.201.0.53:53";
+
+struct Harness {
+    proxy: DnsProxy,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    seen: Seen,
+    learner: Arc<RecordingLearner>,
+    metrics: Arc<DnsMetrics>,
+}
+
+fn test_config() -> DnsConfig {
+    DnsConfig {
+        upstream_timeout: Duration::from_millis(500),
+        ..DnsConfig::plain()
+    }
+}
+
+async fn harness_with(config: DnsConfig, learner: Arc<RecordingLearner>) -> Harness {
+    let (server, seen) = spawn_server().await;
+    harness_to(config, learner, server, seen).await
+}
+
+async fn harness_to(
+    config: DnsConfig,
+    learner: Arc<RecordingLearner>,
+    upstream: SocketAddr,
+    seen: Seen,
+) -> Harness {
+    let udp = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy udp");
+    let tcp = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy tcp");
+    let dest = FixedDestination {
+        client: Some(CLIENT.parse().expect("literal")),
+        original_dst: ORIGINAL_DST.parse().expect("literal"),
+        upstream,
+    };
+    let proxy =
+        DnsProxy::serve_with_fixed_destination(udp, tcp, policy(), config, learner.clone(), dest)
+            .expect("proxy starts");
+    Harness {
+        udp: proxy.udp_addrs()[0],
+        tcp: proxy.tcp_addrs()[0],
+        metrics: proxy.metrics(),
+        proxy,
+        seen,
+        learner,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(
+        test_config(),
+        RecordingLearner::acking_after(Duration::ZERO),
+    )
+    .await
+}
+
+fn query(id: u16, names: &[&str]) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    for n in names {
+        m.add_query(Query::query(name(n), RecordType::A));
+    }
+    m.to_vec().expect("query encodes")
+}
+
+async fn udp_ask(proxy: SocketAddr, bytes: &[u8]) -> (Vec<u8>, Duration) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("client socket");
+    let start = Instant::now();
+    socket.send_to(bytes, proxy).await.expect("send query");
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .expect("recv");
+    buf.truncate(n);
+    (buf, start.elapsed())
+}
+
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut out = (message.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(message);
+    out
+}
+
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut out = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut out).await?;
+    Ok(out)
+}
+
+fn parse(bytes: &[u8]) -> Message {
+    Message::from_vec(bytes).expect("the proxy's answer parses")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("literal address")
+}
+
+fn udp_count(h: &Harness, verdict: DnsVerdict) -> u64 {
+    h.metrics.queries(TransportLabel::Udp, verdict)
+}
+
+// ---- tests ----
+
+#[tokio::test]
+async fn allowed_query_is_forwarded_and_learned() {
+    let h = harness().await;
+    let (bytes, _) = udp_ask(h.udp, &query(1, &["www.example.com."])).await;
+    let m = parse(&bytes);
+    assert_eq!(m.metadata.id, 1);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 3);
+    assert_eq!(h.seen.names(), vec!["www.example.com."]);
+    let updates = h.learner.updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].source, ip("10.0.1.2"));
+    assert_eq!(updates[0].name, "www.example.com.");
+    assert_eq!(
+        updates[0].ips,
+        vec![
+            (ip("10.201.0.7"), Duration::from_secs(30)),
+            (ip("fd00:201::7"), Duration::from_secs(60)),
+        ],
+        "TTL is the minimum along the CNAME chain"
+    );
+    assert_eq!(udp_count(&h, DnsVerdict::Allowed), 1);
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn denied_query_is_refused_and_not_forwarded() {
+    let h = harness().await;
+    let q = query(2, &["Evil.Test."]);
+    let (bytes, _) = udp_ask(h.udp, &q).await;
+    let m = parse(&bytes);
+    assert_eq!(m.metadata.id, 2);
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+    assert_eq!(
+        &bytes[12..],
+        &q[12..],
+        "the question is echoed byte for byte"
+    );
+    assert!(h.seen.names().is_empty(), "a denied query is not forwarded");
+    assert!(h.learner.updates().is_empty());
+    assert_eq!(udp_count(&h, DnsVerdict::Denied), 1);
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn nxdomain_can_be_the_denial() {
+    let config = DnsConfig {
+        deny_response: DenyResponse::NxDomain,
+        ..test_config()
+    };
+    let h = harness_with(config, RecordingLearner::acking_after(Duration::ZERO)).await;
+    let (bytes, _) = udp_ask(h.udp, &query(3, &["evil.test."])).await;
+    assert_eq!(parse(&bytes).metadata.response_code, ResponseCode::NXDomain);
+    assert!(h.seen.names().is_empty());
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_servfail() {
+    let h = harness().await;
+    let (bytes, elapsed) = udp_ask(h.udp, &query(4, &["slow.example.com."])).await;
+    let m = parse(&bytes);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(m.queries[0].name().to_ascii(), "slow.example.com.");
+    assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+    assert_eq!(udp_count(&h, DnsVerdict::UpstreamError), 1);
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_servfail_over_both_transports() {
+    // A port nobody listens on (bound, then released).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let h = harness_to(
+        test_config(),
+        RecordingLearner::acking_after(Duration::ZERO),
+        dead,
+        Seen::default(),
+    )
+    .await;
+    let (bytes, _) = udp_ask(h.udp, &query(5, &["a.example.com."])).await;
+    assert_eq!(parse(&bytes).metadata.response_code, ResponseCode::ServFail);
+    let mut tcp = TcpStream::connect(h.tcp).await.expect("connect");
+    tcp.write_all(&frame(&query(6, &["a.example.com."])))
+        .await
+        .expect("write");
+    let answer = read_frame(&mut tcp).await.expect("framed answer");
+    assert_eq!(
+        parse(&answer).metadata.response_code,
+        ResponseCode::ServFail
+    );
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn mixed_case_is_matched_and_echoed() {
+    let h = harness().await;
+    let q = query(7, &["WwW.ExAmPlE.CoM."]);
+    let (bytes, _) = udp_ask(h.udp, &q).await;
+    let m = parse(&bytes);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.queries[0].name().to_ascii(), "WwW.ExAmPlE.CoM.");
+    assert_eq!(
+        h.seen.names(),
+        vec!["WwW.ExAmPlE.CoM."],
+        "forwarded unchanged"
+    );
+    assert_eq!(h.learner.updates()[0].name, "www.example.com.");
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn min_ttl_and_the_address_cap_apply() {
+    let config = DnsConfig {
+        min_ttl: Duration::from_secs(120),
+        max_ips_per_name: 10,
+        ..test_config()
+    };
+    let h = harness_with(config, RecordingLearner::acking_after(Duration::ZERO)).await;
+    let (bytes, _) = udp_ask(h.udp, &query(8, &["many.example.com."])).await;
+    assert_eq!(
+        parse(&bytes).answers.len(),
+        60,
+        "the answer itself is unchanged"
+    );
+    let updates = h.learner.updates();
+    assert_eq!(updates[0].ips.len(), 10);
+    assert!(
+        updates[0]
+            .ips
+            .iter()
+            .all(|(_, ttl)| *ttl == Duration::from_secs(120))
+    );
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_answer_waits_for_the_learner() {
+    let learner = RecordingLearner::acking_after(Duration::from_millis(50));
+    let h = harness_with(test_config(), learner.clone()).await;
+    let (bytes, elapsed) = udp_ask(h.udp, &query(9, &["www.example.com."])).await;
+    let received = Instant::now();
+    assert_eq!(parse(&bytes).metadata.response_code, ResponseCode::NoError);
+    assert!(elapsed >= Duration::from_millis(50), "{elapsed:?}");
+    let acked = learner.acked_at.lock().expect("acked lock").clone();
+    assert_eq!(acked.len(), 1);
+    assert!(
+        acked[0] <= received,
+        "acknowledged before the answer arrived"
+    );
+    assert_eq!(h.metrics.learn_timeouts(), 0);
+    assert!(
+        h.proxy
+            .render_metrics()
+            .contains("portcullis_proxy_dns_learn_hold_seconds_count 1")
+    );
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_learner_timeout_releases_the_answer_and_counts() {
+    let config = DnsConfig {
+        learn_timeout: Duration::from_millis(100),
+        ..test_config()
+    };
+    let h = harness_with(config, RecordingLearner::never_acking()).await;
+    let (bytes, elapsed) = udp_ask(h.udp, &query(10, &["www.example.com."])).await;
+    assert_eq!(parse(&bytes).metadata.response_code, ResponseCode::NoError);
+    assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(h.metrics.learn_timeouts(), 1);
+    assert!(
+        h.proxy
+            .render_metrics()
+            .contains("portcullis_proxy_dns_learn_timeouts_total 1")
+    );
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn nothing_is_learned_from_nxdomain() {
+    let h = harness().await;
+    let (bytes, _) = udp_ask(h.udp, &query(11, &["nothing.example.com."])).await;
+    assert_eq!(parse(&bytes).metadata.response_code, ResponseCode::NXDomain);
+    assert!(h.learner.updates().is_empty());
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_framing_pipelined_and_split() {
+    let h = harness().await;
+    let mut tcp = TcpStream::connect(h.tcp).await.expect("connect");
+    // Two queries in one write.
+    let mut both = frame(&query(20, &["a.example.com."]));
+    both.extend(frame(&query(21, &["evil.test."])));
+    tcp.write_all(&both).await.expect("write");
+    let first = parse(&read_frame(&mut tcp).await.expect("first answer"));
+    let second = parse(&read_frame(&mut tcp).await.expect("second answer"));
+    assert_eq!(
+        (first.metadata.id, first.metadata.response_code),
+        (20, ResponseCode::NoError)
+    );
+    assert_eq!(
+        (second.metadata.id, second.metadata.response_code),
+        (21, ResponseCode::Refused)
+    );
+    // One query split across writes, the length bytes apart.
+    let framed = frame(&query(22, &["exact.test."]));
+    for part in [&framed[..1], &framed[1..5], &framed[5..]] {
+        tcp.write_all(part).await.expect("write part");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let third = parse(&read_frame(&mut tcp).await.expect("third answer"));
+    assert_eq!(
+        (third.metadata.id, third.metadata.response_code),
+        (22, ResponseCode::NoError)
+    );
+    assert_eq!(h.seen.names(), vec!["a.example.com.", "exact.test."]);
+    assert_eq!(
+        h.metrics.queries(TransportLabel::Tcp, DnsVerdict::Allowed),
+        2
+    );
+    assert_eq!(
+        h.metrics.queries(TransportLabel::Tcp, DnsVerdict::Denied),
+        1
+    );
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_question_must_be_allowed() {
+    let h = harness().await;
+    let (bytes, _) = udp_ask(h.udp, &query(30, &["a.example.com.", "exact.test."])).await;
+    let m = parse(&bytes);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let mut learned: Vec<String> = h.learner.updates().into_iter().map(|u| u.name).collect();
+    learned.sort();
+    assert_eq!(learned, vec!["a.example.com.", "exact.test."]);
+
+    let q = query(31, &["b.example.com.", "evil.test."]);
+    let (bytes, _) = udp_ask(h.udp, &q).await;
+    let m = parse(&bytes);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(m.queries.len(), 2);
+    assert_eq!(&bytes[12..], &q[12..]);
+    assert_eq!(h.seen.names(), vec!["a.example.com.", "exact.test."]);
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_queries_get_formerr_and_responses_are_dropped() {
+    let h = harness().await;
+    let mut truncated = query(40, &["a.example.com."]);
+    truncated.truncate(20);
+    let (bytes, _) = udp_ask(h.udp, &truncated).await;
+    let m = parse(&bytes);
+    assert_eq!(
+        (m.metadata.id, m.metadata.response_code),
+        (40, ResponseCode::FormErr)
+    );
+    assert_eq!(udp_count(&h, DnsVerdict::Invalid), 1);
+
+    // A response sent to the proxy is not answered.
+    let mut response = query(41, &["a.example.com."]);
+    response[2] |= 0x80;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("client socket");
+    socket.send_to(&response, h.udp).await.expect("send");
+    let mut buf = [0u8; 512];
+    let got = tokio::time::timeout(Duration::from_millis(300), socket.recv(&mut buf)).await;
+    assert!(got.is_err(), "no answer to a response");
+    assert!(h.seen.names().is_empty());
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_policy_change_applies_to_the_next_query() {
+    let (server, seen) = spawn_server().await;
+    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let handle = policy();
+    let proxy = DnsProxy::serve_with_fixed_destination(
+        udp,
+        tcp,
+        handle.clone(),
+        test_config(),
+        Arc::new(proxy::dns::NoLearner),
+        FixedDestination {
+            client: Some(CLIENT.parse().expect("literal")),
+            original_dst: ORIGINAL_DST.parse().expect("literal"),
+            upstream: server,
+        },
+    )
+    .expect("proxy starts");
+    let addr = proxy.udp_addrs()[0];
+    let (bytes, _) = udp_ask(addr, &query(50, &["a.example.com."])).await;
+    assert_eq!(parse(&bytes).metadata.response_code, ResponseCode::NoError);
+    handle.update(ProxyPolicy::empty());
+    let (bytes, _) = udp_ask(addr, &query(51, &["a.example.com."])).await;
+    assert_eq!(parse(&bytes).metadata.response_code, ResponseCode::Refused);
+    assert_eq!(seen.names(), vec!["a.example.com."]);
+    proxy.shutdown().await;
+}
