@@ -8,6 +8,16 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --release "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The Kubernetes manifests, checked with kubernetes-validate (PyPI); counted
+# as one test. The script skips (exit 0, "SKIP") if the tool can't install.
+if out=$(bash deploy/kubernetes/validate.sh 2>&1); then
+  echo "$out" | tail -1
+  echo "test result: ok. 1 passed; 0 failed; 0 ignored (deploy/kubernetes/validate.sh)" >> "$log"
+else
+  echo "$out"
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (deploy/kubernetes/validate.sh)" >> "$log"
+  status=1
+fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"
