@@ -436,7 +436,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         metrics: metrics.clone(),
         state_dir: args.state_dir.clone(),
         local,
-        attached: BTreeSet::new(),
+        attached: BTreeMap::new(),
     };
     let cluster = enforcer.cluster();
     if let Some(up) = args.uplink.as_deref() {
@@ -548,8 +548,9 @@ struct Enforcer {
     state_dir: PathBuf,
     /// Pods of this node (`None`: every pod of the topology, file mode).
     local: Option<BTreeSet<String>>,
-    /// Endpoints whose interface has the programs, by `ns/pod`.
-    attached: BTreeSet<String>,
+    /// Endpoints whose interface has the programs: `ns/pod` -> (interface,
+    /// addresses).
+    attached: BTreeMap<String, (String, Vec<IpAddr>)>,
 }
 
 /// How long a flow may sit idle and still count as open for keeping the
@@ -576,7 +577,7 @@ impl Enforcer {
     /// from the pod's address in the routing table) and fills the
     /// endpoints map; detaches pods that are gone.
     fn attach_endpoints(&mut self, cluster: &Cluster) -> Result<()> {
-        let mut now = BTreeSet::new();
+        let mut now = BTreeMap::new();
         for ep in cluster.endpoints() {
             if !self.is_local(ep) {
                 continue;
@@ -602,12 +603,28 @@ impl Enforcer {
                     },
                 )?;
             }
-            if !self.attached.contains(&ep.full_name()) {
+            if self.attached.get(&ep.full_name()).map(|(i, _)| i) != Some(&ifname) {
                 self.dp
                     .attach_pod(&ifname)
                     .with_context(|| format!("attaching to {ifname}"))?;
             }
-            now.insert(ep.full_name());
+            now.insert(ep.full_name(), (ifname, ep.ips.clone()));
+        }
+        // Pods that are gone: forget their addresses and detach (the CNI
+        // usually deleted the interface already).
+        for (pod, (ifname, ips)) in &self.attached {
+            if now.contains_key(pod) {
+                continue;
+            }
+            for ip in ips {
+                if !now.values().any(|(_, v)| v.contains(ip)) {
+                    let _ = self.dp.remove_endpoint(*ip);
+                }
+            }
+            if !now.values().any(|(i, _)| i == ifname) {
+                let _ = self.dp.detach(ifname);
+            }
+            tracing::info!(pod = %pod, interface = %ifname, "endpoint removed");
         }
         self.attached = now;
         Ok(())
@@ -769,6 +786,7 @@ fn apply(
     }
     applied.ipcache = new_ipc;
 
+    let mut current = BTreeSet::new();
     for ep in cluster.endpoints() {
         if !local.is_none_or(|l| l.contains(&ep.full_name())) {
             continue;
@@ -803,6 +821,22 @@ fn apply(
             ep.id,
             pol.map.entries.iter().map(|(k, v)| (*k, *v)).collect(),
         );
+        current.insert(ep.id);
+    }
+    // Endpoints that are gone: their entries leave the policy map.
+    let stale: Vec<u16> = applied
+        .policies
+        .keys()
+        .copied()
+        .filter(|id| !current.contains(id))
+        .collect();
+    for id in stale {
+        let mut changes = Vec::new();
+        for (k, _) in applied.policies.remove(&id).unwrap_or_default() {
+            changes.push(PolicyChange::Delete(kernel_entry(id, &k, None)?.0));
+        }
+        n += changes.len();
+        dp.apply_policy(&changes)?;
     }
     Ok(n)
 }
