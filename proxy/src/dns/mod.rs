@@ -11,6 +11,7 @@
 //! - [`learn`]: addresses an answer teaches, and the agent's
 //!   [`NameLearner`];
 //! - [`metrics`]: queries by verdict, hold time, learn timeouts;
+//! - [`fuzz`]: the whole no-I/O path of a message, for fuzzing;
 //! - [`DnsProxy`]: the listeners the agent starts.
 
 use std::io;
@@ -28,6 +29,7 @@ use crate::policy::PolicyHandle;
 
 pub mod deny;
 mod exchange;
+pub mod fuzz;
 pub mod judge;
 pub mod learn;
 pub mod metrics;
