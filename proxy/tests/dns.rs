@@ -620,3 +620,73 @@ async fn a_policy_change_applies_to_the_next_query() {
     assert_eq!(seen.names(), vec!["a.example.com."]);
     proxy.shutdown().await;
 }
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// Current-thread runtime: every proxy task runs on this thread, under the
+// subscriber set here.
+#[tokio::test]
+async fn every_query_is_logged_as_a_flow() {
+    let buf = LogBuffer::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let learner = RecordingLearner::acking_after(Duration::from_millis(20));
+    let h = harness_with(test_config(), learner).await;
+    udp_ask(h.udp, &query(60, &["WWW.example.com."])).await;
+    udp_ask(h.udp, &query(61, &["evil.test."])).await;
+    h.proxy.shutdown().await;
+
+    let text = String::from_utf8(buf.0.lock().expect("log buffer").clone()).expect("utf-8 log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "portcullis::proxy::access")
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let allowed = &lines[0]["fields"];
+    assert_eq!(allowed["protocol"], "dns");
+    assert_eq!(allowed["transport"], "udp");
+    assert_eq!(allowed["src"], CLIENT);
+    assert_eq!(allowed["dst"], ORIGINAL_DST);
+    assert_eq!(allowed["query"], "WWW.example.com.");
+    assert_eq!(allowed["qtype"], "A");
+    assert_eq!(allowed["rcode"], "NOERROR");
+    assert_eq!(allowed["answers"], "edge.cdn.test.,10.201.0.7,fd00:201::7");
+    assert_eq!(allowed["verdict"], "Allowed");
+    assert!(allowed["latency_us"].as_u64().is_some_and(|l| l >= 20_000));
+    assert!(allowed["hold_us"].as_u64().is_some_and(|h| h >= 20_000));
+    assert!(
+        allowed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("client-dns") && r.contains("rules.dns[0]")),
+        "{allowed}"
+    );
+    let denied = &lines[1]["fields"];
+    assert_eq!(denied["verdict"], "Denied");
+    assert_eq!(denied["rcode"], "REFUSED");
+    assert_eq!(denied["answers"], "");
+    assert_eq!(denied["hold_us"], 0);
+    assert!(
+        denied["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no DNS rule matches evil.test.")),
+        "{denied}"
+    );
+}
