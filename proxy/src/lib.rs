@@ -12,6 +12,8 @@
 //! - [`http`]: HTTP/1.1, HTTP/2 and gRPC: parse, judge, deny, forward;
 //! - [`dns`]: the transparent DNS proxy (UDP and TCP): parse, judge,
 //!   deny, forward, and learn names for `toFQDNs`;
+//! - [`kafka`]: the transparent Kafka proxy: parse each request's topics,
+//!   judge, deny with the API's authorization error, forward in order;
 //! - [`metrics`]: request and connection metrics;
 //! - [`Proxy`]: the listeners the agent starts.
 #![forbid(unsafe_code)]
@@ -21,10 +23,12 @@ pub mod policy;
 pub use policy::{ConnRules, Judgement, PolicyHandle, ProxyPolicy};
 pub mod dns;
 pub mod http;
+pub mod kafka;
 mod listener;
 pub mod metrics;
 
 pub use dns::{DnsConfig, DnsProxy, LearnedNames, NameLearner};
 pub use http::upstream::{FROM_PROXY_MARK, UpstreamConfig, UpstreamSource};
+pub use kafka::{KAFKA_PROXY_PORT, KafkaConfig, KafkaProxy};
 pub use listener::{FixedDestination, Proxy, ProxyConfig};
 pub use metrics::ProxyMetrics;

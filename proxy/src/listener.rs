@@ -145,7 +145,7 @@ impl Proxy {
 
 /// A listening socket with `IP_TRANSPARENT` (`IPV6_TRANSPARENT` and
 /// `IPV6_V6ONLY` for IPv6, so the two listeners do not overlap).
-fn transparent_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn transparent_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv4() {

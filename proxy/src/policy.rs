@@ -25,6 +25,7 @@ use policy_model::{
 };
 
 use crate::dns::judge::{DnsRefusal, DnsRules, DnsSidePolicy, Transport as DnsTransport};
+use crate::kafka::judge::{KafkaRefusal, KafkaRules, KafkaSide, KafkaSidePolicy};
 
 #[cfg(test)]
 mod tests;
@@ -91,6 +92,8 @@ struct EndpointEntry {
     http: BTreeMap<MapKey, Arc<HttpSidePolicy>>,
     /// Compiled DNS rules of every key redirected to the DNS parser.
     dns: BTreeMap<MapKey, Arc<DnsSidePolicy>>,
+    /// Compiled Kafka rules of every key redirected to the Kafka parser.
+    kafka: BTreeMap<MapKey, Arc<KafkaSidePolicy>>,
 }
 
 /// A snapshot of the node's policy as the proxy needs it: every local
@@ -113,7 +116,21 @@ impl ProxyPolicy {
             let policy = cluster.endpoint_policy(ep);
             let mut http = BTreeMap::new();
             let mut dns = BTreeMap::new();
+            let mut kafka = BTreeMap::new();
             for (key, l7) in &policy.l7 {
+                if l7.parser == L7Parser::Kafka {
+                    let side = KafkaSidePolicy::compile(l7);
+                    if let Some(why) = side.compile_error() {
+                        tracing::error!(
+                            endpoint = %ep.full_name(),
+                            key = ?key,
+                            error = %why,
+                            "Kafka rules do not compile; every request on this key is denied"
+                        );
+                    }
+                    kafka.insert(*key, Arc::new(side));
+                    continue;
+                }
                 if l7.parser == L7Parser::Dns {
                     let side = DnsSidePolicy::compile(l7);
                     if let Some(why) = side.compile_error() {
@@ -150,6 +167,7 @@ impl ProxyPolicy {
                 policy,
                 http,
                 dns,
+                kafka,
             });
         }
         ProxyPolicy {
@@ -261,6 +279,86 @@ impl ProxyPolicy {
             dst_identity,
             side,
         }
+    }
+}
+
+impl ProxyPolicy {
+    /// The Kafka rules that apply to a redirected TCP connection from `src`
+    /// to `orig_dst`: the source endpoint's egress side (when the source is
+    /// local) and the destination endpoint's ingress side (when it is
+    /// local), each found with the kernel's lookup. Fails closed as
+    /// [`http_rules`](Self::http_rules) does.
+    pub fn kafka_rules(&self, src: SocketAddr, orig_dst: SocketAddr) -> KafkaRules {
+        let src_ip = src.ip().to_canonical();
+        let dst_ip = orig_dst.ip().to_canonical();
+        let src_identity = self.identity(src_ip);
+        let dst_identity = self.identity(dst_ip);
+        let mut rules = KafkaRules {
+            src_identity,
+            dst_identity,
+            sides: Vec::new(),
+            refusal: None,
+        };
+        let candidates = [
+            (self.endpoint(src_ip), Direction::Egress, dst_identity),
+            (self.endpoint(dst_ip), Direction::Ingress, src_identity),
+        ];
+        for (entry, direction, remote) in candidates {
+            let Some(entry) = entry else { continue };
+            match kafka_side_rules(entry, direction, remote, orig_dst.port()) {
+                Ok(Some(side)) => rules.sides.push(side),
+                Ok(None) => {}
+                Err(why) => {
+                    rules.refusal = Some(why);
+                    return rules;
+                }
+            }
+        }
+        if rules.sides.is_empty() {
+            rules.refusal = Some(KafkaRefusal::NotRedirected);
+        }
+        rules
+    }
+}
+
+/// One side's Kafka lookup, as [`side_rules`] for HTTP.
+fn kafka_side_rules(
+    entry: &EndpointEntry,
+    direction: Direction,
+    remote: NumericIdentity,
+    port: u16,
+) -> Result<Option<KafkaSide>, KafkaRefusal> {
+    let endpoint = entry.name.clone();
+    let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
+        return Err(KafkaRefusal::NoEntry {
+            endpoint,
+            direction,
+        });
+    };
+    if value.verdict == MapVerdict::Deny {
+        return Err(KafkaRefusal::DeniedAtL4 {
+            endpoint,
+            direction,
+        });
+    }
+    match value.redirect {
+        None => Ok(None),
+        Some(L7Parser::Kafka) => match entry.kafka.get(key) {
+            Some(rules) => Ok(Some(KafkaSide {
+                endpoint,
+                direction,
+                rules: rules.clone(),
+            })),
+            None => Err(KafkaRefusal::MissingRules {
+                endpoint,
+                direction,
+            }),
+        },
+        Some(parser) => Err(KafkaRefusal::OtherParser {
+            endpoint,
+            direction,
+            parser,
+        }),
     }
 }
 

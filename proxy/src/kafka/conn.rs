@@ -1,0 +1,480 @@
+//! One redirected Kafka connection: a reader that parses, judges and
+//! forwards (or queues a denial for) each request in order, and a writer
+//! that emits responses in the same order: the upstream's response for a
+//! forwarded request, the proxy's own for a denied one.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::deny::denial;
+use super::judge::KafkaJudgement;
+use super::metrics::{KafkaMetrics, KafkaVerdictLabel};
+use super::parse::{self, KafkaFrame, TopicNames};
+use super::{KafkaConfig, UPSTREAM_IDLE};
+use crate::http::upstream;
+use crate::listener::FixedDestination;
+use crate::policy::PolicyHandle;
+
+/// What every connection of one proxy shares.
+#[derive(Debug)]
+pub(crate) struct KafkaShared {
+    pub policy: PolicyHandle,
+    pub config: KafkaConfig,
+    pub metrics: Arc<KafkaMetrics>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    client: SocketAddr,
+    original_dst: SocketAddr,
+    upstream: SocketAddr,
+}
+
+pub(crate) fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<KafkaShared>,
+    mut shutdown: watch::Receiver<bool>,
+    fixed: Option<FixedDestination>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = crate::listener::stopped(&mut shutdown) => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kafka accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let addrs = match fixed {
+                Some(f) => Addrs {
+                    client: f.client.unwrap_or(peer),
+                    original_dst: f.original_dst,
+                    upstream: f.upstream,
+                },
+                None => match stream.local_addr() {
+                    Ok(dst) => Addrs {
+                        client: peer,
+                        original_dst: dst,
+                        upstream: dst,
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no original destination for a Kafka connection");
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve(stream, addrs, shared.clone()));
+        }
+    })
+}
+
+/// What the access log says about one request.
+#[derive(Debug)]
+struct LogEntry {
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    client_id: String,
+    topics: String,
+    reason: String,
+    start: Instant,
+}
+
+/// One response to emit, in request order.
+#[derive(Debug)]
+enum Slot {
+    /// Forwarded: relay the upstream's next response. The first forwarded
+    /// slot hands the writer the upstream's read half.
+    Forwarded {
+        log: LogEntry,
+        upstream: Option<OwnedReadHalf>,
+        /// `false` for an acks=0 Produce: nothing to relay (the slot only
+        /// hands over the upstream).
+        respond: bool,
+    },
+    /// Denied: write these bytes.
+    Denied { log: LogEntry, response: Bytes },
+}
+
+async fn serve(client: TcpStream, addrs: Addrs, shared: Arc<KafkaShared>) {
+    let _guard = shared.metrics.connection();
+    let (client_read, client_write) = client.into_split();
+    let names = Arc::new(Mutex::new(TopicNames::new()));
+    let (tx, rx) = mpsc::channel(shared.config.max_in_flight.max(1));
+    let writer = tokio::spawn(write_responses(
+        rx,
+        client_write,
+        addrs,
+        shared.clone(),
+        names.clone(),
+    ));
+    read_requests(client_read, tx, addrs, &shared, &names).await;
+    let _ = writer.await;
+}
+
+/// Reads, parses and judges requests until the client closes, a frame
+/// cannot be read, or the upstream fails.
+async fn read_requests(
+    client: OwnedReadHalf,
+    tx: mpsc::Sender<Slot>,
+    addrs: Addrs,
+    shared: &KafkaShared,
+    names: &Mutex<TopicNames>,
+) {
+    let mut client = BufReader::new(client);
+    let mut upstream: Option<OwnedWriteHalf> = None;
+    loop {
+        let frame = match read_frame(&mut client, shared.config.max_request_frame).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(why) => {
+                tracing::warn!(src = %addrs.client, dst = %addrs.original_dst, error = %why,
+                    "Kafka request frame refused; closing the connection");
+                shared
+                    .metrics
+                    .request("unknown", KafkaVerdictLabel::Invalid, None);
+                break;
+            }
+        };
+        let start = Instant::now();
+        let parsed = {
+            let names = names.lock().expect("topic names lock is never poisoned");
+            parse::parse_request(&frame, &names)
+        };
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(why) => {
+                let api = i16::from_be_bytes([frame[0], frame.get(1).copied().unwrap_or(0)]);
+                let name = policy_model::l7::kafka::api_key_name(api).unwrap_or("unknown");
+                tracing::warn!(target: "portcullis::proxy::access", protocol = "kafka",
+                    src = %addrs.client, dst = %addrs.original_dst, api_key = name,
+                    verdict = "invalid", reason = %why,
+                    "Kafka request cannot be read; closing the connection");
+                shared
+                    .metrics
+                    .request(name, KafkaVerdictLabel::Invalid, None);
+                break;
+            }
+        };
+        let rules = shared
+            .policy
+            .snapshot()
+            .kafka_rules(addrs.client, addrs.original_dst);
+        let judgement = rules.judge(&parsed);
+        let log = LogEntry {
+            api_key: parsed.api_key,
+            api_version: parsed.api_version,
+            correlation_id: parsed.correlation_id,
+            client_id: parsed.client_id.clone().unwrap_or_default(),
+            topics: topic_list(&parsed),
+            reason: match &judgement {
+                KafkaJudgement::Allowed { rules } => rules.join("; "),
+                KafkaJudgement::Denied { reason } => reason.clone(),
+            },
+            start,
+        };
+        match judgement {
+            KafkaJudgement::Allowed { .. } => {
+                let mut handoff = None;
+                if upstream.is_none() {
+                    match upstream::connect(&shared.config.upstream, addrs.client, addrs.upstream)
+                        .await
+                    {
+                        Ok(stream) => {
+                            let _ = stream.set_nodelay(true);
+                            let (r, w) = stream.into_split();
+                            handoff = Some(r);
+                            upstream = Some(w);
+                        }
+                        Err(e) => {
+                            access_log(&addrs, &log, "upstream_error", Some(&e.to_string()));
+                            shared.metrics.request(
+                                api_name(log.api_key),
+                                KafkaVerdictLabel::UpstreamError,
+                                None,
+                            );
+                            break;
+                        }
+                    }
+                }
+                let up = upstream.as_mut().expect("connected just above");
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&(frame.len() as u32).to_be_bytes());
+                let sent = async {
+                    up.write_all(&len).await?;
+                    up.write_all(&frame).await
+                }
+                .await;
+                if let Err(e) = sent {
+                    access_log(&addrs, &log, "upstream_error", Some(&e.to_string()));
+                    shared.metrics.request(
+                        api_name(log.api_key),
+                        KafkaVerdictLabel::UpstreamError,
+                        None,
+                    );
+                    break;
+                }
+                if !parsed.expects_response {
+                    access_log(&addrs, &log, "allowed", None);
+                    shared
+                        .metrics
+                        .request(api_name(log.api_key), KafkaVerdictLabel::Allowed, None);
+                    if let Some(r) = handoff {
+                        // Nothing to relay yet, but the writer needs the
+                        // upstream's read half for later responses.
+                        let slot = Slot::Forwarded {
+                            log,
+                            upstream: Some(r),
+                            respond: false,
+                        };
+                        if tx.send(slot).await.is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                if tx
+                    .send(Slot::Forwarded {
+                        log,
+                        upstream: handoff,
+                        respond: true,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            KafkaJudgement::Denied { .. } => {
+                if !parsed.expects_response {
+                    access_log(&addrs, &log, "denied", None);
+                    shared
+                        .metrics
+                        .request(api_name(log.api_key), KafkaVerdictLabel::Denied, None);
+                    continue;
+                }
+                let response = match denial(&parsed) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        access_log(&addrs, &log, "denied", Some(&e.to_string()));
+                        shared.metrics.request(
+                            api_name(log.api_key),
+                            KafkaVerdictLabel::Invalid,
+                            None,
+                        );
+                        break;
+                    }
+                };
+                if tx.send(Slot::Denied { log, response }).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping `tx` lets the writer finish the queued responses and close.
+    drop(tx);
+    if let Some(mut up) = upstream {
+        let _ = up.shutdown().await;
+    }
+}
+
+/// Writes the response of every slot in order.
+async fn write_responses(
+    mut rx: mpsc::Receiver<Slot>,
+    mut client: OwnedWriteHalf,
+    addrs: Addrs,
+    shared: Arc<KafkaShared>,
+    names: Arc<Mutex<TopicNames>>,
+) {
+    let mut upstream: Option<BufReader<OwnedReadHalf>> = None;
+    while let Some(slot) = rx.recv().await {
+        match slot {
+            Slot::Denied { log, response } => {
+                if client.write_all(&response).await.is_err() {
+                    break;
+                }
+                let seconds = log.start.elapsed().as_secs_f64();
+                access_log(&addrs, &log, "denied", None);
+                shared.metrics.request(
+                    api_name(log.api_key),
+                    KafkaVerdictLabel::Denied,
+                    Some(seconds),
+                );
+            }
+            Slot::Forwarded {
+                log,
+                upstream: new,
+                respond,
+            } => {
+                if let Some(r) = new {
+                    upstream = Some(BufReader::new(r));
+                }
+                if !respond {
+                    continue;
+                }
+                let Some(up) = upstream.as_mut() else {
+                    break;
+                };
+                let relayed = tokio::time::timeout(
+                    UPSTREAM_IDLE,
+                    relay_response(up, &mut client, &log, &shared.config, &names),
+                )
+                .await
+                .unwrap_or_else(|_| Err("the upstream did not answer in time".to_string()));
+                match relayed {
+                    Ok(()) => {
+                        let seconds = log.start.elapsed().as_secs_f64();
+                        access_log(&addrs, &log, "allowed", None);
+                        shared.metrics.request(
+                            api_name(log.api_key),
+                            KafkaVerdictLabel::Allowed,
+                            Some(seconds),
+                        );
+                    }
+                    Err(why) => {
+                        access_log(&addrs, &log, "upstream_error", Some(&why));
+                        shared.metrics.request(
+                            api_name(log.api_key),
+                            KafkaVerdictLabel::UpstreamError,
+                            None,
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = client.shutdown().await;
+}
+
+/// Relays the upstream's next response frame to the client, checking its
+/// correlation ID, and learns topic IDs from Metadata responses.
+async fn relay_response<R, W>(
+    up: &mut R,
+    client: &mut W,
+    log: &LogEntry,
+    config: &KafkaConfig,
+    names: &Mutex<TopicNames>,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut len = [0u8; 4];
+    up.read_exact(&mut len)
+        .await
+        .map_err(|e| format!("reading the upstream response: {e}"))?;
+    let n = i32::from_be_bytes(len);
+    if n < 4 || n as usize > config.max_response_frame {
+        return Err(format!("upstream response frame of {n} bytes"));
+    }
+    let n = n as usize;
+    let mut corr = [0u8; 4];
+    up.read_exact(&mut corr)
+        .await
+        .map_err(|e| format!("reading the upstream response: {e}"))?;
+    let corr = i32::from_be_bytes(corr);
+    if corr != log.correlation_id {
+        return Err(format!(
+            "upstream answered correlation ID {corr}, expected {}",
+            log.correlation_id
+        ));
+    }
+    let write = |e: std::io::Error| format!("writing to the client: {e}");
+    if log.api_key == ApiKey::Metadata {
+        let mut body = vec![0u8; n];
+        body[..4].copy_from_slice(&corr.to_be_bytes());
+        up.read_exact(&mut body[4..])
+            .await
+            .map_err(|e| format!("reading the upstream response: {e}"))?;
+        {
+            let mut names = names.lock().expect("topic names lock is never poisoned");
+            parse::learn_topic_ids(&body, log.api_version, &mut names);
+        }
+        client.write_all(&len).await.map_err(write)?;
+        client.write_all(&body).await.map_err(write)?;
+        return Ok(());
+    }
+    client.write_all(&len).await.map_err(write)?;
+    client.write_all(&corr.to_be_bytes()).await.map_err(write)?;
+    let mut rest = up.take((n - 4) as u64);
+    let copied = tokio::io::copy(&mut rest, client)
+        .await
+        .map_err(|e| format!("relaying the response: {e}"))?;
+    if copied != (n - 4) as u64 {
+        return Err("the upstream closed mid-response".to_string());
+    }
+    Ok(())
+}
+
+/// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<BytesMut>, String> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("reading a frame length: {e}")),
+    }
+    let n = i32::from_be_bytes(len);
+    if n < 0 || n as usize > max {
+        return Err(format!("frame of {n} bytes (limit {max})"));
+    }
+    if n < 8 {
+        return Err(format!(
+            "frame of {n} bytes is shorter than a request header"
+        ));
+    }
+    let mut frame = BytesMut::zeroed(n as usize);
+    r.read_exact(&mut frame)
+        .await
+        .map_err(|e| format!("reading a frame of {n} bytes: {e}"))?;
+    Ok(Some(frame))
+}
+
+fn api_name(api: ApiKey) -> &'static str {
+    policy_model::l7::kafka::api_key_name(api as i16).unwrap_or("unknown")
+}
+
+fn topic_list(frame: &KafkaFrame) -> String {
+    match frame.topics.names() {
+        Ok(names) => names.join(","),
+        Err(why) => why.to_string(),
+    }
+}
+
+fn access_log(addrs: &Addrs, log: &LogEntry, verdict: &str, error: Option<&str>) {
+    tracing::info!(
+        target: "portcullis::proxy::access",
+        protocol = "kafka",
+        src = %addrs.client,
+        dst = %addrs.original_dst,
+        api_key = api_name(log.api_key),
+        api_version = log.api_version,
+        correlation_id = log.correlation_id,
+        client_id = %log.client_id,
+        topics = %log.topics,
+        verdict,
+        latency_us = log.start.elapsed().as_micros() as u64,
+        reason = %log.reason,
+        error = error.unwrap_or(""),
+        "kafka request"
+    );
+}
