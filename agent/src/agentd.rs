@@ -57,6 +57,19 @@ pub struct AgentArgs {
     /// How often policy files are checked for changes, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
+    /// DNS proxy: answer denied queries with NXDOMAIN instead of REFUSED.
+    #[arg(long)]
+    pub dns_nxdomain: bool,
+    /// DNS proxy: the shortest time a learned address is kept, in seconds.
+    #[arg(long, default_value_t = 0)]
+    pub dns_min_ttl: u64,
+    /// DNS proxy: how long an answer is held for its addresses to reach the
+    /// kernel maps, in milliseconds (then it is released anyway, counted).
+    #[arg(long, default_value_t = 100)]
+    pub dns_hold_ms: u64,
+    /// DNS proxy: most addresses kept per name.
+    #[arg(long, default_value_t = 50)]
+    pub dns_max_ips: usize,
     /// Admin endpoint: `/metrics`, `/healthz`, `/readyz`.
     #[arg(long, default_value = "0.0.0.0:9876")]
     pub admin_addr: std::net::SocketAddr,
@@ -403,9 +416,36 @@ pub fn run(args: AgentArgs) -> Result<()> {
         proxy::Proxy::start(proxy_policy.clone(), proxy::ProxyConfig::datapath())
             .context("starting the HTTP proxy on port 15001")?
     };
+    // The DNS proxy: learned names come back to this loop over a channel
+    // and the answer is held until the maps have them (bounded).
+    let (learn_tx, learn_rx) = std::sync::mpsc::channel::<LearnRequest>();
+    let dns = {
+        let _in_runtime = runtime.enter();
+        let mut cfg = proxy::DnsConfig::datapath();
+        if args.dns_nxdomain {
+            cfg.deny_response = proxy::dns::DenyResponse::NxDomain;
+        }
+        cfg.min_ttl = Duration::from_secs(args.dns_min_ttl);
+        cfg.learn_timeout = Duration::from_millis(args.dns_hold_ms);
+        cfg.max_ips_per_name = args.dns_max_ips;
+        proxy::DnsProxy::start(
+            proxy_policy.clone(),
+            cfg,
+            Arc::new(AgentLearner(Mutex::new(learn_tx))),
+        )
+        .context("starting the DNS proxy on port 15053")?
+    };
     let l7_metrics = l7.metrics();
+    let dns_metrics = dns.metrics();
     crate::metrics::serve_admin(args.admin_addr, metrics.clone(), move || {
-        l7_metrics.render()
+        // Each text ends with `# EOF`; keep only the last one.
+        let http = l7_metrics.render();
+        let http = http
+            .trim_end()
+            .strip_suffix("# EOF")
+            .unwrap_or(&http)
+            .to_string();
+        format!("{http}{}", dns_metrics.render())
     })
     .with_context(|| format!("binding the admin endpoint {}", args.admin_addr))?;
 
@@ -530,7 +570,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
             if let Ok(c) = enforcer.dp.counters() {
                 metrics.set_counters(&c);
             }
-            std::thread::sleep(Duration::from_millis(args.poll_ms));
+            // Sleep until the next poll, but wake at once for a DNS answer
+            // waiting on its addresses.
+            if let Ok(req) = learn_rx.recv_timeout(Duration::from_millis(args.poll_ms)) {
+                enforcer.learn_and_ack(req, Duration::from_secs(args.dns_min_ttl));
+            }
+        }
+        while let Ok(req) = learn_rx.try_recv() {
+            enforcer.learn_and_ack(req, Duration::from_secs(args.dns_min_ttl));
         }
     }
 }
@@ -551,6 +598,24 @@ struct Enforcer {
     /// Endpoints whose interface has the programs: `ns/pod` -> (interface,
     /// addresses).
     attached: BTreeMap<String, (String, Vec<IpAddr>)>,
+}
+
+/// A DNS answer's addresses and the switch that releases the answer.
+type LearnRequest = (proxy::LearnedNames, tokio::sync::oneshot::Sender<()>);
+
+/// Hands learned names from the DNS proxy to the agent's loop.
+struct AgentLearner(Mutex<std::sync::mpsc::Sender<LearnRequest>>);
+
+impl proxy::NameLearner for AgentLearner {
+    fn learn(&self, update: proxy::LearnedNames) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(sender) = self.0.lock() {
+            // If the loop is gone the sender is dropped and the proxy
+            // releases the answer (its bounded wait).
+            let _ = sender.send((update, tx));
+        }
+        rx
+    }
 }
 
 /// How long a flow may sit idle and still count as open for keeping the
@@ -648,17 +713,18 @@ impl Enforcer {
     }
 
     /// Records names learned from a DNS answer and, if that adds addresses,
-    /// re-resolves and enforces before returning.
-    #[allow(dead_code)]
-    fn learn(&mut self, name: &str, ips: &[(IpAddr, Duration)], min_ttl: Duration) -> Result<()> {
-        if self.fqdn.learn(name, ips, min_ttl) {
+    /// re-resolves and enforces; then releases the held answer.
+    fn learn_and_ack(&mut self, (update, ack): LearnRequest, min_ttl: Duration) {
+        if self.fqdn.learn(&update.name, &update.ips, min_ttl) {
             let cluster = self.cluster();
-            self.enforce(&cluster)?;
+            if let Err(e) = self.enforce(&cluster) {
+                tracing::error!(error = %e, name = %update.name, "applying learned addresses failed");
+            }
+            if let Err(e) = self.fqdn.save() {
+                tracing::warn!(error = %e, "persisting learned names failed");
+            }
         }
-        if let Err(e) = self.fqdn.save() {
-            tracing::warn!(error = %e, "persisting learned names failed");
-        }
-        Ok(())
+        let _ = ack.send(());
     }
 
     /// Drops expired learned addresses no open flow uses.

@@ -51,6 +51,10 @@ struct WireProbe {
     http: Option<HttpCall>,
     /// What the wire must show for the model's verdict.
     want: probe::Outcome,
+    /// DNS query name (a `dns:` probe).
+    dns: Option<String>,
+    /// Resolve this name through this server first (a `to-fqdn` probe).
+    resolve_first: Option<(String, IpAddr)>,
     src_ns: String,
     src_ip: Option<IpAddr>,
     dst: IpAddr,
@@ -84,7 +88,47 @@ struct HttpCall {
 /// Whether a probe can run in the lab: L3/L4 probes and HTTP probes
 /// (DNS, Kafka and learned-name probes belong to later suites).
 fn runnable(p: &Probe) -> bool {
-    p.e2e != Some(false) && p.dns.is_none() && p.kafka.is_none() && p.to_fqdn.is_none()
+    p.e2e != Some(false) && p.kafka.is_none()
+}
+
+/// The DNS port: served by knot (a real authoritative server) wherever a
+/// probe goes to it; L4 probes to it send a DNS query.
+const DNS_PORT: u16 = 53;
+
+/// knot's root zone for a topology group: every name probes ask about,
+/// with the address a `to-fqdn` probe expects it to resolve to (short TTL).
+fn zone_for(cases: &[Case]) -> String {
+    let mut records: BTreeSet<(String, IpAddr)> = BTreeSet::new();
+    for c in cases {
+        for p in &c.probes {
+            if let (Some(name), Some(ip)) = (&p.to_fqdn, &p.to_ip)
+                && let Ok(ip) = ip.parse::<IpAddr>()
+            {
+                records.insert((policy_model::l7::dns::normalize_name(name), ip));
+            }
+            if let Some(name) = &p.dns {
+                records.insert((
+                    policy_model::l7::dns::normalize_name(name),
+                    IpAddr::from([10, 201, 0, 1]),
+                ));
+            }
+        }
+    }
+    let mut z = String::from(
+        "$TTL 30\n@ SOA ns.lab. hostmaster.lab. 1 3600 600 86400 30\n@ NS ns.lab.\nns.lab. A 10.201.0.1\n",
+    );
+    for (name, ip) in records {
+        let rr = if ip.is_ipv4() { "A" } else { "AAAA" };
+        z.push_str(&format!("{name} 30 {rr} {ip}\n"));
+    }
+    z
+}
+
+fn knot_config(dir: &Path, ns: &str) -> String {
+    format!(
+        "server:\n    rundir: \"{d}/knot-{ns}\"\n    listen: [ \"0.0.0.0@53\", \"::@53\" ]\ndatabase:\n    storage: \"{d}/knot-{ns}\"\nzone:\n  - domain: \".\"\n    file: \"{d}/root.zone\"\n",
+        d = dir.display()
+    )
 }
 
 /// Runs the suite; returns (passed, failed, skipped).
@@ -123,7 +167,19 @@ pub fn run(me: &Path, args: &E2eArgs) -> Result<(usize, usize, usize)> {
         let state = lab::up(&topo_path, std::slice::from_ref(&pol_path), me, false)?;
         let servers = start_servers(me, &state, &topo, cases)?;
         std::thread::sleep(Duration::from_millis(400));
+        let mut learned = false;
         for case in cases {
+            // Names learned for an earlier case must not leak into this one:
+            // restart the agent without its learned-name store.
+            if learned {
+                lab::stop_agent();
+                let _ = std::fs::remove_file(Path::new(lab::STATE_DIR).join("fqdn.json"));
+                lab::start_agent(&state, me)?;
+            }
+            learned = case
+                .probes
+                .iter()
+                .any(|p| p.dns.is_some() || p.to_fqdn.is_some());
             let (p, f, s, fam) = run_case(&state, &topo, &pol_path, case, args)?;
             families[0] += fam[0];
             families[1] += fam[1];
@@ -213,6 +269,8 @@ fn start_servers(
             }
         }
     }
+    tcp.remove(&DNS_PORT);
+    udp.remove(&DNS_PORT);
     let list = |s: &BTreeSet<u16>| {
         s.iter()
             .map(|p| p.to_string())
@@ -240,6 +298,41 @@ fn start_servers(
     }
     let mut servers = Servers(Vec::new());
     let cfg_dir = Path::new(lab::STATE_DIR).join("conformance");
+    // knot where DNS probes (or probes to port 53) go.
+    let mut dns_ns: BTreeSet<String> = BTreeSet::new();
+    for c in cases {
+        for p in c.probes.iter().filter(|p| runnable(p)) {
+            if p.port != DNS_PORT && p.dns.is_none() && p.to_fqdn.is_none() {
+                continue;
+            }
+            let dst = match (&p.to, p.to_fqdn.is_some()) {
+                (Some(pod), false) => state.namespace_of(pod).ok(),
+                (None, false) => Some(lab::WORLD_NS.to_string()),
+                (_, true) => dns_server(topo)
+                    .and_then(|(pod, _)| pod.and_then(|p| state.namespace_of(&p).ok()))
+                    .or(Some(lab::WORLD_NS.to_string())),
+            };
+            dns_ns.extend(dst);
+        }
+    }
+    if !dns_ns.is_empty() {
+        std::fs::write(cfg_dir.join("root.zone"), zone_for(cases))?;
+    }
+    for ns in &dns_ns {
+        std::fs::create_dir_all(cfg_dir.join(format!("knot-{ns}")))?;
+        let cfg = cfg_dir.join(format!("knot-{ns}.conf"));
+        std::fs::write(&cfg, knot_config(&cfg_dir, ns))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "knotd", "-c"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting knotd (apt-get install knot)")?;
+        servers.0.push(child);
+    }
     for (ns, bind) in namespaces {
         // TCP: a real HTTP server (haproxy answers HTTP/1.1 and HTTP/2
         // prior knowledge on one port) for every probed port.
@@ -383,12 +476,25 @@ fn run_case(
                 })
                 .collect(),
         };
-        let want = match (&p.http, verdict, explained.layer) {
-            (None, Verdict::Allowed, _) => probe::Outcome::Connected,
-            (None, Verdict::Denied, _) => probe::Outcome::Blocked,
-            (Some(_), Verdict::Allowed, _) => probe::Outcome::Http(200),
-            (Some(_), Verdict::Denied, policy_model::Layer::L7) => probe::Outcome::Http(403),
-            (Some(_), Verdict::Denied, _) => probe::Outcome::Blocked,
+        let want = match (&p.http, &p.dns, verdict, explained.layer) {
+            (Some(_), _, Verdict::Allowed, _) => probe::Outcome::Http(200),
+            (Some(_), _, Verdict::Denied, policy_model::Layer::L7) => probe::Outcome::Http(403),
+            (None, Some(_), Verdict::Allowed, _) => probe::Outcome::Dns(probe::DNS_ANSWERED),
+            (None, Some(_), Verdict::Denied, policy_model::Layer::L7) => {
+                probe::Outcome::Dns(probe::DNS_REFUSED)
+            }
+            (_, _, Verdict::Allowed, _) => probe::Outcome::Connected,
+            (_, _, Verdict::Denied, _) => probe::Outcome::Blocked,
+        };
+        // A `to-fqdn` probe first resolves the name through the DNS proxy
+        // (so the agent learns it), then connects.
+        let resolve_first = match (&p.to_fqdn, dns_server(topo)) {
+            (Some(name), Some((_, server))) => Some((name.clone(), server)),
+            (Some(_), None) => {
+                skipped += 1;
+                continue;
+            }
+            _ => None,
         };
         let mut any = false;
         for v6 in [false, true] {
@@ -416,6 +522,8 @@ fn run_case(
                     family,
                     http: call.clone(),
                     want,
+                    dns: p.dns.clone(),
+                    resolve_first: resolve_first.clone(),
                     src_ip: if src_ns == lab::WORLD_NS || src_ns == lab::NODE_NS {
                         Some(src_ip)
                     } else {
@@ -491,7 +599,45 @@ fn run_case(
     Ok((wire.len() - failed, failed, skipped, [wire.len() - v6, v6]))
 }
 
+/// The cluster's DNS server: a pod labelled `k8s-app: kube-dns`, else the
+/// world namespace's 10.201.0.1.
+fn dns_server(topo: &Topology) -> Option<(Option<String>, IpAddr)> {
+    if let Some(p) = topo
+        .pods
+        .iter()
+        .find(|p| p.labels.get("k8s-app").is_some_and(|v| v == "kube-dns"))
+    {
+        let ip = p.addresses().into_iter().find(|a| a.is_ipv4())?;
+        return Some((Some(p.full_name()), ip));
+    }
+    Some((None, IpAddr::from([10, 201, 0, 1])))
+}
+
 fn probe_one(w: &WireProbe, timeout: Duration) -> Result<probe::Outcome> {
+    if let Some((name, server)) = &w.resolve_first {
+        let _ = probe::dns(&w.src_ns, None, *server, DNS_PORT, name, false, timeout)?;
+    }
+    let tcp_dns = w.protocol == Protocol::Tcp;
+    if let Some(name) = &w.dns {
+        return probe::dns(&w.src_ns, w.src_ip, w.dst, w.port, name, tcp_dns, timeout);
+    }
+    if w.port == DNS_PORT && matches!(w.protocol, Protocol::Tcp | Protocol::Udp) {
+        // L4 probe of the DNS port: any DNS answer means connected.
+        let r = probe::dns(
+            &w.src_ns,
+            w.src_ip,
+            w.dst,
+            w.port,
+            "probe.lab.",
+            tcp_dns,
+            timeout,
+        )?;
+        return Ok(match r {
+            probe::Outcome::Dns(_) => probe::Outcome::Connected,
+            other => other,
+        });
+    }
+
     if let Some(h) = &w.http {
         return probe::http(
             &w.src_ns,

@@ -595,6 +595,7 @@ impl PolicyHandle {
 
     /// Replaces the snapshot; requests judged from now on see `policy`.
     pub fn update(&self, policy: ProxyPolicy) {
+        crate::http::upstream::set_local_destinations(policy.by_ip.keys().copied().collect());
         self.current.store(Arc::new(policy));
     }
 

@@ -24,7 +24,15 @@ pub enum Outcome {
     Blocked,
     /// An HTTP response with this status.
     Http(u16),
+    /// A DNS response: [`DNS_ANSWERED`] (NOERROR or NXDOMAIN) or another
+    /// rcode (5 = REFUSED).
+    Dns(u16),
 }
+
+/// A DNS answer from the server (NOERROR or NXDOMAIN).
+pub const DNS_ANSWERED: u16 = 0;
+/// REFUSED: the proxy's denial.
+pub const DNS_REFUSED: u16 = 5;
 
 impl Outcome {
     /// Whether the traffic got through (for HTTP: a 2xx).
@@ -33,6 +41,7 @@ impl Outcome {
             Outcome::Connected => true,
             Outcome::Blocked => false,
             Outcome::Http(s) => (200..300).contains(&s),
+            Outcome::Dns(r) => r == DNS_ANSWERED,
         }
     }
 }
@@ -43,6 +52,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Connected => f.write_str("connected"),
             Outcome::Blocked => f.write_str("blocked"),
             Outcome::Http(s) => write!(f, "http {s}"),
+            Outcome::Dns(r) => write!(f, "dns rcode {r}"),
         }
     }
 }
@@ -117,6 +127,52 @@ pub fn http(
         Outcome::Blocked
     } else {
         Outcome::Http(code)
+    })
+}
+
+/// One DNS query with `dig` (UDP, or TCP), from `ns`. NXDOMAIN counts as
+/// answered; no response is `Blocked`.
+pub fn dns(
+    ns: &str,
+    src: Option<IpAddr>,
+    server: IpAddr,
+    port: u16,
+    name: &str,
+    tcp: bool,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns,
+        "dig",
+        "+tries=1",
+        "+noall",
+        "+comments",
+    ])
+    .arg(format!("+time={}", timeout.as_secs().max(1)))
+    .arg(format!("@{server}"))
+    .args(["-p", &port.to_string()]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    if let Some(s) = src {
+        cmd.args(["-b", &s.to_string()]);
+    }
+    let out = cmd.arg(name).stderr(Stdio::null()).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .map(str::trim);
+    Ok(match status {
+        None => Outcome::Blocked,
+        Some("NOERROR") | Some("NXDOMAIN") => Outcome::Dns(DNS_ANSWERED),
+        Some("REFUSED") => Outcome::Dns(DNS_REFUSED),
+        Some("SERVFAIL") => Outcome::Dns(2),
+        Some(_) => Outcome::Dns(1),
     })
 }
 

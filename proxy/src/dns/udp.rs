@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::exchange::{DnsShared, QueryAddrs, exchange};
 use super::judge::Transport;
 use super::metrics::{DnsVerdict, TransportLabel};
-use crate::http::upstream::{UpstreamConfig, UpstreamSource};
+use crate::http::upstream::UpstreamConfig;
 use crate::listener::{FixedDestination, stopped};
 
 /// Largest DNS message over UDP (and the receive buffer).
@@ -128,7 +128,7 @@ pub(crate) async fn forward(
     if let Some(mark) = cfg.mark {
         socket.set_mark(mark)?;
     }
-    if cfg.source == UpstreamSource::ClientIp {
+    if crate::http::upstream::bind_client_address(cfg, dst.ip()) {
         let ip = addrs.client.ip().to_canonical();
         if ip.is_ipv4() != dst.is_ipv4() {
             return Err(io::Error::new(

@@ -57,6 +57,34 @@ impl UpstreamConfig {
     }
 }
 
+/// Addresses of the node's local endpoints, set with each policy snapshot.
+/// `ClientIp` binds the client's address only towards these: the reply of
+/// a local destination comes back through its pod veth, where the datapath
+/// hands it to the proxy, while a reply from outside the node would be
+/// routed to the client pod itself. `None` (never set): always bind.
+static LOCAL_DESTINATIONS: std::sync::RwLock<
+    Option<std::sync::Arc<std::collections::HashSet<std::net::IpAddr>>>,
+> = std::sync::RwLock::new(None);
+
+/// Records the node's local endpoint addresses (see [`LOCAL_DESTINATIONS`]).
+pub fn set_local_destinations(ips: std::collections::HashSet<std::net::IpAddr>) {
+    if let Ok(mut g) = LOCAL_DESTINATIONS.write() {
+        *g = Some(std::sync::Arc::new(ips));
+    }
+}
+
+/// Whether an upstream connection to `dst` should come from the client's
+/// address.
+pub fn bind_client_address(cfg: &UpstreamConfig, dst: std::net::IpAddr) -> bool {
+    if cfg.source != UpstreamSource::ClientIp {
+        return false;
+    }
+    match LOCAL_DESTINATIONS.read().ok().and_then(|g| g.clone()) {
+        Some(local) => local.contains(&dst.to_canonical()),
+        None => true,
+    }
+}
+
 /// Opens a TCP connection to `dst` as configured, for client `client`.
 pub async fn connect(
     cfg: &UpstreamConfig,
@@ -70,7 +98,7 @@ pub async fn connect(
     if let Some(mark) = cfg.mark {
         socket.set_mark(mark)?;
     }
-    if cfg.source == UpstreamSource::ClientIp {
+    if bind_client_address(cfg, dst.ip()) {
         let ip = client.ip().to_canonical();
         let same_family = ip.is_ipv4() == dst.is_ipv4();
         if !same_family {
