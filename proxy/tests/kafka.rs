@@ -1,0 +1,708 @@
+//! The Kafka proxy in process: a fixed original destination, a fake
+//! broker written with kafka-protocol on loopback (decodes each request,
+//! records it, answers with a simple success response), and raw clients
+//! that encode requests with kafka-protocol and decode the responses.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use policy_model::load::load_str;
+use policy_model::{Cluster, FqdnCache, Topology};
+use proxy::kafka::KafkaVerdictLabel;
+use proxy::{FixedDestination, KafkaConfig, KafkaProxy, PolicyHandle, ProxyPolicy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TOPO: &str = "
+namespaces:
+- {name: ns1}
+pods:
+- {namespace: ns1, name: client, labels: {app: client}, ip: 10.0.1.2}
+";
+
+const POLICY: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-kafka, namespace: ns1}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toCIDR: [10.201.0.0/16]
+    toPorts:
+    - ports: [{port: '9092', protocol: TCP}]
+      rules:
+        kafka:
+        - {role: produce, topic: allowed}
+        - {role: consume, topic: allowed}
+";
+
+const CLIENT: &str = "10.0.1.2:40000";
+const BROKER: &str = "10.201.0.9:9092";
+const ALLOWED_ID: [u8; 16] = [1; 16];
+
+fn policy() -> PolicyHandle {
+    let set = load_str(POLICY, "p.yaml").expect("test policy loads");
+    let topo = Topology::from_yaml(TOPO, "t.yaml").expect("test topology is valid");
+    let cluster = Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default());
+    PolicyHandle::new(ProxyPolicy::new(&cluster))
+}
+
+// ---- the fake broker ----
+
+/// One request the broker received: API key, correlation ID, topics.
+type Received = (i16, i32, Vec<String>);
+
+/// What the broker received, in order.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Received>>>);
+
+impl Seen {
+    fn all(&self) -> Vec<Received> {
+        self.0.lock().expect("seen lock").clone()
+    }
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn topic(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+/// A success response for `req`.
+fn broker_response(req: &RequestKind) -> ResponseKind {
+    match req {
+        RequestKind::Produce(p) => ResponseKind::Produce(
+            ProduceResponse::default().with_responses(
+                p.topic_data
+                    .iter()
+                    .map(|t| {
+                        TopicProduceResponse::default()
+                            .with_name(t.name.clone())
+                            .with_topic_id(t.topic_id)
+                            .with_partition_responses(
+                                t.partition_data
+                                    .iter()
+                                    .map(|pd| {
+                                        PartitionProduceResponse::default()
+                                            .with_index(pd.index)
+                                            .with_base_offset(42)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::Fetch(_) => ResponseKind::Fetch(FetchResponse::default()),
+        RequestKind::ListOffsets(_) => ResponseKind::ListOffsets(ListOffsetsResponse::default()),
+        RequestKind::Metadata(_) => {
+            ResponseKind::Metadata(MetadataResponse::default().with_topics(vec![
+                MetadataResponseTopic::default()
+                    .with_name(Some(topic("allowed")))
+                    .with_topic_id(uuid::Uuid::from_bytes(ALLOWED_ID)),
+            ]))
+        }
+        RequestKind::OffsetCommit(_) => ResponseKind::OffsetCommit(OffsetCommitResponse::default()),
+        RequestKind::OffsetFetch(_) => ResponseKind::OffsetFetch(OffsetFetchResponse::default()),
+        RequestKind::FindCoordinator(_) => ResponseKind::FindCoordinator(
+            FindCoordinatorResponse::default()
+                .with_host(s("broker"))
+                .with_port(9092),
+        ),
+        RequestKind::JoinGroup(_) => ResponseKind::JoinGroup(
+            JoinGroupResponse::default()
+                .with_member_id(s("m-1"))
+                .with_generation_id(1),
+        ),
+        RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default()),
+        RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default()),
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(ApiVersionsResponse::default()),
+        other => panic!("the fake broker does not answer {other:?}"),
+    }
+}
+
+fn request_topics(req: &RequestKind) -> Vec<String> {
+    match req {
+        RequestKind::Produce(p) => p.topic_data.iter().map(|t| t.name.0.to_string()).collect(),
+        RequestKind::Fetch(f) => f.topics.iter().map(|t| t.topic.0.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn fake_broker() -> (std::net::SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind broker");
+    let addr = listener.local_addr().expect("broker addr");
+    let seen = Seen::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut len = [0u8; 4];
+                    if conn.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+                    conn.read_exact(&mut frame)
+                        .await
+                        .expect("broker reads frame");
+                    let mut buf = Bytes::from(frame);
+                    let key = ApiKey::try_from(buf.clone().get_i16()).expect("known key");
+                    let version = buf.clone().slice(2..4).get_i16();
+                    let header =
+                        RequestHeader::decode(&mut buf, key.request_header_version(version))
+                            .expect("broker decodes header");
+                    let req = RequestKind::decode(key, &mut buf, version).expect("broker decodes");
+                    record.0.lock().expect("seen lock").push((
+                        key as i16,
+                        header.correlation_id,
+                        request_topics(&req),
+                    ));
+                    if let RequestKind::Produce(p) = &req
+                        && p.acks == 0
+                    {
+                        continue;
+                    }
+                    let resp = broker_response(&req);
+                    let mut out = BytesMut::new();
+                    out.put_i32(0);
+                    ResponseHeader::default()
+                        .with_correlation_id(header.correlation_id)
+                        .encode(&mut out, key.response_header_version(version))
+                        .expect("encode header");
+                    resp.encode(&mut out, version).expect("encode response");
+                    let n = (out.len() - 4) as i32;
+                    out[0..4].copy_from_slice(&n.to_be_bytes());
+                    conn.write_all(&out).await.expect("broker writes");
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+// ---- the proxy and a raw client ----
+
+struct Harness {
+    proxy: KafkaProxy,
+    seen: Seen,
+}
+
+async fn harness(config: KafkaConfig) -> Harness {
+    let (broker, seen) = fake_broker().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let proxy = KafkaProxy::serve_with_fixed_destination(
+        listener,
+        policy(),
+        config,
+        FixedDestination {
+            client: Some(CLIENT.parse().expect("literal")),
+            original_dst: BROKER.parse().expect("literal"),
+            upstream: broker,
+        },
+    )
+    .expect("proxy starts");
+    Harness { proxy, seen }
+}
+
+impl Harness {
+    async fn client(&self) -> TcpStream {
+        TcpStream::connect(self.proxy.local_addrs()[0])
+            .await
+            .expect("connect to proxy")
+    }
+}
+
+fn encode_request(req: &RequestKind, key: ApiKey, version: i16, corr: i32) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(s("test-client")))
+        .encode(&mut out, key.request_header_version(version))
+        .expect("encode request header");
+    req.encode(&mut out, version).expect("encode request");
+    let n = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&n.to_be_bytes());
+    out.freeze()
+}
+
+async fn send(conn: &mut TcpStream, req: &RequestKind, key: ApiKey, version: i16, corr: i32) {
+    conn.write_all(&encode_request(req, key, version, corr))
+        .await
+        .expect("client writes");
+}
+
+/// Reads one response; returns its correlation ID and decoded body.
+async fn recv(conn: &mut TcpStream, key: ApiKey, version: i16) -> (i32, ResponseKind) {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut len))
+        .await
+        .expect("a response in time")
+        .expect("client reads length");
+    let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut frame)
+        .await
+        .expect("client reads frame");
+    let mut buf = Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version))
+        .expect("decode response header");
+    let body = ResponseKind::decode(key, &mut buf, version).expect("decode response body");
+    assert!(!buf.has_remaining(), "{key:?} v{version}: trailing bytes");
+    (header.correlation_id, body)
+}
+
+/// Whether the connection was closed by the proxy (EOF within 5 s).
+async fn closed(conn: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), conn.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+fn produce(topics: &[&str], acks: i16) -> RequestKind {
+    RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(1000)
+            .with_topic_data(
+                topics
+                    .iter()
+                    .map(|t| {
+                        TopicProduceData::default()
+                            .with_name(topic(t))
+                            .with_partition_data(vec![
+                                PartitionProduceData::default()
+                                    .with_index(0)
+                                    .with_records(Some(Bytes::from_static(b"not-a-batch"))),
+                            ])
+                    })
+                    .collect(),
+            ),
+    )
+}
+
+fn produce_errors(resp: &ResponseKind) -> Vec<(String, i16)> {
+    let ResponseKind::Produce(p) = resp else {
+        panic!("not a produce response: {resp:?}");
+    };
+    p.responses
+        .iter()
+        .flat_map(|t| {
+            t.partition_responses
+                .iter()
+                .map(|pr| (t.name.0.to_string(), pr.error_code))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn produce_allowed_denied_and_pipelined_in_order() {
+    for version in [3i16, 8, 9, 12] {
+        let h = harness(KafkaConfig::plain()).await;
+        let mut c = h.client().await;
+        // Three pipelined requests: allowed, denied, allowed.
+        send(
+            &mut c,
+            &produce(&["allowed"], 1),
+            ApiKey::Produce,
+            version,
+            1,
+        )
+        .await;
+        send(
+            &mut c,
+            &produce(&["secret"], 1),
+            ApiKey::Produce,
+            version,
+            2,
+        )
+        .await;
+        send(
+            &mut c,
+            &produce(&["allowed"], 1),
+            ApiKey::Produce,
+            version,
+            3,
+        )
+        .await;
+        let (c1, r1) = recv(&mut c, ApiKey::Produce, version).await;
+        let (c2, r2) = recv(&mut c, ApiKey::Produce, version).await;
+        let (c3, r3) = recv(&mut c, ApiKey::Produce, version).await;
+        assert_eq!((c1, c2, c3), (1, 2, 3), "v{version}: responses in order");
+        assert_eq!(produce_errors(&r1), vec![("allowed".to_string(), 0)]);
+        assert_eq!(produce_errors(&r2), vec![("secret".to_string(), 29)]);
+        assert_eq!(produce_errors(&r3), vec![("allowed".to_string(), 0)]);
+        let seen: Vec<i32> = h.seen.all().iter().map(|(_, c, _)| *c).collect();
+        assert_eq!(
+            seen,
+            vec![1, 3],
+            "v{version}: the denied request never reached the broker"
+        );
+        let m = h.proxy.metrics();
+        assert_eq!(m.requests("Produce", KafkaVerdictLabel::Allowed), 2);
+        assert_eq!(m.requests("Produce", KafkaVerdictLabel::Denied), 1);
+    }
+}
+
+#[tokio::test]
+async fn multi_topic_produce_with_one_denied_topic_is_denied() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    send(
+        &mut c,
+        &produce(&["allowed", "secret"], 1),
+        ApiKey::Produce,
+        9,
+        7,
+    )
+    .await;
+    let (corr, r) = recv(&mut c, ApiKey::Produce, 9).await;
+    assert_eq!(corr, 7);
+    assert_eq!(
+        produce_errors(&r),
+        vec![("allowed".to_string(), 29), ("secret".to_string(), 29)]
+    );
+    assert!(h.seen.all().is_empty());
+}
+
+#[tokio::test]
+async fn denied_acks0_produce_gets_no_response_and_next_request_works() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    send(&mut c, &produce(&["secret"], 0), ApiKey::Produce, 9, 1).await;
+    send(&mut c, &produce(&["allowed"], 0), ApiKey::Produce, 9, 2).await;
+    send(&mut c, &produce(&["allowed"], 1), ApiKey::Produce, 9, 3).await;
+    let (corr, r) = recv(&mut c, ApiKey::Produce, 9).await;
+    assert_eq!(corr, 3);
+    assert_eq!(produce_errors(&r), vec![("allowed".to_string(), 0)]);
+    let seen: Vec<i32> = h.seen.all().iter().map(|(_, c, _)| *c).collect();
+    assert_eq!(seen, vec![2, 3]);
+}
+
+fn consume_requests(topic_name: &str) -> Vec<(ApiKey, i16, RequestKind)> {
+    let t = || topic(topic_name);
+    vec![
+        (
+            ApiKey::ApiVersions,
+            3,
+            RequestKind::ApiVersions(
+                ApiVersionsRequest::default()
+                    .with_client_software_name(s("test"))
+                    .with_client_software_version(s("1")),
+            ),
+        ),
+        (
+            ApiKey::Metadata,
+            9,
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(t())),
+            ]))),
+        ),
+        (
+            ApiKey::FindCoordinator,
+            3,
+            RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("g1"))),
+        ),
+        (
+            ApiKey::JoinGroup,
+            5,
+            RequestKind::JoinGroup(
+                JoinGroupRequest::default()
+                    .with_group_id(GroupId(s("g1")))
+                    .with_session_timeout_ms(10000)
+                    .with_protocol_type(s("consumer")),
+            ),
+        ),
+        (
+            ApiKey::SyncGroup,
+            3,
+            RequestKind::SyncGroup(SyncGroupRequest::default().with_group_id(GroupId(s("g1")))),
+        ),
+        (
+            ApiKey::Heartbeat,
+            4,
+            RequestKind::Heartbeat(HeartbeatRequest::default().with_group_id(GroupId(s("g1")))),
+        ),
+        (
+            ApiKey::ListOffsets,
+            5,
+            RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
+                ListOffsetsTopic::default().with_name(t()).with_partitions(vec![
+                    ListOffsetsPartition::default().with_timestamp(-1),
+                ]),
+            ])),
+        ),
+        (
+            ApiKey::Fetch,
+            11,
+            RequestKind::Fetch(
+                FetchRequest::default()
+                    .with_max_bytes(1 << 20)
+                    .with_topics(vec![FetchTopic::default().with_topic(t()).with_partitions(
+                        vec![FetchPartition::default().with_partition_max_bytes(1 << 20)],
+                    )]),
+            ),
+        ),
+        (
+            ApiKey::Fetch,
+            12,
+            RequestKind::Fetch(
+                FetchRequest::default()
+                    .with_max_bytes(1 << 20)
+                    .with_topics(vec![FetchTopic::default().with_topic(t()).with_partitions(
+                        vec![FetchPartition::default().with_partition_max_bytes(1 << 20)],
+                    )]),
+            ),
+        ),
+        (
+            ApiKey::OffsetCommit,
+            8,
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s("g1")))
+                    .with_topics(vec![
+                        OffsetCommitRequestTopic::default()
+                            .with_name(t())
+                            .with_partitions(vec![
+                                OffsetCommitRequestPartition::default().with_committed_offset(5),
+                            ]),
+                    ]),
+            ),
+        ),
+        (
+            ApiKey::OffsetFetch,
+            7,
+            RequestKind::OffsetFetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s("g1")))
+                    .with_topics(Some(vec![
+                        OffsetFetchRequestTopic::default()
+                            .with_name(t())
+                            .with_partition_indexes(vec![0]),
+                    ])),
+            ),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn consume_role_requests_are_allowed() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    let reqs = consume_requests("allowed");
+    for (i, (key, version, req)) in reqs.iter().enumerate() {
+        send(&mut c, req, *key, *version, i as i32).await;
+    }
+    for (i, (key, version, _)) in reqs.iter().enumerate() {
+        let (corr, _) = recv(&mut c, *key, *version).await;
+        assert_eq!(corr, i as i32, "{key:?}");
+    }
+    assert_eq!(
+        h.seen.all().len(),
+        reqs.len(),
+        "every request reached the broker"
+    );
+}
+
+#[tokio::test]
+async fn consume_requests_for_a_denied_topic_get_authorization_errors() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    let reqs: Vec<_> = consume_requests("secret")
+        .into_iter()
+        .filter(|(k, _, _)| {
+            matches!(
+                k,
+                ApiKey::Metadata
+                    | ApiKey::ListOffsets
+                    | ApiKey::Fetch
+                    | ApiKey::OffsetCommit
+                    | ApiKey::OffsetFetch
+            )
+        })
+        .collect();
+    for (i, (key, version, req)) in reqs.iter().enumerate() {
+        send(&mut c, req, *key, *version, 100 + i as i32).await;
+    }
+    for (i, (key, version, _)) in reqs.iter().enumerate() {
+        let (corr, resp) = recv(&mut c, *key, *version).await;
+        assert_eq!(corr, 100 + i as i32);
+        let codes: Vec<i16> = match &resp {
+            ResponseKind::Metadata(m) => m.topics.iter().map(|t| t.error_code).collect(),
+            ResponseKind::ListOffsets(l) => l
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect(),
+            ResponseKind::Fetch(f) => f
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect(),
+            ResponseKind::OffsetCommit(o) => o
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect(),
+            ResponseKind::OffsetFetch(o) => o
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect(),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(codes, vec![29], "{key:?} v{version}");
+    }
+    assert!(h.seen.all().is_empty(), "nothing reached the broker");
+}
+
+#[tokio::test]
+async fn fetch_by_topic_id_needs_a_learned_name() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    let fetch = RequestKind::Fetch(FetchRequest::default().with_max_bytes(1 << 20).with_topics(
+        vec![
+            FetchTopic::default()
+                .with_topic_id(uuid::Uuid::from_bytes(ALLOWED_ID))
+                .with_partitions(vec![FetchPartition::default().with_partition_max_bytes(1)]),
+        ],
+    ));
+    // Unknown ID: denied.
+    send(&mut c, &fetch, ApiKey::Fetch, 13, 1).await;
+    let (corr, resp) = recv(&mut c, ApiKey::Fetch, 13).await;
+    assert_eq!(corr, 1);
+    let ResponseKind::Fetch(f) = resp else {
+        panic!("fetch")
+    };
+    assert_eq!(f.responses[0].partitions[0].error_code, 29);
+    assert_eq!(f.responses[0].topic_id, uuid::Uuid::from_bytes(ALLOWED_ID));
+    // Metadata (v12) teaches allowed = ALLOWED_ID; then the same fetch passes.
+    let md = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic("allowed"))),
+    ])));
+    send(&mut c, &md, ApiKey::Metadata, 12, 2).await;
+    recv(&mut c, ApiKey::Metadata, 12).await;
+    send(&mut c, &fetch, ApiKey::Fetch, 13, 3).await;
+    let (corr, resp) = recv(&mut c, ApiKey::Fetch, 13).await;
+    assert_eq!(corr, 3);
+    let ResponseKind::Fetch(f) = resp else {
+        panic!("fetch")
+    };
+    assert!(f.responses.is_empty(), "the broker's own answer");
+    let keys: Vec<i16> = h.seen.all().iter().map(|(k, _, _)| *k).collect();
+    assert_eq!(keys, vec![3, 1]);
+}
+
+#[tokio::test]
+async fn topicless_requests_follow_the_roles() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    let join = RequestKind::JoinGroup(
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g1")))
+            .with_protocol_type(s("consumer")),
+    );
+    send(&mut c, &join, ApiKey::JoinGroup, 9, 1).await;
+    let (corr, resp) = recv(&mut c, ApiKey::JoinGroup, 9).await;
+    assert_eq!(corr, 1);
+    let ResponseKind::JoinGroup(j) = resp else {
+        panic!("join")
+    };
+    assert_eq!(j.error_code, 0, "allowed by the consume role");
+    let init = RequestKind::InitProducerId(InitProducerIdRequest::default());
+    send(&mut c, &init, ApiKey::InitProducerId, 4, 2).await;
+    let (corr, resp) = recv(&mut c, ApiKey::InitProducerId, 4).await;
+    assert_eq!(corr, 2);
+    let ResponseKind::InitProducerId(i) = resp else {
+        panic!("init")
+    };
+    assert_eq!(
+        i.error_code, 31,
+        "outside both roles: cluster authorization"
+    );
+}
+
+#[tokio::test]
+async fn garbage_frame_closes_the_connection() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    let mut frame = BytesMut::new();
+    frame.put_i32(12);
+    frame.put_i16(0); // Produce
+    frame.put_i16(9);
+    frame.put_i32(1);
+    frame.put_i32(0x7fff_ffff); // garbage where the client ID starts
+    c.write_all(&frame).await.expect("write");
+    assert!(closed(&mut c).await);
+    // An unknown API key too.
+    let mut c = h.client().await;
+    let mut frame = BytesMut::new();
+    frame.put_i32(10);
+    frame.put_i16(999);
+    frame.put_i16(0);
+    frame.put_i32(1);
+    frame.put_i16(-1);
+    c.write_all(&frame).await.expect("write");
+    assert!(closed(&mut c).await);
+    // A Produce claiming 2^31 topics: refused, no allocation, no abort.
+    let mut c = h.client().await;
+    let mut body = BytesMut::new();
+    body.put_i16(0);
+    body.put_i16(3);
+    body.put_i32(1);
+    body.put_i16(-1); // client id
+    body.put_i16(-1); // transactional id
+    body.put_i16(1);
+    body.put_i32(1000);
+    body.put_i32(0x7fff_ffff);
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.put_slice(&body);
+    c.write_all(&frame).await.expect("write");
+    assert!(closed(&mut c).await);
+    assert!(h.seen.all().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_the_connection() {
+    let config = KafkaConfig {
+        max_request_frame: 1024,
+        ..KafkaConfig::plain()
+    };
+    let h = harness(config).await;
+    let mut c = h.client().await;
+    c.write_all(&2048i32.to_be_bytes()).await.expect("write");
+    assert!(closed(&mut c).await);
+    // The default limit (100 MiB) too, and a negative length.
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    c.write_all(&(100 * 1024 * 1024 + 1i32).to_be_bytes())
+        .await
+        .expect("write");
+    assert!(closed(&mut c).await);
+    let mut c = h.client().await;
+    c.write_all(&(-5i32).to_be_bytes()).await.expect("write");
+    assert!(closed(&mut c).await);
+}
