@@ -435,8 +435,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
         )
         .context("starting the DNS proxy on port 15053")?
     };
+    let kafka = {
+        let _in_runtime = runtime.enter();
+        proxy::KafkaProxy::start(proxy_policy.clone(), proxy::KafkaConfig::datapath())
+            .context("starting the Kafka proxy on port 15092")?
+    };
     let l7_metrics = l7.metrics();
     let dns_metrics = dns.metrics();
+    let kafka_metrics = kafka.metrics();
     crate::metrics::serve_admin(args.admin_addr, metrics.clone(), move || {
         // Each text ends with `# EOF`; keep only the last one.
         let http = l7_metrics.render();
@@ -445,7 +451,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
             .strip_suffix("# EOF")
             .unwrap_or(&http)
             .to_string();
-        format!("{http}{}", dns_metrics.render())
+        let dns = dns_metrics.render();
+        let dns = dns
+            .trim_end()
+            .strip_suffix("# EOF")
+            .unwrap_or(&dns)
+            .to_string();
+        format!("{http}{dns}{}", kafka_metrics.render())
     })
     .with_context(|| format!("binding the admin endpoint {}", args.admin_addr))?;
 

@@ -138,6 +138,8 @@ fn pod_ns(pod: &str) -> String {
         "x/a" => 1,
         "x/b" => 2,
         "x/c" => 3,
+        // The DNS test's topology: x/a, then x/dns.
+        "x/dns" => 2,
         other => panic!("unknown pod {other}"),
     };
     format!("pc-pod{id}")
@@ -614,4 +616,187 @@ fn kubernetes_mode_enforces_api_objects_and_follows_changes() {
             "re-applied policy not enforced"
         );
     }
+}
+
+const DNS_TOPOLOGY: &str = r#"
+namespaces:
+  - {name: x, labels: {ns: x}}
+pods:
+  - {namespace: x, name: a, labels: {pod: a}, ips: [10.200.1.10, "fd00:200::1:10"]}
+  - {namespace: x, name: dns, labels: {k8s-app: kube-dns}, ips: [10.200.1.53, "fd00:200::1:53"]}
+world: {ips: [10.201.9.9, 10.201.9.10]}
+"#;
+
+/// x/a may ask the cluster DNS for *.allowed.example only, and connect to
+/// port 80 of whatever those names resolved to.
+const DNS_POLICY: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a-dns, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {pod: a}}
+  egress:
+  - toEndpoints: [{matchLabels: {k8s-app: kube-dns}}]
+    toPorts:
+    - ports: [{port: "53", protocol: ANY}]
+      rules:
+        dns: [{matchPattern: "*.allowed.example"}]
+  - toFQDNs: [{matchPattern: "*.allowed.example"}]
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+"#;
+
+const ZONE: &str = "$TTL 60
+@ SOA ns.lab. hostmaster.lab. 1 3600 600 86400 60
+@ NS ns.lab.
+ns.lab. A 10.201.0.1
+web.allowed.example. 60 A 10.201.9.9
+alias.allowed.example. 60 CNAME web.allowed.example.
+short.allowed.example. 1 A 10.201.9.10
+web.denied.example. 60 A 10.201.9.9
+";
+
+fn dig(pod_ns_name: &str, name: &str, tcp: bool) -> String {
+    let mut args = vec![
+        "netns",
+        "exec",
+        pod_ns_name,
+        "dig",
+        "+tries=1",
+        "+time=2",
+        "@10.200.1.53",
+        name,
+    ];
+    if tcp {
+        args.push("+tcp");
+    }
+    let out = Command::new("ip").args(&args).output().expect("dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tcp_to(ns: &str, dst: &str, port: u16) -> bool {
+    let path = format!("/run/netns/{ns}");
+    let dst: SocketAddr = format!("{dst}:{port}").parse().expect("addr");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        TcpStream::connect_timeout(&dst, Duration::from_millis(500)).is_ok()
+    })
+    .join()
+    .expect("probe thread")
+}
+
+fn learned() -> String {
+    std::fs::read_to_string("/run/portcullis/lab/fqdn.json").unwrap_or_default()
+}
+
+#[test]
+fn dns_proxy_and_to_fqdns_with_a_real_authoritative_server() {
+    if !is_root() {
+        eprintln!("SKIP: needs root (network namespaces, eBPF)");
+        return;
+    }
+    if !have("knotd") || !have("dig") {
+        eprintln!("SKIP: needs knot and dig (bash deploy/install-deps.sh)");
+        return;
+    }
+    let _guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::up("dns", DNS_TOPOLOGY, DNS_POLICY);
+    for s in &mut lab.servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    lab.servers.clear();
+    // A real authoritative server in the DNS pod, TCP responders in the world.
+    let zone = lab.dir.join("root.zone");
+    std::fs::write(&zone, ZONE).expect("zone");
+    std::fs::create_dir_all(lab.dir.join("knot")).expect("knot dir");
+    let conf = lab.dir.join("knot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n    rundir: \"{d}/knot\"\n    listen: [ \"0.0.0.0@53\", \"::@53\" ]\ndatabase:\n    storage: \"{d}/knot\"\nzone:\n  - domain: \".\"\n    file: \"{z}\"\n",
+            d = lab.dir.display(),
+            z = zone.display()
+        ),
+    )
+    .expect("knot conf");
+    lab.servers.push(spawn_in(
+        "x/dns",
+        &["knotd", "-c", conf.to_str().expect("utf-8")],
+    ));
+    lab.servers.push(
+        Command::new("ip")
+            .args([
+                "netns", "exec", "pc-world", BIN, "lab", "serve", "--tcp", "80",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("world responder"),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let a = "pc-pod1";
+
+    // Not resolved yet: the address is not allowed.
+    assert!(
+        !tcp_to(a, "10.201.9.9", 80),
+        "toFQDNs allowed an address nobody resolved"
+    );
+    // Allowed names resolve, over UDP and TCP; the answer names the address.
+    for tcp in [false, true] {
+        let out = dig(a, "web.allowed.example", tcp);
+        assert!(
+            out.contains("status: NOERROR") && out.contains("10.201.9.9"),
+            "tcp={tcp}:\n{out}"
+        );
+    }
+    // Denied names get REFUSED from the proxy, not forwarded.
+    for tcp in [false, true] {
+        let out = dig(a, "web.denied.example", tcp);
+        assert!(out.contains("status: REFUSED"), "tcp={tcp}:\n{out}");
+    }
+    // Mixed case is matched case-insensitively and echoed as sent.
+    let out = dig(a, "WeB.AlLoWeD.example", false);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("WeB.AlLoWeD.example"),
+        "{out}"
+    );
+    // Through a CNAME chain the address is learned too.
+    let out = dig(a, "alias.allowed.example", false);
+    assert!(out.contains("status: NOERROR"), "{out}");
+    // The address it just resolved is now allowed on port 80, not on 81.
+    assert!(tcp_to(a, "10.201.9.9", 80), "resolved address not allowed");
+    assert!(!tcp_to(a, "10.201.9.9", 81), "toFQDNs allowed another port");
+
+    // A 1 s TTL with no connection: learned, then expired and denied again.
+    let out = dig(a, "short.allowed.example", false);
+    assert!(out.contains("10.201.9.10"), "{out}");
+    assert!(
+        learned().contains("10.201.9.10"),
+        "not learned: {}",
+        learned()
+    );
+    let start = Instant::now();
+    while learned().contains("10.201.9.10") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never expired: {}",
+            learned()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !tcp_to(a, "10.201.9.10", 80),
+        "expired address still allowed"
+    );
+
+    // The learned cache survives an agent restart: no new query needed.
+    must(&["lab", "restart-agent"]);
+    assert!(learned().contains("10.201.9.9"));
+    assert!(
+        tcp_to(a, "10.201.9.9", 80),
+        "learned address lost across a restart"
+    );
 }
