@@ -419,6 +419,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     // The DNS proxy: learned names come back to this loop over a channel
     // and the answer is held until the maps have them (bounded).
     let (learn_tx, learn_rx) = std::sync::mpsc::channel::<LearnRequest>();
+    let known = Arc::new(std::sync::RwLock::new(KnownNames::default()));
     let dns = {
         let _in_runtime = runtime.enter();
         let mut cfg = proxy::DnsConfig::datapath();
@@ -431,7 +432,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
         proxy::DnsProxy::start(
             proxy_policy.clone(),
             cfg,
-            Arc::new(AgentLearner(Mutex::new(learn_tx))),
+            Arc::new(AgentLearner {
+                tx: Mutex::new(learn_tx),
+                known: known.clone(),
+            }),
         )
         .context("starting the DNS proxy on port 15053")?
     };
@@ -489,7 +493,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
         state_dir: args.state_dir.clone(),
         local,
         attached: BTreeMap::new(),
+        expired: false,
     };
+    if let Ok(mut k) = known.write() {
+        k.0 = enforcer.fqdn.pairs();
+    }
     let cluster = enforcer.cluster();
     if let Some(up) = args.uplink.as_deref() {
         enforcer
@@ -577,6 +585,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
         if last_expiry.elapsed() >= Duration::from_secs(1) {
             last_expiry = std::time::Instant::now();
             enforcer.expire_names();
+            if std::mem::take(&mut enforcer.expired)
+                && let Ok(mut k) = known.write()
+            {
+                k.0 = enforcer.fqdn.pairs();
+            }
         }
         if !any {
             if let Ok(c) = enforcer.dp.counters() {
@@ -585,11 +598,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
             // Sleep until the next poll, but wake at once for a DNS answer
             // waiting on its addresses.
             if let Ok(req) = learn_rx.recv_timeout(Duration::from_millis(args.poll_ms)) {
-                enforcer.learn_and_ack(req, Duration::from_secs(args.dns_min_ttl));
+                let mut batch = vec![req];
+                batch.extend(learn_rx.try_iter());
+                enforcer.learn_batch(batch, Duration::from_secs(args.dns_min_ttl), &known);
             }
         }
-        while let Ok(req) = learn_rx.try_recv() {
-            enforcer.learn_and_ack(req, Duration::from_secs(args.dns_min_ttl));
+        let batch: Vec<LearnRequest> = learn_rx.try_iter().collect();
+        if !batch.is_empty() {
+            enforcer.learn_batch(batch, Duration::from_secs(args.dns_min_ttl), &known);
         }
     }
 }
@@ -607,6 +623,9 @@ struct Enforcer {
     state_dir: PathBuf,
     /// Pods of this node (`None`: every pod of the topology, file mode).
     local: Option<BTreeSet<String>>,
+    /// Set when learned addresses expired: the learner's fast-path set must
+    /// be rebuilt.
+    expired: bool,
     /// Endpoints whose interface has the programs: `ns/pod` -> (interface,
     /// addresses).
     attached: BTreeMap<String, (String, Vec<IpAddr>)>,
@@ -615,16 +634,38 @@ struct Enforcer {
 /// A DNS answer's addresses and the switch that releases the answer.
 type LearnRequest = (proxy::LearnedNames, tokio::sync::oneshot::Sender<()>);
 
+/// (name, address) pairs already in the kernel maps: an answer that only
+/// repeats them needs no wait.
+#[derive(Default)]
+struct KnownNames(std::collections::HashSet<(String, IpAddr)>);
+
 /// Hands learned names from the DNS proxy to the agent's loop.
-struct AgentLearner(Mutex<std::sync::mpsc::Sender<LearnRequest>>);
+struct AgentLearner {
+    tx: Mutex<std::sync::mpsc::Sender<LearnRequest>>,
+    known: Arc<std::sync::RwLock<KnownNames>>,
+}
 
 impl proxy::NameLearner for AgentLearner {
     fn learn(&self, update: proxy::LearnedNames) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if let Ok(sender) = self.0.lock() {
+        let already = self.known.read().is_ok_and(|k| {
+            update
+                .ips
+                .iter()
+                .all(|(ip, _)| k.0.contains(&(update.name.clone(), *ip)))
+        });
+        // Nothing new for the maps: release the answer now; the loop still
+        // gets the update to extend the expiry.
+        let ack = if already {
+            let _ = tx.send(());
+            tokio::sync::oneshot::channel().0
+        } else {
+            tx
+        };
+        if let Ok(sender) = self.tx.lock() {
             // If the loop is gone the sender is dropped and the proxy
             // releases the answer (its bounded wait).
-            let _ = sender.send((update, tx));
+            let _ = sender.send((update, ack));
         }
         rx
     }
@@ -724,19 +765,37 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Records names learned from a DNS answer and, if that adds addresses,
-    /// re-resolves and enforces; then releases the held answer.
-    fn learn_and_ack(&mut self, (update, ack): LearnRequest, min_ttl: Duration) {
-        if self.fqdn.learn(&update.name, &update.ips, min_ttl) {
+    /// Records the names of several DNS answers; if that adds addresses,
+    /// re-resolves and enforces once; then releases the held answers.
+    fn learn_batch(
+        &mut self,
+        batch: Vec<LearnRequest>,
+        min_ttl: Duration,
+        known: &std::sync::RwLock<KnownNames>,
+    ) {
+        let mut changed = false;
+        for (update, _) in &batch {
+            changed |= self.fqdn.learn(&update.name, &update.ips, min_ttl);
+        }
+        if changed {
             let cluster = self.cluster();
             if let Err(e) = self.enforce(&cluster) {
-                tracing::error!(error = %e, name = %update.name, "applying learned addresses failed");
+                tracing::error!(error = %e, "applying learned addresses failed");
             }
             if let Err(e) = self.fqdn.save() {
                 tracing::warn!(error = %e, "persisting learned names failed");
             }
         }
-        let _ = ack.send(());
+        if let Ok(mut k) = known.write() {
+            for (update, _) in &batch {
+                for (ip, _) in &update.ips {
+                    k.0.insert((update.name.clone(), *ip));
+                }
+            }
+        }
+        for (_, ack) in batch {
+            let _ = ack.send(());
+        }
     }
 
     /// Drops expired learned addresses no open flow uses.
@@ -749,6 +808,7 @@ impl Enforcer {
             }
         };
         if self.fqdn.expire(&in_use) {
+            self.expired = true;
             let cluster = self.cluster();
             if let Err(e) = self.enforce(&cluster) {
                 tracing::error!(error = %e, "applying expired names failed");

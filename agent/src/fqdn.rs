@@ -95,6 +95,14 @@ impl FqdnStore {
         c
     }
 
+    /// Every (name, address) pair.
+    pub fn pairs(&self) -> std::collections::HashSet<(String, IpAddr)> {
+        self.names
+            .iter()
+            .flat_map(|(n, ips)| ips.keys().map(move |ip| (n.clone(), *ip)))
+            .collect()
+    }
+
     /// Number of learned addresses.
     pub fn len(&self) -> usize {
         self.names.values().map(|m| m.len()).sum()
