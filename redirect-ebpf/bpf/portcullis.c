@@ -679,6 +679,18 @@ static __always_inline int redirect_or_drop(struct __sk_buff *skb, const struct 
 	return pass(PC_REASON_REDIRECT);
 }
 
+/* An entry the proxy's own upstream connection left (it may use the
+ * client's address and any port) only stands for packets the proxy sends.
+ * A packet arriving from a pod or the uplink with the same tuple is another
+ * flow that happens to collide with it: it must not pass as established
+ * without a policy decision (fail closed), so it is treated as new. */
+static __always_inline int ct_not_proxy_upstream(int ct, const struct ct_entry *e)
+{
+	if (ct == CT_ESTABLISHED && e && (e->flags & PC_CT_PROXY_UPSTREAM) && !e->proxy_port)
+		return CT_NEW;
+	return ct;
+}
+
 /* A tracked flow continues: pass, or keep feeding the proxy. */
 static __always_inline int continue_flow(struct __sk_buff *skb, const struct flow *f,
 					 struct decision *d, int ct, struct ct_entry *e)
@@ -744,7 +756,7 @@ int from_pod(struct __sk_buff *skb)
 	if (f.fragment)
 		return drop(skb, &f, &d, PC_REASON_DROP_FRAGMENT);
 
-	ct = ct_lookup(&f, &e);
+	ct = ct_not_proxy_upstream(ct_lookup(&f, &e), e);
 	if (ct != CT_NEW)
 		return continue_flow(skb, &f, &d, ct, e);
 
@@ -808,7 +820,7 @@ int from_uplink(struct __sk_buff *skb)
 	if (f.fragment)
 		return drop(skb, &f, &d, PC_REASON_DROP_FRAGMENT);
 
-	ct = ct_lookup(&f, &e);
+	ct = ct_not_proxy_upstream(ct_lookup(&f, &e), e);
 	if (ct != CT_NEW)
 		return continue_flow(skb, &f, &d, ct, e);
 

@@ -795,3 +795,30 @@ fn ipv6_extension_headers_are_skipped() {
     assert_eq!(f.count(Reason::DropFragment), 1);
     assert_eq!(f.count(Reason::DropMalformed), 1);
 }
+
+#[test]
+fn a_pod_flow_colliding_with_a_proxy_upstream_tuple_is_still_judged() {
+    let Some(f) = fixture("proxy_upstream_collision") else {
+        return;
+    };
+    // The proxy's upstream connection from A's address to B (marked) is
+    // tracked at to_pod...
+    let from_proxy = f.dp.config().unwrap().from_proxy_mark;
+    let upstream = packet(
+        A4,
+        B4,
+        L4::Udp {
+            sport: 40001,
+            dport: 53,
+        },
+    )
+    .frame();
+    assert_eq!(
+        run(&f.dp, Hook::ToPod, &upstream, from_proxy).retval,
+        TC_ACT_OK
+    );
+    // ...and a packet from pod A with the same tuple is another flow: with
+    // no policy entry allowing it, it is dropped, not passed as established.
+    assert_eq!(run(&f.dp, Hook::FromPod, &upstream, 0).retval, TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropNoPolicy), 1);
+}
