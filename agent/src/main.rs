@@ -146,8 +146,13 @@ enum LabCommand {
 fn main() -> ExitCode {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Access-log events go to `portcullis observe` (the layer below), not to
+    // the log file: one line per request or DNS query is too much for it.
+    // `PORTCULLIS_LOG=info` brings them back.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,portcullis::proxy::access=off")
+        });
     tracing_subscriber::registry()
         .with(l7log::AccessLogLayer)
         .with(
