@@ -13,7 +13,8 @@ use super::judge::{Transport, decide};
 use super::learn::{LearnLimits, LearnedNames, NameLearner, addresses};
 use super::metrics::{DnsMetrics, DnsVerdict, TransportLabel};
 use super::parse::{DnsAnswer, DnsQuery, ParseError};
-use super::{DnsConfig, tcp, udp};
+use super::sockets::{ReplySockets, UdpUpstreams};
+use super::{DnsConfig, tcp};
 use crate::policy::PolicyHandle;
 
 /// What every query task shares.
@@ -22,6 +23,10 @@ pub(crate) struct DnsShared {
     pub config: DnsConfig,
     pub learner: Arc<dyn NameLearner>,
     pub metrics: Arc<DnsMetrics>,
+    /// Upstream UDP sockets shared by the queries in flight.
+    pub udp_upstreams: UdpUpstreams,
+    /// Transparent sockets the UDP answers are sent from.
+    pub reply_sockets: ReplySockets,
 }
 
 /// Where a query came from and goes.
@@ -135,7 +140,12 @@ async fn forward(
     let config = &shared.config;
     let exchanged = tokio::time::timeout(config.upstream_timeout, async {
         match transport {
-            Transport::Udp => udp::forward(&config.upstream, addrs, query.id, bytes).await,
+            Transport::Udp => {
+                shared
+                    .udp_upstreams
+                    .exchange(&config.upstream, addrs, bytes)
+                    .await
+            }
             Transport::Tcp => tcp::forward(&config.upstream, addrs, query.id, bytes).await,
         }
     })

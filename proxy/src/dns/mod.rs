@@ -34,6 +34,7 @@ pub mod judge;
 pub mod learn;
 pub mod metrics;
 pub mod parse;
+mod sockets;
 mod tcp;
 mod udp;
 
@@ -228,6 +229,8 @@ impl DnsProxy {
             config,
             learner,
             metrics: self.metrics.clone(),
+            udp_upstreams: sockets::UdpUpstreams::default(),
+            reply_sockets: sockets::ReplySockets::default(),
         });
         (shared, in_flight)
     }

@@ -402,3 +402,84 @@ fn unparseable_queries_are_denied() {
     assert!(!d.judgement.is_allowed());
     assert!(d.query.is_err());
 }
+
+// ---- shared upstream sockets ----
+
+#[test]
+fn the_first_question_is_delimited_and_matched_without_case() {
+    use super::sockets::{answers_question, first_question_end};
+    let q = query_bytes(7, &[("Www.Example.COM.", RecordType::A)]);
+    let end = first_question_end(&q).expect("one uncompressed question");
+    assert_eq!(end, q.len());
+    let question = [&q[4..6], &q[12..end]].concat();
+    let mut answer = query_bytes(7, &[("www.example.com.", RecordType::A)]);
+    answer[2] |= 0x80;
+    assert!(answers_question(&question, &answer));
+    let other = query_bytes(7, &[("www.example.org.", RecordType::A)]);
+    assert!(!answers_question(&question, &other));
+    let aaaa = query_bytes(7, &[("www.example.com.", RecordType::AAAA)]);
+    assert!(!answers_question(&question, &aaaa));
+    // A header-only error answer matches by id alone.
+    let mut header_only = answer[..12].to_vec();
+    header_only[4..6].copy_from_slice(&[0, 0]);
+    assert!(answers_question(&question, &header_only));
+    // A compression pointer in the first name: not delimited.
+    let mut pointer = q[..12].to_vec();
+    pointer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+    assert_eq!(first_question_end(&pointer), None);
+    assert_eq!(first_question_end(&q[..14]), None);
+}
+
+#[tokio::test]
+async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
+    use super::exchange::QueryAddrs;
+    use super::sockets::UdpUpstreams;
+    use crate::http::upstream::UpstreamConfig;
+
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind server");
+    let server_addr = server.local_addr().expect("server addr");
+    // Two queries with the same client id; the server first sends a
+    // datagram with the first query's proxy id but another question, then
+    // answers in reverse order.
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 512];
+        let mut got = Vec::new();
+        let mut peer = None;
+        while got.len() < 2 {
+            let (n, from) = server.recv_from(&mut buf).await.expect("recv");
+            got.push(buf[..n].to_vec());
+            peer = Some(from);
+        }
+        let peer = peer.expect("peer");
+        assert_ne!(got[0][..2], got[1][..2], "proxy ids are unique in flight");
+        let mut bogus = query_bytes(0, &[("evil.example.", RecordType::A)]);
+        bogus[..2].copy_from_slice(&got[0][..2]);
+        bogus[2] |= 0x80;
+        server.send_to(&bogus, peer).await.expect("send");
+        for q in got.iter().rev() {
+            let mut answer = q.clone();
+            answer[2] |= 0x80;
+            server.send_to(&answer, peer).await.expect("send");
+        }
+    });
+    let upstreams = UdpUpstreams::default();
+    let cfg = UpstreamConfig::plain();
+    let addrs = QueryAddrs {
+        client: "127.0.0.1:5353".parse().expect("addr"),
+        original_dst: server_addr,
+        upstream: server_addr,
+    };
+    let a = query_bytes(42, &[("a.example.", RecordType::A)]);
+    let b = query_bytes(42, &[("b.example.", RecordType::A)]);
+    let (ra, rb) = tokio::join!(
+        upstreams.exchange(&cfg, addrs, &a),
+        upstreams.exchange(&cfg, addrs, &b)
+    );
+    for (query, answer) in [(a, ra), (b, rb)] {
+        let mut want = query.clone();
+        want[2] |= 0x80;
+        assert_eq!(answer.expect("answered"), want);
+    }
+}

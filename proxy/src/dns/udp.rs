@@ -1,6 +1,7 @@
 //! DNS over UDP: the transparent listening sockets (original destination
-//! from `IP_RECVORIGDSTADDR`), replies sent from the original destination,
-//! and forwarding to the server.
+//! from `IP_RECVORIGDSTADDR`); replies go out from the original
+//! destination and queries to the server over the sockets of
+//! [`super::sockets`].
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -20,11 +21,8 @@ use tokio::task::JoinHandle;
 use super::exchange::{DnsShared, QueryAddrs, exchange};
 use super::judge::Transport;
 use super::metrics::{DnsVerdict, TransportLabel};
-use crate::http::upstream::UpstreamConfig;
+use super::sockets::MAX_UDP;
 use crate::listener::{FixedDestination, stopped};
-
-/// Largest DNS message over UDP (and the receive buffer).
-const MAX_UDP: usize = 65_535;
 
 /// A transparent UDP socket bound to `addr` that reports each datagram's
 /// original destination (`IP_TRANSPARENT` + `IP_RECVORIGDSTADDR`, or the
@@ -94,69 +92,6 @@ fn storage_to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
     None
 }
 
-/// Sends `answer` to `client` from `from` (the query's original
-/// destination), with a transparent socket bound to that address.
-async fn reply_from(from: SocketAddr, client: SocketAddr, answer: &[u8]) -> io::Result<()> {
-    let socket = Socket::new(Domain::for_address(from), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    if from.is_ipv4() {
-        socket.set_ip_transparent_v4(true)?;
-    } else {
-        socket.set_only_v6(true)?;
-        socket.set_ip_transparent_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket
-        .bind(&from.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("bind reply socket {from}: {e}")))?;
-    let socket = UdpSocket::from_std(std::net::UdpSocket::from(socket))?;
-    socket.send_to(answer, client).await.map(|_| ())
-}
-
-/// Sends `query` to the server over a fresh UDP socket (marked, from the
-/// client's address if so configured) and returns the first datagram
-/// from it with the query's id. The caller bounds the wait.
-pub(crate) async fn forward(
-    cfg: &UpstreamConfig,
-    addrs: QueryAddrs,
-    id: u16,
-    query: &[u8],
-) -> io::Result<Vec<u8>> {
-    let dst = addrs.upstream;
-    let socket = Socket::new(Domain::for_address(dst), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_nonblocking(true)?;
-    if let Some(mark) = cfg.mark {
-        socket.set_mark(mark)?;
-    }
-    if crate::http::upstream::bind_client_address(cfg, dst.ip()) {
-        let ip = addrs.client.ip().to_canonical();
-        if ip.is_ipv4() != dst.is_ipv4() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("client {ip} and server {dst} are of different address families"),
-            ));
-        }
-        if dst.is_ipv4() {
-            socket.set_ip_transparent_v4(true)?;
-        } else {
-            socket.set_ip_transparent_v6(true)?;
-        }
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    let socket = UdpSocket::from_std(std::net::UdpSocket::from(socket))?;
-    socket.connect(dst).await?;
-    socket.send(query).await?;
-    let mut buf = vec![0u8; MAX_UDP];
-    loop {
-        let n = socket.recv(&mut buf).await?;
-        if n >= 2 && buf[..2] == id.to_be_bytes() {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-        tracing::debug!(%dst, "ignored a datagram that does not answer the query");
-    }
-}
-
 /// How the listening socket learns a query's original destination.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum UdpMode {
@@ -208,7 +143,10 @@ pub(crate) fn serve(
                 };
                 let sent = match mode {
                     UdpMode::Transparent => {
-                        reply_from(addrs.original_dst, addrs.client, &answer).await
+                        shared
+                            .reply_sockets
+                            .send(addrs.original_dst, addrs.client, &answer)
+                            .await
                     }
                     UdpMode::Fixed(_) => socket.send_to(&answer, peer).await.map(|_| ()),
                 };
