@@ -43,10 +43,29 @@ const MAX_REPLY_SOCKETS: usize = 256;
 /// is closed.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(10);
 
+/// Receive buffer of the listening sockets: room for a burst of queries
+/// (a few thousand datagrams) while the workers catch up, instead of
+/// drops in the kernel.
+pub(crate) const LISTENER_RCVBUF: usize = 8 << 20;
+
+/// Receive buffer of a shared upstream socket: the answers of all its
+/// queries in flight.
+const UPSTREAM_RCVBUF: usize = 4 << 20;
+
 /// Tries at drawing a query id not in flight on a socket. With at most
 /// `max_in_flight` (4096 by default) of the 65,536 ids taken, a draw is
 /// free with probability >= 15/16.
 const ID_DRAWS: usize = 64;
+
+/// Asks for a receive buffer of `bytes`: past `net.core.rmem_max` with
+/// CAP_NET_ADMIN (`SO_RCVBUFFORCE`), else as much as `rmem_max` allows.
+pub(crate) fn set_receive_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &bytes).is_ok() {
+        return Ok(());
+    }
+    socket.set_recv_buffer_size(bytes)
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps stay consistent across a panic (single inserts/removes).
@@ -330,6 +349,7 @@ fn upstream_socket(cfg: &UpstreamConfig, (source, server): UpstreamKey) -> io::R
         Some(Protocol::UDP),
     )?;
     socket.set_nonblocking(true)?;
+    set_receive_buffer(&socket, UPSTREAM_RCVBUF)?;
     if let Some(mark) = cfg.mark {
         socket.set_mark(mark)?;
     }

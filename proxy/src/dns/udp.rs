@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::exchange::{DnsShared, QueryAddrs, exchange};
 use super::judge::Transport;
 use super::metrics::{DnsVerdict, TransportLabel};
-use super::sockets::MAX_UDP;
+use super::sockets::{LISTENER_RCVBUF, MAX_UDP, set_receive_buffer};
 use crate::listener::{FixedDestination, stopped};
 
 /// A transparent UDP socket bound to `addr` that reports each datagram's
@@ -38,6 +38,7 @@ pub(crate) fn transparent_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         socket.set_ip_transparent_v6(true)?;
         setsockopt(&socket, sockopt::Ipv6OrigDstAddr, &true).map_err(io::Error::from)?;
     }
+    set_receive_buffer(&socket, LISTENER_RCVBUF)?;
     socket.set_nonblocking(true)?;
     socket
         .bind(&addr.into())
