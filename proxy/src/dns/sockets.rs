@@ -381,6 +381,11 @@ async fn read_answers(
                 // (port unreachable, ...). Its queries get no answer.
                 tracing::debug!(server = %key.1, error = %e, "DNS upstream socket error");
                 upstream.fail_all(&e);
+                // An ICMP error is reported once; anything else could
+                // repeat at once: do not spin on it.
+                if e.kind() != io::ErrorKind::ConnectionRefused {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
             Err(_) => {
                 let mut sockets = lock(&pool);
