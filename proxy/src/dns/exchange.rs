@@ -1,6 +1,7 @@
 //! One query, whatever the transport: parse and judge, deny or forward,
 //! hold an allowed answer until the learner has the names, log.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub(crate) struct QueryAddrs {
 /// Everything the access log says about a query.
 struct Outcome {
     verdict: DnsVerdict,
-    rcode: String,
+    rcode: Cow<'static, str>,
     answers: String,
     reason: String,
     hold: Option<Duration>,
@@ -71,7 +72,7 @@ pub(crate) async fn exchange(
             let response = deny::format_error(bytes);
             let outcome = Outcome {
                 verdict: DnsVerdict::Invalid,
-                rcode: ProxyRcode::FormErr.as_str().to_string(),
+                rcode: ProxyRcode::FormErr.as_str().into(),
                 answers: String::new(),
                 reason: e.to_string(),
                 hold: None,
@@ -82,7 +83,7 @@ pub(crate) async fn exchange(
             let rcode = ProxyRcode::from(shared.config.deny_response);
             let outcome = Outcome {
                 verdict: DnsVerdict::Denied,
-                rcode: rcode.as_str().to_string(),
+                rcode: rcode.as_str().into(),
                 answers: String::new(),
                 reason: decision.judgement.reason(),
                 hold: None,
@@ -161,7 +162,7 @@ async fn forward(
         Err(e) => {
             let outcome = Outcome {
                 verdict: DnsVerdict::UpstreamError,
-                rcode: ProxyRcode::ServFail.as_str().to_string(),
+                rcode: ProxyRcode::ServFail.as_str().into(),
                 answers: String::new(),
                 reason: format!("upstream {}: {e}", addrs.upstream),
                 hold: None,
@@ -173,7 +174,7 @@ async fn forward(
         // Relayed as is: nothing is learned from it, so it opens nothing.
         let outcome = Outcome {
             verdict: DnsVerdict::Allowed,
-            rcode: "unparsed".to_string(),
+            rcode: "unparsed".into(),
             answers: String::new(),
             reason,
             hold: None,

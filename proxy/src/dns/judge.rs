@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use policy_model::l7::DnsRuleSet;
 use policy_model::resolve::L7Policy;
-use policy_model::rules::{L7Rules, PolicyRef};
+use policy_model::rules::L7Rules;
 use policy_model::{L7Parser, NumericIdentity};
 
 use super::parse::{DnsQuery, ParseError, parse_query};
@@ -24,8 +24,9 @@ pub struct DnsSidePolicy {
     /// Every `rules.dns` list of the key as one set; `Err`: why it did not
     /// compile (then nothing is allowed).
     set: Result<DnsRuleSet, String>,
-    /// For each selector of `set`: the policy and rule path it came from.
-    origins: Vec<(Arc<PolicyRef>, String)>,
+    /// For each selector of `set`: the policy and rule path it came from,
+    /// formatted once here rather than for every query.
+    origins: Vec<String>,
 }
 
 impl DnsSidePolicy {
@@ -39,7 +40,7 @@ impl DnsSidePolicy {
                 L7Rules::Dns(dns) => {
                     for (i, selector) in dns.iter().enumerate() {
                         selectors.push(selector.clone());
-                        origins.push((origin.clone(), format!("{path}.rules.dns[{i}]")));
+                        origins.push(format!("{origin} {path}.rules.dns[{i}]"));
                     }
                 }
                 other => {
@@ -170,10 +171,7 @@ impl DnsRules {
                 }
             };
             match set.matching_rule(name) {
-                Some(i) => {
-                    let (origin, path) = &side.origins[i];
-                    rules.push(format!("{origin} {path}"));
-                }
+                Some(i) => rules.push(side.origins[i].clone()),
                 None => {
                     return DnsJudgement::Denied {
                         reason: format!("{endpoint} egress: no DNS rule matches {name}"),

@@ -1,6 +1,8 @@
 //! DNS message parsing (pure, no I/O, fuzzed): the questions of a query as
 //! the client sent them, and the parts of an answer the proxy logs.
 
+use std::borrow::Cow;
+
 use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -113,18 +115,19 @@ impl DnsAnswer {
         (message.metadata.message_type == MessageType::Response).then_some(DnsAnswer { message })
     }
 
-    /// The response code, as text (`NOERROR`, `NXDOMAIN`, ...).
-    pub fn rcode(&self) -> String {
+    /// The response code, as text (`NOERROR`, `NXDOMAIN`, ...); no
+    /// allocation for the common codes.
+    pub fn rcode(&self) -> Cow<'static, str> {
         let code = self.message.metadata.response_code;
-        match code {
-            ResponseCode::NoError => "NOERROR".to_string(),
-            ResponseCode::FormErr => "FORMERR".to_string(),
-            ResponseCode::ServFail => "SERVFAIL".to_string(),
-            ResponseCode::NXDomain => "NXDOMAIN".to_string(),
-            ResponseCode::NotImp => "NOTIMP".to_string(),
-            ResponseCode::Refused => "REFUSED".to_string(),
-            other => format!("RCODE{}", u16::from(other)),
-        }
+        Cow::Borrowed(match code {
+            ResponseCode::NoError => "NOERROR",
+            ResponseCode::FormErr => "FORMERR",
+            ResponseCode::ServFail => "SERVFAIL",
+            ResponseCode::NXDomain => "NXDOMAIN",
+            ResponseCode::NotImp => "NOTIMP",
+            ResponseCode::Refused => "REFUSED",
+            other => return Cow::Owned(format!("RCODE{}", u16::from(other))),
+        })
     }
 
     /// The answer section's data, comma-joined (A/AAAA addresses, CNAME
