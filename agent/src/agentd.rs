@@ -536,6 +536,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
 
     let mut events = enforcer.dp.take_flow_events()?;
     let mut last_expiry = std::time::Instant::now();
+    let mut last_input_check = std::time::Instant::now();
     loop {
         let mut any = false;
         while let Some(ev) = events.try_next() {
@@ -546,7 +547,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
             any = true;
             broadcast(&flows, with_pod_names(line, &names));
         }
-        match inputs.changed() {
+        // Input files are looked at every poll interval, not on every loop
+        // turn (DNS learn requests can turn it thousands of times a second).
+        let check_inputs = last_input_check.elapsed() >= Duration::from_millis(args.poll_ms);
+        if check_inputs {
+            last_input_check = std::time::Instant::now();
+        }
+        match if check_inputs { inputs.changed() } else { None } {
             None => {}
             Some(Ok((topo, set, local, hash))) => {
                 enforcer.topo = topo;

@@ -42,6 +42,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLogLayer {
         if event.metadata().target() != ACCESS_TARGET {
             return;
         }
+        // Nobody drains a full queue soon: don't build a line to drop it.
+        if QUEUE.lock().map(|q| q.len() >= MAX_QUEUED).unwrap_or(true) {
+            return;
+        }
         let mut f = JsonFields(serde_json::Map::new());
         event.record(&mut f);
         f.0.remove("message");
