@@ -138,8 +138,15 @@ pub fn default_root() -> PathBuf {
 
 /// Loads every `cases/**/*.yaml` under `root`, in path order.
 pub fn load_cases(root: &Path) -> Result<Vec<Case>, CaseError> {
+    let dir = root.join("cases");
+    if let Err(e) = std::fs::read_dir(&dir) {
+        return Err(CaseError {
+            file: dir.display().to_string(),
+            reason: format!("cannot read the cases directory: {e}"),
+        });
+    }
     let mut files = Vec::new();
-    collect(&root.join("cases"), &mut files);
+    collect(&dir, &mut files);
     files.sort();
     files.iter().map(|f| load_case(root, f)).collect()
 }
