@@ -101,7 +101,7 @@ struct flow {
 	__u8 icmp_error;    /* inner holds the tuple quoted by the ICMP error */
 	__u8 ndp;           /* IPv6 neighbour discovery with hop limit 255 */
 	__u8 hop_limit;     /* IPv6 only */
-	__u8 pad;
+	__u8 tcp_syn;       /* TCP SYN without ACK: a new connection attempt */
 	struct ct_key inner;
 };
 
@@ -284,6 +284,13 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		       &icmp_type);
 	if (ret != PARSE_OK)
 		return ret;
+	if (proto == IPPROTO_TCP && !f->fragment) {
+		__u8 tcp_flags;
+
+		if (bpf_skb_load_bytes(skb, off + 13, &tcp_flags, 1) < 0)
+			return PARSE_MALFORMED;
+		f->tcp_syn = (tcp_flags & 0x02) && !(tcp_flags & 0x10);
+	}
 	if (icmp_type != 0xff && !is_icmp_echo(f->family, icmp_type)) {
 		/* ICMP without an identifier cannot be tracked per flow:
 		 * every such packet takes the policy path (or the related
@@ -684,9 +691,15 @@ static __always_inline int redirect_or_drop(struct __sk_buff *skb, const struct 
  * A packet arriving from a pod or the uplink with the same tuple is another
  * flow that happens to collide with it: it must not pass as established
  * without a policy decision (fail closed), so it is treated as new. */
-static __always_inline int ct_not_proxy_upstream(int ct, const struct ct_entry *e)
+static __always_inline int ct_not_proxy_upstream(int ct, const struct ct_entry *e,
+						 const struct flow *f)
 {
 	if (ct == CT_ESTABLISHED && e && (e->flags & PC_CT_PROXY_UPSTREAM) && !e->proxy_port)
+		return CT_NEW;
+	/* A SYN opens a new connection, whatever an old entry for the same
+	 * tuple says (there is no FIN/RST tracking: a closed connection's
+	 * entry lingers); the new connection gets a policy decision. */
+	if (ct == CT_ESTABLISHED && f->tcp_syn)
 		return CT_NEW;
 	return ct;
 }
@@ -756,7 +769,7 @@ int from_pod(struct __sk_buff *skb)
 	if (f.fragment)
 		return drop(skb, &f, &d, PC_REASON_DROP_FRAGMENT);
 
-	ct = ct_not_proxy_upstream(ct_lookup(&f, &e), e);
+	ct = ct_not_proxy_upstream(ct_lookup(&f, &e), e, &f);
 	if (ct != CT_NEW)
 		return continue_flow(skb, &f, &d, ct, e);
 
@@ -820,7 +833,7 @@ int from_uplink(struct __sk_buff *skb)
 	if (f.fragment)
 		return drop(skb, &f, &d, PC_REASON_DROP_FRAGMENT);
 
-	ct = ct_not_proxy_upstream(ct_lookup(&f, &e), e);
+	ct = ct_not_proxy_upstream(ct_lookup(&f, &e), e, &f);
 	if (ct != CT_NEW)
 		return continue_flow(skb, &f, &d, ct, e);
 
@@ -892,6 +905,8 @@ int to_pod(struct __sk_buff *skb)
 		return drop(skb, &f, &d, PC_REASON_DROP_FRAGMENT);
 
 	ct = ct_lookup(&f, &e);
+	if (ct == CT_ESTABLISHED && f.tcp_syn)
+		ct = CT_NEW; /* a new connection on an old tuple: decide again */
 	if (ct == CT_ESTABLISHED && e && e->proxy_port)
 		/* Fail closed: a redirect cannot be done at egress. */
 		return drop(skb, &f, &d, PC_REASON_DROP_REDIRECT_AT_EGRESS);

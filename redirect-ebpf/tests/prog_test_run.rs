@@ -311,8 +311,11 @@ fn reply_passes_via_conntrack() {
     // A new connection from B to A is not a reply.
     let new_flow = packet(B4, A4, tcp(80, 40001)).frame();
     assert_eq!(run(&f.dp, Hook::FromPod, &new_flow, 0).retval, TC_ACT_SHOT);
-    // Established: the next request packet passes without a new lookup.
-    assert_eq!(run(&f.dp, Hook::FromPod, &request, 0).retval, TC_ACT_OK);
+    // Established: the next request packet (an ACK) passes without a new
+    // lookup.
+    let mut next = request.clone();
+    next[14 + 20 + 13] = 0x10; // TCP flags: ACK
+    assert_eq!(run(&f.dp, Hook::FromPod, &next, 0).retval, TC_ACT_OK);
     assert_eq!(f.count(Reason::PassReply), 2);
     assert_eq!(f.count(Reason::PassEstablished), 1);
     // Flushing conntrack makes the reply a new (denied) flow.
@@ -821,4 +824,33 @@ fn a_pod_flow_colliding_with_a_proxy_upstream_tuple_is_still_judged() {
     // no policy entry allowing it, it is dropped, not passed as established.
     assert_eq!(run(&f.dp, Hook::FromPod, &upstream, 0).retval, TC_ACT_SHOT);
     assert_eq!(f.count(Reason::DropNoPolicy), 1);
+}
+
+#[test]
+fn a_new_syn_on_an_old_tuple_gets_a_policy_decision() {
+    let Some(mut f) = fixture("syn_on_old_tuple") else {
+        return;
+    };
+    f.allow_a_to_b_tcp80();
+    let syn = packet(A4, B4, tcp(40000, 80)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &syn, 0).retval, TC_ACT_OK);
+    // The allow goes away; the connection's entry stays (no FIN tracking).
+    f.dp.apply_policy(&[PolicyChange::Delete(key(
+        ID_B,
+        EP_A,
+        Direction::Egress,
+        TCP,
+        80,
+        16,
+    ))])
+    .unwrap();
+    let mut ack = syn.clone();
+    ack[14 + 20 + 13] = 0x10;
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &ack, 0).retval,
+        TC_ACT_OK,
+        "established packets keep flowing"
+    );
+    // A new connection reusing the tuple is judged again: denied now.
+    assert_eq!(run(&f.dp, Hook::FromPod, &syn, 0).retval, TC_ACT_SHOT);
 }
