@@ -59,6 +59,10 @@ pub struct Probe {
     pub dns: Option<String>,
     #[serde(default)]
     pub kafka: Option<KafkaProbe>,
+    /// The connection is TLS (with this ClientHello); `http`, when given,
+    /// is a request sent inside it (HTTPS).
+    #[serde(default)]
+    pub tls: Option<TlsProbe>,
     /// `false` when the probe cannot run end to end in the lab.
     #[serde(default)]
     pub e2e: Option<bool>,
@@ -87,6 +91,15 @@ pub struct HttpProbe {
     pub host: Option<String>,
     #[serde(default)]
     pub headers: Vec<String>,
+}
+
+/// The TLS ClientHello of a probe.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsProbe {
+    /// The server name the client sends; none when absent.
+    #[serde(default)]
+    pub sni: Option<String>,
 }
 
 /// A Kafka request of a probe.
@@ -266,6 +279,9 @@ impl Probe {
             self.protocol.as_deref().unwrap_or("TCP"),
             self.port
         );
+        if let Some(t) = &self.tls {
+            s.push_str(&format!(" [tls sni={}]", t.sni.as_deref().unwrap_or("-")));
+        }
         if let Some(h) = &self.http {
             s.push_str(&format!(
                 " [{} {}]",

@@ -1,7 +1,7 @@
 //! Runs cases against the policy model (`policy_model::explain`).
 
 use crate::case::{Case, Expect, Probe, yaml_scalar};
-use policy_model::explain::{HttpRequestSpec, KafkaRequestSpec};
+use policy_model::explain::{HttpRequestSpec, KafkaRequestSpec, TlsRequestSpec};
 use policy_model::{
     Cluster, Explanation, FlowPeer, FlowQuery, FqdnCache, L7Request, PolicySet, Protocol, Verdict,
 };
@@ -52,7 +52,27 @@ pub fn to_query(p: &Probe) -> Result<FlowQuery, String> {
                 _ => Err(format!("give exactly one of {what} and {what}-ip")),
             }
         };
-    let l7 = if let Some(h) = &p.http {
+    let http = |h: &crate::case::HttpProbe| -> Result<HttpRequestSpec, String> {
+        let mut headers = Vec::new();
+        for hd in &h.headers {
+            let (k, v) = hd
+                .split_once(':')
+                .ok_or_else(|| format!("header {hd:?} is not 'Name: value'"))?;
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        Ok(HttpRequestSpec {
+            method: h.method.clone().unwrap_or_else(|| "GET".into()),
+            path: h.path.clone().unwrap_or_else(|| "/".into()),
+            host: h.host.clone().unwrap_or_default(),
+            headers,
+        })
+    };
+    let l7 = if let Some(t) = &p.tls {
+        Some(L7Request::Tls(TlsRequestSpec {
+            sni: t.sni.clone(),
+            http: p.http.as_ref().map(http).transpose()?,
+        }))
+    } else if let Some(h) = &p.http {
         let mut headers = Vec::new();
         for hd in &h.headers {
             let (k, v) = hd

@@ -42,12 +42,24 @@ pub struct KafkaRequestSpec {
     pub topics: Vec<String>,
 }
 
+/// A TLS connection to judge: its ClientHello's SNI and, optionally, one
+/// HTTP request sent inside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsRequestSpec {
+    pub sni: Option<String>,
+    pub http: Option<HttpRequestSpec>,
+}
+
 /// The L7 part of a flow question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum L7Request {
     Http(HttpRequestSpec),
-    Dns { name: String },
+    Dns {
+        name: String,
+    },
     Kafka(KafkaRequestSpec),
+    /// A TLS connection (served by the HTTP proxy).
+    Tls(TlsRequestSpec),
 }
 
 impl L7Request {
@@ -56,6 +68,7 @@ impl L7Request {
             L7Request::Http(_) => L7Parser::Http,
             L7Request::Dns { .. } => L7Parser::Dns,
             L7Request::Kafka(_) => L7Parser::Kafka,
+            L7Request::Tls(_) => L7Parser::Http,
         }
     }
 }
@@ -564,6 +577,11 @@ fn judge(pol: &L7Policy, req: Option<&L7Request>, direction: Direction) -> L7Out
             ..base
         });
     }
+    match req {
+        L7Request::Tls(t) => return judge_tls(pol, t.sni.as_deref(), t.http.as_ref(), base),
+        L7Request::Http(h) if !pol.tls.is_empty() => return judge_tls_plain(pol, h, base),
+        _ => {}
+    }
     if pol.allow_all {
         return L7Outcome::Allowed(Reason {
             message: format!(
@@ -592,6 +610,123 @@ fn judge(pol: &L7Policy, req: Option<&L7Request>, direction: Direction) -> L7Out
         message: format!(
             "no {} rule allows the request (rules from: {})",
             pol.parser,
+            names.join("; ")
+        ),
+        ..base
+    })
+}
+
+/// A TLS connection on an HTTP-redirected port: the side's plan for its
+/// SNI, then the HTTP request (if given) against the plan's rules.
+fn judge_tls(
+    pol: &L7Policy,
+    sni: Option<&str>,
+    http: Option<&HttpRequestSpec>,
+    base: Reason,
+) -> L7Outcome {
+    let plan = l7::tls::plan_side(
+        pol.allow_all,
+        &pol.rules,
+        &pol.tls,
+        l7::tls::ClientStart::Tls { sni },
+    );
+    match plan {
+        Err(why) => L7Outcome::Denied(Reason {
+            message: format!("TLS connection closed: {why}"),
+            ..base
+        }),
+        Ok(l7::tls::SidePlan::Splice { why }) => L7Outcome::Allowed(Reason {
+            message: format!("TLS passes through without termination: {why}"),
+            ..base
+        }),
+        Ok(l7::tls::SidePlan::Inspect {
+            terminate,
+            allow_all,
+            http: rules,
+            ..
+        }) => {
+            let shown = terminate.map(|t| t.to_string()).unwrap_or_default();
+            match http {
+                None => L7Outcome::Allowed(Reason {
+                    message: format!(
+                        "TLS terminated with {shown}; give an HTTP request to see its verdict"
+                    ),
+                    ..base
+                }),
+                Some(h) => judge_plan_http(
+                    allow_all,
+                    &rules,
+                    h,
+                    &format!("inside TLS terminated with {shown}"),
+                    base,
+                ),
+            }
+        }
+    }
+}
+
+/// A plaintext HTTP request on a port that also has TLS rules: only the
+/// rules that apply to plaintext judge it.
+fn judge_tls_plain(pol: &L7Policy, h: &HttpRequestSpec, base: Reason) -> L7Outcome {
+    match l7::tls::plan_side(
+        pol.allow_all,
+        &pol.rules,
+        &pol.tls,
+        l7::tls::ClientStart::Plaintext,
+    ) {
+        Err(why) => L7Outcome::Denied(Reason {
+            message: why,
+            ..base
+        }),
+        Ok(l7::tls::SidePlan::Splice { why }) => L7Outcome::Allowed(Reason {
+            message: why,
+            ..base
+        }),
+        Ok(l7::tls::SidePlan::Inspect {
+            allow_all, http, ..
+        }) => judge_plan_http(allow_all, &http, h, "in plaintext", base),
+    }
+}
+
+/// One HTTP request against the rule lists of a plan (an entry without
+/// rules allows every request).
+fn judge_plan_http(
+    allow_all: bool,
+    rules: &[l7::tls::PlanRules],
+    h: &HttpRequestSpec,
+    context: &str,
+    base: Reason,
+) -> L7Outcome {
+    if allow_all {
+        return L7Outcome::Allowed(Reason {
+            message: format!("an L3/L4 rule without L7 rules allows every request {context}"),
+            ..base
+        });
+    }
+    let req = L7Request::Http(h.clone());
+    for r in rules {
+        let detail = match &r.rules {
+            None => Some(format!(
+                "the rule has no HTTP rules: every request {context} passes"
+            )),
+            Some(list) => l7_allows(list, &req).map(|d| format!("{d} {context}")),
+        };
+        if let Some(detail) = detail {
+            return L7Outcome::Allowed(Reason {
+                policy: Some(PolicyName::from(r.origin.as_ref())),
+                rule: Some(r.rule.clone()),
+                message: format!("http rule allows the request: {detail}"),
+                ..base
+            });
+        }
+    }
+    let names: Vec<String> = rules
+        .iter()
+        .map(|r| format!("{} {}", r.origin, r.rule))
+        .collect();
+    L7Outcome::Denied(Reason {
+        message: format!(
+            "no http rule allows the request {context} (rules from: {})",
             names.join("; ")
         ),
         ..base

@@ -22,7 +22,9 @@ pub mod resolve;
 pub mod rules;
 pub mod topology;
 
-pub use explain::{Explanation, FlowPeer, FlowQuery, L7Request, Layer, Verdict, explain};
+pub use explain::{
+    Explanation, FlowPeer, FlowQuery, L7Request, Layer, TlsRequestSpec, Verdict, explain,
+};
 pub use identity::NumericIdentity;
 pub use load::{LoadError, PolicySet};
 pub use mapstate::{MapChange, MapKey, MapState, MapValue, MapVerdict, PortKey};

@@ -6,6 +6,7 @@ use crate::identity::{
     reserved_labels,
 };
 use crate::l7::dns::FqdnPattern;
+use crate::l7::tls::{PortTls, TlsRule};
 use crate::labels::LabelSet;
 use crate::mapstate::{MapKey, MapState, MapValue, MapVerdict, PortKey};
 use crate::rules::{
@@ -68,6 +69,8 @@ pub struct Contribution {
     pub peer: String,
     pub deny: bool,
     pub l7: Option<Arc<L7Rules>>,
+    /// TLS settings (`serverNames`, TLS contexts) of the port entry.
+    pub tls: Option<Arc<PortTls>>,
     /// The key this contribution was written for.
     pub key: MapKey,
 }
@@ -79,8 +82,12 @@ pub struct L7Policy {
     /// An L3/L4 allow of the same traffic without L7 rules cancels the L7
     /// restrictions: every request is allowed (still redirected).
     pub allow_all: bool,
-    /// Rules OR-ed together, with where they came from.
+    /// Rules OR-ed together, with where they came from (entries without
+    /// TLS settings).
     pub rules: Vec<(Arc<L7Rules>, Arc<PolicyRef>, String)>,
+    /// Entries with TLS settings, each with its own rules (see
+    /// [`crate::l7::tls::plan_side`]).
+    pub tls: Vec<TlsRule>,
 }
 
 /// The resolved policy of one endpoint.
@@ -479,6 +486,7 @@ impl Cluster {
                     peer: "any peer".into(),
                     deny: false,
                     l7: None,
+                    tls: None,
                     key,
                 });
         }
@@ -499,7 +507,7 @@ impl Cluster {
                             .collect()
                     };
                     for id in ids {
-                        for (pk, l7) in &port_keys {
+                        for (pk, l7, tls) in &port_keys {
                             let key = MapKey {
                                 direction: dir,
                                 identity: id,
@@ -511,6 +519,7 @@ impl Cluster {
                                 peer: peer_text.clone(),
                                 deny: entry.deny,
                                 l7: l7.clone(),
+                                tls: tls.clone(),
                                 key,
                             });
                         }
@@ -569,9 +578,14 @@ impl Cluster {
             };
         } else {
             decisive = covering.iter().map(|c| (*c).clone()).collect();
+            // A port with only TLS settings is served by the HTTP proxy.
             let parsers: BTreeSet<L7Parser> = covering
                 .iter()
-                .filter_map(|c| c.l7.as_ref().map(|l| l.parser()))
+                .filter_map(|c| match (&c.l7, &c.tls) {
+                    (Some(l), _) => Some(l.parser()),
+                    (None, Some(_)) => Some(L7Parser::Http),
+                    (None, None) => None,
+                })
                 .collect();
             if parsers.len() > 1 {
                 out.warnings.push(format!(
@@ -601,9 +615,24 @@ impl Cluster {
                 // allow of a non-enforced direction does not.
                 let allow_all = covering
                     .iter()
-                    .any(|c| c.l7.is_none() && c.origin.is_some());
+                    .any(|c| c.l7.is_none() && c.tls.is_none() && c.origin.is_some());
                 let mut rules = Vec::new();
+                let mut tls_rules: Vec<TlsRule> = Vec::new();
                 for c in covering {
+                    if let (Some(tls), Some(o)) = (&c.tls, &c.origin) {
+                        let dup = tls_rules.iter().any(|t| {
+                            Arc::ptr_eq(&t.tls, tls) && t.origin == *o && t.rule == c.rule
+                        });
+                        if !dup {
+                            tls_rules.push(TlsRule {
+                                tls: tls.clone(),
+                                http: c.l7.clone(),
+                                origin: o.clone(),
+                                rule: c.rule.clone(),
+                            });
+                        }
+                        continue;
+                    }
                     if let (Some(l7), Some(o)) = (&c.l7, &c.origin)
                         && !rules.iter().any(
                             |(r, o2, p): &(Arc<L7Rules>, Arc<PolicyRef>, String)| {
@@ -620,6 +649,7 @@ impl Cluster {
                         parser,
                         allow_all,
                         rules,
+                        tls: tls_rules,
                     },
                 );
             }
@@ -640,9 +670,9 @@ impl Cluster {
         ports: Option<&[crate::rules::PortMatch]>,
         dir: Direction,
         out: &mut EndpointPolicy,
-    ) -> Vec<(PortKey, Option<Arc<L7Rules>>)> {
+    ) -> Vec<(PortKey, Option<Arc<L7Rules>>, Option<Arc<PortTls>>)> {
         let Some(ports) = ports else {
-            return vec![(PortKey::ANY, None)];
+            return vec![(PortKey::ANY, None, None)];
         };
         let mut keys = Vec::new();
         for pm in ports {
@@ -653,24 +683,29 @@ impl Cluster {
                     &[Protocol::Tcp, Protocol::Udp]
                 }
                 (Some(_), Protocol::Any) => &[Protocol::Tcp],
+                (None, Protocol::Any) if pm.tls.is_some() => &[Protocol::Tcp],
                 (_, p) => p.expand(),
             };
             match &pm.port {
                 PortSpec::Any => {
                     for p in protocols {
-                        keys.push((PortKey::protocol(p.number()), pm.l7.clone()));
+                        keys.push((PortKey::protocol(p.number()), pm.l7.clone(), pm.tls.clone()));
                     }
                 }
                 PortSpec::Range(lo, hi) => {
                     for p in protocols {
                         for k in PortKey::range(p.number(), *lo, *hi) {
-                            keys.push((k, pm.l7.clone()));
+                            keys.push((k, pm.l7.clone(), pm.tls.clone()));
                         }
                     }
                 }
                 PortSpec::Named(name) => {
                     for (proto, port) in self.resolve_named_port(ep, name, pm.protocol, dir, out) {
-                        keys.push((PortKey::exact(proto.number(), port), pm.l7.clone()));
+                        keys.push((
+                            PortKey::exact(proto.number(), port),
+                            pm.l7.clone(),
+                            pm.tls.clone(),
+                        ));
                     }
                 }
             }

@@ -314,6 +314,8 @@ pub struct PortMatch {
     pub protocol: Protocol,
     pub port: PortSpec,
     pub l7: Option<Arc<L7Rules>>,
+    /// `serverNames` / `terminatingTLS` / `originatingTLS` of the entry.
+    pub tls: Option<Arc<crate::l7::tls::PortTls>>,
 }
 
 /// One allow or deny entry of a rule, in one direction.
@@ -555,6 +557,7 @@ fn np_ports(
             protocol,
             port,
             l7: None,
+            tls: None,
         });
     }
     Ok(Some(out))
@@ -1031,18 +1034,17 @@ fn cilium_port_rule(
             }
         }
     };
-    if deny && (pr.server_names.is_some() || pr.terminating_tls.is_some()) {
+    if deny
+        && (pr.server_names.is_some()
+            || pr.terminating_tls.is_some()
+            || pr.originating_tls.is_some())
+    {
         return Err(rerr(
             path,
             "serverNames / TLS settings are not allowed in a deny rule",
         ));
     }
-    if pr.server_names.is_some() || pr.terminating_tls.is_some() || pr.originating_tls.is_some() {
-        return Err(rerr(
-            path,
-            "serverNames and terminatingTLS/originatingTLS are not supported yet by portcullis",
-        ));
-    }
+    let tls = port_tls(pr, l7.as_deref(), path)?;
     let mut out = Vec::new();
     let ports: Vec<api::PortProtocol> = if pr.ports.is_empty() {
         vec![api::PortProtocol::default()]
@@ -1064,22 +1066,35 @@ fn cilium_port_rule(
             },
         };
         let port = parse_port(pp.port.as_ref(), pp.end_port, &ppath)?;
-        if let Some(rules) = &l7 {
+        if l7.is_some() || tls.is_some() {
+            let what = if l7.is_some() {
+                "L7 rules"
+            } else {
+                "serverNames / TLS settings"
+            };
             match &port {
                 PortSpec::Any => {
                     return Err(rerr(
                         format!("{ppath}.port"),
-                        "L7 rules need a specific port",
+                        format!("{what} need a specific port"),
                     ));
                 }
                 PortSpec::Range(lo, hi) if lo != hi => {
                     return Err(rerr(
                         format!("{ppath}.endPort"),
-                        "L7 rules cannot apply to a port range",
+                        format!("{what} cannot apply to a port range"),
                     ));
                 }
                 _ => {}
             }
+            if tls.is_some() && protocol == Protocol::Udp {
+                return Err(rerr(
+                    format!("{ppath}.protocol"),
+                    "serverNames / TLS settings need TCP",
+                ));
+            }
+        }
+        if let Some(rules) = &l7 {
             if rules.parser() != L7Parser::Dns && protocol == Protocol::Udp {
                 return Err(rerr(
                     format!("{ppath}.protocol"),
@@ -1091,9 +1106,93 @@ fn cilium_port_rule(
             protocol,
             port,
             l7: l7.clone(),
+            tls: tls.clone(),
         });
     }
     Ok(out)
+}
+
+/// The TLS settings of a `toPorts` entry, validated: `serverNames` are DNS
+/// names (a leading `*.` allowed), each TLS context names a secret, and
+/// TLS goes only with HTTP rules (or none).
+fn port_tls(
+    pr: &PortRule,
+    l7: Option<&L7Rules>,
+    path: &str,
+) -> Result<Option<Arc<crate::l7::tls::PortTls>>, RuleError> {
+    use crate::l7::tls::{PortTls, TlsContextRef, validate_server_name};
+    if pr.server_names.is_none() && pr.terminating_tls.is_none() && pr.originating_tls.is_none() {
+        return Ok(None);
+    }
+    if let Some(rules) = l7
+        && rules.parser() != L7Parser::Http
+    {
+        return Err(rerr(
+            format!("{path}.rules"),
+            format!(
+                "serverNames / TLS settings go with HTTP rules (or none), not {} rules",
+                rules.parser()
+            ),
+        ));
+    }
+    let mut server_names = Vec::new();
+    for (i, n) in pr.server_names.iter().flatten().enumerate() {
+        let name =
+            validate_server_name(n).map_err(|e| rerr(format!("{path}.serverNames[{i}]"), e))?;
+        server_names.push(name);
+    }
+    let context = |c: &Option<api::TlsContext>,
+                   field: &str|
+     -> Result<Option<TlsContextRef>, RuleError> {
+        let Some(c) = c else { return Ok(None) };
+        let Some(secret) = &c.secret else {
+            return Err(rerr(
+                format!("{path}.{field}.secret"),
+                "a TLS context needs `secret: {name: ..., namespace: ...}`;                  portcullis loads certificates only from secrets",
+            ));
+        };
+        if secret.name.is_empty() {
+            return Err(rerr(
+                format!("{path}.{field}.secret.name"),
+                "the secret name is empty",
+            ));
+        }
+        let item = |v: &Option<String>, f: &str| -> Result<Option<String>, RuleError> {
+            match v.as_deref() {
+                None | Some("") => Ok(None),
+                Some(s) if s.contains('/') || s == "." || s == ".." => Err(rerr(
+                    format!("{path}.{field}.{f}"),
+                    format!("{s:?} is not a secret item name"),
+                )),
+                Some(s) => Ok(Some(s.to_string())),
+            }
+        };
+        for (n, v) in [
+            ("secret.name", Some(&secret.name)),
+            ("secret.namespace", secret.namespace.as_ref()),
+        ] {
+            if let Some(v) = v
+                && (v.contains('/') || v == "." || v == "..")
+            {
+                return Err(rerr(
+                    format!("{path}.{field}.{n}"),
+                    format!("{v:?} is not a Kubernetes object name"),
+                ));
+            }
+        }
+        Ok(Some(TlsContextRef {
+            namespace: secret.namespace.clone().filter(|n| !n.is_empty()),
+            name: secret.name.clone(),
+            trusted_ca: item(&c.trusted_ca, "trustedCA")?,
+            certificate: item(&c.certificate, "certificate")?,
+            private_key: item(&c.private_key, "privateKey")?,
+        }))
+    };
+    Ok(Some(Arc::new(PortTls {
+        server_names,
+        terminating: context(&pr.terminating_tls, "terminatingTLS")?,
+        originating: context(&pr.originating_tls, "originatingTLS")?,
+    })))
 }
 
 fn icmp_field(f: &api::IcmpField, path: &str) -> Result<PortMatch, RuleError> {
@@ -1124,6 +1223,7 @@ fn icmp_field(f: &api::IcmpField, path: &str) -> Result<PortMatch, RuleError> {
         protocol,
         port: PortSpec::Range(t, t),
         l7: None,
+        tls: None,
     })
 }
 

@@ -8,7 +8,9 @@
 //!   `headerMatches` with mismatch actions);
 //! - [`dns`]: `rules.dns` and `toFQDNs` selectors (`matchName`,
 //!   `matchPattern`);
-//! - [`kafka`]: `rules.kafka` (roles, API keys, versions, client IDs, topics).
+//! - [`kafka`]: `rules.kafka` (roles, API keys, versions, client IDs, topics);
+//! - [`tls`]: `serverNames`, `terminatingTLS`, `originatingTLS`: what the
+//!   proxy does with a TLS (or plaintext) connection on a redirected port.
 //!
 //! All three report invalid rules with one error type, [`L7RuleError`].
 
@@ -17,6 +19,7 @@ use std::fmt;
 pub mod dns;
 pub mod http;
 pub mod kafka;
+pub mod tls;
 
 pub use dns::{DnsRuleSet, FqdnPattern, normalize_name};
 pub use http::{HeaderAction, HttpRequest, HttpRuleSet, HttpVerdict};
