@@ -496,7 +496,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         expired: false,
     };
     if let Ok(mut k) = known.write() {
-        k.0 = enforcer.fqdn.pairs();
+        k.0 = enforcer.fqdn.expiries();
     }
     let cluster = enforcer.cluster();
     if let Some(up) = args.uplink.as_deref() {
@@ -515,6 +515,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut names = Names::of(&cluster);
+    crate::l7log::set_pod_names(Arc::new(names.by_ip.clone()));
     tracing::info!(
         endpoints = cluster.endpoints().len(),
         policies = enforcer.set.policies.len(),
@@ -545,7 +546,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         }
         for line in crate::l7log::drain() {
             any = true;
-            broadcast(&flows, with_pod_names(line, &names));
+            broadcast(&flows, line);
         }
         // Input files are looked at every poll interval, not on every loop
         // turn (DNS learn requests can turn it thousands of times a second).
@@ -567,6 +568,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
                     tracing::error!(error = %e, "applying the change failed");
                 }
                 names = Names::of(&cluster);
+                crate::l7log::set_pod_names(Arc::new(names.by_ip.clone()));
                 metrics.endpoints.set(enforcer.attached.len() as i64);
                 status.updated = monotonic_to_wall(now_monotonic()).to_string();
                 status.endpoints = enforcer.attached.len();
@@ -595,7 +597,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             if std::mem::take(&mut enforcer.expired)
                 && let Ok(mut k) = known.write()
             {
-                k.0 = enforcer.fqdn.pairs();
+                k.0 = enforcer.fqdn.expiries();
             }
         }
         if !any {
@@ -641,10 +643,47 @@ struct Enforcer {
 /// A DNS answer's addresses and the switch that releases the answer.
 type LearnRequest = (proxy::LearnedNames, tokio::sync::oneshot::Sender<()>);
 
-/// (name, address) pairs already in the kernel maps: an answer that only
-/// repeats them needs no wait.
+/// Learned names already in the kernel maps, with the expiry the agent
+/// keeps each address until: an answer that only repeats them needs no
+/// wait, and none of the agent's time unless it extends an expiry.
 #[derive(Default)]
-struct KnownNames(std::collections::HashSet<(String, IpAddr)>);
+struct KnownNames(std::collections::HashMap<String, crate::fqdn::Expiries>);
+
+/// How much earlier than an answer's TTL the agent's expiry of a known
+/// address may run out before the answer is passed on to extend it: the
+/// agent hears of a name answered thousands of times a second about once
+/// a second, not on every answer.
+const REFRESH_SLACK_SECS: u64 = 1;
+
+/// What the agent's loop needs to hear of an answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Novelty {
+    /// An address is not in the maps yet: hold the answer until it is.
+    NewAddress,
+    /// All addresses are in the maps, but the answer outlives an expiry.
+    LongerTtl,
+    /// Nothing the maps or the expiries lack.
+    Nothing,
+}
+
+impl KnownNames {
+    fn novelty(&self, update: &proxy::LearnedNames, now: u64) -> Novelty {
+        let Some(known) = self.0.get(&update.name) else {
+            return Novelty::NewAddress;
+        };
+        let mut novelty = Novelty::Nothing;
+        for (ip, ttl) in &update.ips {
+            match known.get(ip) {
+                None => return Novelty::NewAddress,
+                Some(until) if until + REFRESH_SLACK_SECS < now + ttl.as_secs() => {
+                    novelty = Novelty::LongerTtl
+                }
+                Some(_) => {}
+            }
+        }
+        novelty
+    }
+}
 
 /// Hands learned names from the DNS proxy to the agent's loop.
 struct AgentLearner {
@@ -655,19 +694,24 @@ struct AgentLearner {
 impl proxy::NameLearner for AgentLearner {
     fn learn(&self, update: proxy::LearnedNames) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let already = self.known.read().is_ok_and(|k| {
-            update
-                .ips
-                .iter()
-                .all(|(ip, _)| k.0.contains(&(update.name.clone(), *ip)))
-        });
-        // Nothing new for the maps: release the answer now; the loop still
-        // gets the update to extend the expiry.
-        let ack = if already {
-            let _ = tx.send(());
-            tokio::sync::oneshot::channel().0
-        } else {
-            tx
+        let novelty = self
+            .known
+            .read()
+            .map_or(Novelty::NewAddress, |k| {
+                k.novelty(&update, crate::fqdn::now_secs())
+            });
+        let ack = match novelty {
+            Novelty::NewAddress => tx,
+            // Nothing new for the maps: release the answer now; the loop
+            // still gets the update to extend the expiry.
+            Novelty::LongerTtl => {
+                let _ = tx.send(());
+                tokio::sync::oneshot::channel().0
+            }
+            Novelty::Nothing => {
+                let _ = tx.send(());
+                return rx;
+            }
         };
         if let Ok(sender) = self.tx.lock() {
             // If the loop is gone the sender is dropped and the proxy
@@ -795,8 +839,8 @@ impl Enforcer {
         }
         if let Ok(mut k) = known.write() {
             for (update, _) in &batch {
-                for (ip, _) in &update.ips {
-                    k.0.insert((update.name.clone(), *ip));
+                if let Some(expiries) = self.fqdn.expiries_of(&update.name) {
+                    k.0.insert(update.name.clone(), expiries);
                 }
             }
         }
@@ -1048,35 +1092,6 @@ fn monotonic_to_wall(ts_ns: u64) -> chrono_like::Utc {
     chrono_like::Utc((wall - (mono - ts_ns as i128)).max(0) as u128)
 }
 
-/// Adds `src_pod`/`dst_pod` to an access-log line.
-fn with_pod_names(line: String, names: &Names) -> String {
-    let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str::<serde_json::Value>(&line)
-    else {
-        return line;
-    };
-    for (field, out) in [("src", "src_pod"), ("dst", "dst_pod")] {
-        let pod = m
-            .get(field)
-            .and_then(|v| v.as_str())
-            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-            .and_then(|a| names.by_ip.get(&a.ip()).cloned());
-        if let Some(p) = pod {
-            m.insert(out.into(), p.into());
-        }
-    }
-    m.insert(
-        "time".into(),
-        monotonic_to_wall(
-            nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-                .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-                .unwrap_or(0),
-        )
-        .to_string()
-        .into(),
-    );
-    serde_json::Value::Object(m).to_string()
-}
-
 fn flow_json(ev: &FlowEvent, names: &Names) -> String {
     let addr = |b: &[u8; 16]| -> IpAddr {
         if ev.family == 4 {
@@ -1120,7 +1135,7 @@ fn flow_json(ev: &FlowEvent, names: &Names) -> String {
 }
 
 /// A tiny RFC 3339 UTC formatter (no date crate needed for one format).
-mod chrono_like {
+pub(crate) mod chrono_like {
     use std::fmt;
 
     /// Nanoseconds since the Unix epoch.
@@ -1214,4 +1229,60 @@ pub fn observe(state_dir: &Path, json: bool, follow: bool) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(name: &str, ips: &[(&str, u64)]) -> proxy::LearnedNames {
+        proxy::LearnedNames {
+            source: "10.200.0.1".parse().unwrap(),
+            name: name.into(),
+            ips: ips
+                .iter()
+                .map(|(ip, ttl)| (ip.parse().unwrap(), Duration::from_secs(*ttl)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_answer_is_held_only_for_new_addresses_and_passed_on_only_to_extend_an_expiry() {
+        let now = 1_000;
+        let mut known = KnownNames::default();
+        let a: IpAddr = "10.201.0.1".parse().unwrap();
+        known
+            .0
+            .insert("a.example.".into(), [(a, now + 60)].into_iter().collect());
+        // Unknown name, unknown address of a known name: hold.
+        assert_eq!(
+            known.novelty(&update("b.example.", &[("10.201.0.1", 60)]), now),
+            Novelty::NewAddress
+        );
+        assert_eq!(
+            known.novelty(
+                &update("a.example.", &[("10.201.0.1", 60), ("10.201.0.2", 60)]),
+                now
+            ),
+            Novelty::NewAddress
+        );
+        // Same TTL, or a longer one within the slack: nothing to do.
+        assert_eq!(
+            known.novelty(&update("a.example.", &[("10.201.0.1", 60)]), now),
+            Novelty::Nothing
+        );
+        assert_eq!(
+            known.novelty(&update("a.example.", &[("10.201.0.1", 60)]), now + 1),
+            Novelty::Nothing
+        );
+        // Two seconds later the answer outlives the agent's expiry.
+        assert_eq!(
+            known.novelty(&update("a.example.", &[("10.201.0.1", 60)]), now + 2),
+            Novelty::LongerTtl
+        );
+        assert_eq!(
+            known.novelty(&update("a.example.", &[("10.201.0.1", 300)]), now),
+            Novelty::LongerTtl
+        );
+    }
 }

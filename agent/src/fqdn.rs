@@ -12,6 +12,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// One name's addresses -> expiry (seconds since the Unix epoch).
+pub type Expiries = std::collections::HashMap<IpAddr, u64>;
+
 /// Learned names -> address -> expiry (seconds since the Unix epoch).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FqdnStore {
@@ -20,7 +23,7 @@ pub struct FqdnStore {
     path: Option<PathBuf>,
 }
 
-fn now_secs() -> u64 {
+pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -95,12 +98,21 @@ impl FqdnStore {
         c
     }
 
-    /// Every (name, address) pair.
-    pub fn pairs(&self) -> std::collections::HashSet<(String, IpAddr)> {
+    /// Every learned name with its addresses' expiries.
+    pub fn expiries(&self) -> std::collections::HashMap<String, Expiries> {
         self.names
             .iter()
-            .flat_map(|(n, ips)| ips.keys().map(move |ip| (n.clone(), *ip)))
+            .map(|(n, ips)| (n.clone(), Self::copy(ips)))
             .collect()
+    }
+
+    /// The addresses of one (normalized) name with their expiry.
+    pub fn expiries_of(&self, name: &str) -> Option<Expiries> {
+        self.names.get(name).map(Self::copy)
+    }
+
+    fn copy(ips: &BTreeMap<IpAddr, u64>) -> Expiries {
+        ips.iter().map(|(ip, until)| (*ip, *until)).collect()
     }
 
     /// Number of learned addresses.
