@@ -14,6 +14,8 @@
 //!   deny, forward, and learn names for `toFQDNs`;
 //! - [`kafka`]: the transparent Kafka proxy: parse each request's topics,
 //!   judge, deny with the API's authorization error, forward in order;
+//! - [`tls`]: `serverNames`, `terminatingTLS`, `originatingTLS` on the
+//!   HTTP port: judge the ClientHello, splice or terminate, originate;
 //! - [`metrics`]: request and connection metrics;
 //! - [`Proxy`]: the listeners the agent starts.
 #![forbid(unsafe_code)]
@@ -26,9 +28,11 @@ pub mod http;
 pub mod kafka;
 mod listener;
 pub mod metrics;
+pub mod tls;
 
 pub use dns::{DnsConfig, DnsProxy, LearnedNames, NameLearner};
 pub use http::upstream::{FROM_PROXY_MARK, UpstreamConfig, UpstreamSource};
 pub use kafka::{KAFKA_PROXY_PORT, KafkaConfig, KafkaProxy};
 pub use listener::{FixedDestination, Proxy, ProxyConfig};
 pub use metrics::ProxyMetrics;
+pub use tls::TlsSecrets;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::http::upstream::UpstreamConfig;
-use crate::http::{ConnAddrs, HttpSettings, serve_connection};
+use crate::http::{ConnAddrs, HttpSettings};
 use crate::metrics::ProxyMetrics;
 use crate::policy::PolicyHandle;
 
@@ -26,6 +26,9 @@ pub struct ProxyConfig {
     pub detect_timeout: Duration,
     /// Bound on receiving an HTTP/1 request head.
     pub header_timeout: Duration,
+    /// Secrets of `terminatingTLS` / `originatingTLS` (default: none, so
+    /// ports with TLS contexts deny).
+    pub tls_secrets: crate::tls::TlsSecrets,
 }
 
 impl ProxyConfig {
@@ -37,6 +40,7 @@ impl ProxyConfig {
             upstream: UpstreamConfig::datapath(),
             detect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
+            tls_secrets: Default::default(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Proxy {
             upstream: config.upstream.clone(),
             detect_timeout: config.detect_timeout,
             header_timeout: config.header_timeout,
+            tls_secrets: config.tls_secrets.clone(),
         })
     }
 
@@ -209,7 +214,7 @@ fn accept_loop(
                     }
                 },
             };
-            tokio::spawn(serve_connection(
+            tokio::spawn(crate::tls::serve(
                 stream,
                 addrs,
                 settings.clone(),

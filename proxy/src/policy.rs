@@ -29,6 +29,7 @@ use crate::kafka::judge::{KafkaRefusal, KafkaRules, KafkaSide, KafkaSidePolicy};
 
 #[cfg(test)]
 mod tests;
+mod tls;
 
 const TCP: u8 = 6;
 
@@ -103,6 +104,10 @@ pub struct ProxyPolicy {
     cluster: Cluster,
     endpoints: Vec<EndpointEntry>,
     by_ip: HashMap<IpAddr, usize>,
+    /// HTTP rules of TLS-scoped ports per (endpoint, key, SNI), built on
+    /// first use (see `policy/tls.rs`).
+    #[allow(clippy::type_complexity)]
+    tls_memo: std::sync::Mutex<HashMap<(usize, MapKey, String), Arc<HttpSidePolicy>>>,
 }
 
 impl ProxyPolicy {
@@ -174,6 +179,7 @@ impl ProxyPolicy {
             cluster: cluster.clone(),
             endpoints,
             by_ip,
+            tls_memo: Default::default(),
         }
     }
 
@@ -183,6 +189,7 @@ impl ProxyPolicy {
             cluster: Cluster::new(Default::default(), Vec::new(), &Default::default()),
             endpoints: Vec::new(),
             by_ip: HashMap::new(),
+            tls_memo: Default::default(),
         }
     }
 
@@ -430,6 +437,9 @@ pub enum Refusal {
         endpoint: String,
         direction: Direction,
     },
+    /// The connection's TLS (or its absence) is not admitted by a side's
+    /// `serverNames` / TLS settings.
+    Tls(String),
 }
 
 impl fmt::Display for Refusal {
@@ -458,6 +468,7 @@ impl fmt::Display for Refusal {
                 endpoint,
                 direction,
             } => write!(f, "{endpoint} {direction}: redirected without HTTP rules"),
+            Refusal::Tls(why) => f.write_str(why),
         }
     }
 }

@@ -114,6 +114,7 @@ fn main() -> std::process::ExitCode {
             upstream: UpstreamConfig::plain(),
             detect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
+            tls_secrets: Default::default(),
         };
         let proxy = Proxy::serve_with_fixed_destination(
             listener,

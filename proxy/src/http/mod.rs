@@ -60,6 +60,33 @@ pub struct HttpSettings {
     pub detect_timeout: Duration,
     /// Bound on receiving an HTTP/1 request head.
     pub header_timeout: Duration,
+    /// Certificates and keys of `terminatingTLS` / `originatingTLS`.
+    pub tls_secrets: crate::tls::TlsSecrets,
+}
+
+/// TLS around a served connection (set by [`crate::tls`]).
+#[derive(Debug, Clone)]
+pub struct TlsSession {
+    /// How the client's connection started: `Some(sni)` when it was TLS
+    /// (terminated by the proxy), `None` for plaintext.
+    pub client_sni: Option<Option<String>>,
+    /// Connect upstream with TLS from this context, verifying this name.
+    pub originate: Option<(
+        policy_model::l7::tls::ResolvedTlsContext,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+}
+
+impl TlsSession {
+    /// The connection's start, as the policy judges it.
+    pub fn start(&self) -> policy_model::l7::tls::ClientStart<'_> {
+        match &self.client_sni {
+            None => policy_model::l7::tls::ClientStart::Plaintext,
+            Some(sni) => policy_model::l7::tls::ClientStart::Tls {
+                sni: sni.as_deref(),
+            },
+        }
+    }
 }
 
 /// One downstream connection's state.
@@ -70,6 +97,8 @@ struct Conn {
     /// The upstream connection, reused by every request of this downstream
     /// connection (keep-alive; HTTP/2 multiplexes on it).
     upstream: Mutex<Option<UpstreamConn>>,
+    /// Set when the port has TLS settings (see [`crate::tls`]).
+    tls: Option<TlsSession>,
 }
 
 /// Serves one redirected connection until it closes or `shutdown` turns
@@ -78,10 +107,24 @@ pub async fn serve_connection(
     stream: TcpStream,
     addrs: ConnAddrs,
     settings: Arc<HttpSettings>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let _guard = settings.metrics.connection();
     let _ = stream.set_nodelay(true);
+    serve_io(stream, addrs, settings, shutdown, None).await
+}
+
+/// Serves HTTP on any byte stream (plaintext, or TLS the proxy
+/// terminated); `tls` carries what the port's TLS settings decided.
+pub async fn serve_io<I>(
+    stream: I,
+    addrs: ConnAddrs,
+    settings: Arc<HttpSettings>,
+    mut shutdown: watch::Receiver<bool>,
+    tls: Option<TlsSession>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let _guard = settings.metrics.connection();
     let (protocol, io) = match detect::detect(stream, settings.detect_timeout).await {
         Ok(Some(found)) => found,
         Ok(None) => {
@@ -98,6 +141,7 @@ pub async fn serve_connection(
         protocol,
         settings: settings.clone(),
         upstream: Mutex::new(None),
+        tls,
     });
     let service = service_fn(move |req| {
         let conn = conn.clone();
@@ -171,7 +215,12 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
         Ok(view) => {
             authority_for_log = view.authority.map(str::to_string);
             let policy = conn.settings.policy.snapshot();
-            let rules = policy.http_rules(conn.addrs.client, conn.addrs.original_dst);
+            let rules = match &conn.tls {
+                None => policy.http_rules(conn.addrs.client, conn.addrs.original_dst),
+                Some(t) => {
+                    policy.http_rules_in(conn.addrs.client, conn.addrs.original_dst, t.start())
+                }
+            };
             let judgement = rules.judge(&view.as_request());
             Ok((judgement, rules.src_identity, rules.dst_identity))
         }
@@ -345,7 +394,28 @@ async fn forward(
         };
         if !reusable {
             *slot = None;
-            let fresh = upstream::open(&conn.settings.upstream, conn.addrs.client, dst, h2).await?;
+            let fresh = match conn.tls.as_ref().and_then(|t| t.originate.as_ref()) {
+                None => upstream::open(&conn.settings.upstream, conn.addrs.client, dst, h2).await?,
+                Some((ctx, name)) => {
+                    let config = conn
+                        .settings
+                        .tls_secrets
+                        .client_config(ctx, h2)
+                        .map_err(|e| UpstreamError::Tls {
+                            dst,
+                            reason: e.to_string(),
+                        })?;
+                    upstream::open_tls(
+                        &conn.settings.upstream,
+                        conn.addrs.client,
+                        dst,
+                        h2,
+                        config,
+                        name.clone(),
+                    )
+                    .await?
+                }
+            };
             *slot = Some(fresh);
         }
         match slot.as_mut() {

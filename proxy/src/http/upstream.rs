@@ -148,6 +148,44 @@ pub async fn open(
     let stream = connect(cfg, client, dst)
         .await
         .map_err(|source| UpstreamError::Connect { dst, source })?;
+    handshake(stream, dst, h2).await
+}
+
+/// As [`open`], with TLS to the upstream (`originatingTLS`): the server's
+/// certificate is verified for `name` by `config`.
+pub async fn open_tls(
+    cfg: &UpstreamConfig,
+    client: SocketAddr,
+    dst: SocketAddr,
+    h2: bool,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    name: rustls_pki_types::ServerName<'static>,
+) -> Result<UpstreamConn, UpstreamError> {
+    let stream = connect(cfg, client, dst)
+        .await
+        .map_err(|source| UpstreamError::Connect { dst, source })?;
+    let tls = tokio::time::timeout(
+        cfg.connect_timeout,
+        tokio_rustls::TlsConnector::from(config).connect(name, stream),
+    )
+    .await
+    .map_err(|_| UpstreamError::Tls {
+        dst,
+        reason: "TLS handshake timed out".into(),
+    })?
+    .map_err(|e| UpstreamError::Tls {
+        dst,
+        reason: e.to_string(),
+    })?;
+    handshake(tls, dst, h2).await
+}
+
+/// The HTTP client handshake on a connected stream; the connection task
+/// runs until the upstream or the last sender goes away.
+async fn handshake<I>(stream: I, dst: SocketAddr, h2: bool) -> Result<UpstreamConn, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     if h2 {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -180,6 +218,8 @@ pub async fn open(
 pub enum UpstreamError {
     #[error("cannot connect to upstream {dst}: {source}")]
     Connect { dst: SocketAddr, source: io::Error },
+    #[error("TLS to upstream {dst} failed: {reason}")]
+    Tls { dst: SocketAddr, reason: String },
     #[error("HTTP handshake with upstream {dst} failed: {source}")]
     Handshake {
         dst: SocketAddr,

@@ -206,6 +206,7 @@ pub async fn harness_with(handle: PolicyHandle, h2_upstream: bool) -> Harness {
         upstream: UpstreamConfig::plain(),
         detect_timeout: Duration::from_secs(2),
         header_timeout: Duration::from_secs(2),
+        tls_secrets: Default::default(),
     };
     let proxy = Proxy::serve_with_fixed_destination(
         listener,

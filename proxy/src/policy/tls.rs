@@ -1,0 +1,230 @@
+//! TLS on HTTP-redirected ports: what the proxy does with a connection
+//! (splice, terminate and inspect, originate, close), and the HTTP rules
+//! that apply inside it. Pure: the decision is
+//! [`policy_model::l7::tls::plan_side`] on each side's L7 policy, found
+//! with the kernel's own lookup as for plaintext HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use policy_model::l7::tls::{ClientStart, ConnPlan, SidePlan, combine_sides, plan_side};
+use policy_model::resolve::L7Policy;
+use policy_model::rules::L7Rules;
+use policy_model::{Direction, L7Parser, MapKey, MapVerdict, NumericIdentity};
+
+use super::{ConnRules, EndpointEntry, HttpSidePolicy, ProxyPolicy, Refusal, SideRules, TCP};
+
+/// Most memoized per-SNI rule sets per snapshot (SNI values come from
+/// clients: bounded so they cannot grow memory).
+const MAX_MEMO: usize = 4096;
+
+/// The connection's start as a memo key.
+fn start_key(start: ClientStart<'_>) -> String {
+    match start {
+        ClientStart::Plaintext => "\0plain".to_string(),
+        ClientStart::Tls { sni: None } => "\0tls".to_string(),
+        ClientStart::Tls { sni: Some(s) } => s.to_ascii_lowercase(),
+    }
+}
+
+impl ProxyPolicy {
+    /// One side's L7 policy for a TCP flow: `Ok(None)` when the side does
+    /// not redirect it, `Err` when it should not be here.
+    fn side_l7<'a>(
+        entry: &'a EndpointEntry,
+        direction: Direction,
+        remote: NumericIdentity,
+        port: u16,
+    ) -> Result<Option<(&'a MapKey, &'a L7Policy)>, Refusal> {
+        let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
+            return Err(Refusal::NoEntry {
+                endpoint: entry.name.clone(),
+                direction,
+            });
+        };
+        if value.verdict == MapVerdict::Deny {
+            return Err(Refusal::DeniedAtL4 {
+                endpoint: entry.name.clone(),
+                direction,
+            });
+        }
+        match value.redirect {
+            None => Ok(None),
+            Some(L7Parser::Http) => match entry.policy.l7.get(key) {
+                Some(l7) => Ok(Some((key, l7))),
+                None => Err(Refusal::MissingRules {
+                    endpoint: entry.name.clone(),
+                    direction,
+                }),
+            },
+            Some(parser) => Err(Refusal::OtherParser {
+                endpoint: entry.name.clone(),
+                direction,
+                parser,
+            }),
+        }
+    }
+
+    /// The local sides of a flow with their plans for `start`.
+    #[allow(clippy::type_complexity)]
+    fn side_plans(
+        &self,
+        src: SocketAddr,
+        orig_dst: SocketAddr,
+        start: ClientStart<'_>,
+    ) -> Result<Vec<(usize, MapKey, Direction, Result<SidePlan, String>)>, String> {
+        let src_ip = src.ip().to_canonical();
+        let dst_ip = orig_dst.ip().to_canonical();
+        let src_identity = self.identity(src_ip);
+        let dst_identity = self.identity(dst_ip);
+        let candidates = [
+            (self.by_ip.get(&src_ip), Direction::Egress, dst_identity),
+            (self.by_ip.get(&dst_ip), Direction::Ingress, src_identity),
+        ];
+        let mut out = Vec::new();
+        for (index, direction, remote) in candidates {
+            let Some(index) = index else { continue };
+            let entry = &self.endpoints[*index];
+            match Self::side_l7(entry, direction, remote, orig_dst.port()) {
+                Ok(Some((key, l7))) => {
+                    let plan = plan_side(l7.allow_all, &l7.rules, &l7.tls, start)
+                        .map_err(|why| format!("{} {direction}: {why}", entry.name));
+                    out.push((*index, *key, direction, plan));
+                }
+                Ok(None) => {}
+                Err(why) => return Err(why.to_string()),
+            }
+        }
+        if out.is_empty() {
+            return Err(Refusal::NotRedirected.to_string());
+        }
+        Ok(out)
+    }
+
+    /// What the proxy does with a connection from `src` to `orig_dst` that
+    /// starts as `start`; `Err` says why it is closed.
+    pub fn connection_plan(
+        &self,
+        src: SocketAddr,
+        orig_dst: SocketAddr,
+        start: ClientStart<'_>,
+    ) -> Result<ConnPlan, String> {
+        let sides = self.side_plans(src, orig_dst, start)?;
+        let mut plans = Vec::new();
+        for (_, _, _, plan) in &sides {
+            plans.push(plan.as_ref().map_err(Clone::clone)?);
+        }
+        combine_sides(&plans, start)
+    }
+
+    /// The HTTP rules for requests of a connection that started as
+    /// `start` (inside TLS once terminated): as
+    /// [`http_rules`](Self::http_rules), except that ports with TLS
+    /// settings judge with the rules whose `serverNames` admit it.
+    pub fn http_rules_in(
+        &self,
+        src: SocketAddr,
+        orig_dst: SocketAddr,
+        start: ClientStart<'_>,
+    ) -> ConnRules {
+        let mut rules = self.http_rules(src, orig_dst);
+        if rules.refusal.is_some() {
+            return rules;
+        }
+        let sides = match self.side_plans(src, orig_dst, start) {
+            Ok(s) => s,
+            Err(why) => {
+                rules.refusal = Some(Refusal::Tls(why));
+                return rules;
+            }
+        };
+        let mut out = Vec::new();
+        for (index, key, direction, plan) in sides {
+            let entry = &self.endpoints[index];
+            let l7 = entry.policy.l7.get(&key);
+            let plain_port = l7.is_some_and(|l| l.tls.is_empty());
+            if plain_port && start == ClientStart::Plaintext {
+                // Unchanged plaintext semantics: the precompiled set.
+                if let Some(side) = rules
+                    .sides
+                    .iter()
+                    .find(|s| s.direction == direction && s.endpoint == entry.name)
+                {
+                    out.push(side.clone());
+                }
+                continue;
+            }
+            let plan = match plan {
+                Ok(p) => p,
+                Err(why) => {
+                    rules.refusal = Some(Refusal::Tls(why));
+                    return rules;
+                }
+            };
+            let memo_key = (index, key, start_key(start));
+            let cached = self
+                .tls_memo
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&memo_key).cloned());
+            let http = match cached {
+                Some(h) => h,
+                None => {
+                    let h = Arc::new(side_policy_of_plan(&plan));
+                    if let Ok(mut m) = self.tls_memo.lock() {
+                        if m.len() >= MAX_MEMO {
+                            m.clear();
+                        }
+                        m.insert(memo_key, h.clone());
+                    }
+                    h
+                }
+            };
+            out.push(SideRules {
+                endpoint: entry.name.clone(),
+                direction,
+                http,
+            });
+        }
+        rules.sides = out;
+        rules
+    }
+}
+
+/// The HTTP side policy a plan implies: a splice side or an entry without
+/// HTTP rules allows every request; otherwise the entries' rules OR-ed.
+fn side_policy_of_plan(plan: &SidePlan) -> HttpSidePolicy {
+    match plan {
+        SidePlan::Splice { .. } => HttpSidePolicy::compile(&L7Policy {
+            parser: L7Parser::Http,
+            allow_all: true,
+            rules: Vec::new(),
+            tls: Vec::new(),
+        }),
+        SidePlan::Inspect {
+            allow_all, http, ..
+        } => {
+            let mut rules = Vec::new();
+            let mut all = *allow_all;
+            for r in http {
+                match &r.rules {
+                    Some(list) => rules.push((list.clone(), r.origin.clone(), r.rule.clone())),
+                    None => all = true,
+                }
+            }
+            // Foreign rule kinds cannot reach here (rules.rs admits TLS
+            // only with HTTP rules); compile() would deny them anyway.
+            debug_assert!(
+                rules
+                    .iter()
+                    .all(|(l, _, _)| matches!(l.as_ref(), L7Rules::Http(_)))
+            );
+            HttpSidePolicy::compile(&L7Policy {
+                parser: L7Parser::Http,
+                allow_all: all,
+                rules,
+                tls: Vec::new(),
+            })
+        }
+    }
+}
