@@ -73,6 +73,11 @@ pub struct AgentArgs {
     /// Admin endpoint: `/metrics`, `/healthz`, `/readyz`.
     #[arg(long, default_value = "0.0.0.0:9876")]
     pub admin_addr: std::net::SocketAddr,
+    /// TLS secrets of `terminatingTLS`/`originatingTLS`, as
+    /// `DIR/<namespace>/<name>/{tls.crt,tls.key,ca.crt}` (re-read when they
+    /// change). Without it, ports with TLS contexts deny.
+    #[arg(long)]
+    pub tls_secrets_dir: Option<PathBuf>,
 }
 
 /// Proxy port per L7 parser. The proxy listens on these; until it does,
@@ -413,7 +418,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let proxy_policy = proxy::PolicyHandle::deny_all();
     let l7 = {
         let _in_runtime = runtime.enter();
-        proxy::Proxy::start(proxy_policy.clone(), proxy::ProxyConfig::datapath())
+        let mut cfg = proxy::ProxyConfig::datapath();
+        if let Some(dir) = &args.tls_secrets_dir {
+            cfg.tls_secrets = proxy::TlsSecrets::from_dir(dir);
+        }
+        proxy::Proxy::start(proxy_policy.clone(), cfg)
             .context("starting the HTTP proxy on port 15001")?
     };
     // The DNS proxy: learned names come back to this loop over a channel

@@ -62,6 +62,8 @@ struct WireProbe {
     port: u16,
     model: Verdict,
     expect: Expect,
+    /// A TLS probe (HTTPS with curl), see `e2e_tls`.
+    tls: Option<crate::e2e_tls::TlsCall>,
 }
 
 struct Servers(Vec<Child>);
@@ -297,6 +299,13 @@ fn start_servers(
         namespaces.push((lab::NODE_NS.to_string(), node));
     }
     let mut servers = Servers(Vec::new());
+    // TLS-probed ports are served by nginx (HTTPS), not haproxy.
+    let tls_ports = crate::e2e_tls::ports(cases);
+    tcp.retain(|p| !tls_ports.contains(p));
+    let ns_names: Vec<String> = namespaces.iter().map(|(n, _)| n.clone()).collect();
+    servers
+        .0
+        .extend(crate::e2e_tls::start_servers(cases, &ns_names)?);
     let cfg_dir = Path::new(lab::STATE_DIR).join("conformance");
     // knot where DNS probes (or probes to port 53) go.
     let mut dns_ns: BTreeSet<String> = BTreeSet::new();
@@ -461,7 +470,16 @@ fn run_case(
         };
         let verdict = explained.verdict;
         // HTTP probes are sent as HTTP/1.1 and as HTTP/2 (prior knowledge).
+        let tls_calls = crate::e2e_tls::calls(p);
+        // A TLS probe whose handshake the model denies is closed on the wire.
+        let handshake_ok = p.tls.is_none() || {
+            let mut hello = p.clone();
+            hello.http = None;
+            model::explain_probe(case, &set, &mut clusters, &hello)
+                .is_ok_and(|e| e.verdict == Verdict::Allowed)
+        };
         let calls: Vec<Option<HttpCall>> = match &p.http {
+            _ if p.tls.is_some() => vec![],
             None => vec![None],
             Some(h) => [false, true]
                 .into_iter()
@@ -535,6 +553,34 @@ fn run_case(
                     port: p.port,
                     model: verdict,
                     expect: p.expect,
+                    tls: None,
+                });
+            }
+            for call in &tls_calls {
+                wire.push(WireProbe {
+                    describe: p.describe(),
+                    family: match (v6, call.h2) {
+                        (false, false) => "v4/tls",
+                        (true, false) => "v6/tls",
+                        (false, true) => "v4/h2s",
+                        (true, true) => "v6/h2s",
+                    },
+                    http: None,
+                    want: crate::e2e_tls::want(call, verdict == Verdict::Allowed, handshake_ok),
+                    dns: None,
+                    resolve_first: resolve_first.clone(),
+                    src_ip: if src_ns == lab::WORLD_NS || src_ns == lab::NODE_NS {
+                        Some(src_ip)
+                    } else {
+                        None
+                    },
+                    src_ns: src_ns.clone(),
+                    dst,
+                    protocol: proto,
+                    port: p.port,
+                    model: verdict,
+                    expect: p.expect,
+                    tls: Some(call.clone()),
                 });
             }
         }
@@ -616,6 +662,10 @@ fn dns_server(topo: &Topology) -> Option<(Option<String>, IpAddr)> {
 fn probe_one(w: &WireProbe, timeout: Duration) -> Result<probe::Outcome> {
     if let Some((name, server)) = &w.resolve_first {
         let _ = probe::dns(&w.src_ns, None, *server, DNS_PORT, name, false, timeout)?;
+    }
+    if let Some(t) = &w.tls {
+        let t_out = timeout.max(Duration::from_millis(1500));
+        return crate::e2e_tls::probe(&w.src_ns, w.src_ip, w.dst, w.port, t, t_out);
     }
     let tcp_dns = w.protocol == Protocol::Tcp;
     if let Some(name) = &w.dns {

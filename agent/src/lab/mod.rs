@@ -370,6 +370,8 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
             cmd.arg("--policy").arg(p);
         }
     }
+    cmd.arg("--tls-secrets-dir")
+        .arg(crate::e2e_tls::secrets_dir());
     cmd.arg("--pin-dir")
         .arg(PIN_DIR)
         .arg("--state-dir")
