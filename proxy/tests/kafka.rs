@@ -114,6 +114,9 @@ fn broker_response(req: &RequestKind) -> ResponseKind {
                 MetadataResponseTopic::default()
                     .with_name(Some(topic("allowed")))
                     .with_topic_id(uuid::Uuid::from_bytes(ALLOWED_ID)),
+                MetadataResponseTopic::default()
+                    .with_name(Some(topic("secret")))
+                    .with_topic_id(uuid::Uuid::from_bytes([2; 16])),
             ]))
         }
         RequestKind::OffsetCommit(_) => ResponseKind::OffsetCommit(OffsetCommitResponse::default()),
@@ -130,7 +133,26 @@ fn broker_response(req: &RequestKind) -> ResponseKind {
         ),
         RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default()),
         RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default()),
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(ApiVersionsResponse::default()),
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(
+            ApiVersionsResponse::default().with_api_keys(
+                [
+                    (ApiKey::Produce, 99),
+                    (ApiKey::OffsetCommit, 10),
+                    (ApiKey::Fetch, 12),
+                ]
+                .into_iter()
+                .map(|(k, max)| {
+                    api_versions_response::ApiVersion::default()
+                        .with_api_key(k as i16)
+                        .with_min_version(0)
+                        .with_max_version(max)
+                })
+                .collect(),
+            ),
+        ),
+        RequestKind::GetTelemetrySubscriptions(_) => {
+            ResponseKind::GetTelemetrySubscriptions(GetTelemetrySubscriptionsResponse::default())
+        }
         other => panic!("the fake broker does not answer {other:?}"),
     }
 }
@@ -611,8 +633,18 @@ async fn fetch_by_topic_id_needs_a_learned_name() {
         panic!("fetch")
     };
     assert!(f.responses.is_empty(), "the broker's own answer");
+    // Another connection to the same broker knows the ID too (clients
+    // fetch on a connection other than their bootstrap one).
+    let mut other = h.client().await;
+    send(&mut other, &fetch, ApiKey::Fetch, 13, 4).await;
+    let (corr, resp) = recv(&mut other, ApiKey::Fetch, 13).await;
+    assert_eq!(corr, 4);
+    let ResponseKind::Fetch(f) = resp else {
+        panic!("fetch")
+    };
+    assert!(f.responses.is_empty(), "the broker's own answer");
     let keys: Vec<i16> = h.seen.all().iter().map(|(k, _, _)| *k).collect();
-    assert_eq!(keys, vec![3, 1]);
+    assert_eq!(keys, vec![3, 1, 1]);
 }
 
 #[tokio::test]
@@ -705,4 +737,99 @@ async fn oversized_frame_closes_the_connection() {
     let mut c = h.client().await;
     c.write_all(&(-5i32).to_be_bytes()).await.expect("write");
     assert!(closed(&mut c).await);
+}
+
+fn metadata_names(resp: &ResponseKind) -> Vec<String> {
+    let ResponseKind::Metadata(m) = resp else {
+        panic!("not a metadata response: {resp:?}");
+    };
+    m.topics
+        .iter()
+        .map(|t| t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn all_topics_metadata_is_allowed_and_lists_only_allowed_topics() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    for (corr, version) in [(1, 1i16), (2, 9), (3, 12)] {
+        // Null topic list: every topic (v1+).
+        let all = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
+        send(&mut c, &all, ApiKey::Metadata, version, corr).await;
+        let (got, resp) = recv(&mut c, ApiKey::Metadata, version).await;
+        assert_eq!(got, corr);
+        assert_eq!(
+            metadata_names(&resp),
+            vec!["allowed".to_string()],
+            "v{version}: the broker listed allowed and secret; secret is filtered out"
+        );
+    }
+    // Naming the denied topic is still denied, per topic.
+    let named = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic("secret"))),
+    ])));
+    send(&mut c, &named, ApiKey::Metadata, 12, 4).await;
+    let (got, resp) = recv(&mut c, ApiKey::Metadata, 12).await;
+    assert_eq!(got, 4);
+    let ResponseKind::Metadata(m) = resp else {
+        panic!("metadata")
+    };
+    assert_eq!(m.topics.len(), 1);
+    assert_eq!(m.topics[0].error_code, 29);
+    let forwarded: Vec<i16> = h.seen.all().iter().map(|r| r.0).collect();
+    assert_eq!(
+        forwarded,
+        vec![3, 3, 3],
+        "the named denied topic is not forwarded"
+    );
+}
+
+#[tokio::test]
+async fn api_versions_are_capped_to_what_the_proxy_reads() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    for (corr, version) in [(1, 0i16), (2, 3), (3, 4)] {
+        let req = RequestKind::ApiVersions(
+            ApiVersionsRequest::default()
+                .with_client_software_name(s("t"))
+                .with_client_software_version(s("1")),
+        );
+        send(&mut c, &req, ApiKey::ApiVersions, version, corr).await;
+        let (got, resp) = recv(&mut c, ApiKey::ApiVersions, version).await;
+        assert_eq!(got, corr);
+        let ResponseKind::ApiVersions(v) = resp else {
+            panic!("api versions")
+        };
+        let ranges: Vec<(i16, i16)> = v
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.max_version))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![(0, 13), (8, 9), (1, 12)],
+            "v{version}: Produce 99 -> 13, OffsetCommit 10 -> 9, Fetch 12 kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn denied_telemetry_gets_a_cluster_error_and_the_connection_stays_open() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    let tele = RequestKind::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::default());
+    send(&mut c, &tele, ApiKey::GetTelemetrySubscriptions, 0, 7).await;
+    send(&mut c, &produce(&["allowed"], 1), ApiKey::Produce, 9, 8).await;
+    let (corr, resp) = recv(&mut c, ApiKey::GetTelemetrySubscriptions, 0).await;
+    assert_eq!(corr, 7);
+    let ResponseKind::GetTelemetrySubscriptions(t) = resp else {
+        panic!("telemetry")
+    };
+    assert_eq!(t.error_code, 31, "not in the produce or consume role");
+    let (corr, resp) = recv(&mut c, ApiKey::Produce, 9).await;
+    assert_eq!(corr, 8);
+    assert_eq!(produce_errors(&resp), vec![("allowed".to_string(), 0)]);
+    let forwarded: Vec<i16> = h.seen.all().iter().map(|r| r.0).collect();
+    assert_eq!(forwarded, vec![0], "telemetry is not forwarded");
 }

@@ -3,6 +3,7 @@
 //! that emits responses in the same order: the upstream's response for a
 //! forwarded request, the proxy's own for a denied one.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,9 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::deny::denial;
-use super::judge::KafkaJudgement;
+use super::judge::{KafkaJudgement, KafkaRules};
 use super::metrics::{KafkaMetrics, KafkaVerdictLabel};
-use super::parse::{self, KafkaFrame, TopicNames};
+use super::parse::{self, KafkaFrame, TopicNames, Topics};
 use super::{KafkaConfig, UPSTREAM_IDLE};
 use crate::http::upstream;
 use crate::listener::FixedDestination;
@@ -30,6 +31,35 @@ pub(crate) struct KafkaShared {
     pub policy: PolicyHandle,
     pub config: KafkaConfig,
     pub metrics: Arc<KafkaMetrics>,
+    /// Topic IDs learned from each broker's Metadata responses, by the
+    /// broker's address (see [`KafkaShared::topic_names`]).
+    pub topic_ids: Mutex<HashMap<SocketAddr, Arc<Mutex<TopicNames>>>>,
+}
+
+/// Most brokers whose topic IDs are remembered; connections to further
+/// brokers learn on their own connection only.
+const MAX_BROKERS: usize = 4096;
+
+impl KafkaShared {
+    /// The topic ID -> name map of the broker at `broker` (the connection's
+    /// original destination), shared by every connection to it: a client
+    /// learns IDs on its bootstrap connection and fetches by ID on another.
+    /// Only that broker's own responses teach it, so one broker cannot
+    /// rename another's topics.
+    fn topic_names(&self, broker: SocketAddr) -> Arc<Mutex<TopicNames>> {
+        let mut map = self
+            .topic_ids
+            .lock()
+            .expect("topic ID map lock is never poisoned");
+        if let Some(names) = map.get(&broker) {
+            return names.clone();
+        }
+        let names = Arc::new(Mutex::new(TopicNames::new()));
+        if map.len() < MAX_BROKERS {
+            map.insert(broker, names.clone());
+        }
+        names
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +123,9 @@ struct LogEntry {
     topics: String,
     reason: String,
     start: Instant,
+    /// For an allowed Metadata request for every topic: the rules and the
+    /// request, to remove from the response the topics it may not list.
+    list_filter: Option<Box<(KafkaRules, KafkaFrame)>>,
 }
 
 /// One response to emit, in request order.
@@ -114,7 +147,7 @@ enum Slot {
 async fn serve(client: TcpStream, addrs: Addrs, shared: Arc<KafkaShared>) {
     let _guard = shared.metrics.connection();
     let (client_read, client_write) = client.into_split();
-    let names = Arc::new(Mutex::new(TopicNames::new()));
+    let names = shared.topic_names(addrs.original_dst);
     let (tx, rx) = mpsc::channel(shared.config.max_in_flight.max(1));
     let writer = tokio::spawn(write_responses(
         rx,
@@ -176,7 +209,7 @@ async fn read_requests(
             .snapshot()
             .kafka_rules(addrs.client, addrs.original_dst);
         let judgement = rules.judge(&parsed);
-        let log = LogEntry {
+        let mut log = LogEntry {
             api_key: parsed.api_key,
             api_version: parsed.api_version,
             correlation_id: parsed.correlation_id,
@@ -187,7 +220,14 @@ async fn read_requests(
                 KafkaJudgement::Denied { reason } => reason.clone(),
             },
             start,
+            list_filter: None,
         };
+        if judgement.is_allowed()
+            && parsed.api_key == ApiKey::Metadata
+            && parsed.topics == Topics::All
+        {
+            log.list_filter = Some(Box::new((rules.clone(), parsed.clone())));
+        }
         match judgement {
             KafkaJudgement::Allowed { .. } => {
                 let mut handoff = None;
@@ -396,17 +436,17 @@ where
         ));
     }
     let write = |e: std::io::Error| format!("writing to the client: {e}");
-    if log.api_key == ApiKey::Metadata {
+    if log.api_key == ApiKey::Metadata || log.api_key == ApiKey::ApiVersions {
         let mut body = vec![0u8; n];
         body[..4].copy_from_slice(&corr.to_be_bytes());
         up.read_exact(&mut body[4..])
             .await
             .map_err(|e| format!("reading the upstream response: {e}"))?;
-        {
-            let mut names = names.lock().expect("topic names lock is never poisoned");
-            parse::learn_topic_ids(&body, log.api_version, &mut names);
-        }
-        client.write_all(&len).await.map_err(write)?;
+        let body = rewrite_response(body, log, names)?;
+        client
+            .write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .map_err(write)?;
         client.write_all(&body).await.map_err(write)?;
         return Ok(());
     }
@@ -420,6 +460,43 @@ where
         return Err("the upstream closed mid-response".to_string());
     }
     Ok(())
+}
+
+/// The response the client gets for a Metadata or ApiVersions request:
+/// topic IDs learned from Metadata, topics the rules may not list removed
+/// from an all-topics Metadata, ApiVersions ranges capped to what the
+/// proxy reads. `Err` (the connection closes) when the frame cannot be
+/// walked for a rewrite it needs: an unfiltered list is never relayed.
+fn rewrite_response(
+    mut body: Vec<u8>,
+    log: &LogEntry,
+    names: &Mutex<TopicNames>,
+) -> Result<Vec<u8>, String> {
+    if log.api_key == ApiKey::ApiVersions {
+        parse::cap_api_versions(&mut body, log.api_version)
+            .map_err(|why| format!("ApiVersions response cannot be read: {why}"))?;
+        return Ok(body);
+    }
+    {
+        let mut names = names.lock().expect("topic names lock is never poisoned");
+        parse::learn_topic_ids(&body, log.api_version, &mut names);
+    }
+    let Some(filter) = &log.list_filter else {
+        return Ok(body);
+    };
+    let (rules, request) = filter.as_ref();
+    let (filtered, removed) =
+        parse::filter_metadata_response(&body, log.api_version, &mut |topic| {
+            rules.allows_listing(request, topic)
+        })
+        .map_err(|why| format!("all-topics Metadata response cannot be filtered: {why}"))?;
+    if removed > 0 {
+        tracing::debug!(
+            removed,
+            "topics the rules do not allow removed from an all-topics Metadata response"
+        );
+    }
+    Ok(filtered)
 }
 
 /// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream.

@@ -43,6 +43,8 @@ pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 /// CLUSTER_AUTHORIZATION_FAILED.
 pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 const DENIED: &str = "denied by network policy";
 
@@ -492,6 +494,30 @@ fn response(frame: &KafkaFrame) -> Option<ResponseKind> {
                 .with_error_code(CLUSTER_AUTHORIZATION_FAILED)
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
+        ),
+        // KIP-714 client telemetry is in no Cilium role set; a cluster
+        // error makes clients stop asking (and keeps the connection).
+        ApiKey::GetTelemetrySubscriptions => ResponseKind::GetTelemetrySubscriptions(
+            GetTelemetrySubscriptionsResponse::default()
+                .with_error_code(CLUSTER_AUTHORIZATION_FAILED),
+        ),
+        ApiKey::PushTelemetry => ResponseKind::PushTelemetry(
+            PushTelemetryResponse::default().with_error_code(CLUSTER_AUTHORIZATION_FAILED),
+        ),
+        ApiKey::AddOffsetsToTxn => ResponseKind::AddOffsetsToTxn(
+            AddOffsetsToTxnResponse::default()
+                .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        ),
+        ApiKey::EndTxn => ResponseKind::EndTxn(
+            EndTxnResponse::default().with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        ),
+        ApiKey::ListGroups => ResponseKind::ListGroups(
+            ListGroupsResponse::default().with_error_code(CLUSTER_AUTHORIZATION_FAILED),
+        ),
+        ApiKey::DescribeCluster => ResponseKind::DescribeCluster(
+            DescribeClusterResponse::default()
+                .with_error_code(CLUSTER_AUTHORIZATION_FAILED)
+                .with_error_message(msg(true)),
         ),
         ApiKey::ApiVersions => ResponseKind::ApiVersions(
             ApiVersionsResponse::default().with_error_code(CLUSTER_AUTHORIZATION_FAILED),

@@ -1,12 +1,16 @@
 //! The whole no-I/O path of one request frame, for fuzzing: parse (with
 //! some topic IDs known), judge, and build the denial. Also reads the
-//! bytes as a Metadata response of every version. Used by the cargo-fuzz
-//! target `kafka_request` and by `proxy/tests/kafka_fuzz.rs` on stable.
+//! bytes as a Metadata response of every version (learning topic IDs,
+//! filtering the topic list) and as an ApiVersions response (capping).
+//! Used by the cargo-fuzz target `kafka_request` and by
+//! `proxy/tests/kafka_fuzz.rs` on stable.
 
 use std::net::SocketAddr;
 
 use super::deny::denial;
-use super::parse::{TopicNames, learn_topic_ids, parse_request};
+use super::parse::{
+    TopicNames, cap_api_versions, filter_metadata_response, learn_topic_ids, parse_request,
+};
 use crate::policy::ProxyPolicy;
 
 /// What one input did, for the caller's statistics.
@@ -34,6 +38,10 @@ pub fn exercise(
     names.insert([7; 16], "orders".to_string());
     for version in 0..=13 {
         let _ = learn_topic_ids(data, version, &mut names.clone());
+        let _ = filter_metadata_response(data, version, &mut |t| t.len() % 2 == 0);
+    }
+    for version in 0..=4 {
+        let _ = cap_api_versions(&mut data.to_vec(), version);
     }
     let Ok(frame) = parse_request(data, &names) else {
         return Outcome::Unreadable;

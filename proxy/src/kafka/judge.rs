@@ -12,7 +12,9 @@ use policy_model::resolve::L7Policy;
 use policy_model::rules::{L7Rules, PolicyRef};
 use policy_model::{Direction, L7Parser, NumericIdentity};
 
-use super::parse::KafkaFrame;
+use kafka_protocol::messages::ApiKey;
+
+use super::parse::{KafkaFrame, Topics};
 
 #[cfg(doc)]
 use crate::policy::ProxyPolicy;
@@ -175,15 +177,41 @@ impl KafkaRules {
         if self.sides.is_empty() {
             return denied(KafkaRefusal::NotRedirected.to_string());
         }
-        let topics = match frame.topics.names() {
-            Ok(t) => t,
-            Err(why) => return denied(why.to_string()),
+        // A Metadata request for every topic names none, as in Cilium: any
+        // rule whose API keys include Metadata allows it, and the proxy
+        // removes the topics the rules do not allow from the response
+        // (`filter_metadata_response`), so no topic leaks by this route.
+        let topics = if frame.api_key == ApiKey::Metadata && frame.topics == Topics::All {
+            Vec::new()
+        } else {
+            match frame.topics.names() {
+                Ok(t) => t,
+                Err(why) => return denied(why.to_string()),
+            }
         };
+        self.judge_topics(frame, &topics)
+    }
+
+    /// Whether `topic` may be listed in the response to `frame`, a Metadata
+    /// request for every topic: a Metadata request naming only that topic
+    /// would be allowed.
+    pub fn allows_listing(&self, frame: &KafkaFrame, topic: &str) -> bool {
+        self.judge_topics(frame, &[topic]).is_allowed()
+    }
+
+    fn judge_topics(&self, frame: &KafkaFrame, topics: &[&str]) -> KafkaJudgement {
+        let denied = |reason: String| KafkaJudgement::Denied { reason };
+        if let Some(refusal) = &self.refusal {
+            return denied(refusal.to_string());
+        }
+        if self.sides.is_empty() {
+            return denied(KafkaRefusal::NotRedirected.to_string());
+        }
         let req = KafkaRequest {
             api_key: frame.api_key as i16,
             api_version: frame.api_version,
             client_id: frame.client_id.as_deref(),
-            topics: &topics,
+            topics,
         };
         let mut rules = Vec::new();
         for side in &self.sides {

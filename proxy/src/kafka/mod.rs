@@ -159,6 +159,7 @@ impl KafkaProxy {
             policy,
             config,
             metrics: self.metrics.clone(),
+            topic_ids: Default::default(),
         })
     }
 

@@ -34,7 +34,7 @@ pub const ALL_TOPICS: &str = "*";
 /// A topic ID (UUID) as sent on the wire.
 pub type TopicId = [u8; 16];
 
-/// Topic IDs learned from Metadata responses on one connection.
+/// Topic IDs learned from one broker's Metadata responses.
 pub type TopicNames = HashMap<TopicId, String>;
 
 /// One topic a request addresses.
@@ -114,7 +114,7 @@ impl Topics {
 /// Why a request's topics cannot all be named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unnamed {
-    /// A topic ID no Metadata response on this connection named.
+    /// A topic ID no Metadata response of this broker named.
     Id(TopicId),
     /// The proxy does not read this API's body.
     Unparsed,
@@ -123,7 +123,7 @@ pub enum Unnamed {
 impl fmt::Display for Unnamed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unnamed::Id(id) => write!(f, "topic ID {} is not known on this connection", uuid(id)),
+            Unnamed::Id(id) => write!(f, "topic ID {} is not known for this broker", uuid(id)),
             Unnamed::Unparsed => f.write_str("the proxy does not read this API's topics"),
         }
     }
@@ -813,7 +813,7 @@ fn named(name: String, partitions: Vec<i32>) -> TopicRef {
     }
 }
 
-/// Most topic IDs remembered per connection; later ones are not learned
+/// Most topic IDs remembered per broker; later ones are not learned
 /// (requests naming them are denied).
 pub const MAX_LEARNED_TOPICS: usize = 100_000;
 
@@ -895,4 +895,166 @@ fn read_metadata_response(cur: &mut Cursor<'_>, v: i16, out: &mut Vec<(TopicId, 
         }
     }
     Ok(())
+}
+
+/// Keeps only the topics `keep` allows in a Metadata response frame
+/// (without its length) of version `version`, for a request that asked
+/// for every topic: the topic array is rebuilt from the entries kept, the
+/// rest of the frame is copied unchanged. Returns the new frame and how
+/// many topics were removed. A topic without a name is removed (it cannot
+/// be judged). `Err` when the frame cannot be walked: the caller must not
+/// relay it.
+pub fn filter_metadata_response(
+    frame: &[u8],
+    version: i16,
+    keep: &mut dyn FnMut(&str) -> bool,
+) -> Result<(Vec<u8>, usize), &'static str> {
+    let flexible = ApiKey::Metadata.response_header_version(version) >= 1;
+    let mut cur = Cursor {
+        buf: frame,
+        pos: 0,
+        flexible,
+    };
+    let walked = walk_metadata_topics(&mut cur, version).map_err(|e| e.0)?;
+    let kept: Vec<&(usize, usize, Option<String>)> = walked
+        .entries
+        .iter()
+        .filter(|(_, _, name)| name.as_deref().is_some_and(&mut *keep))
+        .collect();
+    let removed = walked.entries.len() - kept.len();
+    let mut out = Vec::with_capacity(frame.len());
+    out.extend_from_slice(&frame[..walked.count_at]);
+    if flexible {
+        let mut n = kept.len() as u32 + 1;
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    } else {
+        out.extend_from_slice(&(kept.len() as i32).to_be_bytes());
+    }
+    for (start, end, _) in kept {
+        out.extend_from_slice(&frame[*start..*end]);
+    }
+    out.extend_from_slice(&frame[walked.rest_at..]);
+    Ok((out, removed))
+}
+
+/// Where the topic array of a Metadata response is.
+struct MetadataTopics {
+    /// Offset of the array's count.
+    count_at: usize,
+    /// Each entry's byte range and name.
+    entries: Vec<(usize, usize, Option<String>)>,
+    /// Offset of the first byte after the array.
+    rest_at: usize,
+}
+
+fn walk_metadata_topics(cur: &mut Cursor<'_>, v: i16) -> R<MetadataTopics> {
+    cur.skip(4, "truncated correlation id")?;
+    cur.tagged()?;
+    if v >= 3 {
+        cur.skip(4, "truncated throttle")?;
+    }
+    for _ in 0..cur.array()?.unwrap_or(0) {
+        cur.skip(4, "truncated node id")?;
+        cur.skip_string()?;
+        cur.skip(4, "truncated port")?;
+        if v >= 1 {
+            cur.skip_string()?;
+        }
+        cur.tagged()?;
+    }
+    if v >= 2 {
+        cur.skip_string()?;
+    }
+    if v >= 1 {
+        cur.skip(4, "truncated controller id")?;
+    }
+    let count_at = cur.pos;
+    let mut entries = Vec::new();
+    for _ in 0..cur.array()?.unwrap_or(0) {
+        let start = cur.pos;
+        cur.skip(2, "truncated error code")?;
+        let name = cur.string()?.map(str::to_string);
+        if v >= 10 {
+            cur.skip(16, "truncated topic id")?;
+        }
+        if v >= 1 {
+            cur.skip(1, "truncated is_internal")?;
+        }
+        for _ in 0..cur.array()?.unwrap_or(0) {
+            cur.skip(10, "truncated partition")?;
+            if v >= 7 {
+                cur.skip(4, "truncated leader epoch")?;
+            }
+            cur.i32_array()?;
+            cur.i32_array()?;
+            if v >= 5 {
+                cur.i32_array()?;
+            }
+            cur.tagged()?;
+        }
+        if v >= 8 {
+            cur.skip(4, "truncated authorized operations")?;
+        }
+        cur.tagged()?;
+        entries.push((start, cur.pos, name));
+    }
+    Ok(MetadataTopics {
+        count_at,
+        entries,
+        rest_at: cur.pos,
+    })
+}
+
+/// The highest version of `api` the proxy reads (and can deny): the walked
+/// range for APIs whose bodies are read, else `kafka-protocol`'s range.
+pub fn max_readable_version(api: ApiKey) -> i16 {
+    body_versions(api)
+        .map(|(_, max)| max)
+        .unwrap_or_else(|| api.valid_versions().max)
+}
+
+/// Lowers, in place, every max version of an ApiVersions response frame
+/// (without its length, as the broker sent it for a request of version
+/// `version`) to what the proxy reads, so clients never pick a version
+/// the proxy would have to close the connection on. API keys the proxy
+/// does not know are left as they are (requests with them close the
+/// connection). A response with an error is left unchanged (a broker
+/// answering a version it does not know sends v0 with
+/// UNSUPPORTED_VERSION; the client retries). Returns how many ranges were
+/// lowered; `Err` when the frame cannot be walked.
+pub fn cap_api_versions(frame: &mut [u8], version: i16) -> Result<usize, &'static str> {
+    let mut cur = Cursor {
+        buf: frame,
+        pos: 0,
+        flexible: version >= 3,
+    };
+    // The ApiVersions response header is always v0: the correlation ID.
+    cur.skip(4, "truncated correlation id").map_err(|e| e.0)?;
+    let error = cur.i16().map_err(|e| e.0)?;
+    if error != 0 {
+        return Ok(0);
+    }
+    let mut at = Vec::new();
+    let n = cur.array().map_err(|e| e.0)?.unwrap_or(0);
+    for _ in 0..n {
+        let key = cur.i16().map_err(|e| e.0)?;
+        cur.skip(2, "truncated min version").map_err(|e| e.0)?;
+        let max_at = cur.pos;
+        let max = cur.i16().map_err(|e| e.0)?;
+        cur.tagged().map_err(|e| e.0)?;
+        if let Ok(api) = ApiKey::try_from(key) {
+            let ours = max_readable_version(api);
+            if max > ours {
+                at.push((max_at, ours));
+            }
+        }
+    }
+    for (pos, ours) in &at {
+        frame[*pos..*pos + 2].copy_from_slice(&ours.to_be_bytes());
+    }
+    Ok(at.len())
 }
