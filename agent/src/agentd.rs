@@ -70,6 +70,11 @@ pub struct AgentArgs {
     /// DNS proxy: most addresses kept per name.
     #[arg(long, default_value_t = 50)]
     pub dns_max_ips: usize,
+    /// DNS proxy: threads of its own runtime. 1 (the default) keeps a
+    /// query, its upstream answer and its reply on one thread: no
+    /// cross-thread wake-ups per query.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub dns_threads: u16,
     /// Admin endpoint: `/metrics`, `/healthz`, `/readyz`.
     #[arg(long, default_value = "0.0.0.0:9876")]
     pub admin_addr: std::net::SocketAddr,
@@ -429,8 +434,20 @@ pub fn run(args: AgentArgs) -> Result<()> {
     // and the answer is held until the maps have them (bounded).
     let (learn_tx, learn_rx) = std::sync::mpsc::channel::<LearnRequest>();
     let known = Arc::new(std::sync::RwLock::new(KnownNames::default()));
+    let dns_runtime = if args.dns_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.dns_threads))
+            .thread_name("dns")
+            .enable_all()
+            .build()
+    }
+    .context("starting the DNS proxy runtime")?;
     let dns = {
-        let _in_runtime = runtime.enter();
+        let _in_runtime = dns_runtime.enter();
         let mut cfg = proxy::DnsConfig::datapath();
         if args.dns_nxdomain {
             cfg.deny_response = proxy::dns::DenyResponse::NxDomain;
@@ -448,6 +465,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
         )
         .context("starting the DNS proxy on port 15053")?
     };
+    // A current-thread runtime runs only while a thread drives it.
+    std::thread::Builder::new()
+        .name("dns".into())
+        .spawn(move || dns_runtime.block_on(std::future::pending::<()>()))
+        .context("starting the DNS proxy thread")?;
     let kafka = {
         let _in_runtime = runtime.enter();
         proxy::KafkaProxy::start(proxy_policy.clone(), proxy::KafkaConfig::datapath())
@@ -811,6 +833,14 @@ impl Enforcer {
     /// Hands a resolved cluster to the proxy, then to the kernel (the proxy
     /// first, so a newly redirected flow finds its rules).
     fn enforce(&mut self, cluster: &Cluster) -> Result<()> {
+        self.enforce_in_memory(cluster)?;
+        self.applied.save(&self.state_dir)?;
+        Ok(())
+    }
+
+    /// [`Self::enforce`] without persisting what was applied (the caller
+    /// saves it later).
+    fn enforce_in_memory(&mut self, cluster: &Cluster) -> Result<()> {
         self.proxy.update_from_cluster(cluster);
         let n = apply(
             &mut self.dp,
@@ -820,13 +850,13 @@ impl Enforcer {
         )?;
         self.metrics.map_changes.inc_by(n as u64);
         self.metrics.policy_applied.inc();
-        self.applied.save(&self.state_dir)?;
         tracing::info!(changes = n, "policy in force");
         Ok(())
     }
 
     /// Records the names of several DNS answers; if that adds addresses,
-    /// re-resolves and enforces once; then releases the held answers.
+    /// re-resolves and enforces once; then releases the held answers, and
+    /// only then persists (the files are for a restart, not for them).
     fn learn_batch(
         &mut self,
         batch: Vec<LearnRequest>,
@@ -837,14 +867,15 @@ impl Enforcer {
         for (update, _) in &batch {
             changed |= self.fqdn.learn(&update.name, &update.ips, min_ttl);
         }
+        let start = std::time::Instant::now();
+        let mut timings = None;
         if changed {
             let cluster = self.cluster();
-            if let Err(e) = self.enforce(&cluster) {
+            let resolved = start.elapsed();
+            if let Err(e) = self.enforce_in_memory(&cluster) {
                 tracing::error!(error = %e, "applying learned addresses failed");
             }
-            if let Err(e) = self.fqdn.save() {
-                tracing::warn!(error = %e, "persisting learned names failed");
-            }
+            timings = Some((resolved, start.elapsed() - resolved));
         }
         if let Ok(mut k) = known.write() {
             for (update, _) in &batch {
@@ -853,8 +884,25 @@ impl Enforcer {
                 }
             }
         }
+        let answers = batch.len();
         for (_, ack) in batch {
             let _ = ack.send(());
+        }
+        if let Some((resolved, applied)) = timings {
+            let saving = std::time::Instant::now();
+            if let Err(e) = self.applied.save(&self.state_dir) {
+                tracing::warn!(error = %e, "persisting the applied policy failed");
+            }
+            if let Err(e) = self.fqdn.save() {
+                tracing::warn!(error = %e, "persisting learned names failed");
+            }
+            tracing::debug!(
+                answers,
+                resolve_us = resolved.as_micros() as u64,
+                apply_us = applied.as_micros() as u64,
+                save_us = saving.elapsed().as_micros() as u64,
+                "learned addresses enforced"
+            );
         }
     }
 
