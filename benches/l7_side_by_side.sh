@@ -2,6 +2,11 @@
 # HTTP/1.1 on loopback, one invocation, side by side: direct to nginx, and
 # through portcullis, Envoy and haproxy, each enforcing the same ten HTTP
 # rules in front of that nginx. Writes benches/results/l7_side_by_side.md.
+# The TLS path runs in the same rounds: HTTPS direct to nginx, and through
+# portcullis and Envoy terminating TLS (certificate of a secret), judging the
+# same ten rules and re-originating TLS to nginx verified against a CA
+# (portcullis: terminatingTLS/originatingTLS secrets; Envoy: Downstream- and
+# UpstreamTlsContext). Certificates are made with openssl per run.
 #
 #   usage: bash benches/l7_side_by_side.sh [seconds-per-run] [rounds]
 #
@@ -32,6 +37,10 @@ PC_PORT=18081
 ENVOY_PORT=18082
 HAPROXY_PORT=18083
 ENVOY_ADMIN_PORT=18090
+PC_TLS_PORT=18084
+ENVOY_TLS_PORT=18085
+NGINX_TLS_PORT=18086
+ENVOY_TLS_ADMIN_PORT=18091
 # Allowed by the tenth rule of every proxy (so all ten are evaluated).
 LOAD_PATH=/public/index.html
 OUT=benches/results/l7_side_by_side.md
@@ -94,6 +103,29 @@ PC_BIN=target/release/l7_proxy
 
 # ---------------------------------------------------------------- configs
 mkdir -p "$WORK/nginx/tmp"
+# TLS: a CA for nginx's certificate (what the proxies verify upstream) and
+# one for the certificate the proxies present; both name 127.0.0.1 (where
+# the load generators and Envoy connect) and 10.0.1.1 (the original
+# destination l7_proxy judges, the name portcullis verifies upstream when
+# the client sends no SNI).
+mkdir -p "$WORK/tls" "$WORK/secrets/bench/term" "$WORK/secrets/bench/orig"
+tls_ca() { # <name>
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -keyout "$WORK/tls/$1.key" -out "$WORK/tls/$1.crt" -subj "/CN=$1" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+}
+tls_leaf() { # <ca> <name>
+  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.0.1.1,DNS:localhost\n' >"$WORK/tls/$2.ext"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$WORK/tls/$2.key" -out "$WORK/tls/$2.csr" -subj "/CN=localhost" 2>/dev/null
+  openssl x509 -req -days 1 -in "$WORK/tls/$2.csr" -CA "$WORK/tls/$1.crt" -CAkey "$WORK/tls/$1.key" \
+    -CAcreateserial -out "$WORK/tls/$2.crt" -extfile "$WORK/tls/$2.ext" 2>/dev/null
+}
+tls_ca upstream-ca && tls_ca proxy-ca && tls_leaf upstream-ca nginx && tls_leaf proxy-ca proxy ||
+  { say "openssl could not make the certificates"; exit 1; }
+cp "$WORK/tls/proxy.crt" "$WORK/secrets/bench/term/tls.crt"
+cp "$WORK/tls/proxy.key" "$WORK/secrets/bench/term/tls.key"
+cp "$WORK/tls/upstream-ca.crt" "$WORK/secrets/bench/orig/ca.crt"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes $WORKERS;
 daemon off;
@@ -113,6 +145,12 @@ http {
   keepalive_timeout 300s;
   server {
     listen 127.0.0.1:$NGINX_PORT;
+    location / { return 200 "ok\n"; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+    ssl_certificate $WORK/tls/nginx.crt;
+    ssl_certificate_key $WORK/tls/nginx.key;
     location / { return 200 "ok\n"; }
   }
 }
@@ -177,6 +215,47 @@ static_resources:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $NGINX_PORT}}}
 EOF
+
+# Envoy's TLS path: the same listener and routes with a DownstreamTlsContext
+# (the proxy CA's certificate), and the cluster to nginx's TLS port with an
+# UpstreamTlsContext verifying nginx against its CA and 127.0.0.1 as SAN.
+python3 - "$WORK" "$ENVOY_PORT" "$ENVOY_TLS_PORT" "$ENVOY_ADMIN_PORT" "$ENVOY_TLS_ADMIN_PORT" "$NGINX_PORT" "$NGINX_TLS_PORT" <<'PY'
+import sys
+work, ep, etp, ea, eta, np_, ntp = sys.argv[1:]
+s = open(f"{work}/envoy.yaml").read()
+def sub(old, new):
+    global s
+    assert s.count(old) == 1, old
+    s = s.replace(old, new)
+sub(f"port_value: {ea}}}", f"port_value: {eta}}}")
+sub(f"port_value: {ep}}}", f"port_value: {etp}}}")
+sub(f"port_value: {np_}}}", f"port_value: {ntp}}}")
+sub("    filter_chains:\n    - filters:\n",
+    "    filter_chains:\n"
+    "    - transport_socket:\n"
+    "        name: envoy.transport_sockets.tls\n"
+    "        typed_config:\n"
+    "          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n"
+    "          common_tls_context:\n"
+    "            alpn_protocols: [h2, http/1.1]\n"
+    "            tls_certificates:\n"
+    f"            - certificate_chain: {{filename: {work}/tls/proxy.crt}}\n"
+    f"              private_key: {{filename: {work}/tls/proxy.key}}\n"
+    "      filters:\n")
+sub("    connect_timeout: 5s\n",
+    "    connect_timeout: 5s\n"
+    "    transport_socket:\n"
+    "      name: envoy.transport_sockets.tls\n"
+    "      typed_config:\n"
+    "        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+    "        common_tls_context:\n"
+    "          validation_context:\n"
+    f"            trusted_ca: {{filename: {work}/tls/upstream-ca.crt}}\n"
+    "            match_typed_subject_alt_names:\n"
+    "            - san_type: IP_ADDRESS\n"
+    "              matcher: {exact: 127.0.0.1}\n")
+open(f"{work}/envoy-tls.yaml", "w").write(s)
+PY
 
 # The same ten rules as haproxy ACLs, in the same order; anything else is
 # denied with Cilium's 403 body.
@@ -268,6 +347,17 @@ if [ "$HAVE_HAPROXY" = 1 ]; then
 else
   say "haproxy is not installed: left out"
 fi
+# The TLS path (HTTPS clients; the proxies terminate and re-originate).
+declare -A SCHEME=()
+TARGETS+=(direct-tls); PORT[direct-tls]=$NGINX_TLS_PORT; SCHEME[direct-tls]=https
+if start portcullis-tls "$PC_TLS_PORT" "$PC_BIN" --listen "127.0.0.1:$PC_TLS_PORT" --upstream "127.0.0.1:$NGINX_TLS_PORT" --workers "$WORKERS" --tls-secrets-dir "$WORK/secrets"; then
+  TARGETS+=(portcullis-tls); PORT[portcullis-tls]=$PC_TLS_PORT; SCHEME[portcullis-tls]=https
+fi
+if [ -n "$ENVOY" ]; then
+  if start envoy-tls "$ENVOY_TLS_PORT" "$ENVOY" -c "$WORK/envoy-tls.yaml" --concurrency "$WORKERS" -l warning --disable-hot-restart --base-id 38; then
+    TARGETS+=(envoy-tls); PORT[envoy-tls]=$ENVOY_TLS_PORT; SCHEME[envoy-tls]=https
+  fi
+fi
 say "targets: ${TARGETS[*]}"
 
 # ---------------------------------------------------------------- sanity
@@ -288,12 +378,14 @@ SANITY=(
 SANITY_OK=1
 : >"$WORK/sanity.tsv"
 for t in "${TARGETS[@]}"; do
-  [ "$t" = direct ] && continue
+  case $t in direct|direct-tls) continue ;; esac
   for case in "${SANITY[@]}"; do
     read -r method path header want <<<"$case"
     args=(-s -o "$WORK/body" -w '%{http_code}' -X "$method")
+    # TLS targets: the client trusts the CA of the proxies' certificate.
+    [ "${SCHEME[$t]:-http}" = https ] && args+=(--cacert "$WORK/tls/proxy-ca.crt")
     [ "$header" != - ] && args+=(-H "${header%%:*}: ${header#*:}")
-    got=$(curl "${args[@]}" "http://127.0.0.1:${PORT[$t]}$path" || echo 000)
+    got=$(curl "${args[@]}" "${SCHEME[$t]:-http}://127.0.0.1:${PORT[$t]}$path" || echo 000)
     body_ok=yes
     if [ "$want" = 403 ] && [ "$(cat "$WORK/body")" != $'Access denied\r' ]; then body_ok=no; fi
     [ "$got" = "$want" ] && [ "$body_ok" = yes ] || { SANITY_OK=0; say "sanity: $t $method $path [$header]: got $got (body ok: $body_ok), want $want"; }
@@ -305,7 +397,7 @@ done
 CLK_TCK=$(getconf CLK_TCK)
 pids_of() { # <target>: the processes whose CPU counts (nginx: master + workers)
   local t=$1 p
-  [ "$t" = direct ] && t=nginx
+  case $t in direct|direct-tls) t=nginx ;; esac
   p=${PID[$t]}
   echo "$p"
   [ "$t" = nginx ] && pgrep -P "$p" || true
@@ -342,7 +434,7 @@ fi
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
-    url="http://127.0.0.1:${PORT[$t]}$LOAD_PATH"
+    url="${SCHEME[$t]:-http}://127.0.0.1:${PORT[$t]}$LOAD_PATH"
     say "round $round/$ROUNDS: $t"
     wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
     c0=$(cpu_ticks "$t"); n0=$(cpu_ticks direct); m0=$(machine_ticks); t0=$(now)
@@ -367,7 +459,9 @@ for round in $(seq "$ROUNDS"); do
     fixed="- - - - -"
     if [ -n "$OHA" ]; then
       c0=$(cpu_ticks "$t"); t0=$(now)
-      "$OHA" -z "${SECS}s" -c "$CONNS" -q "$RATE" --latency-correction --no-tui "${OHA_FORMAT[@]}" "$url" >"$WORK/oha.$t.$round.json"
+      insecure=()
+      [ "${SCHEME[$t]:-http}" = https ] && insecure=(--insecure)
+      "$OHA" -z "${SECS}s" -c "$CONNS" -q "$RATE" --latency-correction --no-tui "${insecure[@]}" "${OHA_FORMAT[@]}" "$url" >"$WORK/oha.$t.$round.json"
       t1=$(now); c1=$(cpu_ticks "$t")
       fixed=$(python3 - "$WORK/oha.$t.$round.json" "$c0" "$c1" "$t0" "$t1" "$CLK_TCK" <<'PY'
 import json, sys
@@ -426,16 +520,20 @@ def med(t, k):
 def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
-names = {"direct": "direct nginx", "portcullis": "portcullis", "envoy": "Envoy", "haproxy": "haproxy"}
+names = {"direct": "direct nginx", "portcullis": "portcullis", "envoy": "Envoy", "haproxy": "haproxy",
+         "direct-tls": "direct nginx, HTTPS", "portcullis-tls": "portcullis TLS (terminate + originate)",
+         "envoy-tls": "Envoy TLS (terminate + originate)"}
 targets = list(runs)
 m = {t: {k: med(t, k) for k in ("rps", "cpu", "cpu_us", "wrk_us", "nginx_us", "busy", "p50", "p99", "p999", "fcpu")}
      for t in targets}
 base = m.get("direct", {})
 
 def added(t, k):
-    if base.get(k) is None or m[t][k] is None:
+    # TLS targets are compared with direct HTTPS to nginx.
+    b = m.get("direct-tls", {}) if t.endswith("-tls") else base
+    if b.get(k) is None or m[t][k] is None:
         return None
-    return m[t][k] - base[k]
+    return m[t][k] - b[k]
 
 L = []
 L.append("# L7 proxies side by side: portcullis, Envoy, haproxy (and nginx direct)\n")
@@ -452,8 +550,8 @@ for t in targets:
     v = m[t]
     a50, a99 = added(t, "p50"), added(t, "p99")
     L.append(f"| {names.get(t, t)} | {fmt(v['rps'], ',.0f')} | {fmt(v['p50'], '.3f')} | {fmt(v['p99'], '.3f')} | "
-             f"{fmt(v['p999'], '.3f')} | {'—' if t == 'direct' else fmt(a50, '+.3f')} | "
-             f"{'—' if t == 'direct' else fmt(a99, '+.3f')} | {fmt(v['cpu'], '.0f')} | {fmt(v['cpu_us'], '.1f')} | "
+             f"{fmt(v['p999'], '.3f')} | {'—' if t.startswith('direct') else fmt(a50, '+.3f')} | "
+             f"{'—' if t.startswith('direct') else fmt(a99, '+.3f')} | {fmt(v['cpu'], '.0f')} | {fmt(v['cpu_us'], '.1f')} | "
              f"{fmt(v['fcpu'], '.1f')} | {int(rss[t]) / 1024:.1f} |")
 L.append("")
 L.append("CPU and RSS are the proxy process's (for direct: nginx master + workers); CPU % is of one core. "
@@ -479,6 +577,28 @@ if "portcullis" in m and "envoy" in m:
         L.append(f"| portcullis rps / direct nginx rps | {p['rps'] / base['rps']:.2f}x | — | — |")
     L.append("")
 
+if "portcullis-tls" in m and "envoy-tls" in m:
+    p, e = m["portcullis-tls"], m["envoy-tls"]
+    L.append("## The TLS path: ratios\n")
+    L.append("Both proxies terminate TLS with a certificate of the proxy CA, judge the same ten rules on the "
+             "plaintext and re-originate TLS to nginx's HTTPS port verifying its certificate (CA and the SAN "
+             "127.0.0.1). Added latency is against direct HTTPS to nginx, whose TLS the client pays either "
+             "way; through a proxy there are two TLS legs. wrk and oha keep their connections open, so this "
+             "is the cost per request on established TLS connections, not of handshakes.\n")
+    L.append("| ratio | value |")
+    L.append("|---|---:|")
+    if p["rps"] and e["rps"]:
+        L.append(f"| portcullis TLS rps / Envoy TLS rps | {p['rps'] / e['rps']:.2f}x |")
+    for k in ("p50", "p99"):
+        pa, ea = added("portcullis-tls", k), added("envoy-tls", k)
+        if pa is not None and ea is not None and ea > 0:
+            L.append(f"| portcullis TLS added {k} / Envoy TLS added {k} | {pa / ea:.2f}x ({pa:+.3f} vs {ea:+.3f} ms) |")
+    if p["cpu_us"] and e["cpu_us"]:
+        L.append(f"| portcullis TLS CPU µs/req / Envoy TLS CPU µs/req | {p['cpu_us'] / e['cpu_us']:.2f}x |")
+    if m.get("direct-tls", {}).get("rps") and p["rps"]:
+        L.append(f"| portcullis TLS rps / direct HTTPS nginx rps | {p['rps'] / m['direct-tls']['rps']:.2f}x |")
+    L.append("")
+
 L.append("## What bounds the max rate\n")
 L.append("CPU per request in the max-rate runs (µs, medians), for the proxy, nginx and the load generator "
          "(wrk), and how busy the whole machine was (% of all CPUs, which includes any other work on it). "
@@ -489,10 +609,10 @@ L.append("|---|---:|---:|---:|---:|---:|")
 sums = {}
 for t in targets:
     v = m[t]
-    proxy_us = 0.0 if t == "direct" else (v["cpu_us"] or 0.0)
-    nginx_us = v["cpu_us"] if t == "direct" else v["nginx_us"]
+    proxy_us = 0.0 if t.startswith("direct") else (v["cpu_us"] or 0.0)
+    nginx_us = v["cpu_us"] if t.startswith("direct") else v["nginx_us"]
     sums[t] = proxy_us + (nginx_us or 0.0) + (v["wrk_us"] or 0.0)
-    L.append(f"| {names.get(t, t)} | {'—' if t == 'direct' else fmt(proxy_us, '.1f')} | {fmt(nginx_us, '.1f')} | "
+    L.append(f"| {names.get(t, t)} | {'—' if t.startswith('direct') else fmt(proxy_us, '.1f')} | {fmt(nginx_us, '.1f')} | "
              f"{fmt(v['wrk_us'], '.1f')} | {sums[t]:.1f} | {fmt(v['busy'], '.0f')} |")
 L.append("")
 if "portcullis" in m and "envoy" in m and sums.get("portcullis") and sums.get("envoy"):
@@ -508,7 +628,7 @@ L.append("| target | round | rps | non-2xx | CPU % @max | proxy µs/req | nginx 
 L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for t in targets:
     for i, r in enumerate(runs[t], 1):
-        L.append(f"| {names.get(t, t)} | {i} | {float(r['rps']):,.0f} | {r['bad']} | {r['cpu']} | {'—' if t == 'direct' else r['cpu_us']} | "
+        L.append(f"| {names.get(t, t)} | {i} | {float(r['rps']):,.0f} | {r['bad']} | {r['cpu']} | {'—' if t.startswith('direct') else r['cpu_us']} | "
                  f"{r['nginx_us']} | {r['wrk_us']} | {r['busy']} | {r['p50']} | {r['p99']} | {r['p999']} | {r['fcpu']} | {r['fbad']} |")
 L.append("")
 

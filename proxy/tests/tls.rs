@@ -445,3 +445,44 @@ async fn no_secret_source_denies_terminating_ports() {
     assert!(got.is_err(), "{got:?}");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn h2_client_reaches_an_http1_upstream_through_termination() {
+    let t = terminating(false, None).await;
+    let addr = t.proxy.local_addrs()[0];
+    let mut c = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(t.proxy_ca.roots())
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(c))
+        .connect(ServerName::try_from("api.test").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    for (path, want) in [
+        ("/public/h2", StatusCode::OK),
+        ("/secret", StatusCode::FORBIDDEN),
+    ] {
+        let req = Request::get(format!("https://api.test{path}"))
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), want, "{path}");
+        if want == StatusCode::OK {
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(body, Bytes::from(format!("upstream saw {path}")));
+        }
+    }
+    t.proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(&t.dir);
+}

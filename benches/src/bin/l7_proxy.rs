@@ -73,10 +73,30 @@ struct Args {
     /// Print the policy YAML and exit.
     #[arg(long)]
     print_policy: bool,
+    /// The TLS path: clients speak TLS, the proxy terminates with secret
+    /// `bench/term` and re-originates to the upstream verifying it with
+    /// `bench/orig` (`DIR/bench/{term,orig}/...`), the same ten HTTP rules
+    /// judged in between.
+    #[arg(long)]
+    tls_secrets_dir: Option<std::path::PathBuf>,
 }
 
-fn proxy_policy() -> Result<ProxyPolicy, String> {
-    let set = load_str(POLICY, "l7_proxy.rs:POLICY").map_err(|errs| {
+/// [`POLICY`] with `terminatingTLS`/`originatingTLS` on the port when
+/// `tls` (the rules are unchanged).
+fn policy_text(tls: bool) -> String {
+    if !tls {
+        return POLICY.to_string();
+    }
+    POLICY.replace(
+        "    - ports: [{port: '80', protocol: TCP}]\n",
+        "    - ports: [{port: '80', protocol: TCP}]\n      terminatingTLS: {secret: {name: term}}\n      \
+         originatingTLS: {secret: {name: orig}}\n",
+    )
+}
+
+fn proxy_policy(tls: bool) -> Result<ProxyPolicy, String> {
+    let text = policy_text(tls);
+    let set = load_str(&text, "l7_proxy.rs:POLICY").map_err(|errs| {
         errs.iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
@@ -90,10 +110,10 @@ fn proxy_policy() -> Result<ProxyPolicy, String> {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if args.print_policy {
-        print!("{POLICY}");
+        print!("{}", policy_text(args.tls_secrets_dir.is_some()));
         return std::process::ExitCode::SUCCESS;
     }
-    let policy = match proxy_policy() {
+    let policy = match proxy_policy(args.tls_secrets_dir.is_some()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("l7_proxy: the bench policy does not load: {e}");
@@ -114,7 +134,11 @@ fn main() -> std::process::ExitCode {
             upstream: UpstreamConfig::plain(),
             detect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
-            tls_secrets: Default::default(),
+            tls_secrets: args
+                .tls_secrets_dir
+                .as_ref()
+                .map(proxy::TlsSecrets::from_dir)
+                .unwrap_or_default(),
         };
         let proxy = Proxy::serve_with_fixed_destination(
             listener,

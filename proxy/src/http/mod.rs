@@ -381,10 +381,6 @@ async fn forward(
 ) -> Result<Response<Incoming>, UpstreamError> {
     let h2 = conn.protocol == Detected::Http2;
     let dst = conn.addrs.upstream;
-    *req.uri_mut() = upstream_uri(req.uri(), h2, authority, conn.addrs.original_dst);
-    if !h2 {
-        *req.version_mut() = Version::HTTP_11;
-    }
     let pending = {
         let mut slot = conn.upstream.lock().await;
         let reusable = match slot.as_mut() {
@@ -417,6 +413,23 @@ async fn forward(
                 }
             };
             *slot = Some(fresh);
+        }
+        // The upstream's protocol: the client's, except that an
+        // originated TLS upstream may settle on HTTP/1.1 by ALPN.
+        let up_h2 = matches!(slot.as_ref(), Some(UpstreamConn::Http2(_)));
+        if h2 && !up_h2 && !req.headers().contains_key(http::header::HOST) {
+            let host = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .or_else(|| authority.map(str::to_string));
+            if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
+        }
+        *req.uri_mut() = upstream_uri(req.uri(), up_h2, authority, conn.addrs.original_dst);
+        if !up_h2 {
+            *req.version_mut() = Version::HTTP_11;
         }
         match slot.as_mut() {
             Some(UpstreamConn::Http1(s)) => {

@@ -177,6 +177,9 @@ pub async fn open_tls(
         dst,
         reason: e.to_string(),
     })?;
+    // HTTP/2 only when the server chose it by ALPN (offered when the
+    // client speaks h2); otherwise HTTP/1.1.
+    let h2 = h2 && tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     handshake(tls, dst, h2).await
 }
 

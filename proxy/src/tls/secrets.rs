@@ -53,6 +53,9 @@ type Stamp = Vec<(String, u64, Option<SystemTime>)>;
 struct Cache {
     server: HashMap<ResolvedTlsContext, (Stamp, Result<Arc<ServerConfig>, SecretError>)>,
     client: HashMap<(ResolvedTlsContext, bool), (Stamp, Result<Arc<ClientConfig>, SecretError>)>,
+    /// The last error logged per context and role, so a broken secret is
+    /// logged when it breaks, not on every connection.
+    reported: HashMap<(ResolvedTlsContext, &'static str), String>,
 }
 
 /// The proxy's TLS secrets. Cloning shares the store.
@@ -185,8 +188,61 @@ impl TlsSecrets {
         }
     }
 
-    /// The server config of a `terminatingTLS` context.
+    /// Logs `result`'s error once per change (and a recovery), naming the
+    /// secret and the reason.
+    fn report<T>(
+        &self,
+        ctx: &ResolvedTlsContext,
+        role: &'static str,
+        result: Result<T, SecretError>,
+    ) -> Result<T, SecretError> {
+        let Ok(mut cache) = self.cache.lock() else {
+            return result;
+        };
+        let key = (ctx.clone(), role);
+        match &result {
+            Err(e) => {
+                if cache.reported.get(&key) != Some(&e.reason) {
+                    tracing::error!(
+                        secret = %ctx,
+                        role,
+                        error = %e,
+                        "TLS secret unusable; connections that need it are denied"
+                    );
+                    cache.reported.insert(key, e.reason.clone());
+                }
+            }
+            Ok(_) => {
+                if cache.reported.remove(&key).is_some() {
+                    tracing::info!(secret = %ctx, role, "TLS secret usable again");
+                }
+            }
+        }
+        result
+    }
+
+    /// The server config of a `terminatingTLS` context (errors logged
+    /// once per change).
     pub fn server_config(
+        &self,
+        ctx: &ResolvedTlsContext,
+    ) -> Result<Arc<ServerConfig>, SecretError> {
+        let r = self.server_config_inner(ctx);
+        self.report(ctx, "terminatingTLS", r)
+    }
+
+    /// The client config of an `originatingTLS` context, offering ALPN
+    /// `h2` or `http/1.1` (errors logged once per change).
+    pub fn client_config(
+        &self,
+        ctx: &ResolvedTlsContext,
+        h2: bool,
+    ) -> Result<Arc<ClientConfig>, SecretError> {
+        let r = self.client_config_inner(ctx, h2);
+        self.report(ctx, "originatingTLS", r)
+    }
+
+    fn server_config_inner(
         &self,
         ctx: &ResolvedTlsContext,
     ) -> Result<Arc<ServerConfig>, SecretError> {
@@ -205,9 +261,7 @@ impl TlsSecrets {
                 context: ctx.to_string(),
                 reason,
             });
-        if let Err(e) = &built {
-            tracing::error!(error = %e, "terminatingTLS secret is unusable; its port denies TLS");
-        } else {
+        if built.is_ok() {
             tracing::info!(secret = %ctx, "terminatingTLS certificate loaded");
         }
         if let Ok(mut cache) = self.cache.lock() {
@@ -216,9 +270,7 @@ impl TlsSecrets {
         built
     }
 
-    /// The client config of an `originatingTLS` context, offering ALPN
-    /// `h2` or `http/1.1`.
-    pub fn client_config(
+    fn client_config_inner(
         &self,
         ctx: &ResolvedTlsContext,
         h2: bool,
@@ -239,9 +291,6 @@ impl TlsSecrets {
                 context: ctx.to_string(),
                 reason,
             });
-        if let Err(e) = &built {
-            tracing::error!(error = %e, "originatingTLS secret is unusable; its port denies");
-        }
         if let Ok(mut cache) = self.cache.lock() {
             cache.client.insert(key, (stamp, built.clone()));
         }
@@ -380,10 +429,12 @@ fn build_client(
             ));
         }
     };
-    config.alpn_protocols = vec![if h2 {
-        b"h2".to_vec()
+    // An h2 client is forwarded as h2 if the upstream takes it, else as
+    // HTTP/1.1 (see http::upstream::open_tls).
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
-        b"http/1.1".to_vec()
-    }];
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(config)
 }
