@@ -25,6 +25,12 @@ fi
 python3 -c "import grpc, grpc_health.v1.health" 2>/dev/null \
   || python3 -m pip install -q --root-user-action=ignore grpcio grpcio-health-checking >/dev/null 2>&1 \
   || echo "note: grpcio not installed; the gRPC lab test will skip it" >&2
+# Kafka lab tests: real clients (PyPI) and the tansu broker, built in the
+# background (deploy/tansu.sh; test.sh waits for it after the workspace build).
+python3 -c "import confluent_kafka, kafka" 2>/dev/null \
+  || python3 -m pip install -q --root-user-action=ignore confluent-kafka 'kafka-python>=3,<4' >/dev/null 2>&1 \
+  || echo "note: confluent-kafka/kafka-python not installed; the Kafka lab tests will skip" >&2
+bash "$(dirname "$0")/tansu.sh" start || true
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 fi

@@ -64,6 +64,8 @@ struct WireProbe {
     expect: Expect,
     /// A TLS probe (HTTPS with curl), see `e2e_tls`.
     tls: Option<crate::e2e_tls::TlsCall>,
+    /// A Kafka request (kafka-python to tansu), see `e2e_kafka`.
+    kafka: Option<crate::e2e_kafka::KafkaCall>,
 }
 
 struct Servers(Vec<Child>);
@@ -87,10 +89,10 @@ struct HttpCall {
     h2: bool,
 }
 
-/// Whether a probe can run in the lab: L3/L4 probes and HTTP probes
-/// (DNS, Kafka and learned-name probes belong to later suites).
+/// Whether a probe can run in the lab (Kafka probes are skipped, counted,
+/// when tansu or kafka-python is missing: see `run_case`).
 fn runnable(p: &Probe) -> bool {
-    p.e2e != Some(false) && p.kafka.is_none()
+    p.e2e != Some(false)
 }
 
 /// The DNS port: served by knot (a real authoritative server) wherever a
@@ -302,6 +304,12 @@ fn start_servers(
     // TLS-probed ports are served by nginx (HTTPS), not haproxy.
     let tls_ports = crate::e2e_tls::ports(cases);
     tcp.retain(|p| !tls_ports.contains(p));
+    // Kafka-probed ports are served by tansu.
+    let kafka_ports = crate::e2e_kafka::ports(cases);
+    tcp.retain(|p| !kafka_ports.contains(p));
+    servers
+        .0
+        .extend(crate::e2e_kafka::start_servers(state, topo, cases)?);
     let ns_names: Vec<String> = namespaces.iter().map(|(n, _)| n.clone()).collect();
     servers
         .0
@@ -446,7 +454,13 @@ fn run_case(
     let mut clusters = BTreeMap::new();
     let mut wire = Vec::new();
     let mut skipped = 0;
+    let kafka_ok = case.probes.iter().any(|p| p.kafka.is_some()) && crate::e2e_kafka::available();
     for p in case.probes.iter().filter(|p| runnable(p)) {
+        let kafka = crate::e2e_kafka::call(p);
+        if p.kafka.is_some() && (kafka.is_none() || !kafka_ok) {
+            skipped += 1;
+            continue;
+        }
         let proto = match model::probe_protocol(p) {
             Ok(pr) => pr,
             Err(_) => {
@@ -504,6 +518,9 @@ fn run_case(
             (_, _, Verdict::Allowed, _) => probe::Outcome::Connected,
             (_, _, Verdict::Denied, _) => probe::Outcome::Blocked,
         };
+        let want = kafka.as_ref().map_or(want, |k| {
+            crate::e2e_kafka::want(k, verdict, explained.layer)
+        });
         // A `to-fqdn` probe first resolves the name through the DNS proxy
         // (so the agent learns it), then connects.
         let resolve_first = match (&p.to_fqdn, dns_server(topo)) {
@@ -554,6 +571,7 @@ fn run_case(
                     model: verdict,
                     expect: p.expect,
                     tls: None,
+                    kafka: kafka.clone(),
                 });
             }
             for call in &tls_calls {
@@ -581,6 +599,7 @@ fn run_case(
                     model: verdict,
                     expect: p.expect,
                     tls: Some(call.clone()),
+                    kafka: None,
                 });
             }
         }
@@ -662,6 +681,9 @@ fn dns_server(topo: &Topology) -> Option<(Option<String>, IpAddr)> {
 fn probe_one(w: &WireProbe, timeout: Duration) -> Result<probe::Outcome> {
     if let Some((name, server)) = &w.resolve_first {
         let _ = probe::dns(&w.src_ns, None, *server, DNS_PORT, name, false, timeout)?;
+    }
+    if let Some(k) = &w.kafka {
+        return crate::e2e_kafka::probe(&w.src_ns, w.src_ip, w.dst, w.port, k, timeout);
     }
     if let Some(t) = &w.tls {
         let t_out = timeout.max(Duration::from_millis(1500));

@@ -3,6 +3,7 @@
 mod agentd;
 mod demo;
 mod e2e;
+mod e2e_kafka;
 mod e2e_tls;
 mod fqdn;
 mod k8s;

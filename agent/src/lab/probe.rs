@@ -27,6 +27,10 @@ pub enum Outcome {
     /// A DNS response: [`DNS_ANSWERED`] (NOERROR or NXDOMAIN) or another
     /// rcode (5 = REFUSED).
     Dns(u16),
+    /// A Kafka response: 0 when it carries no authorization error, else the
+    /// authorization error (29/30/31/53, the proxy's denial); -1 when the
+    /// connection closed without a well-formed response (see `e2e_kafka`).
+    Kafka(i16),
 }
 
 /// A DNS answer from the server (NOERROR or NXDOMAIN).
@@ -42,6 +46,7 @@ impl Outcome {
             Outcome::Blocked => false,
             Outcome::Http(s) => (200..300).contains(&s),
             Outcome::Dns(r) => r == DNS_ANSWERED,
+            Outcome::Kafka(e) => e == 0,
         }
     }
 }
@@ -53,6 +58,9 @@ impl std::fmt::Display for Outcome {
             Outcome::Blocked => f.write_str("blocked"),
             Outcome::Http(s) => write!(f, "http {s}"),
             Outcome::Dns(r) => write!(f, "dns rcode {r}"),
+            Outcome::Kafka(0) => f.write_str("kafka answered"),
+            Outcome::Kafka(-1) => f.write_str("kafka closed"),
+            Outcome::Kafka(e) => write!(f, "kafka error {e}"),
         }
     }
 }
