@@ -426,6 +426,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let mut cfg = proxy::ProxyConfig::datapath();
         if let Some(dir) = &args.tls_secrets_dir {
             cfg.tls_secrets = proxy::TlsSecrets::from_dir(dir);
+        } else if args.kubernetes {
+            cfg.tls_secrets = crate::k8s::watch_tls_secrets(args.kubeconfig.clone());
         }
         proxy::Proxy::start(proxy_policy.clone(), cfg)
             .context("starting the HTTP proxy on port 15001")?

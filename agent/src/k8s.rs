@@ -102,6 +102,57 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
     out
 }
 
+/// The lab's TLS secret files (`DIR/<namespace>/<name>/<item>`) as
+/// Secret objects, so Kubernetes mode reads them from the API.
+fn secret_objects(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Ok(namespaces) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut paths: Vec<PathBuf> = namespaces
+        .flatten()
+        .flat_map(|ns| std::fs::read_dir(ns.path()).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    paths.sort();
+    for p in paths {
+        let (Some(name), Some(ns)) = (
+            p.file_name().and_then(|n| n.to_str()),
+            p.parent()
+                .and_then(|n| n.file_name())
+                .and_then(|n| n.to_str()),
+        ) else {
+            continue;
+        };
+        let mut data = std::collections::BTreeMap::new();
+        for item in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+            let key = item.file_name().to_string_lossy().into_owned();
+            if key.starts_with('.') {
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(item.path()) {
+                data.insert(key, k8s_openapi::ByteString(bytes));
+            }
+        }
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                namespace: Some(ns.to_string()),
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        };
+        if let Ok(mut v) = serde_json::to_value(&secret) {
+            v["apiVersion"] = json!("v1");
+            v["kind"] = json!("Secret");
+            out.push(v);
+        }
+    }
+    out
+}
+
 /// Every document of the policy files as API objects.
 fn policy_objects(paths: &[PathBuf]) -> Vec<Value> {
     let mut files = Vec::new();
@@ -169,7 +220,8 @@ pub fn run_fake_apiserver(
         std::fs::write(&tmp, handle.kubeconfig_yaml())?;
         std::fs::rename(&tmp, kubeconfig_out)?;
         loop {
-            let objs = policy_objects(policies);
+            let mut objs = policy_objects(policies);
+            objs.extend(secret_objects(&crate::e2e_tls::secrets_dir()));
             let text = serde_json::to_string(&objs)?;
             if text != last {
                 last = text;
@@ -188,4 +240,33 @@ pub fn run_fake_apiserver(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
+}
+
+/// Kubernetes mode without `--tls-secrets-dir`: the proxy's TLS secrets
+/// come from the API (list+watch of Secrets, in the calling tokio
+/// runtime). Until the first list arrives, TLS contexts fail (deny).
+pub fn watch_tls_secrets(kubeconfig: Option<PathBuf>) -> proxy::TlsSecrets {
+    let secrets = proxy::TlsSecrets::in_memory();
+    let sink = secrets.clone();
+    tokio::spawn(async move {
+        let client = match client(kubeconfig.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no Kubernetes client for Secrets; TLS contexts deny");
+                return;
+            }
+        };
+        let task = k8s_watch::secrets::watch_secrets(client, move |change| match change {
+            k8s_watch::secrets::SecretChange::Set {
+                namespace,
+                name,
+                data,
+            } => sink.set(&namespace, &name, Some(data)),
+            k8s_watch::secrets::SecretChange::Remove { namespace, name } => {
+                sink.set(&namespace, &name, None)
+            }
+        });
+        let _ = task.await;
+    });
+    secrets
 }

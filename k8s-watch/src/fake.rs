@@ -71,6 +71,12 @@ const KINDS: &[Kind] = &[
         namespaced: false,
     },
     Kind {
+        kind: "Secret",
+        api_version: "v1",
+        plural: "secrets",
+        namespaced: true,
+    },
+    Kind {
         kind: "Endpoints",
         api_version: "v1",
         plural: "endpoints",

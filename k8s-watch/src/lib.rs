@@ -14,6 +14,7 @@
 
 pub mod convert;
 mod metrics;
+pub mod secrets;
 mod snapshot;
 pub mod store;
 pub mod watch;

@@ -69,6 +69,8 @@ fn used(request: &str) -> Option<Grant> {
 async fn the_cluster_role_grants_exactly_what_the_watcher_uses() {
     let (_url, h) = FakeApiServer::start().await.expect("fake starts");
     let w = Watcher::start(h.client(), WatchConfig::new("n1"));
+    // The agent's Secret watch for TLS contexts (terminatingTLS/originatingTLS).
+    let _secrets = k8s_watch::secrets::watch_secrets(h.client(), |_| {});
     tokio::time::timeout(Duration::from_secs(10), w.ready())
         .await
         .expect("a snapshot");
@@ -77,7 +79,7 @@ async fn the_cluster_role_grants_exactly_what_the_watcher_uses() {
     let mut seen: BTreeSet<Grant>;
     loop {
         seen = h.requests().iter().filter_map(|r| used(r)).collect();
-        if seen.iter().filter(|g| g.2 == "watch").count() >= 7
+        if seen.iter().filter(|g| g.2 == "watch").count() >= 8
             || tokio::time::Instant::now() > deadline
         {
             break;

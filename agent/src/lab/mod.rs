@@ -370,8 +370,12 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
             cmd.arg("--policy").arg(p);
         }
     }
-    cmd.arg("--tls-secrets-dir")
-        .arg(crate::e2e_tls::secrets_dir());
+    if !state.kubernetes {
+        // Kubernetes mode reads them as Secrets from the (fake) API server,
+        // which serves this directory's files.
+        cmd.arg("--tls-secrets-dir")
+            .arg(crate::e2e_tls::secrets_dir());
+    }
     cmd.arg("--pin-dir")
         .arg(PIN_DIR)
         .arg("--state-dir")
