@@ -68,8 +68,11 @@ pub enum IdentityKind {
     Endpoint,
     /// A CIDR prefix named by a policy (outside the cluster).
     Cidr(IpNet),
-    /// An address learned from DNS answers for these names.
+    /// Addresses learned from DNS answers for names these toFQDNs
+    /// selectors select, all in the same policy prefixes.
     Fqdn {
+        /// One of the addresses (as a /32 or /128): it stands for all of
+        /// them where CIDR selectors are evaluated.
         prefix: IpNet,
         names: BTreeSet<String>,
     },
@@ -143,8 +146,8 @@ impl Identity {
                 format!("identity {} [{}]", self.id, parts.join(" "))
             }
             IdentityKind::Cidr(p) => format!("cidr:{p}"),
-            IdentityKind::Fqdn { prefix, names } => format!(
-                "fqdn:{} ({prefix})",
+            IdentityKind::Fqdn { names, .. } => format!(
+                "fqdn:{}",
                 names.iter().cloned().collect::<Vec<_>>().join(",")
             ),
         }
@@ -217,9 +220,27 @@ pub fn cidr_labels(prefix: &IpNet) -> LabelSet {
         .with(SOURCE_RESERVED, world, "")
 }
 
-/// Labels of an FQDN identity: one `fqdn:<name>` per name plus world.
-pub fn fqdn_labels(prefix: &IpNet, names: &BTreeSet<String>) -> LabelSet {
-    let mut l = cidr_labels(prefix);
+/// Labels of a learned address: `fqdn:<selector>` for each toFQDNs
+/// selector that selects a name it answered for, `cidr:<prefix>` for each
+/// prefix policies name that contains it, plus world (CFP-28427: no
+/// per-address CIDR labels, so addresses with the same selectors share
+/// the identity).
+pub fn fqdn_labels(
+    ip: std::net::IpAddr,
+    names: &BTreeSet<String>,
+    policy_prefixes: &[IpNet],
+) -> LabelSet {
+    let world = if ip.is_ipv4() {
+        "world-ipv4"
+    } else {
+        "world-ipv6"
+    };
+    let mut l = LabelSet::new()
+        .with(SOURCE_RESERVED, "world", "")
+        .with(SOURCE_RESERVED, world, "");
+    for p in policy_prefixes.iter().filter(|p| p.contains(&ip)) {
+        l.insert(SOURCE_CIDR, &p.to_string(), "");
+    }
     for n in names {
         l.insert(SOURCE_FQDN, n, "");
     }

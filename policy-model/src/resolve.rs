@@ -75,6 +75,9 @@ pub struct Contribution {
     pub key: MapKey,
 }
 
+/// A port key of a rule entry with the entry's L7 rules and TLS settings.
+type PortKeyRules = (PortKey, Option<Arc<L7Rules>>, Option<Arc<PortTls>>);
+
 /// The L7 rules a proxy applies to one redirected (identity, port).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct L7Policy {
@@ -133,6 +136,10 @@ pub struct Cluster {
     selections: HashMap<Peer, Arc<Vec<NumericIdentity>>>,
     /// Endpoint identity -> indices of rules that select it.
     subjects: HashMap<NumericIdentity, Vec<usize>>,
+    /// Every toFQDNs selector of the rules: label key and matcher.
+    fqdn_patterns: Vec<(String, FqdnPattern)>,
+    /// Every prefix the rules name (CIDRs and their exceptions).
+    cidr_prefixes: Vec<IpNet>,
 }
 
 impl Cluster {
@@ -220,6 +227,7 @@ impl Cluster {
                 }
             }
         }
+        let cidr_prefixes: Vec<IpNet> = prefixes.iter().copied().collect();
         for p in prefixes {
             if p.prefix_len() == 0 || ipcache.iter().any(|(q, _)| *q == p) {
                 continue;
@@ -251,11 +259,7 @@ impl Cluster {
             .collect();
         let mut by_ip: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
         for (name, ips) in &fqdn.names {
-            let keys: BTreeSet<String> = patterns
-                .iter()
-                .filter(|(_, pat)| pat.matches(name))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let keys = fqdn_keys_of(&patterns, name);
             if keys.is_empty() {
                 continue;
             }
@@ -263,13 +267,33 @@ impl Cluster {
                 by_ip.entry(*ip).or_default().extend(keys.iter().cloned());
             }
         }
+        // One identity per label set, as Cilium since 1.16 (CFP-28427):
+        // an address is labelled with the toFQDNs selectors whose names
+        // it answered for and with the policy CIDRs that contain it, so
+        // every address a selector set returns shares one identity and a
+        // new address of a known set needs only an ipcache entry.
+        let mut groups: BTreeMap<LabelSet, (IpNet, BTreeSet<String>, Vec<IpNet>)> = BTreeMap::new();
         for (ip, keys) in by_ip {
             let prefix = IpNet::from(ip);
-            if ipcache.iter().any(|(p, _)| *p == prefix) {
-                // A cluster address (pod, node) keeps its own identity.
-                continue;
+            if let Some(i) = ipcache.iter().position(|(p, _)| *p == prefix) {
+                if !identities
+                    .get(&ipcache[i].1)
+                    .is_some_and(|id| matches!(id.kind, IdentityKind::Cidr(_)))
+                {
+                    // A cluster address (pod, node) keeps its own identity.
+                    continue;
+                }
+                // A /32 a policy names: the learned labels join its own.
+                ipcache.remove(i);
             }
-            let labels = fqdn_labels(&prefix, &keys);
+            let labels = fqdn_labels(ip, &keys, &cidr_prefixes);
+            groups
+                .entry(labels)
+                .or_insert_with(|| (prefix, keys, Vec::new()))
+                .2
+                .push(prefix);
+        }
+        for (labels, (representative, names, members)) in groups {
             let id = alloc.local(&labels);
             identities.insert(
                 id,
@@ -277,12 +301,12 @@ impl Cluster {
                     id,
                     labels,
                     kind: IdentityKind::Fqdn {
-                        prefix,
-                        names: keys,
+                        prefix: representative,
+                        names,
                     },
                 },
             );
-            ipcache.push((prefix, id));
+            ipcache.extend(members.into_iter().map(|p| (p, id)));
         }
         ipcache.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
 
@@ -294,6 +318,8 @@ impl Cluster {
             ipcache,
             selections: HashMap::new(),
             subjects: HashMap::new(),
+            fqdn_patterns: patterns,
+            cidr_prefixes,
         };
         cluster.build_selector_cache();
         cluster
@@ -367,6 +393,62 @@ impl Cluster {
     /// The endpoint owning `ip`.
     pub fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.ips.contains(&ip))
+    }
+
+    /// What learning `ip` (answered for `names`, every name it is known
+    /// under) changes: nothing, one ipcache entry to an identity this
+    /// cluster already has (so no policy map changes), or more (a new
+    /// label set: resolve again).
+    pub fn learned_address(&self, ip: IpAddr, names: &[&str]) -> LearnedAddress {
+        let keys: BTreeSet<String> = names
+            .iter()
+            .flat_map(|n| fqdn_keys_of(&self.fqdn_patterns, n))
+            .collect();
+        let prefix = IpNet::from(ip);
+        let current = self
+            .ipcache
+            .iter()
+            .find(|(p, _)| *p == prefix)
+            .and_then(|(_, id)| self.identities.get(id));
+        if keys.is_empty() {
+            return match current.map(|c| &c.kind) {
+                // It was selected under names it no longer has.
+                Some(IdentityKind::Fqdn { .. }) => LearnedAddress::Resolve,
+                _ => LearnedAddress::Unchanged,
+            };
+        }
+        let labels = fqdn_labels(ip, &keys, &self.cidr_prefixes);
+        match current {
+            Some(c) if matches!(c.kind, IdentityKind::Endpoint | IdentityKind::Reserved) => {
+                LearnedAddress::Unchanged
+            }
+            Some(c) if c.labels == labels => LearnedAddress::Unchanged,
+            Some(_) => LearnedAddress::Resolve,
+            None => self
+                .identities
+                .values()
+                .find(|id| matches!(id.kind, IdentityKind::Fqdn { .. }) && id.labels == labels)
+                .map_or(LearnedAddress::Resolve, |id| {
+                    LearnedAddress::Ipcache(prefix, id.id)
+                }),
+        }
+    }
+
+    /// Adds the ipcache entry [`Self::learned_address`] asked for, as a
+    /// resolve with the address learned would have it.
+    pub fn add_learned_address(&mut self, prefix: IpNet, id: NumericIdentity) {
+        if self.ipcache.iter().any(|(p, _)| *p == prefix) {
+            return;
+        }
+        let at = self
+            .ipcache
+            .iter()
+            .position(|(p, _)| {
+                p.prefix_len() < prefix.prefix_len()
+                    || (p.prefix_len() == prefix.prefix_len() && *p > prefix)
+            })
+            .unwrap_or(self.ipcache.len());
+        self.ipcache.insert(at, (prefix, id));
     }
 
     /// The ipcache: prefix -> identity, longest prefixes first.
@@ -670,7 +752,7 @@ impl Cluster {
         ports: Option<&[crate::rules::PortMatch]>,
         dir: Direction,
         out: &mut EndpointPolicy,
-    ) -> Vec<(PortKey, Option<Arc<L7Rules>>, Option<Arc<PortTls>>)> {
+    ) -> Vec<PortKeyRules> {
         let Some(ports) = ports else {
             return vec![(PortKey::ANY, None, None)];
         };
@@ -759,6 +841,28 @@ impl Cluster {
             }
         }
     }
+}
+
+/// What a newly learned address changes (see [`Cluster::learned_address`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnedAddress {
+    /// Nothing: no toFQDNs selector selects it, or it already has the
+    /// identity it would get, or it is a cluster address.
+    Unchanged,
+    /// Only this ipcache entry, to an identity the cluster already has.
+    Ipcache(IpNet, NumericIdentity),
+    /// A label set the cluster has no identity for yet, or an address
+    /// whose identity changes: resolve again.
+    Resolve,
+}
+
+/// The label keys of the toFQDNs selectors that select `name`.
+fn fqdn_keys_of(patterns: &[(String, FqdnPattern)], name: &str) -> BTreeSet<String> {
+    patterns
+        .iter()
+        .filter(|(_, pat)| pat.matches(name))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// The label key of a toFQDNs selector (as Cilium's `fqdn:` labels).
