@@ -1094,13 +1094,14 @@ fn cilium_port_rule(
                 ));
             }
         }
-        if let Some(rules) = &l7 {
-            if rules.parser() != L7Parser::Dns && protocol == Protocol::Udp {
-                return Err(rerr(
-                    format!("{ppath}.protocol"),
-                    format!("{} rules need TCP", rules.parser()),
-                ));
-            }
+        if let Some(rules) = &l7
+            && rules.parser() != L7Parser::Dns
+            && protocol == Protocol::Udp
+        {
+            return Err(rerr(
+                format!("{ppath}.protocol"),
+                format!("{} rules need TCP", rules.parser()),
+            ));
         }
         out.push(PortMatch {
             protocol,

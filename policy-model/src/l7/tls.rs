@@ -170,6 +170,9 @@ pub struct PlanRules {
 }
 
 /// What one side of a flow requires of one connection.
+// Built per connection and consumed at once: boxing the large variant
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SidePlan {
     /// Pass the bytes through untouched (an allow-all, or a `serverNames`
@@ -315,6 +318,7 @@ pub fn plan_side(
 }
 
 /// What the proxy does with a connection, both sides combined.
+#[allow(clippy::large_enum_variant)] // as SidePlan
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnPlan {
     Splice,

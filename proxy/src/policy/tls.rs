@@ -30,12 +30,12 @@ fn start_key(start: ClientStart<'_>) -> String {
 impl ProxyPolicy {
     /// One side's L7 policy for a TCP flow: `Ok(None)` when the side does
     /// not redirect it, `Err` when it should not be here.
-    fn side_l7<'a>(
-        entry: &'a EndpointEntry,
+    fn side_l7(
+        entry: &EndpointEntry,
         direction: Direction,
         remote: NumericIdentity,
         port: u16,
-    ) -> Result<Option<(&'a MapKey, &'a L7Policy)>, Refusal> {
+    ) -> Result<Option<(&MapKey, &L7Policy)>, Refusal> {
         let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
             return Err(Refusal::NoEntry {
                 endpoint: entry.name.clone(),

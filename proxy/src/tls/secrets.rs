@@ -41,8 +41,15 @@ enum Source {
     Dir(PathBuf),
     /// Secrets set by the agent (Kubernetes mode), with a version bumped
     /// on every change.
-    Memory(RwLock<HashMap<(String, String), (u64, Arc<SecretItems>)>>),
+    Memory(RwLock<PushedSecrets>),
 }
+
+/// Pushed secrets by (namespace, name), with their version.
+type PushedSecrets = HashMap<(String, String), (u64, Arc<SecretItems>)>;
+
+/// A built config (or why it could not be built) and the stamp it was
+/// built from.
+type Built<C> = (Stamp, Result<Arc<C>, SecretError>);
 
 /// A secret's content identity: for files, each item's name, size and
 /// modification time; for pushed secrets, their version.
@@ -51,8 +58,8 @@ type Stamp = Vec<(String, u64, Option<SystemTime>)>;
 /// Built configs per (context, role), with the stamp they were built from.
 #[derive(Default)]
 struct Cache {
-    server: HashMap<ResolvedTlsContext, (Stamp, Result<Arc<ServerConfig>, SecretError>)>,
-    client: HashMap<(ResolvedTlsContext, bool), (Stamp, Result<Arc<ClientConfig>, SecretError>)>,
+    server: HashMap<ResolvedTlsContext, Built<ServerConfig>>,
+    client: HashMap<(ResolvedTlsContext, bool), Built<ClientConfig>>,
     /// The last error logged per context and role, so a broken secret is
     /// logged when it breaks, not on every connection.
     reported: HashMap<(ResolvedTlsContext, &'static str), String>,
