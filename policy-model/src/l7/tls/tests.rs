@@ -296,3 +296,60 @@ fn secret_namespace_defaults_to_the_policy() {
     assert_eq!(c.resolve(&origin(Some("x"))).namespace, "x");
     assert_eq!(c.resolve(&origin(None)).namespace, "default");
 }
+
+#[test]
+fn a_server_names_port_is_redirected_to_the_http_proxy_with_its_tls_rules() {
+    use crate::{Cluster, FqdnCache, Topology};
+    let topo = Topology::from_yaml(
+        "namespaces: [{name: x}]
+pods:
+- {namespace: x, name: a, labels: {app: a}, ips: [10.200.1.10]}
+",
+        "t.yaml",
+    )
+    .expect("topology");
+    let set = crate::load::load_str(
+        "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  egress:
+  - toCIDR: [10.201.0.0/16]
+    toPorts:
+    - ports: [{port: '443', protocol: TCP}]
+      serverNames: [a.test]
+    - ports: [{port: '8443', protocol: TCP}]
+      terminatingTLS: {secret: {name: t}}
+      rules:
+        http: [{path: /x}]
+",
+        "p.yaml",
+    )
+    .expect("policy");
+    let cluster = Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default());
+    let ep = cluster.endpoints().first().expect("endpoint");
+    let pol = cluster.endpoint_policy(ep);
+    let mut ports: Vec<(u16, &crate::resolve::L7Policy)> = pol
+        .l7
+        .iter()
+        .filter(|(k, _)| k.direction == crate::Direction::Egress)
+        .map(|(k, v)| (k.port.port, v))
+        .collect();
+    ports.sort_by_key(|(p, _)| *p);
+    assert_eq!(ports.len(), 2, "{:?}", pol.l7);
+    for (_, l7) in &ports {
+        assert_eq!(l7.parser, crate::L7Parser::Http);
+        assert!(!l7.allow_all);
+        assert!(l7.rules.is_empty(), "TLS entries are not plain rules");
+        assert_eq!(l7.tls.len(), 1);
+    }
+    assert!(ports[0].1.tls[0].http.is_none());
+    assert!(ports[1].1.tls[0].http.is_some());
+    assert!(
+        pol.map
+            .entries
+            .values()
+            .any(|v| v.redirect == Some(crate::L7Parser::Http))
+    );
+}
