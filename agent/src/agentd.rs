@@ -527,6 +527,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         local,
         attached: BTreeMap::new(),
         expired: false,
+        last: None,
     };
     if let Ok(mut k) = known.write() {
         k.0 = enforcer.fqdn.expiries();
@@ -668,6 +669,9 @@ struct Enforcer {
     /// Set when learned addresses expired: the learner's fast-path set must
     /// be rebuilt.
     expired: bool,
+    /// The cluster last enforced (with the learned addresses added since),
+    /// for learning without a resolve; `None` when the last enforce failed.
+    last: Option<Cluster>,
     /// Endpoints whose interface has the programs: `ns/pod` -> (interface,
     /// addresses).
     attached: BTreeMap<String, (String, Vec<IpAddr>)>,
@@ -727,12 +731,9 @@ struct AgentLearner {
 impl proxy::NameLearner for AgentLearner {
     fn learn(&self, update: proxy::LearnedNames) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let novelty = self
-            .known
-            .read()
-            .map_or(Novelty::NewAddress, |k| {
-                k.novelty(&update, crate::fqdn::now_secs())
-            });
+        let novelty = self.known.read().map_or(Novelty::NewAddress, |k| {
+            k.novelty(&update, crate::fqdn::now_secs())
+        });
         let ack = match novelty {
             Novelty::NewAddress => tx,
             // Nothing new for the maps: release the answer now; the loop
@@ -843,6 +844,7 @@ impl Enforcer {
     /// [`Self::enforce`] without persisting what was applied (the caller
     /// saves it later).
     fn enforce_in_memory(&mut self, cluster: &Cluster) -> Result<()> {
+        self.last = None;
         self.proxy.update_from_cluster(cluster);
         let n = apply(
             &mut self.dp,
@@ -852,8 +854,41 @@ impl Enforcer {
         )?;
         self.metrics.map_changes.inc_by(n as u64);
         self.metrics.policy_applied.inc();
+        self.last = Some(cluster.clone());
         tracing::info!(changes = n, "policy in force");
         Ok(())
+    }
+
+    /// Enforces newly learned addresses with ipcache entries alone when
+    /// each one gets an identity the last resolve already has (the same
+    /// toFQDNs selectors and policy CIDRs as an address learned before):
+    /// no policy map changes, so no resolve. `false`: some address needs
+    /// a resolve (nothing was written then).
+    fn learn_incrementally(&mut self, fresh: &BTreeSet<IpAddr>) -> bool {
+        let Some(cluster) = self.last.as_mut() else {
+            return false;
+        };
+        let mut entries = Vec::new();
+        for ip in fresh {
+            match cluster.learned_address(*ip, &self.fqdn.names_of(ip)) {
+                policy_model::resolve::LearnedAddress::Unchanged => {}
+                policy_model::resolve::LearnedAddress::Ipcache(prefix, id) => {
+                    entries.push((*ip, prefix, id))
+                }
+                policy_model::resolve::LearnedAddress::Resolve => return false,
+            }
+        }
+        for (ip, prefix, id) in entries {
+            if let Err(e) = self.dp.set_ipcache(prefix, id.0) {
+                tracing::error!(error = %e, %prefix, "writing a learned address failed; resolving");
+                return false;
+            }
+            self.applied.ipcache.retain(|(p, _)| *p != prefix);
+            self.applied.ipcache.push((prefix, id.0));
+            cluster.add_learned_address(prefix, id);
+            self.proxy.add_learned_address(ip, id);
+        }
+        true
     }
 
     /// Records the names of several DNS answers; if that adds addresses,
@@ -865,19 +900,27 @@ impl Enforcer {
         min_ttl: Duration,
         known: &std::sync::RwLock<KnownNames>,
     ) {
-        let mut changed = false;
+        let mut fresh = BTreeSet::new();
         for (update, _) in &batch {
-            changed |= self.fqdn.learn(&update.name, &update.ips, min_ttl);
+            for (ip, _) in &update.ips {
+                if !self.fqdn.knows(&update.name, ip) {
+                    fresh.insert(*ip);
+                }
+            }
+            self.fqdn.learn(&update.name, &update.ips, min_ttl);
         }
+        let changed = !fresh.is_empty();
         let start = std::time::Instant::now();
         let mut timings = None;
-        if changed {
+        if changed && !self.learn_incrementally(&fresh) {
             let cluster = self.cluster();
             let resolved = start.elapsed();
             if let Err(e) = self.enforce_in_memory(&cluster) {
                 tracing::error!(error = %e, "applying learned addresses failed");
             }
             timings = Some((resolved, start.elapsed() - resolved));
+        } else if changed {
+            timings = Some((Duration::ZERO, start.elapsed()));
         }
         if let Ok(mut k) = known.write() {
             for (update, _) in &batch {

@@ -106,6 +106,20 @@ impl FqdnStore {
             .collect()
     }
 
+    /// Every (normalized) name `ip` is learned under.
+    pub fn names_of(&self, ip: &IpAddr) -> Vec<&str> {
+        self.names
+            .iter()
+            .filter(|(_, ips)| ips.contains_key(ip))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// Whether `name` (normalized) is learned with `ip`.
+    pub fn knows(&self, name: &str, ip: &IpAddr) -> bool {
+        self.names.get(name).is_some_and(|ips| ips.contains_key(ip))
+    }
+
     /// The addresses of one (normalized) name with their expiry.
     pub fn expiries_of(&self, name: &str) -> Option<Expiries> {
         self.names.get(name).map(Self::copy)

@@ -108,6 +108,10 @@ pub struct ProxyPolicy {
     /// first use (see `policy/tls.rs`).
     #[allow(clippy::type_complexity)]
     tls_memo: std::sync::Mutex<HashMap<(usize, MapKey, String), Arc<HttpSidePolicy>>>,
+    /// Addresses learned from DNS since `cluster` was resolved, each with
+    /// an identity `cluster` already has (see
+    /// [`PolicyHandle::add_learned_address`]).
+    learned: std::sync::RwLock<HashMap<IpAddr, NumericIdentity>>,
 }
 
 impl ProxyPolicy {
@@ -180,6 +184,7 @@ impl ProxyPolicy {
             endpoints,
             by_ip,
             tls_memo: Default::default(),
+            learned: Default::default(),
         }
     }
 
@@ -190,6 +195,7 @@ impl ProxyPolicy {
             endpoints: Vec::new(),
             by_ip: HashMap::new(),
             tls_memo: Default::default(),
+            learned: Default::default(),
         }
     }
 
@@ -200,7 +206,12 @@ impl ProxyPolicy {
     fn identity(&self, ip: IpAddr) -> NumericIdentity {
         match self.endpoint(ip) {
             Some(e) => e.policy.identity,
-            None => self.cluster.identity_of_ip(ip),
+            None => self
+                .learned
+                .read()
+                .ok()
+                .and_then(|l| l.get(&ip).copied())
+                .unwrap_or_else(|| self.cluster.identity_of_ip(ip)),
         }
     }
 
@@ -613,6 +624,16 @@ impl PolicyHandle {
     /// Builds a snapshot from `cluster` and swaps it in.
     pub fn update_from_cluster(&self, cluster: &Cluster) {
         self.update(ProxyPolicy::new(cluster));
+    }
+
+    /// Gives the current snapshot one more ipcache entry: an address
+    /// learned from DNS whose identity the snapshot already has
+    /// (`Cluster::learned_address`), so no rule changes. The next
+    /// [`update`](Self::update) replaces it with a resolve that has it.
+    pub fn add_learned_address(&self, ip: IpAddr, id: NumericIdentity) {
+        if let Ok(mut learned) = self.current.load().learned.write() {
+            learned.insert(ip.to_canonical(), id);
+        }
     }
 
     /// The current snapshot.
