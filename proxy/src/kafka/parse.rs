@@ -1002,10 +1002,22 @@ fn walk_metadata_topics(cur: &mut Cursor<'_>, v: i16) -> R<MetadataTopics> {
         cur.tagged()?;
         entries.push((start, cur.pos, name));
     }
+    let rest_at = cur.pos;
+    // The rest is copied as it is, but must be a complete response too.
+    if (8..=10).contains(&v) {
+        cur.skip(4, "truncated cluster authorized operations")?;
+    }
+    if v >= 13 {
+        cur.skip(2, "truncated error code")?;
+    }
+    cur.tagged()?;
+    if cur.remaining() != 0 {
+        return Err(Malformed("bytes after the response"));
+    }
     Ok(MetadataTopics {
         count_at,
         entries,
-        rest_at: cur.pos,
+        rest_at,
     })
 }
 
