@@ -87,8 +87,21 @@ impl ProxyPolicy {
             let entry = &self.endpoints[*index];
             match Self::side_l7(entry, direction, remote, orig_dst.port()) {
                 Ok(Some((key, l7))) => {
-                    let plan = plan_side(l7.allow_all, &l7.rules, &l7.tls, start)
-                        .map_err(|why| format!("{} {direction}: {why}", entry.name));
+                    let plan = if start == ClientStart::Plaintext && l7.tls.is_empty() {
+                        // The common case, on every plaintext connection:
+                        // no TLS settings, nothing to terminate or
+                        // originate (the HTTP rules are the precompiled
+                        // set, see http_rules_in).
+                        Ok(SidePlan::Inspect {
+                            terminate: None,
+                            originate: None,
+                            allow_all: l7.allow_all,
+                            http: Vec::new(),
+                        })
+                    } else {
+                        plan_side(l7.allow_all, &l7.rules, &l7.tls, start)
+                            .map_err(|why| format!("{} {direction}: {why}", entry.name))
+                    };
                     out.push((*index, *key, direction, plan));
                 }
                 Ok(None) => {}
