@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+/// The lab has fixed names: the tests of this file run one at a time.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Where the lab's agent reads TLS secrets (`lab up` passes it).
 const SECRETS: &str = "/run/portcullis/lab/tls-secrets";
 const CLIENT_NS: &str = "pc-pod1";
@@ -236,6 +238,7 @@ fn run(kubernetes: bool) {
         eprintln!("skipping: the lab needs root");
         return;
     }
+    let _one_lab = LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for tool in ["nginx", "openssl", "curl"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
