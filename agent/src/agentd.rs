@@ -891,6 +891,52 @@ impl Enforcer {
         true
     }
 
+    /// Takes expired addresses out with ipcache deletes alone when each
+    /// one's identity keeps other addresses and those still learned keep
+    /// their identity; `false`: a resolve is needed (nothing was written).
+    fn forget_incrementally(&mut self, dropped: &BTreeSet<IpAddr>) -> bool {
+        let Some(mut cluster) = self.last.clone() else {
+            return false;
+        };
+        let mut gone = Vec::new();
+        for ip in dropped {
+            let names = self.fqdn.names_of(ip);
+            if !names.is_empty() {
+                // Still learned under another name: fine if its label set
+                // (so its identity) is the same without this one.
+                if cluster.learned_address(*ip, &names)
+                    != policy_model::resolve::LearnedAddress::Unchanged
+                {
+                    return false;
+                }
+                continue;
+            }
+            match cluster.forget_learned_address(*ip) {
+                Some(fallback) => gone.push((*ip, fallback)),
+                // Never selected (or a cluster address) changes nothing;
+                // the last address of an identity needs a resolve.
+                None => {
+                    if cluster.learned_address(*ip, &[])
+                        != policy_model::resolve::LearnedAddress::Unchanged
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        for (ip, fallback) in gone {
+            let prefix = ipnet::IpNet::from(ip);
+            if let Err(e) = self.dp.remove_ipcache(prefix) {
+                tracing::error!(error = %e, %prefix, "removing an expired address failed; resolving");
+                return false;
+            }
+            self.applied.ipcache.retain(|(p, _)| *p != prefix);
+            self.proxy.add_learned_address(ip, fallback);
+        }
+        self.last = Some(cluster);
+        true
+    }
+
     /// Records the names of several DNS answers; if that adds addresses,
     /// re-resolves and enforces once; then releases the held answers, and
     /// only then persists (the files are for a restart, not for them).
@@ -960,15 +1006,19 @@ impl Enforcer {
                 return;
             }
         };
-        if self.fqdn.expire(&in_use) {
-            self.expired = true;
+        let dropped = self.fqdn.expire_addresses(&in_use);
+        if dropped.is_empty() {
+            return;
+        }
+        self.expired = true;
+        if !self.forget_incrementally(&dropped) {
             let cluster = self.cluster();
             if let Err(e) = self.enforce(&cluster) {
                 tracing::error!(error = %e, "applying expired names failed");
             }
-            if let Err(e) = self.fqdn.save() {
-                tracing::warn!(error = %e, "persisting learned names failed");
-            }
+        }
+        if let Err(e) = self.fqdn.save() {
+            tracing::warn!(error = %e, "persisting learned names failed");
         }
     }
 }

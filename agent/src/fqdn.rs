@@ -73,18 +73,22 @@ impl FqdnStore {
         changed
     }
 
-    /// Drops expired addresses that no open flow uses. Returns whether
-    /// anything was dropped.
-    pub fn expire(&mut self, in_use: &BTreeSet<IpAddr>) -> bool {
+    /// Drops expired addresses that no open flow uses. Returns the
+    /// addresses that lost a name.
+    pub fn expire_addresses(&mut self, in_use: &BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
         let now = now_secs();
-        let mut changed = false;
+        let mut dropped = BTreeSet::new();
         for ips in self.names.values_mut() {
-            let before = ips.len();
-            ips.retain(|ip, until| *until > now || in_use.contains(ip));
-            changed |= ips.len() != before;
+            ips.retain(|ip, until| {
+                let keep = *until > now || in_use.contains(ip);
+                if !keep {
+                    dropped.insert(*ip);
+                }
+                keep
+            });
         }
         self.names.retain(|_, ips| !ips.is_empty());
-        changed
+        dropped
     }
 
     /// The model's view: name -> addresses.
@@ -159,7 +163,7 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert!(s.cache().names.contains_key("api.example.com."));
         // Not expired yet (60 s TTL).
-        assert!(!s.expire(&BTreeSet::new()));
+        assert!(s.expire_addresses(&BTreeSet::new()).is_empty());
         // A zero TTL expires at once unless in use.
         s.learn(
             "old.example.com",
@@ -167,8 +171,12 @@ mod tests {
             Duration::ZERO,
         );
         let in_use: BTreeSet<IpAddr> = [ip("10.201.2.2")].into();
-        assert!(!s.expire(&in_use), "in use: kept");
-        assert!(s.expire(&BTreeSet::new()), "idle: dropped");
+        assert!(s.expire_addresses(&in_use).is_empty(), "in use: kept");
+        assert_eq!(
+            s.expire_addresses(&BTreeSet::new()).len(),
+            1,
+            "idle: dropped"
+        );
         assert_eq!(s.len(), 1);
     }
 
@@ -180,7 +188,7 @@ mod tests {
             &[(ip("10.201.3.3"), Duration::ZERO)],
             Duration::from_secs(3600),
         );
-        assert!(!s.expire(&BTreeSet::new()));
+        assert!(s.expire_addresses(&BTreeSet::new()).is_empty());
         assert_eq!(s.len(), 1);
     }
 

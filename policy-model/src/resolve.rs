@@ -451,6 +451,33 @@ impl Cluster {
         self.ipcache.insert(at, (prefix, id));
     }
 
+    /// Takes a learned address that no name answers for any more out of
+    /// the ipcache, when that is all a resolve without it would change:
+    /// its identity keeps other addresses (so the policy maps keep it).
+    /// Returns the identity the address falls back to (a covering
+    /// prefix's, or world), or `None` when a resolve is needed.
+    pub fn forget_learned_address(&mut self, ip: IpAddr) -> Option<NumericIdentity> {
+        let prefix = IpNet::from(ip);
+        let i = self.ipcache.iter().position(|(p, _)| *p == prefix)?;
+        let id = self.ipcache[i].1;
+        if !self
+            .identities
+            .get(&id)
+            .is_some_and(|x| matches!(x.kind, IdentityKind::Fqdn { .. }))
+        {
+            return None;
+        }
+        let others = self
+            .ipcache
+            .iter()
+            .any(|(p, other)| *other == id && *p != prefix);
+        if !others {
+            return None;
+        }
+        self.ipcache.remove(i);
+        Some(self.identity_of_ip(ip))
+    }
+
     /// The ipcache: prefix -> identity, longest prefixes first.
     pub fn ipcache(&self) -> &[(IpNet, NumericIdentity)] {
         &self.ipcache

@@ -785,3 +785,42 @@ fn learned_addresses_share_the_identity_of_their_selector_set_and_cidrs() {
         LearnedAddress::Resolve
     );
 }
+
+#[test]
+fn forgetting_a_learned_address_matches_a_resolve_without_it() {
+    let policies = cnp(
+        "fqdn",
+        &format!(
+            "{ON_A}  egress: [{{toFQDNs: [{{matchPattern: '*.example.com'}}, {{matchName: api.example.com}}]}}, {{toCIDR: [8.8.0.0/16], toPorts: [{{ports: [{{port: '53'}}]}}]}}]"
+        ),
+    );
+    let mut fq = FqdnCache::default();
+    for (name, addr) in [
+        ("a.example.com", "8.8.8.8"),
+        ("d.example.com", "8.8.4.4"),
+        ("b.example.com", "9.9.9.9"),
+        ("c.example.com", "9.9.9.11"),
+        ("api.example.com", "9.9.9.10"),
+    ] {
+        fq.learn(name, ip(addr));
+    }
+    let c = cluster_with(&policies, &fq);
+    for (name, addr) in [("c.example.com.", "9.9.9.11"), ("d.example.com.", "8.8.4.4")] {
+        let mut incremental = c.clone();
+        let fallback = incremental
+            .forget_learned_address(ip(addr))
+            .expect("its identity keeps another address");
+        let mut fq2 = fq.clone();
+        fq2.names.remove(name);
+        let full = cluster_with(&policies, &fq2);
+        assert_eq!(incremental.ipcache(), full.ipcache(), "{addr}");
+        assert_eq!(fallback, full.identity_of_ip(ip(addr)), "{addr}");
+        assert_eq!(pol(&full, "ns1/a").map, pol(&c, "ns1/a").map, "{addr}");
+    }
+    // The last address of an identity, a pod, an unknown address: no.
+    let mut c2 = c.clone();
+    assert_eq!(c2.forget_learned_address(ip("9.9.9.10")), None);
+    assert_eq!(c2.forget_learned_address(ip("10.0.1.1")), None);
+    assert_eq!(c2.forget_learned_address(ip("1.1.1.1")), None);
+    assert_eq!(c2.ipcache(), c.ipcache(), "nothing changed");
+}
