@@ -192,7 +192,7 @@ pub fn nginx_config(dir: &Path, ns: &str, ports: &BTreeSet<u16>, cert: &str) -> 
         ));
     }
     format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx-{ns}.pid;\nerror_log {d}/nginx-{ns}.err warn;\n\
+        "master_process off;\ndaemon off;\npid {d}/nginx-{ns}.pid;\nerror_log {d}/nginx-{ns}.err warn;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-{ns}-tmp;\n  proxy_temp_path {d}/nginx-{ns}-tmp;\n\
          \x20 fastcgi_temp_path {d}/nginx-{ns}-tmp;\n  uwsgi_temp_path {d}/nginx-{ns}-tmp;\n  scgi_temp_path {d}/nginx-{ns}-tmp;\n\

@@ -284,7 +284,7 @@ fn run(kubernetes: bool) {
     std::fs::write(
         dir.join("nginx.conf"),
         format!(
-            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err;\n\
+            "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err;\n\
              events {{ worker_connections 256; }}\nhttp {{\n access_log off;\n\
              client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
              uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
