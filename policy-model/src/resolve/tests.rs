@@ -805,7 +805,10 @@ fn forgetting_a_learned_address_matches_a_resolve_without_it() {
         fq.learn(name, ip(addr));
     }
     let c = cluster_with(&policies, &fq);
-    for (name, addr) in [("c.example.com.", "9.9.9.11"), ("d.example.com.", "8.8.4.4")] {
+    for (name, addr) in [
+        ("c.example.com.", "9.9.9.11"),
+        ("d.example.com.", "8.8.4.4"),
+    ] {
         let mut incremental = c.clone();
         let fallback = incremental
             .forget_learned_address(ip(addr))
