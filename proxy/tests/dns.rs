@@ -213,9 +213,11 @@ struct Harness {
     metrics: Arc<DnsMetrics>,
 }
 
+/// Upstream answers in the tests come from a local fake server; the
+/// timeout leaves room for a loaded CI machine.
 fn test_config() -> DnsConfig {
     DnsConfig {
-        upstream_timeout: Duration::from_millis(500),
+        upstream_timeout: Duration::from_millis(1500),
         ..DnsConfig::plain()
     }
 }
@@ -379,7 +381,7 @@ async fn upstream_timeout_is_servfail() {
     let m = parse(&bytes);
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(m.queries[0].name().to_ascii(), "slow.example.com.");
-    assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(1400), "{elapsed:?}");
     assert_eq!(udp_count(&h, DnsVerdict::UpstreamError), 1);
     h.proxy.shutdown().await;
 }
