@@ -123,7 +123,7 @@ pub fn kernel_entry(
 
 /// What the agent last wrote to the kernel; persisted so a restarted
 /// agent can compute deltas against the pinned maps.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Applied {
     policies: BTreeMap<u16, Vec<(MapKey, MapValue)>>,
     ipcache: Vec<(ipnet::IpNet, u32)>,
@@ -144,6 +144,74 @@ impl Applied {
         std::fs::write(&tmp, serde_json::to_vec(self)?)?;
         std::fs::rename(tmp, Self::path(dir))?;
         Ok(())
+    }
+}
+
+/// Writes the state files (`applied.json`, `fqdn.json`) on a thread of
+/// its own, in the order asked, the newest of each kind winning: the DNS
+/// learn path hands a copy over instead of serialising on the agent's
+/// loop. [`Persister::flush`] waits until everything asked is written.
+struct Persister {
+    tx: std::sync::mpsc::Sender<Persist>,
+}
+
+enum Persist {
+    Applied(Box<Applied>, PathBuf),
+    Fqdn(Box<crate::fqdn::FqdnStore>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl Persister {
+    fn start() -> Result<Persister> {
+        let (tx, rx) = std::sync::mpsc::channel::<Persist>();
+        std::thread::Builder::new()
+            .name("persist".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let (mut applied, mut fqdn, mut flushed) = (None, None, Vec::new());
+                    for job in std::iter::once(first).chain(rx.try_iter()) {
+                        match job {
+                            Persist::Applied(a, dir) => applied = Some((a, dir)),
+                            Persist::Fqdn(f) => fqdn = Some(f),
+                            Persist::Flush(done) => flushed.push(done),
+                        }
+                    }
+                    if let Some((a, dir)) = applied
+                        && let Err(e) = a.save(&dir)
+                    {
+                        tracing::warn!(error = %e, "persisting the applied policy failed");
+                    }
+                    if let Some(f) = fqdn
+                        && let Err(e) = f.save()
+                    {
+                        tracing::warn!(error = %e, "persisting learned names failed");
+                    }
+                    for done in flushed {
+                        let _ = done.send(());
+                    }
+                }
+            })
+            .context("starting the state-file writer")?;
+        Ok(Persister { tx })
+    }
+
+    fn applied(&self, applied: &Applied, dir: &Path) {
+        let _ = self.tx.send(Persist::Applied(
+            Box::new(applied.clone()),
+            dir.to_path_buf(),
+        ));
+    }
+
+    fn fqdn(&self, fqdn: &crate::fqdn::FqdnStore) {
+        let _ = self.tx.send(Persist::Fqdn(Box::new(fqdn.clone())));
+    }
+
+    /// Waits until everything asked so far is on disk.
+    fn flush(&self) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.tx.send(Persist::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
     }
 }
 
@@ -528,6 +596,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         attached: BTreeMap::new(),
         expired: false,
         last: None,
+        persist: Persister::start()?,
     };
     if let Ok(mut k) = known.write() {
         k.0 = enforcer.fqdn.expiries();
@@ -669,6 +738,8 @@ struct Enforcer {
     /// Set when learned addresses expired: the learner's fast-path set must
     /// be rebuilt.
     expired: bool,
+    /// Writes the state files.
+    persist: Persister,
     /// The cluster last enforced (with the learned addresses added since),
     /// for learning without a resolve; `None` when the last enforce failed.
     last: Option<Cluster>,
@@ -837,7 +908,8 @@ impl Enforcer {
     /// first, so a newly redirected flow finds its rules).
     fn enforce(&mut self, cluster: &Cluster) -> Result<()> {
         self.enforce_in_memory(cluster)?;
-        self.applied.save(&self.state_dir)?;
+        self.persist.applied(&self.applied, &self.state_dir);
+        self.persist.flush();
         Ok(())
     }
 
@@ -981,12 +1053,8 @@ impl Enforcer {
         }
         if let Some((resolved, applied)) = timings {
             let saving = std::time::Instant::now();
-            if let Err(e) = self.applied.save(&self.state_dir) {
-                tracing::warn!(error = %e, "persisting the applied policy failed");
-            }
-            if let Err(e) = self.fqdn.save() {
-                tracing::warn!(error = %e, "persisting learned names failed");
-            }
+            self.persist.applied(&self.applied, &self.state_dir);
+            self.persist.fqdn(&self.fqdn);
             tracing::debug!(
                 answers,
                 resolve_us = resolved.as_micros() as u64,
@@ -1011,15 +1079,15 @@ impl Enforcer {
             return;
         }
         self.expired = true;
-        if !self.forget_incrementally(&dropped) {
+        if self.forget_incrementally(&dropped) {
+            self.persist.applied(&self.applied, &self.state_dir);
+        } else {
             let cluster = self.cluster();
             if let Err(e) = self.enforce(&cluster) {
                 tracing::error!(error = %e, "applying expired names failed");
             }
         }
-        if let Err(e) = self.fqdn.save() {
-            tracing::warn!(error = %e, "persisting learned names failed");
-        }
+        self.persist.fqdn(&self.fqdn);
     }
 }
 

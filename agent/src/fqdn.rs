@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub type Expiries = std::collections::HashMap<IpAddr, u64>;
 
 /// Learned names -> address -> expiry (seconds since the Unix epoch).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FqdnStore {
     names: BTreeMap<String, BTreeMap<IpAddr, u64>>,
     #[serde(skip)]
