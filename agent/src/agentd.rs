@@ -697,10 +697,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
         if last_expiry.elapsed() >= Duration::from_secs(1) {
             last_expiry = std::time::Instant::now();
             enforcer.expire_names();
-            if std::mem::take(&mut enforcer.expired)
-                && let Ok(mut k) = known.write()
-            {
-                k.0 = enforcer.fqdn.expiries();
+            if std::mem::take(&mut enforcer.expired) {
+                // Built and dropped outside the lock: the DNS thread reads
+                // it for every answer.
+                let fresh = enforcer.fqdn.expiries();
+                let old = known
+                    .write()
+                    .map(|mut k| std::mem::replace(&mut k.0, fresh));
+                drop(old);
             }
         }
         if !any {
