@@ -220,35 +220,48 @@ impl ProxyPolicy {
     /// local) and the destination endpoint's ingress side (when it is
     /// local), each found with the kernel's lookup.
     pub fn http_rules(&self, src: SocketAddr, orig_dst: SocketAddr) -> ConnRules {
+        let (src_identity, dst_identity, sides) = self.local_sides(src, orig_dst, side_rules);
+        let (sides, refusal) = match sides {
+            Ok(sides) if sides.is_empty() => (sides, Some(Refusal::NotRedirected)),
+            Ok(sides) => (sides, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        ConnRules {
+            src_identity,
+            dst_identity,
+            sides,
+            refusal,
+        }
+    }
+
+    /// The identities of a redirected TCP flow's ends and `side` of each
+    /// local end, found with the kernel's lookup: the source's egress,
+    /// then the destination's ingress. Sides that impose no rule
+    /// (`Ok(None)`) are left out; the first `Err` ends the walk.
+    fn local_sides<S, R>(
+        &self,
+        src: SocketAddr,
+        orig_dst: SocketAddr,
+        side: SideFn<S, R>,
+    ) -> (NumericIdentity, NumericIdentity, Result<Vec<S>, R>) {
         let src_ip = src.ip().to_canonical();
         let dst_ip = orig_dst.ip().to_canonical();
         let src_identity = self.identity(src_ip);
         let dst_identity = self.identity(dst_ip);
-        let mut rules = ConnRules {
-            src_identity,
-            dst_identity,
-            sides: Vec::new(),
-            refusal: None,
-        };
         let candidates = [
             (self.endpoint(src_ip), Direction::Egress, dst_identity),
             (self.endpoint(dst_ip), Direction::Ingress, src_identity),
         ];
+        let mut sides = Vec::new();
         for (entry, direction, remote) in candidates {
             let Some(entry) = entry else { continue };
-            match side_rules(entry, direction, remote, orig_dst.port()) {
-                Ok(Some(side)) => rules.sides.push(side),
+            match side(entry, direction, remote, orig_dst.port()) {
+                Ok(Some(s)) => sides.push(s),
                 Ok(None) => {}
-                Err(why) => {
-                    rules.refusal = Some(why);
-                    return rules;
-                }
+                Err(why) => return (src_identity, dst_identity, Err(why)),
             }
         }
-        if rules.sides.is_empty() {
-            rules.refusal = Some(Refusal::NotRedirected);
-        }
-        rules
+        (src_identity, dst_identity, Ok(sides))
     }
 }
 
@@ -307,35 +320,56 @@ impl ProxyPolicy {
     /// local), each found with the kernel's lookup. Fails closed as
     /// [`http_rules`](Self::http_rules) does.
     pub fn kafka_rules(&self, src: SocketAddr, orig_dst: SocketAddr) -> KafkaRules {
-        let src_ip = src.ip().to_canonical();
-        let dst_ip = orig_dst.ip().to_canonical();
-        let src_identity = self.identity(src_ip);
-        let dst_identity = self.identity(dst_ip);
-        let mut rules = KafkaRules {
+        let (src_identity, dst_identity, sides) = self.local_sides(src, orig_dst, kafka_side_rules);
+        let (sides, refusal) = match sides {
+            Ok(sides) if sides.is_empty() => (sides, Some(KafkaRefusal::NotRedirected)),
+            Ok(sides) => (sides, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        KafkaRules {
             src_identity,
             dst_identity,
-            sides: Vec::new(),
-            refusal: None,
-        };
-        let candidates = [
-            (self.endpoint(src_ip), Direction::Egress, dst_identity),
-            (self.endpoint(dst_ip), Direction::Ingress, src_identity),
-        ];
-        for (entry, direction, remote) in candidates {
-            let Some(entry) = entry else { continue };
-            match kafka_side_rules(entry, direction, remote, orig_dst.port()) {
-                Ok(Some(side)) => rules.sides.push(side),
-                Ok(None) => {}
-                Err(why) => {
-                    rules.refusal = Some(why);
-                    return rules;
-                }
-            }
+            sides,
+            refusal,
         }
-        if rules.sides.is_empty() {
-            rules.refusal = Some(KafkaRefusal::NotRedirected);
-        }
-        rules
+    }
+}
+
+/// One local side's rules for a proxy: (entry, direction, remote identity,
+/// port) -> rules, none, or why the flow should not be here.
+type SideFn<S, R> = fn(&EndpointEntry, Direction, NumericIdentity, u16) -> Result<Option<S>, R>;
+
+/// Why a local side of a redirected flow has no rules for the proxy it
+/// reached.
+enum SideFault {
+    NoEntry,
+    DeniedAtL4,
+    OtherParser(L7Parser),
+    MissingRules,
+}
+
+/// One local side's TCP lookup for `parser`, whose compiled rules per key
+/// are `rules`: `Ok(None)` when the side allows the flow without a
+/// redirect (it imposes no L7 rule), `Err` when the flow should not have
+/// reached this proxy.
+fn side_lookup<'e, T>(
+    entry: &'e EndpointEntry,
+    direction: Direction,
+    remote: NumericIdentity,
+    port: u16,
+    parser: L7Parser,
+    rules: &'e BTreeMap<MapKey, Arc<T>>,
+) -> Result<Option<&'e Arc<T>>, SideFault> {
+    let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
+        return Err(SideFault::NoEntry);
+    };
+    if value.verdict == MapVerdict::Deny {
+        return Err(SideFault::DeniedAtL4);
+    }
+    match value.redirect {
+        None => Ok(None),
+        Some(p) if p == parser => rules.get(key).map(Some).ok_or(SideFault::MissingRules),
+        Some(other) => Err(SideFault::OtherParser(other)),
     }
 }
 
@@ -347,32 +381,33 @@ fn kafka_side_rules(
     port: u16,
 ) -> Result<Option<KafkaSide>, KafkaRefusal> {
     let endpoint = entry.name.clone();
-    let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
-        return Err(KafkaRefusal::NoEntry {
+    match side_lookup(
+        entry,
+        direction,
+        remote,
+        port,
+        L7Parser::Kafka,
+        &entry.kafka,
+    ) {
+        Ok(None) => Ok(None),
+        Ok(Some(rules)) => Ok(Some(KafkaSide {
             endpoint,
             direction,
-        });
-    };
-    if value.verdict == MapVerdict::Deny {
-        return Err(KafkaRefusal::DeniedAtL4 {
+            rules: rules.clone(),
+        })),
+        Err(SideFault::NoEntry) => Err(KafkaRefusal::NoEntry {
             endpoint,
             direction,
-        });
-    }
-    match value.redirect {
-        None => Ok(None),
-        Some(L7Parser::Kafka) => match entry.kafka.get(key) {
-            Some(rules) => Ok(Some(KafkaSide {
-                endpoint,
-                direction,
-                rules: rules.clone(),
-            })),
-            None => Err(KafkaRefusal::MissingRules {
-                endpoint,
-                direction,
-            }),
-        },
-        Some(parser) => Err(KafkaRefusal::OtherParser {
+        }),
+        Err(SideFault::DeniedAtL4) => Err(KafkaRefusal::DeniedAtL4 {
+            endpoint,
+            direction,
+        }),
+        Err(SideFault::MissingRules) => Err(KafkaRefusal::MissingRules {
+            endpoint,
+            direction,
+        }),
+        Err(SideFault::OtherParser(parser)) => Err(KafkaRefusal::OtherParser {
             endpoint,
             direction,
             parser,
@@ -380,44 +415,37 @@ fn kafka_side_rules(
     }
 }
 
-/// One side's lookup: `Ok(None)` when the side allows the flow without a
-/// redirect (it imposes no L7 rule), `Err` when it should not have reached
-/// the proxy.
+/// One side's HTTP lookup (see [`side_lookup`]).
 fn side_rules(
     entry: &EndpointEntry,
     direction: Direction,
     remote: NumericIdentity,
     port: u16,
 ) -> Result<Option<SideRules>, Refusal> {
-    let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
-        return Err(Refusal::NoEntry {
-            endpoint: entry.name.clone(),
+    let endpoint = entry.name.clone();
+    match side_lookup(entry, direction, remote, port, L7Parser::Http, &entry.http) {
+        Ok(None) => Ok(None),
+        Ok(Some(http)) => Ok(Some(SideRules {
+            endpoint,
             direction,
-        });
-    };
-    if value.verdict == MapVerdict::Deny {
-        return Err(Refusal::DeniedAtL4 {
-            endpoint: entry.name.clone(),
+            http: http.clone(),
+        })),
+        Err(SideFault::NoEntry) => Err(Refusal::NoEntry {
+            endpoint,
             direction,
-        });
-    }
-    match value.redirect {
-        None => Ok(None),
-        Some(L7Parser::Http) => match entry.http.get(key) {
-            Some(http) => Ok(Some(SideRules {
-                endpoint: entry.name.clone(),
-                direction,
-                http: http.clone(),
-            })),
-            None => Err(Refusal::MissingRules {
-                endpoint: entry.name.clone(),
-                direction,
-            }),
-        },
-        Some(other) => Err(Refusal::OtherParser {
-            endpoint: entry.name.clone(),
+        }),
+        Err(SideFault::DeniedAtL4) => Err(Refusal::DeniedAtL4 {
+            endpoint,
             direction,
-            parser: other,
+        }),
+        Err(SideFault::MissingRules) => Err(Refusal::MissingRules {
+            endpoint,
+            direction,
+        }),
+        Err(SideFault::OtherParser(parser)) => Err(Refusal::OtherParser {
+            endpoint,
+            direction,
+            parser,
         }),
     }
 }
