@@ -1056,14 +1056,14 @@ impl Enforcer {
             let _ = ack.send(());
         }
         if let Some((resolved, applied)) = timings {
-            let saving = std::time::Instant::now();
+            let queuing = std::time::Instant::now();
             self.persist.applied(&self.applied, &self.state_dir);
             self.persist.fqdn(&self.fqdn);
             tracing::debug!(
                 answers,
                 resolve_us = resolved.as_micros() as u64,
                 apply_us = applied.as_micros() as u64,
-                save_us = saving.elapsed().as_micros() as u64,
+                persist_queue_us = queuing.elapsed().as_micros() as u64,
                 "learned addresses enforced"
             );
         }
