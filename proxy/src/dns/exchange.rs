@@ -1,5 +1,10 @@
-//! One query, whatever the transport: parse and judge, deny or forward,
-//! hold an allowed answer until the learner has the names, log.
+//! One query, whatever the transport, in steps the transports drive:
+//! [`judge`] (parse, judge, deny), then for an allowed query the server's
+//! answer goes to [`Forwarding::answered`] (learn) and, if the learner has
+//! not acknowledged yet, [`Held::release`] waits (bounded). Each step that
+//! ends the query writes its access-log line. UDP runs the steps inline
+//! (no task per query, see [`super::udp`]); TCP awaits them in
+//! [`exchange`].
 
 use std::borrow::Cow;
 use std::io;
@@ -8,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
+use policy_model::NumericIdentity;
+use tokio::sync::oneshot;
+use tokio::sync::oneshot::error::TryRecvError;
 
 use super::deny::{self, ProxyRcode};
 use super::judge::{Transport, decide};
@@ -18,7 +26,7 @@ use super::sockets::{ReplySockets, UdpUpstreams};
 use super::{DnsConfig, tcp};
 use crate::policy::PolicyHandle;
 
-/// What every query task shares.
+/// What every query shares.
 pub(crate) struct DnsShared {
     pub policy: PolicyHandle,
     pub config: DnsConfig,
@@ -27,7 +35,7 @@ pub(crate) struct DnsShared {
     /// Upstream UDP sockets shared by the queries in flight.
     pub udp_upstreams: UdpUpstreams,
     /// Transparent sockets the UDP answers are sent from.
-    pub reply_sockets: ReplySockets,
+    pub reply_sockets: Arc<ReplySockets>,
 }
 
 /// Where a query came from and goes.
@@ -41,7 +49,16 @@ pub(crate) struct QueryAddrs {
     pub upstream: SocketAddr,
 }
 
-/// Everything the access log says about a query.
+/// Who asked, as the access log says it.
+struct Asker {
+    start: Instant,
+    transport: Transport,
+    addrs: QueryAddrs,
+    src_identity: NumericIdentity,
+    dst_identity: NumericIdentity,
+}
+
+/// Everything the access log says about a query's end.
 struct Outcome {
     verdict: DnsVerdict,
     rcode: Cow<'static, str>,
@@ -50,26 +67,72 @@ struct Outcome {
     hold: Option<Duration>,
 }
 
-/// Answers one query message; `None`: send nothing back.
-pub(crate) async fn exchange(
+/// A query after [`judge`].
+pub(crate) enum Judged {
+    /// Send nothing back (a response sent as a query, or a message too
+    /// short to answer).
+    Nothing,
+    /// The proxy's own answer (denied, malformed); already logged.
+    Answer(Vec<u8>),
+    /// Allowed: send the query to the server.
+    Forward(Forwarding),
+}
+
+/// An allowed query on its way to the server.
+pub(crate) struct Forwarding {
+    asker: Asker,
+    query: DnsQuery,
+    reason: String,
+}
+
+/// A query after the server's answer.
+pub(crate) enum Answered {
+    /// Release this now; logged.
+    Ready(Vec<u8>),
+    /// The learner has not acknowledged yet: [`Held::release`].
+    Held(Box<Held>),
+}
+
+/// An allowed answer held until the learner acknowledges (bounded).
+pub(crate) struct Held {
+    fwd: Forwarding,
+    answer: Vec<u8>,
+    rcode: Cow<'static, str>,
+    answers: String,
+    acks: Vec<oneshot::Receiver<()>>,
+    /// Whether the answer taught anything (else no hold is recorded).
+    learning: bool,
+    since: Instant,
+}
+
+/// Judges one query message. Overloaded queries are counted by the
+/// caller, before this.
+pub(crate) fn judge(
     shared: &DnsShared,
     transport: Transport,
     addrs: QueryAddrs,
     bytes: &[u8],
-) -> Option<Vec<u8>> {
+) -> Judged {
     let start = Instant::now();
-    let policy = shared.policy.snapshot();
-    let decision = decide(&policy, addrs.client, addrs.original_dst, transport, bytes);
-    drop(policy);
-    let (response, outcome, query) = match decision.query {
+    let decision = {
+        let policy = shared.policy.snapshot();
+        decide(&policy, addrs.client, addrs.original_dst, transport, bytes)
+    };
+    let asker = Asker {
+        start,
+        transport,
+        addrs,
+        src_identity: decision.rules.src_identity,
+        dst_identity: decision.rules.dst_identity,
+    };
+    match decision.query {
         Err(ParseError::NotAQuery) => {
             // Never answer a response: that could loop between two proxies.
             tracing::debug!(client = %addrs.client, "dropped a DNS response sent as a query");
             shared.metrics.query(label(transport), DnsVerdict::Invalid);
-            return None;
+            Judged::Nothing
         }
         Err(e) => {
-            let response = deny::format_error(bytes);
             let outcome = Outcome {
                 verdict: DnsVerdict::Invalid,
                 rcode: ProxyRcode::FormErr.as_str().into(),
@@ -77,7 +140,11 @@ pub(crate) async fn exchange(
                 reason: e.to_string(),
                 hold: None,
             };
-            (response, outcome, None)
+            finish(shared, &asker, None, &outcome);
+            match deny::format_error(bytes) {
+                Some(response) => Judged::Answer(response),
+                None => Judged::Nothing,
+            }
         }
         Ok(query) if !decision.judgement.is_allowed() => {
             let rcode = ProxyRcode::from(shared.config.deny_response);
@@ -88,126 +155,178 @@ pub(crate) async fn exchange(
                 reason: decision.judgement.reason(),
                 hold: None,
             };
-            (Some(deny::respond(&query, rcode)), outcome, Some(query))
+            finish(shared, &asker, Some(&query), &outcome);
+            Judged::Answer(deny::respond(&query, rcode))
         }
-        Ok(query) => {
-            let (response, outcome) = forward(
-                shared,
-                transport,
-                addrs,
-                &query,
-                bytes,
-                decision.judgement.reason(),
-            )
-            .await;
-            (Some(response), outcome, Some(query))
-        }
-    };
-    shared.metrics.query(label(transport), outcome.verdict);
-    let (names, qtypes) = query
-        .as_ref()
-        .map(|q| (q.names(), q.qtypes()))
-        .unwrap_or_default();
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        protocol = "dns",
-        transport = transport.as_str(),
-        src = %addrs.client,
-        dst = %addrs.original_dst,
-        src_identity = %decision.rules.src_identity,
-        dst_identity = %decision.rules.dst_identity,
-        query = %names,
-        qtype = %qtypes,
-        rcode = %outcome.rcode,
-        answers = %outcome.answers,
-        verdict = ?outcome.verdict,
-        latency_us = start.elapsed().as_micros() as u64,
-        hold_us = outcome.hold.map_or(0, |h| h.as_micros() as u64),
-        reason = %outcome.reason,
-        "dns"
-    );
-    response
+        Ok(query) => Judged::Forward(Forwarding {
+            asker,
+            query,
+            reason: decision.judgement.reason(),
+        }),
+    }
 }
 
-/// Forwards an allowed query and holds the answer for the learner.
-async fn forward(
+impl Forwarding {
+    /// The server could not be asked or did not answer: SERVFAIL.
+    pub(crate) fn failed(self, shared: &DnsShared, e: &io::Error) -> Vec<u8> {
+        let outcome = Outcome {
+            verdict: DnsVerdict::UpstreamError,
+            rcode: ProxyRcode::ServFail.as_str().into(),
+            answers: String::new(),
+            reason: format!("upstream {}: {e}", self.asker.addrs.upstream),
+            hold: None,
+        };
+        finish(shared, &self.asker, Some(&self.query), &outcome);
+        deny::respond(&self.query, ProxyRcode::ServFail)
+    }
+
+    /// The server's answer: hands what it teaches to the learner. Ready at
+    /// once when there is nothing to learn or the learner already has it.
+    pub(crate) fn answered(self, shared: &DnsShared, answer: Vec<u8>) -> Answered {
+        let Some(parsed) = DnsAnswer::parse(&answer) else {
+            // Relayed as is: nothing is learned from it, so it opens nothing.
+            let outcome = Outcome {
+                verdict: DnsVerdict::Allowed,
+                rcode: "unparsed".into(),
+                answers: String::new(),
+                reason: self.reason,
+                hold: None,
+            };
+            finish(shared, &self.asker, Some(&self.query), &outcome);
+            return Answered::Ready(answer);
+        };
+        let since = Instant::now();
+        let acks = learn(shared, self.asker.addrs, &self.query, &parsed);
+        let held = Box::new(Held {
+            rcode: parsed.rcode(),
+            answers: parsed.summary(),
+            fwd: self,
+            answer,
+            learning: !acks.is_empty(),
+            acks,
+            since,
+        });
+        match held.try_release(shared) {
+            Ok(answer) => Answered::Ready(answer),
+            Err(held) => Answered::Held(held),
+        }
+    }
+}
+
+impl Held {
+    /// Releases the answer if every acknowledgement is in (or its sender
+    /// gone); otherwise hands itself back.
+    fn try_release(mut self: Box<Self>, shared: &DnsShared) -> Result<Vec<u8>, Box<Held>> {
+        self.acks
+            .retain_mut(|ack| matches!(ack.try_recv(), Err(TryRecvError::Empty)));
+        if self.acks.is_empty() {
+            Ok(self.release_now(shared, false))
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Waits for the acknowledgements, at most `learn_timeout` from when
+    /// the names were handed over, and releases the answer.
+    pub(crate) async fn release(mut self: Box<Self>, shared: &DnsShared) -> Vec<u8> {
+        let acks = std::mem::take(&mut self.acks);
+        let all_acked = async {
+            for ack in acks {
+                // A dropped sender releases the answer too.
+                let _ = ack.await;
+            }
+        };
+        let deadline = tokio::time::Instant::from_std(self.since + shared.config.learn_timeout);
+        let timed_out = tokio::time::timeout_at(deadline, all_acked).await.is_err();
+        self.release_now(shared, timed_out)
+    }
+
+    fn release_now(self: Box<Self>, shared: &DnsShared, timed_out: bool) -> Vec<u8> {
+        if timed_out {
+            shared.metrics.learn_timeout();
+            tracing::warn!(
+                client = %self.fwd.asker.addrs.client,
+                query = %self.fwd.query.names(),
+                timeout = ?shared.config.learn_timeout,
+                "the learner did not acknowledge in time; answer released"
+            );
+        }
+        let hold = self.learning.then(|| self.since.elapsed());
+        if let Some(held) = hold {
+            shared.metrics.hold(held.as_secs_f64());
+        }
+        let outcome = Outcome {
+            verdict: DnsVerdict::Allowed,
+            rcode: self.rcode,
+            answers: self.answers,
+            reason: self.fwd.reason,
+            hold,
+        };
+        finish(shared, &self.fwd.asker, Some(&self.fwd.query), &outcome);
+        self.answer
+    }
+}
+
+/// Answers one query message, waiting for each step; `None`: send nothing
+/// back. (TCP: one query at a time per connection.)
+pub(crate) async fn exchange(
     shared: &DnsShared,
     transport: Transport,
     addrs: QueryAddrs,
-    query: &DnsQuery,
     bytes: &[u8],
-    reason: String,
-) -> (Vec<u8>, Outcome) {
+) -> Option<Vec<u8>> {
+    let fwd = match judge(shared, transport, addrs, bytes) {
+        Judged::Nothing => return None,
+        Judged::Answer(response) => return Some(response),
+        Judged::Forward(fwd) => fwd,
+    };
     let config = &shared.config;
     let exchanged = tokio::time::timeout(config.upstream_timeout, async {
         match transport {
             Transport::Udp => {
                 shared
                     .udp_upstreams
-                    .exchange(&config.upstream, addrs, bytes)
+                    .exchange(&config.upstream, addrs, bytes, config.upstream_timeout)
                     .await
             }
-            Transport::Tcp => tcp::forward(&config.upstream, addrs, query.id, bytes).await,
+            Transport::Tcp => tcp::forward(&config.upstream, addrs, fwd.query.id, bytes).await,
         }
     })
     .await
-    .unwrap_or_else(|_| {
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no answer within {:?}", config.upstream_timeout),
-        ))
-    });
-    let answer = match exchanged {
-        Ok(answer) => answer,
-        Err(e) => {
-            let outcome = Outcome {
-                verdict: DnsVerdict::UpstreamError,
-                rcode: ProxyRcode::ServFail.as_str().into(),
-                answers: String::new(),
-                reason: format!("upstream {}: {e}", addrs.upstream),
-                hold: None,
-            };
-            return (deny::respond(query, ProxyRcode::ServFail), outcome);
-        }
-    };
-    let Some(parsed) = DnsAnswer::parse(&answer) else {
-        // Relayed as is: nothing is learned from it, so it opens nothing.
-        let outcome = Outcome {
-            verdict: DnsVerdict::Allowed,
-            rcode: "unparsed".into(),
-            answers: String::new(),
-            reason,
-            hold: None,
-        };
-        return (answer, outcome);
-    };
-    let hold = learn(shared, addrs, query, &parsed).await;
-    let outcome = Outcome {
-        verdict: DnsVerdict::Allowed,
-        rcode: parsed.rcode(),
-        answers: parsed.summary(),
-        reason,
-        hold,
-    };
-    (answer, outcome)
+    .unwrap_or_else(|_| Err(no_answer_within(config.upstream_timeout)));
+    Some(match exchanged {
+        Err(e) => fwd.failed(shared, &e),
+        Ok(answer) => match fwd.answered(shared, answer) {
+            Answered::Ready(answer) => answer,
+            Answered::Held(held) => held.release(shared).await,
+        },
+    })
 }
 
-/// Hands what the answer teaches to the learner and waits (bounded) for
-/// its acknowledgement. `None` when there was nothing to learn.
-async fn learn(
+/// The error of a query the server did not answer in time.
+pub(crate) fn no_answer_within(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no answer within {timeout:?}"),
+    )
+}
+
+/// Hands what a NOERROR answer teaches to the learner; its
+/// acknowledgements (none when there is nothing to learn).
+fn learn(
     shared: &DnsShared,
     addrs: QueryAddrs,
     query: &DnsQuery,
     answer: &DnsAnswer,
-) -> Option<Duration> {
+) -> Vec<oneshot::Receiver<()>> {
     if answer.message.metadata.response_code != ResponseCode::NoError {
-        return None;
+        return Vec::new();
     }
     let limits = LearnLimits {
         min_ttl: shared.config.min_ttl,
         max_ips_per_name: shared.config.max_ips_per_name,
     };
-    let updates: Vec<LearnedNames> = query
+    query
         .questions
         .iter()
         .map(|q| LearnedNames {
@@ -216,39 +335,37 @@ async fn learn(
             ips: addresses(&answer.message, q.query.name(), limits),
         })
         .filter(|u| !u.ips.is_empty())
-        .collect();
-    if updates.is_empty() {
-        return None;
-    }
-    let start = Instant::now();
-    let acks: Vec<_> = updates
-        .into_iter()
         .map(|u| shared.learner.learn(u))
-        .collect();
-    let all_acked = async {
-        for ack in acks {
-            // A dropped sender releases the answer too.
-            let _ = ack.await;
-        }
-    };
-    if tokio::time::timeout(shared.config.learn_timeout, all_acked)
-        .await
-        .is_err()
-    {
-        shared.metrics.learn_timeout();
-        tracing::warn!(
-            client = %addrs.client,
-            query = %query.names(),
-            timeout = ?shared.config.learn_timeout,
-            "the learner did not acknowledge in time; answer released"
-        );
-    }
-    let held = start.elapsed();
-    shared.metrics.hold(held.as_secs_f64());
-    Some(held)
+        .collect()
 }
 
-fn label(transport: Transport) -> TransportLabel {
+/// Counts a query that ends and writes its access-log line.
+fn finish(shared: &DnsShared, asker: &Asker, query: Option<&DnsQuery>, outcome: &Outcome) {
+    shared
+        .metrics
+        .query(label(asker.transport), outcome.verdict);
+    let (names, qtypes) = query.map(|q| (q.names(), q.qtypes())).unwrap_or_default();
+    tracing::info!(
+        target: "portcullis::proxy::access",
+        protocol = "dns",
+        transport = asker.transport.as_str(),
+        src = %asker.addrs.client,
+        dst = %asker.addrs.original_dst,
+        src_identity = %asker.src_identity,
+        dst_identity = %asker.dst_identity,
+        query = %names,
+        qtype = %qtypes,
+        rcode = %outcome.rcode,
+        answers = %outcome.answers,
+        verdict = ?outcome.verdict,
+        latency_us = asker.start.elapsed().as_micros() as u64,
+        hold_us = outcome.hold.map_or(0, |h| h.as_micros() as u64),
+        reason = %outcome.reason,
+        "dns"
+    );
+}
+
+pub(crate) fn label(transport: Transport) -> TransportLabel {
     match transport {
         Transport::Udp => TransportLabel::Udp,
         Transport::Tcp => TransportLabel::Tcp,

@@ -230,7 +230,7 @@ impl DnsProxy {
             learner,
             metrics: self.metrics.clone(),
             udp_upstreams: sockets::UdpUpstreams::default(),
-            reply_sockets: sockets::ReplySockets::default(),
+            reply_sockets: Arc::new(sockets::ReplySockets::default()),
         });
         (shared, in_flight)
     }

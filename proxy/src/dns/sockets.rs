@@ -22,13 +22,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-use super::exchange::QueryAddrs;
+use super::exchange::{QueryAddrs, no_answer_within};
 use super::parse::HEADER_LEN;
 use crate::http::upstream::{UpstreamConfig, bind_client_address};
 
@@ -47,6 +47,14 @@ const UPSTREAM_IDLE: Duration = Duration::from_secs(10);
 /// (a few thousand datagrams) while the workers catch up, instead of
 /// drops in the kernel.
 pub(crate) const LISTENER_RCVBUF: usize = 8 << 20;
+
+/// How often an upstream socket's reader looks for queries past their
+/// deadline (so a query's timeout is its `upstream_timeout` plus at most
+/// this).
+pub(crate) const SWEEP: Duration = Duration::from_millis(50);
+
+/// Datagrams read from a socket per wake-up before other tasks get a turn.
+pub(crate) const BATCH: usize = 64;
 
 /// Receive buffer of a shared upstream socket: the answers of all its
 /// queries in flight.
@@ -80,23 +88,38 @@ pub(crate) struct ReplySockets {
 
 impl ReplySockets {
     /// Sends `answer` to `client` from `from` (the query's original
-    /// destination).
-    pub(crate) async fn send(
-        &self,
-        from: SocketAddr,
-        client: SocketAddr,
-        answer: &[u8],
-    ) -> io::Result<()> {
-        let socket = self.socket(from)?;
-        if let Err(e) = socket.send_to(answer, client).await {
-            // Do not keep a socket that failed; the next answer makes a new one.
-            let mut sockets = lock(&self.sockets);
-            if sockets.get(&from).is_some_and(|s| Arc::ptr_eq(s, &socket)) {
-                sockets.remove(&from);
+    /// destination): at once, or from a task when the socket's buffer is
+    /// full.
+    pub(crate) fn send(self: &Arc<Self>, from: SocketAddr, client: SocketAddr, answer: Vec<u8>) {
+        let socket = match self.socket(from) {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(%client, %from, error = %e, "cannot send the DNS answer");
+                return;
             }
-            return Err(e);
+        };
+        match socket.try_send_to(&answer, client) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let sockets = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = socket.send_to(&answer, client).await {
+                        sockets.failed(from, &socket, client, &e);
+                    }
+                });
+            }
+            Err(e) => self.failed(from, &socket, client, &e),
         }
-        Ok(())
+    }
+
+    /// Forgets a socket that failed to send; the next answer makes a new
+    /// one.
+    fn failed(&self, from: SocketAddr, socket: &Arc<UdpSocket>, client: SocketAddr, e: &io::Error) {
+        tracing::warn!(%client, %from, error = %e, "cannot send the DNS answer");
+        let mut sockets = lock(&self.sockets);
+        if sockets.get(&from).is_some_and(|s| Arc::ptr_eq(s, socket)) {
+            sockets.remove(&from);
+        }
     }
 
     fn socket(&self, from: SocketAddr) -> io::Result<Arc<UdpSocket>> {
@@ -137,6 +160,12 @@ fn transparent_reply_socket(from: SocketAddr) -> io::Result<UdpSocket> {
 /// (`None`: the node's, chosen by the kernel) and the server.
 type UpstreamKey = (Option<IpAddr>, SocketAddr);
 
+/// What a query sent on an upstream socket gets, exactly once: the
+/// server's answer (with the client's id put back), or why there is none
+/// (cannot send, the server is unreachable, no answer in time). It runs on
+/// the socket's reader task: it must not block.
+pub(crate) type OnAnswer = Box<dyn FnOnce(io::Result<Vec<u8>>) + Send>;
+
 /// Upstream UDP sockets shared by the queries in flight.
 #[derive(Default)]
 pub(crate) struct UdpUpstreams {
@@ -163,20 +192,81 @@ struct InFlight {
 struct Waiter {
     /// QDCOUNT and the first question, as forwarded.
     question: Box<[u8]>,
-    answer: oneshot::Sender<io::Result<Vec<u8>>>,
+    /// The id the client sent.
+    client_id: [u8; 2],
+    /// When the query gets [`no_answer_within`] `timeout` instead.
+    deadline: Instant,
+    timeout: Duration,
+    on_answer: OnAnswer,
 }
 
 impl UdpUpstreams {
     /// Sends `query` to `addrs.upstream` (marked, from the client's
-    /// address when [`bind_client_address`] says so) under a proxy id and
-    /// returns the server's answer with the client's id. The caller
-    /// bounds the wait; dropping the future forgets the query.
+    /// address when [`bind_client_address`] says so) under a proxy id;
+    /// `on_answer` gets the server's answer, or an error when there is
+    /// none within `timeout` (checked every [`SWEEP`]).
+    pub(crate) fn send(
+        &self,
+        cfg: &UpstreamConfig,
+        addrs: QueryAddrs,
+        query: &[u8],
+        timeout: Duration,
+        on_answer: OnAnswer,
+    ) {
+        let upstream = match self.upstream_for(cfg, addrs, query) {
+            Ok(upstream) => upstream,
+            Err(e) => return on_answer(Err(e)),
+        };
+        let id = match upstream.register(query, timeout, on_answer) {
+            Ok(id) => id,
+            Err((e, on_answer)) => return on_answer(Err(e)),
+        };
+        let mut out = query.to_vec();
+        out[..2].copy_from_slice(&id.to_be_bytes());
+        match upstream.socket.try_send(&out) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The socket's send buffer is full: wait for room in a task.
+                tokio::spawn(async move {
+                    if let Err(e) = upstream.socket.send(&out).await {
+                        upstream.fail(id, &e);
+                    }
+                });
+            }
+            Err(e) => upstream.fail(id, &e),
+        }
+    }
+
+    /// [`send`](Self::send), awaited.
     pub(crate) async fn exchange(
         &self,
         cfg: &UpstreamConfig,
         addrs: QueryAddrs,
         query: &[u8],
+        timeout: Duration,
     ) -> io::Result<Vec<u8>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            cfg,
+            addrs,
+            query,
+            timeout,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        );
+        rx.await
+            .unwrap_or_else(|_| Err(io::Error::other("the upstream socket closed")))
+    }
+
+    /// The socket a query from `addrs.client` to `addrs.upstream` goes
+    /// out on.
+    fn upstream_for(
+        &self,
+        cfg: &UpstreamConfig,
+        addrs: QueryAddrs,
+        query: &[u8],
+    ) -> io::Result<Arc<UpstreamSocket>> {
         let server = addrs.upstream;
         if query.len() < HEADER_LEN {
             return Err(io::Error::new(
@@ -196,22 +286,7 @@ impl UdpUpstreams {
         } else {
             None
         };
-        let upstream = self.socket(cfg, (source, server))?;
-        let (id, answer) = upstream.register(query)?;
-        let forget = Forget {
-            upstream: &upstream,
-            id,
-        };
-        let mut out = query.to_vec();
-        out[..2].copy_from_slice(&id.to_be_bytes());
-        upstream.socket.send(&out).await?;
-        let answered = answer.await;
-        // The reader took the query out of the table: removing its id now
-        // could remove a newer query that drew the same id.
-        std::mem::forget(forget);
-        let mut answer = answered.map_err(|_| io::Error::other("the upstream socket closed"))??;
-        answer[..2].copy_from_slice(&query[..2]);
-        Ok(answer)
+        self.socket(cfg, (source, server))
     }
 
     /// The socket for `key`, made (with its reader task) if there is none.
@@ -239,28 +314,20 @@ impl UdpUpstreams {
     }
 }
 
-/// Removes a query from its socket's table when its exchange is dropped
-/// (timeout) or fails before the answer.
-struct Forget<'a> {
-    upstream: &'a UpstreamSocket,
-    id: u16,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        lock(&self.upstream.in_flight).waiting.remove(&self.id);
-    }
-}
-
 impl UpstreamSocket {
     /// Takes an id for `query` and registers it (before it is sent, so
-    /// its answer cannot come first).
-    fn register(&self, query: &[u8]) -> io::Result<(u16, oneshot::Receiver<io::Result<Vec<u8>>>)> {
+    /// its answer cannot come first). Without a free id the callback
+    /// comes back with the error.
+    fn register(
+        &self,
+        query: &[u8],
+        timeout: Duration,
+        on_answer: OnAnswer,
+    ) -> Result<u16, (io::Error, OnAnswer)> {
         let question = match first_question_end(query) {
             Some(end) => [&query[4..6], &query[HEADER_LEN..end]].concat(),
             None => query[4..6].to_vec(),
         };
-        let (tx, rx) = oneshot::channel();
         let mut in_flight = lock(&self.in_flight);
         for _ in 0..ID_DRAWS {
             in_flight.counter += 1;
@@ -268,12 +335,18 @@ impl UpstreamSocket {
             if let Entry::Vacant(e) = in_flight.waiting.entry(id) {
                 e.insert(Waiter {
                     question: question.into_boxed_slice(),
-                    answer: tx,
+                    client_id: [query[0], query[1]],
+                    deadline: Instant::now() + timeout,
+                    timeout,
+                    on_answer,
                 });
-                return Ok((id, rx));
+                return Ok(id);
             }
         }
-        Err(io::Error::other("no free query id on the upstream socket"))
+        Err((
+            io::Error::other("no free query id on the upstream socket"),
+            on_answer,
+        ))
     }
 
     /// Hands `answer` to the query it answers; drops it when none.
@@ -294,14 +367,42 @@ impl UpstreamSocket {
         }
         let waiter = in_flight.waiting.remove(&id).expect("found above");
         drop(in_flight);
-        let _ = waiter.answer.send(Ok(answer.to_vec()));
+        let mut answer = answer.to_vec();
+        answer[..2].copy_from_slice(&waiter.client_id);
+        (waiter.on_answer)(Ok(answer));
+    }
+
+    /// Fails the query `id` with `e` (it could not be sent).
+    fn fail(&self, id: u16, e: &io::Error) {
+        let waiter = lock(&self.in_flight).waiting.remove(&id);
+        if let Some(w) = waiter {
+            (w.on_answer)(Err(io::Error::new(e.kind(), e.to_string())));
+        }
     }
 
     /// Fails every query in flight with `e` (the server is unreachable).
     fn fail_all(&self, e: &io::Error) {
         let waiting = std::mem::take(&mut lock(&self.in_flight).waiting);
         for (_, w) in waiting {
-            let _ = w.answer.send(Err(io::Error::new(e.kind(), e.to_string())));
+            (w.on_answer)(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+    }
+
+    /// Fails the queries past their deadline.
+    fn sweep(&self, now: Instant) {
+        let expired: Vec<Waiter> = {
+            let mut in_flight = lock(&self.in_flight);
+            if !in_flight.waiting.values().any(|w| w.deadline <= now) {
+                return;
+            }
+            in_flight
+                .waiting
+                .extract_if(|_, w| w.deadline <= now)
+                .map(|(_, w)| w)
+                .collect()
+        };
+        for w in expired {
+            (w.on_answer)(Err(no_answer_within(w.timeout)));
         }
     }
 }
@@ -365,7 +466,8 @@ fn upstream_socket(cfg: &UpstreamConfig, (source, server): UpstreamKey) -> io::R
     UdpSocket::from_std(std::net::UdpSocket::from(socket))
 }
 
-/// Reads the answers of one upstream socket until it has been idle for
+/// Reads the answers of one upstream socket, and every [`SWEEP`] fails the
+/// queries past their deadline, until it has been idle for
 /// [`UPSTREAM_IDLE`] with nothing in flight; then takes it out of the pool.
 async fn read_answers(
     upstream: Arc<UpstreamSocket>,
@@ -373,31 +475,59 @@ async fn read_answers(
     key: UpstreamKey,
 ) {
     let mut buf = vec![0u8; MAX_UDP];
+    let sweep = tokio::time::sleep(SWEEP);
+    tokio::pin!(sweep);
+    let mut sweeps = 0u32;
+    let sweeps_per_idle_check = (UPSTREAM_IDLE.as_millis() / SWEEP.as_millis()).max(1) as u32;
     loop {
-        match tokio::time::timeout(UPSTREAM_IDLE, upstream.socket.recv(&mut buf)).await {
-            Ok(Ok(n)) => upstream.dispatch(&buf[..n]),
-            Ok(Err(e)) => {
-                // On a connected UDP socket: an ICMP error from the server
-                // (port unreachable, ...). Its queries get no answer.
-                tracing::debug!(server = %key.1, error = %e, "DNS upstream socket error");
-                upstream.fail_all(&e);
-                // An ICMP error is reported once; anything else could
-                // repeat at once: do not spin on it.
-                if e.kind() != io::ErrorKind::ConnectionRefused {
+        tokio::select! {
+            ready = upstream.socket.readable() => {
+                if let Err(e) = ready {
+                    tracing::warn!(server = %key.1, error = %e, "DNS upstream socket failed");
+                    upstream.fail_all(&e);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-            }
-            Err(_) => {
-                let mut sockets = lock(&pool);
-                let idle = !upstream.used.swap(false, Ordering::Relaxed)
-                    && lock(&upstream.in_flight).waiting.is_empty();
-                if idle {
-                    if sockets.get(&key).is_some_and(|s| Arc::ptr_eq(s, &upstream)) {
-                        sockets.remove(&key);
+                for _ in 0..BATCH {
+                    match upstream.socket.try_recv(&mut buf) {
+                        Ok(n) => upstream.dispatch(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // On a connected UDP socket: an ICMP error from
+                            // the server (port unreachable, ...). Its queries
+                            // get no answer.
+                            tracing::debug!(server = %key.1, error = %e, "DNS upstream socket error");
+                            upstream.fail_all(&e);
+                            // An ICMP error is reported once; anything else
+                            // could repeat at once: do not spin on it.
+                            if e.kind() != io::ErrorKind::ConnectionRefused {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            break;
+                        }
                     }
-                    return;
                 }
             }
+            () = &mut sweep => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now < sweep.deadline() {
+            continue;
+        }
+        sweep.as_mut().reset(now + SWEEP);
+        upstream.sweep(now.into_std());
+        sweeps += 1;
+        if sweeps < sweeps_per_idle_check {
+            continue;
+        }
+        sweeps = 0;
+        let mut sockets = lock(&pool);
+        let idle = !upstream.used.swap(false, Ordering::Relaxed)
+            && lock(&upstream.in_flight).waiting.is_empty();
+        if idle {
+            if sockets.get(&key).is_some_and(|s| Arc::ptr_eq(s, &upstream)) {
+                sockets.remove(&key);
+            }
+            return;
         }
     }
 }

@@ -474,12 +474,50 @@ async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
     let a = query_bytes(42, &[("a.example.", RecordType::A)]);
     let b = query_bytes(42, &[("b.example.", RecordType::A)]);
     let (ra, rb) = tokio::join!(
-        upstreams.exchange(&cfg, addrs, &a),
-        upstreams.exchange(&cfg, addrs, &b)
+        upstreams.exchange(&cfg, addrs, &a, Duration::from_secs(5)),
+        upstreams.exchange(&cfg, addrs, &b, Duration::from_secs(5))
     );
     for (query, answer) in [(a, ra), (b, rb)] {
         let mut want = query.clone();
         want[2] |= 0x80;
         assert_eq!(answer.expect("answered"), want);
     }
+}
+
+#[tokio::test]
+async fn a_query_the_server_never_answers_fails_after_its_timeout() {
+    use super::exchange::QueryAddrs;
+    use super::sockets::UdpUpstreams;
+    use crate::http::upstream::UpstreamConfig;
+
+    // A server that reads and never answers.
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind server");
+    let server_addr = server.local_addr().expect("server addr");
+    let upstreams = UdpUpstreams::default();
+    let cfg = UpstreamConfig::plain();
+    let addrs = QueryAddrs {
+        client: "127.0.0.1:5353".parse().expect("addr"),
+        original_dst: server_addr,
+        upstream: server_addr,
+    };
+    let q = query_bytes(7, &[("slow.example.", RecordType::A)]);
+    let started = std::time::Instant::now();
+    let err = upstreams
+        .exchange(&cfg, addrs, &q, Duration::from_millis(200))
+        .await
+        .expect_err("no answer");
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(
+        waited >= Duration::from_millis(200),
+        "failed early: {waited:?}"
+    );
+    // The server did get the query, under a proxy id.
+    let mut buf = [0u8; 512];
+    let (n, _) = server
+        .try_recv_from(&mut buf)
+        .expect("the query reached the server");
+    assert_eq!(&buf[2..n], &q[2..]);
 }

@@ -15,13 +15,13 @@ use nix::sys::socket::{
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::exchange::{DnsShared, QueryAddrs, exchange};
+use super::exchange::{self, Answered, DnsShared, Forwarding, Judged, QueryAddrs};
 use super::judge::Transport;
 use super::metrics::{DnsVerdict, TransportLabel};
-use super::sockets::{LISTENER_RCVBUF, MAX_UDP, set_receive_buffer};
+use super::sockets::{BATCH, LISTENER_RCVBUF, MAX_UDP, set_receive_buffer};
 use crate::listener::{FixedDestination, stopped};
 
 /// A transparent UDP socket bound to `addr` that reports each datagram's
@@ -46,41 +46,40 @@ pub(crate) fn transparent_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(std::net::UdpSocket::from(socket))
 }
 
-/// Receives one datagram with its sender and original destination.
-async fn recv_with_orig_dst(
+/// Receives one datagram with its sender and original destination, if
+/// one is queued (`WouldBlock` otherwise).
+fn try_recv_with_orig_dst(
     socket: &UdpSocket,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<SocketAddr>)> {
-    socket
-        .async_io(Interest::READABLE, || {
-            let mut cmsg = nix::cmsg_space!(nix::libc::sockaddr_in6);
-            let mut iov = [IoSliceMut::new(buf)];
-            let msg = recvmsg::<SockaddrStorage>(
-                socket.as_raw_fd(),
-                &mut iov,
-                Some(cmsg.as_mut_slice()),
-                MsgFlags::MSG_DONTWAIT,
-            )
-            .map_err(io::Error::from)?;
-            let peer = msg
-                .address
-                .as_ref()
-                .and_then(storage_to_std)
-                .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-            let orig_dst = msg.cmsgs().ok().and_then(|mut cmsgs| {
-                cmsgs.find_map(|c| match c {
-                    ControlMessageOwned::Ipv4OrigDstAddr(a) => {
-                        Some(SocketAddr::V4(SocketAddrV4::from(SockaddrIn::from(a))))
-                    }
-                    ControlMessageOwned::Ipv6OrigDstAddr(a) => {
-                        Some(SocketAddr::V6(SocketAddrV6::from(SockaddrIn6::from(a))))
-                    }
-                    _ => None,
-                })
-            });
-            Ok((msg.bytes, peer, orig_dst))
-        })
-        .await
+    socket.try_io(Interest::READABLE, || {
+        let mut cmsg = nix::cmsg_space!(nix::libc::sockaddr_in6);
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(cmsg.as_mut_slice()),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
+        let peer = msg
+            .address
+            .as_ref()
+            .and_then(storage_to_std)
+            .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+        let orig_dst = msg.cmsgs().ok().and_then(|mut cmsgs| {
+            cmsgs.find_map(|c| match c {
+                ControlMessageOwned::Ipv4OrigDstAddr(a) => {
+                    Some(SocketAddr::V4(SocketAddrV4::from(SockaddrIn::from(a))))
+                }
+                ControlMessageOwned::Ipv6OrigDstAddr(a) => {
+                    Some(SocketAddr::V6(SocketAddrV6::from(SockaddrIn6::from(a))))
+                }
+                _ => None,
+            })
+        });
+        Ok((msg.bytes, peer, orig_dst))
+    })
 }
 
 fn storage_to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
@@ -102,8 +101,11 @@ pub(crate) enum UdpMode {
     Fixed(FixedDestination),
 }
 
-/// Receives queries until shutdown; each runs in its own task (at most
-/// `max_in_flight` at once, the rest are dropped and counted).
+/// Receives queries until shutdown and runs each inline, without a task
+/// per query: judged, then denied at once or sent to the server; the
+/// upstream socket's reader finishes it when the answer comes (see
+/// [`answered`]). At most `max_in_flight` queries are in flight; more are
+/// dropped and counted.
 pub(crate) fn serve(
     socket: UdpSocket,
     mode: UdpMode,
@@ -115,60 +117,152 @@ pub(crate) fn serve(
         let socket = Arc::new(socket);
         let mut buf = vec![0u8; MAX_UDP];
         loop {
-            let received = tokio::select! {
-                r = receive(&socket, mode, &mut buf) => r,
-                _ = stopped(&mut shutdown) => return,
-            };
-            let (len, peer, addrs) = match received {
-                Ok(Some(r)) => r,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "DNS UDP receive failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                shared
-                    .metrics
-                    .query(TransportLabel::Udp, DnsVerdict::Overloaded);
-                continue;
-            };
-            let query = buf[..len].to_vec();
-            let shared = shared.clone();
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let Some(answer) = exchange(&shared, Transport::Udp, addrs, &query).await else {
-                    return;
-                };
-                let sent = match mode {
-                    UdpMode::Transparent => {
-                        shared
-                            .reply_sockets
-                            .send(addrs.original_dst, addrs.client, &answer)
-                            .await
+            tokio::select! {
+                ready = socket.readable() => {
+                    if let Err(e) = ready {
+                        tracing::warn!(error = %e, "DNS UDP socket failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
                     }
-                    UdpMode::Fixed(_) => socket.send_to(&answer, peer).await.map(|_| ()),
-                };
-                if let Err(e) = sent {
-                    tracing::warn!(client = %addrs.client, error = %e, "cannot send the DNS answer");
                 }
-            });
+                _ = stopped(&mut shutdown) => return,
+            }
+            for _ in 0..BATCH {
+                let (len, peer, addrs) = match try_receive(&socket, mode, &mut buf) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "DNS UDP receive failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        break;
+                    }
+                };
+                let reply = match mode {
+                    UdpMode::Transparent => Reply::Transparent {
+                        from: addrs.original_dst,
+                        client: addrs.client,
+                    },
+                    UdpMode::Fixed(_) => Reply::Socket {
+                        socket: socket.clone(),
+                        peer,
+                    },
+                };
+                query(&shared, &in_flight, addrs, reply, &buf[..len]);
+            }
+            // Let the upstream readers (same thread) take their turn.
+            tokio::task::yield_now().await;
         }
     })
 }
 
+/// Where an answer goes back.
+enum Reply {
+    /// To the client, from the query's original destination.
+    Transparent {
+        from: SocketAddr,
+        client: SocketAddr,
+    },
+    /// From the listening socket (fixed-destination mode).
+    Socket {
+        socket: Arc<UdpSocket>,
+        peer: SocketAddr,
+    },
+}
+
+impl Reply {
+    fn send(self, shared: &DnsShared, answer: Vec<u8>) {
+        match self {
+            Reply::Transparent { from, client } => shared.reply_sockets.send(from, client, answer),
+            Reply::Socket { socket, peer } => match socket.try_send_to(&answer, peer) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::spawn(async move {
+                        if let Err(e) = socket.send_to(&answer, peer).await {
+                            tracing::warn!(client = %peer, error = %e, "cannot send the DNS answer");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(client = %peer, error = %e, "cannot send the DNS answer")
+                }
+            },
+        }
+    }
+}
+
+/// One query: judged and answered, or sent to the server.
+fn query(
+    shared: &Arc<DnsShared>,
+    in_flight: &Arc<Semaphore>,
+    addrs: QueryAddrs,
+    reply: Reply,
+    bytes: &[u8],
+) {
+    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+        shared
+            .metrics
+            .query(TransportLabel::Udp, DnsVerdict::Overloaded);
+        return;
+    };
+    match exchange::judge(shared, Transport::Udp, addrs, bytes) {
+        Judged::Nothing => {}
+        Judged::Answer(answer) => reply.send(shared, answer),
+        Judged::Forward(fwd) => {
+            let on_answer = {
+                let shared = shared.clone();
+                Box::new(move |answer| answered(shared, fwd, answer, reply, permit))
+            };
+            let config = &shared.config;
+            shared.udp_upstreams.send(
+                &config.upstream,
+                addrs,
+                bytes,
+                config.upstream_timeout,
+                on_answer,
+            );
+        }
+    }
+}
+
+/// The server's answer (or why none) to a forwarded query: released at
+/// once when the learner already has its names, else held in a task until
+/// the learner acknowledges (bounded).
+fn answered(
+    shared: Arc<DnsShared>,
+    fwd: Forwarding,
+    answer: io::Result<Vec<u8>>,
+    reply: Reply,
+    permit: OwnedSemaphorePermit,
+) {
+    let response = match answer {
+        Err(e) => fwd.failed(&shared, &e),
+        Ok(answer) => match fwd.answered(&shared, answer) {
+            Answered::Ready(response) => response,
+            Answered::Held(held) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let response = held.release(&shared).await;
+                    reply.send(&shared, response);
+                });
+                return;
+            }
+        },
+    };
+    drop(permit);
+    reply.send(&shared, response);
+}
+
 /// One datagram, its sender and its addresses for the policy; `None`:
-/// skip it.
-async fn receive(
+/// skip it; `WouldBlock`: none queued.
+fn try_receive(
     socket: &UdpSocket,
     mode: UdpMode,
     buf: &mut [u8],
 ) -> io::Result<Option<(usize, SocketAddr, QueryAddrs)>> {
     match mode {
         UdpMode::Fixed(f) => {
-            let (len, peer) = socket.recv_from(buf).await?;
+            let (len, peer) = socket.try_recv_from(buf)?;
             Ok(Some((
                 len,
                 peer,
@@ -180,7 +274,7 @@ async fn receive(
             )))
         }
         UdpMode::Transparent => {
-            let (len, peer, orig_dst) = recv_with_orig_dst(socket, buf).await?;
+            let (len, peer, orig_dst) = try_recv_with_orig_dst(socket, buf)?;
             let Some(orig_dst) = orig_dst else {
                 tracing::warn!(client = %peer, "DNS datagram without its original destination; dropped");
                 return Ok(None);
