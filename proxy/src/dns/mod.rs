@@ -224,13 +224,14 @@ impl DnsProxy {
         learner: Arc<dyn NameLearner>,
     ) -> (Arc<exchange::DnsShared>, Arc<Semaphore>) {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+        let replies = Arc::new(sockets::ReplySockets::default());
         let shared = Arc::new(exchange::DnsShared {
             policy,
             config,
             learner,
             metrics: self.metrics.clone(),
-            udp_upstreams: sockets::UdpUpstreams::default(),
-            reply_sockets: Arc::new(sockets::ReplySockets::default()),
+            udp_upstreams: sockets::UdpUpstreams::new(replies.clone()),
+            reply_sockets: replies,
         });
         (shared, in_flight)
     }

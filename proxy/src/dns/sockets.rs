@@ -24,7 +24,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
@@ -80,35 +85,73 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Transparent reply sockets, one per original destination.
+/// Transparent reply sockets, one per original destination, and the
+/// answers queued for them.
 #[derive(Default)]
 pub(crate) struct ReplySockets {
     sockets: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    /// (from, client, answer), sent by the next [`flush`](Self::flush).
+    outbox: Mutex<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
 }
 
 impl ReplySockets {
-    /// Sends `answer` to `client` from `from` (the query's original
-    /// destination): at once, or from a task when the socket's buffer is
-    /// full.
-    pub(crate) fn send(self: &Arc<Self>, from: SocketAddr, client: SocketAddr, answer: Vec<u8>) {
-        let socket = match self.socket(from) {
-            Ok(socket) => socket,
-            Err(e) => {
-                tracing::warn!(%client, %from, error = %e, "cannot send the DNS answer");
-                return;
-            }
-        };
-        match socket.try_send_to(&answer, client) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let sockets = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = socket.send_to(&answer, client).await {
-                        sockets.failed(from, &socket, client, &e);
+    /// Queues `answer` to `client` from `from` (the query's original
+    /// destination) for the next [`flush`](Self::flush).
+    pub(crate) fn send(&self, from: SocketAddr, client: SocketAddr, answer: Vec<u8>) {
+        lock(&self.outbox).push((from, client, answer));
+    }
+
+    /// Sends the queued answers, a `sendmmsg` per reply socket: at once,
+    /// or from a task for what the socket's buffer cannot take.
+    pub(crate) fn flush(self: &Arc<Self>) {
+        let mut out = std::mem::take(&mut *lock(&self.outbox));
+        if out.is_empty() {
+            return;
+        }
+        // Stable: each client's answers keep their order.
+        out.sort_by_key(|(from, _, _)| *from);
+        for group in out.chunk_by(|a, b| a.0 == b.0) {
+            let from = group[0].0;
+            let socket = match self.socket(from) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::warn!(%from, error = %e, "cannot send DNS answers");
+                    continue;
+                }
+            };
+            let mut sent = 0;
+            while sent < group.len() {
+                let batch: Vec<(&[u8], Option<SocketAddr>)> = group[sent..]
+                    .iter()
+                    .map(|(_, client, answer)| (answer.as_slice(), Some(*client)))
+                    .collect();
+                match send_many(&socket, &batch) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The socket's buffer is full: the rest waits for room.
+                        let rest: Vec<(SocketAddr, Vec<u8>)> = group[sent..]
+                            .iter()
+                            .map(|(_, client, answer)| (*client, answer.clone()))
+                            .collect();
+                        let sockets = self.clone();
+                        let socket = socket.clone();
+                        tokio::spawn(async move {
+                            for (client, answer) in rest {
+                                if let Err(e) = socket.send_to(&answer, client).await {
+                                    sockets.failed(from, &socket, client, &e);
+                                    return;
+                                }
+                            }
+                        });
+                        break;
                     }
-                });
+                    Err(e) => {
+                        // This answer cannot go; the others may.
+                        self.failed(from, &socket, group[sent].1, &e);
+                        sent += 1;
+                    }
+                }
             }
-            Err(e) => self.failed(from, &socket, client, &e),
         }
     }
 
@@ -134,6 +177,41 @@ impl ReplySockets {
         sockets.insert(from, socket.clone());
         Ok(socket)
     }
+}
+
+/// Messages per `sendmmsg` call.
+const SENDMMSG_MAX: usize = 64;
+
+/// Sends datagrams with one `sendmmsg` (each to its address, or to the
+/// connected peer for `None`); how many went out, from the first. An error
+/// only when the first could not go (`WouldBlock`: the buffer is full).
+fn send_many(socket: &UdpSocket, messages: &[(&[u8], Option<SocketAddr>)]) -> io::Result<usize> {
+    let messages = &messages[..messages.len().min(SENDMMSG_MAX)];
+    if let [(bytes, to)] = messages {
+        return match to {
+            Some(to) => socket.try_send_to(bytes, *to),
+            None => socket.try_send(bytes),
+        }
+        .map(|_| 1);
+    }
+    let iovs: Vec<[IoSlice<'_>; 1]> = messages.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = messages
+        .iter()
+        .map(|(_, to)| to.map(SockaddrStorage::from))
+        .collect();
+    socket.try_io(Interest::WRITABLE, || {
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(messages.len(), None);
+        let sent = sendmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            &iovs,
+            &addrs,
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
+        Ok(sent.count())
+    })
 }
 
 /// A socket bound to `from` with `IP_TRANSPARENT` and `SO_REUSEADDR`
@@ -170,12 +248,18 @@ pub(crate) type OnAnswer = Box<dyn FnOnce(io::Result<Vec<u8>>) + Send>;
 #[derive(Default)]
 pub(crate) struct UdpUpstreams {
     sockets: Arc<Mutex<HashMap<UpstreamKey, Arc<UpstreamSocket>>>>,
+    /// Sockets with queries queued since the last [`flush`](Self::flush).
+    queued: Mutex<Vec<Arc<UpstreamSocket>>>,
+    /// Where the answers go: flushed after each batch of answers read.
+    replies: Arc<ReplySockets>,
 }
 
 /// One connected upstream socket and the queries in flight on it.
 struct UpstreamSocket {
     socket: UdpSocket,
     in_flight: Mutex<InFlight>,
+    /// (proxy id, query) sent by the next flush.
+    outbox: Mutex<Vec<(u16, Vec<u8>)>>,
     /// Set when a query takes the socket, cleared by its reader at each
     /// idle check (both under the pool's lock).
     used: AtomicBool,
@@ -201,10 +285,19 @@ struct Waiter {
 }
 
 impl UdpUpstreams {
-    /// Sends `query` to `addrs.upstream` (marked, from the client's
-    /// address when [`bind_client_address`] says so) under a proxy id;
-    /// `on_answer` gets the server's answer, or an error when there is
-    /// none within `timeout` (checked every [`SWEEP`]).
+    /// Upstream sockets whose readers flush `replies` after each batch.
+    pub(crate) fn new(replies: Arc<ReplySockets>) -> Self {
+        UdpUpstreams {
+            replies,
+            ..UdpUpstreams::default()
+        }
+    }
+
+    /// Queues `query` for `addrs.upstream` (marked, from the client's
+    /// address when [`bind_client_address`] says so) under a proxy id, sent
+    /// by the next [`flush`](Self::flush); `on_answer` gets the server's
+    /// answer, or an error when there is none within `timeout` (checked
+    /// every [`SWEEP`]).
     pub(crate) fn send(
         &self,
         cfg: &UpstreamConfig,
@@ -223,17 +316,20 @@ impl UdpUpstreams {
         };
         let mut out = query.to_vec();
         out[..2].copy_from_slice(&id.to_be_bytes());
-        match upstream.socket.try_send(&out) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The socket's send buffer is full: wait for room in a task.
-                tokio::spawn(async move {
-                    if let Err(e) = upstream.socket.send(&out).await {
-                        upstream.fail(id, &e);
-                    }
-                });
-            }
-            Err(e) => upstream.fail(id, &e),
+        let mut outbox = lock(&upstream.outbox);
+        let first = outbox.is_empty();
+        outbox.push((id, out));
+        drop(outbox);
+        if first {
+            lock(&self.queued).push(upstream);
+        }
+    }
+
+    /// Sends the queued queries, a `sendmmsg` per socket.
+    pub(crate) fn flush(&self) {
+        let queued = std::mem::take(&mut *lock(&self.queued));
+        for upstream in queued {
+            upstream.flush(&self.replies);
         }
     }
 
@@ -255,6 +351,7 @@ impl UdpUpstreams {
                 let _ = tx.send(answer);
             }),
         );
+        self.flush();
         rx.await
             .unwrap_or_else(|_| Err(io::Error::other("the upstream socket closed")))
     }
@@ -302,10 +399,16 @@ impl UdpUpstreams {
                         counter: 0,
                         waiting: HashMap::new(),
                     }),
+                    outbox: Mutex::new(Vec::new()),
                     used: AtomicBool::new(false),
                 });
                 e.insert(upstream.clone());
-                tokio::spawn(read_answers(upstream.clone(), self.sockets.clone(), key));
+                tokio::spawn(read_answers(
+                    upstream.clone(),
+                    self.sockets.clone(),
+                    key,
+                    self.replies.clone(),
+                ));
                 upstream
             }
         };
@@ -315,6 +418,41 @@ impl UdpUpstreams {
 }
 
 impl UpstreamSocket {
+    /// Sends the queued queries: at once, or from a task for what the
+    /// socket's buffer cannot take. A query that cannot be sent fails (its
+    /// answer, SERVFAIL, goes through `replies`).
+    fn flush(self: &Arc<Self>, replies: &Arc<ReplySockets>) {
+        let out = std::mem::take(&mut *lock(&self.outbox));
+        let mut sent = 0;
+        while sent < out.len() {
+            let batch: Vec<(&[u8], Option<SocketAddr>)> = out[sent..]
+                .iter()
+                .map(|(_, q)| (q.as_slice(), None))
+                .collect();
+            match send_many(&self.socket, &batch) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let rest = out[sent..].to_vec();
+                    let upstream = self.clone();
+                    let replies = replies.clone();
+                    tokio::spawn(async move {
+                        for (id, query) in rest {
+                            if let Err(e) = upstream.socket.send(&query).await {
+                                upstream.fail(id, &e);
+                            }
+                        }
+                        replies.flush();
+                    });
+                    return;
+                }
+                Err(e) => {
+                    self.fail(out[sent].0, &e);
+                    sent += 1;
+                }
+            }
+        }
+    }
+
     /// Takes an id for `query` and registers it (before it is sent, so
     /// its answer cannot come first). Without a free id the callback
     /// comes back with the error.
@@ -473,6 +611,7 @@ async fn read_answers(
     upstream: Arc<UpstreamSocket>,
     pool: Arc<Mutex<HashMap<UpstreamKey, Arc<UpstreamSocket>>>>,
     key: UpstreamKey,
+    replies: Arc<ReplySockets>,
 ) {
     let mut buf = vec![0u8; MAX_UDP];
     let sweep = tokio::time::sleep(SWEEP);
@@ -510,11 +649,16 @@ async fn read_answers(
             () = &mut sweep => {}
         }
         let now = tokio::time::Instant::now();
-        if now < sweep.deadline() {
+        let swept = now >= sweep.deadline();
+        if swept {
+            sweep.as_mut().reset(now + SWEEP);
+            upstream.sweep(now.into_std());
+        }
+        // The answers of this batch (and any failures) go out together.
+        replies.flush();
+        if !swept {
             continue;
         }
-        sweep.as_mut().reset(now + SWEEP);
-        upstream.sweep(now.into_std());
         sweeps += 1;
         if sweeps < sweeps_per_idle_check {
             continue;

@@ -150,6 +150,10 @@ pub(crate) fn serve(
                 };
                 query(&shared, &in_flight, addrs, reply, &buf[..len]);
             }
+            // What this batch sends goes out together: queries to the
+            // servers, then the proxy's own answers.
+            shared.udp_upstreams.flush();
+            shared.reply_sockets.flush();
             // Let the upstream readers (same thread) take their turn.
             tokio::task::yield_now().await;
         }
@@ -171,6 +175,8 @@ enum Reply {
 }
 
 impl Reply {
+    /// Transparent: queued for the next `reply_sockets.flush()`; fixed:
+    /// sent now.
     fn send(self, shared: &DnsShared, answer: Vec<u8>) {
         match self {
             Reply::Transparent { from, client } => shared.reply_sockets.send(from, client, answer),
@@ -244,6 +250,7 @@ fn answered(
                     let _permit = permit;
                     let response = held.release(&shared).await;
                     reply.send(&shared, response);
+                    shared.reply_sockets.flush();
                 });
                 return;
             }
