@@ -120,6 +120,41 @@ if cmd == "hash":
         h = ((h ^ b) * 0x100000001b3) & M
     h = ((h ^ 0xff) * 0x100000001b3) & M
     print(f"{h:016x}")
+elif cmd == "rcvbuf":  # SO_RCVBUFFORCE on every UDP socket of a process (via pidfd_getfd)
+    import ctypes, socket
+    pid, size = int(sys.argv[2]), int(sys.argv[3])
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd, n = os.pidfd_open(pid), 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                continue
+        except OSError:
+            continue
+        local = libc.syscall(438, pidfd, int(fd), 0)  # pidfd_getfd
+        if local < 0:
+            continue
+        s = socket.socket(fileno=local)
+        try:
+            if s.type == socket.SOCK_DGRAM:
+                s.setsockopt(socket.SOL_SOCKET, 33, size)  # SO_RCVBUFFORCE
+                n += 1
+        finally:
+            s.close()
+    print(n)
+elif cmd == "drops":  # UDP receive-buffer drops (v4 + v6) per network namespace
+    import subprocess
+    out = {}
+    for tag, ns in zip(("client", "server", "node"), sys.argv[2:]):
+        snmp = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp", "/proc/net/snmp6"],
+                              capture_output=True, text=True).stdout.splitlines()
+        n = 0
+        for a, b in zip(snmp, snmp[1:]):
+            if a.startswith("Udp:") and b.startswith("Udp:"):
+                n += int(dict(zip(a.split()[1:], b.split()[1:])).get("RcvbufErrors", 0))
+        n += sum(int(l.split()[1]) for l in snmp if l.startswith("Udp6RcvbufErrors"))
+        out[tag] = n
+    print(json.dumps(out))
 elif cmd == "cpu":  # per thread name: utime+stime ticks of the agent, and of knotd
     out = {}
     for pid, tag in ((sys.argv[2], "agent"), (sys.argv[3], "knotd")):
@@ -143,6 +178,7 @@ apply() {
 }
 metrics() { ip netns exec pc-node curl -s http://127.0.0.1:9876/metrics; }
 cpu() { python3 "$WORK/h.py" cpu "$AGENT" "$KNOT"; }
+drops() { python3 "$WORK/h.py" drops "$CLIENT_NS" "$DNS_NS" pc-node; }
 # Every dnsperf run binds its own fresh client ports (-x, below the ephemeral
 # range the proxy's upstream sockets use). A client tuple that is already in the
 # datapath's conntrack keeps its old path: a direct run's entry is not
@@ -153,12 +189,20 @@ PORT=10000
 load() {  # load NAME ARGS...: dnsperf from the client pod; keeps output + CPU + metrics before/after
   local name=$1; shift
   PORT=$((PORT + 16))
-  metrics >"$WORK/out/$name.m0"; cpu >"$WORK/out/$name.c0"
+  metrics >"$WORK/out/$name.m0"; cpu >"$WORK/out/$name.c0"; drops >"$WORK/out/$name.d0"
   ip netns exec "$CLIENT_NS" dnsperf -s 10.200.50.53 -t 2 -x "$PORT" "$@" >"$WORK/out/$name.txt" 2>&1 &
   PERF=$!; wait "$PERF" || true; PERF=
-  cpu >"$WORK/out/$name.c1"; metrics >"$WORK/out/$name.m1"
+  cpu >"$WORK/out/$name.c1"; metrics >"$WORK/out/$name.m1"; drops >"$WORK/out/$name.d1"
 }
 mkdir -p "$WORK/out"
+# knot sets no receive buffer of its own: with the default (net.core.rmem_default,
+# 208 KiB, about 270 queries) its socket overflows whenever knot is off the CPU
+# for a few ms on this shared 2-vCPU machine, direct or through the proxy (0.2-0.8 %
+# loss at 50k/s either way). A server meant for 50k qps gets a bigger one: 4 MiB.
+for i in $(seq 50); do
+  [ "$(python3 "$WORK/h.py" rcvbuf "$KNOT" 4194304)" -ge 1 ] 2>/dev/null && break
+  sleep 0.1
+done
 for i in $(seq 50); do
   ip netns exec "$CLIENT_NS" dig +short +time=1 +tries=1 @10.200.50.53 host1.bench.example 2>/dev/null | grep -q 10.202 && break
   sleep 0.2
@@ -172,7 +216,9 @@ apply direct
 load sanity_direct -d "$WORK/hosts.q" -n 1 -c 1 -Q 2000
 
 max_args=(-d "$WORK/hosts.q" -l "$SECS" -c 4 -T 2 -q 1000)
-fixed_args=(-d "$WORK/hosts.q" -l "$SECS" -c 4 -T 2 -q 1000 -Q "$FIXED_QPS" -v)
+# No -v at the target rate: printing a line per query costs dnsperf about as much
+# CPU as the proxy has left on this machine (p50/p99 come from the -v runs at LOW_QPS).
+fixed_args=(-d "$WORK/hosts.q" -l "$SECS" -c 4 -T 2 -q 1000 -Q "$FIXED_QPS")
 low_args=(-d "$WORK/hosts.q" -l "$SECS" -c 4 -T 2 -q 1000 -Q "$LOW_QPS" -v)
 for r in $(seq "$ROUNDS"); do
   order=(direct proxy); [ $((r % 2)) -eq 0 ] && order=(proxy direct)
@@ -252,6 +298,13 @@ def hist_q(buckets, p):
         lo, clo = le, c
     return lo
 
+def drops(name):
+    try:
+        d0, d1 = json.load(open(f"{out}/{name}.d0")), json.load(open(f"{out}/{name}.d1"))
+    except (OSError, ValueError):
+        return None
+    return {k: d1[k] - d0.get(k, 0) for k in d1}
+
 def cpu(name):
     c0, c1 = json.load(open(f"{out}/{name}.c0")), json.load(open(f"{out}/{name}.c1"))
     return {k: (c1[k] - c0.get(k, 0)) / HZ for k in c1 if k != "_t"}, c1["_t"] - c0["_t"]
@@ -289,25 +342,31 @@ L = ["# DNS side by side: through the portcullis DNS proxy vs direct", "",
      f"on one machine: dnsperf 2.10 in `bench/client` (10.200.50.10) -> knot 3.2 (1 UDP worker) in `bench/dns` (10.200.50.53), "
      f"zone of {names} `hostN.bench.example` A records (TTL 60, distinct world addresses) plus `*.bench.example`. "
      f"{rounds} alternating rounds (order swapped every other round), medians. Every run: {secs} s, `-c 4 -T 2 -q 1000 -t 2`; "
-     f"max = unlimited rate; fixed = `-Q {fixed_qps}` (the target rate) and `-Q {low_qps}`, both with `-v` "
-     "(per-query latency for p50/p99; printing costs dnsperf some CPU). Latency is dnsperf's: send to answer, in the client pod.", "",
+     f"max = unlimited rate; fixed = `-Q {fixed_qps}` (the target rate) and `-Q {low_qps}`; the `-Q {low_qps}` runs with `-v` "
+     "(per-query latency for p50/p99; not at the target rate, where printing a line per query would cost dnsperf much of the CPU the proxy needs). Latency is dnsperf's: send to answer, in the client pod. "
+     "knot's socket gets a 4 MiB receive buffer (SO_RCVBUFFORCE): it sets none itself, and with the default (208 KiB) it "
+     "drops queries whenever it is off the CPU for a few ms, direct or through the proxy. Drops: the kernel's UDP "
+     "RcvbufErrors in the client pod, the server pod and the node (the proxy's sockets), summed over the rounds.", "",
      "- **direct**: CNP allows client -> dns pod on 53/UDP+TCP without L7 rules (kernel only).",
      "- **through proxy**: same plus `rules.dns: [{matchPattern: \"*.bench.example\"}]` and a `toFQDNs: [{matchPattern: \"*.bench.example\"}]` "
      "egress rule on 443/TCP: every answer goes to the agent's learner and is held until acknowledged.", "",
-     "| run | policy | median qps | loss % | avg ms | p50 ms | p99 ms | max ms | agent CPU µs/query | % seen by the proxy | qps per round |",
-     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+     "| run | policy | median qps | loss % | avg ms | p50 ms | p99 ms | max ms | agent CPU µs/query | % seen by the proxy | UDP receive-buffer drops client / server / node | qps per round |",
+     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+def drops_sum(mode, kind):
+    ds = [drops(f"r{r}-{mode}-{kind}") for r in range(1, rounds + 1)]
+    if any(d is None for d in ds): return "—"
+    return " / ".join(f"{sum(d.get(k, 0) for d in ds):,}" for k in ("client", "server", "node"))
 for kind in KINDS:
     for mode in ("direct", "proxy"):
         rs = rows[mode, kind]
         p = lambda k: f"{m(mode, kind, k):.3f}" if any(k in x for x in rs) else "—"
         L.append(f"| {KINDS[kind]} | {'through proxy' if mode == 'proxy' else 'direct'} | {m(mode, kind, 'qps'):,.0f} | "
                  f"{m(mode, kind, 'loss'):.3f} | {p('avg_ms')} | {p('p50_ms')} | {p('p99_ms')} | {p('max_ms')} | "
-                 f"{agent_us_per_q(mode, kind):.1f} | {proxied_pct(mode, kind):.1f} | " + ", ".join(f"{x['qps']:,.0f}" for x in rs) + " |")
+                 f"{agent_us_per_q(mode, kind):.1f} | {proxied_pct(mode, kind):.1f} | {drops_sum(mode, kind)} | " + ", ".join(f"{x['qps']:,.0f}" for x in rs) + " |")
 ratio = lambda kind, k: m("proxy", kind, k) / m("direct", kind, k) if m("direct", kind, k) else float("nan")
 L += ["", "Ratios through proxy / direct (medians): "
       f"max qps **{ratio('max', 'qps'):.3f}**, max-run avg latency {ratio('max', 'avg_ms'):.2f}; "
-      f"fixed-rate qps {ratio('fixed', 'qps'):.3f}, avg latency {ratio('fixed', 'avg_ms'):.2f}, "
-      f"p50 {ratio('fixed', 'p50_ms'):.2f}, p99 {ratio('fixed', 'p99_ms'):.2f}; "
+      f"fixed-rate qps {ratio('fixed', 'qps'):.3f}, avg latency {ratio('fixed', 'avg_ms'):.2f}; "
       f"at {low_qps:,}/s: qps {ratio('low', 'qps'):.3f}, avg latency {ratio('low', 'avg_ms'):.2f}, "
       f"p50 {ratio('low', 'p50_ms'):.2f}, p99 {ratio('low', 'p99_ms'):.2f}. "
       f"Loss: direct max {m('direct', 'max', 'loss'):.3f} %, proxy max {m('proxy', 'max', 'loss'):.3f} %, "

@@ -203,7 +203,7 @@ impl Persister {
     }
 
     fn fqdn(&self, fqdn: &crate::fqdn::FqdnStore) {
-        let _ = self.tx.send(Persist::Fqdn(Box::new(fqdn.clone())));
+        let _ = self.tx.send(Persist::Fqdn(Box::new(fqdn.for_saving())));
     }
 
     /// Waits until everything asked so far is on disk.
@@ -504,6 +504,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
     // and the answer is held until the maps have them (bounded).
     let (learn_tx, learn_rx) = std::sync::mpsc::channel::<LearnRequest>();
     let known = Arc::new(std::sync::RwLock::new(KnownNames::default()));
+    // The enforcer, once built: the agent loop holds it while it works; the
+    // DNS thread takes it when free to learn an address in place.
+    let shared_enforcer: Arc<Mutex<Option<Enforcer>>> = Arc::new(Mutex::new(None));
     let dns_runtime = if args.dns_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -531,6 +534,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
             Arc::new(AgentLearner {
                 tx: Mutex::new(learn_tx),
                 known: known.clone(),
+                enforcer: shared_enforcer.clone(),
+                min_ttl: Duration::from_secs(args.dns_min_ttl),
             }),
         )
         .context("starting the DNS proxy on port 15053")?
@@ -597,6 +602,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
         expired: false,
         last: None,
         persist: Persister::start()?,
+        persist_due: None,
+        resolve_pending: false,
     };
     if let Ok(mut k) = known.write() {
         k.0 = enforcer.fqdn.expiries();
@@ -641,7 +648,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mut events = enforcer.dp.take_flow_events()?;
     let mut last_expiry = std::time::Instant::now();
     let mut last_input_check = std::time::Instant::now();
+    *lock_enforcer(&shared_enforcer) = Some(enforcer);
     loop {
+        let mut guard = lock_enforcer(&shared_enforcer);
+        let enforcer = guard.as_mut().expect("the enforcer is set before the loop");
         let mut any = false;
         while let Some(ev) = events.try_next() {
             any = true;
@@ -707,24 +717,48 @@ pub fn run(args: AgentArgs) -> Result<()> {
                 drop(old);
             }
         }
+        let mut wait = None;
         if !any {
             if let Ok(c) = enforcer.dp.counters() {
                 metrics.set_counters(&c);
             }
-            // Sleep until the next poll, but wake at once for a DNS answer
-            // waiting on its addresses.
-            if let Ok(req) = learn_rx.recv_timeout(Duration::from_millis(args.poll_ms)) {
-                let mut batch = vec![req];
-                batch.extend(learn_rx.try_iter());
-                enforcer.learn_batch(batch, Duration::from_secs(args.dns_min_ttl), &known);
-            }
+            let poll = Duration::from_millis(args.poll_ms);
+            wait = Some(enforcer.persist_due.map_or(poll, |due| {
+                due.saturating_duration_since(std::time::Instant::now())
+                    .min(poll)
+            }));
         }
-        let batch: Vec<LearnRequest> = learn_rx.try_iter().collect();
+        // Sleep until the next poll (or state files due) without the
+        // enforcer, so the DNS thread can learn in place meanwhile; wake at
+        // once for an answer it could not learn in place.
+        drop(guard);
+        let mut batch: Vec<LearnRequest> = Vec::new();
+        if let Some(wait) = wait
+            && let Ok(req) = learn_rx.recv_timeout(wait)
+        {
+            batch.push(req);
+        }
+        batch.extend(learn_rx.try_iter());
+        let mut guard = lock_enforcer(&shared_enforcer);
+        let enforcer = guard.as_mut().expect("the enforcer is set before the loop");
         if !batch.is_empty() {
             enforcer.learn_batch(batch, Duration::from_secs(args.dns_min_ttl), &known);
         }
+        enforcer.persist_learned(false);
     }
 }
+
+/// The enforcer's lock; a panic while it was held leaves it usable (its
+/// maps are rewritten whole by the next resolve).
+fn lock_enforcer(m: &Mutex<Option<Enforcer>>) -> std::sync::MutexGuard<'_, Option<Enforcer>> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How long learned addresses may wait to be written to the state files
+/// (the DNS answers that taught them are released before either way).
+/// Writing copies the store under the enforcer's lock, which the DNS thread
+/// then cannot take to learn in place: a few times a second at most.
+const PERSIST_DELAY: Duration = Duration::from_millis(500);
 
 /// Everything the agent enforces from: the datapath, the inputs (topology,
 /// policies, learned names) and what it last wrote.
@@ -744,6 +778,12 @@ struct Enforcer {
     expired: bool,
     /// Writes the state files.
     persist: Persister,
+    /// When the state files are due after learned addresses changed them
+    /// (learning writes at most every [`PERSIST_DELAY`], not per answer).
+    persist_due: Option<std::time::Instant>,
+    /// Set when learning in place wrote part of an answer and failed: the
+    /// next learn batch resolves.
+    resolve_pending: bool,
     /// The cluster last enforced (with the learned addresses added since),
     /// for learning without a resolve; `None` when the last enforce failed.
     last: Option<Cluster>,
@@ -801,6 +841,21 @@ impl KnownNames {
 struct AgentLearner {
     tx: Mutex<std::sync::mpsc::Sender<LearnRequest>>,
     known: Arc<std::sync::RwLock<KnownNames>>,
+    enforcer: Arc<Mutex<Option<Enforcer>>>,
+    min_ttl: Duration,
+}
+
+impl AgentLearner {
+    /// Learns `update` on the calling (DNS) thread when the enforcer is free
+    /// and no resolve is needed: no wake-up of the agent loop and back.
+    fn learn_in_place(&self, update: &proxy::LearnedNames) -> bool {
+        let Ok(mut guard) = self.enforcer.try_lock() else {
+            return false;
+        };
+        guard
+            .as_mut()
+            .is_some_and(|e| e.learn_in_place(update, self.min_ttl, &self.known))
+    }
 }
 
 impl proxy::NameLearner for AgentLearner {
@@ -809,6 +864,10 @@ impl proxy::NameLearner for AgentLearner {
         let novelty = self.known.read().map_or(Novelty::NewAddress, |k| {
             k.novelty(&update, crate::fqdn::now_secs())
         });
+        if novelty != Novelty::Nothing && self.learn_in_place(&update) {
+            let _ = tx.send(());
+            return rx;
+        }
         let ack = match novelty {
             Novelty::NewAddress => tx,
             // Nothing new for the maps: release the answer now; the loop
@@ -912,9 +971,21 @@ impl Enforcer {
     /// first, so a newly redirected flow finds its rules).
     fn enforce(&mut self, cluster: &Cluster) -> Result<()> {
         self.enforce_in_memory(cluster)?;
+        self.persist_learned(true);
         self.persist.applied(&self.applied, &self.state_dir);
         self.persist.flush();
         Ok(())
+    }
+
+    /// Queues the state files learning changed, when they are due (or
+    /// now, with `now`).
+    fn persist_learned(&mut self, now: bool) {
+        let Some(due) = self.persist_due else { return };
+        if now || std::time::Instant::now() >= due {
+            self.persist_due = None;
+            self.persist.applied(&self.applied, &self.state_dir);
+            self.persist.fqdn(&self.fqdn);
+        }
     }
 
     /// [`Self::enforce`] without persisting what was applied (the caller
@@ -935,25 +1006,44 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Enforces newly learned addresses with ipcache entries alone when
-    /// each one gets an identity the last resolve already has (the same
-    /// toFQDNs selectors and policy CIDRs as an address learned before):
-    /// no policy map changes, so no resolve. `false`: some address needs
-    /// a resolve (nothing was written then).
-    fn learn_incrementally(&mut self, fresh: &BTreeSet<IpAddr>) -> bool {
-        let Some(cluster) = self.last.as_mut() else {
-            return false;
-        };
+    /// The ipcache entries that learning the addresses `fresh` needs (with
+    /// `also` counted among each one's names, when it is not learned yet),
+    /// when entries alone will do; `None`: a resolve is needed.
+    fn plan_incremental(
+        &self,
+        fresh: &BTreeSet<IpAddr>,
+        also: Option<&str>,
+    ) -> Option<Vec<(IpAddr, ipnet::IpNet, policy_model::NumericIdentity)>> {
+        let cluster = self.last.as_ref()?;
         let mut entries = Vec::new();
         for ip in fresh {
-            match cluster.learned_address(*ip, &self.fqdn.names_of(ip)) {
+            let mut names = self.fqdn.names_of(ip);
+            if let Some(name) = also
+                && !names.contains(&name)
+            {
+                names.push(name);
+                names.sort_unstable();
+            }
+            match cluster.learned_address(*ip, &names) {
                 policy_model::resolve::LearnedAddress::Unchanged => {}
                 policy_model::resolve::LearnedAddress::Ipcache(prefix, id) => {
                     entries.push((*ip, prefix, id))
                 }
-                policy_model::resolve::LearnedAddress::Resolve => return false,
+                policy_model::resolve::LearnedAddress::Resolve => return None,
             }
         }
+        Some(entries)
+    }
+
+    /// Writes what [`Self::plan_incremental`] planned; `false`: a write
+    /// failed (a resolve is needed).
+    fn apply_incremental(
+        &mut self,
+        entries: Vec<(IpAddr, ipnet::IpNet, policy_model::NumericIdentity)>,
+    ) -> bool {
+        let Some(cluster) = self.last.as_mut() else {
+            return false;
+        };
         for (ip, prefix, id) in entries {
             if let Err(e) = self.dp.set_ipcache(prefix, id.0) {
                 tracing::error!(error = %e, %prefix, "writing a learned address failed; resolving");
@@ -963,6 +1053,56 @@ impl Enforcer {
             self.applied.ipcache.push((prefix, id.0));
             cluster.add_learned_address(prefix, id);
             self.proxy.add_learned_address(ip, id);
+        }
+        true
+    }
+
+    /// Adds learned addresses (already in the store) with ipcache writes
+    /// alone when that is all a resolve would change; `false`: a resolve is
+    /// needed.
+    fn learn_incrementally(&mut self, fresh: &BTreeSet<IpAddr>) -> bool {
+        match self.plan_incremental(fresh, None) {
+            Some(entries) => self.apply_incremental(entries),
+            None => false,
+        }
+    }
+
+    /// Learns one answer's addresses on the DNS thread: only when it needs
+    /// no resolve (else `false`, nothing changed, and the agent loop gets it).
+    fn learn_in_place(
+        &mut self,
+        update: &proxy::LearnedNames,
+        min_ttl: Duration,
+        known: &std::sync::RwLock<KnownNames>,
+    ) -> bool {
+        let fresh: BTreeSet<IpAddr> = update
+            .ips
+            .iter()
+            .map(|(ip, _)| *ip)
+            .filter(|ip| !self.fqdn.knows(&update.name, ip))
+            .collect();
+        let start = std::time::Instant::now();
+        let Some(entries) = self.plan_incremental(&fresh, Some(&update.name)) else {
+            return false;
+        };
+        self.fqdn.learn(&update.name, &update.ips, min_ttl);
+        if !self.apply_incremental(entries) {
+            // The store has the name: the loop resolves.
+            self.resolve_pending = true;
+            return false;
+        }
+        if let Ok(mut k) = known.write()
+            && let Some(expiries) = self.fqdn.expiries_of(&update.name)
+        {
+            k.0.insert(update.name.clone(), expiries);
+        }
+        self.persist_due
+            .get_or_insert_with(|| std::time::Instant::now() + PERSIST_DELAY);
+        if !fresh.is_empty() {
+            tracing::debug!(
+                apply_us = start.elapsed().as_micros() as u64,
+                "learned addresses enforced in place"
+            );
         }
         true
     }
@@ -1031,10 +1171,11 @@ impl Enforcer {
             }
             self.fqdn.learn(&update.name, &update.ips, min_ttl);
         }
-        let changed = !fresh.is_empty();
+        let resolve = std::mem::take(&mut self.resolve_pending);
+        let changed = !fresh.is_empty() || resolve;
         let start = std::time::Instant::now();
         let mut timings = None;
-        if changed && !self.learn_incrementally(&fresh) {
+        if changed && (resolve || !self.learn_incrementally(&fresh)) {
             let cluster = self.cluster();
             let resolved = start.elapsed();
             if let Err(e) = self.enforce_in_memory(&cluster) {
@@ -1056,14 +1197,14 @@ impl Enforcer {
             let _ = ack.send(());
         }
         if let Some((resolved, applied)) = timings {
-            let queuing = std::time::Instant::now();
-            self.persist.applied(&self.applied, &self.state_dir);
-            self.persist.fqdn(&self.fqdn);
+            // Written a little later, with whatever else is learned by then
+            // (the answers are already released either way).
+            self.persist_due
+                .get_or_insert_with(|| std::time::Instant::now() + PERSIST_DELAY);
             tracing::debug!(
                 answers,
                 resolve_us = resolved.as_micros() as u64,
                 apply_us = applied.as_micros() as u64,
-                persist_queue_us = queuing.elapsed().as_micros() as u64,
                 "learned addresses enforced"
             );
         }

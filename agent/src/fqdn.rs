@@ -19,6 +19,10 @@ pub type Expiries = std::collections::HashMap<IpAddr, u64>;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FqdnStore {
     names: BTreeMap<String, BTreeMap<IpAddr, u64>>,
+    /// The names of each address (the reverse of `names`; rebuilt on load,
+    /// not written).
+    #[serde(skip)]
+    by_ip: std::collections::HashMap<IpAddr, BTreeSet<String>>,
     #[serde(skip)]
     path: Option<PathBuf>,
 }
@@ -38,10 +42,24 @@ impl FqdnStore {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
         s.path = Some(path.to_path_buf());
+        for (name, ips) in &s.names {
+            for ip in ips.keys() {
+                s.by_ip.entry(*ip).or_default().insert(name.clone());
+            }
+        }
         s
     }
 
     /// Writes the store (atomically).
+    /// A copy with what [`Self::save`] writes (not the reverse index).
+    pub fn for_saving(&self) -> FqdnStore {
+        FqdnStore {
+            names: self.names.clone(),
+            by_ip: Default::default(),
+            path: self.path.clone(),
+        }
+    }
+
     pub fn save(&self) -> std::io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -55,10 +73,8 @@ impl FqdnStore {
     /// the set of addresses changed (a longer expiry alone is no change).
     pub fn learn(&mut self, name: &str, ips: &[(IpAddr, Duration)], min_ttl: Duration) -> bool {
         let now = now_secs();
-        let entry = self
-            .names
-            .entry(policy_model::l7::dns::normalize_name(name))
-            .or_default();
+        let name = policy_model::l7::dns::normalize_name(name);
+        let entry = self.names.entry(name.clone()).or_default();
         let mut changed = false;
         for (ip, ttl) in ips {
             let until = now + ttl.max(&min_ttl).as_secs();
@@ -66,6 +82,7 @@ impl FqdnStore {
                 Some(t) => *t = (*t).max(until),
                 None => {
                     entry.insert(*ip, until);
+                    self.by_ip.entry(*ip).or_default().insert(name.clone());
                     changed = true;
                 }
             }
@@ -78,11 +95,17 @@ impl FqdnStore {
     pub fn expire_addresses(&mut self, in_use: &BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
         let now = now_secs();
         let mut dropped = BTreeSet::new();
-        for ips in self.names.values_mut() {
+        for (name, ips) in self.names.iter_mut() {
             ips.retain(|ip, until| {
                 let keep = *until > now || in_use.contains(ip);
                 if !keep {
                     dropped.insert(*ip);
+                    if let Some(names) = self.by_ip.get_mut(ip) {
+                        names.remove(name);
+                        if names.is_empty() {
+                            self.by_ip.remove(ip);
+                        }
+                    }
                 }
                 keep
             });
@@ -112,11 +135,10 @@ impl FqdnStore {
 
     /// Every (normalized) name `ip` is learned under.
     pub fn names_of(&self, ip: &IpAddr) -> Vec<&str> {
-        self.names
-            .iter()
-            .filter(|(_, ips)| ips.contains_key(ip))
-            .map(|(n, _)| n.as_str())
-            .collect()
+        self.by_ip
+            .get(ip)
+            .map(|names| names.iter().map(String::as_str).collect())
+            .unwrap_or_default()
     }
 
     /// Whether `name` (normalized) is learned with `ip`.
@@ -178,6 +200,36 @@ mod tests {
             "idle: dropped"
         );
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn names_of_follows_learning_expiry_and_loading() {
+        let dir = std::env::temp_dir().join(format!("portcullis-fqdn-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("fqdn.json");
+        let mut s = FqdnStore::load(&path);
+        let shared = ip("10.201.4.4");
+        s.learn(
+            "a.example",
+            &[(shared, Duration::from_secs(60))],
+            Duration::ZERO,
+        );
+        s.learn("b.example", &[(shared, Duration::ZERO)], Duration::ZERO);
+        s.learn(
+            "c.example",
+            &[(ip("10.201.5.5"), Duration::from_secs(60))],
+            Duration::ZERO,
+        );
+        assert_eq!(s.names_of(&shared), ["a.example.", "b.example."]);
+        // b's TTL is over: only a still answers for the address.
+        s.expire_addresses(&BTreeSet::new());
+        assert_eq!(s.names_of(&shared), ["a.example."]);
+        assert!(s.names_of(&ip("10.201.6.6")).is_empty());
+        s.for_saving().save().expect("save");
+        let loaded = FqdnStore::load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(loaded.names_of(&shared), ["a.example."]);
+        assert_eq!(loaded.names_of(&ip("10.201.5.5")), ["c.example."]);
     }
 
     #[test]
