@@ -14,6 +14,11 @@
 //!   whose id and first question it carries, with the client's id put
 //!   back. Other datagrams are dropped. A socket closes after an idle
 //!   period without queries.
+//!
+//! Both queue what they send and send it with one `sendmmsg` per socket
+//! at the end of each batch of datagrams read (the listener's queries, a
+//! reader's answers): a batch wakes the server and the client once, not
+//! once per datagram.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
