@@ -649,6 +649,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mut last_expiry = std::time::Instant::now();
     let mut last_input_check = std::time::Instant::now();
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
+    write_state_on_signal(&runtime, shared_enforcer.clone());
     loop {
         let mut guard = lock_enforcer(&shared_enforcer);
         let enforcer = guard.as_mut().expect("the enforcer is set before the loop");
@@ -746,6 +747,37 @@ pub fn run(args: AgentArgs) -> Result<()> {
         }
         enforcer.persist_learned(false);
     }
+}
+
+/// On SIGTERM or SIGINT: writes what learning has not written yet (see
+/// [`PERSIST_DELAY`]), waits for the state files, and exits. The kernel
+/// keeps enforcing from the pinned maps meanwhile.
+fn write_state_on_signal(rt: &tokio::runtime::Runtime, enforcer: Arc<Mutex<Option<Enforcer>>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    rt.spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!(
+                "cannot watch for SIGTERM/SIGINT; state may lag by up to 500 ms on exit"
+            );
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(e) = lock_enforcer(&enforcer).as_mut() {
+                e.persist_learned(true);
+                e.persist.flush();
+            }
+            tracing::info!("state written; exiting");
+            std::process::exit(0);
+        })
+        .await;
+    });
 }
 
 /// The enforcer's lock; a panic while it was held leaves it usable (its

@@ -653,6 +653,7 @@ ns.lab. A 10.201.0.1
 web.allowed.example. 60 A 10.201.9.9
 alias.allowed.example. 60 CNAME web.allowed.example.
 short.allowed.example. 1 A 10.201.9.10
+late.allowed.example. 60 A 10.201.9.9
 web.denied.example. 60 A 10.201.9.9
 ";
 
@@ -799,8 +800,17 @@ fn dns_proxy_and_to_fqdns_with_a_real_authoritative_server() {
     );
 
     // The learned cache survives an agent restart: no new query needed.
+    // A name learned just before the restart too (the agent writes what
+    // it has not written yet when it is stopped).
+    let out = dig(a, "late.allowed.example", false);
+    assert!(out.contains("status: NOERROR"), "{out}");
     must(&["lab", "restart-agent"]);
     assert!(learned().contains("10.201.9.9"));
+    assert!(
+        learned().contains("late.allowed.example"),
+        "a name learned just before the restart was lost: {}",
+        learned()
+    );
     assert!(
         tcp_to(a, "10.201.9.9", 80),
         "learned address lost across a restart"
