@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use common::*;
+use proxy::PolicyHandle;
 use proxy::metrics::{ProtocolLabel, VerdictLabel};
-use proxy::{FixedDestination, PolicyHandle, Proxy, ProxyConfig, UpstreamConfig};
+
 use tokio::net::TcpListener;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::Service;
@@ -156,25 +156,7 @@ async fn call(
 async fn tonic_calls_are_judged_per_method_on_one_channel() {
     let (upstream, greeter) = spawn_greeter().await;
     let handle = PolicyHandle::new(policy(&server_policy(GRPC_RULES)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let addr = listener.local_addr().expect("proxy addr");
-    let proxy = Proxy::serve_with_fixed_destination(
-        listener,
-        handle,
-        ProxyConfig {
-            http_port: 0,
-            upstream: UpstreamConfig::plain(),
-            detect_timeout: Duration::from_secs(2),
-            header_timeout: Duration::from_secs(2),
-            tls_secrets: Default::default(),
-        },
-        FixedDestination {
-            client: Some(CLIENT.parse().expect("literal")),
-            original_dst: SERVER.parse().expect("literal"),
-            upstream,
-        },
-    )
-    .expect("proxy starts");
+    let (proxy, addr) = proxy_in_front_of(handle, upstream).await;
 
     // One channel (one HTTP/2 connection): each call is judged on its own.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

@@ -196,9 +196,9 @@ pub struct Harness {
 pub const CLIENT: &str = "10.0.1.2:40000";
 pub const SERVER: &str = "10.0.1.1:80";
 
-/// Proxy in front of a fresh upstream, judging as client -> server:80.
-pub async fn harness_with(handle: PolicyHandle, h2_upstream: bool) -> Harness {
-    let (up, upstream) = spawn_upstream(h2_upstream).await;
+/// The proxy on a loopback port in front of `upstream`, judging as
+/// client -> server:80; its address.
+pub async fn proxy_in_front_of(handle: PolicyHandle, upstream: SocketAddr) -> (Proxy, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     let config = ProxyConfig {
@@ -210,15 +210,22 @@ pub async fn harness_with(handle: PolicyHandle, h2_upstream: bool) -> Harness {
     };
     let proxy = Proxy::serve_with_fixed_destination(
         listener,
-        handle.clone(),
+        handle,
         config,
         FixedDestination {
             client: Some(CLIENT.parse().expect("literal")),
             original_dst: SERVER.parse().expect("literal"),
-            upstream: up,
+            upstream,
         },
     )
     .expect("proxy starts");
+    (proxy, addr)
+}
+
+/// Proxy in front of a fresh upstream, judging as client -> server:80.
+pub async fn harness_with(handle: PolicyHandle, h2_upstream: bool) -> Harness {
+    let (up, upstream) = spawn_upstream(h2_upstream).await;
+    let (proxy, addr) = proxy_in_front_of(handle.clone(), up).await;
     Harness {
         proxy,
         addr,
