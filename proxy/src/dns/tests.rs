@@ -430,16 +430,27 @@ fn the_first_question_is_delimited_and_matched_without_case() {
     assert_eq!(first_question_end(&q[..14]), None);
 }
 
-#[tokio::test]
-async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
-    use super::exchange::QueryAddrs;
-    use super::sockets::UdpUpstreams;
-    use crate::http::upstream::UpstreamConfig;
-
+/// A UDP "server" on loopback and the addresses of a query to it from
+/// 127.0.0.1:5353.
+async fn loopback_server() -> (tokio::net::UdpSocket, super::exchange::QueryAddrs) {
     let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
         .expect("bind server");
     let server_addr = server.local_addr().expect("server addr");
+    let addrs = super::exchange::QueryAddrs {
+        client: "127.0.0.1:5353".parse().expect("addr"),
+        original_dst: server_addr,
+        upstream: server_addr,
+    };
+    (server, addrs)
+}
+
+#[tokio::test]
+async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
+    use super::sockets::UdpUpstreams;
+    use crate::http::upstream::UpstreamConfig;
+
+    let (server, addrs) = loopback_server().await;
     // Two queries with the same client id; the server first sends a
     // datagram with the first query's proxy id but another question, then
     // answers in reverse order.
@@ -466,11 +477,6 @@ async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
     });
     let upstreams = UdpUpstreams::default();
     let cfg = UpstreamConfig::plain();
-    let addrs = QueryAddrs {
-        client: "127.0.0.1:5353".parse().expect("addr"),
-        original_dst: server_addr,
-        upstream: server_addr,
-    };
     let a = query_bytes(42, &[("a.example.", RecordType::A)]);
     let b = query_bytes(42, &[("b.example.", RecordType::A)]);
     let (ra, rb) = tokio::join!(
@@ -486,22 +492,13 @@ async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
 
 #[tokio::test]
 async fn a_query_the_server_never_answers_fails_after_its_timeout() {
-    use super::exchange::QueryAddrs;
     use super::sockets::UdpUpstreams;
     use crate::http::upstream::UpstreamConfig;
 
     // A server that reads and never answers.
-    let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind server");
-    let server_addr = server.local_addr().expect("server addr");
+    let (server, addrs) = loopback_server().await;
     let upstreams = UdpUpstreams::default();
     let cfg = UpstreamConfig::plain();
-    let addrs = QueryAddrs {
-        client: "127.0.0.1:5353".parse().expect("addr"),
-        original_dst: server_addr,
-        upstream: server_addr,
-    };
     let q = query_bytes(7, &[("slow.example.", RecordType::A)]);
     let started = std::time::Instant::now();
     let err = upstreams
