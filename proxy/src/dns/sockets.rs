@@ -215,7 +215,12 @@ fn send_many(socket: &UdpSocket, messages: &[(&[u8], Option<SocketAddr>)]) -> io
             MsgFlags::MSG_DONTWAIT,
         )
         .map_err(io::Error::from)?;
-        Ok(sent.count())
+        match sent.count() {
+            // Not expected for a non-empty batch; never report no progress
+            // as success (the callers loop until everything went).
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
     })
 }
 
