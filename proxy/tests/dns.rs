@@ -120,6 +120,8 @@ async fn spawn_server() -> (SocketAddr, Seen) {
         }
     };
     let addr = udp.local_addr().expect("udp addr");
+    // Room for the bursts of the concurrency tests on a loaded machine.
+    let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(4 << 20);
     let seen = Seen::default();
     let udp_seen = seen.clone();
     tokio::spawn(async move {
@@ -636,8 +638,11 @@ impl std::io::Write for LogBuffer {
     }
 }
 
-// Current-thread runtime: every proxy task runs on this thread, under the
-// subscriber set here.
+// The process-wide subscriber (the only one in this test binary): a
+// subscriber set for this thread alone lost the events whenever another
+// test emitted them first from its own thread (tracing caches each
+// callsite's interest process-wide). Other tests' lines land in the buffer
+// too; this test keeps the lines of its own two names.
 #[tokio::test]
 async fn every_query_is_logged_as_a_flow() {
     let buf = LogBuffer::default();
@@ -647,12 +652,13 @@ async fn every_query_is_logged_as_a_flow() {
         .with_writer(move || writer.clone())
         .with_max_level(tracing::Level::INFO)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("the only global subscriber of this test binary");
 
     let learner = RecordingLearner::acking_after(Duration::from_millis(20));
     let h = harness_with(test_config(), learner).await;
     udp_ask(h.udp, &query(60, &["WWW.example.com."])).await;
-    udp_ask(h.udp, &query(61, &["evil.test."])).await;
+    udp_ask(h.udp, &query(61, &["logged-and-denied.test."])).await;
     h.proxy.shutdown().await;
 
     let text = String::from_utf8(buf.0.lock().expect("log buffer").clone()).expect("utf-8 log");
@@ -660,6 +666,10 @@ async fn every_query_is_logged_as_a_flow() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|v: &serde_json::Value| v["target"] == "portcullis::proxy::access")
+        .filter(|v| {
+            let q = &v["fields"]["query"];
+            q == "WWW.example.com." || q == "logged-and-denied.test."
+        })
         .collect();
     assert_eq!(lines.len(), 2, "{text}");
     let allowed = &lines[0]["fields"];
@@ -688,7 +698,77 @@ async fn every_query_is_logged_as_a_flow() {
     assert!(
         denied["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("no DNS rule matches evil.test.")),
+            .is_some_and(|r| r.contains("no DNS rule matches logged-and-denied.test.")),
         "{denied}"
     );
+}
+
+/// Many clients at once on one thread (the agent's default): every query
+/// gets its own answer (id and question), allowed, denied and held ones
+/// mixed in the same batches.
+#[tokio::test]
+async fn concurrent_queries_from_many_clients_each_get_their_answer() {
+    many_clients_at_once().await;
+}
+
+/// The same on a two-worker runtime (the agent's `--dns-threads 2`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_on_two_threads_each_get_their_answer() {
+    many_clients_at_once().await;
+}
+
+async fn many_clients_at_once() {
+    let h = harness_with(
+        test_config(),
+        RecordingLearner::acking_after(Duration::from_millis(2)),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for c in 0..32u16 {
+        let proxy = h.udp;
+        tasks.push(tokio::spawn(async move {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.expect("client socket");
+            // Every client sends its queries back to back, then reads.
+            let mut want = std::collections::BTreeMap::new();
+            for i in 0..16u16 {
+                let id = c * 100 + i;
+                let (name, allowed) = match i % 4 {
+                    0 => (format!("host{c}-{i}.example.com."), true),
+                    1 => (format!("Host{c}-{i}.Example.COM."), true),
+                    2 => (format!("host{c}-{i}.denied.test."), false),
+                    _ => ("exact.test.".to_string(), true),
+                };
+                socket
+                    .send_to(&query(id, &[&name]), proxy)
+                    .await
+                    .expect("send");
+                want.insert(id, (name, allowed));
+            }
+            let mut buf = vec![0u8; 65535];
+            while !want.is_empty() {
+                let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| panic!("not answered within 5 s: {want:?}"))
+                    .expect("recv");
+                let m = parse(&buf[..n]);
+                let (name, allowed) = want
+                    .remove(&m.metadata.id)
+                    .unwrap_or_else(|| panic!("an answer to no query of this client: {m:?}"));
+                assert_eq!(m.queries[0].name().to_ascii(), name, "the question as sent");
+                if allowed {
+                    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+                    assert_eq!(m.answers.len(), 1, "{name}");
+                } else {
+                    assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{name}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    assert_eq!(udp_count(&h, DnsVerdict::Allowed), 32 * 12);
+    assert_eq!(udp_count(&h, DnsVerdict::Denied), 32 * 4);
+    assert_eq!(h.learner.updates().len(), 32 * 12);
+    h.proxy.shutdown().await;
 }

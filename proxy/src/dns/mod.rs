@@ -187,6 +187,8 @@ impl DnsProxy {
     ) -> io::Result<DnsProxy> {
         let mut proxy = DnsProxy::new();
         let (shared, in_flight) = proxy.shared(policy, config, learner);
+        // Room for a burst, as the transparent listeners have.
+        sockets::set_receive_buffer(&socket2::SockRef::from(&udp), sockets::LISTENER_RCVBUF)?;
         proxy.udp_addrs.push(udp.local_addr()?);
         proxy.tcp_addrs.push(tcp.local_addr()?);
         proxy.tasks.push(udp::serve(
