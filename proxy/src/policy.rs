@@ -284,24 +284,22 @@ impl ProxyPolicy {
             None => Err(DnsRefusal::NotLocal),
             Some(entry) => {
                 let endpoint = entry.name.clone();
-                match entry.policy.map.lookup(
+                match side_lookup(
+                    entry,
                     Direction::Egress,
                     dst_identity,
-                    transport.protocol(),
-                    orig_dst.port(),
+                    (transport.protocol(), orig_dst.port()),
+                    L7Parser::Dns,
+                    &entry.dns,
                 ) {
-                    None => Err(DnsRefusal::NoEntry { endpoint }),
-                    Some((_, value)) if value.verdict == MapVerdict::Deny => {
-                        Err(DnsRefusal::DeniedAtL4 { endpoint })
+                    Ok(Some(side)) => Ok((endpoint, side.clone())),
+                    Ok(None) => Err(DnsRefusal::NotRedirected { endpoint }),
+                    Err(SideFault::NoEntry) => Err(DnsRefusal::NoEntry { endpoint }),
+                    Err(SideFault::DeniedAtL4) => Err(DnsRefusal::DeniedAtL4 { endpoint }),
+                    Err(SideFault::MissingRules) => Err(DnsRefusal::MissingRules { endpoint }),
+                    Err(SideFault::OtherParser(parser)) => {
+                        Err(DnsRefusal::OtherParser { endpoint, parser })
                     }
-                    Some((key, value)) => match value.redirect {
-                        None => Err(DnsRefusal::NotRedirected { endpoint }),
-                        Some(L7Parser::Dns) => match entry.dns.get(key) {
-                            Some(side) => Ok((endpoint, side.clone())),
-                            None => Err(DnsRefusal::MissingRules { endpoint }),
-                        },
-                        Some(parser) => Err(DnsRefusal::OtherParser { endpoint, parser }),
-                    },
                 }
             }
         };
@@ -356,11 +354,11 @@ fn side_lookup<'e, T>(
     entry: &'e EndpointEntry,
     direction: Direction,
     remote: NumericIdentity,
-    port: u16,
+    (protocol, port): (u8, u16),
     parser: L7Parser,
     rules: &'e BTreeMap<MapKey, Arc<T>>,
 ) -> Result<Option<&'e Arc<T>>, SideFault> {
-    let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
+    let Some((key, value)) = entry.policy.map.lookup(direction, remote, protocol, port) else {
         return Err(SideFault::NoEntry);
     };
     if value.verdict == MapVerdict::Deny {
@@ -385,7 +383,7 @@ fn kafka_side_rules(
         entry,
         direction,
         remote,
-        port,
+        (TCP, port),
         L7Parser::Kafka,
         &entry.kafka,
     ) {
@@ -423,7 +421,14 @@ fn side_rules(
     port: u16,
 ) -> Result<Option<SideRules>, Refusal> {
     let endpoint = entry.name.clone();
-    match side_lookup(entry, direction, remote, port, L7Parser::Http, &entry.http) {
+    match side_lookup(
+        entry,
+        direction,
+        remote,
+        (TCP, port),
+        L7Parser::Http,
+        &entry.http,
+    ) {
         Ok(None) => Ok(None),
         Ok(Some(http)) => Ok(Some(SideRules {
             endpoint,
