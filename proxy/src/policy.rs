@@ -220,12 +220,8 @@ impl ProxyPolicy {
     /// local) and the destination endpoint's ingress side (when it is
     /// local), each found with the kernel's lookup.
     pub fn http_rules(&self, src: SocketAddr, orig_dst: SocketAddr) -> ConnRules {
-        let (src_identity, dst_identity, sides) = self.local_sides(src, orig_dst, side_rules);
-        let (sides, refusal) = match sides {
-            Ok(sides) if sides.is_empty() => (sides, Some(Refusal::NotRedirected)),
-            Ok(sides) => (sides, None),
-            Err(why) => (Vec::new(), Some(why)),
-        };
+        let (src_identity, dst_identity, sides, refusal) =
+            self.local_sides(src, orig_dst, side_rules, Refusal::NotRedirected);
         ConnRules {
             src_identity,
             dst_identity,
@@ -237,13 +233,15 @@ impl ProxyPolicy {
     /// The identities of a redirected TCP flow's ends and `side` of each
     /// local end, found with the kernel's lookup: the source's egress,
     /// then the destination's ingress. Sides that impose no rule
-    /// (`Ok(None)`) are left out; the first `Err` ends the walk.
+    /// (`Ok(None)`) are left out; the first `Err` ends the walk and is the
+    /// refusal (no sides), as is `not_redirected` when no side has rules.
     fn local_sides<S, R>(
         &self,
         src: SocketAddr,
         orig_dst: SocketAddr,
         side: SideFn<S, R>,
-    ) -> (NumericIdentity, NumericIdentity, Result<Vec<S>, R>) {
+        not_redirected: R,
+    ) -> (NumericIdentity, NumericIdentity, Vec<S>, Option<R>) {
         let src_ip = src.ip().to_canonical();
         let dst_ip = orig_dst.ip().to_canonical();
         let src_identity = self.identity(src_ip);
@@ -258,10 +256,11 @@ impl ProxyPolicy {
             match side(entry, direction, remote, orig_dst.port()) {
                 Ok(Some(s)) => sides.push(s),
                 Ok(None) => {}
-                Err(why) => return (src_identity, dst_identity, Err(why)),
+                Err(why) => return (src_identity, dst_identity, Vec::new(), Some(why)),
             }
         }
-        (src_identity, dst_identity, Ok(sides))
+        let refusal = sides.is_empty().then_some(not_redirected);
+        (src_identity, dst_identity, sides, refusal)
     }
 }
 
@@ -318,12 +317,8 @@ impl ProxyPolicy {
     /// local), each found with the kernel's lookup. Fails closed as
     /// [`http_rules`](Self::http_rules) does.
     pub fn kafka_rules(&self, src: SocketAddr, orig_dst: SocketAddr) -> KafkaRules {
-        let (src_identity, dst_identity, sides) = self.local_sides(src, orig_dst, kafka_side_rules);
-        let (sides, refusal) = match sides {
-            Ok(sides) if sides.is_empty() => (sides, Some(KafkaRefusal::NotRedirected)),
-            Ok(sides) => (sides, None),
-            Err(why) => (Vec::new(), Some(why)),
-        };
+        let (src_identity, dst_identity, sides, refusal) =
+            self.local_sides(src, orig_dst, kafka_side_rules, KafkaRefusal::NotRedirected);
         KafkaRules {
             src_identity,
             dst_identity,
