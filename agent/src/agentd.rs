@@ -1003,7 +1003,11 @@ impl Enforcer {
     /// first, so a newly redirected flow finds its rules).
     fn enforce(&mut self, cluster: &Cluster) -> Result<()> {
         self.enforce_in_memory(cluster)?;
-        self.persist_learned(true);
+        // Learned names still due go with this write (applied is written
+        // here anyway).
+        if self.persist_due.take().is_some() {
+            self.persist.fqdn(&self.fqdn);
+        }
         self.persist.applied(&self.applied, &self.state_dir);
         self.persist.flush();
         Ok(())
@@ -1099,6 +1103,18 @@ impl Enforcer {
         }
     }
 
+    /// The addresses of an answer the store does not have under its name.
+    fn unknown_addresses<'a>(
+        &'a self,
+        update: &'a proxy::LearnedNames,
+    ) -> impl Iterator<Item = IpAddr> + 'a {
+        update
+            .ips
+            .iter()
+            .map(|(ip, _)| *ip)
+            .filter(|ip| !self.fqdn.knows(&update.name, ip))
+    }
+
     /// Learns one answer's addresses on the DNS thread: only when it needs
     /// no resolve (else `false`, nothing changed, and the agent loop gets it).
     fn learn_in_place(
@@ -1107,12 +1123,7 @@ impl Enforcer {
         min_ttl: Duration,
         known: &std::sync::RwLock<KnownNames>,
     ) -> bool {
-        let fresh: BTreeSet<IpAddr> = update
-            .ips
-            .iter()
-            .map(|(ip, _)| *ip)
-            .filter(|ip| !self.fqdn.knows(&update.name, ip))
-            .collect();
+        let fresh: BTreeSet<IpAddr> = self.unknown_addresses(update).collect();
         let start = std::time::Instant::now();
         let Some(entries) = self.plan_incremental(&fresh, Some(&update.name)) else {
             return false;
@@ -1196,11 +1207,7 @@ impl Enforcer {
     ) {
         let mut fresh = BTreeSet::new();
         for (update, _) in &batch {
-            for (ip, _) in &update.ips {
-                if !self.fqdn.knows(&update.name, ip) {
-                    fresh.insert(*ip);
-                }
-            }
+            fresh.extend(self.unknown_addresses(update));
             self.fqdn.learn(&update.name, &update.ips, min_ttl);
         }
         let resolve = std::mem::take(&mut self.resolve_pending);
