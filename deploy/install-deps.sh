@@ -25,6 +25,10 @@ fi
 python3 -c "import grpc, grpc_health.v1.health" 2>/dev/null \
   || python3 -m pip install -q --root-user-action=ignore grpcio grpcio-health-checking >/dev/null 2>&1 \
   || echo "note: grpcio not installed; the gRPC lab test will skip it" >&2
+# Crafted packets for the datapath attack tests (scapy).
+python3 -c "import scapy" 2>/dev/null \
+  || python3 -m pip install -q --root-user-action=ignore scapy >/dev/null 2>&1 \
+  || echo "note: scapy not installed; the crafted-packet tests will fail" >&2
 # Kafka lab tests: real clients (PyPI) and the tansu broker, built in the
 # background (deploy/tansu.sh; test.sh waits for it after the workspace build).
 python3 -c "import confluent_kafka, kafka" 2>/dev/null \

@@ -168,7 +168,7 @@ pub fn run(me: &Path, args: &E2eArgs) -> Result<(usize, usize, usize)> {
         std::fs::write(&topo_path, serde_yaml_ng::to_string(&topo)?)?;
         // Start from an empty policy: everything allowed.
         write_atomic(&pol_path, "")?;
-        let state = lab::up(&topo_path, std::slice::from_ref(&pol_path), me, false)?;
+        let state = lab::up(&topo_path, std::slice::from_ref(&pol_path), me, false, &[])?;
         let servers = start_servers(me, &state, &topo, cases)?;
         std::thread::sleep(Duration::from_millis(400));
         let mut learned = false;

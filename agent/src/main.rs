@@ -76,6 +76,10 @@ enum LabCommand {
         /// server and run the agent with `--kubernetes` against it.
         #[arg(long)]
         kubernetes: bool,
+        /// One more argument for the lab's agent (repeat it; kept across
+        /// `restart-agent`), e.g. `--agent-arg=--dns-max-ips --agent-arg=8`.
+        #[arg(long = "agent-arg", allow_hyphen_values = true)]
+        agent_args: Vec<String>,
     },
     /// Remove everything the lab made (also after a crash).
     Down,
@@ -191,8 +195,9 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             topology,
             policies,
             kubernetes,
+            agent_args,
         } => {
-            let state = lab::up(&topology, &policies, &me, kubernetes)?;
+            let state = lab::up(&topology, &policies, &me, kubernetes, &agent_args)?;
             println!(
                 "lab is up: {} pods, agent pid {}",
                 state.pods.len(),

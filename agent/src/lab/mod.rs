@@ -56,6 +56,10 @@ pub struct LabState {
     /// namespace) that serves the topology and policy files as API objects.
     #[serde(default)]
     pub kubernetes: bool,
+    /// More arguments for `portcullis agent` (`lab up --agent-arg`), kept
+    /// for `restart-agent`.
+    #[serde(default)]
+    pub agent_args: Vec<String>,
 }
 
 impl LabState {
@@ -154,6 +158,7 @@ pub fn up(
     policies: &[PathBuf],
     binary: &Path,
     kubernetes: bool,
+    agent_args: &[String],
 ) -> Result<LabState> {
     require_root()?;
     let topo = Topology::from_file(topology).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -338,6 +343,7 @@ pub fn up(
         pods,
         agent_pid: None,
         kubernetes,
+        agent_args: agent_args.to_vec(),
     };
     if kubernetes {
         start_fake_apiserver(&state, binary)?;
@@ -381,7 +387,8 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
         .arg("--state-dir")
         .arg(STATE_DIR)
         .arg("--uplink")
-        .arg(UPLINK_IF);
+        .arg(UPLINK_IF)
+        .args(&state.agent_args);
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
