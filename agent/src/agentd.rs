@@ -604,6 +604,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         persist: Persister::start()?,
         persist_due: None,
         resolve_pending: false,
+        lingering: BTreeMap::new(),
     };
     if let Ok(mut k) = known.write() {
         k.0 = enforcer.fqdn.expiries();
@@ -822,6 +823,9 @@ struct Enforcer {
     /// Endpoints whose interface has the programs: `ns/pod` -> (interface,
     /// addresses).
     attached: BTreeMap<String, (String, Vec<IpAddr>)>,
+    /// Learned addresses past their TTL that open flows still use, as
+    /// written to the ipcache: address -> (identity, identity of new flows).
+    lingering: BTreeMap<IpAddr, (u32, u32)>,
 }
 
 /// A DNS answer's addresses and the switch that releases the answer.
@@ -859,6 +863,9 @@ impl KnownNames {
         for (ip, ttl) in &update.ips {
             match known.get(ip) {
                 None => return Novelty::NewAddress,
+                // Past its TTL the kernel admits no new flow to it: the
+                // answer waits until the address is unmarked.
+                Some(until) if *until <= now => return Novelty::NewAddress,
                 Some(until) if until + REFRESH_SLACK_SECS < now + ttl.as_secs() => {
                     novelty = Novelty::LongerTtl
                 }
@@ -1038,6 +1045,13 @@ impl Enforcer {
         self.metrics.map_changes.inc_by(n as u64);
         self.metrics.policy_applied.inc();
         self.last = Some(cluster.clone());
+        // apply() rewrote changed entries without the mark.
+        self.lingering.retain(|ip, (id, _)| {
+            cluster
+                .learned_and_fallback_identity(*ip)
+                .is_some_and(|(now, _)| now.0 == *id)
+        });
+        self.mark_lingering();
         tracing::info!(changes = n, "policy in force");
         Ok(())
     }
@@ -1129,6 +1143,7 @@ impl Enforcer {
             return false;
         };
         self.fqdn.learn(&update.name, &update.ips, min_ttl);
+        self.relearned(update);
         if !self.apply_incremental(entries) {
             // The store has the name: the loop resolves.
             self.resolve_pending = true;
@@ -1210,6 +1225,9 @@ impl Enforcer {
             fresh.extend(self.unknown_addresses(update));
             self.fqdn.learn(&update.name, &update.ips, min_ttl);
         }
+        for (update, _) in &batch {
+            self.relearned(update);
+        }
         let resolve = std::mem::take(&mut self.resolve_pending);
         let changed = !fresh.is_empty() || resolve;
         let start = std::time::Instant::now();
@@ -1249,6 +1267,74 @@ impl Enforcer {
         }
     }
 
+    /// Marks learned addresses past their TTL that open flows still use so
+    /// the kernel admits no new flow to them (finding: reconnecting every
+    /// few seconds used to keep an expired address open forever), and
+    /// unmarks addresses learned again.
+    fn mark_lingering(&mut self) {
+        let Some(cluster) = self.last.as_ref() else {
+            return;
+        };
+        let mut target = BTreeMap::new();
+        for ip in self.fqdn.lingering() {
+            if let Some((id, fallback)) = cluster.learned_and_fallback_identity(ip) {
+                target.insert(ip, (id.0, fallback.0));
+            }
+        }
+        for (ip, (id, fallback)) in &target {
+            if self.lingering.get(ip) == Some(&(*id, *fallback)) {
+                continue;
+            }
+            match self
+                .dp
+                .set_ipcache_lingering(ipnet::IpNet::from(*ip), *id, *fallback)
+            {
+                Ok(()) => tracing::debug!(%ip, "learned address past its TTL: open flows only"),
+                Err(e) => tracing::error!(error = %e, %ip, "marking an expired address failed"),
+            }
+        }
+        let old = std::mem::replace(&mut self.lingering, target);
+        let unmark: Vec<IpAddr> = old
+            .keys()
+            .filter(|ip| !self.lingering.contains_key(ip))
+            .copied()
+            .collect();
+        self.unmark_lingering(unmark);
+    }
+
+    /// Gives addresses that lingered back their plain entry (learned again
+    /// with a live TTL, or gone from the cluster).
+    fn unmark_lingering(&mut self, ips: impl IntoIterator<Item = IpAddr>) {
+        let Some(cluster) = self.last.as_ref() else {
+            return;
+        };
+        for ip in ips {
+            self.lingering.remove(&ip);
+            let prefix = ipnet::IpNet::from(ip);
+            let Some((_, id)) = cluster.ipcache().iter().find(|(p, _)| *p == prefix) else {
+                continue;
+            };
+            if let Err(e) = self.dp.set_ipcache(prefix, id.0) {
+                tracing::error!(error = %e, %ip, "unmarking a learned address failed");
+            }
+        }
+    }
+
+    /// After an answer for `update` was learned: its addresses that
+    /// lingered admit new flows again.
+    fn relearned(&mut self, update: &proxy::LearnedNames) {
+        let again: Vec<IpAddr> = update
+            .ips
+            .iter()
+            .map(|(ip, _)| *ip)
+            .filter(|ip| self.lingering.contains_key(ip))
+            .collect();
+        if !again.is_empty() {
+            let still = self.fqdn.lingering();
+            self.unmark_lingering(again.into_iter().filter(|ip| !still.contains(ip)));
+        }
+    }
+
     /// Drops expired learned addresses no open flow uses.
     fn expire_names(&mut self) {
         let in_use = match self.dp.conntrack_destinations(FLOW_IDLE) {
@@ -1260,11 +1346,13 @@ impl Enforcer {
         };
         let dropped = self.fqdn.expire_addresses(&in_use);
         if dropped.is_empty() {
+            self.mark_lingering();
             return;
         }
         self.expired = true;
         if self.forget_incrementally(&dropped) {
             self.persist.applied(&self.applied, &self.state_dir);
+            self.mark_lingering();
         } else {
             let cluster = self.cluster();
             if let Err(e) = self.enforce(&cluster) {
@@ -1687,6 +1775,12 @@ mod tests {
         assert_eq!(
             known.novelty(&update("a.example.", &[("10.201.0.1", 300)]), now),
             Novelty::LongerTtl
+        );
+        // Past its expiry the address admits no new flow until the agent
+        // unmarks it: the answer is held like a new address.
+        assert_eq!(
+            known.novelty(&update("a.example.", &[("10.201.0.1", 60)]), now + 60),
+            Novelty::NewAddress
         );
     }
 }

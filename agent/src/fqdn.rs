@@ -3,7 +3,10 @@
 //!
 //! An address stays while its TTL runs and, after that, for as long as a
 //! flow to it is still open (the conntrack map says so): expiring it under
-//! an open connection would cut that connection.
+//! an open connection would cut that connection. Past its TTL such an
+//! address *lingers*: the kernel keeps it for the flows already open and
+//! judges any new flow as if the name had never been learned, so
+//! reconnecting cannot stretch a TTL.
 
 use policy_model::FqdnCache;
 use serde::{Deserialize, Serialize};
@@ -114,6 +117,27 @@ impl FqdnStore {
         dropped
     }
 
+    /// Addresses past the TTL of every name they are learned under, kept
+    /// only because a flow still uses them (see [`Self::expire_addresses`]).
+    pub fn lingering(&self) -> BTreeSet<IpAddr> {
+        self.lingering_at(now_secs())
+    }
+
+    fn lingering_at(&self, now: u64) -> BTreeSet<IpAddr> {
+        self.by_ip
+            .iter()
+            .filter(|(ip, names)| {
+                names.iter().all(|n| {
+                    self.names
+                        .get(n)
+                        .and_then(|ips| ips.get(ip))
+                        .is_none_or(|until| *until <= now)
+                })
+            })
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
     /// The model's view: name -> addresses.
     pub fn cache(&self) -> FqdnCache {
         let mut c = FqdnCache::default();
@@ -200,6 +224,31 @@ mod tests {
             "idle: dropped"
         );
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn an_address_in_use_lingers_past_its_ttl_until_learned_again() {
+        let mut s = FqdnStore::default();
+        let a = ip("10.201.2.2");
+        s.learn("a.example", &[(a, Duration::ZERO)], Duration::ZERO);
+        s.learn(
+            "b.example",
+            &[(ip("10.201.3.3"), Duration::from_secs(60))],
+            Duration::ZERO,
+        );
+        let in_use: BTreeSet<IpAddr> = [a].into();
+        assert!(s.expire_addresses(&in_use).is_empty(), "in use: kept");
+        assert_eq!(s.lingering(), [a].into(), "kept, but past its TTL");
+        // Learned under a second name with a live TTL: not lingering.
+        s.learn("c.example", &[(a, Duration::from_secs(60))], Duration::ZERO);
+        assert!(s.lingering().is_empty());
+        // Answered again under its first name: not lingering either.
+        let mut t = FqdnStore::default();
+        t.learn("a.example", &[(a, Duration::ZERO)], Duration::ZERO);
+        assert_eq!(t.lingering(), [a].into());
+        t.learn("a.example", &[(a, Duration::from_secs(60))], Duration::ZERO);
+        assert!(t.lingering().is_empty());
+        assert!(t.lingering_at(now_secs() + 61).contains(&a));
     }
 
     #[test]

@@ -318,6 +318,12 @@ fn load_value(
                         None
                     };
                     let origin = make_origin(ns.clone(), cp.metadata.name.clone());
+                    for message in rules::authentication_warnings(&cp) {
+                        set.warnings.push(LoadWarning {
+                            location: loc.clone(),
+                            message,
+                        });
+                    }
                     rules::from_cilium_policy(&cp, ns.as_deref(), origin.clone())
                         .map(|r| (origin, r))
                 }

@@ -478,6 +478,31 @@ impl Cluster {
         Some(self.identity_of_ip(ip))
     }
 
+    /// For a learned address: its identity (an FQDN one) and the identity
+    /// it has without its names (a covering prefix's, or world). `None`
+    /// when the address has no learned (FQDN) identity of its own.
+    pub fn learned_and_fallback_identity(
+        &self,
+        ip: IpAddr,
+    ) -> Option<(NumericIdentity, NumericIdentity)> {
+        let prefix = IpNet::from(ip);
+        let id = self.ipcache.iter().find(|(p, _)| *p == prefix)?.1;
+        if !self
+            .identities
+            .get(&id)
+            .is_some_and(|x| matches!(x.kind, IdentityKind::Fqdn { .. }))
+        {
+            return None;
+        }
+        let fallback = self
+            .ipcache
+            .iter()
+            .find(|(p, _)| *p != prefix && p.contains(&ip))
+            .map(|(_, id)| *id)
+            .unwrap_or(NumericIdentity::WORLD);
+        Some((id, fallback))
+    }
+
     /// The ipcache: prefix -> identity, longest prefixes first.
     pub fn ipcache(&self) -> &[(IpNet, NumericIdentity)] {
         &self.ipcache

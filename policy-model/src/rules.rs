@@ -614,11 +614,16 @@ fn cilium_rule(
             let sel = compile_selector(es, SOURCE_ANY, &format!("{path}.endpointSelector"))?;
             Subject::Endpoints(scope_subject(sel, ns))
         }
-        (None, Some(nsel)) => Subject::Nodes(compile_selector(
-            nsel,
-            SOURCE_ANY,
-            &format!("{path}.nodeSelector"),
-        )?),
+        (None, Some(_)) => {
+            // Accepting a host policy and not enforcing it would leave the
+            // node open while its owner believes it is locked down.
+            return Err(rerr(
+                format!("{path}.nodeSelector"),
+                "host policies (nodeSelector) are not enforced by portcullis: it has no host \
+                 firewall, so the node would stay open; remove this rule, or protect the \
+                 node's services another way (pods are selected with endpointSelector)",
+            ));
+        }
     };
     let dd = r.enable_default_deny.unwrap_or_default();
 
@@ -718,6 +723,7 @@ struct L3Fields<'a> {
     entities: &'a Option<Vec<String>>,
     nodes: &'a Option<Vec<LabelSelector>>,
     fqdns: Option<&'a Vec<FqdnSelector>>,
+    authentication: Option<&'a api::Authentication>,
     unsupported: Vec<(&'static str, bool)>,
     prefix: &'static str,
 }
@@ -736,6 +742,7 @@ fn cilium_ingress(
         entities: &r.from_entities,
         nodes: &r.from_nodes,
         fqdns: None,
+        authentication: r.authentication.as_ref(),
         unsupported: vec![("fromGroups", r.from_groups.is_some())],
         prefix: "from",
     };
@@ -764,6 +771,7 @@ fn cilium_egress(
         entities: &r.to_entities,
         nodes: &r.to_nodes,
         fqdns: r.to_fqdns.as_ref(),
+        authentication: r.authentication.as_ref(),
         unsupported: vec![
             ("toGroups", r.to_groups.is_some()),
             ("toServices", r.to_services.is_some()),
@@ -952,6 +960,13 @@ fn cilium_entry(
     if !any_l3 && ports.is_some() {
         peers.push(Peer::All);
     }
+    // Mutual authentication: Cilium drops traffic that needs it until the
+    // peers are authenticated. portcullis never authenticates, so such an
+    // allow admits nothing (the rule's default deny still applies); the
+    // loader warns about it. A deny rule denies whatever the field says.
+    if auth_required(l3.authentication, path)? && !deny {
+        peers.clear();
+    }
     Ok((
         RuleEntry {
             path: path.to_string(),
@@ -961,6 +976,58 @@ fn cilium_entry(
         },
         requires,
     ))
+}
+
+/// Whether `authentication` asks for mutual authentication (`required`,
+/// `test-always-fail`); `disabled` or absent: no.
+fn auth_required(
+    auth: Option<&api::Authentication>,
+    path: &str,
+) -> Result<bool, RuleError> {
+    match auth.map(|a| a.mode.as_str()) {
+        None | Some("disabled") => Ok(false),
+        Some("required" | "test-always-fail") => Ok(true),
+        Some(other) => Err(rerr(
+            format!("{path}.authentication.mode"),
+            format!("{other:?} is not a mode (disabled, required, test-always-fail)"),
+        )),
+    }
+}
+
+/// What the loader says about rules that ask for mutual authentication:
+/// one message per allow entry, naming its path.
+pub fn authentication_warnings(cp: &CiliumPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut specs: Vec<(String, &api::Rule)> = Vec::new();
+    if let Some(s) = &cp.spec {
+        specs.push(("spec".into(), s));
+    }
+    for (i, s) in cp.specs.iter().flatten().enumerate() {
+        specs.push((format!("specs[{i}]"), s));
+    }
+    for (path, r) in specs {
+        let ingress = r.ingress.iter().flatten().map(|e| e.authentication.as_ref());
+        let egress = r.egress.iter().flatten().map(|e| e.authentication.as_ref());
+        for (field, auths) in [
+            ("ingress", ingress.collect::<Vec<_>>()),
+            ("egress", egress.collect::<Vec<_>>()),
+        ] {
+            for (i, a) in auths.into_iter().enumerate() {
+                let p = format!("{path}.{field}[{i}]");
+                if let Some(a) = a
+                    && auth_required(Some(a), &p).unwrap_or(false)
+                {
+                    out.push(format!(
+                        "{p}.authentication: mode {:?} needs mutual authentication, which \
+                         portcullis does not do; this rule allows nothing (Cilium drops \
+                         unauthenticated traffic the same way)",
+                        a.mode
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn cilium_port_rule(

@@ -34,7 +34,7 @@ int main(void)
 	FIELD(ipcache_key, pad);
 	FIELD(ipcache_key, addr);
 	FIELD(ipcache_value, identity);
-	FIELD(ipcache_value, flags);
+	FIELD(ipcache_value, new_flow_identity);
 	FIELD(endpoint_key, family);
 	FIELD(endpoint_key, pad);
 	FIELD(endpoint_key, addr);

@@ -330,6 +330,23 @@ static __always_inline __u32 ipcache_identity(__u8 family, const __u8 *addr, __u
 	return v ? v->identity : fallback;
 }
 
+/* The identity a NEW flow sees for addr: as ipcache_identity, except for a
+ * learned address past its TTL (new_flow_identity set), which admits only
+ * the flows already open. */
+static __always_inline __u32 ipcache_identity_new(__u8 family, const __u8 *addr, __u32 fallback)
+{
+	struct ipcache_key k = {};
+	struct ipcache_value *v;
+
+	k.prefixlen = 32 + (family == PC_FAMILY_IPV4 ? 32 : 128);
+	k.family = family;
+	__builtin_memcpy(k.addr, addr, 16);
+	v = bpf_map_lookup_elem(&ipcache, &k);
+	if (!v)
+		return fallback;
+	return v->new_flow_identity ? v->new_flow_identity : v->identity;
+}
+
 /*
  * Whether an NDP packet from a pod ends at the node: link-local or
  * link-scope multicast destinations are never forwarded, and neither is a
@@ -774,7 +791,8 @@ int from_pod(struct __sk_buff *skb)
 		return continue_flow(skb, &f, &d, ct, e);
 
 	dst = endpoint_lookup(f.family, f.daddr);
-	d.dst_identity = dst ? dst->identity : ipcache_identity(f.family, f.daddr, PC_IDENTITY_WORLD);
+	d.dst_identity =
+		dst ? dst->identity : ipcache_identity_new(f.family, f.daddr, PC_IDENTITY_WORLD);
 	ret = policy_check(&f, d.dst_identity, src->endpoint_id, PC_DIR_EGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
@@ -837,6 +855,7 @@ int from_uplink(struct __sk_buff *skb)
 	if (ct != CT_NEW)
 		return continue_flow(skb, &f, &d, ct, e);
 
+	d.src_identity = ipcache_identity_new(f.family, f.saddr, PC_IDENTITY_WORLD);
 	ret = policy_check(&f, d.src_identity, dst->endpoint_id, PC_DIR_INGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
@@ -913,6 +932,7 @@ int to_pod(struct __sk_buff *skb)
 	if (ct != CT_NEW)
 		return continue_flow(skb, &f, &d, ct, e);
 
+	d.src_identity = ipcache_identity_new(f.family, f.saddr, PC_IDENTITY_HOST);
 	ret = policy_check(&f, d.src_identity, dst->endpoint_id, PC_DIR_INGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);

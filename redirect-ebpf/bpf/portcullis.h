@@ -87,7 +87,12 @@ struct ipcache_key {
 
 struct ipcache_value {
 	__u32 identity;
-	__u32 flags;
+	/* 0: new flows see `identity` too. Otherwise the prefix is a learned
+	 * (toFQDNs) address past its TTL that open flows still use: they
+	 * keep `identity`, a new flow is judged as this identity instead, so
+	 * an expired address admits no new connection it would not admit
+	 * without the name. */
+	__u32 new_flow_identity;
 };
 
 /* endpoints: hash keyed by local pod IP. */

@@ -24,7 +24,10 @@ pub struct IpcacheKey {
 pub struct IpcacheValue {
     /// Security identity of the prefix, host byte order.
     pub identity: u32,
-    pub flags: u32,
+    /// 0: new flows see `identity` too. Otherwise a learned address past
+    /// its TTL that open flows still use: new flows are judged as this
+    /// identity (see [`crate::Datapath::set_ipcache_lingering`]).
+    pub new_flow_identity: u32,
 }
 
 /// Key of the `endpoints` hash: a local pod address.

@@ -246,7 +246,30 @@ impl Datapath {
     /// Inserts or replaces the identity of `prefix` in the ipcache.
     pub fn set_ipcache(&mut self, prefix: IpNet, identity: u32) -> Result<(), DatapathError> {
         let key = ipcache_key(prefix);
-        let value = IpcacheValue { identity, flags: 0 };
+        let value = IpcacheValue {
+            identity,
+            new_flow_identity: 0,
+        };
+        self.ipcache
+            .insert(&key, value, 0)
+            .map_err(|e| DatapathError::map("ipcache", e))
+    }
+
+    /// Marks `prefix` (a learned address past its TTL that open flows still
+    /// use) so that the flows already open keep `identity` and a new flow
+    /// is judged as `new_flow_identity` (what the address is without the
+    /// name). [`Self::set_ipcache`] clears the mark.
+    pub fn set_ipcache_lingering(
+        &mut self,
+        prefix: IpNet,
+        identity: u32,
+        new_flow_identity: u32,
+    ) -> Result<(), DatapathError> {
+        let key = ipcache_key(prefix);
+        let value = IpcacheValue {
+            identity,
+            new_flow_identity,
+        };
         self.ipcache
             .insert(&key, value, 0)
             .map_err(|e| DatapathError::map("ipcache", e))

@@ -41,7 +41,7 @@ fn struct_sizes_match_the_c_header() {
 fn field_offsets_match_the_c_header() {
     let rust = rust_fields! {
         "ipcache_key" => IpcacheKey { prefixlen, family, pad, addr }
-        "ipcache_value" => IpcacheValue { identity, flags }
+        "ipcache_value" => IpcacheValue { identity, new_flow_identity }
         "endpoint_key" => EndpointKey { family, pad, addr }
         "endpoint_info" => EndpointInfo { identity, ifindex, endpoint_id, flags }
         "policy_key" => PolicyKey { prefixlen, identity, endpoint_id, direction, protocol, dport, pad }

@@ -119,7 +119,9 @@ pub struct EgressRule {
     pub authentication: Option<Authentication>,
 }
 
-/// `authentication` (mutual auth); accepted and reported, not enforced.
+/// `authentication` (mutual auth). portcullis does not authenticate: an
+/// allow that requires it admits nothing, as Cilium drops unauthenticated
+/// traffic; the loader warns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Authentication {

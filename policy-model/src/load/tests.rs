@@ -88,6 +88,24 @@ fn cnp_and_ccnp_load() {
 }
 
 #[test]
+fn authentication_required_is_warned_about_with_its_path() {
+    let s = ok("apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: mtls, namespace: ns1}
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromEndpoints: [{}]
+  - fromEndpoints: [{}]
+    authentication: {mode: required}
+");
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    let m = &s.warnings[0].message;
+    assert!(m.contains("spec.ingress[1].authentication"), "{m}");
+    assert!(m.contains("allows nothing"), "{m}");
+}
+
+#[test]
 fn namespace_on_a_ccnp_is_ignored_with_a_warning() {
     let s = ok("apiVersion: cilium.io/v2
 kind: CiliumClusterwideNetworkPolicy

@@ -668,22 +668,6 @@ spec:
 }
 
 #[test]
-fn node_selector_rules_do_not_select_pods() {
-    let c = cluster(
-        "apiVersion: cilium.io/v2
-kind: CiliumClusterwideNetworkPolicy
-metadata: {name: host-fw}
-spec:
-  nodeSelector: {}
-  ingress: [{fromEntities: [world]}]
-",
-    );
-    for e in c.endpoints() {
-        assert!(!c.endpoint_policy(e).ingress_enforced, "{}", e.full_name());
-    }
-}
-
-#[test]
 fn provenance_names_the_rule_and_cookies_are_stable() {
     let text = cnp(
         "allow-b",
