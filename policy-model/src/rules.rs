@@ -980,10 +980,7 @@ fn cilium_entry(
 
 /// Whether `authentication` asks for mutual authentication (`required`,
 /// `test-always-fail`); `disabled` or absent: no.
-fn auth_required(
-    auth: Option<&api::Authentication>,
-    path: &str,
-) -> Result<bool, RuleError> {
+fn auth_required(auth: Option<&api::Authentication>, path: &str) -> Result<bool, RuleError> {
     match auth.map(|a| a.mode.as_str()) {
         None | Some("disabled") => Ok(false),
         Some("required" | "test-always-fail") => Ok(true),
@@ -1006,7 +1003,11 @@ pub fn authentication_warnings(cp: &CiliumPolicy) -> Vec<String> {
         specs.push((format!("specs[{i}]"), s));
     }
     for (path, r) in specs {
-        let ingress = r.ingress.iter().flatten().map(|e| e.authentication.as_ref());
+        let ingress = r
+            .ingress
+            .iter()
+            .flatten()
+            .map(|e| e.authentication.as_ref());
         let egress = r.egress.iter().flatten().map(|e| e.authentication.as_ref());
         for (field, auths) in [
             ("ingress", ingress.collect::<Vec<_>>()),

@@ -1,8 +1,10 @@
-//! Root-only lab test of issue 13, finding 9 (TTL stretching): an
-//! address learned from a DNS answer must admit no new connection once its
-//! TTL is over, while the connections already open keep working; answering
-//! the name again admits new connections at once. knot is the DNS server,
-//! the lab's responder the world server. Without root it skips.
+//! Root-only lab tests of issue 13's policy findings. 9 (TTL stretching):
+//! an address learned from a DNS answer must admit no new connection once
+//! its TTL is over, while the connections already open keep working;
+//! answering the name again admits new connections at once (knot is the
+//! DNS server, the lab's responder the world server). 14: an allow that
+//! requires mutual authentication admits nothing on the wire. Without root
+//! they skip.
 
 #[path = "support/lab.rs"]
 mod lab;
@@ -69,10 +71,7 @@ fn echo(s: &mut TcpStream) -> bool {
 }
 
 fn dig(lab: &TestLab, name: &str) -> String {
-    lab.sh(
-        "x/a",
-        &["dig", "+tries=1", "+time=2", "@10.200.1.53", name],
-    )
+    lab.sh("x/a", &["dig", "+tries=1", "+time=2", "@10.200.1.53", name])
 }
 
 #[test]
@@ -136,4 +135,45 @@ fn an_expired_learned_address_admits_no_new_connection_only_open_ones() {
         "a fresh answer did not admit a new connection"
     );
     drop(open);
+}
+
+const TWO_PODS: &str = r#"
+namespaces:
+  - {name: x, labels: {ns: x}}
+pods:
+  - {namespace: x, name: a, labels: {pod: a}, ips: [10.200.1.10]}
+  - {namespace: x, name: c, labels: {pod: c}, ips: [10.200.1.12]}
+"#;
+
+const C_FROM_A: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: c-from-a, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {pod: c}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {pod: a}}]
+"#;
+
+#[test]
+fn an_allow_that_requires_mutual_authentication_admits_nothing() {
+    let Some(_guard) = lab::lab_guard() else {
+        return;
+    };
+    let mut lab = TestLab::up("auth-required", TWO_PODS, C_FROM_A, &[]);
+    lab.serve_tcp("x/c", "80");
+    let a = lab.netns("x/a");
+    assert!(
+        connect(&a, "10.200.1.12:80").is_some(),
+        "the plain allow must pass"
+    );
+    lab.write_policy(&C_FROM_A.replace(
+        "  - fromEndpoints: [{matchLabels: {pod: a}}]\n",
+        "  - fromEndpoints: [{matchLabels: {pod: a}}]\n    authentication: {mode: required}\n",
+    ));
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || connect(&a, "10.200.1.12:80")
+            .is_none()),
+        "an allow with authentication required still admits unauthenticated traffic"
+    );
 }
