@@ -57,7 +57,13 @@ pub fn run(me: &Path, keep: bool, kubernetes: bool) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let state = lab::up(&topo_path, std::slice::from_ref(&pol_path), me, kubernetes, &[])?;
+    let state = lab::up(
+        &topo_path,
+        std::slice::from_ref(&pol_path),
+        me,
+        kubernetes,
+        &[],
+    )?;
     let result = (|| -> Result<bool> {
         let mut servers = Servers(Vec::new());
         for (_, ns) in &state.pods {
