@@ -104,6 +104,9 @@ pub fn unlearnable_class(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// A DNS answer's addresses with their TTLs.
+pub type Answer = Vec<(IpAddr, Duration)>;
+
 /// The learn filter and the per-endpoint accounting.
 #[derive(Debug)]
 pub struct LearnGuard {
@@ -176,7 +179,7 @@ impl LearnGuard {
         name: &str,
         ips: &[(IpAddr, Duration)],
         learned_pairs: usize,
-    ) -> (Vec<(IpAddr, Duration)>, Vec<(IpAddr, Refusal)>) {
+    ) -> (Answer, Vec<(IpAddr, Refusal)>) {
         let endpoint = self
             .endpoint_of
             .get(&source)

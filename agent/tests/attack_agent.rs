@@ -472,7 +472,15 @@ fn an_idle_connection_flood_does_not_stop_policy_reads() {
         held.len()
     );
     assert!(held.len() > 1500, "the flood did not get going");
-    std::thread::sleep(Duration::from_secs(1));
+    // The agent really is out of descriptors (its proxy cannot accept).
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(
+            "/run/portcullis/lab/agent.log"
+        )
+        .unwrap_or_default()
+        .contains("Too many open files")),
+        "the flood did not exhaust the agent's descriptors"
+    );
     lab.write_policy(&docs(&[T2_REVOKED, HTTP_TENANT_POLICY]));
     assert_revocation_enforced(&lab, Duration::from_secs(15));
     let st = lab.status_json();
