@@ -820,6 +820,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mut last_status_write = std::time::Instant::now();
     // Held back from the proxies' connections; let go to read and apply.
     let mut reserve = crate::fdlimit::FdReserve::new(args.reserved_fds);
+    let mut announced: BTreeMap<String, String> = BTreeMap::new();
     let mut last_input_check = std::time::Instant::now();
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
     write_state_on_signal(&runtime, shared_enforcer.clone());
@@ -911,6 +912,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
             enforcer.learn_batch(batch, Duration::from_secs(args.dns_min_ttl), &known);
         }
         enforcer.persist_learned(false);
+        // Endpoints that failed closed (or recovered) since last time go to
+        // the flow stream too.
+        announce_failures(&flows, &mut announced, &enforcer.outcome.failed);
         // Applies on learning or expiry change what failed: status follows
         // (a few times a second at most).
         if enforcer.outcome_gen != status_gen
@@ -924,6 +928,38 @@ pub fn run(args: AgentArgs) -> Result<()> {
             write_status(&args.state_dir, &status);
         }
     }
+}
+
+/// Sends a line to `observe` for each endpoint that started or stopped
+/// failing closed since the last call (`{"type":"agent", ...}`).
+fn announce_failures(
+    flows: &SharedFlows,
+    announced: &mut BTreeMap<String, String>,
+    failed: &BTreeMap<String, String>,
+) {
+    if announced == failed {
+        return;
+    }
+    let time = monotonic_to_wall(now_monotonic()).to_string();
+    for (endpoint, reason) in failed {
+        if announced.get(endpoint) != Some(reason) {
+            let line = serde_json::json!({
+                "type": "agent", "time": time, "event": "endpoint-failed-closed",
+                "endpoint": endpoint, "reason": reason,
+            });
+            broadcast(flows, line.to_string());
+        }
+    }
+    for endpoint in announced.keys() {
+        if !failed.contains_key(endpoint) {
+            let line = serde_json::json!({
+                "type": "agent", "time": time, "event": "endpoint-policy-applied",
+                "endpoint": endpoint,
+            });
+            broadcast(flows, line.to_string());
+        }
+    }
+    *announced = failed.clone();
 }
 
 /// How often the node's addresses are re-read from the kernel.
@@ -2238,6 +2274,20 @@ pub fn observe(state_dir: &Path, json: bool, follow: bool) -> Result<()> {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["type"] == "agent" {
+            writeln!(
+                out,
+                "{}  agent: {} {}{}",
+                v["time"].as_str().unwrap_or(""),
+                v["event"].as_str().unwrap_or(""),
+                v["endpoint"].as_str().unwrap_or(""),
+                v["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )?;
+            continue;
+        }
         if v["type"] == "l7" {
             let who = |pod: &serde_json::Value, addr: &serde_json::Value| match pod.as_str() {
                 Some(p) => format!("{p} ({})", addr.as_str().unwrap_or("?")),
@@ -2294,6 +2344,41 @@ mod tests {
                 .map(|(ip, ttl)| (ip.parse().unwrap(), Duration::from_secs(*ttl)))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn revocations_are_written_before_anything_that_widens() {
+        use policy_model::{MapKey, MapValue, NumericIdentity, PortKey};
+        let key = |id: u32| MapKey {
+            direction: Direction::Egress,
+            identity: NumericIdentity(id),
+            port: PortKey::ANY,
+        };
+        let value = |verdict| MapValue {
+            verdict,
+            redirect: None,
+            cookie: 0,
+        };
+        let old = MapState {
+            entries: [
+                (key(300), value(MapVerdict::Allow)),
+                (key(301), value(MapVerdict::Deny)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        // Deleting an allow and adding a deny narrow: first phase.
+        assert!(phase_of(&old, &MapChange::Delete(key(300))));
+        assert!(phase_of(
+            &old,
+            &MapChange::Upsert(key(302), value(MapVerdict::Deny))
+        ));
+        // Deleting a deny and adding an allow widen: last phase.
+        assert!(!phase_of(&old, &MapChange::Delete(key(301))));
+        assert!(!phase_of(
+            &old,
+            &MapChange::Upsert(key(303), value(MapVerdict::Allow))
+        ));
     }
 
     #[test]

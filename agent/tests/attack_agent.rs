@@ -194,6 +194,12 @@ fn an_oversized_policy_fails_closed_and_does_not_block_another_tenants_revocatio
         !reachable(&lab, "t1/a", "10.201.0.1:1000"),
         "t1/a's policy was not written whole, yet its traffic passes"
     );
+    // So does the flow stream.
+    let flows = lab::must(&["observe"]);
+    assert!(
+        flows.contains("endpoint-failed-closed t1/a"),
+        "no failure in observe:\n{flows}"
+    );
     // The metrics say so too.
     let metrics = lab.sh(
         "node",
@@ -632,4 +638,65 @@ for i, name in enumerate(sys.argv[1:]):
         ],
     );
     assert_eq!(health, "ok");
+}
+
+/// Finding 1a, the map's side: with the learn budgets set past the map's
+/// size (an operator's choice), a full ipcache leaves learned addresses
+/// out (not allowed), keeps writing everything else, and says so.
+#[test]
+fn a_full_ipcache_leaves_learned_addresses_out_and_does_not_block_another_tenants_revocation() {
+    let Some(_guard) = lab_guard() else { return };
+    let mut lab = TestLab::up(
+        "attack-1a-map",
+        TENANTS_TOPOLOGY,
+        &docs(&[T2_ALLOW, DNS_TENANT_POLICY]),
+        &[
+            "--agent-arg=--ipcache-max-entries=1024",
+            "--agent-arg=--fqdn-max-ips=100000",
+            "--agent-arg=--fqdn-max-ips-per-endpoint=100000",
+        ],
+    );
+    lab.serve_tcp("t2/c", "80");
+    let server = write_script(&lab, "fresh_dns.py", FRESH_DNS);
+    lab.spawn("world", &["python3", &server, "10.201.0.53", "50"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        wait_until(Duration::from_secs(5), || reachable(
+            &lab,
+            "t2/b",
+            "10.200.2.11:80"
+        )),
+        "b -> c:80 not allowed to begin with"
+    );
+    let client = write_script(&lab, "dns_flood.py", DNS_FLOOD);
+    let answered = lab.sh(
+        "t1/a",
+        &[
+            "python3",
+            &client,
+            "10.201.0.53",
+            "flood.example",
+            "28",
+            "40",
+        ],
+    );
+    eprintln!("40 lookups of 50 fresh addresses, 1,024-entry ipcache: {answered} answered");
+    assert!(
+        change_policy(
+            &lab,
+            &docs(&[T2_REVOKED, DNS_TENANT_POLICY]),
+            Duration::from_secs(60)
+        ),
+        "the agent never handled the revocation"
+    );
+    assert_revocation_enforced(&lab, Duration::from_secs(10));
+    let st = lab.status_json();
+    let left_out = st["ipcache_left_out"].as_u64().unwrap_or(0);
+    assert!(left_out > 0, "nothing left out of a full ipcache:\n{st:#}");
+    assert!(
+        st["apply_errors"].as_array().is_none_or(|e| e.is_empty()),
+        "{st:#}"
+    );
+    assert!(status_text().contains("ipcache full"), "{}", status_text());
+    eprintln!("status:\n{}", status_text());
 }
