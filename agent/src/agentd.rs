@@ -1938,6 +1938,37 @@ fn apply(
         });
     }
 
+    // The ipcache plan: pods and reserved addresses first, then policy
+    // CIDRs, then learned addresses (the ones left out when it is full).
+    let mut new_ipc: Vec<(ipnet::IpNet, u32, IpcacheClass, u8)> = cluster
+        .ipcache()
+        .iter()
+        .map(|(p, id)| {
+            use policy_model::identity::IdentityKind;
+            let (class, rank) = match cluster.identity(*id).map(|i| &i.kind) {
+                Some(IdentityKind::Fqdn { .. }) => (IpcacheClass::Learned, 2),
+                Some(IdentityKind::Cidr(_)) => (IpcacheClass::Cluster, 1),
+                _ => (IpcacheClass::Cluster, 0),
+            };
+            (*p, id.0, class, rank)
+        })
+        .collect();
+    new_ipc.sort_by_key(|e| e.3);
+    let new_ipc: Vec<(ipnet::IpNet, u32, IpcacheClass)> = new_ipc
+        .into_iter()
+        .map(|(p, id, c, _)| (p, id, c))
+        .collect();
+    let plan = crate::capacity::plan_ipcache(&applied.ipcache, &new_ipc, limits.ipcache);
+    // Identities some of whose addresses cannot be written: an endpoint
+    // whose policy names one would see those addresses as a wider
+    // identity (e.g. a deny CIDR falling back to an allowed world), so it
+    // fails closed.
+    let unwritable_ids: BTreeSet<u32> = new_ipc
+        .iter()
+        .filter(|(p, _, _)| plan.unwritable.contains(p))
+        .map(|(_, id, _)| *id)
+        .collect();
+
     // 1. Capacity.
     let demands: Vec<EndpointDemand> = eps
         .iter()
@@ -1952,6 +1983,20 @@ fn apply(
     for e in &mut eps {
         if let Some(reason) = admissions.get(&e.id).and_then(Admission::reason) {
             failed.insert(e.id, reason);
+            e.new = MapState::default();
+        } else if let Some(k) = e
+            .new
+            .entries
+            .keys()
+            .find(|k| unwritable_ids.contains(&k.identity.0))
+        {
+            failed.insert(
+                e.id,
+                format!(
+                    "its policy names identity {} whose addresses do not fit in the ipcache (--ipcache-max-entries {}); all its traffic is denied",
+                    k.identity.0, limits.ipcache
+                ),
+            );
             e.new = MapState::default();
         }
     }
@@ -1986,23 +2031,7 @@ fn apply(
         write(dp, &mut failed, &mut out, e, true);
     }
 
-    // 3. The ipcache.
-    let new_ipc: Vec<(ipnet::IpNet, u32, IpcacheClass)> = cluster
-        .ipcache()
-        .iter()
-        .map(|(p, id)| {
-            let learned = cluster.identity(*id).is_some_and(|i| {
-                matches!(i.kind, policy_model::identity::IdentityKind::Fqdn { .. })
-            });
-            let class = if learned {
-                IpcacheClass::Learned
-            } else {
-                IpcacheClass::Cluster
-            };
-            (*p, id.0, class)
-        })
-        .collect();
-    let plan = crate::capacity::plan_ipcache(&applied.ipcache, &new_ipc, limits.ipcache);
+    // 3. The ipcache (planned before step 1).
     let mut ipc: BTreeMap<ipnet::IpNet, u32> = applied.ipcache.iter().copied().collect();
     for p in &plan.deletes {
         match dp.remove_ipcache(*p) {

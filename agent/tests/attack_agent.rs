@@ -90,8 +90,13 @@ spec:
 /// Tenant one's valid but huge policy: 256 CIDRs x 320 ports (81,920
 /// policy map entries for one endpoint).
 fn huge_policy() -> String {
-    let cidrs: Vec<String> = (0..256).map(|n| format!("\"10.201.{n}.0/24\"")).collect();
-    let ports: Vec<String> = (0..320)
+    cidr_policy(256, 320)
+}
+
+/// Tenant one's policy: `cidrs` /24s of the world range x `ports` ports.
+fn cidr_policy(cidrs: usize, ports: usize) -> String {
+    let cidrs: Vec<String> = (0..cidrs).map(|n| format!("\"10.201.{n}.0/24\"")).collect();
+    let ports: Vec<String> = (0..ports)
         .map(|p| format!("{{port: \"{}\", protocol: TCP}}", 1000 + p))
         .collect();
     format!(
@@ -698,5 +703,55 @@ fn a_full_ipcache_leaves_learned_addresses_out_and_does_not_block_another_tenant
         "{st:#}"
     );
     assert!(status_text().contains("ipcache full"), "{}", status_text());
+    eprintln!("status:\n{}", status_text());
+}
+
+/// Finding 1b, the ipcache's side: a policy whose CIDRs do not fit in the
+/// ipcache (here 256 prefixes, 128 entries) fails its endpoint closed (its
+/// addresses would otherwise fall back to a wider identity), and the other
+/// tenant's revocation is still enforced.
+#[test]
+fn cidrs_that_do_not_fit_in_the_ipcache_fail_their_endpoint_closed() {
+    let Some(_guard) = lab_guard() else { return };
+    let mut lab = TestLab::up(
+        "attack-1b-ipcache",
+        TENANTS_TOPOLOGY,
+        &docs(&[T2_ALLOW]),
+        &["--agent-arg=--ipcache-max-entries=128"],
+    );
+    lab.serve_tcp("t2/c", "80");
+    lab.serve_tcp("world", "1000");
+    assert!(
+        wait_until(Duration::from_secs(5), || reachable(
+            &lab,
+            "t2/b",
+            "10.200.2.11:80"
+        )),
+        "b -> c:80 not allowed to begin with"
+    );
+    let wide = cidr_policy(256, 1);
+    assert!(
+        change_policy(&lab, &docs(&[T2_ALLOW, &wide]), Duration::from_secs(60)),
+        "the agent never handled the CIDR policy"
+    );
+    assert!(
+        change_policy(&lab, &docs(&[T2_REVOKED, &wide]), Duration::from_secs(60)),
+        "the agent never handled the revocation"
+    );
+    assert_revocation_enforced(&lab, Duration::from_secs(10));
+    let st = lab.status_json();
+    let failures = st["endpoint_failures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        failures.iter().any(|f| f["endpoint"] == "t1/a"
+            && f["reason"].as_str().is_some_and(|r| r.contains("ipcache"))),
+        "status does not show t1/a failing closed:\n{st:#}"
+    );
+    assert!(
+        !reachable(&lab, "t1/a", "10.201.0.1:1000"),
+        "t1/a's CIDRs were not all written, yet its traffic passes"
+    );
     eprintln!("status:\n{}", status_text());
 }
