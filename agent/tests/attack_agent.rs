@@ -369,6 +369,20 @@ fn a_flood_of_fresh_dns_addresses_stops_at_budgets_and_does_not_block_another_te
         .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
         .unwrap_or(0);
     assert!(refused > 0, "status shows no refused addresses:\n{st:#}");
+    let metrics = lab.sh(
+        "node",
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            "http://127.0.0.1:9876/metrics",
+        ],
+    );
+    assert!(
+        metrics.contains("portcullis_fqdn_learn_refused_total{reason=\"per-endpoint-budget\"}"),
+        "no refusal metric:\n{metrics}"
+    );
     let learned = st["learned_addresses"].as_u64().unwrap_or(u64::MAX);
     assert!(
         learned <= 1_000,
@@ -535,7 +549,7 @@ metadata: {name: b-cidr-all, namespace: t2}
 spec:
   endpointSelector: {matchLabels: {app: b}}
   egress:
-  - toCIDR: [0.0.0.0/0]
+  - toCIDR: [0.0.0.0/0, "::/0"]
 "#;
 
 /// Finding 6: every address the node owns is `host`. Pods allowed only
