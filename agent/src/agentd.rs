@@ -75,14 +75,59 @@ pub struct AgentArgs {
     /// cross-thread wake-ups per query.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub dns_threads: u16,
-    /// Admin endpoint: `/metrics`, `/healthz`, `/readyz`.
-    #[arg(long, default_value = "0.0.0.0:9876")]
+    /// Admin endpoint: `/metrics`, `/healthz`, `/readyz`. Loopback by
+    /// default: only the node reaches it (pods and the world never do);
+    /// `0.0.0.0:9876` exposes it to anything that may reach the node.
+    #[arg(long, default_value = "127.0.0.1:9876")]
     pub admin_addr: std::net::SocketAddr,
     /// TLS secrets of `terminatingTLS`/`originatingTLS`, as
     /// `DIR/<namespace>/<name>/{tls.crt,tls.key,ca.crt}` (re-read when they
     /// change). Without it, ports with TLS contexts deny.
     #[arg(long)]
     pub tls_secrets_dir: Option<PathBuf>,
+    /// Entries of the ipcache map (address/prefix -> identity), created
+    /// with this size; a map already pinned keeps its size (the agent uses
+    /// what the kernel reports). When full, learned DNS addresses are left
+    /// out (not allowed), cluster entries never.
+    #[arg(long, default_value_t = crate::capacity::DEFAULT_LIMITS.ipcache as u32)]
+    pub ipcache_max_entries: u32,
+    /// Entries of the node-wide policy map (all endpoints), created with
+    /// this size (a pinned map keeps its size). An endpoint whose policy
+    /// does not fit fails closed: all its traffic is denied, `status`
+    /// shows it.
+    #[arg(long, default_value_t = crate::capacity::DEFAULT_LIMITS.policy as u32)]
+    pub policy_map_max_entries: u32,
+    /// Most policy map entries one endpoint may hold (Cilium's default
+    /// per-endpoint map size). An endpoint whose policy needs more fails
+    /// closed: all its traffic is denied, `status` shows it.
+    #[arg(long, default_value_t = crate::capacity::DEFAULT_LIMITS.policy_per_endpoint)]
+    pub policy_max_entries_per_endpoint: usize,
+    /// Learned DNS addresses one endpoint may hold under one name (Cilium's
+    /// `--tofqdns-endpoint-max-ip-per-hostname`); more are not learned (not
+    /// allowed) until some expire. Counted in `fqdn_learn_refused`.
+    #[arg(long, default_value_t = 50)]
+    pub fqdn_max_ips_per_name: usize,
+    /// Learned DNS addresses one endpoint may hold in all; more are not
+    /// learned (not allowed) until some expire.
+    #[arg(long, default_value_t = 1000)]
+    pub fqdn_max_ips_per_endpoint: usize,
+    /// Learned (name, address) pairs on the node; more are not learned.
+    /// Default: half the ipcache, so learning never crowds out pods and
+    /// policy CIDRs.
+    #[arg(long)]
+    pub fqdn_max_ips: Option<usize>,
+    /// Pod address ranges (repeatable): never learned from DNS answers.
+    /// Every pod address the agent knows is refused anyway.
+    #[arg(long = "pod-cidr")]
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// Open-file limit the agent raises itself to at start (soft and hard,
+    /// capped by fs.nr_open).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_open_files: u64,
+    /// Descriptors held back for the agent's own control work (reading
+    /// policies, running `ip`, writing state) and let go just before it.
+    #[arg(long, default_value_t = 64)]
+    pub reserved_fds: usize,
 }
 
 /// Proxy port per L7 parser. The proxy listens on these; until it does,
@@ -225,6 +270,34 @@ pub struct AgentStatus {
     pub policies: Vec<PolicyState>,
     /// The last rejected input, if the newest version could not be used.
     pub last_error: Option<String>,
+    /// Endpoints whose policy could not be written whole: all their
+    /// traffic is denied until it fits.
+    #[serde(default)]
+    pub endpoint_failures: Vec<EndpointFailure>,
+    /// Map writes that failed outside an endpoint's policy.
+    #[serde(default)]
+    pub apply_errors: Vec<String>,
+    /// Learned addresses left out of the full ipcache (not allowed).
+    #[serde(default)]
+    pub ipcache_left_out: usize,
+    /// Learned-address refusals since start, by reason.
+    #[serde(default)]
+    pub learn_refused: BTreeMap<String, u64>,
+    /// The last input read that failed for lack of resources (retried; the
+    /// previous policy stays in force). Not an invalid policy.
+    #[serde(default)]
+    pub inputs_unreadable: Option<String>,
+    /// Addresses the node owns, from the kernel: all `host` (identity 1),
+    /// also when the topology or Node object does not list them.
+    #[serde(default)]
+    pub node_addresses: Vec<IpAddr>,
+}
+
+/// An endpoint whose policy is not in the kernel (fails closed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointFailure {
+    pub endpoint: String,
+    pub reason: String,
 }
 
 /// One policy object's state.
@@ -235,6 +308,17 @@ pub struct PolicyState {
     pub name: String,
     pub valid: bool,
     pub reason: Option<String>,
+    /// Whether it is in the kernel for every endpoint it selects.
+    #[serde(default = "yes")]
+    pub applied: bool,
+    /// Endpoints it selects whose policy could not be written (they fail
+    /// closed).
+    #[serde(default)]
+    pub not_applied_on: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn write_status(dir: &Path, st: &AgentStatus) {
@@ -264,20 +348,48 @@ pub fn print_status(state_dir: &Path, json: bool) -> Result<()> {
             e.replace('\n', "\n  ")
         );
     }
+    if let Some(e) = &st.inputs_unreadable {
+        println!("inputs unreadable (retrying; previous policy stays in force): {e}");
+    }
+    for f in &st.endpoint_failures {
+        println!("FAILED CLOSED endpoint {}: {}", f.endpoint, f.reason);
+    }
+    for e in &st.apply_errors {
+        println!("APPLY ERROR {e}");
+    }
+    if st.ipcache_left_out > 0 {
+        println!(
+            "ipcache full: {} learned addresses left out (not allowed)",
+            st.ipcache_left_out
+        );
+    }
+    for (reason, n) in &st.learn_refused {
+        println!("learned addresses refused ({reason}): {n}");
+    }
     for p in &st.policies {
         let name = match &p.namespace {
             Some(ns) => format!("{}/{}", ns, p.name),
             None => p.name.clone(),
         };
+        let (state, why) = if !p.valid {
+            ("INVALID", p.reason.clone())
+        } else if !p.applied {
+            (
+                "FAILED",
+                Some(format!(
+                    "not applied on {} (failed closed)",
+                    p.not_applied_on.join(", ")
+                )),
+            )
+        } else {
+            ("valid", p.reason.clone())
+        };
         println!(
             "{:<8} {:<32} {}{}",
-            if p.valid { "valid" } else { "INVALID" },
+            state,
             name,
             p.kind,
-            p.reason
-                .as_ref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
+            why.map(|r| format!(": {r}")).unwrap_or_default()
         );
     }
     Ok(())
@@ -328,6 +440,8 @@ fn states_of(set: &PolicySet) -> Vec<PolicyState> {
             name: p.origin.name.clone(),
             valid: true,
             reason: None,
+            applied: true,
+            not_applied_on: Vec::new(),
         })
         .collect()
 }
@@ -379,6 +493,8 @@ impl Inputs {
                             name: st.name.clone(),
                             valid: st.valid,
                             reason: st.reason.clone(),
+                            applied: true,
+                            not_applied_on: Vec::new(),
                         })
                         .collect()
                 })
@@ -436,6 +552,17 @@ impl Inputs {
         }
     }
 
+    /// Whether [`Self::changed`] may have something (a cheap look: file
+    /// metadata, or the watch's flag).
+    fn pending(&self) -> bool {
+        match self {
+            Inputs::Files {
+                policies, stamp, ..
+            } => fingerprint(policies) != *stamp,
+            Inputs::Kubernetes { rx, .. } => rx.has_changed().unwrap_or(false),
+        }
+    }
+
     /// New inputs if something changed since the last call.
     fn changed(&mut self) -> Option<Result<InputState, String>> {
         match self {
@@ -450,10 +577,17 @@ impl Inputs {
                 }
                 *stamp = now;
                 let hash = content_hash(policies);
-                Some(load_policies(policies).and_then(|set| {
+                let read = load_policies(policies).and_then(|set| {
                     let topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
                     Ok((topo, set, None, Some(hash)))
-                }))
+                });
+                if let Err(e) = &read
+                    && crate::fdlimit::is_resource_error(e)
+                {
+                    // Read again on the next poll.
+                    stamp.clear();
+                }
+                Some(read)
             }
             Inputs::Kubernetes { rx, .. } => {
                 if !rx.has_changed().unwrap_or(false) {
@@ -471,15 +605,33 @@ pub fn run(args: AgentArgs) -> Result<()> {
     if let Some(ns) = &args.netns {
         lab::netns::enter(ns)?;
     }
+    // Before any socket: the proxies share this process's descriptors.
+    let open_files = match crate::fdlimit::raise_open_files(args.max_open_files) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "raising the open-file limit failed");
+            0
+        }
+    };
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
     // What we applied before only describes the kernel maps if they are the
     // same pinned maps; fresh maps start from nothing.
     let maps_pinned = args.pin_dir.join("maps").join("policy").exists();
-    let dp = Datapath::load(&args.pin_dir).context("loading the datapath")?;
+    let dp = Datapath::load_sized(
+        &args.pin_dir,
+        &[
+            ("ipcache", args.ipcache_max_entries),
+            ("policy", args.policy_map_max_entries),
+        ],
+    )
+    .context("loading the datapath")?;
+    let limits = map_limits(&dp, &args);
     redirect_ebpf::install_proxy_routing().context("installing proxy routing")?;
 
     let metrics = Arc::new(crate::metrics::AgentMetrics::new());
+    metrics.open_files_limit.set(open_files as i64);
+    tracing::info!(open_files, "open-file limit");
     // The L7 proxy runs on a small tokio runtime beside the map loop; it
     // denies everything until the first policy is in.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -605,11 +757,25 @@ pub fn run(args: AgentArgs) -> Result<()> {
         persist_due: None,
         resolve_pending: false,
         lingering: BTreeMap::new(),
+        limits,
+        outcome: ApplyOutcome::default(),
+        outcome_gen: 0,
+        guard: crate::learn_guard::LearnGuard::new(
+            crate::learn_guard::LearnLimits {
+                per_name: args.fqdn_max_ips_per_name,
+                per_endpoint: args.fqdn_max_ips_per_endpoint,
+                node: args.fqdn_max_ips.unwrap_or(limits.ipcache / 2),
+            },
+            args.pod_cidrs.clone(),
+        ),
+        node_addrs: BTreeSet::new(),
     };
+    enforcer.refresh_node_addresses();
     if let Ok(mut k) = known.write() {
         k.0 = enforcer.fqdn.expiries();
     }
     let cluster = enforcer.cluster();
+    enforcer.note_endpoints(&cluster);
     if let Some(up) = args.uplink.as_deref() {
         enforcer
             .dp
@@ -641,13 +807,21 @@ pub fn run(args: AgentArgs) -> Result<()> {
         learned_addresses: enforcer.fqdn.len(),
         policies: inputs.policy_states(&enforcer.set),
         last_error: None,
+        ..Default::default()
     };
+    enforcer.status_failures(&mut status);
     write_status(&args.state_dir, &status);
+    let mut status_gen = enforcer.outcome_gen;
     let flows = start_observe_server(&args.state_dir)?;
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
 
     let mut events = enforcer.dp.take_flow_events()?;
     let mut last_expiry = std::time::Instant::now();
+    let mut last_node_check = std::time::Instant::now();
+    let mut last_status_write = std::time::Instant::now();
+    // Held back from the proxies' connections; let go to read and apply.
+    let mut reserve = crate::fdlimit::FdReserve::new(args.reserved_fds);
+    let mut announced: BTreeMap<String, String> = BTreeMap::new();
     let mut last_input_check = std::time::Instant::now();
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
     write_state_on_signal(&runtime, shared_enforcer.clone());
@@ -669,41 +843,33 @@ pub fn run(args: AgentArgs) -> Result<()> {
         if check_inputs {
             last_input_check = std::time::Instant::now();
         }
-        match if check_inputs { inputs.changed() } else { None } {
-            None => {}
-            Some(Ok((topo, set, local, hash))) => {
-                enforcer.topo = topo;
-                enforcer.set = set;
-                enforcer.local = local;
-                let cluster = enforcer.cluster();
-                let result = enforcer
-                    .attach_endpoints(&cluster)
-                    .and_then(|()| enforcer.enforce(&cluster));
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "applying the change failed");
-                }
-                names = Names::of(&cluster);
-                crate::l7log::set_pod_names(Arc::new(names.by_ip.clone()));
-                metrics.endpoints.set(enforcer.attached.len() as i64);
-                status.updated = monotonic_to_wall(now_monotonic()).to_string();
-                status.endpoints = enforcer.attached.len();
-                status.learned_addresses = enforcer.fqdn.len();
-                status.policies = inputs.policy_states(&enforcer.set);
-                status.last_error = None;
-                write_status(&args.state_dir, &status);
-                if let Some(hash) = hash {
-                    mark_applied(&args.state_dir, hash)?;
-                }
-            }
-            Some(Err(e)) => {
-                metrics.policy_rejected.inc();
-                status.updated = monotonic_to_wall(now_monotonic()).to_string();
-                status.last_error = Some(e.clone());
-                write_status(&args.state_dir, &status);
-                tracing::error!(
-                    error = %e,
-                    "new policy is invalid; the previous policy stays in force"
+        if check_inputs && inputs.pending() {
+            // With the reserve let go, so a descriptor flood against the
+            // proxies cannot keep the agent from reading and applying.
+            reserve.released(|| {
+                handle_input_change(
+                    enforcer,
+                    &mut inputs,
+                    &mut status,
+                    &mut status_gen,
+                    &mut names,
+                    &metrics,
+                    &args.state_dir,
                 )
+            });
+        } else {
+            reserve.refill();
+        }
+        if last_node_check.elapsed() >= NODE_ADDRESS_POLL {
+            last_node_check = std::time::Instant::now();
+            let changed = reserve.released(|| enforcer.refresh_node_addresses());
+            if changed {
+                let cluster = enforcer.cluster();
+                if let Err(e) = enforcer.enforce(&cluster) {
+                    tracing::error!(error = %e, "applying new node addresses failed");
+                }
+                // Status shows the new set.
+                enforcer.outcome_gen += 1;
             }
         }
         if last_expiry.elapsed() >= Duration::from_secs(1) {
@@ -747,7 +913,158 @@ pub fn run(args: AgentArgs) -> Result<()> {
             enforcer.learn_batch(batch, Duration::from_secs(args.dns_min_ttl), &known);
         }
         enforcer.persist_learned(false);
+        // Endpoints that failed closed (or recovered) since last time go to
+        // the flow stream too.
+        announce_failures(&flows, &mut announced, &enforcer.outcome.failed);
+        // Applies on learning or expiry change what failed: status follows
+        // (a few times a second at most).
+        if enforcer.outcome_gen != status_gen
+            && last_status_write.elapsed() >= Duration::from_millis(250)
+        {
+            last_status_write = std::time::Instant::now();
+            status_gen = enforcer.outcome_gen;
+            status.updated = monotonic_to_wall(now_monotonic()).to_string();
+            status.learned_addresses = enforcer.fqdn.len();
+            enforcer.status_failures(&mut status);
+            write_status(&args.state_dir, &status);
+        }
     }
+}
+
+/// Sends a line to `observe` for each endpoint that started or stopped
+/// failing closed since the last call (`{"type":"agent", ...}`).
+fn announce_failures(
+    flows: &SharedFlows,
+    announced: &mut BTreeMap<String, String>,
+    failed: &BTreeMap<String, String>,
+) {
+    if announced == failed {
+        return;
+    }
+    let time = monotonic_to_wall(now_monotonic()).to_string();
+    for (endpoint, reason) in failed {
+        if announced.get(endpoint) != Some(reason) {
+            let line = serde_json::json!({
+                "type": "agent", "time": time, "event": "endpoint-failed-closed",
+                "endpoint": endpoint, "reason": reason,
+            });
+            broadcast(flows, line.to_string());
+        }
+    }
+    for endpoint in announced.keys() {
+        if !failed.contains_key(endpoint) {
+            let line = serde_json::json!({
+                "type": "agent", "time": time, "event": "endpoint-policy-applied",
+                "endpoint": endpoint,
+            });
+            broadcast(flows, line.to_string());
+        }
+    }
+    *announced = failed.clone();
+}
+
+/// How often the node's addresses are re-read from the kernel.
+const NODE_ADDRESS_POLL: Duration = Duration::from_secs(2);
+
+/// Handles new inputs, if any: applies them, or keeps the previous policy
+/// when they are invalid. A read that failed for lack of resources is not
+/// an invalid policy: it is retried on the next poll.
+fn handle_input_change(
+    enforcer: &mut Enforcer,
+    inputs: &mut Inputs,
+    status: &mut AgentStatus,
+    status_gen: &mut u64,
+    names: &mut Names,
+    metrics: &crate::metrics::AgentMetrics,
+    state_dir: &Path,
+) {
+    match inputs.changed() {
+        None => {}
+        Some(Ok((topo, set, local, hash))) => {
+            enforcer.topo = topo;
+            enforcer.set = set;
+            enforcer.local = local;
+            let cluster = enforcer.cluster();
+            enforcer.note_endpoints(&cluster);
+            let result = enforcer
+                .attach_endpoints(&cluster)
+                .and_then(|()| enforcer.enforce(&cluster));
+            if let Err(e) = result {
+                tracing::error!(error = %e, "applying the change failed");
+            }
+            *names = Names::of(&cluster);
+            crate::l7log::set_pod_names(Arc::new(names.by_ip.clone()));
+            metrics.endpoints.set(enforcer.attached.len() as i64);
+            status.updated = monotonic_to_wall(now_monotonic()).to_string();
+            status.endpoints = enforcer.attached.len();
+            status.learned_addresses = enforcer.fqdn.len();
+            status.policies = inputs.policy_states(&enforcer.set);
+            status.last_error = None;
+            status.inputs_unreadable = None;
+            enforcer.status_failures(status);
+            *status_gen = enforcer.outcome_gen;
+            write_status(state_dir, status);
+            if let Some(hash) = hash
+                && let Err(e) = mark_applied(state_dir, hash)
+            {
+                tracing::warn!(error = %e, "writing applied.hash failed");
+            }
+        }
+        Some(Err(e)) if crate::fdlimit::is_resource_error(&e) => {
+            metrics.inputs_unreadable.inc();
+            status.updated = monotonic_to_wall(now_monotonic()).to_string();
+            status.inputs_unreadable = Some(e.clone());
+            write_status(state_dir, status);
+            tracing::warn!(
+                error = %e,
+                "reading the inputs failed for lack of resources; retrying (the previous policy stays in force)"
+            );
+        }
+        Some(Err(e)) => {
+            metrics.policy_rejected.inc();
+            status.updated = monotonic_to_wall(now_monotonic()).to_string();
+            status.last_error = Some(e.clone());
+            write_status(state_dir, status);
+            tracing::error!(
+                error = %e,
+                "new policy is invalid; the previous policy stays in force"
+            )
+        }
+    }
+}
+
+/// The map sizes the kernel has (a pinned map keeps the size it was
+/// created with) and the per-endpoint budget.
+fn map_limits(dp: &Datapath, args: &AgentArgs) -> crate::capacity::MapLimits {
+    let size = |name: &'static str, asked: u32| match dp.map_capacity(name) {
+        Ok(n) => {
+            if n != asked {
+                tracing::warn!(
+                    map = name,
+                    asked,
+                    size = n,
+                    "map pinned with another size; using the kernel's (remove the pin to resize)"
+                );
+            }
+            n as usize
+        }
+        Err(e) => {
+            tracing::warn!(map = name, error = %e, "map size unknown; assuming the asked size");
+            asked as usize
+        }
+    };
+    let limits = crate::capacity::MapLimits {
+        ipcache: size("ipcache", args.ipcache_max_entries),
+        policy: size("policy", args.policy_map_max_entries),
+        policy_per_endpoint: args.policy_max_entries_per_endpoint,
+    };
+    tracing::info!(
+        ipcache = limits.ipcache,
+        policy = limits.policy,
+        policy_per_endpoint = limits.policy_per_endpoint,
+        "map limits"
+    );
+    limits
 }
 
 /// On SIGTERM or SIGINT: writes what learning has not written yet (see
@@ -826,6 +1143,16 @@ struct Enforcer {
     /// Learned addresses past their TTL that open flows still use, as
     /// written to the ipcache: address -> (identity, identity of new flows).
     lingering: BTreeMap<IpAddr, (u32, u32)>,
+    /// Map sizes and budgets.
+    limits: crate::capacity::MapLimits,
+    /// What the last apply left unapplied (for `status`).
+    outcome: ApplyOutcome,
+    /// Bumped whenever `outcome` changes: the loop rewrites `status`.
+    outcome_gen: u64,
+    /// Which learned addresses are admitted (finding 1a, 6).
+    guard: crate::learn_guard::LearnGuard,
+    /// The node's own addresses, from the kernel: `host`.
+    node_addrs: BTreeSet<IpAddr>,
 }
 
 /// A DNS answer's addresses and the switch that releases the answer.
@@ -936,11 +1263,74 @@ const FLOW_IDLE: Duration = Duration::from_secs(30);
 impl Enforcer {
     /// Resolves the current inputs.
     fn cluster(&self) -> Cluster {
+        let mut topo = self.topo.clone();
+        // Every address the node owns is `host`, not only the topology's.
+        let node = topo.node.get_or_insert_with(Default::default);
+        for ip in &self.node_addrs {
+            if !node.ips.contains(ip) {
+                node.ips.push(*ip);
+            }
+        }
         Cluster::new(
-            self.topo.clone(),
+            topo,
             self.set.rules().cloned().collect(),
             &self.fqdn.cache(),
         )
+    }
+
+    /// Tells the learn guard whose addresses are the cluster's.
+    fn note_endpoints(&mut self, cluster: &Cluster) {
+        self.guard.set_endpoints(
+            cluster
+                .endpoints()
+                .iter()
+                .map(|e| (e.full_name(), e.ips.as_slice())),
+        );
+    }
+
+    /// Re-reads the node's addresses from the kernel; `true` when they
+    /// changed (the caller re-resolves). A failed read keeps the last set.
+    fn refresh_node_addresses(&mut self) -> bool {
+        match crate::node_addrs::discover() {
+            Ok(now) if now != self.node_addrs => {
+                tracing::info!(addresses = ?now, "node addresses (host)");
+                self.guard.set_node_addresses(now.clone());
+                self.node_addrs = now;
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the node's addresses failed; keeping the last ones");
+                false
+            }
+        }
+    }
+
+    /// The part of an answer the learn guard admits; refusals counted.
+    fn admit_update(&mut self, update: &proxy::LearnedNames) -> proxy::LearnedNames {
+        let name = policy_model::l7::dns::normalize_name(&update.name);
+        let (ips, refused) = self
+            .guard
+            .admit(update.source, &name, &update.ips, self.fqdn.len());
+        if !refused.is_empty() {
+            let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+            for (_, r) in &refused {
+                *by_reason.entry(r.label()).or_default() += 1;
+            }
+            for (reason, n) in by_reason {
+                self.metrics.learn_refused(&reason, n);
+            }
+            tracing::debug!(
+                name = %update.name, source = %update.source, refused = ?refused,
+                "addresses of a DNS answer not learned"
+            );
+            self.outcome_gen += 1;
+        }
+        proxy::LearnedNames {
+            source: update.source,
+            name: update.name.clone(),
+            ips,
+        }
     }
 
     fn is_local(&self, ep: &policy_model::resolve::Endpoint) -> bool {
@@ -962,7 +1352,15 @@ impl Enforcer {
             let ifname = match route_device(*ip) {
                 Ok(i) => i,
                 Err(e) => {
-                    tracing::warn!(pod = %ep.full_name(), error = %e, "no interface for the pod yet");
+                    // An attached pod stays attached and policed: a failed
+                    // lookup (e.g. no descriptors to run `ip`) must not
+                    // take it out of the endpoints map.
+                    if let Some(prev) = self.attached.get(&ep.full_name()) {
+                        tracing::warn!(pod = %ep.full_name(), error = %e, "route lookup failed; keeping its interface");
+                        now.insert(ep.full_name(), prev.clone());
+                    } else {
+                        tracing::warn!(pod = %ep.full_name(), error = %e, "no interface for the pod yet");
+                    }
                     continue;
                 }
             };
@@ -1036,24 +1434,79 @@ impl Enforcer {
     fn enforce_in_memory(&mut self, cluster: &Cluster) -> Result<()> {
         self.last = None;
         self.proxy.update_from_cluster(cluster);
-        let n = apply(
+        let outcome = apply(
             &mut self.dp,
             cluster,
             &mut self.applied,
             self.local.as_ref(),
-        )?;
+            &self.limits,
+        );
+        let n = outcome.changes;
         self.metrics.map_changes.inc_by(n as u64);
         self.metrics.policy_applied.inc();
-        self.last = Some(cluster.clone());
-        // apply() rewrote changed entries without the mark.
+        self.metrics.record_apply(
+            outcome.failed.len(),
+            outcome.ipcache_refused,
+            outcome.errors.len(),
+            outcome.policy_entries,
+            outcome.ipcache_entries,
+        );
+        // Learning in place plans against the last cluster's ipcache: only
+        // when it is what the kernel holds (nothing left out).
+        if outcome.ipcache_refused == 0 && outcome.errors.is_empty() {
+            self.last = Some(cluster.clone());
+        }
+        // apply() rewrote changed entries without the lingering mark.
         self.lingering.retain(|ip, (id, _)| {
             cluster
                 .learned_and_fallback_identity(*ip)
                 .is_some_and(|(now, _)| now.0 == *id)
         });
-        self.mark_lingering();
-        tracing::info!(changes = n, "policy in force");
+        self.mark_lingering_in(cluster);
+        if outcome.is_clean() {
+            tracing::info!(changes = n, "policy in force");
+        } else {
+            tracing::error!(
+                changes = n,
+                endpoints_failed_closed = outcome.failed.len(),
+                learned_addresses_left_out = outcome.ipcache_refused,
+                errors = outcome.errors.len(),
+                "policy in force except what did not fit (failed closed)"
+            );
+        }
+        self.outcome = outcome;
+        self.outcome_gen += 1;
         Ok(())
+    }
+
+    /// The apply failures, as `status` shows them.
+    fn status_failures(&self, status: &mut AgentStatus) {
+        let o = &self.outcome;
+        status.endpoint_failures = o
+            .failed
+            .iter()
+            .map(|(endpoint, reason)| EndpointFailure {
+                endpoint: endpoint.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        status.apply_errors = o.errors.clone();
+        status.ipcache_left_out = o.ipcache_refused;
+        status.learn_refused = self.guard.refused().clone();
+        status.node_addresses = self.node_addrs.iter().copied().collect();
+        for p in &mut status.policies {
+            let key = (p.kind.clone(), p.namespace.clone(), p.name.clone());
+            match o.failed_policies.get(&key) {
+                Some(pods) => {
+                    p.applied = false;
+                    p.not_applied_on = pods.clone();
+                }
+                None => {
+                    p.applied = true;
+                    p.not_applied_on.clear();
+                }
+            }
+        }
     }
 
     /// The ipcache entries that learning the addresses `fresh` needs (with
@@ -1137,6 +1590,12 @@ impl Enforcer {
         min_ttl: Duration,
         known: &std::sync::RwLock<KnownNames>,
     ) -> bool {
+        let admitted = self.admit_update(update);
+        let update = &admitted;
+        if update.ips.is_empty() {
+            // Nothing may be learned: the answer goes as it is.
+            return true;
+        }
         let fresh: BTreeSet<IpAddr> = self.unknown_addresses(update).collect();
         let start = std::time::Instant::now();
         let Some(entries) = self.plan_incremental(&fresh, Some(&update.name)) else {
@@ -1222,7 +1681,11 @@ impl Enforcer {
     ) {
         let mut fresh = BTreeSet::new();
         for (update, _) in &batch {
-            fresh.extend(self.unknown_addresses(update));
+            let update = self.admit_update(update);
+            if update.ips.is_empty() {
+                continue;
+            }
+            fresh.extend(self.unknown_addresses(&update));
             self.fqdn.learn(&update.name, &update.ips, min_ttl);
         }
         for (update, _) in &batch {
@@ -1272,12 +1735,21 @@ impl Enforcer {
     /// few seconds used to keep an expired address open forever), and
     /// unmarks addresses learned again.
     fn mark_lingering(&mut self) {
-        let Some(cluster) = self.last.as_ref() else {
-            return;
-        };
+        if let Some(cluster) = self.last.take() {
+            self.mark_lingering_in(&cluster);
+            self.last = Some(cluster);
+        }
+    }
+
+    /// [`Self::mark_lingering`] against `cluster` (what was just applied).
+    fn mark_lingering_in(&mut self, cluster: &Cluster) {
         let mut target = BTreeMap::new();
         for ip in self.fqdn.lingering() {
-            if let Some((id, fallback)) = cluster.learned_and_fallback_identity(ip) {
+            // Only entries the kernel holds (a full ipcache may have left
+            // a learned address out: it stays out).
+            if let Some((id, fallback)) = cluster.learned_and_fallback_identity(ip)
+                && self.applied.ipcache.contains(&(ipnet::IpNet::from(ip), id.0))
+            {
                 target.insert(ip, (id.0, fallback.0));
             }
         }
@@ -1299,15 +1771,19 @@ impl Enforcer {
             .filter(|ip| !self.lingering.contains_key(ip))
             .copied()
             .collect();
-        self.unmark_lingering(unmark);
+        self.unmark_lingering_in(cluster, unmark);
     }
 
     /// Gives addresses that lingered back their plain entry (learned again
     /// with a live TTL, or gone from the cluster).
-    fn unmark_lingering(&mut self, ips: impl IntoIterator<Item = IpAddr>) {
-        let Some(cluster) = self.last.as_ref() else {
-            return;
-        };
+    fn unmark_lingering(&mut self, ips: Vec<IpAddr>) {
+        if let Some(cluster) = self.last.take() {
+            self.unmark_lingering_in(&cluster, ips);
+            self.last = Some(cluster);
+        }
+    }
+
+    fn unmark_lingering_in(&mut self, cluster: &Cluster, ips: Vec<IpAddr>) {
         for ip in ips {
             self.lingering.remove(&ip);
             let prefix = ipnet::IpNet::from(ip);
@@ -1331,7 +1807,7 @@ impl Enforcer {
             .collect();
         if !again.is_empty() {
             let still = self.fqdn.lingering();
-            self.unmark_lingering(again.into_iter().filter(|ip| !still.contains(ip)));
+            self.unmark_lingering(again.into_iter().filter(|ip| !still.contains(ip)).collect());
         }
     }
 
@@ -1349,6 +1825,8 @@ impl Enforcer {
             self.mark_lingering();
             return;
         }
+        let fqdn = &self.fqdn;
+        self.guard.prune(|name, ip| fqdn.knows(name, ip));
         self.expired = true;
         if self.forget_incrementally(&dropped) {
             self.persist.applied(&self.applied, &self.state_dir);
@@ -1441,33 +1919,94 @@ fn route_device(ip: IpAddr) -> Result<String> {
         .with_context(|| format!("no device in the route to {ip}"))
 }
 
+/// What one apply did: counts for metrics, failures for `status`.
+#[derive(Debug, Default, Clone)]
+struct ApplyOutcome {
+    /// Map entries written or deleted.
+    changes: usize,
+    /// Endpoints (`ns/pod`) whose policy could not be written whole, with
+    /// why. Their entries were removed: all their traffic is dropped.
+    failed: BTreeMap<String, String>,
+    /// Policies selecting a failed endpoint -> the endpoints.
+    failed_policies: BTreeMap<(String, Option<String>, String), Vec<String>>,
+    /// Learned addresses left out of the ipcache (map full).
+    ipcache_refused: usize,
+    /// Writes that failed outside an endpoint's policy (ipcache).
+    errors: Vec<String>,
+    /// Entries in the policy map and the ipcache afterwards.
+    policy_entries: usize,
+    ipcache_entries: usize,
+}
+
+impl ApplyOutcome {
+    fn is_clean(&self) -> bool {
+        self.failed.is_empty() && self.errors.is_empty() && self.ipcache_refused == 0
+    }
+}
+
+/// One endpoint's part of an apply.
+struct EndpointApply {
+    id: u16,
+    name: String,
+    old: MapState,
+    new: MapState,
+}
+
+/// The kernel change of one model change, and whether it narrows what is
+/// allowed (deletes of allows, deny upserts: written first) or widens it.
+fn phase_of(old: &MapState, change: &MapChange) -> bool {
+    match change {
+        MapChange::Upsert(_, v) => v.verdict == MapVerdict::Deny,
+        MapChange::Delete(k) => old
+            .entries
+            .get(k)
+            .is_none_or(|v| v.verdict != MapVerdict::Deny),
+    }
+}
+
+fn kernel_change(id: u16, change: &MapChange) -> Result<PolicyChange> {
+    Ok(match change {
+        MapChange::Upsert(k, v) => {
+            let (k, v) = kernel_entry(id, k, Some(v))?;
+            PolicyChange::Upsert(k, v.context("a value was given")?)
+        }
+        MapChange::Delete(k) => PolicyChange::Delete(kernel_entry(id, k, None)?.0),
+    })
+}
+
 /// Applies the cluster's ipcache and every endpoint's map state as deltas
-/// against what was applied before. Returns the number of changes.
+/// against what was applied before, within `limits`, and never stops at
+/// one endpoint's failure:
+///
+/// 1. capacity is planned first ([`crate::capacity`]): an endpoint over its
+///    budget or without room fails closed (all its entries removed);
+/// 2. changes that narrow what is allowed (deletes of allows, deny
+///    upserts) go first, for every endpoint, so a revocation is never
+///    held up by another endpoint's growth;
+/// 3. then the ipcache (deletes first; learned addresses are the ones left
+///    out when it is full);
+/// 4. then the widening changes.
+///
+/// An endpoint whose write fails in any step has all its entries removed
+/// (no entry = drop). Everything is reported in the outcome.
 fn apply(
     dp: &mut Datapath,
     cluster: &Cluster,
     applied: &mut Applied,
     local: Option<&BTreeSet<String>>,
-) -> Result<usize> {
-    let mut n = 0;
-    // ipcache: add/replace first, then remove stale prefixes.
-    let new_ipc: Vec<(ipnet::IpNet, u32)> =
-        cluster.ipcache().iter().map(|(p, id)| (*p, id.0)).collect();
-    for (p, id) in &new_ipc {
-        if !applied.ipcache.contains(&(*p, *id)) {
-            dp.set_ipcache(*p, *id)?;
-            n += 1;
-        }
-    }
-    for (p, _) in &applied.ipcache {
-        if !new_ipc.iter().any(|(q, _)| q == p) {
-            dp.remove_ipcache(*p)?;
-            n += 1;
-        }
-    }
-    applied.ipcache = new_ipc;
-
-    let mut current = BTreeSet::new();
+    limits: &crate::capacity::MapLimits,
+) -> ApplyOutcome {
+    use crate::capacity::{Admission, EndpointDemand, IpcacheClass};
+    let mut out = ApplyOutcome::default();
+    let old_state = |applied: &Applied, id: u16| MapState {
+        entries: applied
+            .policies
+            .get(&id)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default(),
+    };
+    let mut eps: Vec<EndpointApply> = Vec::new();
+    let mut identities = BTreeMap::new();
     for ep in cluster.endpoints() {
         if !local.is_none_or(|l| l.contains(&ep.full_name())) {
             continue;
@@ -1476,50 +2015,235 @@ fn apply(
         for w in &pol.warnings {
             tracing::warn!(endpoint = %ep.full_name(), "{w}");
         }
-        let old = MapState {
-            entries: applied
-                .policies
-                .get(&ep.id)
-                .map(|v| v.iter().copied().collect())
-                .unwrap_or_default(),
-        };
-        let mut changes = Vec::new();
-        for c in old.diff(&pol.map) {
-            match c {
-                MapChange::Upsert(k, v) => {
-                    let (k, v) = kernel_entry(ep.id, &k, Some(&v))?;
-                    changes.push(PolicyChange::Upsert(k, v.expect("value given")));
-                }
-                MapChange::Delete(k) => {
-                    let (k, _) = kernel_entry(ep.id, &k, None)?;
-                    changes.push(PolicyChange::Delete(k));
-                }
-            }
-        }
-        n += changes.len();
-        dp.apply_policy(&changes)?;
-        applied.policies.insert(
-            ep.id,
-            pol.map.entries.iter().map(|(k, v)| (*k, *v)).collect(),
-        );
-        current.insert(ep.id);
+        identities.insert(ep.id, ep.identity);
+        eps.push(EndpointApply {
+            id: ep.id,
+            name: ep.full_name(),
+            old: old_state(applied, ep.id),
+            new: pol.map,
+        });
     }
     // Endpoints that are gone: their entries leave the policy map.
-    let stale: Vec<u16> = applied
+    let gone: Vec<u16> = applied
         .policies
         .keys()
         .copied()
-        .filter(|id| !current.contains(id))
+        .filter(|id| !eps.iter().any(|e| e.id == *id))
         .collect();
-    for id in stale {
-        let mut changes = Vec::new();
-        for (k, _) in applied.policies.remove(&id).unwrap_or_default() {
-            changes.push(PolicyChange::Delete(kernel_entry(id, &k, None)?.0));
-        }
-        n += changes.len();
-        dp.apply_policy(&changes)?;
+    for id in gone {
+        eps.push(EndpointApply {
+            id,
+            name: format!("endpoint {id} (removed)"),
+            old: old_state(applied, id),
+            new: MapState::default(),
+        });
     }
-    Ok(n)
+
+    // The ipcache plan: pods and reserved addresses first, then policy
+    // CIDRs, then learned addresses (the ones left out when it is full).
+    let mut new_ipc: Vec<(ipnet::IpNet, u32, IpcacheClass, u8)> = cluster
+        .ipcache()
+        .iter()
+        .map(|(p, id)| {
+            use policy_model::identity::IdentityKind;
+            let (class, rank) = match cluster.identity(*id).map(|i| &i.kind) {
+                Some(IdentityKind::Fqdn { .. }) => (IpcacheClass::Learned, 2),
+                Some(IdentityKind::Cidr(_)) => (IpcacheClass::Cluster, 1),
+                _ => (IpcacheClass::Cluster, 0),
+            };
+            (*p, id.0, class, rank)
+        })
+        .collect();
+    new_ipc.sort_by_key(|e| e.3);
+    let new_ipc: Vec<(ipnet::IpNet, u32, IpcacheClass)> = new_ipc
+        .into_iter()
+        .map(|(p, id, c, _)| (p, id, c))
+        .collect();
+    let plan = crate::capacity::plan_ipcache(&applied.ipcache, &new_ipc, limits.ipcache);
+    // Identities some of whose addresses cannot be written: an endpoint
+    // whose policy names one would see those addresses as a wider
+    // identity (e.g. a deny CIDR falling back to an allowed world), so it
+    // fails closed.
+    let unwritable_ids: BTreeSet<u32> = new_ipc
+        .iter()
+        .filter(|(p, _, _)| plan.unwritable.contains(p))
+        .map(|(_, id, _)| *id)
+        .collect();
+
+    // 1. Capacity.
+    let demands: Vec<EndpointDemand> = eps
+        .iter()
+        .map(|e| EndpointDemand {
+            id: e.id,
+            old: e.old.len(),
+            new: e.new.len(),
+        })
+        .collect();
+    let admissions = crate::capacity::admit_endpoints(&demands, limits);
+    let mut failed: BTreeMap<u16, String> = BTreeMap::new();
+    for e in &mut eps {
+        if let Some(reason) = admissions.get(&e.id).and_then(Admission::reason) {
+            failed.insert(e.id, reason);
+            e.new = MapState::default();
+        } else if let Some(k) = e
+            .new
+            .entries
+            .keys()
+            .find(|k| unwritable_ids.contains(&k.identity.0))
+        {
+            failed.insert(
+                e.id,
+                format!(
+                    "its policy names identity {} whose addresses do not fit in the ipcache (--ipcache-max-entries {}); all its traffic is denied",
+                    k.identity.0, limits.ipcache
+                ),
+            );
+            e.new = MapState::default();
+        }
+    }
+
+    // 2. Narrowing changes, every endpoint.
+    let write = |dp: &mut Datapath,
+                 failed: &mut BTreeMap<u16, String>,
+                 out: &mut ApplyOutcome,
+                 e: &EndpointApply,
+                 narrowing: bool| {
+        if failed.contains_key(&e.id) && !narrowing {
+            return;
+        }
+        let changes: Result<Vec<PolicyChange>> = e
+            .old
+            .diff(&e.new)
+            .iter()
+            .filter(|c| phase_of(&e.old, c) == narrowing)
+            .map(|c| kernel_change(e.id, c))
+            .collect();
+        let result = changes.and_then(|changes| {
+            out.changes += changes.len();
+            dp.apply_policy(&changes).map_err(anyhow::Error::from)
+        });
+        if let Err(err) = result {
+            failed.entry(e.id).or_insert_with(|| {
+                format!("writing its policy failed: {err:#}; all its traffic is denied")
+            });
+        }
+    };
+    for e in &eps {
+        write(dp, &mut failed, &mut out, e, true);
+    }
+
+    // 3. The ipcache (planned before step 1).
+    let mut ipc: BTreeMap<ipnet::IpNet, u32> = applied.ipcache.iter().copied().collect();
+    for p in &plan.deletes {
+        match dp.remove_ipcache(*p) {
+            Ok(()) => {
+                ipc.remove(p);
+                out.changes += 1;
+            }
+            Err(e) => out
+                .errors
+                .push(format!("ipcache: removing {p} failed: {e}")),
+        }
+    }
+    let learned: BTreeSet<ipnet::IpNet> = new_ipc
+        .iter()
+        .filter(|e| e.2 == IpcacheClass::Learned)
+        .map(|e| e.0)
+        .collect();
+    out.ipcache_refused = plan.refused_learned.len();
+    for (p, id) in &plan.upserts {
+        match dp.set_ipcache(*p, *id) {
+            Ok(()) => {
+                ipc.insert(*p, *id);
+                out.changes += 1;
+            }
+            // A learned address only widens: left out, counted.
+            Err(_) if learned.contains(p) => out.ipcache_refused += 1,
+            Err(e) => out.errors.push(format!("ipcache: writing {p} failed: {e}")),
+        }
+    }
+    if !plan.unwritable.is_empty() {
+        out.errors.push(format!(
+            "ipcache: {} cluster entries do not fit in {} (raise --ipcache-max-entries), e.g. {}",
+            plan.unwritable.len(),
+            limits.ipcache,
+            plan.unwritable[0]
+        ));
+    }
+    // Kept in the model's order (longest prefixes first).
+    applied.ipcache = new_ipc
+        .iter()
+        .filter_map(|(p, _, _)| ipc.get(p).map(|id| (*p, *id)))
+        .collect();
+    for (p, id) in &ipc {
+        if !applied.ipcache.iter().any(|(q, _)| q == p) {
+            // Still in the map (a delete failed): remembered, retried.
+            applied.ipcache.push((*p, *id));
+        }
+    }
+
+    // 4. Widening changes.
+    for e in &eps {
+        write(dp, &mut failed, &mut out, e, false);
+    }
+
+    // Endpoints that failed: every entry they may hold goes (no entry =
+    // drop); what cannot be removed stays recorded and is retried.
+    for e in &mut eps {
+        if !failed.contains_key(&e.id) {
+            continue;
+        }
+        let keys: BTreeSet<MapKey> = e
+            .old
+            .entries
+            .keys()
+            .chain(e.new.entries.keys())
+            .copied()
+            .collect();
+        let mut left = MapState::default();
+        for k in keys {
+            let removed = kernel_entry(e.id, &k, None)
+                .and_then(|(k, _)| Ok(dp.apply_policy(&[PolicyChange::Delete(k)])?));
+            if removed.is_err() {
+                let v = e.old.entries.get(&k).or(e.new.entries.get(&k)).copied();
+                if let Some(v) = v {
+                    left.entries.insert(k, v);
+                }
+            }
+        }
+        e.new = left;
+    }
+    for e in &eps {
+        if e.new.is_empty() && !identities.contains_key(&e.id) {
+            applied.policies.remove(&e.id);
+        } else {
+            applied
+                .policies
+                .insert(e.id, e.new.entries.iter().map(|(k, v)| (*k, *v)).collect());
+        }
+        if let Some(reason) = failed.get(&e.id) {
+            tracing::error!(endpoint = %e.name, reason = %reason, "endpoint policy not applied; its traffic is denied");
+            out.failed.insert(e.name.clone(), reason.clone());
+            if let Some(identity) = identities.get(&e.id) {
+                for rule in cluster.rules_selecting(*identity) {
+                    let o = &rule.origin;
+                    let pods = out
+                        .failed_policies
+                        .entry((o.kind.to_string(), o.namespace.clone(), o.name.clone()))
+                        .or_default();
+                    if !pods.contains(&e.name) {
+                        pods.push(e.name.clone());
+                    }
+                }
+            }
+        }
+    }
+    for err in &out.errors {
+        tracing::error!(error = %err, "ipcache write failed");
+    }
+    out.policy_entries = applied.policies.values().map(Vec::len).sum();
+    out.ipcache_entries = applied.ipcache.len();
+    out
 }
 
 /// Observe clients and the recent flow lines a new client starts with.
@@ -1680,6 +2404,20 @@ pub fn observe(state_dir: &Path, json: bool, follow: bool) -> Result<()> {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["type"] == "agent" {
+            writeln!(
+                out,
+                "{}  agent: {} {}{}",
+                v["time"].as_str().unwrap_or(""),
+                v["event"].as_str().unwrap_or(""),
+                v["endpoint"].as_str().unwrap_or(""),
+                v["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )?;
+            continue;
+        }
         if v["type"] == "l7" {
             let who = |pod: &serde_json::Value, addr: &serde_json::Value| match pod.as_str() {
                 Some(p) => format!("{p} ({})", addr.as_str().unwrap_or("?")),
@@ -1736,6 +2474,41 @@ mod tests {
                 .map(|(ip, ttl)| (ip.parse().unwrap(), Duration::from_secs(*ttl)))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn revocations_are_written_before_anything_that_widens() {
+        use policy_model::{MapKey, MapValue, NumericIdentity, PortKey};
+        let key = |id: u32| MapKey {
+            direction: Direction::Egress,
+            identity: NumericIdentity(id),
+            port: PortKey::ANY,
+        };
+        let value = |verdict| MapValue {
+            verdict,
+            redirect: None,
+            cookie: 0,
+        };
+        let old = MapState {
+            entries: [
+                (key(300), value(MapVerdict::Allow)),
+                (key(301), value(MapVerdict::Deny)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        // Deleting an allow and adding a deny narrow: first phase.
+        assert!(phase_of(&old, &MapChange::Delete(key(300))));
+        assert!(phase_of(
+            &old,
+            &MapChange::Upsert(key(302), value(MapVerdict::Deny))
+        ));
+        // Deleting a deny and adding an allow widen: last phase.
+        assert!(!phase_of(&old, &MapChange::Delete(key(301))));
+        assert!(!phase_of(
+            &old,
+            &MapChange::Upsert(key(303), value(MapVerdict::Allow))
+        ));
     }
 
     #[test]

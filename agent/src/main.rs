@@ -1,15 +1,19 @@
 //! `portcullis`: the node agent and its CLI.
 
 mod agentd;
+mod capacity;
 mod demo;
 mod e2e;
 mod e2e_kafka;
 mod e2e_tls;
+mod fdlimit;
 mod fqdn;
 mod k8s;
 mod l7log;
 mod lab;
+mod learn_guard;
 mod metrics;
+mod node_addrs;
 mod policy_cli;
 mod service_map;
 

@@ -31,6 +31,21 @@ pub struct AgentMetrics {
     pub map_changes: Counter,
     /// Managed endpoints.
     pub endpoints: Gauge,
+    /// Applies that left part of the policy unapplied (failed closed).
+    pub apply_failures: Counter,
+    /// Endpoints whose policy is not in the kernel (all traffic denied).
+    pub endpoints_failed_closed: Gauge,
+    /// Learned addresses left out of the full ipcache (not allowed).
+    pub ipcache_learned_left_out: Gauge,
+    /// Entries in the policy map / the ipcache, as the agent wrote them.
+    pub policy_map_entries: Gauge,
+    pub ipcache_entries: Gauge,
+    /// Learned DNS addresses refused, by reason.
+    pub learn_refused: Family<ReasonLabel, Counter>,
+    /// Input reads that failed for lack of resources (retried, not invalid).
+    pub inputs_unreadable: Counter,
+    /// The agent's open-file limit after raising it.
+    pub open_files_limit: Gauge,
     /// Whether the first policy is in the kernel.
     pub ready: AtomicBool,
 }
@@ -65,6 +80,54 @@ impl AgentMetrics {
             map_changes.clone(),
         );
         registry.register("endpoints", "Managed local endpoints", endpoints.clone());
+        let apply_failures = Counter::default();
+        let endpoints_failed_closed = Gauge::default();
+        let ipcache_learned_left_out = Gauge::default();
+        let policy_map_entries = Gauge::default();
+        let ipcache_entries = Gauge::default();
+        let learn_refused = Family::<ReasonLabel, Counter>::default();
+        let inputs_unreadable = Counter::default();
+        let open_files_limit = Gauge::default();
+        registry.register(
+            "policy_apply_failures",
+            "Applies that could not write everything (what did not fit fails closed)",
+            apply_failures.clone(),
+        );
+        registry.register(
+            "endpoints_failed_closed",
+            "Endpoints whose policy is not in the kernel: all their traffic is denied",
+            endpoints_failed_closed.clone(),
+        );
+        registry.register(
+            "ipcache_learned_left_out",
+            "Learned DNS addresses left out of the full ipcache (not allowed)",
+            ipcache_learned_left_out.clone(),
+        );
+        registry.register(
+            "policy_map_entries",
+            "Entries the agent holds in the policy map",
+            policy_map_entries.clone(),
+        );
+        registry.register(
+            "ipcache_entries",
+            "Entries the agent holds in the ipcache",
+            ipcache_entries.clone(),
+        );
+        registry.register(
+            "fqdn_learn_refused",
+            "Addresses of DNS answers not learned (not allowed), by reason",
+            learn_refused.clone(),
+        );
+        registry.register(
+            "inputs_unreadable",
+            "Policy/topology reads that failed for lack of resources (retried; the previous policy stays)",
+            inputs_unreadable.clone(),
+        );
+        registry.register(
+            "open_files_limit",
+            "The agent's open-file limit (RLIMIT_NOFILE) after raising it",
+            open_files_limit.clone(),
+        );
         AgentMetrics {
             registry,
             datapath_packets,
@@ -72,6 +135,14 @@ impl AgentMetrics {
             policy_rejected,
             map_changes,
             endpoints,
+            apply_failures,
+            endpoints_failed_closed,
+            ipcache_learned_left_out,
+            policy_map_entries,
+            ipcache_entries,
+            learn_refused,
+            inputs_unreadable,
+            open_files_limit,
             ready: AtomicBool::new(false),
         }
     }
@@ -85,6 +156,33 @@ impl AgentMetrics {
                 })
                 .set(counters.get(r));
         }
+    }
+
+    /// Records what one apply left unapplied.
+    pub fn record_apply(
+        &self,
+        failed_endpoints: usize,
+        learned_left_out: usize,
+        errors: usize,
+        policy_entries: usize,
+        ipcache_entries: usize,
+    ) {
+        if failed_endpoints > 0 || learned_left_out > 0 || errors > 0 {
+            self.apply_failures.inc();
+        }
+        self.endpoints_failed_closed.set(failed_endpoints as i64);
+        self.ipcache_learned_left_out.set(learned_left_out as i64);
+        self.policy_map_entries.set(policy_entries as i64);
+        self.ipcache_entries.set(ipcache_entries as i64);
+    }
+
+    /// Counts `n` learned addresses refused for `reason`.
+    pub fn learn_refused(&self, reason: &str, n: u64) {
+        self.learn_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
     }
 
     /// The text exposition.

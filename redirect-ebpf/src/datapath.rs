@@ -89,6 +89,14 @@ impl Datapath {
     /// switched to the newly loaded programs. A pinned map whose shape does
     /// not match this build is an error (nothing is replaced).
     pub fn load(pin_dir: &Path) -> Result<Self, DatapathError> {
+        Self::load_sized(pin_dir, &[])
+    }
+
+    /// [`Datapath::load`], creating the maps named in `sizes` with that
+    /// many entries instead of the program's `max_entries`. A map already
+    /// pinned keeps the size it was created with: see
+    /// [`Datapath::map_capacity`].
+    pub fn load_sized(pin_dir: &Path, sizes: &[(&str, u32)]) -> Result<Self, DatapathError> {
         ensure_bpffs(pin_dir)?;
         let maps_dir = pin_dir.join("maps");
         let links_dir = pin_dir.join("links");
@@ -108,6 +116,9 @@ impl Datapath {
             .collect();
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
+        }
+        for (name, size) in sizes {
+            loader.map_max_entries(name, *size);
         }
         let mut ebpf = loader
             .load(OBJECT)
@@ -135,6 +146,15 @@ impl Datapath {
         }
         datapath.update_pinned_links(&links_dir);
         Ok(datapath)
+    }
+
+    /// The number of entries the pinned map `name` holds at most (its
+    /// `max_entries`, as the kernel has it).
+    pub fn map_capacity(&self, name: &'static str) -> Result<u32, DatapathError> {
+        let path = self.pin_dir.join("maps").join(name);
+        MapInfo::from_pin(&path)
+            .map(|info| info.max_entries())
+            .map_err(|e| DatapathError::map(name, e))
     }
 
     /// The pin directory this datapath was loaded from.

@@ -382,6 +382,8 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
         cmd.arg("--tls-secrets-dir")
             .arg(crate::e2e_tls::secrets_dir());
     }
+    // The lab's pod ranges: never learned from DNS answers.
+    cmd.args(["--pod-cidr", "10.200.0.0/16", "--pod-cidr", "fd00:200::/64"]);
     cmd.arg("--pin-dir")
         .arg(PIN_DIR)
         .arg("--state-dir")

@@ -1,0 +1,134 @@
+//! Open-file descriptors for the agent's own control work (issue 13,
+//! finding 1c).
+//!
+//! The proxies share the agent's process: a flood of idle connections can
+//! take every descriptor, and then the agent cannot open a policy file, run
+//! `ip`, or write its state. So:
+//!
+//! - the limit is raised at start (`--max-open-files`, capped by the
+//!   kernel's `fs.nr_open`);
+//! - a reserve of descriptors (opened on `/dev/null`) is held and let go
+//!   just before the agent reads its inputs and applies them, then taken
+//!   back;
+//! - a read that fails for lack of descriptors (or memory) is retried, not
+//!   reported as an invalid policy, and changes nothing in force.
+
+use std::fs::File;
+
+/// Raises RLIMIT_NOFILE (soft and hard) to `want`, or as far as the kernel
+/// allows. Returns the soft limit in force afterwards.
+pub fn raise_open_files(want: u64) -> std::io::Result<u64> {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(want);
+    let target = want.min(nr_open);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: target.max(lim.rlim_max),
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } != 0 {
+        // Without CAP_SYS_RESOURCE: as far as the hard limit goes.
+        let within = libc::rlimit {
+            rlim_cur: target.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &within) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(within.rlim_cur);
+    }
+    Ok(wanted.rlim_cur)
+}
+
+/// Descriptors held back for the agent's control work.
+pub struct FdReserve {
+    held: Vec<File>,
+    size: usize,
+}
+
+impl FdReserve {
+    /// Opens up to `size` descriptors on `/dev/null`.
+    pub fn new(size: usize) -> Self {
+        let mut r = FdReserve {
+            held: Vec::with_capacity(size),
+            size,
+        };
+        r.refill();
+        r
+    }
+
+    /// Takes back what was let go, as far as descriptors are free.
+    pub fn refill(&mut self) {
+        while self.held.len() < self.size {
+            match File::open("/dev/null") {
+                Ok(f) => self.held.push(f),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Descriptors held now.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Runs `f` with the reserve let go, then takes it back.
+    pub fn released<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        self.held.clear();
+        let out = f();
+        self.refill();
+        out
+    }
+}
+
+/// Whether an input read failed for lack of resources (descriptors,
+/// memory), not because of what the input says: such a read is retried.
+pub fn is_resource_error(text: &str) -> bool {
+    const SIGNS: [&str; 4] = [
+        "Too many open files",
+        "os error 24",
+        "os error 23",
+        "Cannot allocate memory",
+    ];
+    SIGNS.iter().any(|s| text.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_errors_are_told_from_invalid_policies() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE).to_string();
+        assert!(is_resource_error(&format!("reading policy.yaml: {emfile}")));
+        let enfile = std::io::Error::from_raw_os_error(libc::ENFILE).to_string();
+        assert!(is_resource_error(&enfile));
+        assert!(!is_resource_error(
+            "policy.yaml: document 1: spec.egress[0].toPorts: unknown field"
+        ));
+        assert!(!is_resource_error(
+            "reading policy.yaml: No such file or directory (os error 2)"
+        ));
+    }
+
+    #[test]
+    fn the_reserve_is_let_go_and_taken_back() {
+        let mut r = FdReserve::new(8);
+        assert_eq!(r.held(), 8);
+        let inside = r.released(|| 0);
+        assert_eq!(inside, 0);
+        assert_eq!(r.held(), 8);
+    }
+}
