@@ -29,7 +29,7 @@ use policy_model::api::MismatchAction;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 
-use crate::metrics::{ProtocolLabel, ProxyMetrics, VerdictLabel};
+use crate::metrics::{ProtocolLabel, ProxyMetrics, RefusedRequest, VerdictLabel};
 use crate::policy::{HeaderEdit, Judgement, PolicyHandle};
 use deny::Denial;
 use detect::Detected;
@@ -231,7 +231,18 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
         Err(rejection) => {
             let denial = match rejection {
                 request::Rejection::BadRequest(_) => Denial::BadRequest,
-                request::Rejection::Refused(_) => Denial::Forbidden,
+                request::Rejection::Refused(_) => {
+                    conn.settings.metrics.refused(RefusedRequest::Other);
+                    Denial::Forbidden
+                }
+                request::Rejection::UnsafePath(_) => {
+                    conn.settings.metrics.refused(RefusedRequest::Path);
+                    Denial::Forbidden
+                }
+                request::Rejection::Upgrade(_) => {
+                    conn.settings.metrics.refused(RefusedRequest::Upgrade);
+                    Denial::Forbidden
+                }
             };
             let verdict = match denial {
                 Denial::BadRequest => VerdictLabel::Invalid,
@@ -269,6 +280,28 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
             request::strip_hop_by_hop(&mut parts.headers, upgrade);
             let req = Request::from_parts(parts, body);
             let (resp, outcome) = match forward(&conn, req, authority_for_log.as_deref()).await {
+                Ok(resp)
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && !(client_upgrade.is_some()
+                            && request::switches_to_websocket(resp.headers())) =>
+                {
+                    // The upstream switched to a protocol that was not
+                    // asked (or without an asked upgrade): what follows
+                    // would never be judged. Not spliced; the upstream
+                    // connection is dropped.
+                    drop(resp);
+                    *conn.upstream.lock().await = None;
+                    conn.settings
+                        .metrics
+                        .refused(RefusedRequest::UpgradeResponse);
+                    let resp = deny::bad_gateway(grpc);
+                    let outcome = Outcome {
+                        verdict: VerdictLabel::UpstreamError,
+                        status: resp.status(),
+                        reason: "the upstream switched to a protocol that was not asked".into(),
+                    };
+                    (resp, outcome)
+                }
                 Ok(mut resp) => {
                     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
                         (client_upgrade, resp.status())

@@ -36,6 +36,13 @@ pub enum Rejection {
     /// Well-formed but refused by the proxy's own rules: 403.
     #[error("refused: {0}")]
     Refused(&'static str),
+    /// A path the proxy refuses before matching (dot segments and their
+    /// encodings): 403.
+    #[error("refused path: {0}")]
+    UnsafePath(&'static str),
+    /// An `Upgrade` the proxy would not keep judging: 403.
+    #[error("refused upgrade: {0}")]
+    Upgrade(&'static str),
 }
 
 /// The parts of a request head the policy matches on, borrowed.
@@ -67,6 +74,7 @@ pub fn view(parts: &Parts) -> Result<RequestView<'_>, Rejection> {
         return Err(Rejection::Refused("CONNECT tunnels are not proxied"));
     }
     check_framing(&parts.headers)?;
+    upgrade_ask(parts.version, &parts.headers)?;
     let mut headers = Vec::with_capacity(parts.headers.len());
     for (name, value) in &parts.headers {
         let value = value
@@ -89,7 +97,7 @@ pub fn view(parts: &Parts) -> Result<RequestView<'_>, Rejection> {
         return Err(Rejection::BadRequest("`*` is only a target for OPTIONS"));
     }
     if let Some(why) = unsafe_path(path) {
-        return Err(Rejection::Refused(why));
+        return Err(Rejection::UnsafePath(why));
     }
     Ok(RequestView {
         method: parts.method.as_str(),
@@ -226,27 +234,94 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether the request asks for a protocol upgrade the proxy passes
-/// through (HTTP/1.1 `Connection: upgrade` with an `Upgrade` header). An
-/// upgrade to `h2c` is not passed: the requests on the upgraded connection
-/// would bypass the policy; such a request is forwarded without its
-/// upgrade headers.
+/// The upgrade a request asks for, read from **every** `Upgrade` and
+/// `Connection` header (a second `Upgrade: h2c` after `Upgrade: websocket`
+/// must not slip past a check of the first one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeAsk {
+    /// No upgrade the proxy honours: any `Upgrade` header is stripped and
+    /// the request is forwarded as a plain one.
+    None,
+    /// One WebSocket upgrade on HTTP/1.1 with `Connection: upgrade`:
+    /// forwarded with its upgrade headers, spliced after a `101` that
+    /// switches to `websocket`.
+    WebSocket,
+}
+
+/// The one protocol the proxy lets a connection switch to. It does not
+/// judge WebSocket frames, like Cilium's Envoy (`upgrade_configs:
+/// websocket`); every other protocol would carry requests it never judges.
+const HONOURED_UPGRADE: &str = "websocket";
+
+/// The protocol tokens of every `Upgrade` header, lowercased, the version
+/// suffix (`/13`) dropped; `None` when a value is not visible ASCII.
+fn upgrade_tokens(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut tokens = Vec::new();
+    for value in headers.get_all(header::UPGRADE) {
+        let value = value.to_str().ok()?;
+        for token in value.split(',') {
+            let token = token.trim();
+            if token.is_empty() {
+                continue;
+            }
+            let name = token.split('/').next().unwrap_or(token);
+            tokens.push(name.to_ascii_lowercase());
+        }
+    }
+    Some(tokens)
+}
+
+/// What a request's `Upgrade` asks, or why it is refused (403):
+/// - no `Upgrade` header: [`UpgradeAsk::None`];
+/// - exactly one `Upgrade` token, `h2c`: ignored ([`UpgradeAsk::None`], the
+///   headers are stripped; RFC 9113 §3.1 lets a server ignore it, and it is
+///   what `curl --http2` sends on `http://`), so the upstream never sees it;
+/// - exactly one token, `websocket`: [`UpgradeAsk::WebSocket`] on HTTP/1.1
+///   with `upgrade` listed in some `Connection` header, else ignored;
+/// - anything else (several tokens across all `Upgrade` headers, `h2c`
+///   next to another protocol, an unknown protocol, an unreadable value):
+///   refused. The proxy cannot know which one an upstream would pick.
+pub fn upgrade_ask(version: Version, headers: &HeaderMap) -> Result<UpgradeAsk, Rejection> {
+    if !headers.contains_key(header::UPGRADE) {
+        return Ok(UpgradeAsk::None);
+    }
+    let tokens = upgrade_tokens(headers)
+        .ok_or(Rejection::Upgrade("an Upgrade value is not visible ASCII"))?;
+    match tokens.as_slice() {
+        [] => Err(Rejection::Upgrade("an empty Upgrade header")),
+        [one] if one == "h2c" => Ok(UpgradeAsk::None),
+        [one] if one == HONOURED_UPGRADE => {
+            let connection_upgrade = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+            if version == Version::HTTP_11 && connection_upgrade {
+                Ok(UpgradeAsk::WebSocket)
+            } else {
+                Ok(UpgradeAsk::None)
+            }
+        }
+        [_] => Err(Rejection::Upgrade(
+            "upgrade to a protocol the proxy does not judge",
+        )),
+        _ => Err(Rejection::Upgrade(
+            "several upgrade protocols (the upstream could pick any)",
+        )),
+    }
+}
+
+/// Whether a request asks for an upgrade the proxy passes through
+/// ([`UpgradeAsk::WebSocket`]).
 pub fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
-    let Some(upgrade) = headers.get(header::UPGRADE) else {
-        return false;
-    };
-    let h2c = upgrade
-        .to_str()
-        .map(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")))
-        .unwrap_or(true);
-    version == Version::HTTP_11
-        && !h2c
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    upgrade_ask(version, headers) == Ok(UpgradeAsk::WebSocket)
+}
+
+/// Whether an upstream's `101` switches to the protocol that was asked
+/// (one `Upgrade` token, `websocket`). Any other switch is not spliced.
+pub fn switches_to_websocket(headers: &HeaderMap) -> bool {
+    matches!(upgrade_tokens(headers).as_deref(), Some([one]) if one == HONOURED_UPGRADE)
 }
 
 /// Whether the request is gRPC (`content-type: application/grpc[+...]`).
