@@ -17,7 +17,10 @@
 //!   segment (`/./`, `/../`, trailing `/.` or `/..`, also written `%2e`,
 //!   or followed by `;params`), an encoded slash or backslash (`%2f`,
 //!   `%5c`), a raw backslash, an encoded NUL or a double-encoded form of
-//!   those (`%252e`) is refused with 403 before matching. Envoy forwards
+//!   those (`%252e`), a dot segment hidden by `..%3b`, by overlong UTF-8
+//!   (`%c0%ae`) or by a Unicode compatibility form (fullwidth `．`,
+//!   `%ef%bc%8e`), or any decoded path that is not UTF-8, is refused with
+//!   403 before matching. Envoy forwards
 //!   the raw path, so a `/public/.*` rule would let `/public/../admin`
 //!   reach an upstream that normalises it to `/admin`; refusing is the
 //!   safe reading of an allow-list.
@@ -184,15 +187,60 @@ pub fn unsafe_path(path_and_query: &str) -> Option<&'static str> {
             return Some(why);
         }
     }
-    for segment in lower.split('/') {
-        // `..;x` is `..` to servlet containers.
+    // What an upstream that decodes the path sees: percent-decoded once
+    // (`%25` is refused above, so once is all), then read as UTF-8.
+    let decoded = percent_decode(path);
+    let Ok(decoded) = std::str::from_utf8(&decoded) else {
+        // Overlong forms (`%c0%ae` for `.`, `%c0%af` for `/`) and other
+        // invalid sequences: a lenient decoder reads them as ASCII.
+        return Some("the decoded path is not UTF-8 (overlong or invalid sequence)");
+    };
+    if decoded.chars().any(compatibility_punctuation) {
+        return Some("a Unicode form of `.`, `/`, `\\` or `;` in the path");
+    }
+    for segment in decoded.split('/') {
+        // `..;x` is `..` to servlet containers (also written `..%3b`).
         let segment = segment.split(';').next().unwrap_or(segment);
-        let decoded = segment.replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
+        if segment == "." || segment == ".." {
             return Some("dot segment in the path");
         }
     }
     None
+}
+
+/// `%XX` sequences decoded; a `%` not followed by two hex digits is kept.
+fn percent_decode(path: &str) -> Vec<u8> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Characters an upstream applying Unicode compatibility normalisation
+/// (NFKC, as some frameworks and file systems do) turns into path
+/// punctuation or other ASCII: the fullwidth ASCII forms (U+FF01..U+FF5E,
+/// `．` `／` `＼` `；` among them), the small form variants (U+FE50..U+FE6B:
+/// `﹒` `﹔` `﹨`), and the one/two dot leaders and the ellipsis
+/// (U+2024..U+2026). The matcher sees them as they are sent, so a path
+/// holding one is refused rather than judged in a form the upstream may
+/// not use.
+fn compatibility_punctuation(c: char) -> bool {
+    matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{FE50}'..='\u{FE6B}' | '\u{2024}'..='\u{2026}')
 }
 
 /// Header fields that describe one hop and must not be forwarded: the

@@ -37,6 +37,17 @@ fn dot_segments_and_encoded_separators_are_refused() {
         "/public%5cadmin",
         "/public/%252e%252e/admin",
         "/public/%00",
+        "/public/..%3badmin",
+        "/public/%2e%2E%3B/admin",
+        "/public/%c0%ae%c0%ae/admin",
+        "/public/%e0%80%ae./admin",
+        "/public/%c0%afadmin",
+        "/public/%ef%bc%8e%ef%bc%8e/admin",
+        "/public/..%ef%bc%8fadmin",
+        "/public/%ef%bc%bcadmin",
+        "/public/%ef%b9%92/admin",
+        "/public/%e2%80%a4%e2%80%a4/admin",
+        "/public/%ff",
     ] {
         let p = parts(get(path));
         assert!(
@@ -55,6 +66,11 @@ fn ordinary_dots_are_fine() {
         "/public/.well-known/x",
         "/a..b/c",
         "/x?next=/../admin",
+        "/public/caf%C3%A9/%e2%82%ac",
+        "/public/%e3%80%82/x",
+        "/public/100%",
+        "/public/%zz",
+        "/public/..a/%3b",
     ] {
         assert_eq!(unsafe_path(path), None, "{path}");
     }
