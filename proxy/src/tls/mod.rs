@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::http::detect::Rewind;
+use crate::metrics::ClosedConnection;
 use crate::http::{ConnAddrs, HttpSettings, TlsSession, serve_connection, serve_io};
 pub use secrets::{SecretError, SecretItems, TlsSecrets};
 
@@ -125,6 +126,15 @@ async fn serve_tls(
     .await;
     let sni = match read {
         Ok(Ok(hello::Hello::ClientHello { sni })) => sni,
+        Ok(Ok(hello::Hello::SeveralServerNames)) => {
+            settings.metrics.closed(ClosedConnection::SniList);
+            closed(
+                &addrs,
+                None,
+                "several names in the ClientHello's server_name list",
+            );
+            return;
+        }
         Ok(Ok(other)) => {
             closed(
                 &addrs,
