@@ -215,6 +215,17 @@ impl ProxyPolicy {
         }
     }
 
+    /// Whose connection it is, for the connection limits: a local
+    /// endpoint (by name, so all its addresses share one budget), else the
+    /// remote address (IPv6 by its /64).
+    pub fn source_key(&self, ip: IpAddr) -> crate::limits::SourceKey {
+        let ip = ip.to_canonical();
+        match self.endpoint(ip) {
+            Some(e) => crate::limits::SourceKey::Endpoint(e.name.as_str().into()),
+            None => crate::limits::SourceKey::remote(ip),
+        }
+    }
+
     /// The rules that apply to a redirected TCP connection from `src` to
     /// `orig_dst`: the source endpoint's egress side (when the source is
     /// local) and the destination endpoint's ingress side (when it is

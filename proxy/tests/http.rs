@@ -382,6 +382,7 @@ async fn an_unreachable_upstream_is_a_502() {
             upstream: proxy::UpstreamConfig::plain(),
             detect_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(1),
+            limits: proxy::LimitConfig::from_process(),
             tls_secrets: Default::default(),
         },
         proxy::FixedDestination {

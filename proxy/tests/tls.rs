@@ -183,6 +183,7 @@ async fn start_proxy(handle: PolicyHandle, secrets: TlsSecrets, upstream: Socket
             upstream: UpstreamConfig::plain(),
             detect_timeout: Duration::from_secs(2),
             header_timeout: Duration::from_secs(2),
+            limits: proxy::LimitConfig::from_process(),
             tls_secrets: secrets,
         },
         FixedDestination {

@@ -29,6 +29,7 @@ use policy_model::api::MismatchAction;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 
+use crate::limits::{ConnectionPermit, IdleTimeout, TimeoutKind};
 use crate::metrics::{ProtocolLabel, ProxyMetrics, RefusedRequest, VerdictLabel};
 use crate::policy::{HeaderEdit, Judgement, PolicyHandle};
 use deny::Denial;
@@ -62,6 +63,8 @@ pub struct HttpSettings {
     pub header_timeout: Duration,
     /// Certificates and keys of `terminatingTLS` / `originatingTLS`.
     pub tls_secrets: crate::tls::TlsSecrets,
+    /// Connection caps and the idle timeout, shared by every connection.
+    pub limits: Arc<crate::limits::ConnectionLimits>,
 }
 
 /// TLS around a served connection (set by [`crate::tls`]).
@@ -99,6 +102,9 @@ struct Conn {
     upstream: Mutex<Option<UpstreamConn>>,
     /// Set when the port has TLS settings (see [`crate::tls`]).
     tls: Option<TlsSession>,
+    /// The connection's place under the limits, held by an upgraded
+    /// (spliced) connection too.
+    permit: Arc<ConnectionPermit>,
 }
 
 /// Serves one redirected connection until it closes or `shutdown` turns
@@ -108,9 +114,10 @@ pub async fn serve_connection(
     addrs: ConnAddrs,
     settings: Arc<HttpSettings>,
     shutdown: watch::Receiver<bool>,
+    permit: Arc<ConnectionPermit>,
 ) {
     let _ = stream.set_nodelay(true);
-    serve_io(stream, addrs, settings, shutdown, None).await
+    serve_io(stream, addrs, settings, shutdown, None, permit).await
 }
 
 /// Serves HTTP on any byte stream (plaintext, or TLS the proxy
@@ -121,10 +128,16 @@ pub async fn serve_io<I>(
     settings: Arc<HttpSettings>,
     mut shutdown: watch::Receiver<bool>,
     tls: Option<TlsSession>,
+    permit: Arc<ConnectionPermit>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _guard = settings.metrics.connection();
+    let stream = IdleTimeout::new(
+        stream,
+        settings.limits.config().idle_timeout,
+        settings.metrics.limits().clone(),
+    );
     let (protocol, io) = match detect::detect(stream, settings.detect_timeout).await {
         Ok(Some(found)) => found,
         Ok(None) => {
@@ -142,6 +155,7 @@ pub async fn serve_io<I>(
         settings: settings.clone(),
         upstream: Mutex::new(None),
         tls,
+        permit,
     });
     let service = service_fn(move |req| {
         let conn = conn.clone();
@@ -179,6 +193,10 @@ pub async fn serve_io<I>(
         }
     };
     if let Err(e) = result {
+        if e.is_timeout() {
+            // hyper's header read timeout (slowloris).
+            settings.metrics.limits().timed_out(TimeoutKind::Header);
+        }
         tracing::debug!(client = %addrs.client, dst = %addrs.original_dst, error = %e, "downstream connection ended with an error");
     }
 }
@@ -306,7 +324,12 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
                     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
                         (client_upgrade, resp.status())
                     {
-                        splice_upgrade(client, hyper::upgrade::on(&mut resp), conn.addrs);
+                        splice_upgrade(
+                            client,
+                            hyper::upgrade::on(&mut resp),
+                            conn.addrs,
+                            conn.permit.clone(),
+                        );
                     } else {
                         request::strip_hop_by_hop(resp.headers_mut(), false);
                     }
@@ -561,8 +584,11 @@ fn splice_upgrade(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     addrs: ConnAddrs,
+    permit: Arc<ConnectionPermit>,
 ) {
     tokio::spawn(async move {
+        // Counted under the limits until the tunnel closes.
+        let _permit = permit;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::http::detect::Rewind;
+use crate::limits::{ConnectionPermit, IdleTimeout};
 use crate::metrics::ClosedConnection;
 use crate::http::{ConnAddrs, HttpSettings, TlsSession, serve_connection, serve_io};
 pub use secrets::{SecretError, SecretItems, TlsSecrets};
@@ -35,7 +36,9 @@ pub async fn serve(
     addrs: ConnAddrs,
     settings: Arc<HttpSettings>,
     shutdown: watch::Receiver<bool>,
+    permit: ConnectionPermit,
 ) {
+    let permit = Arc::new(permit);
     let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
     match tokio::time::timeout(settings.detect_timeout, stream.peek(&mut first)).await {
@@ -46,7 +49,7 @@ pub async fn serve(
         }
     }
     if hello::looks_like_tls(first[0]) {
-        serve_tls(stream, addrs, settings, shutdown).await;
+        serve_tls(stream, addrs, settings, shutdown, permit).await;
         return;
     }
     let plan = settings.policy.snapshot().connection_plan(
@@ -68,11 +71,11 @@ pub async fn serve(
                 client_sni: None,
                 originate: Some((ctx, name)),
             };
-            serve_io(stream, addrs, settings, shutdown, Some(session)).await;
+            serve_io(stream, addrs, settings, shutdown, Some(session), permit).await;
         }
         // Plaintext without origination: the HTTP path judges (and
         // denies, if nothing allows) every request.
-        _ => serve_connection(stream, addrs, settings, shutdown).await,
+        _ => serve_connection(stream, addrs, settings, shutdown, permit).await,
     }
 }
 
@@ -102,6 +105,7 @@ async fn serve_tls(
     addrs: ConnAddrs,
     settings: Arc<HttpSettings>,
     shutdown: watch::Receiver<bool>,
+    permit: Arc<ConnectionPermit>,
 ) {
     let mut buf = BytesMut::with_capacity(2048);
     let read = tokio::time::timeout(settings.detect_timeout, async {
@@ -165,7 +169,12 @@ async fn serve_tls(
         Ok(ConnPlan::Inspect {
             terminate: Some(term),
             originate,
-        }) => terminate(stream, buf, addrs, settings, shutdown, sni, term, originate).await,
+        }) => {
+            terminate(
+                stream, buf, addrs, settings, shutdown, sni, term, originate, permit,
+            )
+            .await
+        }
         Ok(ConnPlan::Inspect {
             terminate: None, ..
         }) => closed(
@@ -178,7 +187,7 @@ async fn serve_tls(
 
 /// Passes the connection through untouched (the ClientHello first).
 async fn splice(
-    mut client: TcpStream,
+    client: TcpStream,
     hello: BytesMut,
     addrs: ConnAddrs,
     settings: &HttpSettings,
@@ -220,6 +229,11 @@ async fn splice(
     if upstream.write_all(&hello).await.is_err() {
         return;
     }
+    let mut client = IdleTimeout::new(
+        client,
+        settings.limits.config().idle_timeout,
+        settings.metrics.limits().clone(),
+    );
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(client = %addrs.client, error = %e, "spliced TLS connection ended");
     }
@@ -237,6 +251,7 @@ async fn terminate(
     sni: Option<String>,
     term: ResolvedTlsContext,
     originate: Option<ResolvedTlsContext>,
+    permit: Arc<ConnectionPermit>,
 ) {
     let config = match settings.tls_secrets.server_config(&term) {
         Ok(c) => c,
@@ -285,5 +300,5 @@ async fn terminate(
         client_sni: Some(sni),
         originate: originate.map(|o| (o, name)),
     };
-    serve_io(tls, addrs, settings, shutdown, Some(session)).await;
+    serve_io(tls, addrs, settings, shutdown, Some(session), permit).await;
 }

@@ -206,6 +206,7 @@ pub async fn proxy_in_front_of(handle: PolicyHandle, upstream: SocketAddr) -> (P
         upstream: UpstreamConfig::plain(),
         detect_timeout: Duration::from_secs(2),
         header_timeout: Duration::from_secs(2),
+        limits: proxy::LimitConfig::from_process(),
         tls_secrets: Default::default(),
     };
     let proxy = Proxy::serve_with_fixed_destination(
