@@ -51,7 +51,7 @@ pub const FALLBACK_DESCRIPTORS: u64 = 1024;
 
 /// Default bound on receiving one request head once a connection is open
 /// (slowloris); the HTTP proxy's `ProxyConfig::header_timeout`.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound on a connection with no byte read or written either way.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -251,10 +251,7 @@ impl ConnectionLimits {
     /// Admits one more connection from `source`, or says which limit
     /// refuses it (and counts the refusal). The connection counts until
     /// the permit drops.
-    pub fn admit(
-        self: &Arc<Self>,
-        source: SourceKey,
-    ) -> Result<ConnectionPermit, LimitRefusal> {
+    pub fn admit(self: &Arc<Self>, source: SourceKey) -> Result<ConnectionPermit, LimitRefusal> {
         let refused = |limit| {
             self.metrics
                 .refused
@@ -347,9 +344,7 @@ impl<I> IdleTimeout<I> {
     }
 
     fn progress(&mut self) {
-        self.deadline
-            .as_mut()
-            .reset(Instant::now() + self.timeout);
+        self.deadline.as_mut().reset(Instant::now() + self.timeout);
     }
 
     /// `Err(TimedOut)` once the deadline passed (counted once).
@@ -480,7 +475,10 @@ mod tests {
         assert_eq!(c.global, (20_000 - DESCRIPTOR_RESERVE as usize) / 2);
         assert_eq!(c.per_source, c.global / PER_SOURCE_SHARE);
         let small = LimitConfig::for_descriptors(1024);
-        assert_eq!((small.global, small.per_source), (MIN_PER_SOURCE, MIN_PER_SOURCE));
+        assert_eq!(
+            (small.global, small.per_source),
+            (MIN_PER_SOURCE, MIN_PER_SOURCE)
+        );
         let huge = LimitConfig::for_descriptors(1 << 30);
         assert_eq!(huge.global, MAX_GLOBAL);
         assert_eq!(
@@ -507,7 +505,9 @@ mod tests {
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(500)).await;
             b.write_all(b"ping").await.expect("write");
-            a.read_exact(&mut buf).await.expect("read within the timeout");
+            a.read_exact(&mut buf)
+                .await
+                .expect("read within the timeout");
         }
         assert_eq!(metrics.timeouts(TimeoutKind::Idle), 0);
         let err = a.read(&mut buf).await.expect_err("idle past the timeout");

@@ -156,9 +156,7 @@ impl ProxyMetrics {
 
     /// Counts a request the proxy refused on its own rules.
     pub fn refused(&self, reason: RefusedRequest) {
-        self.refused
-            .get_or_create(&RefusedLabels { reason })
-            .inc();
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
     }
 
     /// Number of requests refused for `reason`.

@@ -639,6 +639,9 @@ impl ConnRules {
 #[derive(Debug, Clone)]
 pub struct PolicyHandle {
     current: Arc<ArcSwap<ProxyPolicy>>,
+    /// Bumped on every [`update`](Self::update): open connections re-check
+    /// their flow (see [`PolicyHandle::changes`]).
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl PolicyHandle {
@@ -646,6 +649,7 @@ impl PolicyHandle {
     pub fn new(policy: ProxyPolicy) -> PolicyHandle {
         PolicyHandle {
             current: Arc::new(ArcSwap::from_pointee(policy)),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -658,6 +662,32 @@ impl PolicyHandle {
     pub fn update(&self, policy: ProxyPolicy) {
         crate::http::upstream::set_local_destinations(policy.by_ip.keys().copied().collect());
         self.current.store(Arc::new(policy));
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Changes when the snapshot is replaced (not when a learned address
+    /// is added: that changes no rule).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Resolves with `check`'s reason once a snapshot installed after this
+    /// call makes `check` say the connection may not continue; never
+    /// otherwise. Open connections race their serving against it.
+    pub async fn revoked<F>(&self, check: F) -> String
+    where
+        F: Fn(&ProxyPolicy) -> Option<String>,
+    {
+        let mut changes = self.changes();
+        loop {
+            if changes.changed().await.is_err() {
+                // Every handle is gone: no change can come.
+                std::future::pending::<()>().await;
+            }
+            if let Some(why) = check(&self.snapshot()) {
+                return why;
+            }
+        }
     }
 
     /// Builds a snapshot from `cluster` and swaps it in.

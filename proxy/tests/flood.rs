@@ -219,10 +219,9 @@ async fn one_source_flooding_does_not_starve_another() {
         "the proxy process grew to {rss_during} KiB"
     );
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("portcullis_proxy_connections_refused_total{limit=\"Source\"}")
-                && !l.ends_with(" 0")),
+        metrics.lines().any(|l| l
+            .starts_with("portcullis_proxy_connections_refused_total{limit=\"Source\"}")
+            && !l.ends_with(" 0")),
         "refusals not counted"
     );
     proxy.shutdown().await;

@@ -87,14 +87,19 @@ async fn serve_one(mut stream: TcpStream, seen: Seen) {
     let rest = Bytes::copy_from_slice(&buf[head_end..]);
     if upgrades.iter().any(|u| u == "h2c") || path == "/public/switch" {
         let _ = stream
-            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            )
             .await;
         let io = proxy::http::detect::Rewind::new(rest, stream);
         let paths = seen.h2_paths.clone();
         let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
             let paths = paths.clone();
             async move {
-                paths.lock().expect("lock").push(req.uri().path().to_string());
+                paths
+                    .lock()
+                    .expect("lock")
+                    .push(req.uri().path().to_string());
                 Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!(
                     "served over h2: {}",
                     req.uri().path()
@@ -235,7 +240,12 @@ async fn a_second_upgrade_header_cannot_smuggle_h2c() {
         .lines()
         .find(|l| l.starts_with("portcullis_proxy_refused_requests_total{reason=\"Upgrade\"}"))
         .map(str::to_string);
-    if refused.as_deref() != Some(&format!("portcullis_proxy_refused_requests_total{{reason=\"Upgrade\"}} {}", SMUGGLES.len())) {
+    if refused.as_deref()
+        != Some(&format!(
+            "portcullis_proxy_refused_requests_total{{reason=\"Upgrade\"}} {}",
+            SMUGGLES.len()
+        ))
+    {
         failures.push(format!("refused upgrades not counted: {refused:?}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -256,9 +266,11 @@ async fn the_controls_still_work_against_the_h2c_upstream() {
     assert_eq!((status, admin), (200, None));
     // A WebSocket upgrade alone is honoured and spliced.
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-        .await
-        .expect("write");
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("write");
     let mut head = vec![0u8; 12];
     s.read_exact(&mut head).await.expect("101");
     assert_eq!(&head, b"HTTP/1.1 101");

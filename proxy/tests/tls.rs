@@ -572,13 +572,20 @@ async fn every_name_of_a_server_name_list_counts() {
     // pick the second).
     for names in [["api.test", "admin.test"], ["admin.test", "api.test"]] {
         let hello = client_hello_with_names(&names);
-        assert!(closed_after_hello(addr, &hello).await, "{names:?} not closed");
+        assert!(
+            closed_after_hello(addr, &hello).await,
+            "{names:?} not closed"
+        );
     }
     // The same name twice is still a list of two.
     let twice = client_hello_with_names(&["api.test", "api.test"]);
     assert!(closed_after_hello(addr, &twice).await, "a doubled name");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(seen.lock().expect("lock").len(), 1, "only the control reached the upstream");
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        1,
+        "only the control reached the upstream"
+    );
     assert_eq!(
         proxy
             .metrics()

@@ -149,6 +149,7 @@ pub async fn serve_io<I>(
             return;
         }
     };
+    let tls_for_check = tls.clone();
     let conn = Arc::new(Conn {
         addrs,
         protocol,
@@ -162,6 +163,12 @@ pub async fn serve_io<I>(
         async move { Ok::<_, Infallible>(handle(conn, req).await) }
     });
     let io = TokioIo::new(io);
+    // A policy change that takes away the flow's allowance closes the
+    // connection (the requests on it would all be denied anyway).
+    let policy = settings.policy.clone();
+    let tls_start = conn_tls_start(&tls_for_check);
+    let revoked = policy.revoked(move |p| flow_refusal(p, addrs, tls_start.as_ref()));
+    tokio::pin!(revoked);
     let result = match protocol {
         Detected::Http1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -176,6 +183,10 @@ pub async fn serve_io<I>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                why = revoked.as_mut() => {
+                    close_revoked(&settings, &addrs, &why);
+                    return;
+                }
             }
         }
         Detected::Http2 => {
@@ -189,6 +200,10 @@ pub async fn serve_io<I>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                why = revoked.as_mut() => {
+                    close_revoked(&settings, &addrs, &why);
+                    return;
+                }
             }
         }
     };
@@ -199,6 +214,61 @@ pub async fn serve_io<I>(
         }
         tracing::debug!(client = %addrs.client, dst = %addrs.original_dst, error = %e, "downstream connection ended with an error");
     }
+}
+
+/// How a served connection started, owned, for re-checking it later.
+#[derive(Debug, Clone)]
+pub(crate) enum OwnedStart {
+    Plaintext,
+    Tls(Option<String>),
+}
+
+impl OwnedStart {
+    fn as_start(&self) -> policy_model::l7::tls::ClientStart<'_> {
+        match self {
+            OwnedStart::Plaintext => policy_model::l7::tls::ClientStart::Plaintext,
+            OwnedStart::Tls(sni) => policy_model::l7::tls::ClientStart::Tls {
+                sni: sni.as_deref(),
+            },
+        }
+    }
+}
+
+fn conn_tls_start(tls: &Option<TlsSession>) -> Option<OwnedStart> {
+    tls.as_ref().map(|t| match &t.client_sni {
+        None => OwnedStart::Plaintext,
+        Some(sni) => OwnedStart::Tls(sni.clone()),
+    })
+}
+
+/// Why the flow of a served HTTP connection may not continue under
+/// `policy`, if it may not: the same lookup as each request's (no side
+/// redirects it to HTTP any more, a side denies it at L4 or has no entry).
+pub(crate) fn flow_refusal(
+    policy: &crate::policy::ProxyPolicy,
+    addrs: ConnAddrs,
+    tls: Option<&OwnedStart>,
+) -> Option<String> {
+    let rules = match tls {
+        None => policy.http_rules(addrs.client, addrs.original_dst),
+        Some(start) => policy.http_rules_in(addrs.client, addrs.original_dst, start.as_start()),
+    };
+    rules.refusal.map(|r| r.to_string())
+}
+
+/// Logs and counts a connection closed because its flow was revoked.
+pub(crate) fn close_revoked(settings: &HttpSettings, addrs: &ConnAddrs, why: &str) {
+    settings
+        .metrics
+        .closed(crate::metrics::ClosedConnection::Revoked);
+    tracing::info!(
+        target: "portcullis::proxy::access",
+        verdict = "Denied",
+        src = %addrs.client,
+        dst = %addrs.original_dst,
+        reason = %why,
+        "connection closed: the policy no longer allows its flow"
+    );
 }
 
 /// What the access log says about a request.
@@ -324,12 +394,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
                     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
                         (client_upgrade, resp.status())
                     {
-                        splice_upgrade(
-                            client,
-                            hyper::upgrade::on(&mut resp),
-                            conn.addrs,
-                            conn.permit.clone(),
-                        );
+                        splice_upgrade(client, hyper::upgrade::on(&mut resp), conn.clone());
                     } else {
                         request::strip_hop_by_hop(resp.headers_mut(), false);
                     }
@@ -583,12 +648,15 @@ fn apply_edits(headers: &mut http::HeaderMap, edits: &[HeaderEdit], addrs: &Conn
 fn splice_upgrade(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    addrs: ConnAddrs,
-    permit: Arc<ConnectionPermit>,
+    conn: Arc<Conn>,
 ) {
+    let addrs = conn.addrs;
     tokio::spawn(async move {
         // Counted under the limits until the tunnel closes.
-        let _permit = permit;
+        let _permit = conn.permit.clone();
+        let start = conn_tls_start(&conn.tls);
+        let settings = conn.settings.clone();
+        drop(conn);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {
@@ -598,8 +666,16 @@ fn splice_upgrade(
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(client = %addrs.client, error = %e, "upgraded connection ended");
+        let policy = settings.policy.clone();
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %addrs.client, error = %e, "upgraded connection ended");
+                }
+            }
+            why = policy.revoked(move |p| flow_refusal(p, addrs, start.as_ref())) => {
+                close_revoked(&settings, &addrs, &why);
+            }
         }
     });
 }

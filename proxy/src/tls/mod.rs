@@ -24,9 +24,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::http::detect::Rewind;
+use crate::http::{ConnAddrs, HttpSettings, TlsSession, serve_connection, serve_io};
 use crate::limits::{ConnectionPermit, IdleTimeout};
 use crate::metrics::ClosedConnection;
-use crate::http::{ConnAddrs, HttpSettings, TlsSession, serve_connection, serve_io};
 pub use secrets::{SecretError, SecretItems, TlsSecrets};
 
 /// Serves one connection accepted on the HTTP proxy port: TLS by its
@@ -234,8 +234,29 @@ async fn splice(
         settings.limits.config().idle_timeout,
         settings.metrics.limits().clone(),
     );
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(client = %addrs.client, error = %e, "spliced TLS connection ended");
+    // A policy change after which the ClientHello would no longer be
+    // spliced closes the tunnel.
+    let sni_owned = sni.map(str::to_string);
+    let revoked = settings.policy.revoked(move |p| {
+        match p.connection_plan(
+            addrs.client,
+            addrs.original_dst,
+            ClientStart::Tls {
+                sni: sni_owned.as_deref(),
+            },
+        ) {
+            Ok(ConnPlan::Splice) => None,
+            Ok(_) => Some("the server name is no longer passed through".to_string()),
+            Err(why) => Some(why),
+        }
+    });
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = r {
+                tracing::debug!(client = %addrs.client, error = %e, "spliced TLS connection ended");
+            }
+        }
+        why = revoked => crate::http::close_revoked(settings, &addrs, &why),
     }
 }
 
