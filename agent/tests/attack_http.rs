@@ -328,7 +328,13 @@ fn a_world_connection_flood_does_not_starve_pods() {
     let apply_time = changed.elapsed();
     let metrics = lab.sh(
         "node",
-        &["curl", "-s", "--max-time", "2", "http://127.0.0.1:9876/metrics"],
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            "http://127.0.0.1:9876/metrics",
+        ],
     );
     eprintln!(
         "x/a: {ok}/{total} answered 200 in {took:?} ({codes:?}); policy change applied: {applied} after {apply_time:?}; agent RSS {rss_before} KiB -> {rss_during} KiB"
