@@ -16,6 +16,7 @@
 //!   judge, deny with the API's authorization error, forward in order;
 //! - [`tls`]: `serverNames`, `terminatingTLS`, `originatingTLS` on the
 //!   HTTP port: judge the ClientHello, splice or terminate, originate;
+//! - [`limits`]: per-source and global connection caps, idle timeouts;
 //! - [`metrics`]: request and connection metrics;
 //! - [`Proxy`]: the listeners the agent starts.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub use policy::{ConnRules, Judgement, PolicyHandle, ProxyPolicy};
 pub mod dns;
 pub mod http;
 pub mod kafka;
+pub mod limits;
 mod listener;
 pub mod metrics;
 pub mod tls;
@@ -33,6 +35,7 @@ pub mod tls;
 pub use dns::{DnsConfig, DnsProxy, LearnedNames, NameLearner};
 pub use http::upstream::{FROM_PROXY_MARK, UpstreamConfig, UpstreamSource};
 pub use kafka::{KAFKA_PROXY_PORT, KafkaConfig, KafkaProxy};
+pub use limits::{ConnectionLimits, LimitConfig, SourceKey};
 pub use listener::{FixedDestination, Proxy, ProxyConfig};
 pub use metrics::ProxyMetrics;
 pub use tls::TlsSecrets;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::http::upstream::UpstreamConfig;
 use crate::http::{ConnAddrs, HttpSettings};
+use crate::limits::{ConnectionLimits, LimitConfig};
 use crate::metrics::ProxyMetrics;
 use crate::policy::PolicyHandle;
 
@@ -24,8 +25,11 @@ pub struct ProxyConfig {
     pub upstream: UpstreamConfig,
     /// Bound on waiting for a new connection's first bytes.
     pub detect_timeout: Duration,
-    /// Bound on receiving an HTTP/1 request head.
+    /// Bound on receiving an HTTP/1 request head (slowloris); default
+    /// [`crate::limits::DEFAULT_HEADER_TIMEOUT`].
     pub header_timeout: Duration,
+    /// Connection caps and the idle timeout (see [`crate::limits`]).
+    pub limits: LimitConfig,
     /// Secrets of `terminatingTLS` / `originatingTLS` (default: none, so
     /// ports with TLS contexts deny).
     pub tls_secrets: crate::tls::TlsSecrets,
@@ -39,7 +43,8 @@ impl ProxyConfig {
             http_port: 15001,
             upstream: UpstreamConfig::datapath(),
             detect_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(30),
+            header_timeout: crate::limits::DEFAULT_HEADER_TIMEOUT,
+            limits: LimitConfig::from_process(),
             tls_secrets: Default::default(),
         }
     }
@@ -120,6 +125,7 @@ impl Proxy {
             detect_timeout: config.detect_timeout,
             header_timeout: config.header_timeout,
             tls_secrets: config.tls_secrets.clone(),
+            limits: ConnectionLimits::new(config.limits, self.metrics.limits().clone()),
         })
     }
 
@@ -214,11 +220,24 @@ fn accept_loop(
                     }
                 },
             };
+            // The datapath has said whose connection it is (the peer
+            // address is the real source): the limits apply now, before a
+            // byte is read. A refused connection is closed at once.
+            let source = settings.policy.snapshot().source_key(addrs.client.ip());
+            let permit = match settings.limits.admit(source) {
+                Ok(permit) => permit,
+                Err(limit) => {
+                    tracing::debug!(client = %addrs.client, dst = %addrs.original_dst, %limit, "connection refused by a limit");
+                    drop(stream);
+                    continue;
+                }
+            };
             tokio::spawn(crate::tls::serve(
                 stream,
                 addrs,
                 settings.clone(),
                 shutdown.clone(),
+                permit,
             ));
         }
     })

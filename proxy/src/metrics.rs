@@ -29,6 +29,43 @@ pub enum ProtocolLabel {
     Grpc,
 }
 
+/// Why the proxy refused a request before (or instead of) judging it by
+/// policy. Each such request is also counted in `http_requests` (verdict
+/// `Denied`, or `UpstreamError` for `UpgradeResponse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum RefusedRequest {
+    /// An `Upgrade` the proxy would not keep judging (h2c next to another
+    /// protocol, several protocols, an unknown one): 403.
+    Upgrade,
+    /// The upstream answered `101` switching to a protocol that was not
+    /// asked: not spliced, 502.
+    UpgradeResponse,
+    /// A dot segment or one of its encodings in the path: 403.
+    Path,
+    /// Another request the proxy refuses on its own (`CONNECT`): 403.
+    Other,
+}
+
+/// Why the proxy closed a connection on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum ClosedConnection {
+    /// A ClientHello whose `server_name` list holds more than one name.
+    SniList,
+    /// The policy no longer allows the connection's flow (source identity,
+    /// destination, port) to reach the proxy: closed after a policy change.
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: RefusedRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClosedLabels {
+    reason: ClosedConnection,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     protocol: ProtocolLabel,
@@ -43,6 +80,9 @@ pub struct ProxyMetrics {
     latency: Histogram,
     active_connections: Gauge,
     connections: Counter,
+    refused: Family<RefusedLabels, Counter>,
+    closed: Family<ClosedLabels, Counter>,
+    limits: crate::limits::LimitMetrics,
 }
 
 impl Default for ProxyMetrics {
@@ -80,12 +120,29 @@ impl ProxyMetrics {
             "Redirected connections accepted",
             connections.clone(),
         );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "refused_requests",
+            "Requests the proxy refused on its own rules, by reason",
+            refused.clone(),
+        );
+        let closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "closed_connections",
+            "Connections the proxy closed on its own, by reason",
+            closed.clone(),
+        );
+        let limits = crate::limits::LimitMetrics::default();
+        limits.register(&mut registry);
         ProxyMetrics {
             registry,
             requests,
             latency,
             active_connections,
             connections,
+            refused,
+            closed,
+            limits,
         }
     }
 
@@ -95,6 +152,31 @@ impl ProxyMetrics {
             .get_or_create(&RequestLabels { protocol, verdict })
             .inc();
         self.latency.observe(seconds);
+    }
+
+    /// Counts a request the proxy refused on its own rules.
+    pub fn refused(&self, reason: RefusedRequest) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
+    /// Number of requests refused for `reason`.
+    pub fn refused_count(&self, reason: RefusedRequest) -> u64 {
+        self.refused.get_or_create(&RefusedLabels { reason }).get()
+    }
+
+    /// Counts a connection the proxy closed on its own.
+    pub fn closed(&self, reason: ClosedConnection) {
+        self.closed.get_or_create(&ClosedLabels { reason }).inc();
+    }
+
+    /// Number of connections closed for `reason`.
+    pub fn closed_count(&self, reason: ClosedConnection) -> u64 {
+        self.closed.get_or_create(&ClosedLabels { reason }).get()
+    }
+
+    /// The connection limits' counters (see [`crate::limits`]).
+    pub fn limits(&self) -> &crate::limits::LimitMetrics {
+        &self.limits
     }
 
     /// Number of requests seen with this protocol and verdict.

@@ -215,6 +215,17 @@ impl ProxyPolicy {
         }
     }
 
+    /// Whose connection it is, for the connection limits: a local
+    /// endpoint (by name, so all its addresses share one budget), else the
+    /// remote address (IPv6 by its /64).
+    pub fn source_key(&self, ip: IpAddr) -> crate::limits::SourceKey {
+        let ip = ip.to_canonical();
+        match self.endpoint(ip) {
+            Some(e) => crate::limits::SourceKey::Endpoint(e.name.as_str().into()),
+            None => crate::limits::SourceKey::remote(ip),
+        }
+    }
+
     /// The rules that apply to a redirected TCP connection from `src` to
     /// `orig_dst`: the source endpoint's egress side (when the source is
     /// local) and the destination endpoint's ingress side (when it is
@@ -628,6 +639,9 @@ impl ConnRules {
 #[derive(Debug, Clone)]
 pub struct PolicyHandle {
     current: Arc<ArcSwap<ProxyPolicy>>,
+    /// Bumped on every [`update`](Self::update): open connections re-check
+    /// their flow (see [`PolicyHandle::changes`]).
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl PolicyHandle {
@@ -635,6 +649,7 @@ impl PolicyHandle {
     pub fn new(policy: ProxyPolicy) -> PolicyHandle {
         PolicyHandle {
             current: Arc::new(ArcSwap::from_pointee(policy)),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -647,6 +662,32 @@ impl PolicyHandle {
     pub fn update(&self, policy: ProxyPolicy) {
         crate::http::upstream::set_local_destinations(policy.by_ip.keys().copied().collect());
         self.current.store(Arc::new(policy));
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Changes when the snapshot is replaced (not when a learned address
+    /// is added: that changes no rule).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Resolves with `check`'s reason once a snapshot installed after this
+    /// call makes `check` say the connection may not continue; never
+    /// otherwise. Open connections race their serving against it.
+    pub async fn revoked<F>(&self, check: F) -> String
+    where
+        F: Fn(&ProxyPolicy) -> Option<String>,
+    {
+        let mut changes = self.changes();
+        loop {
+            if changes.changed().await.is_err() {
+                // Every handle is gone: no change can come.
+                std::future::pending::<()>().await;
+            }
+            if let Some(why) = check(&self.snapshot()) {
+                return why;
+            }
+        }
     }
 
     /// Builds a snapshot from `cluster` and swaps it in.

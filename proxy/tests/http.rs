@@ -221,16 +221,30 @@ async fn a_policy_swap_applies_to_the_next_request_on_the_same_connection() {
     )));
     assert_eq!(h1_send(&mut c, get("/later")).await.status, StatusCode::OK);
     assert_denied(&h1_send(&mut c, get("/public/x")).await);
+    // A change that takes the flow's allowance away closes the open
+    // connection (issue 13: revocation reaches proxied connections); a new
+    // connection is judged, and denied, by the new snapshot.
     h.handle.update(proxy::ProxyPolicy::empty());
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        while c.ready().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the revoked connection stayed open");
+    let (mut c, _t) = h1_client(h.addr).await;
     assert_denied(&h1_send(&mut c, get("/later")).await);
     assert_eq!(h.upstream.paths(), vec!["/later"]);
 
-    // HTTP/2 too.
+    // HTTP/2 too: a swap that keeps the flow applies to the next stream.
     let h = harness(true).await;
     let c = h2_client(h.addr).await;
     assert_eq!(h2_send(&c, get("/public/x")).await.status, StatusCode::OK);
-    h.handle.update(proxy::ProxyPolicy::empty());
+    h.handle.update(policy(&server_policy(
+        "        - {method: GET, path: /later}\n",
+    )));
     assert_denied(&h2_send(&c, get("/public/x")).await);
+    assert_eq!(h2_send(&c, get("/later")).await.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,6 +396,7 @@ async fn an_unreachable_upstream_is_a_502() {
             upstream: proxy::UpstreamConfig::plain(),
             detect_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(1),
+            limits: proxy::LimitConfig::from_process(),
             tls_secrets: Default::default(),
         },
         proxy::FixedDestination {

@@ -219,6 +219,57 @@ const CASES: &[(&str, &str, Expect)] = &[
         "GET /public/..;/admin HTTP/1.1\r\nHost: svc\r\n\r\n",
         Expect::Forbidden,
     ),
+    // Encodings an upstream may decode to a dot segment (issue 13).
+    (
+        "dot-dot with encoded path parameters (..%3b)",
+        "GET /public/..%3badmin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
+    (
+        "dot-dot with encoded path parameters and a slash",
+        "GET /public/..%3B/admin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
+    (
+        "overlong UTF-8 dots (2 bytes)",
+        "GET /public/%c0%ae%c0%ae/admin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
+    (
+        "overlong UTF-8 dots (3 bytes) and slash",
+        "GET /public/%e0%80%ae%e0%80%ae%c0%afadmin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
+    (
+        "fullwidth dots (U+FF0E)",
+        "GET /public/%ef%bc%8e%ef%bc%8e/admin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
+    (
+        "fullwidth solidus (U+FF0F)",
+        "GET /public/..%EF%BC%8Fadmin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
+    (
+        "small full stops (U+FE52)",
+        "GET /public/%ef%b9%92%ef%b9%92/admin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
+    (
+        "two dot leader (U+2025)",
+        "GET /public/%e2%80%a5/admin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
+    (
+        "fullwidth dots sent raw",
+        "GET /public/\u{ff0e}\u{ff0e}/admin HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Refused,
+    ),
+    (
+        "a byte that is not UTF-8",
+        "GET /public/%ff/x HTTP/1.1\r\nHost: svc\r\n\r\n",
+        Expect::Forbidden,
+    ),
     (
         "encoded NUL",
         "GET /public/x%00.html HTTP/1.1\r\nHost: svc\r\n\r\n",
@@ -313,6 +364,7 @@ async fn the_corpus_controls_are_forwarded() {
         "GET http://svc/public/x HTTP/1.1\r\nHost: svc\r\n\r\n",
         "GET /public/a.b/.well-known/x?next=/../admin HTTP/1.1\r\nHost: svc\r\n\r\n",
         "GET /public/x HTTP/1.0\r\n\r\n",
+        "GET /public/caf%C3%A9/%e2%82%ac.txt HTTP/1.1\r\nHost: svc\r\n\r\n",
     ] {
         let out = raw(h.addr, request.as_bytes(), Duration::from_millis(400)).await;
         assert!(
@@ -321,7 +373,7 @@ async fn the_corpus_controls_are_forwarded() {
         );
     }
     let rec = h.upstream.all();
-    assert_eq!(rec.len(), 6, "{rec:?}");
+    assert_eq!(rec.len(), 7, "{rec:?}");
     assert_eq!(
         rec[3].uri, "/public/x",
         "absolute-form goes upstream as origin-form"

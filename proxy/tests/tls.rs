@@ -183,6 +183,7 @@ async fn start_proxy(handle: PolicyHandle, secrets: TlsSecrets, upstream: Socket
             upstream: UpstreamConfig::plain(),
             detect_timeout: Duration::from_secs(2),
             header_timeout: Duration::from_secs(2),
+            limits: proxy::LimitConfig::from_process(),
             tls_secrets: secrets,
         },
         FixedDestination {
@@ -485,4 +486,111 @@ async fn h2_client_reaches_an_http1_upstream_through_termination() {
     }
     t.proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(&t.dir);
+}
+
+/// A raw ClientHello record whose `server_name` list holds `names` in
+/// order (one extension, several `host_name` entries).
+fn client_hello_with_names(names: &[&str]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for name in names {
+        list.push(0u8); // host_name
+        list.extend((name.len() as u16).to_be_bytes());
+        list.extend(name.as_bytes());
+    }
+    let mut ext = vec![0u8, 0]; // server_name
+    ext.extend(((list.len() + 2) as u16).to_be_bytes());
+    ext.extend((list.len() as u16).to_be_bytes());
+    ext.extend(list);
+    let mut body = vec![3u8, 3];
+    body.extend([7u8; 32]);
+    body.push(0); // session id
+    body.extend([0, 2, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    body.extend([1, 0]); // null compression
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    let mut hs = vec![1u8];
+    hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend(body);
+    let mut rec = vec![0x16u8, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+/// A TCP upstream that records the first bytes of every connection.
+async fn recording_tcp_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                s.lock().expect("lock").push(buf[..n].to_vec());
+                // Keep the connection open past the client's wait.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Sends `hello` to the proxy; whether the proxy closed the connection
+/// (EOF or reset) within two seconds.
+async fn closed_after_hello(addr: SocketAddr, hello: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(hello).await.expect("write hello");
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn every_name_of_a_server_name_list_counts() {
+    let (upstream, seen) = recording_tcp_upstream().await;
+    let handle = policy(&server_policy("      serverNames: [api.test]"));
+    let proxy = start_proxy(handle, TlsSecrets::default(), upstream).await;
+    let addr = proxy.local_addrs()[0];
+    // Control: the allowed name alone is spliced to the upstream.
+    let alone = client_hello_with_names(&["api.test"]);
+    assert!(!closed_after_hello(addr, &alone).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.lock().expect("lock").clone(), vec![alone]);
+    // An allowed name first and a denied one second, and the reverse:
+    // never spliced (RFC 6066 allows one host_name; an upstream could
+    // pick the second).
+    for names in [["api.test", "admin.test"], ["admin.test", "api.test"]] {
+        let hello = client_hello_with_names(&names);
+        assert!(
+            closed_after_hello(addr, &hello).await,
+            "{names:?} not closed"
+        );
+    }
+    // The same name twice is still a list of two.
+    let twice = client_hello_with_names(&["api.test", "api.test"]);
+    assert!(closed_after_hello(addr, &twice).await, "a doubled name");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        1,
+        "only the control reached the upstream"
+    );
+    assert_eq!(
+        proxy
+            .metrics()
+            .closed_count(proxy::metrics::ClosedConnection::SniList),
+        3
+    );
+    proxy.shutdown().await;
 }

@@ -134,6 +134,7 @@ fn main() -> std::process::ExitCode {
             upstream: UpstreamConfig::plain(),
             detect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
+            limits: proxy::LimitConfig::from_process(),
             tls_secrets: args
                 .tls_secrets_dir
                 .as_ref()

@@ -29,7 +29,8 @@ use policy_model::api::MismatchAction;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 
-use crate::metrics::{ProtocolLabel, ProxyMetrics, VerdictLabel};
+use crate::limits::{ConnectionPermit, IdleTimeout, TimeoutKind};
+use crate::metrics::{ProtocolLabel, ProxyMetrics, RefusedRequest, VerdictLabel};
 use crate::policy::{HeaderEdit, Judgement, PolicyHandle};
 use deny::Denial;
 use detect::Detected;
@@ -62,6 +63,8 @@ pub struct HttpSettings {
     pub header_timeout: Duration,
     /// Certificates and keys of `terminatingTLS` / `originatingTLS`.
     pub tls_secrets: crate::tls::TlsSecrets,
+    /// Connection caps and the idle timeout, shared by every connection.
+    pub limits: Arc<crate::limits::ConnectionLimits>,
 }
 
 /// TLS around a served connection (set by [`crate::tls`]).
@@ -99,6 +102,9 @@ struct Conn {
     upstream: Mutex<Option<UpstreamConn>>,
     /// Set when the port has TLS settings (see [`crate::tls`]).
     tls: Option<TlsSession>,
+    /// The connection's place under the limits, held by an upgraded
+    /// (spliced) connection too.
+    permit: Arc<ConnectionPermit>,
 }
 
 /// Serves one redirected connection until it closes or `shutdown` turns
@@ -108,9 +114,10 @@ pub async fn serve_connection(
     addrs: ConnAddrs,
     settings: Arc<HttpSettings>,
     shutdown: watch::Receiver<bool>,
+    permit: Arc<ConnectionPermit>,
 ) {
     let _ = stream.set_nodelay(true);
-    serve_io(stream, addrs, settings, shutdown, None).await
+    serve_io(stream, addrs, settings, shutdown, None, permit).await
 }
 
 /// Serves HTTP on any byte stream (plaintext, or TLS the proxy
@@ -121,10 +128,16 @@ pub async fn serve_io<I>(
     settings: Arc<HttpSettings>,
     mut shutdown: watch::Receiver<bool>,
     tls: Option<TlsSession>,
+    permit: Arc<ConnectionPermit>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _guard = settings.metrics.connection();
+    let stream = IdleTimeout::new(
+        stream,
+        settings.limits.config().idle_timeout,
+        settings.metrics.limits().clone(),
+    );
     let (protocol, io) = match detect::detect(stream, settings.detect_timeout).await {
         Ok(Some(found)) => found,
         Ok(None) => {
@@ -136,18 +149,26 @@ pub async fn serve_io<I>(
             return;
         }
     };
+    let tls_for_check = tls.clone();
     let conn = Arc::new(Conn {
         addrs,
         protocol,
         settings: settings.clone(),
         upstream: Mutex::new(None),
         tls,
+        permit,
     });
     let service = service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(conn, req).await) }
     });
     let io = TokioIo::new(io);
+    // A policy change that takes away the flow's allowance closes the
+    // connection (the requests on it would all be denied anyway).
+    let policy = settings.policy.clone();
+    let tls_start = conn_tls_start(&tls_for_check);
+    let revoked = policy.revoked(move |p| flow_refusal(p, addrs, tls_start.as_ref()));
+    tokio::pin!(revoked);
     let result = match protocol {
         Detected::Http1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -162,6 +183,10 @@ pub async fn serve_io<I>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                why = revoked.as_mut() => {
+                    close_revoked(&settings, &addrs, &why);
+                    return;
+                }
             }
         }
         Detected::Http2 => {
@@ -175,12 +200,75 @@ pub async fn serve_io<I>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                why = revoked.as_mut() => {
+                    close_revoked(&settings, &addrs, &why);
+                    return;
+                }
             }
         }
     };
     if let Err(e) = result {
+        if e.is_timeout() {
+            // hyper's header read timeout (slowloris).
+            settings.metrics.limits().timed_out(TimeoutKind::Header);
+        }
         tracing::debug!(client = %addrs.client, dst = %addrs.original_dst, error = %e, "downstream connection ended with an error");
     }
+}
+
+/// How a served connection started, owned, for re-checking it later.
+#[derive(Debug, Clone)]
+pub(crate) enum OwnedStart {
+    Plaintext,
+    Tls(Option<String>),
+}
+
+impl OwnedStart {
+    fn as_start(&self) -> policy_model::l7::tls::ClientStart<'_> {
+        match self {
+            OwnedStart::Plaintext => policy_model::l7::tls::ClientStart::Plaintext,
+            OwnedStart::Tls(sni) => policy_model::l7::tls::ClientStart::Tls {
+                sni: sni.as_deref(),
+            },
+        }
+    }
+}
+
+fn conn_tls_start(tls: &Option<TlsSession>) -> Option<OwnedStart> {
+    tls.as_ref().map(|t| match &t.client_sni {
+        None => OwnedStart::Plaintext,
+        Some(sni) => OwnedStart::Tls(sni.clone()),
+    })
+}
+
+/// Why the flow of a served HTTP connection may not continue under
+/// `policy`, if it may not: the same lookup as each request's (no side
+/// redirects it to HTTP any more, a side denies it at L4 or has no entry).
+pub(crate) fn flow_refusal(
+    policy: &crate::policy::ProxyPolicy,
+    addrs: ConnAddrs,
+    tls: Option<&OwnedStart>,
+) -> Option<String> {
+    let rules = match tls {
+        None => policy.http_rules(addrs.client, addrs.original_dst),
+        Some(start) => policy.http_rules_in(addrs.client, addrs.original_dst, start.as_start()),
+    };
+    rules.refusal.map(|r| r.to_string())
+}
+
+/// Logs and counts a connection closed because its flow was revoked.
+pub(crate) fn close_revoked(settings: &HttpSettings, addrs: &ConnAddrs, why: &str) {
+    settings
+        .metrics
+        .closed(crate::metrics::ClosedConnection::Revoked);
+    tracing::info!(
+        target: "portcullis::proxy::access",
+        verdict = "Denied",
+        src = %addrs.client,
+        dst = %addrs.original_dst,
+        reason = %why,
+        "connection closed: the policy no longer allows its flow"
+    );
 }
 
 /// What the access log says about a request.
@@ -231,7 +319,18 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
         Err(rejection) => {
             let denial = match rejection {
                 request::Rejection::BadRequest(_) => Denial::BadRequest,
-                request::Rejection::Refused(_) => Denial::Forbidden,
+                request::Rejection::Refused(_) => {
+                    conn.settings.metrics.refused(RefusedRequest::Other);
+                    Denial::Forbidden
+                }
+                request::Rejection::UnsafePath(_) => {
+                    conn.settings.metrics.refused(RefusedRequest::Path);
+                    Denial::Forbidden
+                }
+                request::Rejection::Upgrade(_) => {
+                    conn.settings.metrics.refused(RefusedRequest::Upgrade);
+                    Denial::Forbidden
+                }
             };
             let verdict = match denial {
                 Denial::BadRequest => VerdictLabel::Invalid,
@@ -269,11 +368,33 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
             request::strip_hop_by_hop(&mut parts.headers, upgrade);
             let req = Request::from_parts(parts, body);
             let (resp, outcome) = match forward(&conn, req, authority_for_log.as_deref()).await {
+                Ok(resp)
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && !(client_upgrade.is_some()
+                            && request::switches_to_websocket(resp.headers())) =>
+                {
+                    // The upstream switched to a protocol that was not
+                    // asked (or without an asked upgrade): what follows
+                    // would never be judged. Not spliced; the upstream
+                    // connection is dropped.
+                    drop(resp);
+                    *conn.upstream.lock().await = None;
+                    conn.settings
+                        .metrics
+                        .refused(RefusedRequest::UpgradeResponse);
+                    let resp = deny::bad_gateway(grpc);
+                    let outcome = Outcome {
+                        verdict: VerdictLabel::UpstreamError,
+                        status: resp.status(),
+                        reason: "the upstream switched to a protocol that was not asked".into(),
+                    };
+                    (resp, outcome)
+                }
                 Ok(mut resp) => {
                     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
                         (client_upgrade, resp.status())
                     {
-                        splice_upgrade(client, hyper::upgrade::on(&mut resp), conn.addrs);
+                        splice_upgrade(client, hyper::upgrade::on(&mut resp), conn.clone());
                     } else {
                         request::strip_hop_by_hop(resp.headers_mut(), false);
                     }
@@ -527,9 +648,15 @@ fn apply_edits(headers: &mut http::HeaderMap, edits: &[HeaderEdit], addrs: &Conn
 fn splice_upgrade(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    addrs: ConnAddrs,
+    conn: Arc<Conn>,
 ) {
+    let addrs = conn.addrs;
     tokio::spawn(async move {
+        // Counted under the limits until the tunnel closes.
+        let _permit = conn.permit.clone();
+        let start = conn_tls_start(&conn.tls);
+        let settings = conn.settings.clone();
+        drop(conn);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {
@@ -539,8 +666,16 @@ fn splice_upgrade(
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(client = %addrs.client, error = %e, "upgraded connection ended");
+        let policy = settings.policy.clone();
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %addrs.client, error = %e, "upgraded connection ended");
+                }
+            }
+            why = policy.revoked(move |p| flow_refusal(p, addrs, start.as_ref())) => {
+                close_revoked(&settings, &addrs, &why);
+            }
         }
     });
 }

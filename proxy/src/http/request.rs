@@ -17,7 +17,10 @@
 //!   segment (`/./`, `/../`, trailing `/.` or `/..`, also written `%2e`,
 //!   or followed by `;params`), an encoded slash or backslash (`%2f`,
 //!   `%5c`), a raw backslash, an encoded NUL or a double-encoded form of
-//!   those (`%252e`) is refused with 403 before matching. Envoy forwards
+//!   those (`%252e`), a dot segment hidden by `..%3b`, by overlong UTF-8
+//!   (`%c0%ae`) or by a Unicode compatibility form (fullwidth `．`,
+//!   `%ef%bc%8e`), or any decoded path that is not UTF-8, is refused with
+//!   403 before matching. Envoy forwards
 //!   the raw path, so a `/public/.*` rule would let `/public/../admin`
 //!   reach an upstream that normalises it to `/admin`; refusing is the
 //!   safe reading of an allow-list.
@@ -36,6 +39,13 @@ pub enum Rejection {
     /// Well-formed but refused by the proxy's own rules: 403.
     #[error("refused: {0}")]
     Refused(&'static str),
+    /// A path the proxy refuses before matching (dot segments and their
+    /// encodings): 403.
+    #[error("refused path: {0}")]
+    UnsafePath(&'static str),
+    /// An `Upgrade` the proxy would not keep judging: 403.
+    #[error("refused upgrade: {0}")]
+    Upgrade(&'static str),
 }
 
 /// The parts of a request head the policy matches on, borrowed.
@@ -67,6 +77,7 @@ pub fn view(parts: &Parts) -> Result<RequestView<'_>, Rejection> {
         return Err(Rejection::Refused("CONNECT tunnels are not proxied"));
     }
     check_framing(&parts.headers)?;
+    upgrade_ask(parts.version, &parts.headers)?;
     let mut headers = Vec::with_capacity(parts.headers.len());
     for (name, value) in &parts.headers {
         let value = value
@@ -89,7 +100,7 @@ pub fn view(parts: &Parts) -> Result<RequestView<'_>, Rejection> {
         return Err(Rejection::BadRequest("`*` is only a target for OPTIONS"));
     }
     if let Some(why) = unsafe_path(path) {
-        return Err(Rejection::Refused(why));
+        return Err(Rejection::UnsafePath(why));
     }
     Ok(RequestView {
         method: parts.method.as_str(),
@@ -176,15 +187,60 @@ pub fn unsafe_path(path_and_query: &str) -> Option<&'static str> {
             return Some(why);
         }
     }
-    for segment in lower.split('/') {
-        // `..;x` is `..` to servlet containers.
+    // What an upstream that decodes the path sees: percent-decoded once
+    // (`%25` is refused above, so once is all), then read as UTF-8.
+    let decoded = percent_decode(path);
+    let Ok(decoded) = std::str::from_utf8(&decoded) else {
+        // Overlong forms (`%c0%ae` for `.`, `%c0%af` for `/`) and other
+        // invalid sequences: a lenient decoder reads them as ASCII.
+        return Some("the decoded path is not UTF-8 (overlong or invalid sequence)");
+    };
+    if decoded.chars().any(compatibility_punctuation) {
+        return Some("a Unicode form of `.`, `/`, `\\` or `;` in the path");
+    }
+    for segment in decoded.split('/') {
+        // `..;x` is `..` to servlet containers (also written `..%3b`).
         let segment = segment.split(';').next().unwrap_or(segment);
-        let decoded = segment.replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
+        if segment == "." || segment == ".." {
             return Some("dot segment in the path");
         }
     }
     None
+}
+
+/// `%XX` sequences decoded; a `%` not followed by two hex digits is kept.
+fn percent_decode(path: &str) -> Vec<u8> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Characters an upstream applying Unicode compatibility normalisation
+/// (NFKC, as some frameworks and file systems do) turns into path
+/// punctuation or other ASCII: the fullwidth ASCII forms (U+FF01..U+FF5E,
+/// `．` `／` `＼` `；` among them), the small form variants (U+FE50..U+FE6B:
+/// `﹒` `﹔` `﹨`), and the one/two dot leaders and the ellipsis
+/// (U+2024..U+2026). The matcher sees them as they are sent, so a path
+/// holding one is refused rather than judged in a form the upstream may
+/// not use.
+fn compatibility_punctuation(c: char) -> bool {
+    matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{FE50}'..='\u{FE6B}' | '\u{2024}'..='\u{2026}')
 }
 
 /// Header fields that describe one hop and must not be forwarded: the
@@ -226,27 +282,94 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether the request asks for a protocol upgrade the proxy passes
-/// through (HTTP/1.1 `Connection: upgrade` with an `Upgrade` header). An
-/// upgrade to `h2c` is not passed: the requests on the upgraded connection
-/// would bypass the policy; such a request is forwarded without its
-/// upgrade headers.
+/// The upgrade a request asks for, read from **every** `Upgrade` and
+/// `Connection` header (a second `Upgrade: h2c` after `Upgrade: websocket`
+/// must not slip past a check of the first one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeAsk {
+    /// No upgrade the proxy honours: any `Upgrade` header is stripped and
+    /// the request is forwarded as a plain one.
+    None,
+    /// One WebSocket upgrade on HTTP/1.1 with `Connection: upgrade`:
+    /// forwarded with its upgrade headers, spliced after a `101` that
+    /// switches to `websocket`.
+    WebSocket,
+}
+
+/// The one protocol the proxy lets a connection switch to. It does not
+/// judge WebSocket frames, like Cilium's Envoy (`upgrade_configs:
+/// websocket`); every other protocol would carry requests it never judges.
+const HONOURED_UPGRADE: &str = "websocket";
+
+/// The protocol tokens of every `Upgrade` header, lowercased, the version
+/// suffix (`/13`) dropped; `None` when a value is not visible ASCII.
+fn upgrade_tokens(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut tokens = Vec::new();
+    for value in headers.get_all(header::UPGRADE) {
+        let value = value.to_str().ok()?;
+        for token in value.split(',') {
+            let token = token.trim();
+            if token.is_empty() {
+                continue;
+            }
+            let name = token.split('/').next().unwrap_or(token);
+            tokens.push(name.to_ascii_lowercase());
+        }
+    }
+    Some(tokens)
+}
+
+/// What a request's `Upgrade` asks, or why it is refused (403):
+/// - no `Upgrade` header: [`UpgradeAsk::None`];
+/// - exactly one `Upgrade` token, `h2c`: ignored ([`UpgradeAsk::None`], the
+///   headers are stripped; RFC 9113 §3.1 lets a server ignore it, and it is
+///   what `curl --http2` sends on `http://`), so the upstream never sees it;
+/// - exactly one token, `websocket`: [`UpgradeAsk::WebSocket`] on HTTP/1.1
+///   with `upgrade` listed in some `Connection` header, else ignored;
+/// - anything else (several tokens across all `Upgrade` headers, `h2c`
+///   next to another protocol, an unknown protocol, an unreadable value):
+///   refused. The proxy cannot know which one an upstream would pick.
+pub fn upgrade_ask(version: Version, headers: &HeaderMap) -> Result<UpgradeAsk, Rejection> {
+    if !headers.contains_key(header::UPGRADE) {
+        return Ok(UpgradeAsk::None);
+    }
+    let tokens = upgrade_tokens(headers)
+        .ok_or(Rejection::Upgrade("an Upgrade value is not visible ASCII"))?;
+    match tokens.as_slice() {
+        [] => Err(Rejection::Upgrade("an empty Upgrade header")),
+        [one] if one == "h2c" => Ok(UpgradeAsk::None),
+        [one] if one == HONOURED_UPGRADE => {
+            let connection_upgrade = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+            if version == Version::HTTP_11 && connection_upgrade {
+                Ok(UpgradeAsk::WebSocket)
+            } else {
+                Ok(UpgradeAsk::None)
+            }
+        }
+        [_] => Err(Rejection::Upgrade(
+            "upgrade to a protocol the proxy does not judge",
+        )),
+        _ => Err(Rejection::Upgrade(
+            "several upgrade protocols (the upstream could pick any)",
+        )),
+    }
+}
+
+/// Whether a request asks for an upgrade the proxy passes through
+/// ([`UpgradeAsk::WebSocket`]).
 pub fn wants_upgrade(version: Version, headers: &HeaderMap) -> bool {
-    let Some(upgrade) = headers.get(header::UPGRADE) else {
-        return false;
-    };
-    let h2c = upgrade
-        .to_str()
-        .map(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")))
-        .unwrap_or(true);
-    version == Version::HTTP_11
-        && !h2c
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    upgrade_ask(version, headers) == Ok(UpgradeAsk::WebSocket)
+}
+
+/// Whether an upstream's `101` switches to the protocol that was asked
+/// (one `Upgrade` token, `websocket`). Any other switch is not spliced.
+pub fn switches_to_websocket(headers: &HeaderMap) -> bool {
+    matches!(upgrade_tokens(headers).as_deref(), Some([one]) if one == HONOURED_UPGRADE)
 }
 
 /// Whether the request is gRPC (`content-type: application/grpc[+...]`).

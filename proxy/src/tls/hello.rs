@@ -24,7 +24,15 @@ pub enum Hello {
     ClientHello { sni: Option<String> },
     /// A TLS record that is not a well-formed ClientHello.
     Malformed(&'static str),
+    /// A ClientHello whose `server_name` list holds more than one name.
+    /// RFC 6066 §3 allows one name per type and defines one type, so no
+    /// real client sends this; judging only one name would let an upstream
+    /// act on another, and a list is never spliced or terminated.
+    SeveralServerNames,
 }
+
+/// The error of [`client_hello_sni`] for a list of several names.
+const SEVERAL_NAMES: &str = "several names in the server_name list";
 
 /// Whether `first` (the first byte of a connection) starts a TLS
 /// handshake record.
@@ -75,6 +83,7 @@ pub fn parse(buf: &[u8]) -> Hello {
             if msg.len() >= body + 4 {
                 return match client_hello_sni(&msg[4..body + 4]) {
                     Ok(sni) => Hello::ClientHello { sni },
+                    Err(SEVERAL_NAMES) => Hello::SeveralServerNames,
                     Err(why) => Hello::Malformed(why),
                 };
             }
@@ -144,9 +153,16 @@ fn client_hello_sni(body: &[u8]) -> Result<Option<String>, &'static str> {
         let mut list = Reader {
             buf: Reader { buf: data }.vec(2)?,
         };
+        let mut entries = 0;
         while !list.buf.is_empty() {
             let name_type = list.u8()?;
             let name = list.vec(2)?;
+            entries += 1;
+            if entries > 1 {
+                // Every name would have to be judged, and an upstream may
+                // pick any of them: a list is refused whole.
+                return Err(SEVERAL_NAMES);
+            }
             if name_type != 0 {
                 continue;
             }
@@ -159,7 +175,6 @@ fn client_hello_sni(body: &[u8]) -> Result<Option<String>, &'static str> {
                 return Err("server name is not a DNS host name");
             }
             sni = Some(name.to_ascii_lowercase());
-            break;
         }
     }
     Ok(sni)
@@ -252,6 +267,22 @@ mod tests {
                 sni: Some("split.test".into())
             }
         );
+    }
+
+    #[test]
+    fn a_list_of_several_names_is_refused() {
+        let mut exts = Vec::new();
+        let mut list = Vec::new();
+        for name in [&b"api.test"[..], b"admin.test"] {
+            list.push(0);
+            list.extend((name.len() as u16).to_be_bytes());
+            list.extend(name);
+        }
+        exts.extend([0, 0]);
+        exts.extend(((list.len() + 2) as u16).to_be_bytes());
+        exts.extend((list.len() as u16).to_be_bytes());
+        exts.extend(list);
+        assert_eq!(parse(&hello([3, 3], Some(exts))), Hello::SeveralServerNames);
     }
 
     #[test]

@@ -25,6 +25,8 @@ use tokio::sync::watch;
 
 use crate::http::detect::Rewind;
 use crate::http::{ConnAddrs, HttpSettings, TlsSession, serve_connection, serve_io};
+use crate::limits::{ConnectionPermit, IdleTimeout};
+use crate::metrics::ClosedConnection;
 pub use secrets::{SecretError, SecretItems, TlsSecrets};
 
 /// Serves one connection accepted on the HTTP proxy port: TLS by its
@@ -34,7 +36,9 @@ pub async fn serve(
     addrs: ConnAddrs,
     settings: Arc<HttpSettings>,
     shutdown: watch::Receiver<bool>,
+    permit: ConnectionPermit,
 ) {
+    let permit = Arc::new(permit);
     let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
     match tokio::time::timeout(settings.detect_timeout, stream.peek(&mut first)).await {
@@ -45,7 +49,7 @@ pub async fn serve(
         }
     }
     if hello::looks_like_tls(first[0]) {
-        serve_tls(stream, addrs, settings, shutdown).await;
+        serve_tls(stream, addrs, settings, shutdown, permit).await;
         return;
     }
     let plan = settings.policy.snapshot().connection_plan(
@@ -67,11 +71,11 @@ pub async fn serve(
                 client_sni: None,
                 originate: Some((ctx, name)),
             };
-            serve_io(stream, addrs, settings, shutdown, Some(session)).await;
+            serve_io(stream, addrs, settings, shutdown, Some(session), permit).await;
         }
         // Plaintext without origination: the HTTP path judges (and
         // denies, if nothing allows) every request.
-        _ => serve_connection(stream, addrs, settings, shutdown).await,
+        _ => serve_connection(stream, addrs, settings, shutdown, permit).await,
     }
 }
 
@@ -101,6 +105,7 @@ async fn serve_tls(
     addrs: ConnAddrs,
     settings: Arc<HttpSettings>,
     shutdown: watch::Receiver<bool>,
+    permit: Arc<ConnectionPermit>,
 ) {
     let mut buf = BytesMut::with_capacity(2048);
     let read = tokio::time::timeout(settings.detect_timeout, async {
@@ -125,6 +130,15 @@ async fn serve_tls(
     .await;
     let sni = match read {
         Ok(Ok(hello::Hello::ClientHello { sni })) => sni,
+        Ok(Ok(hello::Hello::SeveralServerNames)) => {
+            settings.metrics.closed(ClosedConnection::SniList);
+            closed(
+                &addrs,
+                None,
+                "several names in the ClientHello's server_name list",
+            );
+            return;
+        }
         Ok(Ok(other)) => {
             closed(
                 &addrs,
@@ -155,7 +169,12 @@ async fn serve_tls(
         Ok(ConnPlan::Inspect {
             terminate: Some(term),
             originate,
-        }) => terminate(stream, buf, addrs, settings, shutdown, sni, term, originate).await,
+        }) => {
+            terminate(
+                stream, buf, addrs, settings, shutdown, sni, term, originate, permit,
+            )
+            .await
+        }
         Ok(ConnPlan::Inspect {
             terminate: None, ..
         }) => closed(
@@ -168,7 +187,7 @@ async fn serve_tls(
 
 /// Passes the connection through untouched (the ClientHello first).
 async fn splice(
-    mut client: TcpStream,
+    client: TcpStream,
     hello: BytesMut,
     addrs: ConnAddrs,
     settings: &HttpSettings,
@@ -210,8 +229,34 @@ async fn splice(
     if upstream.write_all(&hello).await.is_err() {
         return;
     }
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(client = %addrs.client, error = %e, "spliced TLS connection ended");
+    let mut client = IdleTimeout::new(
+        client,
+        settings.limits.config().idle_timeout,
+        settings.metrics.limits().clone(),
+    );
+    // A policy change after which the ClientHello would no longer be
+    // spliced closes the tunnel.
+    let sni_owned = sni.map(str::to_string);
+    let revoked = settings.policy.revoked(move |p| {
+        match p.connection_plan(
+            addrs.client,
+            addrs.original_dst,
+            ClientStart::Tls {
+                sni: sni_owned.as_deref(),
+            },
+        ) {
+            Ok(ConnPlan::Splice) => None,
+            Ok(_) => Some("the server name is no longer passed through".to_string()),
+            Err(why) => Some(why),
+        }
+    });
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = r {
+                tracing::debug!(client = %addrs.client, error = %e, "spliced TLS connection ended");
+            }
+        }
+        why = revoked => crate::http::close_revoked(settings, &addrs, &why),
     }
 }
 
@@ -227,6 +272,7 @@ async fn terminate(
     sni: Option<String>,
     term: ResolvedTlsContext,
     originate: Option<ResolvedTlsContext>,
+    permit: Arc<ConnectionPermit>,
 ) {
     let config = match settings.tls_secrets.server_config(&term) {
         Ok(c) => c,
@@ -275,5 +321,5 @@ async fn terminate(
         client_sni: Some(sni),
         originate: originate.map(|o| (o, name)),
     };
-    serve_io(tls, addrs, settings, shutdown, Some(session)).await;
+    serve_io(tls, addrs, settings, shutdown, Some(session), permit).await;
 }

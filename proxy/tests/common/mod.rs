@@ -199,13 +199,24 @@ pub const SERVER: &str = "10.0.1.1:80";
 /// The proxy on a loopback port in front of `upstream`, judging as
 /// client -> server:80; its address.
 pub async fn proxy_in_front_of(handle: PolicyHandle, upstream: SocketAddr) -> (Proxy, SocketAddr) {
+    proxy_in_front_of_with(handle, upstream, Duration::from_secs(2)).await
+}
+
+/// As [`proxy_in_front_of`] with `header_timeout` (hyper's HTTP/1 header
+/// timeout also bounds how long a keep-alive connection may wait idle).
+pub async fn proxy_in_front_of_with(
+    handle: PolicyHandle,
+    upstream: SocketAddr,
+    header_timeout: Duration,
+) -> (Proxy, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     let config = ProxyConfig {
         http_port: 0,
         upstream: UpstreamConfig::plain(),
         detect_timeout: Duration::from_secs(2),
-        header_timeout: Duration::from_secs(2),
+        header_timeout,
+        limits: proxy::LimitConfig::from_process(),
         tls_secrets: Default::default(),
     };
     let proxy = Proxy::serve_with_fixed_destination(

@@ -37,10 +37,21 @@ fn dot_segments_and_encoded_separators_are_refused() {
         "/public%5cadmin",
         "/public/%252e%252e/admin",
         "/public/%00",
+        "/public/..%3badmin",
+        "/public/%2e%2E%3B/admin",
+        "/public/%c0%ae%c0%ae/admin",
+        "/public/%e0%80%ae./admin",
+        "/public/%c0%afadmin",
+        "/public/%ef%bc%8e%ef%bc%8e/admin",
+        "/public/..%ef%bc%8fadmin",
+        "/public/%ef%bc%bcadmin",
+        "/public/%ef%b9%92/admin",
+        "/public/%e2%80%a4%e2%80%a4/admin",
+        "/public/%ff",
     ] {
         let p = parts(get(path));
         assert!(
-            matches!(view(&p), Err(Rejection::Refused(_))),
+            matches!(view(&p), Err(Rejection::UnsafePath(_))),
             "{path} must be refused"
         );
     }
@@ -55,6 +66,11 @@ fn ordinary_dots_are_fine() {
         "/public/.well-known/x",
         "/a..b/c",
         "/x?next=/../admin",
+        "/public/caf%C3%A9/%e2%82%ac",
+        "/public/%e3%80%82/x",
+        "/public/100%",
+        "/public/%zz",
+        "/public/..a/%3b",
     ] {
         assert_eq!(unsafe_path(path), None, "{path}");
     }
@@ -159,6 +175,38 @@ fn upgrade_and_grpc_are_recognised() {
         !wants_upgrade(h2c.version, &h2c.headers),
         "h2c is never passed through"
     );
+    assert_eq!(upgrade_ask(h2c.version, &h2c.headers), Ok(UpgradeAsk::None));
+    // Every Upgrade header counts: a second one, a list, an unknown one.
+    for (first, second) in [
+        ("websocket", Some("h2c")),
+        ("h2c", Some("websocket")),
+        ("websocket, h2c", None),
+        ("websocket", Some("websocket")),
+        ("foo", None),
+        ("h2c/1", Some("x")),
+        ("", None),
+    ] {
+        let mut b = get("/ws")
+            .header("connection", "upgrade")
+            .header("upgrade", first);
+        if let Some(second) = second {
+            b = b.header("upgrade", second);
+        }
+        let p = parts(b);
+        assert!(
+            matches!(view(&p), Err(Rejection::Upgrade(_))),
+            "{first} / {second:?} must be refused"
+        );
+        assert!(!wants_upgrade(p.version, &p.headers));
+    }
+    let mut ok = http::HeaderMap::new();
+    ok.insert("upgrade", http::HeaderValue::from_static("WebSocket"));
+    assert!(switches_to_websocket(&ok));
+    ok.append("upgrade", http::HeaderValue::from_static("h2c"));
+    assert!(!switches_to_websocket(&ok));
+    let mut h2c_101 = http::HeaderMap::new();
+    h2c_101.insert("upgrade", http::HeaderValue::from_static("h2c"));
+    assert!(!switches_to_websocket(&h2c_101));
     let grpc = parts(get("/s/M").header("content-type", "application/grpc+proto"));
     assert!(is_grpc(&grpc.headers));
     assert!(!is_grpc(

@@ -1,0 +1,518 @@
+//! Connection limits for the proxies: how many connections one source and
+//! the whole proxy may hold open, and how long a connection may stay silent
+//! or take to send a request head. Generic over the protocol: the HTTP
+//! proxy uses it now; the DNS (TCP) and Kafka proxies can hold the same
+//! [`ConnectionLimits`] (one per process shares the descriptor budget).
+//!
+//! A limit is applied **after** `accept`, when the datapath has said whose
+//! connection it is: the accepted socket's peer address is the real source
+//! (the redirect keeps it, and spoofed sources are dropped in the kernel),
+//! and the policy snapshot maps it to a [`SourceKey`]. A refused connection
+//! is closed at once, never served and never forwarded; each refusal is
+//! counted in [`LimitMetrics`].
+//!
+//! Defaults ([`LimitConfig::for_descriptors`]): the process's open-file
+//! limit minus [`DESCRIPTOR_RESERVE`] for the agent's own work (policy
+//! files, maps, the API, DNS), halved because a proxied connection holds two
+//! descriptors (downstream and upstream), capped at [`MAX_GLOBAL`]; one
+//! source may hold an eighth of that ([`PER_SOURCE_SHARE`]), at least
+//! [`MIN_PER_SOURCE`]. With the lab's limit of 20,000 descriptors that is
+//! 9,488 connections in all and 1,186 per source.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Descriptors kept for the agent's own work, never used by proxied
+/// connections.
+pub const DESCRIPTOR_RESERVE: u64 = 1024;
+/// The most connections one proxy holds whatever the descriptor limit.
+pub const MAX_GLOBAL: usize = 32_768;
+/// One source may hold this fraction (1/n) of the global cap.
+pub const PER_SOURCE_SHARE: usize = 8;
+/// The per-source cap is never below this.
+pub const MIN_PER_SOURCE: usize = 16;
+/// The descriptor limit assumed when `/proc/self/limits` cannot be read
+/// (the usual soft default).
+pub const FALLBACK_DESCRIPTORS: u64 = 1024;
+
+/// Default bound on receiving one request head once a connection is open
+/// (slowloris); the HTTP proxy's `ProxyConfig::header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on a connection with no byte read or written either way.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The limits of one proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitConfig {
+    /// Connections open at once in the proxy; the next is closed.
+    pub global: usize,
+    /// Connections open at once from one [`SourceKey`]; the next is closed.
+    pub per_source: usize,
+    /// Time a connection may pass with no byte read or written; then it is
+    /// closed (a request waiting on a silent upstream counts as idle).
+    pub idle_timeout: Duration,
+}
+
+impl LimitConfig {
+    /// The defaults for a process that may open `descriptors` files (see
+    /// the module doc).
+    pub fn for_descriptors(descriptors: u64) -> LimitConfig {
+        let usable = descriptors.saturating_sub(DESCRIPTOR_RESERVE) / 2;
+        // Even a tiny limit leaves a few connections (the reserve is then
+        // what suffers, which the agent reports by raising the limit).
+        let global = (usable as usize).clamp(MIN_PER_SOURCE, MAX_GLOBAL);
+        LimitConfig {
+            global,
+            per_source: (global / PER_SOURCE_SHARE).max(MIN_PER_SOURCE).min(global),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+
+    /// The defaults for this process's current open-file limit.
+    pub fn from_process() -> LimitConfig {
+        LimitConfig::for_descriptors(descriptor_limit().unwrap_or(FALLBACK_DESCRIPTORS))
+    }
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        LimitConfig::from_process()
+    }
+}
+
+/// The soft open-file limit of this process (`Max open files` in
+/// `/proc/self/limits`); `None` if unreadable or unlimited.
+pub fn descriptor_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_descriptor_limit(&text)
+}
+
+fn parse_descriptor_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whose connection it is, for the per-source cap: a local endpoint (all
+/// its addresses share one budget), or a remote address (IPv6 by its /64,
+/// which one host usually holds whole).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SourceKey {
+    /// A local endpoint, by `namespace/name`.
+    Endpoint(Arc<str>),
+    /// A remote IPv4 address.
+    V4(std::net::Ipv4Addr),
+    /// A remote IPv6 /64 (the first 64 bits).
+    V6Prefix(u64),
+}
+
+impl SourceKey {
+    /// The key of a remote address.
+    pub fn remote(ip: IpAddr) -> SourceKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => SourceKey::V4(v4),
+            IpAddr::V6(v6) => SourceKey::V6Prefix((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue, thiserror::Error)]
+pub enum LimitRefusal {
+    /// The source holds [`LimitConfig::per_source`] connections.
+    #[error("the source holds its limit of connections")]
+    Source,
+    /// The proxy holds [`LimitConfig::global`] connections.
+    #[error("the proxy holds its limit of connections")]
+    Global,
+}
+
+/// Which timeout closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum TimeoutKind {
+    /// No complete request head within the header timeout.
+    Header,
+    /// No byte either way within the idle timeout.
+    Idle,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    limit: LimitRefusal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TimeoutLabels {
+    timeout: TimeoutKind,
+}
+
+/// Counters of what the limits refused and closed. Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct LimitMetrics {
+    refused: Family<RefusalLabels, Counter>,
+    timeouts: Family<TimeoutLabels, Counter>,
+    held: Gauge,
+}
+
+impl LimitMetrics {
+    /// Registers `connections_refused_total{limit}`,
+    /// `connection_timeouts_total{timeout}` and `limited_connections` in
+    /// `registry` (under its prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept by a connection limit, by limit",
+            self.refused.clone(),
+        );
+        registry.register(
+            "connection_timeouts",
+            "Connections closed by a header or idle timeout",
+            self.timeouts.clone(),
+        );
+        registry.register(
+            "limited_connections",
+            "Connections counted against the connection limits",
+            self.held.clone(),
+        );
+    }
+
+    /// Connections refused by `limit` so far.
+    pub fn refused(&self, limit: LimitRefusal) -> u64 {
+        self.refused.get_or_create(&RefusalLabels { limit }).get()
+    }
+
+    /// Connections closed by `timeout` so far.
+    pub fn timeouts(&self, timeout: TimeoutKind) -> u64 {
+        self.timeouts
+            .get_or_create(&TimeoutLabels { timeout })
+            .get()
+    }
+
+    /// Counts a connection closed by `timeout`.
+    pub fn timed_out(&self, timeout: TimeoutKind) {
+        self.timeouts
+            .get_or_create(&TimeoutLabels { timeout })
+            .inc();
+    }
+}
+
+/// The shared state of the limits: open connections per source and in all.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    config: LimitConfig,
+    total: AtomicUsize,
+    per_source: Mutex<HashMap<SourceKey, usize>>,
+    metrics: LimitMetrics,
+}
+
+impl ConnectionLimits {
+    /// Limits with `config`, counting into `metrics`.
+    pub fn new(config: LimitConfig, metrics: LimitMetrics) -> Arc<ConnectionLimits> {
+        Arc::new(ConnectionLimits {
+            config,
+            total: AtomicUsize::new(0),
+            per_source: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LimitConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &LimitMetrics {
+        &self.metrics
+    }
+
+    /// Connections held now.
+    pub fn held(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Admits one more connection from `source`, or says which limit
+    /// refuses it (and counts the refusal). The connection counts until
+    /// the permit drops.
+    pub fn admit(self: &Arc<Self>, source: SourceKey) -> Result<ConnectionPermit, LimitRefusal> {
+        let refused = |limit| {
+            self.metrics
+                .refused
+                .get_or_create(&RefusalLabels { limit })
+                .inc();
+            Err(limit)
+        };
+        // The map lock orders the two counts; a poisoned lock (a panic
+        // while holding it) refuses rather than admitting uncounted.
+        let Ok(mut map) = self.per_source.lock() else {
+            return refused(LimitRefusal::Global);
+        };
+        if self.total.load(Ordering::Relaxed) >= self.config.global {
+            return refused(LimitRefusal::Global);
+        }
+        let held = map.entry(source.clone()).or_insert(0);
+        if *held >= self.config.per_source {
+            return refused(LimitRefusal::Source);
+        }
+        *held += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.held.inc();
+        Ok(ConnectionPermit {
+            limits: self.clone(),
+            source,
+        })
+    }
+
+    fn release(&self, source: &SourceKey) {
+        if let Ok(mut map) = self.per_source.lock()
+            && let Some(held) = map.get_mut(source)
+        {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(source);
+            }
+        }
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.held.dec();
+    }
+}
+
+/// One admitted connection; releases its place when dropped.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    limits: Arc<ConnectionLimits>,
+    source: SourceKey,
+}
+
+impl ConnectionPermit {
+    /// The source it was admitted for.
+    pub fn source(&self) -> &SourceKey {
+        &self.source
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.limits.release(&self.source);
+    }
+}
+
+/// A byte stream closed (every read and write fails with `TimedOut`) once
+/// nothing was read or written for `timeout`. Reads are polled whenever a
+/// connection waits for its peer, so the deadline is noticed there.
+#[derive(Debug)]
+pub struct IdleTimeout<I> {
+    inner: I,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+    expired: bool,
+    metrics: LimitMetrics,
+}
+
+impl<I> IdleTimeout<I> {
+    /// Wraps `inner`; an expiry is counted in `metrics`.
+    pub fn new(inner: I, timeout: Duration, metrics: LimitMetrics) -> IdleTimeout<I> {
+        IdleTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            expired: false,
+            metrics,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &I {
+        &self.inner
+    }
+
+    fn progress(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.timeout);
+    }
+
+    /// `Err(TimedOut)` once the deadline passed (counted once).
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if !self.expired && self.deadline.as_mut().poll(cx).is_pending() {
+            return Ok(());
+        }
+        if !self.expired {
+            self.expired = true;
+            self.metrics.timed_out(TimeoutKind::Idle);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "connection idle for longer than the idle timeout",
+        ))
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for IdleTimeout<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(this.check(cx));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.progress();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.check(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(this.check(cx).map(|()| 0));
+        }
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.progress();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.check(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(global: usize, per_source: usize) -> Arc<ConnectionLimits> {
+        ConnectionLimits::new(
+            LimitConfig {
+                global,
+                per_source,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            },
+            LimitMetrics::default(),
+        )
+    }
+
+    #[test]
+    fn per_source_then_global() {
+        let l = limits(5, 2);
+        let a = SourceKey::Endpoint("x/a".into());
+        let b = SourceKey::remote("10.201.0.1".parse().expect("ip"));
+        let a1 = l.admit(a.clone()).expect("a 1");
+        let _a2 = l.admit(a.clone()).expect("a 2");
+        assert_eq!(l.admit(a.clone()).err(), Some(LimitRefusal::Source));
+        let _b: Vec<_> = (0..2).map(|_| l.admit(b.clone()).expect("b")).collect();
+        let c = SourceKey::remote("fd00:201::1".parse().expect("ip"));
+        let _c = l.admit(c).expect("c");
+        assert_eq!(l.held(), 5);
+        let d = SourceKey::remote("10.201.0.2".parse().expect("ip"));
+        assert_eq!(l.admit(d.clone()).err(), Some(LimitRefusal::Global));
+        drop(a1);
+        assert_eq!(l.held(), 4);
+        let _a3 = l.admit(a).expect("a again after a release");
+        assert_eq!(l.metrics().refused(LimitRefusal::Source), 1);
+        assert_eq!(l.metrics().refused(LimitRefusal::Global), 1);
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source() {
+        let one = SourceKey::remote("fd00:201::1".parse().expect("ip"));
+        let other = SourceKey::remote("fd00:201::ffff:1".parse().expect("ip"));
+        let mapped = SourceKey::remote("::ffff:10.201.0.1".parse().expect("ip"));
+        assert_eq!(one, other);
+        assert_eq!(mapped, SourceKey::remote("10.201.0.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn defaults_leave_the_reserve() {
+        let c = LimitConfig::for_descriptors(20_000);
+        assert_eq!(c.global, (20_000 - DESCRIPTOR_RESERVE as usize) / 2);
+        assert_eq!(c.per_source, c.global / PER_SOURCE_SHARE);
+        let small = LimitConfig::for_descriptors(1024);
+        assert_eq!(
+            (small.global, small.per_source),
+            (MIN_PER_SOURCE, MIN_PER_SOURCE)
+        );
+        let huge = LimitConfig::for_descriptors(1 << 30);
+        assert_eq!(huge.global, MAX_GLOBAL);
+        assert_eq!(
+            parse_descriptor_limit(
+                "Limit  Soft Limit Hard Limit Units\nMax open files            20000                20000                files\n"
+            ),
+            Some(20_000)
+        );
+        assert_eq!(
+            parse_descriptor_limit("Max open files   unlimited unlimited files\n"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_streams_time_out_and_busy_ones_do_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let metrics = LimitMetrics::default();
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut a = IdleTimeout::new(a, Duration::from_millis(1500), metrics.clone());
+        let mut buf = [0u8; 4];
+        // Busy: a byte well within every timeout, four times over more than
+        // the timeout in all.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            b.write_all(b"ping").await.expect("write");
+            a.read_exact(&mut buf)
+                .await
+                .expect("read within the timeout");
+        }
+        assert_eq!(metrics.timeouts(TimeoutKind::Idle), 0);
+        let err = a.read(&mut buf).await.expect_err("idle past the timeout");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(metrics.timeouts(TimeoutKind::Idle), 1);
+        assert!(a.write_all(b"x").await.is_err(), "stays closed");
+    }
+}
