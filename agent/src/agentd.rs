@@ -471,12 +471,28 @@ pub fn run(args: AgentArgs) -> Result<()> {
     if let Some(ns) = &args.netns {
         lab::netns::enter(ns)?;
     }
+    // Before any proxy socket exists: the kernel trusts the from-proxy mark
+    // only on sockets of this cgroup (issue 13, finding 7).
+    let proxy_cgroup =
+        redirect_ebpf::cgroup::enter_dedicated(redirect_ebpf::cgroup::DEDICATED_CGROUP);
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
     // What we applied before only describes the kernel maps if they are the
     // same pinned maps; fresh maps start from nothing.
     let maps_pinned = args.pin_dir.join("maps").join("policy").exists();
-    let dp = Datapath::load(&args.pin_dir).context("loading the datapath")?;
+    let mut dp = Datapath::load(&args.pin_dir).context("loading the datapath")?;
+    match proxy_cgroup {
+        Ok(id) => dp
+            .set_proxy_cgroup(id)
+            .context("trusting the proxy's cgroup")?,
+        Err(error) => {
+            // Fail closed: no socket is trusted as the proxy's, so the
+            // proxy's connections to local pods are judged as the node's.
+            dp.set_proxy_cgroup(0)
+                .context("clearing the proxy's cgroup")?;
+            tracing::error!(%error, "cannot run in a cgroup of its own; L7 traffic to local pods will be judged as the node's");
+        }
+    }
     redirect_ebpf::install_proxy_routing().context("installing proxy routing")?;
 
     let metrics = Arc::new(crate::metrics::AgentMetrics::new());
@@ -654,7 +670,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let mut guard = lock_enforcer(&shared_enforcer);
         let enforcer = guard.as_mut().expect("the enforcer is set before the loop");
         let mut any = false;
-        while let Some(ev) = events.try_next() {
+        // Bounded: a flood of events must not starve the rest of the loop
+        // (policy changes); what is left is read on the next turn.
+        for ev in std::iter::from_fn(|| events.try_next()).take(EVENT_BATCH) {
             any = true;
             broadcast(&flows, flow_json(&ev, &names));
         }
@@ -748,6 +766,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         enforcer.persist_learned(false);
     }
 }
+
+/// Flow events read per turn of the agent loop.
+const EVENT_BATCH: usize = 1024;
 
 /// On SIGTERM or SIGINT: writes what learning has not written yet (see
 /// [`PERSIST_DELAY`]), waits for the state files, and exits. The kernel

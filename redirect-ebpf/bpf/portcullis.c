@@ -639,7 +639,7 @@ static __always_inline __u16 ct_policy_port(const struct ct_key *k)
  * once the apply is complete, and a revoked one stays dropped.
  *
  * The proxy's own upstream flows are the proxy's to judge (it applied both
- * sides' L7 rules); they are not re-checked here.
+ * sides' L7 rules; closing them on revocation is the proxy's part).
  */
 static __always_inline int ct_revalidate(const struct ct_key *k, struct ct_entry *e)
 {
@@ -652,8 +652,15 @@ static __always_inline int ct_revalidate(const struct ct_key *k, struct ct_entry
 	if (!cfg)
 		return PC_REASON_DROP_REVOKED;
 	epoch = cfg->policy_epoch;
-	if (e->policy_epoch == epoch || (e->flags & PC_CT_PROXY_UPSTREAM))
+	if (e->policy_epoch == epoch)
 		return 0;
+	/* An entry only the proxy's upstream connection made (no redirect of
+	 * its own) carries no decision to take again. A client's redirected
+	 * flow whose tuple the proxy reuses upstream is re-checked. */
+	if ((e->flags & PC_CT_PROXY_UPSTREAM) && !e->proxy_port) {
+		e->policy_epoch = epoch;
+		return 0;
+	}
 	port = ct_policy_port(k);
 	dst = endpoint_lookup(k->family, k->daddr);
 	if (e->hook == PC_HOOK_FROM_POD) {
