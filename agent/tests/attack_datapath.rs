@@ -341,14 +341,29 @@ fn a_denied_packet_flood_does_not_delay_policy_changes() {
     let baseline = time_to_deny(&lab, &closed);
     reopen(&lab);
     let rss_before = agent_rss_kib();
-    // x/a floods denied packets (each a drop event) for 8 s; the change
-    // for x/c is written 2 s in.
+    // An observer streams the flow events, as an operator would.
+    let mut observer = std::process::Command::new(lab::BIN)
+        .args(["observe", "--follow", "--output", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("portcullis observe");
+    // x/a floods denied packets (each a drop event) from two senders for
+    // 8 s; the change for x/c is written 2 s in.
     let (under_flood, sent) = std::thread::scope(|s| {
-        let flood = s.spawn(|| py("x/a", &["flood", W4, "9", "8"]));
+        let floods: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| py("x/a", &["flood", W4, "9", "8"])))
+            .collect();
         std::thread::sleep(Duration::from_secs(2));
         let t = time_to_deny(&lab, &closed);
-        (t, flood.join().expect("flood thread"))
+        let sent: Vec<String> = floods
+            .into_iter()
+            .map(|f| f.join().expect("flood thread"))
+            .collect();
+        (t, sent.join(", "))
     });
+    let _ = observer.kill();
+    let _ = observer.wait();
     let rss_after = agent_rss_kib();
     let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
     for line in metrics
