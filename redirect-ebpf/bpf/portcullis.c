@@ -561,6 +561,8 @@ static __always_inline int icmp_error_from_path(const struct flow *f)
 	return ipcache_identity(f->family, f->inner.daddr, 0) != PC_IDENTITY_HOST;
 }
 
+static __always_inline int ct_revalidate(const struct ct_key *k, struct ct_entry *e);
+
 /*
  * Looks the packet up. *entry and *found (the entry's key) are set for
  * CT_ESTABLISHED and CT_REPLY.
@@ -586,10 +588,14 @@ static __always_inline int ct_lookup(const struct flow *f, struct ct_entry **ent
 			return CT_NEW;
 		if (!addr_eq(f->family, f->saddr, f->inner.daddr) && !icmp_error_from_path(f))
 			return CT_NEW;
-		if (bpf_map_lookup_elem(&conntrack, &f->inner))
+		/* ...and still allowed: errors about a revoked flow are not
+		 * related to anything allowed. */
+		e = bpf_map_lookup_elem(&conntrack, &f->inner);
+		if (e && !ct_revalidate(&f->inner, e))
 			return CT_RELATED;
 		ct_key_reverse(&r, &f->inner);
-		if (bpf_map_lookup_elem(&conntrack, &r))
+		e = bpf_map_lookup_elem(&conntrack, &r);
+		if (e && !ct_revalidate(&r, e))
 			return CT_RELATED;
 		return CT_NEW;
 	}

@@ -437,6 +437,15 @@ fn a_revocation_stops_established_flows_at_their_next_packet() {
         TC_ACT_SHOT,
         "revoked ping still passes"
     );
+    // Errors about a revoked flow are not related to anything allowed.
+    assert_eq!(
+        f.verdict(
+            Hook::FromUplink,
+            &icmp_error(WORLD4, A4, &udp(A4, 5001, WORLD4, 5000))
+        ),
+        TC_ACT_SHOT,
+        "an ICMP error about a revoked flow passed as related"
+    );
     // Stays dropped; allowing it again lets a new connection in.
     assert_eq!(
         f.verdict(Hook::FromPod, &tcp(A4, 43000, B4, 80, ACK)),
