@@ -605,6 +605,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
     if let Some(ns) = &args.netns {
         lab::netns::enter(ns)?;
     }
+    // Before any proxy socket exists: the kernel trusts the from-proxy mark
+    // only on sockets of this cgroup (issue 13, finding 7).
+    let proxy_cgroup =
+        redirect_ebpf::cgroup::enter_dedicated(redirect_ebpf::cgroup::DEDICATED_CGROUP);
     // Before any socket: the proxies share this process's descriptors.
     let open_files = match crate::fdlimit::raise_open_files(args.max_open_files) {
         Ok(n) => n,
@@ -618,7 +622,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     // What we applied before only describes the kernel maps if they are the
     // same pinned maps; fresh maps start from nothing.
     let maps_pinned = args.pin_dir.join("maps").join("policy").exists();
-    let dp = Datapath::load_sized(
+    let mut dp = Datapath::load_sized(
         &args.pin_dir,
         &[
             ("ipcache", args.ipcache_max_entries),
@@ -627,6 +631,18 @@ pub fn run(args: AgentArgs) -> Result<()> {
     )
     .context("loading the datapath")?;
     let limits = map_limits(&dp, &args);
+    match proxy_cgroup {
+        Ok(id) => dp
+            .set_proxy_cgroup(id)
+            .context("trusting the proxy's cgroup")?,
+        Err(error) => {
+            // Fail closed: no socket is trusted as the proxy's, so the
+            // proxy's connections to local pods are judged as the node's.
+            dp.set_proxy_cgroup(0)
+                .context("clearing the proxy's cgroup")?;
+            tracing::error!(%error, "cannot run in a cgroup of its own; L7 traffic to local pods will be judged as the node's");
+        }
+    }
     redirect_ebpf::install_proxy_routing().context("installing proxy routing")?;
 
     let metrics = Arc::new(crate::metrics::AgentMetrics::new());
@@ -829,7 +845,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let mut guard = lock_enforcer(&shared_enforcer);
         let enforcer = guard.as_mut().expect("the enforcer is set before the loop");
         let mut any = false;
-        while let Some(ev) = events.try_next() {
+        // Bounded: a flood of events must not starve the rest of the loop
+        // (policy changes); what is left is read on the next turn.
+        for ev in std::iter::from_fn(|| events.try_next()).take(EVENT_BATCH) {
             any = true;
             broadcast(&flows, flow_json(&ev, &names));
         }
@@ -1066,6 +1084,9 @@ fn map_limits(dp: &Datapath, args: &AgentArgs) -> crate::capacity::MapLimits {
     );
     limits
 }
+
+/// Flow events read per turn of the agent loop.
+const EVENT_BATCH: usize = 1024;
 
 /// On SIGTERM or SIGINT: writes what learning has not written yet (see
 /// [`PERSIST_DELAY`]), waits for the state files, and exits. The kernel

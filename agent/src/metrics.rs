@@ -46,6 +46,12 @@ pub struct AgentMetrics {
     pub inputs_unreadable: Counter,
     /// The agent's open-file limit after raising it.
     pub open_files_limit: Gauge,
+    /// Flow events the kernel did not emit, by reason (`suppressed`: the
+    /// endpoint was over its per-second budget; `ring_full`).
+    pub datapath_events_dropped: Family<ReasonLabel, Gauge<u64, AtomicU64>>,
+    /// Packets carrying a from-proxy or policy-done mark they could not
+    /// prove (judged like any other packet).
+    pub datapath_forged_marks: Gauge<u64, AtomicU64>,
     /// Whether the first policy is in the kernel.
     pub ready: AtomicBool,
 }
@@ -59,6 +65,18 @@ impl AgentMetrics {
         let policy_rejected = Counter::default();
         let map_changes = Counter::default();
         let endpoints = Gauge::default();
+        let datapath_events_dropped = Family::<ReasonLabel, Gauge<u64, AtomicU64>>::default();
+        let datapath_forged_marks = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "datapath_flow_events_dropped",
+            "Flow events the kernel did not emit (suppressed: endpoint over its budget; ring_full)",
+            datapath_events_dropped.clone(),
+        );
+        registry.register(
+            "datapath_forged_marks",
+            "Packets with a from-proxy or policy-done mark not proven by their socket",
+            datapath_forged_marks.clone(),
+        );
         registry.register(
             "datapath_packets",
             "Packets seen by the TC programs, by verdict reason",
@@ -143,6 +161,8 @@ impl AgentMetrics {
             learn_refused,
             inputs_unreadable,
             open_files_limit,
+            datapath_events_dropped,
+            datapath_forged_marks,
             ready: AtomicBool::new(false),
         }
     }
@@ -156,6 +176,17 @@ impl AgentMetrics {
                 })
                 .set(counters.get(r));
         }
+        for (reason, value) in [
+            ("suppressed", counters.events_suppressed),
+            ("ring_full", counters.events_lost),
+        ] {
+            self.datapath_events_dropped
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .set(value);
+        }
+        self.datapath_forged_marks.set(counters.forged_marks);
     }
 
     /// Records what one apply left unapplied.

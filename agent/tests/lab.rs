@@ -191,7 +191,7 @@ fn echo(s: &mut TcpStream) -> bool {
 }
 
 #[test]
-fn policy_change_drops_new_flows_quickly_and_spares_established_ones() {
+fn policy_change_drops_new_and_revoked_flows_quickly_and_spares_unrelated_ones() {
     if !is_root() {
         eprintln!("SKIP: needs root (network namespaces, eBPF)");
         return;
@@ -211,6 +211,15 @@ fn policy_change_drops_new_flows_quickly_and_spares_established_ones() {
     )
     .expect("x/a -> x/b:81 connects");
     assert!(echo(&mut established));
+    // An established flow the change revokes (issue 13, finding 4: it used
+    // to keep working for as long as it was used).
+    let mut revoked = connect_from(
+        "x/a",
+        SocketAddr::new(ip_of("x/c"), 80),
+        Duration::from_millis(300),
+    )
+    .expect("x/a -> x/c:80 connects before the change");
+    assert!(echo(&mut revoked), "x/a -> x/c:80 echoes before the change");
 
     lab.write_policy(DENY_A_TO_C);
     let written = Instant::now();
@@ -234,8 +243,14 @@ fn policy_change_drops_new_flows_quickly_and_spares_established_ones() {
         dropped_after < Duration::from_millis(100),
         "the issue's bound: dropped within 100 ms of the write, took {dropped_after:?}"
     );
-    // Stays dropped, the allowed peer still gets in, the established flow
-    // keeps working.
+    // The revoked established flow is dropped within 1 s of the change.
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(written.elapsed()));
+    assert!(
+        !echo(&mut revoked),
+        "x/a -> x/c:80, established before the change, still works 1 s after it"
+    );
+    // Stays dropped, the allowed peer still gets in, the unrelated
+    // established flow keeps working.
     assert!(!reachable("x/a", "x/c", 80));
     assert!(reachable("x/b", "x/c", 80));
     assert!(

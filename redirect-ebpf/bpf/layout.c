@@ -25,6 +25,9 @@ int main(void)
 	SIZE(ct_entry);
 	SIZE(flow_event);
 	SIZE(datapath_config);
+	SIZE(frag_key);
+	SIZE(frag_entry);
+	SIZE(event_budget);
 	printf("];\n");
 
 	printf("/// (struct, field, offset, size) of every field in portcullis.h.\n");
@@ -69,7 +72,7 @@ int main(void)
 	FIELD(ct_entry, direction);
 	FIELD(ct_entry, hook);
 	FIELD(ct_entry, flags);
-	FIELD(ct_entry, pad);
+	FIELD(ct_entry, policy_epoch);
 	FIELD(flow_event, timestamp_ns);
 	FIELD(flow_event, saddr);
 	FIELD(flow_event, daddr);
@@ -92,7 +95,10 @@ int main(void)
 	FIELD(datapath_config, from_proxy_mark);
 	FIELD(datapath_config, from_proxy_mark_mask);
 	FIELD(datapath_config, flags);
+	FIELD(datapath_config, policy_epoch);
+	FIELD(datapath_config, events_per_second);
 	FIELD(datapath_config, pad);
+	FIELD(datapath_config, proxy_cgroup_id);
 	printf("];\n");
 
 	printf("/// (name, value) of the constants in portcullis.h the Rust side mirrors.\n");
@@ -111,6 +117,14 @@ int main(void)
 	CONST(PC_DEFAULT_FROM_PROXY_MARK);
 	CONST(PC_CONFIG_TRACE_NEW_FLOWS);
 	CONST(PC_CT_PROXY_UPSTREAM);
+	CONST(PC_CT_FIN_ORIG);
+	CONST(PC_CT_FIN_REPLY);
+	CONST(PC_CT_CLOSED);
+	CONST(PC_CT_CLOSE_SECONDS);
+	CONST(PC_FRAG_SECONDS);
+	CONST(PC_COUNTER_FORGED_MARK);
+	CONST(PC_COUNTER_EVENTS_SUPPRESSED);
+	CONST(PC_COUNTER_EVENTS_LOST);
 	CONST(PC_POLICY_PREFIX_L3);
 	CONST(PC_POLICY_PREFIX_PROTO);
 	CONST(PC_POLICY_PREFIX_FULL);
@@ -124,6 +138,7 @@ int main(void)
 	CONST(PC_REASON_PASS_RELATED);
 	CONST(PC_REASON_PASS_POLICY);
 	CONST(PC_REASON_REDIRECT);
+	CONST(PC_REASON_PASS_FRAGMENT);
 	CONST(PC_REASON_DROP_POLICY_DENIED);
 	CONST(PC_REASON_DROP_NO_POLICY);
 	CONST(PC_REASON_DROP_SPOOFED);
@@ -132,6 +147,7 @@ int main(void)
 	CONST(PC_REASON_DROP_FRAGMENT);
 	CONST(PC_REASON_DROP_NOT_IP);
 	CONST(PC_REASON_DROP_REDIRECT_AT_EGRESS);
+	CONST(PC_REASON_DROP_REVOKED);
 	printf("];\n");
 	return 0;
 }

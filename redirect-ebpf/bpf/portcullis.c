@@ -26,8 +26,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)
 #define CT_LIFETIME_OTHER_NS (60ULL * 1000000000ULL)
+#define CT_LIFETIME_CLOSE_NS (PC_CT_CLOSE_SECONDS * 1000000000ULL)
+#define FRAG_LIFETIME_NS (PC_FRAG_SECONDS * 1000000000ULL)
+#define EVENT_WINDOW_NS 1000000000ULL
 #define IPV6_MAX_EXT_HEADERS 4
-#define PC_COUNTER_EVENTS_LOST 31
 
 /* ---------------------------------------------------------------- maps */
 
@@ -80,6 +82,25 @@ struct {
 	__uint(max_entries, 1);
 } config SEC(".maps");
 
+/* Datagrams whose first fragment passed: their later fragments may follow.
+ * LRU: a flood of first fragments evicts old entries, whose later
+ * fragments are then dropped (fail closed). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag_entry);
+	__uint(max_entries, 16384);
+} fragments SEC(".maps");
+
+/* Flow events each endpoint may still emit in the current second, per CPU
+ * (no cross-CPU races; the effective limit is events_per_second x CPUs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__type(key, __u32);
+	__type(value, struct event_budget);
+	__uint(max_entries, 4096);
+} event_budget SEC(".maps");
+
 /* ------------------------------------------------------------- parsing */
 
 #define PARSE_OK 0
@@ -102,6 +123,10 @@ struct flow {
 	__u8 ndp;           /* IPv6 neighbour discovery with hop limit 255 */
 	__u8 hop_limit;     /* IPv6 only */
 	__u8 tcp_syn;       /* TCP SYN without ACK: a new connection attempt */
+	__u8 tcp_flags;     /* TCP only */
+	__u8 frag_first;    /* first fragment of a fragmented datagram */
+	__u16 frag_offset;  /* non-first fragment: its offset in bytes */
+	__u32 frag_id;      /* fragmented datagram: its identification */
 	struct ct_key inner;
 };
 
@@ -204,6 +229,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 {
 	struct ethhdr eth;
 	__u8 icmp_type;
+	__u32 ip_end;
 	__u32 off;
 	__u8 proto;
 	int ret;
@@ -225,9 +251,16 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		__builtin_memcpy(f->daddr, &ip.daddr, 4);
 		proto = ip.protocol;
 		f->protocol = proto;
+		ip_end = off + bpf_ntohs(ip.tot_len);
 		if (ip.frag_off & bpf_htons(0x1fff)) {
 			f->fragment = 1;
+			f->frag_id = bpf_ntohs(ip.id);
+			f->frag_offset = (bpf_ntohs(ip.frag_off) & 0x1fff) * 8;
 			return PARSE_OK;
+		}
+		if (ip.frag_off & bpf_htons(0x2000)) {
+			f->frag_first = 1;
+			f->frag_id = bpf_ntohs(ip.id);
 		}
 		off += ip.ihl * 4;
 	} else if (eth.h_proto == bpf_htons(ETH_P_IPV6)) {
@@ -244,6 +277,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		proto = ip6.nexthdr;
 		f->hop_limit = ip6.hop_limit;
 		off += sizeof(ip6);
+		ip_end = off + bpf_ntohs(ip6.payload_len);
 
 #pragma unroll
 		for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
@@ -256,11 +290,23 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
 				return PARSE_MALFORMED;
 			if (proto == IPPROTO_FRAGMENT) {
-				/* Offset is the top 13 bits of bytes 2..3. */
-				if (((ext[2] << 8) | ext[3]) & 0xfff8) {
+				/* Offset is the top 13 bits of bytes 2..3 (in
+				 * 8-byte units, so masked it is in bytes), the
+				 * M flag bit 0 of byte 3, the id bytes 4..7. */
+				__u16 offset = ((ext[2] << 8) | ext[3]) & 0xfff8;
+				__u32 id = ((__u32)ext[4] << 24) | ((__u32)ext[5] << 16) |
+					   ((__u32)ext[6] << 8) | ext[7];
+
+				if (offset) {
 					f->protocol = ext[0];
 					f->fragment = 1;
+					f->frag_id = id;
+					f->frag_offset = offset;
 					return PARSE_OK;
+				}
+				if (ext[3] & 1) {
+					f->frag_first = 1;
+					f->frag_id = id;
 				}
 				off += 8;
 			} else if (proto == IPPROTO_AH) {
@@ -280,6 +326,22 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		return PARSE_NOT_IP;
 	}
 
+	/* A first fragment must hold the whole header policy looks at (ports
+	 * and, for TCP, the flags): a tiny first fragment would leave them to
+	 * a later fragment. It is treated as a fragment whose first fragment
+	 * never passed, so it is dropped for managed endpoints. The length
+	 * comes from the IP header, not the frame (which may be padded). */
+	if (f->frag_first) {
+		__u32 need = proto == IPPROTO_TCP ? 20 : proto == IPPROTO_SCTP ? 12 : 8;
+
+		if (ip_end < off + need) {
+			f->fragment = 1;
+			f->frag_first = 0;
+			f->frag_offset = 0;
+			return PARSE_OK;
+		}
+	}
+
 	ret = parse_l4(skb, off, f->family, proto, &f->sport, &f->dport, &f->policy_port,
 		       &icmp_type);
 	if (ret != PARSE_OK)
@@ -289,6 +351,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 
 		if (bpf_skb_load_bytes(skb, off + 13, &tcp_flags, 1) < 0)
 			return PARSE_MALFORMED;
+		f->tcp_flags = tcp_flags;
 		f->tcp_syn = (tcp_flags & 0x02) && !(tcp_flags & 0x10);
 	}
 	if (icmp_type != 0xff && !is_icmp_echo(f->family, icmp_type)) {
@@ -308,6 +371,13 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 }
 
 /* ------------------------------------------------------------- lookups */
+
+static __always_inline struct datapath_config *config_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&config, &zero);
+}
 
 static __always_inline struct endpoint_info *endpoint_lookup(__u8 family, const __u8 *addr)
 {
@@ -347,6 +417,14 @@ static __always_inline __u32 ipcache_identity_new(__u8 family, const __u8 *addr,
 	return v->new_flow_identity ? v->new_flow_identity : v->identity;
 }
 
+static __always_inline int addr_eq(__u8 family, const __u8 *a, const __u8 *b)
+{
+	if (family == PC_FAMILY_IPV4)
+		return *(const __u32 *)a == *(const __u32 *)b;
+	return ((const __u64 *)a)[0] == ((const __u64 *)b)[0] &&
+	       ((const __u64 *)a)[1] == ((const __u64 *)b)[1];
+}
+
 /*
  * Whether an NDP packet from a pod ends at the node: link-local or
  * link-scope multicast destinations are never forwarded, and neither is a
@@ -378,8 +456,8 @@ struct decision {
  * One endpoint's policy for one direction: 0 when allowed (d->proxy_port
  * and d->rule_cookie filled in), otherwise the drop reason.
  */
-static __always_inline int policy_check(const struct flow *f, __u32 remote, __u16 endpoint_id,
-					__u8 direction, struct decision *d)
+static __always_inline int policy_check(__u8 protocol, __u16 port, __u32 remote,
+					__u16 endpoint_id, __u8 direction, struct decision *d)
 {
 	struct policy_key k = {};
 	struct policy_value *v;
@@ -388,8 +466,8 @@ static __always_inline int policy_check(const struct flow *f, __u32 remote, __u1
 	k.identity = bpf_htonl(remote);
 	k.endpoint_id = bpf_htons(endpoint_id);
 	k.direction = direction;
-	k.protocol = f->protocol;
-	k.dport = bpf_htons(f->policy_port);
+	k.protocol = protocol;
+	k.dport = bpf_htons(port);
 	v = bpf_map_lookup_elem(&policy, &k);
 	if (!v) {
 		k.identity = 0;
@@ -440,52 +518,206 @@ static __always_inline void ct_key_reverse(struct ct_key *out, const struct ct_k
 	out->pad = 0;
 }
 
+/*
+ * Whether the entry is still alive; refreshes it. A closed TCP entry (RST,
+ * or FINs both ways) lives PC_CT_CLOSE_SECONDS after the close and is not
+ * refreshed by later packets, so a closed tuple cannot be kept open.
+ */
 static __always_inline int ct_fresh(struct ct_entry *e, __u8 protocol, __u64 now)
 {
 	__u64 lifetime = protocol == IPPROTO_TCP ? CT_LIFETIME_TCP_NS : CT_LIFETIME_OTHER_NS;
 
+	if (e->flags & PC_CT_CLOSED)
+		return now - e->last_seen_ns <= CT_LIFETIME_CLOSE_NS;
 	if (now - e->last_seen_ns > lifetime)
 		return 0;
 	e->last_seen_ns = now;
 	return 1;
 }
 
-static __always_inline int ct_lookup(const struct flow *f, struct ct_entry **entry)
+/* Notes FIN and RST on a TCP entry; reply: the packet goes the reply way. */
+static __always_inline void ct_tcp_close(struct ct_entry *e, const struct flow *f, int reply,
+					 __u64 now)
+{
+	__u16 flags = e->flags;
+
+	if (f->protocol != IPPROTO_TCP || (flags & PC_CT_CLOSED))
+		return;
+	if (f->tcp_flags & 0x04) /* RST */
+		flags |= PC_CT_CLOSED;
+	if (f->tcp_flags & 0x01) /* FIN */
+		flags |= reply ? PC_CT_FIN_REPLY : PC_CT_FIN_ORIG;
+	if ((flags & PC_CT_FIN_ORIG) && (flags & PC_CT_FIN_REPLY))
+		flags |= PC_CT_CLOSED;
+	if (flags == e->flags)
+		return;
+	if (flags & PC_CT_CLOSED)
+		e->last_seen_ns = now;
+	e->flags = flags;
+}
+
+/*
+ * Whether the outer source of an ICMP error may speak about the quoted
+ * packet when it is not the quoted packet's destination: a router on that
+ * packet's path. The node routes every pod's traffic, so its own addresses
+ * (identity host) and link-local addresses (never routed, so sent by the
+ * node itself on this link) may. A pod is never a router. Anything else is
+ * beyond the node and may only speak about packets that left the node: not
+ * about packets between local pods or to the node itself.
+ */
+static __always_inline int icmp_error_from_path(const struct flow *f)
+{
+	if (f->family == PC_FAMILY_IPV6 && f->saddr[0] == 0xfe && (f->saddr[1] & 0xc0) == 0x80)
+		return 1;
+	if (ipcache_identity(f->family, f->saddr, 0) == PC_IDENTITY_HOST)
+		return 1;
+	if (endpoint_lookup(f->family, f->saddr))
+		return 0;
+	if (endpoint_lookup(f->family, f->inner.daddr))
+		return 0;
+	return ipcache_identity(f->family, f->inner.daddr, 0) != PC_IDENTITY_HOST;
+}
+
+static __always_inline int ct_revalidate(const struct ct_key *k, struct ct_entry *e);
+
+/*
+ * Looks the packet up. *entry and *found (the entry's key) are set for
+ * CT_ESTABLISHED and CT_REPLY.
+ */
+static __always_inline int ct_lookup(const struct flow *f, struct ct_entry **entry,
+				     struct ct_key *found)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct ct_key k = {};
 	struct ct_key r = {};
 	struct ct_entry *e;
 
 	*entry = 0;
 	if (f->icmp_error) {
-		/* Errors about a tracked flow, in either direction. */
-		if (bpf_map_lookup_elem(&conntrack, &f->inner))
+		/*
+		 * An error about a packet goes back to that packet's sender
+		 * (outer destination = quoted source), from its destination
+		 * or from a router on its path; and the quoted packet must
+		 * belong to a tracked flow (either direction of it). Anything
+		 * else is judged by policy as a new packet (fail closed): a
+		 * pod with one allowed flow cannot aim errors at others.
+		 */
+		if (!addr_eq(f->family, f->daddr, f->inner.saddr))
+			return CT_NEW;
+		if (!addr_eq(f->family, f->saddr, f->inner.daddr) && !icmp_error_from_path(f))
+			return CT_NEW;
+		/* ...and still allowed: errors about a revoked flow are not
+		 * related to anything allowed. */
+		e = bpf_map_lookup_elem(&conntrack, &f->inner);
+		if (e && !ct_revalidate(&f->inner, e))
 			return CT_RELATED;
 		ct_key_reverse(&r, &f->inner);
-		if (bpf_map_lookup_elem(&conntrack, &r))
+		e = bpf_map_lookup_elem(&conntrack, &r);
+		if (e && !ct_revalidate(&r, e))
 			return CT_RELATED;
 		return CT_NEW;
 	}
 	if (f->untracked)
 		return CT_NEW;
-	ct_key_of(&k, f);
-	e = bpf_map_lookup_elem(&conntrack, &k);
+	ct_key_of(found, f);
+	e = bpf_map_lookup_elem(&conntrack, found);
 	if (e && ct_fresh(e, f->protocol, now)) {
+		ct_tcp_close(e, f, 0, now);
 		*entry = e;
 		return CT_ESTABLISHED;
 	}
-	ct_key_reverse(&r, &k);
+	ct_key_reverse(&r, found);
 	e = bpf_map_lookup_elem(&conntrack, &r);
 	if (e && ct_fresh(e, f->protocol, now)) {
+		ct_tcp_close(e, f, 1, now);
+		__builtin_memcpy(found, &r, sizeof(r));
 		*entry = e;
 		return CT_REPLY;
 	}
 	return CT_NEW;
 }
 
+/* The policy port of a tracked flow, from its key (see parse_l4). */
+static __always_inline __u16 ct_policy_port(const struct ct_key *k)
+{
+	if (k->protocol == IPPROTO_TCP || k->protocol == IPPROTO_UDP ||
+	    k->protocol == IPPROTO_SCTP)
+		return bpf_ntohs(k->dport);
+	/* Only echo is tracked: the request's type. */
+	if (k->protocol == IPPROTO_ICMP)
+		return 8;
+	if (k->protocol == IPPROTO_ICMPV6)
+		return 128;
+	return 0;
+}
+
+/*
+ * Revocation: a tracked flow's verdict holds only for the policy epoch it
+ * was taken at. When the loader has changed any map since (it bumps
+ * config.policy_epoch after every change), the flow's original decision is
+ * taken again against the current maps, for packets in either direction
+ * (a server's stream of replies is stopped as well as the client). Returns
+ * 0 when still allowed (the entry is stamped with the current epoch), else
+ * PC_REASON_DROP_REVOKED. The entry stays: a later packet is checked again,
+ * so a flow that only a transient state during an apply refused continues
+ * once the apply is complete, and a revoked one stays dropped.
+ *
+ * The proxy's own upstream flows are the proxy's to judge (it applied both
+ * sides' L7 rules; closing them on revocation is the proxy's part).
+ */
+static __always_inline int ct_revalidate(const struct ct_key *k, struct ct_entry *e)
+{
+	struct datapath_config *cfg = config_get();
+	struct endpoint_info *src, *dst;
+	struct decision nd = {};
+	__u32 epoch, remote;
+	__u16 port;
+
+	if (!cfg)
+		return PC_REASON_DROP_REVOKED;
+	epoch = cfg->policy_epoch;
+	if (e->policy_epoch == epoch)
+		return 0;
+	/* An entry only the proxy's upstream connection made (no redirect of
+	 * its own) carries no decision to take again. A client's redirected
+	 * flow whose tuple the proxy reuses upstream is re-checked. */
+	if ((e->flags & PC_CT_PROXY_UPSTREAM) && !e->proxy_port) {
+		e->policy_epoch = epoch;
+		return 0;
+	}
+	port = ct_policy_port(k);
+	dst = endpoint_lookup(k->family, k->daddr);
+	if (e->hook == PC_HOOK_FROM_POD) {
+		src = endpoint_lookup(k->family, k->saddr);
+		if (!src)
+			return PC_REASON_DROP_REVOKED;
+		remote = dst ? dst->identity : ipcache_identity(k->family, k->daddr, PC_IDENTITY_WORLD);
+		if (policy_check(k->protocol, port, remote, src->endpoint_id, PC_DIR_EGRESS, &nd))
+			return PC_REASON_DROP_REVOKED;
+		if (dst && policy_check(k->protocol, port, src->identity, dst->endpoint_id,
+					PC_DIR_INGRESS, &nd))
+			return PC_REASON_DROP_REVOKED;
+	} else if (e->hook == PC_HOOK_FROM_UPLINK || e->hook == PC_HOOK_TO_POD) {
+		__u32 fallback = e->hook == PC_HOOK_TO_POD ? PC_IDENTITY_HOST : PC_IDENTITY_WORLD;
+
+		if (!dst)
+			return PC_REASON_DROP_REVOKED;
+		remote = ipcache_identity(k->family, k->saddr, fallback);
+		if (policy_check(k->protocol, port, remote, dst->endpoint_id, PC_DIR_INGRESS, &nd))
+			return PC_REASON_DROP_REVOKED;
+	} else {
+		return PC_REASON_DROP_REVOKED;
+	}
+	/* A connection cannot move into or out of the proxy mid-stream: a
+	 * changed redirect ends it (fail closed). */
+	if (nd.proxy_port != e->proxy_port)
+		return PC_REASON_DROP_REVOKED;
+	e->policy_epoch = epoch;
+	return 0;
+}
+
 static __always_inline void ct_create(const struct flow *f, const struct decision *d)
 {
+	struct datapath_config *cfg = config_get();
 	struct ct_key k = {};
 	struct ct_entry e = {};
 
@@ -501,9 +733,69 @@ static __always_inline void ct_create(const struct flow *f, const struct decisio
 	e.direction = d->direction;
 	e.hook = d->hook;
 	e.flags = d->ct_flags;
+	/* No config: epoch 0, re-checked at the next packet once there is. */
+	e.policy_epoch = cfg ? cfg->policy_epoch : 0;
 	/* If the LRU cannot take the entry the next packet is simply
 	 * checked against policy again: no verdict depends on it. */
 	bpf_map_update_elem(&conntrack, &k, &e, BPF_ANY);
+}
+
+/* ----------------------------------------------------------- fragments */
+
+static __always_inline void frag_key_of(struct frag_key *k, const struct flow *f)
+{
+	__builtin_memcpy(k->saddr, f->saddr, 16);
+	__builtin_memcpy(k->daddr, f->daddr, 16);
+	k->id = f->frag_id;
+	k->protocol = f->protocol;
+	k->family = f->family;
+	k->pad = 0;
+}
+
+/* A first fragment passed: its datagram's later fragments may follow. */
+static __always_inline void frag_remember(const struct flow *f)
+{
+	struct frag_key k = {};
+	struct frag_entry e = {};
+
+	if (!f->frag_first)
+		return;
+	frag_key_of(&k, f);
+	e.first_seen_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&fragments, &k, &e, BPF_ANY);
+}
+
+/* A first fragment did not pass: forget an older datagram with the same
+ * identification, so its entry cannot admit this one's later fragments. */
+static __always_inline void frag_forget(const struct flow *f)
+{
+	struct frag_key k = {};
+
+	if (!f->frag_first)
+		return;
+	frag_key_of(&k, f);
+	bpf_map_delete_elem(&fragments, &k);
+}
+
+/*
+ * Whether a later fragment belongs to a datagram whose first fragment
+ * passed (same source, destination, protocol and identification, within
+ * PC_FRAG_SECONDS). Later fragments carry no ports, so they can only
+ * follow a judged first fragment; one that could overwrite the judged
+ * header on reassembly (TCP flags at offset 13, or offset 0: a tiny first
+ * fragment) never passes. Overlaps further on cannot change what was
+ * judged; the destination's reassembly discards overlapping datagrams.
+ */
+static __always_inline int frag_allowed(const struct flow *f)
+{
+	struct frag_key k = {};
+	struct frag_entry *e;
+
+	if (f->frag_offset < (f->protocol == IPPROTO_TCP ? 16 : 8))
+		return 0;
+	frag_key_of(&k, f);
+	e = bpf_map_lookup_elem(&fragments, &k);
+	return e && bpf_ktime_get_ns() - e->first_seen_ns <= FRAG_LIFETIME_NS;
 }
 
 /* ------------------------------------------------- counters and events */
@@ -516,11 +808,49 @@ static __always_inline void count(__u32 index)
 		*c += 1;
 }
 
+/*
+ * Whether the endpoint may emit one more flow event this second (per CPU).
+ * A pod flooding denied packets would otherwise fill the ring buffer and
+ * keep the agent busy reading it; suppressed events are counted.
+ */
+static __always_inline int event_budget_take(__u16 endpoint_id)
+{
+	struct datapath_config *cfg = config_get();
+	struct event_budget *b;
+	__u32 key = endpoint_id;
+	__u64 now;
+
+	if (!cfg || !cfg->events_per_second)
+		return 1;
+	now = bpf_ktime_get_ns();
+	b = bpf_map_lookup_elem(&event_budget, &key);
+	if (!b) {
+		struct event_budget fresh = { .window_start_ns = now, .events = 1 };
+
+		bpf_map_update_elem(&event_budget, &key, &fresh, BPF_ANY);
+		return 1;
+	}
+	if (now - b->window_start_ns >= EVENT_WINDOW_NS) {
+		b->window_start_ns = now;
+		b->events = 1;
+		return 1;
+	}
+	if (b->events >= cfg->events_per_second) {
+		count(PC_COUNTER_EVENTS_SUPPRESSED);
+		return 0;
+	}
+	b->events += 1;
+	return 1;
+}
+
 static __always_inline void emit(struct __sk_buff *skb, const struct flow *f,
 				 const struct decision *d, __u8 verdict, __u8 reason)
 {
-	struct flow_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	struct flow_event *ev;
 
+	if (!event_budget_take(d->endpoint_id))
+		return;
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		count(PC_COUNTER_EVENTS_LOST);
 		return;
@@ -549,8 +879,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct flow *f,
 
 static __always_inline int trace_new_flows(void)
 {
-	__u32 zero = 0;
-	struct datapath_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct datapath_config *cfg = config_get();
 
 	return cfg && (cfg->flags & PC_CONFIG_TRACE_NEW_FLOWS);
 }
@@ -558,6 +887,7 @@ static __always_inline int trace_new_flows(void)
 static __always_inline int drop(struct __sk_buff *skb, const struct flow *f,
 				const struct decision *d, __u8 reason)
 {
+	frag_forget(f);
 	count(reason);
 	emit(skb, f, d, PC_EVENT_DROPPED, reason);
 	return TC_ACT_SHOT;
@@ -569,8 +899,12 @@ static __always_inline int pass(__u8 reason)
 	return TC_ACT_OK;
 }
 
-static __always_inline int pass_decided(struct __sk_buff *skb, __u8 reason)
+/* Passes a packet this program decided; a first fragment's datagram may
+ * then send its later fragments. */
+static __always_inline int pass_decided(struct __sk_buff *skb, const struct flow *f,
+					__u8 reason)
 {
+	frag_remember(f);
 	skb->mark = (skb->mark & ~PC_MARK_MASK) | PC_MARK_POLICY_DONE;
 	return pass(reason);
 }
@@ -580,7 +914,16 @@ static __always_inline int pass_new_flow(struct __sk_buff *skb, const struct flo
 {
 	if (trace_new_flows())
 		emit(skb, f, d, PC_EVENT_FORWARDED, PC_REASON_PASS_POLICY);
-	return pass_decided(skb, PC_REASON_PASS_POLICY);
+	return pass_decided(skb, f, PC_REASON_PASS_POLICY);
+}
+
+/* A later fragment: passes only behind a first fragment that passed. */
+static __always_inline int fragment_verdict(struct __sk_buff *skb, const struct flow *f,
+					    const struct decision *d)
+{
+	if (frag_allowed(f))
+		return pass_decided(skb, f, PC_REASON_PASS_FRAGMENT);
+	return drop(skb, f, d, PC_REASON_DROP_FRAGMENT);
 }
 
 /* ------------------------------------------------------------ redirect */
@@ -700,31 +1043,45 @@ static __always_inline int redirect_or_drop(struct __sk_buff *skb, const struct 
 		return drop(skb, f, d, PC_REASON_DROP_PROXY_UNAVAILABLE);
 	if (new_flow)
 		emit(skb, f, d, PC_EVENT_REDIRECTED, PC_REASON_REDIRECT);
+	/* Fragments of redirected datagrams are not tracked: the proxy
+	 * socket gets whole datagrams only (later fragments drop). */
 	return pass(PC_REASON_REDIRECT);
 }
 
-/* An entry the proxy's own upstream connection left (it may use the
- * client's address and any port) only stands for packets the proxy sends.
- * A packet arriving from a pod or the uplink with the same tuple is another
- * flow that happens to collide with it: it must not pass as established
- * without a policy decision (fail closed), so it is treated as new. */
+/*
+ * What a conntrack hit may not decide on its own:
+ * - An entry the proxy's own upstream connection left (it may use the
+ *   client's address and any port) only stands for packets the proxy
+ *   sends. A packet arriving from a pod or the uplink with the same tuple
+ *   is another flow that happens to collide with it: it is treated as new.
+ * - A SYN (without ACK) opens a new connection in either direction,
+ *   whatever an old entry for the tuple or its reverse says: a denied peer
+ *   cannot connect back on a tuple its victim once used.
+ */
 static __always_inline int ct_not_proxy_upstream(int ct, const struct ct_entry *e,
 						 const struct flow *f)
 {
 	if (ct == CT_ESTABLISHED && e && (e->flags & PC_CT_PROXY_UPSTREAM) && !e->proxy_port)
 		return CT_NEW;
-	/* A SYN opens a new connection, whatever an old entry for the same
-	 * tuple says (there is no FIN/RST tracking: a closed connection's
-	 * entry lingers); the new connection gets a policy decision. */
-	if (ct == CT_ESTABLISHED && f->tcp_syn)
+	if ((ct == CT_ESTABLISHED || ct == CT_REPLY) && f->tcp_syn)
 		return CT_NEW;
 	return ct;
 }
 
 /* A tracked flow continues: pass, or keep feeding the proxy. */
 static __always_inline int continue_flow(struct __sk_buff *skb, const struct flow *f,
-					 struct decision *d, int ct, struct ct_entry *e)
+					 struct decision *d, int ct, struct ct_entry *e,
+					 const struct ct_key *found)
 {
+	int ret;
+
+	if ((ct == CT_ESTABLISHED || ct == CT_REPLY) && e) {
+		ret = ct_revalidate(found, e);
+		if (ret) {
+			d->rule_cookie = e->rule_cookie;
+			return drop(skb, f, d, ret);
+		}
+	}
 	if (ct == CT_ESTABLISHED && e && e->proxy_port) {
 		d->proxy_port = e->proxy_port;
 		d->endpoint_id = e->endpoint_id;
@@ -733,7 +1090,7 @@ static __always_inline int continue_flow(struct __sk_buff *skb, const struct flo
 		return redirect_or_drop(skb, f, d, 0);
 	}
 	if (ct == CT_ESTABLISHED)
-		return pass_decided(skb, PC_REASON_PASS_ESTABLISHED);
+		return pass_decided(skb, f, PC_REASON_PASS_ESTABLISHED);
 	if (ct == CT_REPLY && e && (e->flags & PC_CT_PROXY_UPSTREAM) && d->hook != PC_HOOK_TO_POD) {
 		struct bpf_sock_tuple t = {};
 		__u32 len = sock_tuple(f, &t);
@@ -746,8 +1103,31 @@ static __always_inline int continue_flow(struct __sk_buff *skb, const struct flo
 			return pass(PC_REASON_PASS_REPLY);
 	}
 	if (ct == CT_REPLY)
-		return pass_decided(skb, PC_REASON_PASS_REPLY);
-	return pass_decided(skb, PC_REASON_PASS_RELATED);
+		return pass_decided(skb, f, PC_REASON_PASS_REPLY);
+	return pass_decided(skb, f, PC_REASON_PASS_RELATED);
+}
+
+/*
+ * Whether a packet leaving the node carries the from-proxy verdict. The
+ * mark alone proves nothing: any node process with CAP_NET_RAW (or
+ * CAP_NET_ADMIN) can set it with SO_MARK or on a raw socket. The proof is
+ * the sending socket's cgroup (v2): the agent runs its proxy in a cgroup of
+ * its own and writes that cgroup's id into the config; a socket's cgroup is
+ * fixed when the socket is created, and moving a process into the agent's
+ * cgroup needs write access to the cgroup tree, which a hostNetwork
+ * container does not have. Socket cookies registered per proxy socket
+ * would prove the same, at a map write per upstream connection.
+ */
+static __always_inline int from_proxy(struct __sk_buff *skb, const struct datapath_config *cfg)
+{
+	/* A zero mask means "no proxy mark configured": never trusted. */
+	if (!cfg || !cfg->from_proxy_mark_mask ||
+	    (skb->mark & cfg->from_proxy_mark_mask) != cfg->from_proxy_mark)
+		return 0;
+	if (cfg->proxy_cgroup_id && bpf_skb_cgroup_id(skb) == cfg->proxy_cgroup_id)
+		return 1;
+	count(PC_COUNTER_FORGED_MARK);
+	return 0;
 }
 
 /* ------------------------------------------------------------ programs */
@@ -757,6 +1137,7 @@ int from_pod(struct __sk_buff *skb)
 {
 	struct decision d = { .hook = PC_HOOK_FROM_POD, .direction = PC_DIR_EGRESS };
 	struct endpoint_info *src, *dst;
+	struct ct_key found = {};
 	struct ct_entry *e;
 	struct flow f = {};
 	int ret, ct;
@@ -784,16 +1165,17 @@ int from_pod(struct __sk_buff *skb)
 	d.src_identity = src->identity;
 	d.endpoint_id = src->endpoint_id;
 	if (f.fragment)
-		return drop(skb, &f, &d, PC_REASON_DROP_FRAGMENT);
+		return fragment_verdict(skb, &f, &d);
 
-	ct = ct_not_proxy_upstream(ct_lookup(&f, &e), e, &f);
+	ct = ct_not_proxy_upstream(ct_lookup(&f, &e, &found), e, &f);
 	if (ct != CT_NEW)
-		return continue_flow(skb, &f, &d, ct, e);
+		return continue_flow(skb, &f, &d, ct, e, &found);
 
 	dst = endpoint_lookup(f.family, f.daddr);
 	d.dst_identity =
 		dst ? dst->identity : ipcache_identity_new(f.family, f.daddr, PC_IDENTITY_WORLD);
-	ret = policy_check(&f, d.dst_identity, src->endpoint_id, PC_DIR_EGRESS, &d);
+	ret = policy_check(f.protocol, f.policy_port, d.dst_identity, src->endpoint_id,
+			   PC_DIR_EGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
 	if (dst) {
@@ -802,7 +1184,8 @@ int from_pod(struct __sk_buff *skb)
 
 		/* The destination's ingress policy, decided here so that
 		 * to_pod can trust the policy-done mark. */
-		ret = policy_check(&f, src->identity, dst->endpoint_id, PC_DIR_INGRESS, &d);
+		ret = policy_check(f.protocol, f.policy_port, src->identity, dst->endpoint_id,
+				   PC_DIR_INGRESS, &d);
 		if (ret)
 			return drop(skb, &f, &d, ret);
 		/* Report the egress decision unless only ingress redirects. */
@@ -823,6 +1206,7 @@ int from_uplink(struct __sk_buff *skb)
 {
 	struct decision d = { .hook = PC_HOOK_FROM_UPLINK, .direction = PC_DIR_INGRESS };
 	struct endpoint_info *dst;
+	struct ct_key found = {};
 	struct ct_entry *e;
 	struct flow f = {};
 	int ret, ct;
@@ -849,14 +1233,15 @@ int from_uplink(struct __sk_buff *skb)
 	d.endpoint_id = dst->endpoint_id;
 	d.src_identity = ipcache_identity(f.family, f.saddr, PC_IDENTITY_WORLD);
 	if (f.fragment)
-		return drop(skb, &f, &d, PC_REASON_DROP_FRAGMENT);
+		return fragment_verdict(skb, &f, &d);
 
-	ct = ct_not_proxy_upstream(ct_lookup(&f, &e), e, &f);
+	ct = ct_not_proxy_upstream(ct_lookup(&f, &e, &found), e, &f);
 	if (ct != CT_NEW)
-		return continue_flow(skb, &f, &d, ct, e);
+		return continue_flow(skb, &f, &d, ct, e, &found);
 
 	d.src_identity = ipcache_identity_new(f.family, f.saddr, PC_IDENTITY_WORLD);
-	ret = policy_check(&f, d.src_identity, dst->endpoint_id, PC_DIR_INGRESS, &d);
+	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst->endpoint_id,
+			   PC_DIR_INGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
 	ct_create(&f, &d);
@@ -871,9 +1256,9 @@ int to_pod(struct __sk_buff *skb)
 	struct decision d = { .hook = PC_HOOK_TO_POD, .direction = PC_DIR_INGRESS };
 	struct datapath_config *cfg;
 	struct endpoint_info *dst;
+	struct ct_key found = {};
 	struct ct_entry *e;
 	struct flow f = {};
-	__u32 zero = 0;
 	int ret, ct;
 
 	ret = parse(skb, &f);
@@ -894,21 +1279,30 @@ int to_pod(struct __sk_buff *skb)
 	d.dst_identity = dst->identity;
 	d.endpoint_id = dst->endpoint_id;
 
-	/* Marks cannot be forged by pods or the world: crossing a network
-	 * namespace (veth) scrubs skb->mark, and only privileged node
-	 * processes can set SO_MARK. */
-	if ((skb->mark & PC_MARK_MASK) == PC_MARK_POLICY_DONE)
-		return pass(PC_REASON_PASS_MARKED);
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	/* A zero mask means "no proxy mark configured": never trusted. */
-	if (cfg && cfg->from_proxy_mark_mask &&
-	    (skb->mark & cfg->from_proxy_mark_mask) == cfg->from_proxy_mark) {
+	/* Pods and the world cannot forge marks: crossing a network
+	 * namespace (veth) scrubs skb->mark. Node processes can (SO_MARK,
+	 * raw sockets), so the policy-done mark counts only on packets
+	 * without a local socket: those from_pod/from_uplink passed and the
+	 * node forwarded. A locally sent packet is judged (or proven to be
+	 * the proxy's below). Every real socket has a type (stream, datagram,
+	 * raw, ...); type 0 is only BPF_PROG_TEST_RUN's stand-in socket. */
+	if ((skb->mark & PC_MARK_MASK) == PC_MARK_POLICY_DONE) {
+		struct bpf_sock *sk = skb->sk;
+
+		if (sk)
+			sk = bpf_sk_fullsock(sk);
+		if (!skb->sk || (sk && sk->type == 0))
+			return pass(PC_REASON_PASS_MARKED);
+		count(PC_COUNTER_FORGED_MARK);
+	}
+	cfg = config_get();
+	if (from_proxy(skb, cfg)) {
 		/* The proxy already applied both sides' policy; remember the
 		 * flow so the endpoint's replies pass. */
 		d.src_identity = PC_IDENTITY_HOST;
 		d.ct_flags = PC_CT_PROXY_UPSTREAM;
 		if (!f.fragment) {
-			ct = ct_lookup(&f, &e);
+			ct = ct_lookup(&f, &e, &found);
 			if (ct == CT_NEW)
 				ct_create(&f, &d);
 			/* A fully transparent upstream reuses the client's
@@ -921,19 +1315,20 @@ int to_pod(struct __sk_buff *skb)
 
 	d.src_identity = ipcache_identity(f.family, f.saddr, PC_IDENTITY_HOST);
 	if (f.fragment)
-		return drop(skb, &f, &d, PC_REASON_DROP_FRAGMENT);
+		return fragment_verdict(skb, &f, &d);
 
-	ct = ct_lookup(&f, &e);
-	if (ct == CT_ESTABLISHED && f.tcp_syn)
+	ct = ct_lookup(&f, &e, &found);
+	if ((ct == CT_ESTABLISHED || ct == CT_REPLY) && f.tcp_syn)
 		ct = CT_NEW; /* a new connection on an old tuple: decide again */
 	if (ct == CT_ESTABLISHED && e && e->proxy_port)
 		/* Fail closed: a redirect cannot be done at egress. */
 		return drop(skb, &f, &d, PC_REASON_DROP_REDIRECT_AT_EGRESS);
 	if (ct != CT_NEW)
-		return continue_flow(skb, &f, &d, ct, e);
+		return continue_flow(skb, &f, &d, ct, e, &found);
 
 	d.src_identity = ipcache_identity_new(f.family, f.saddr, PC_IDENTITY_HOST);
-	ret = policy_check(&f, d.src_identity, dst->endpoint_id, PC_DIR_INGRESS, &d);
+	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst->endpoint_id,
+			   PC_DIR_INGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
 	/* Fail closed: sk_assign only works at ingress; the node's own

@@ -66,6 +66,7 @@
 #define PC_REASON_PASS_RELATED 6      /* ICMP error about a tracked flow */
 #define PC_REASON_PASS_POLICY 7       /* new flow allowed by policy */
 #define PC_REASON_REDIRECT 8          /* handed to the proxy */
+#define PC_REASON_PASS_FRAGMENT 9     /* later fragment of a datagram whose first fragment passed */
 #define PC_REASON_FIRST_DROP 16
 #define PC_REASON_DROP_POLICY_DENIED 16  /* a deny entry matched */
 #define PC_REASON_DROP_NO_POLICY 17      /* no entry matched (fail closed) */
@@ -75,7 +76,20 @@
 #define PC_REASON_DROP_FRAGMENT 21       /* non-first fragment of a managed flow */
 #define PC_REASON_DROP_NOT_IP 22         /* non-IP, non-ARP frame from a pod */
 #define PC_REASON_DROP_REDIRECT_AT_EGRESS 23 /* redirect wanted at an egress hook */
+#define PC_REASON_DROP_REVOKED 24        /* tracked flow no longer allowed by the current policy */
 #define PC_REASON_MAX 32
+
+/*
+ * Counters that are not packet verdicts, at the top of the counters map.
+ * FORGED_MARK: packets carrying the from-proxy mark without coming from
+ * the proxy's cgroup, or the policy-done mark from a local socket (they
+ * are then judged like any other packet). EVENTS_SUPPRESSED: flow events
+ * not emitted because their endpoint was over its per-second budget.
+ * EVENTS_LOST: events lost because the ring buffer was full.
+ */
+#define PC_COUNTER_FORGED_MARK 29
+#define PC_COUNTER_EVENTS_SUPPRESSED 30
+#define PC_COUNTER_EVENTS_LOST 31
 
 /* ipcache: LPM trie. prefixlen = 32 + prefix length (family and pad always match). */
 struct ipcache_key {
@@ -152,12 +166,42 @@ struct ct_entry {
 	__u8 direction;      /* PC_DIR_* of that decision */
 	__u8 hook;           /* PC_HOOK_* that created the entry */
 	__u16 flags;         /* PC_CT_* */
-	__u32 pad;
+	__u32 policy_epoch;  /* config.policy_epoch the verdict was taken at */
 };
 
 /* ct_entry.flags: the flow is the proxy's upstream connection (from-proxy
  * mark seen at to_pod); replies are handed back to the proxy's socket. */
 #define PC_CT_PROXY_UPSTREAM 0x1
+/* TCP: FIN seen in the original / reply direction. */
+#define PC_CT_FIN_ORIG 0x2
+#define PC_CT_FIN_REPLY 0x4
+/* TCP: RST or both FINs seen; the entry dies PC_CT_CLOSE_SECONDS after
+ * that, whatever follows (last_seen_ns is no longer refreshed). */
+#define PC_CT_CLOSED 0x8
+#define PC_CT_CLOSE_SECONDS 10
+
+/* fragments: LRU hash of datagrams whose first fragment passed. */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id;      /* IPv4 identification or IPv6 fragment id, host order */
+	__u8 protocol;
+	__u8 family;
+	__u16 pad;
+};
+
+struct frag_entry {
+	__u64 first_seen_ns; /* later fragments pass for PC_FRAG_SECONDS */
+};
+
+#define PC_FRAG_SECONDS 30
+
+/* event_budget: per-CPU LRU hash keyed by endpoint id (u32). */
+struct event_budget {
+	__u64 window_start_ns;
+	__u32 events;
+	__u32 pad;
+};
 
 /* events: ring buffer records. Ports host byte order. */
 struct flow_event {
@@ -187,7 +231,10 @@ struct datapath_config {
 	__u32 from_proxy_mark;      /* value the proxy sets with SO_MARK */
 	__u32 from_proxy_mark_mask; /* 0 = never trust a mark as from-proxy */
 	__u32 flags;                /* PC_CONFIG_* */
+	__u32 policy_epoch;         /* bumped by the loader after every map change */
+	__u32 events_per_second;    /* flow events per endpoint per CPU per second; 0 = no limit */
 	__u32 pad;
+	__u64 proxy_cgroup_id;      /* cgroup v2 id of the proxy; 0 = no proxy is trusted */
 };
 
 #endif /* PORTCULLIS_H */

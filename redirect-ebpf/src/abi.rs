@@ -120,7 +120,10 @@ pub struct CtEntry {
     pub hook: u8,
     /// `CT_*` flags.
     pub flags: u16,
-    pub pad: u32,
+    /// `DatapathConfig::policy_epoch` the verdict was taken (or last
+    /// confirmed) at; a packet of the flow under a newer epoch makes the
+    /// kernel take the flow's decision again.
+    pub policy_epoch: u32,
 }
 
 /// One record of the `events` ring buffer. Ports host byte order,
@@ -166,6 +169,45 @@ pub struct DatapathConfig {
     pub from_proxy_mark_mask: u32,
     /// `CONFIG_*` flags.
     pub flags: u32,
+    /// Bumped by [`crate::Datapath`] after every map change; tracked flows
+    /// decided under an older epoch are checked again at their next packet.
+    pub policy_epoch: u32,
+    /// Flow events each endpoint may emit per second, per CPU (more are
+    /// counted as suppressed); 0 = no limit.
+    pub events_per_second: u32,
+    pub pad: u32,
+    /// cgroup v2 id of the agent's proxy: only packets of sockets in this
+    /// cgroup carry the from-proxy verdict. 0 = nothing is trusted.
+    pub proxy_cgroup_id: u64,
+}
+
+/// Key of the `fragments` LRU hash: a datagram whose first fragment passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// IPv4 identification or IPv6 fragment identification, host order.
+    pub id: u32,
+    pub protocol: u8,
+    pub family: u8,
+    pub pad: u16,
+}
+
+/// Value of the `fragments` hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragEntry {
+    /// `bpf_ktime_get_ns()` of the first fragment.
+    pub first_seen_ns: u64,
+}
+
+/// Value of the per-CPU `event_budget` hash (keyed by endpoint id, u32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EventBudget {
+    pub window_start_ns: u64,
+    pub events: u32,
     pub pad: u32,
 }
 
@@ -204,4 +246,7 @@ const _: () = assert!(size_of::<PolicyValue>() == 8);
 const _: () = assert!(size_of::<CtKey>() == 40);
 const _: () = assert!(size_of::<CtEntry>() == 32);
 const _: () = assert!(size_of::<FlowEvent>() == 72);
-const _: () = assert!(size_of::<DatapathConfig>() == 16);
+const _: () = assert!(size_of::<DatapathConfig>() == 32);
+const _: () = assert!(size_of::<FragKey>() == 40);
+const _: () = assert!(size_of::<FragEntry>() == 8);
+const _: () = assert!(size_of::<EventBudget>() == 16);

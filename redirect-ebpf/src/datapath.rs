@@ -18,13 +18,16 @@ use crate::abi::{
     PolicyKey, PolicyLpmData, PolicyValue,
 };
 use crate::events::FlowEvents;
-use crate::{DatapathError, Hook, PolicyChange, Reason, addr_bytes};
+use crate::{
+    COUNTER_EVENTS_LOST, COUNTER_EVENTS_SUPPRESSED, COUNTER_FORGED_MARK, DatapathError, FragEntry,
+    FragKey, Hook, PolicyChange, Reason, addr_bytes,
+};
 
 /// The compiled kernel programs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portcullis.o"));
 
 /// Names of the maps, as pinned under `<pin_dir>/maps/`.
-pub const MAP_NAMES: [&str; 7] = [
+pub const MAP_NAMES: [&str; 9] = [
     "ipcache",
     "endpoints",
     "policy",
@@ -32,9 +35,9 @@ pub const MAP_NAMES: [&str; 7] = [
     "counters",
     "events",
     "config",
+    "fragments",
+    "event_budget",
 ];
-
-const COUNTER_EVENTS_LOST: u32 = 31;
 
 /// The loaded datapath: programs, typed handles on the pinned maps.
 ///
@@ -51,6 +54,8 @@ pub struct Datapath {
     counters: PerCpuArray<MapData, u64>,
     config: Array<MapData, DatapathConfig>,
     events: Option<RingBuf<MapData>>,
+    /// The policy epoch last written (see [`DatapathConfig::policy_epoch`]).
+    epoch: u32,
 }
 
 /// A snapshot of the per-reason packet counters, summed over CPUs.
@@ -60,6 +65,11 @@ pub struct Counters {
     pub by_code: Vec<u64>,
     /// Flow events lost because the ring buffer was full.
     pub events_lost: u64,
+    /// Flow events not emitted: their endpoint was over its budget.
+    pub events_suppressed: u64,
+    /// Packets with a from-proxy or policy-done mark they could not prove
+    /// (then judged like any other packet).
+    pub forged_marks: u64,
 }
 
 impl Counters {
@@ -140,8 +150,11 @@ impl Datapath {
             events: Some(take_map(&mut ebpf, "events")?),
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
+            epoch: 0,
         };
-        if !config_existed {
+        if config_existed {
+            datapath.epoch = datapath.config()?.policy_epoch;
+        } else {
             datapath.set_config(DatapathConfig::default())?;
         }
         datapath.update_pinned_links(&links_dir);
@@ -270,9 +283,11 @@ impl Datapath {
             identity,
             new_flow_identity: 0,
         };
-        self.ipcache
+        let result = self
+            .ipcache
             .insert(&key, value, 0)
-            .map_err(|e| DatapathError::map("ipcache", e))
+            .map_err(|e| DatapathError::map("ipcache", e));
+        self.changed(result)
     }
 
     /// Marks `prefix` (a learned address past its TTL that open flows still
@@ -290,35 +305,47 @@ impl Datapath {
             identity,
             new_flow_identity,
         };
-        self.ipcache
+        let result = self
+            .ipcache
             .insert(&key, value, 0)
-            .map_err(|e| DatapathError::map("ipcache", e))
+            .map_err(|e| DatapathError::map("ipcache", e));
+        self.changed(result)
     }
 
     /// Removes `prefix` from the ipcache (missing is not an error).
     pub fn remove_ipcache(&mut self, prefix: IpNet) -> Result<(), DatapathError> {
         let key = ipcache_key(prefix);
-        ignore_missing(self.ipcache.remove(&key)).map_err(|e| DatapathError::map("ipcache", e))
+        let result =
+            ignore_missing(self.ipcache.remove(&key)).map_err(|e| DatapathError::map("ipcache", e));
+        self.changed(result)
     }
 
     /// Declares `ip` a managed local endpoint.
     pub fn set_endpoint(&mut self, ip: IpAddr, info: EndpointInfo) -> Result<(), DatapathError> {
-        self.endpoints
+        let result = self
+            .endpoints
             .insert(endpoint_key(ip), info, 0)
-            .map_err(|e| DatapathError::map("endpoints", e))
+            .map_err(|e| DatapathError::map("endpoints", e));
+        self.changed(result)
     }
 
     /// Forgets the endpoint at `ip` (its traffic is then not policed).
     pub fn remove_endpoint(&mut self, ip: IpAddr) -> Result<(), DatapathError> {
-        ignore_missing(self.endpoints.remove(&endpoint_key(ip)))
-            .map_err(|e| DatapathError::map("endpoints", e))
+        let result = ignore_missing(self.endpoints.remove(&endpoint_key(ip)))
+            .map_err(|e| DatapathError::map("endpoints", e));
+        self.changed(result)
     }
 
     /// Applies policy deltas in order. Stops at the first failure; the
-    /// changes before it stay applied.
+    /// changes before it stay applied (and established flows are checked
+    /// against them).
     pub fn apply_policy(&mut self, changes: &[PolicyChange]) -> Result<(), DatapathError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut result = Ok(());
         for change in changes {
-            match change {
+            result = match change {
                 PolicyChange::Upsert(key, value) => {
                     self.policy.insert(&policy_lpm_key(key), *value, 0)
                 }
@@ -326,16 +353,53 @@ impl Datapath {
                     ignore_missing(self.policy.remove(&policy_lpm_key(key)))
                 }
             }
-            .map_err(|e| DatapathError::map("policy", e))?;
+            .map_err(|e| DatapathError::map("policy", e));
+            if result.is_err() {
+                break;
+            }
         }
+        self.changed(result)
+    }
+
+    /// After a map write (successful or not: a failed batch may have
+    /// written part of its changes): bumps the policy epoch, so that every
+    /// tracked flow is checked against the maps as they now are at its next
+    /// packet. This is what makes a revocation reach established flows; it
+    /// costs one array write per change and, per tracked flow, one policy
+    /// decision at its first packet after the change.
+    fn changed(&mut self, result: Result<(), DatapathError>) -> Result<(), DatapathError> {
+        let bumped = self.bump_epoch();
+        result.and(bumped)
+    }
+
+    /// Starts a new policy epoch (see [`Self::changed`]).
+    pub fn bump_epoch(&mut self) -> Result<(), DatapathError> {
+        let mut config = self.config()?;
+        config.policy_epoch = self.epoch.max(config.policy_epoch).wrapping_add(1);
+        self.config
+            .set(0, config, 0)
+            .map_err(|e| DatapathError::map("config", e))?;
+        self.epoch = config.policy_epoch;
         Ok(())
     }
 
-    /// Replaces the datapath configuration.
-    pub fn set_config(&mut self, config: DatapathConfig) -> Result<(), DatapathError> {
+    /// Replaces the datapath configuration (its `policy_epoch` is ignored:
+    /// a new configuration starts a new epoch).
+    pub fn set_config(&mut self, mut config: DatapathConfig) -> Result<(), DatapathError> {
+        config.policy_epoch = self.epoch.wrapping_add(1);
         self.config
             .set(0, config, 0)
-            .map_err(|e| DatapathError::map("config", e))
+            .map_err(|e| DatapathError::map("config", e))?;
+        self.epoch = config.policy_epoch;
+        Ok(())
+    }
+
+    /// Trusts the sockets of the cgroup (v2) `cgroup_id` to carry the
+    /// from-proxy verdict (0: trust none). See [`crate::cgroup`].
+    pub fn set_proxy_cgroup(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
+        let mut config = self.config()?;
+        config.proxy_cgroup_id = cgroup_id;
+        self.set_config(config)
     }
 
     /// The current datapath configuration.
@@ -347,13 +411,15 @@ impl Datapath {
 
     /// Reads the per-reason packet counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, DatapathError> {
-        let mut by_code = Vec::with_capacity(COUNTER_EVENTS_LOST as usize);
-        for index in 0..COUNTER_EVENTS_LOST {
+        let mut by_code = Vec::with_capacity(COUNTER_FORGED_MARK as usize);
+        for index in 0..COUNTER_FORGED_MARK {
             by_code.push(self.counter(index)?);
         }
         Ok(Counters {
             by_code,
             events_lost: self.counter(COUNTER_EVENTS_LOST)?,
+            events_suppressed: self.counter(COUNTER_EVENTS_SUPPRESSED)?,
+            forged_marks: self.counter(COUNTER_FORGED_MARK)?,
         })
     }
 
@@ -389,6 +455,21 @@ impl Datapath {
             out.insert(addr);
         }
         Ok(out)
+    }
+
+    /// Every conntrack entry (for diagnostics and tests).
+    pub fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
+        self.conntrack
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| DatapathError::map("conntrack", e))
+    }
+
+    /// Writes one conntrack entry as it is (for tests that age an entry).
+    pub fn put_conntrack_entry(&mut self, key: CtKey, entry: CtEntry) -> Result<(), DatapathError> {
+        self.conntrack
+            .insert(key, entry, 0)
+            .map_err(|e| DatapathError::map("conntrack", e))
     }
 
     /// Removes every conntrack entry, so that established flows are checked
@@ -529,7 +610,7 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<(), DatapathError> {
 }
 
 /// (map, key size, value size) as this build defines them.
-fn expected_map_shapes() -> [(&'static str, usize, usize); 7] {
+fn expected_map_shapes() -> [(&'static str, usize, usize); 9] {
     use std::mem::size_of;
     [
         (
@@ -547,6 +628,12 @@ fn expected_map_shapes() -> [(&'static str, usize, usize); 7] {
         ("counters", size_of::<u32>(), size_of::<u64>()),
         ("events", 0, 0),
         ("config", size_of::<u32>(), size_of::<DatapathConfig>()),
+        ("fragments", size_of::<FragKey>(), size_of::<FragEntry>()),
+        (
+            "event_budget",
+            size_of::<u32>(),
+            size_of::<crate::EventBudget>(),
+        ),
     ]
 }
 

@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 mod abi;
+pub mod cgroup;
 mod datapath;
 mod error;
 mod events;
@@ -30,8 +31,8 @@ mod routing;
 mod tests;
 
 pub use abi::{
-    CtEntry, CtKey, DatapathConfig, EndpointInfo, FlowEvent, IpcacheKey, IpcacheValue, PolicyKey,
-    PolicyValue,
+    CtEntry, CtKey, DatapathConfig, EndpointInfo, EventBudget, FlowEvent, FragEntry, FragKey,
+    IpcacheKey, IpcacheValue, PolicyKey, PolicyValue,
 };
 pub use datapath::{Counters, Datapath, MAP_NAMES};
 pub use error::DatapathError;
@@ -64,6 +65,27 @@ pub const CONFIG_TRACE_NEW_FLOWS: u32 = 0x1;
 /// `CtEntry::flags`: the flow is the proxy's upstream connection; its
 /// replies are handed back to the proxy socket owning the tuple.
 pub const CT_PROXY_UPSTREAM: u16 = 0x1;
+/// `CtEntry::flags`: TCP FIN seen in the original direction.
+pub const CT_FIN_ORIG: u16 = 0x2;
+/// `CtEntry::flags`: TCP FIN seen in the reply direction.
+pub const CT_FIN_REPLY: u16 = 0x4;
+/// `CtEntry::flags`: TCP RST or both FINs seen; the entry dies
+/// [`CT_CLOSE_SECONDS`] later whatever follows.
+pub const CT_CLOSED: u16 = 0x8;
+/// Life of a closed TCP entry after the close.
+pub const CT_CLOSE_SECONDS: u64 = 10;
+/// Later fragments pass for this long after their first fragment passed.
+pub const FRAG_SECONDS: u64 = 30;
+/// Default of `DatapathConfig::events_per_second`.
+pub const DEFAULT_EVENTS_PER_SECOND: u32 = 200;
+
+/// Counter index: packets carrying a from-proxy or policy-done mark they
+/// could not prove (judged like any other packet).
+pub const COUNTER_FORGED_MARK: u32 = 29;
+/// Counter index: flow events not emitted (endpoint over its budget).
+pub const COUNTER_EVENTS_SUPPRESSED: u32 = 30;
+/// Counter index: flow events lost (ring buffer full).
+pub const COUNTER_EVENTS_LOST: u32 = 31;
 
 const FAMILY_IPV4: u8 = 4;
 const FAMILY_IPV6: u8 = 6;
@@ -76,7 +98,10 @@ impl Default for DatapathConfig {
             from_proxy_mark: DEFAULT_FROM_PROXY_MARK,
             from_proxy_mark_mask: MARK_MASK,
             flags: CONFIG_TRACE_NEW_FLOWS,
+            policy_epoch: 0,
+            events_per_second: DEFAULT_EVENTS_PER_SECOND,
             pad: 0,
+            proxy_cgroup_id: 0,
         }
     }
 }
@@ -167,6 +192,8 @@ pub enum Reason {
     PassPolicy = 7,
     /// Handed to the proxy.
     Redirect = 8,
+    /// Later fragment of a datagram whose first fragment passed.
+    PassFragment = 9,
     /// A deny entry matched.
     DropPolicyDenied = 16,
     /// No policy entry matched (fail closed).
@@ -183,11 +210,13 @@ pub enum Reason {
     DropNotIp = 22,
     /// A redirect was wanted at an egress hook, where it cannot be done.
     DropRedirectAtEgress = 23,
+    /// A tracked flow the current policy no longer allows (revocation).
+    DropRevoked = 24,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::PassUnmanaged,
         Reason::PassNotIp,
         Reason::PassNdp,
@@ -197,6 +226,7 @@ impl Reason {
         Reason::PassRelated,
         Reason::PassPolicy,
         Reason::Redirect,
+        Reason::PassFragment,
         Reason::DropPolicyDenied,
         Reason::DropNoPolicy,
         Reason::DropSpoofed,
@@ -205,6 +235,7 @@ impl Reason {
         Reason::DropFragment,
         Reason::DropNotIp,
         Reason::DropRedirectAtEgress,
+        Reason::DropRevoked,
     ];
 
     /// Decodes a counter index or [`FlowEvent::reason`].

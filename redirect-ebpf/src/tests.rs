@@ -29,6 +29,9 @@ fn rust_sizes() -> Vec<(&'static str, usize)> {
         ("ct_entry", size_of::<CtEntry>()),
         ("flow_event", size_of::<FlowEvent>()),
         ("datapath_config", size_of::<DatapathConfig>()),
+        ("frag_key", size_of::<FragKey>()),
+        ("frag_entry", size_of::<FragEntry>()),
+        ("event_budget", size_of::<EventBudget>()),
     ]
 }
 
@@ -47,9 +50,9 @@ fn field_offsets_match_the_c_header() {
         "policy_key" => PolicyKey { prefixlen, identity, endpoint_id, direction, protocol, dport, pad }
         "policy_value" => PolicyValue { verdict, flags, proxy_port, rule_cookie }
         "ct_key" => CtKey { saddr, daddr, sport, dport, protocol, family, pad }
-        "ct_entry" => CtEntry { last_seen_ns, src_identity, dst_identity, rule_cookie, proxy_port, endpoint_id, direction, hook, flags, pad }
+        "ct_entry" => CtEntry { last_seen_ns, src_identity, dst_identity, rule_cookie, proxy_port, endpoint_id, direction, hook, flags, policy_epoch }
         "flow_event" => FlowEvent { timestamp_ns, saddr, daddr, sport, dport, src_identity, dst_identity, ifindex, rule_cookie, endpoint_id, proxy_port, family, protocol, verdict, reason, direction, hook, redirected, pad }
-        "datapath_config" => DatapathConfig { from_proxy_mark, from_proxy_mark_mask, flags, pad }
+        "datapath_config" => DatapathConfig { from_proxy_mark, from_proxy_mark_mask, flags, policy_epoch, events_per_second, pad, proxy_cgroup_id }
     };
     assert_eq!(rust, c::C_FIELDS.to_vec());
 }
@@ -94,6 +97,17 @@ fn constants_match_the_c_header() {
     expect("PC_DEFAULT_FROM_PROXY_MARK", DEFAULT_FROM_PROXY_MARK.into());
     expect("PC_CONFIG_TRACE_NEW_FLOWS", CONFIG_TRACE_NEW_FLOWS.into());
     expect("PC_CT_PROXY_UPSTREAM", CT_PROXY_UPSTREAM.into());
+    expect("PC_CT_FIN_ORIG", CT_FIN_ORIG.into());
+    expect("PC_CT_FIN_REPLY", CT_FIN_REPLY.into());
+    expect("PC_CT_CLOSED", CT_CLOSED.into());
+    expect("PC_CT_CLOSE_SECONDS", CT_CLOSE_SECONDS);
+    expect("PC_FRAG_SECONDS", FRAG_SECONDS);
+    expect("PC_COUNTER_FORGED_MARK", COUNTER_FORGED_MARK.into());
+    expect(
+        "PC_COUNTER_EVENTS_SUPPRESSED",
+        COUNTER_EVENTS_SUPPRESSED.into(),
+    );
+    expect("PC_COUNTER_EVENTS_LOST", COUNTER_EVENTS_LOST.into());
     expect("PC_POLICY_PREFIX_L3", POLICY_PREFIX_L3.into());
     expect("PC_POLICY_PREFIX_PROTO", POLICY_PREFIX_PROTO.into());
     expect("PC_POLICY_PREFIX_FULL", 80);
@@ -107,6 +121,7 @@ fn constants_match_the_c_header() {
         ("PC_REASON_PASS_RELATED", Reason::PassRelated),
         ("PC_REASON_PASS_POLICY", Reason::PassPolicy),
         ("PC_REASON_REDIRECT", Reason::Redirect),
+        ("PC_REASON_PASS_FRAGMENT", Reason::PassFragment),
         ("PC_REASON_DROP_POLICY_DENIED", Reason::DropPolicyDenied),
         ("PC_REASON_DROP_NO_POLICY", Reason::DropNoPolicy),
         ("PC_REASON_DROP_SPOOFED", Reason::DropSpoofed),
@@ -121,6 +136,7 @@ fn constants_match_the_c_header() {
             "PC_REASON_DROP_REDIRECT_AT_EGRESS",
             Reason::DropRedirectAtEgress,
         ),
+        ("PC_REASON_DROP_REVOKED", Reason::DropRevoked),
     ];
     assert_eq!(reasons.len(), Reason::ALL.len());
     for (name, reason) in reasons {

@@ -385,16 +385,11 @@ fn serve_peer_addr(listener: TcpListener) {
     });
 }
 
-#[test]
-fn proxy_upstream_keeps_the_client_address_and_gets_its_replies() {
-    if !root_or_skip("proxy_upstream_keeps_the_client_address_and_gets_its_replies") {
-        return;
-    }
-    let lab = Lab::new();
-    // No policy at all for A -> B: only the proxy mark lets this through.
-    serve_peer_addr(lab.b.run(|| listen_on(sock(B4, 8080), false)));
-    let from_proxy_mark = lab.dp.config().expect("config").from_proxy_mark;
-    let answer = lab.node.run(|| {
+/// From the node namespace, connects to B:8080 from A's address (as the
+/// proxy's transparent upstream does) on a socket carrying `mark`, and
+/// reads B's answer.
+fn node_connect_as_a(lab: &Lab, mark: u32) -> std::io::Result<String> {
+    lab.node.run(|| {
         install_proxy_routing().expect("proxy routing");
         let fd: OwnedFd = socket(
             AddressFamily::Inet,
@@ -404,19 +399,47 @@ fn proxy_upstream_keeps_the_client_address_and_gets_its_replies() {
         )
         .expect("socket");
         setsockopt(&fd, sockopt::IpTransparent, &true).expect("IP_TRANSPARENT");
-        setsockopt(&fd, sockopt::Mark, &from_proxy_mark).expect("SO_MARK");
-        let timeout = nix::sys::time::TimeVal::new(3, 0);
+        setsockopt(&fd, sockopt::Mark, &mark).expect("SO_MARK");
+        let timeout = nix::sys::time::TimeVal::new(2, 0);
         setsockopt(&fd, sockopt::SendTimeout, &timeout).expect("SO_SNDTIMEO");
         setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).expect("SO_RCVTIMEO");
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         bind(raw, &SockaddrStorage::from(sock(A4, 0))).expect("bind to the client's address");
         nix::sys::socket::connect(raw, &SockaddrStorage::from(sock(B4, 8080)))
-            .expect("connect upstream as the client");
+            .map_err(std::io::Error::from)?;
         let mut stream = TcpStream::from(fd);
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read answer");
-        answer
-    });
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })
+}
+
+/// The cgroup (v2) this test process runs in.
+fn own_cgroup_id() -> u64 {
+    let dir = redirect_ebpf::cgroup::cgroup2_mount()
+        .expect("cgroup2 mount")
+        .join(
+            redirect_ebpf::cgroup::own_cgroup()
+                .expect("own cgroup")
+                .trim_start_matches('/'),
+        );
+    redirect_ebpf::cgroup::cgroup_id(&dir).expect("cgroup id")
+}
+
+#[test]
+fn proxy_upstream_keeps_the_client_address_and_gets_its_replies() {
+    if !root_or_skip("proxy_upstream_keeps_the_client_address_and_gets_its_replies") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // No policy at all for A -> B: only the proxy's mark, on a socket of
+    // the proxy's cgroup (here: this test process's), lets this through.
+    serve_peer_addr(lab.b.run(|| listen_on(sock(B4, 8080), false)));
+    lab.dp
+        .set_proxy_cgroup(own_cgroup_id())
+        .expect("proxy cgroup");
+    let from_proxy_mark = lab.dp.config().expect("config").from_proxy_mark;
+    let answer = node_connect_as_a(&lab, from_proxy_mark).expect("upstream connection");
     assert!(
         answer.starts_with(&format!("{A4}:")),
         "B saw the client's address: {answer}"
@@ -424,6 +447,39 @@ fn proxy_upstream_keeps_the_client_address_and_gets_its_replies() {
     // A itself still cannot reach B: the mark, not the address, let it in.
     let denied = connect_and_read(&lab.a, sock(B4, 8080), Duration::from_secs(1));
     assert!(denied.is_err(), "A -> B without policy: {denied:?}");
+    drop(lab);
+}
+
+/// Issue 13, finding 7: a node process (CAP_NET_RAW is enough for SO_MARK)
+/// sets the from-proxy mark, or the policy-done mark, on its own socket.
+#[test]
+fn forged_marks_from_a_node_socket_do_not_pass_a_deny_all_ingress() {
+    if !root_or_skip("forged_marks_from_a_node_socket_do_not_pass_a_deny_all_ingress") {
+        return;
+    }
+    let mut lab = Lab::new();
+    serve_peer_addr(lab.b.run(|| listen_on(sock(B4, 8080), false)));
+    // The proxy's cgroup is another one: this process is not the proxy.
+    let cgroup = redirect_ebpf::cgroup::cgroup2_mount()
+        .expect("cgroup2 mount")
+        .join(unique("portcullis-test-proxy-"));
+    std::fs::create_dir(&cgroup).expect("create a cgroup");
+    let proxy_id = redirect_ebpf::cgroup::cgroup_id(&cgroup).expect("cgroup id");
+    lab.dp.set_proxy_cgroup(proxy_id).expect("proxy cgroup");
+    let from_proxy_mark = lab.dp.config().expect("config").from_proxy_mark;
+    let forged = node_connect_as_a(&lab, from_proxy_mark);
+    let forged_done = node_connect_as_a(&lab, redirect_ebpf::MARK_POLICY_DONE);
+    let counters = lab.dp.counters().expect("counters");
+    let _ = std::fs::remove_dir(&cgroup);
+    assert!(
+        forged.is_err(),
+        "a forged from-proxy mark passed B's deny-all ingress: {forged:?}"
+    );
+    assert!(
+        forged_done.is_err(),
+        "a forged policy-done mark passed B's deny-all ingress: {forged_done:?}"
+    );
+    assert!(counters.forged_marks >= 2, "{counters:?}");
     drop(lab);
 }
 

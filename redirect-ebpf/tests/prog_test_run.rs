@@ -56,6 +56,11 @@ fn fixture(test: &str) -> Option<Fixture> {
     Some(Fixture { dp, _pins: pins })
 }
 
+fn now_monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
 fn key(identity: u32, ep: u16, dir: Direction, proto: u8, port: u16, bits: u8) -> PolicyKey {
     PolicyKey::new(identity, ep, dir, proto, port, bits).expect("valid key")
 }
@@ -91,6 +96,14 @@ impl Fixture {
 
 fn tcp(sport: u16, dport: u16) -> L4 {
     L4::Tcp { sport, dport }
+}
+
+/// A TCP SYN-ACK frame: the answer to a SYN (a SYN itself opens a new
+/// connection in either direction and is judged as one).
+fn syn_ack(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = packet(src, dst, tcp(sport, dport));
+    p.tcp_flags = 0x12;
+    p.frame()
 }
 
 #[test]
@@ -305,7 +318,7 @@ fn reply_passes_via_conntrack() {
     let request = packet(A4, B4, tcp(40000, 80)).frame();
     assert_eq!(run(&f.dp, Hook::FromPod, &request, 0).retval, TC_ACT_OK);
     // B's egress has no policy at all, yet its reply passes.
-    let reply = packet(B4, A4, tcp(80, 40000)).frame();
+    let reply = syn_ack(B4, A4, 80, 40000);
     assert_eq!(run(&f.dp, Hook::FromPod, &reply, 0).retval, TC_ACT_OK);
     assert_eq!(run(&f.dp, Hook::ToPod, &reply, 0).retval, TC_ACT_OK);
     // A new connection from B to A is not a reply.
@@ -351,12 +364,7 @@ fn ipv6_allow_and_deny() {
         0,
     );
     assert_eq!(r.retval, TC_ACT_SHOT);
-    let r = run(
-        &f.dp,
-        Hook::FromPod,
-        &packet(B6, A6, tcp(80, 40000)).frame(),
-        0,
-    );
+    let r = run(&f.dp, Hook::FromPod, &syn_ack(B6, A6, 80, 40000), 0);
     assert_eq!(r.retval, TC_ACT_OK, "IPv6 reply via conntrack");
     let events = f.events();
     assert_eq!(events[0].family, 6);
@@ -589,15 +597,31 @@ fn marks_skip_to_pod_checks() {
         run(&f.dp, Hook::ToPod, &frame, MARK_POLICY_DONE).retval,
         TC_ACT_OK
     );
+    assert_eq!(f.count(Reason::PassMarked), 1);
+    // The from-proxy mark alone proves nothing (test-run packets have no
+    // socket, so none in the proxy's cgroup): judged, and counted. The
+    // proxy's own packets are in tests/netns.rs.
     let from_proxy = f.dp.config().unwrap().from_proxy_mark;
     assert_eq!(
         run(&f.dp, Hook::ToPod, &frame, from_proxy).retval,
-        TC_ACT_OK
+        TC_ACT_SHOT
     );
+    assert_eq!(f.dp.counters().unwrap().forged_marks, 1);
+    // BPF_PROG_TEST_RUN's stand-in socket belongs to this process's
+    // cgroup: trusting that cgroup as the proxy's lets the mark count.
+    let Fixture { mut dp, _pins } = f;
+    let own = redirect_ebpf::cgroup::cgroup2_mount().unwrap().join(
+        redirect_ebpf::cgroup::own_cgroup()
+            .unwrap()
+            .trim_start_matches('/'),
+    );
+    dp.set_proxy_cgroup(redirect_ebpf::cgroup::cgroup_id(&own).unwrap())
+        .unwrap();
+    assert_eq!(run(&dp, Hook::ToPod, &frame, from_proxy).retval, TC_ACT_OK);
     // The proxy's connection is tracked: B's reply passes.
-    let reply = packet(B4, "10.0.0.1", tcp(80, 40000)).frame();
-    assert_eq!(run(&f.dp, Hook::FromPod, &reply, 0).retval, TC_ACT_OK);
-    assert_eq!(f.count(Reason::PassMarked), 2);
+    let reply = syn_ack(B4, "10.0.0.1", 80, 40000);
+    assert_eq!(run(&dp, Hook::FromPod, &reply, 0).retval, TC_ACT_OK);
+    drop(_pins);
 }
 
 #[test]
@@ -684,7 +708,7 @@ fn uplink_traffic_meets_the_destination_ingress_policy() {
     let denied = packet("10.202.0.1", B4, tcp(50000, 443)).frame();
     assert_eq!(run(&f.dp, Hook::FromUplink, &denied, 0).retval, TC_ACT_SHOT);
     // B's reply leaves through from_pod without any egress policy.
-    let reply = packet(B4, WORLD4, tcp(443, 50000)).frame();
+    let reply = syn_ack(B4, WORLD4, 443, 50000);
     assert_eq!(run(&f.dp, Hook::FromPod, &reply, 0).retval, TC_ACT_OK);
     let events = f.events();
     assert_eq!(events[0].src_identity, 6000);
@@ -789,9 +813,12 @@ fn ipv6_extension_headers_are_skipped() {
     // First fragment (offset 0, more fragments): ports are there.
     let first = with(vec![(FRAGMENT, [0, 1, 0, 0, 0, 9])], 443);
     assert_eq!(run(&f.dp, Hook::FromPod, &first, 0).retval, TC_ACT_OK);
-    // Later fragment (offset 8 * 8): no ports, dropped.
+    // Later fragment (offset 8 * 8): no ports; it passes behind its
+    // allowed first fragment (same id 9), not without one (id 10).
     let later = with(vec![(FRAGMENT, [0, 64, 0, 0, 0, 9])], 443);
-    assert_eq!(run(&f.dp, Hook::FromPod, &later, 0).retval, TC_ACT_SHOT);
+    assert_eq!(run(&f.dp, Hook::FromPod, &later, 0).retval, TC_ACT_OK);
+    let stray = with(vec![(FRAGMENT, [0, 64, 0, 0, 0, 10])], 443);
+    assert_eq!(run(&f.dp, Hook::FromPod, &stray, 0).retval, TC_ACT_SHOT);
     // More extension headers than the program walks: fail closed.
     let deep = with(vec![(DEST_OPTS, pad_n); 5], 443);
     assert_eq!(run(&f.dp, Hook::FromPod, &deep, 0).retval, TC_ACT_SHOT);
@@ -804,9 +831,34 @@ fn a_pod_flow_colliding_with_a_proxy_upstream_tuple_is_still_judged() {
     let Some(f) = fixture("proxy_upstream_collision") else {
         return;
     };
-    // The proxy's upstream connection from A's address to B (marked) is
-    // tracked at to_pod...
-    let from_proxy = f.dp.config().unwrap().from_proxy_mark;
+    // The proxy's upstream connection from A's address to B, as to_pod
+    // tracks it for a packet from the proxy's cgroup (tests/netns.rs)...
+    let Fixture { mut dp, _pins } = f;
+    let mut saddr = [0u8; 16];
+    saddr[..4].copy_from_slice(&[10, 200, 1, 2]);
+    let mut daddr = [0u8; 16];
+    daddr[..4].copy_from_slice(&[10, 200, 2, 2]);
+    dp.put_conntrack_entry(
+        redirect_ebpf::CtKey {
+            saddr,
+            daddr,
+            sport: 40001u16.to_be(),
+            dport: 53u16.to_be(),
+            protocol: UDP,
+            family: 4,
+            pad: 0,
+        },
+        redirect_ebpf::CtEntry {
+            last_seen_ns: now_monotonic_ns(),
+            src_identity: 1,
+            dst_identity: ID_B,
+            hook: Hook::ToPod.code(),
+            flags: redirect_ebpf::CT_PROXY_UPSTREAM,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let f = Fixture { dp, _pins };
     let upstream = packet(
         A4,
         B4,
@@ -816,10 +868,6 @@ fn a_pod_flow_colliding_with_a_proxy_upstream_tuple_is_still_judged() {
         },
     )
     .frame();
-    assert_eq!(
-        run(&f.dp, Hook::ToPod, &upstream, from_proxy).retval,
-        TC_ACT_OK
-    );
     // ...and a packet from pod A with the same tuple is another flow: with
     // no policy entry allowing it, it is dropped, not passed as established.
     assert_eq!(run(&f.dp, Hook::FromPod, &upstream, 0).retval, TC_ACT_SHOT);
@@ -834,7 +882,7 @@ fn a_new_syn_on_an_old_tuple_gets_a_policy_decision() {
     f.allow_a_to_b_tcp80();
     let syn = packet(A4, B4, tcp(40000, 80)).frame();
     assert_eq!(run(&f.dp, Hook::FromPod, &syn, 0).retval, TC_ACT_OK);
-    // The allow goes away; the connection's entry stays (no FIN tracking).
+    // The allow goes away.
     f.dp.apply_policy(&[PolicyChange::Delete(key(
         ID_B,
         EP_A,
@@ -846,10 +894,11 @@ fn a_new_syn_on_an_old_tuple_gets_a_policy_decision() {
     .unwrap();
     let mut ack = syn.clone();
     ack[14 + 20 + 13] = 0x10;
+    // Issue 13 (finding 4): a revocation reaches established flows too.
     assert_eq!(
         run(&f.dp, Hook::FromPod, &ack, 0).retval,
-        TC_ACT_OK,
-        "established packets keep flowing"
+        TC_ACT_SHOT,
+        "a revoked flow's established packets are dropped"
     );
     // A new connection reusing the tuple is judged again: denied now.
     assert_eq!(run(&f.dp, Hook::FromPod, &syn, 0).retval, TC_ACT_SHOT);

@@ -137,6 +137,15 @@ pub struct Packet {
     /// IPv6 extension headers to insert, as (next-header code, 8-byte
     /// header body without its first two bytes).
     pub ipv6_ext: Vec<(u8, [u8; 6])>,
+    /// IPv4 "more fragments" flag.
+    pub more_fragments: bool,
+    /// IPv4 identification.
+    pub ip_id: u16,
+    /// TCP flags (SYN by default).
+    pub tcp_flags: u8,
+    /// Keep only this many bytes of the layer 4 header and payload (a
+    /// truncated, e.g. tiny first fragment); the IP lengths say so too.
+    pub l4_len: Option<usize>,
 }
 
 pub fn packet(src: &str, dst: &str, l4: L4) -> Packet {
@@ -147,6 +156,10 @@ pub fn packet(src: &str, dst: &str, l4: L4) -> Packet {
         fragment_offset: 0,
         ttl: 64,
         ipv6_ext: Vec::new(),
+        more_fragments: false,
+        ip_id: 1,
+        tcp_flags: 0x02,
+        l4_len: None,
     }
 }
 
@@ -169,7 +182,8 @@ impl Packet {
                 let mut h = Vec::new();
                 h.extend_from_slice(&sport.to_be_bytes());
                 h.extend_from_slice(&dport.to_be_bytes());
-                h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+                h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, self.tcp_flags, 0xff, 0xff]);
+                h.extend_from_slice(&[0, 0, 0, 0]);
                 (6u8, h)
             }
             L4::Udp { sport, dport } => {
@@ -191,14 +205,19 @@ impl Packet {
                 (if v4 { 1u8 } else { 58u8 }, h)
             }
         };
+        let mut l4 = l4;
+        if let Some(n) = self.l4_len {
+            l4.truncate(n);
+        }
         let mut p = Vec::new();
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let total = (20 + l4.len()) as u16;
                 p.extend_from_slice(&[0x45, 0]);
                 p.extend_from_slice(&total.to_be_bytes());
-                p.extend_from_slice(&[0, 1]);
-                p.extend_from_slice(&(self.fragment_offset & 0x1fff).to_be_bytes());
+                p.extend_from_slice(&self.ip_id.to_be_bytes());
+                let more = if self.more_fragments { 0x2000 } else { 0 };
+                p.extend_from_slice(&((self.fragment_offset & 0x1fff) | more).to_be_bytes());
                 p.extend_from_slice(&[self.ttl, proto, 0, 0]);
                 p.extend_from_slice(&s.octets());
                 p.extend_from_slice(&d.octets());
