@@ -27,6 +27,7 @@ use crate::http::upstream::UpstreamConfig;
 use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
 
+pub mod budget;
 pub mod deny;
 mod exchange;
 pub mod fuzz;
