@@ -30,6 +30,25 @@ pub enum TransportLabel {
     Tcp,
 }
 
+/// Why the proxy refused or closed a connection, or dropped a message,
+/// to keep within its limits or its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum DnsLimit {
+    /// A TCP connection past `max_tcp_connections_per_source`, closed at accept.
+    TcpConnectionsPerSource,
+    /// A TCP connection past `max_tcp_connections`, closed at accept.
+    TcpConnectionsTotal,
+    /// No whole first query within `tcp_first_query_timeout`.
+    TcpFirstQueryTimeout,
+    /// No whole next query within `tcp_idle_timeout`.
+    TcpIdleTimeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    limit: DnsLimit,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct QueryLabels {
     transport: TransportLabel,
@@ -43,6 +62,7 @@ pub struct DnsMetrics {
     queries: Family<QueryLabels, Counter>,
     hold: Histogram,
     learn_timeouts: Counter,
+    limits: Family<LimitLabels, Counter>,
 }
 
 impl Default for DnsMetrics {
@@ -74,7 +94,14 @@ impl DnsMetrics {
             "Answers released because the learner did not acknowledge in time",
             learn_timeouts.clone(),
         );
+        let limits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "dns_limit_refusals",
+            "DNS connections refused or closed by a limit, by limit",
+            limits.clone(),
+        );
         DnsMetrics {
+            limits,
             registry,
             queries,
             hold,
@@ -94,6 +121,16 @@ impl DnsMetrics {
         self.queries
             .get_or_create(&QueryLabels { transport, verdict })
             .get()
+    }
+
+    /// Counts one refusal by `limit`.
+    pub fn limit_refusal(&self, limit: DnsLimit) {
+        self.limits.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// Refusals by `limit` so far.
+    pub fn limit_refusals(&self, limit: DnsLimit) -> u64 {
+        self.limits.get_or_create(&LimitLabels { limit }).get()
     }
 
     /// Records how long an answer was held for the learner.

@@ -45,7 +45,7 @@ mod tests;
 pub use deny::DenyResponse;
 pub use judge::{DnsJudgement, DnsRefusal, DnsRules, Transport, decide};
 pub use learn::{LearnedNames, NameLearner, NoLearner};
-pub use metrics::{DnsMetrics, DnsVerdict, TransportLabel};
+pub use metrics::{DnsLimit, DnsMetrics, DnsVerdict, TransportLabel};
 
 /// The DNS proxy port the datapath redirects to; must equal
 /// `agentd::proxy_port(L7Parser::Dns)`.
@@ -70,11 +70,23 @@ pub struct DnsConfig {
     pub min_ttl: Duration,
     /// Addresses learned per name and answer (the first in answer order).
     pub max_ips_per_name: usize,
-    /// A TCP connection with no new query for this long is closed.
+    /// A TCP connection with no new query for this long is closed; a
+    /// query's message must also arrive whole within it.
     pub tcp_idle_timeout: Duration,
-    /// Queries (UDP) and connections (TCP) served at once; more are
-    /// dropped unanswered and counted as `overloaded`.
+    /// A TCP connection whose first query has not arrived whole this long
+    /// after accept is closed (`TcpFirstQueryTimeout`).
+    pub tcp_first_query_timeout: Duration,
+    /// UDP queries served at once; more are dropped unanswered and counted
+    /// as `overloaded`. TCP connections do not take from it, so they
+    /// cannot starve UDP.
     pub max_in_flight: usize,
+    /// TCP connections served at once, all sources together; one more is
+    /// closed at accept (`TcpConnectionsTotal`).
+    pub max_tcp_connections: usize,
+    /// TCP connections served at once for one source (a pod's address, or
+    /// one non-pod identity); one more is closed at accept
+    /// (`TcpConnectionsPerSource`).
+    pub max_tcp_connections_per_source: usize,
 }
 
 impl DnsConfig {
@@ -90,7 +102,10 @@ impl DnsConfig {
             min_ttl: Duration::ZERO,
             max_ips_per_name: 50,
             tcp_idle_timeout: Duration::from_secs(10),
+            tcp_first_query_timeout: Duration::from_secs(2),
             max_in_flight: 4096,
+            max_tcp_connections: 2048,
+            max_tcp_connections_per_source: 64,
         }
     }
 
@@ -161,13 +176,7 @@ impl DnsProxy {
         }
         for listener in tcp {
             proxy.tcp_addrs.push(listener.local_addr()?);
-            let task = tcp::serve(
-                listener,
-                None,
-                shared.clone(),
-                in_flight.clone(),
-                proxy.shutdown.subscribe(),
-            );
+            let task = tcp::serve(listener, None, shared.clone(), proxy.shutdown.subscribe());
             proxy.tasks.push(task);
         }
         tracing::info!(udp = ?proxy.udp_addrs, tcp = ?proxy.tcp_addrs, "DNS proxy listening");
@@ -203,7 +212,6 @@ impl DnsProxy {
             tcp,
             Some(dest),
             shared,
-            in_flight,
             proxy.shutdown.subscribe(),
         ));
         Ok(proxy)
@@ -230,11 +238,15 @@ impl DnsProxy {
         let replies = Arc::new(sockets::ReplySockets::default());
         let shared = Arc::new(exchange::DnsShared {
             policy,
-            config,
             learner,
             metrics: self.metrics.clone(),
             udp_upstreams: sockets::UdpUpstreams::new(replies.clone()),
+            tcp_connections: budget::SourceBudget::new(
+                config.max_tcp_connections as u64,
+                config.max_tcp_connections_per_source as u64,
+            ),
             reply_sockets: replies,
+            config,
         });
         (shared, in_flight)
     }
