@@ -63,6 +63,7 @@ pub struct DnsMetrics {
     hold: Histogram,
     learn_timeouts: Counter,
     limits: Family<LimitLabels, Counter>,
+    mismatched_answers: Counter,
 }
 
 impl Default for DnsMetrics {
@@ -100,7 +101,14 @@ impl DnsMetrics {
             "DNS connections refused or closed by a limit, by limit",
             limits.clone(),
         );
+        let mismatched_answers = Counter::default();
+        registry.register(
+            "dns_mismatched_answers",
+            "Upstream datagrams dropped: no query in flight on that socket has their id and question (forged, late or stray)",
+            mismatched_answers.clone(),
+        );
         DnsMetrics {
+            mismatched_answers,
             limits,
             registry,
             queries,
@@ -131,6 +139,16 @@ impl DnsMetrics {
     /// Refusals by `limit` so far.
     pub fn limit_refusals(&self, limit: DnsLimit) -> u64 {
         self.limits.get_or_create(&LimitLabels { limit }).get()
+    }
+
+    /// Counts an upstream datagram dropped for answering no query in flight.
+    pub fn mismatched_answer(&self) {
+        self.mismatched_answers.inc();
+    }
+
+    /// Upstream datagrams dropped for answering no query in flight so far.
+    pub fn mismatched_answers(&self) -> u64 {
+        self.mismatched_answers.get()
     }
 
     /// Records how long an answer was held for the learner.

@@ -80,6 +80,14 @@ pub struct DnsConfig {
     /// as `overloaded`. TCP connections do not take from it, so they
     /// cannot starve UDP.
     pub max_in_flight: usize,
+    /// Upstream UDP queries a socket takes before a new socket (a new port
+    /// the kernel picks at random) takes the next ones; 1: a fresh port per
+    /// query, so an off-path spoofer must guess port and id together.
+    pub queries_per_upstream_socket: u32,
+    /// Send question names in a random letter case (DNS 0x20) and accept
+    /// only answers that echo it exactly (the client gets its own case
+    /// back). Turn off for a server that does not preserve case.
+    pub randomize_case: bool,
     /// TCP connections served at once, all sources together; one more is
     /// closed at accept (`TcpConnectionsTotal`).
     pub max_tcp_connections: usize,
@@ -104,6 +112,8 @@ impl DnsConfig {
             tcp_idle_timeout: Duration::from_secs(10),
             tcp_first_query_timeout: Duration::from_secs(2),
             max_in_flight: 4096,
+            queries_per_upstream_socket: 1,
+            randomize_case: true,
             max_tcp_connections: 2048,
             max_tcp_connections_per_source: 64,
         }
@@ -240,7 +250,14 @@ impl DnsProxy {
             policy,
             learner,
             metrics: self.metrics.clone(),
-            udp_upstreams: sockets::UdpUpstreams::new(replies.clone()),
+            udp_upstreams: sockets::UdpUpstreams::new(
+                replies.clone(),
+                sockets::AnswerGuard {
+                    rotate_after: config.queries_per_upstream_socket,
+                    randomize_case: config.randomize_case,
+                },
+                self.metrics.clone(),
+            ),
             tcp_connections: budget::SourceBudget::new(
                 config.max_tcp_connections as u64,
                 config.max_tcp_connections_per_source as u64,
