@@ -193,7 +193,14 @@ fn knot_lab() -> Option<(std::sync::MutexGuard<'static, ()>, TestLab)> {
 /// During a flood: the victim's UDP and TCP queries, the agent's RSS, and
 /// a policy change (web.allowed.example denied, then allowed again).
 fn victim_keeps_working(lab: &TestLab, what: &str) {
-    let udp = ask_many(lab, "x/victim", "web.allowed.example", false, 100, "NOERROR");
+    let udp = ask_many(
+        lab,
+        "x/victim",
+        "web.allowed.example",
+        false,
+        100,
+        "NOERROR",
+    );
     let tcp = ask_many(lab, "x/victim", "web.allowed.example", true, 100, "NOERROR");
     let rss = agent_rss_kib();
     eprintln!("{what}: victim answered UDP {udp}/100, TCP {tcp}/100; agent RSS {rss} KiB");
@@ -385,7 +392,10 @@ fn kafka_oversized_and_slow_frames_from_one_pod_leave_another_pods_requests_answ
     let applied = wait_until(Duration::from_secs(10), || {
         kafka_victim_answered(&lab, 1) == 0
     });
-    eprintln!("Kafka flood: policy change applied: {applied} after {:?}", start.elapsed());
+    eprintln!(
+        "Kafka flood: policy change applied: {applied} after {:?}",
+        start.elapsed()
+    );
     assert!(applied, "a policy change did not apply within 10 s");
     let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
     for line in metrics

@@ -160,6 +160,54 @@ impl Drop for BudgetGrant {
     }
 }
 
+/// Sources whose rate state is kept; past this the state starts over
+/// (every source gets a full bucket again) rather than growing.
+const MAX_RATE_SOURCES: usize = 16_384;
+
+/// A token bucket per source: at most `per_second` events a second on
+/// average, `burst` at once. What it refuses costs a hash lookup, so a
+/// flood's excess is cheap to drop and the rest of the work goes to other
+/// sources.
+#[derive(Debug)]
+pub struct SourceRate {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<SourceKey, (f64, std::time::Instant)>>,
+}
+
+impl SourceRate {
+    /// `per_second` events a second per source, `burst` at once (0: no
+    /// limit).
+    pub fn new(per_second: u32, burst: u32) -> SourceRate {
+        SourceRate {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key` may have one more event at `now`.
+    pub fn allow(&self, key: SourceKey, now: std::time::Instant) -> bool {
+        if self.per_second <= 0.0 {
+            return true;
+        }
+        let mut buckets = self.buckets.lock().expect("rate lock is never poisoned");
+        if buckets.len() >= MAX_RATE_SOURCES && !buckets.contains_key(&key) {
+            buckets.clear();
+        }
+        let (tokens, last) = buckets.entry(key).or_insert((self.burst, now));
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * self.per_second).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +275,20 @@ mod tests {
         budget
             .try_take(pod(3), 3)
             .expect("room after a grant dropped");
+    }
+
+    #[test]
+    fn the_rate_is_per_source_with_a_burst_and_refills() {
+        let rate = SourceRate::new(10, 5);
+        let t0 = std::time::Instant::now();
+        let allowed = (0..20).filter(|_| rate.allow(pod(1), t0)).count();
+        assert_eq!(allowed, 5, "the burst, then nothing at the same instant");
+        assert!(rate.allow(pod(2), t0), "another source has its own bucket");
+        let t1 = t0 + std::time::Duration::from_millis(300);
+        let allowed = (0..20).filter(|_| rate.allow(pod(1), t1)).count();
+        assert_eq!(allowed, 3, "10 a second refill 3 in 300 ms");
+        let unlimited = SourceRate::new(0, 0);
+        assert!((0..1000).all(|_| unlimited.allow(pod(1), t0)));
     }
 
     #[test]

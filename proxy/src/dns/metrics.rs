@@ -42,6 +42,9 @@ pub enum DnsLimit {
     TcpFirstQueryTimeout,
     /// No whole next query within `tcp_idle_timeout`.
     TcpIdleTimeout,
+    /// A UDP query over its source's `udp_queries_per_second_per_source`,
+    /// dropped unanswered.
+    UdpRatePerSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

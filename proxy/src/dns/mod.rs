@@ -88,6 +88,13 @@ pub struct DnsConfig {
     /// only answers that echo it exactly (the client gets its own case
     /// back). Turn off for a server that does not preserve case.
     pub randomize_case: bool,
+    /// UDP queries a second one source (a pod's address, or one non-pod
+    /// identity) may send on average, `udp_burst_per_source` at once; more
+    /// are dropped unanswered before they are judged
+    /// (`UdpRatePerSource`). 0: no limit.
+    pub udp_queries_per_second_per_source: u32,
+    /// See `udp_queries_per_second_per_source`.
+    pub udp_burst_per_source: u32,
     /// TCP connections served at once, all sources together; one more is
     /// closed at accept (`TcpConnectionsTotal`).
     pub max_tcp_connections: usize,
@@ -113,6 +120,8 @@ impl DnsConfig {
             tcp_first_query_timeout: Duration::from_secs(2),
             max_in_flight: 4096,
             queries_per_upstream_socket: 1,
+            udp_queries_per_second_per_source: 5_000,
+            udp_burst_per_source: 5_000,
             randomize_case: true,
             max_tcp_connections: 2048,
             max_tcp_connections_per_source: 64,
@@ -257,6 +266,10 @@ impl DnsProxy {
                     randomize_case: config.randomize_case,
                 },
                 self.metrics.clone(),
+            ),
+            udp_rate: budget::SourceRate::new(
+                config.udp_queries_per_second_per_source,
+                config.udp_burst_per_source,
             ),
             tcp_connections: budget::SourceBudget::new(
                 config.max_tcp_connections as u64,
