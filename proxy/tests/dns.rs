@@ -24,6 +24,8 @@ namespaces:
 - {name: ns1}
 pods:
 - {namespace: ns1, name: client, labels: {app: client}, ip: 10.0.1.2}
+- {namespace: ns1, name: flooder, labels: {app: client}, ip: 127.0.0.2}
+- {namespace: ns1, name: bystander, labels: {app: client}, ip: 127.0.0.3}
 ";
 
 const POLICY: &str = "apiVersion: cilium.io/v2
@@ -56,8 +58,15 @@ fn name(s: &str) -> Name {
 struct Seen(Arc<Mutex<Vec<String>>>);
 
 impl Seen {
+    /// The names the server was asked, lowercased: the proxy sends them
+    /// in a random letter case (DNS 0x20, `randomize_case`).
     fn names(&self) -> Vec<String> {
-        self.0.lock().expect("seen lock").clone()
+        self.0
+            .lock()
+            .expect("seen lock")
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect()
     }
 }
 
@@ -424,11 +433,8 @@ async fn mixed_case_is_matched_and_echoed() {
     let m = parse(&bytes);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(m.queries[0].name().to_ascii(), "WwW.ExAmPlE.CoM.");
-    assert_eq!(
-        h.seen.names(),
-        vec!["WwW.ExAmPlE.CoM."],
-        "forwarded unchanged"
-    );
+    // Forwarded in a random case (0x20); the client gets its own back.
+    assert_eq!(h.seen.names(), vec!["www.example.com."]);
     assert_eq!(h.learner.updates()[0].name, "www.example.com.");
     h.proxy.shutdown().await;
 }
@@ -770,5 +776,146 @@ async fn many_clients_at_once() {
     assert_eq!(udp_count(&h, DnsVerdict::Allowed), 32 * 12);
     assert_eq!(udp_count(&h, DnsVerdict::Denied), 32 * 4);
     assert_eq!(h.learner.updates().len(), 32 * 12);
+    h.proxy.shutdown().await;
+}
+
+// ---- limits: one client cannot take what every other client needs ----
+
+/// A proxy whose clients are the peers themselves (loopback addresses
+/// that are pods of the topology: the flooder 127.0.0.2 and the
+/// bystander 127.0.0.3).
+async fn harness_by_peer() -> Harness {
+    let (upstream, seen) = spawn_server().await;
+    let udp = UdpSocket::bind("0.0.0.0:0").await.expect("bind proxy udp");
+    let tcp = TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind proxy tcp");
+    let dest = FixedDestination {
+        client: None,
+        original_dst: ORIGINAL_DST.parse().expect("literal"),
+        upstream,
+    };
+    let learner = RecordingLearner::acking_after(Duration::ZERO);
+    let proxy = DnsProxy::serve_with_fixed_destination(
+        udp,
+        tcp,
+        policy(),
+        test_config(),
+        learner.clone(),
+        dest,
+    )
+    .expect("proxy starts");
+    let port = |a: SocketAddr| SocketAddr::from(([127, 0, 0, 1], a.port()));
+    Harness {
+        udp: port(proxy.udp_addrs()[0]),
+        tcp: port(proxy.tcp_addrs()[0]),
+        metrics: proxy.metrics(),
+        proxy,
+        seen,
+        learner,
+    }
+}
+
+/// The value of `portcullis_proxy_dns_limit_refusals_total{limit=...}`.
+fn dns_limit_refusals(h: &Harness, limit: &str) -> u64 {
+    let text = h.proxy.render_metrics();
+    let prefix = format!("portcullis_proxy_dns_limit_refusals_total{{limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().expect("a counter value"))
+        .unwrap_or(0)
+}
+
+/// Whether a UDP query from `src` is answered NOERROR within 3 s.
+async fn udp_answered_from(src: &str, proxy: SocketAddr, id: u16) -> bool {
+    let socket = UdpSocket::bind(format!("{src}:0"))
+        .await
+        .expect("client socket");
+    socket
+        .send_to(&query(id, &["a.example.com."]), proxy)
+        .await
+        .expect("send query");
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(Duration::from_secs(3), socket.recv(&mut buf)).await {
+        Ok(Ok(n)) => {
+            let m = parse(&buf[..n]);
+            m.metadata.id == id && m.metadata.response_code == ResponseCode::NoError
+        }
+        _ => false,
+    }
+}
+
+/// A TCP connection to the proxy from `src`.
+async fn tcp_from(src: &str, proxy: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{src}:0").parse().expect("literal"))?;
+    socket.connect(proxy).await
+}
+
+/// Whether a TCP query from `src` is answered NOERROR within 3 s.
+async fn tcp_answered_from(src: &str, proxy: SocketAddr, id: u16) -> bool {
+    let Ok(mut c) = tcp_from(src, proxy).await else {
+        return false;
+    };
+    if c.write_all(&frame(&query(id, &["a.example.com."])))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    match tokio::time::timeout(Duration::from_secs(3), read_frame(&mut c)).await {
+        Ok(Ok(bytes)) => {
+            let m = parse(&bytes);
+            m.metadata.id == id && m.metadata.response_code == ResponseCode::NoError
+        }
+        _ => false,
+    }
+}
+
+/// Finding 10: one pod's 4,200 idle TCP connections (more than the 4,096
+/// queries and connections the proxy used to share between UDP and TCP)
+/// leave another pod's DNS answered, over UDP and TCP; the flood's
+/// connections past the per-source cap (64) are refused and counted.
+#[tokio::test]
+async fn one_pods_idle_tcp_flood_leaves_other_pods_dns_answered() {
+    let h = harness_by_peer().await;
+    let mut flood = Vec::new();
+    for _ in 0..4200 {
+        match tcp_from("127.0.0.2", h.tcp).await {
+            Ok(c) => flood.push(c),
+            Err(e) => panic!("flood connection {}: {e}", flood.len()),
+        }
+    }
+    // Let the proxy accept (and judge) the whole backlog.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut udp_ok = 0;
+    let mut tcp_ok = 0;
+    for i in 0..10u16 {
+        udp_ok += u32::from(udp_answered_from("127.0.0.3", h.udp, 100 + i).await);
+        tcp_ok += u32::from(tcp_answered_from("127.0.0.3", h.tcp, 200 + i).await);
+    }
+    assert_eq!(
+        (udp_ok, tcp_ok),
+        (10, 10),
+        "another pod's queries (UDP, TCP) answered during the flood"
+    );
+    assert_eq!(dns_limit_refusals(&h, "TcpConnectionsPerSource"), 4200 - 64);
+    drop(flood);
+    h.proxy.shutdown().await;
+}
+
+/// Finding 10: a TCP connection that sends nothing is closed by the first
+/// query timeout (2 s), not kept for the idle timeout (10 s).
+#[tokio::test]
+async fn a_silent_tcp_connection_is_closed_by_the_first_query_timeout() {
+    let h = harness().await;
+    let mut c = TcpStream::connect(h.tcp).await.expect("connect");
+    let mut b = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(6), c.read(&mut b)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection is still open after 6 s"
+    );
+    assert_eq!(dns_limit_refusals(&h, "TcpFirstQueryTimeout"), 1);
     h.proxy.shutdown().await;
 }

@@ -31,6 +31,8 @@ namespaces:
 - {name: ns1}
 pods:
 - {namespace: ns1, name: client, labels: {app: client}, ip: 10.0.1.2}
+- {namespace: ns1, name: flooder, labels: {app: client}, ip: 127.0.0.2}
+- {namespace: ns1, name: bystander, labels: {app: client}, ip: 127.0.0.3}
 ";
 
 const POLICY: &str = "apiVersion: cilium.io/v2
@@ -727,7 +729,7 @@ async fn oversized_frame_closes_the_connection() {
     let mut c = h.client().await;
     c.write_all(&2048i32.to_be_bytes()).await.expect("write");
     assert!(closed(&mut c).await);
-    // The default limit (100 MiB) too, and a negative length.
+    // Over the default limit (16 MiB) too, and a negative length.
     let h = harness(KafkaConfig::plain()).await;
     let mut c = h.client().await;
     c.write_all(&(100 * 1024 * 1024 + 1i32).to_be_bytes())
@@ -832,4 +834,166 @@ async fn denied_telemetry_gets_a_cluster_error_and_the_connection_stays_open() {
     assert_eq!(produce_errors(&resp), vec![("allowed".to_string(), 0)]);
     let forwarded: Vec<i16> = h.seen.all().iter().map(|r| r.0).collect();
     assert_eq!(forwarded, vec![0], "telemetry is not forwarded");
+}
+
+// ---- limits: one client cannot take what every other client needs ----
+
+/// A proxy whose clients are the peers themselves (loopback addresses
+/// that are pods of the topology: the flooder 127.0.0.2 and the
+/// bystander 127.0.0.3).
+async fn harness_by_peer() -> Harness {
+    let (broker, seen) = fake_broker().await;
+    let listener = TcpListener::bind("0.0.0.0:0").await.expect("bind proxy");
+    let proxy = KafkaProxy::serve_with_fixed_destination(
+        listener,
+        policy(),
+        KafkaConfig::plain(),
+        FixedDestination {
+            client: None,
+            original_dst: BROKER.parse().expect("literal"),
+            upstream: broker,
+        },
+    )
+    .expect("proxy starts");
+    Harness { proxy, seen }
+}
+
+impl Harness {
+    /// A connection to the proxy from `src` (a loopback address).
+    async fn client_from(&self, src: &str) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{src}:0").parse().expect("literal"))
+            .expect("bind client");
+        let port = self.proxy.local_addrs()[0].port();
+        socket
+            .connect(format!("127.0.0.1:{port}").parse().expect("literal"))
+            .await
+            .expect("connect to proxy")
+    }
+
+    /// The value of `portcullis_proxy_kafka_limit_refusals_total{limit=...}`.
+    fn limit_refusals(&self, limit: &str) -> u64 {
+        let text = self.proxy.render_metrics();
+        let prefix = format!("portcullis_proxy_kafka_limit_refusals_total{{limit=\"{limit}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().parse().expect("a counter value"))
+            .unwrap_or(0)
+    }
+}
+
+/// Whether a bystander's all-topics Metadata request is answered.
+async fn bystander_is_served(h: &Harness) -> bool {
+    let mut c = h.client_from("127.0.0.3").await;
+    let req = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
+    send(&mut c, &req, ApiKey::Metadata, 9, 77).await;
+    let mut len = [0u8; 4];
+    let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut len)).await
+    else {
+        return false;
+    };
+    let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+    c.read_exact(&mut frame).await.is_ok() && frame[..4] == 77i32.to_be_bytes()
+}
+
+/// Finding 11: a frame length over the limit (64 MiB; the old limit was
+/// 100 MiB) closes the connection at once, before any of its bytes are
+/// buffered.
+#[tokio::test]
+async fn a_frame_length_over_the_limit_closes_before_its_bytes_arrive() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    c.write_all(&(64 * 1024 * 1024i32).to_be_bytes())
+        .await
+        .expect("write");
+    c.write_all(&[0u8; 1024]).await.expect("write");
+    assert!(
+        closed(&mut c).await,
+        "a 64 MiB frame is waited for instead of refused"
+    );
+    assert_eq!(h.limit_refusals("FrameTooLarge"), 1);
+    assert!(h.seen.all().is_empty());
+}
+
+/// Finding 11: eight connections of one pod, each announcing a frame of
+/// 15 MiB and stalling, hold at most the per-source buffer budget
+/// (64 MiB: four frames); the others are closed, and another pod is
+/// served meanwhile.
+#[tokio::test]
+async fn one_pods_stalled_frames_are_held_only_up_to_its_buffer_budget() {
+    let h = harness_by_peer().await;
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let mut c = h.client_from("127.0.0.2").await;
+        c.write_all(&(15 * 1024 * 1024i32).to_be_bytes())
+            .await
+            .expect("write");
+        c.write_all(&[0u8; 4096]).await.expect("write");
+        flood.push(c);
+    }
+    let mut closed_count = 0;
+    for c in flood.iter_mut() {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1500), c.read(&mut b)).await
+        {
+            closed_count += 1;
+        }
+    }
+    assert_eq!(
+        closed_count, 4,
+        "of 8 stalled 15 MiB frames, those past 64 MiB are refused"
+    );
+    assert_eq!(h.limit_refusals("BufferPerSource"), 4);
+    assert!(bystander_is_served(&h).await, "another pod is not served");
+}
+
+/// Finding 11: one pod's 300 idle connections: those past the per-source
+/// cap (256) are closed at accept; another pod is served.
+#[tokio::test]
+async fn one_pods_connection_flood_is_capped_per_source() {
+    let h = harness_by_peer().await;
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(h.client_from("127.0.0.2").await);
+    }
+    let mut closed_count = 0;
+    for c in flood.iter_mut().rev().take(60) {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), c.read(&mut b)).await
+        {
+            closed_count += 1;
+        }
+    }
+    assert_eq!(
+        closed_count, 44,
+        "connections past 256 from one pod are refused"
+    );
+    assert_eq!(h.limit_refusals("ConnectionsPerSource"), 44);
+    assert!(bystander_is_served(&h).await, "another pod is not served");
+}
+
+/// Finding 11: a connection that sends nothing, and one that trickles the
+/// first frame, are closed by the first-request timeout (10 s).
+#[tokio::test]
+async fn silent_and_trickling_first_requests_are_closed() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut silent = h.client().await;
+    let mut trickle = h.client().await;
+    trickle
+        .write_all(&100i32.to_be_bytes())
+        .await
+        .expect("write");
+    trickle.write_all(&[0u8; 10]).await.expect("write");
+    let mut b = [0u8; 1];
+    for c in [&mut silent, &mut trickle] {
+        let read = tokio::time::timeout(Duration::from_secs(20), c.read(&mut b)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a connection without a whole first request stays open"
+        );
+    }
+    assert_eq!(h.limit_refusals("FirstRequestTimeout"), 2);
 }

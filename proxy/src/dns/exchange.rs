@@ -36,6 +36,10 @@ pub(crate) struct DnsShared {
     pub udp_upstreams: UdpUpstreams,
     /// Transparent sockets the UDP answers are sent from.
     pub reply_sockets: Arc<ReplySockets>,
+    /// UDP queries a second per source.
+    pub udp_rate: super::budget::SourceRate,
+    /// TCP connections held, per source and in total.
+    pub tcp_connections: Arc<super::budget::SourceBudget>,
 }
 
 /// Where a query came from and goes.

@@ -30,6 +30,28 @@ pub enum TransportLabel {
     Tcp,
 }
 
+/// Why the proxy refused or closed a connection, or dropped a message,
+/// to keep within its limits or its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum DnsLimit {
+    /// A TCP connection past `max_tcp_connections_per_source`, closed at accept.
+    TcpConnectionsPerSource,
+    /// A TCP connection past `max_tcp_connections`, closed at accept.
+    TcpConnectionsTotal,
+    /// No whole first query within `tcp_first_query_timeout`.
+    TcpFirstQueryTimeout,
+    /// No whole next query within `tcp_idle_timeout`.
+    TcpIdleTimeout,
+    /// A UDP query over its source's `udp_queries_per_second_per_source`,
+    /// dropped unanswered.
+    UdpRatePerSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    limit: DnsLimit,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct QueryLabels {
     transport: TransportLabel,
@@ -43,6 +65,8 @@ pub struct DnsMetrics {
     queries: Family<QueryLabels, Counter>,
     hold: Histogram,
     learn_timeouts: Counter,
+    limits: Family<LimitLabels, Counter>,
+    mismatched_answers: Counter,
 }
 
 impl Default for DnsMetrics {
@@ -74,7 +98,21 @@ impl DnsMetrics {
             "Answers released because the learner did not acknowledge in time",
             learn_timeouts.clone(),
         );
+        let limits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "dns_limit_refusals",
+            "DNS connections refused or closed by a limit, by limit",
+            limits.clone(),
+        );
+        let mismatched_answers = Counter::default();
+        registry.register(
+            "dns_mismatched_answers",
+            "Upstream datagrams dropped: no query in flight on that socket has their id and question (forged, late or stray)",
+            mismatched_answers.clone(),
+        );
         DnsMetrics {
+            mismatched_answers,
+            limits,
             registry,
             queries,
             hold,
@@ -94,6 +132,26 @@ impl DnsMetrics {
         self.queries
             .get_or_create(&QueryLabels { transport, verdict })
             .get()
+    }
+
+    /// Counts one refusal by `limit`.
+    pub fn limit_refusal(&self, limit: DnsLimit) {
+        self.limits.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// Refusals by `limit` so far.
+    pub fn limit_refusals(&self, limit: DnsLimit) -> u64 {
+        self.limits.get_or_create(&LimitLabels { limit }).get()
+    }
+
+    /// Counts an upstream datagram dropped for answering no query in flight.
+    pub fn mismatched_answer(&self) {
+        self.mismatched_answers.inc();
+    }
+
+    /// Upstream datagrams dropped for answering no query in flight so far.
+    pub fn mismatched_answers(&self) -> u64 {
+        self.mismatched_answers.get()
     }
 
     /// Records how long an answer was held for the learner.

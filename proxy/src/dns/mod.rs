@@ -27,6 +27,7 @@ use crate::http::upstream::UpstreamConfig;
 use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
 
+pub mod budget;
 pub mod deny;
 mod exchange;
 pub mod fuzz;
@@ -44,7 +45,7 @@ mod tests;
 pub use deny::DenyResponse;
 pub use judge::{DnsJudgement, DnsRefusal, DnsRules, Transport, decide};
 pub use learn::{LearnedNames, NameLearner, NoLearner};
-pub use metrics::{DnsMetrics, DnsVerdict, TransportLabel};
+pub use metrics::{DnsLimit, DnsMetrics, DnsVerdict, TransportLabel};
 
 /// The DNS proxy port the datapath redirects to; must equal
 /// `agentd::proxy_port(L7Parser::Dns)`.
@@ -69,11 +70,38 @@ pub struct DnsConfig {
     pub min_ttl: Duration,
     /// Addresses learned per name and answer (the first in answer order).
     pub max_ips_per_name: usize,
-    /// A TCP connection with no new query for this long is closed.
+    /// A TCP connection with no new query for this long is closed; a
+    /// query's message must also arrive whole within it.
     pub tcp_idle_timeout: Duration,
-    /// Queries (UDP) and connections (TCP) served at once; more are
-    /// dropped unanswered and counted as `overloaded`.
+    /// A TCP connection whose first query has not arrived whole this long
+    /// after accept is closed (`TcpFirstQueryTimeout`).
+    pub tcp_first_query_timeout: Duration,
+    /// UDP queries served at once; more are dropped unanswered and counted
+    /// as `overloaded`. TCP connections do not take from it, so they
+    /// cannot starve UDP.
     pub max_in_flight: usize,
+    /// Upstream UDP queries a socket takes before a new socket (a new port
+    /// the kernel picks at random) takes the next ones; 1: a fresh port per
+    /// query, so an off-path spoofer must guess port and id together.
+    pub queries_per_upstream_socket: u32,
+    /// Send question names in a random letter case (DNS 0x20) and accept
+    /// only answers that echo it exactly (the client gets its own case
+    /// back). Turn off for a server that does not preserve case.
+    pub randomize_case: bool,
+    /// UDP queries a second one source (a pod's address, or one non-pod
+    /// identity) may send on average, `udp_burst_per_source` at once; more
+    /// are dropped unanswered before they are judged
+    /// (`UdpRatePerSource`). 0: no limit.
+    pub udp_queries_per_second_per_source: u32,
+    /// See `udp_queries_per_second_per_source`.
+    pub udp_burst_per_source: u32,
+    /// TCP connections served at once, all sources together; one more is
+    /// closed at accept (`TcpConnectionsTotal`).
+    pub max_tcp_connections: usize,
+    /// TCP connections served at once for one source (a pod's address, or
+    /// one non-pod identity); one more is closed at accept
+    /// (`TcpConnectionsPerSource`).
+    pub max_tcp_connections_per_source: usize,
 }
 
 impl DnsConfig {
@@ -89,7 +117,14 @@ impl DnsConfig {
             min_ttl: Duration::ZERO,
             max_ips_per_name: 50,
             tcp_idle_timeout: Duration::from_secs(10),
+            tcp_first_query_timeout: Duration::from_secs(2),
             max_in_flight: 4096,
+            queries_per_upstream_socket: 1,
+            udp_queries_per_second_per_source: 5_000,
+            udp_burst_per_source: 5_000,
+            randomize_case: true,
+            max_tcp_connections: 2048,
+            max_tcp_connections_per_source: 64,
         }
     }
 
@@ -160,13 +195,7 @@ impl DnsProxy {
         }
         for listener in tcp {
             proxy.tcp_addrs.push(listener.local_addr()?);
-            let task = tcp::serve(
-                listener,
-                None,
-                shared.clone(),
-                in_flight.clone(),
-                proxy.shutdown.subscribe(),
-            );
+            let task = tcp::serve(listener, None, shared.clone(), proxy.shutdown.subscribe());
             proxy.tasks.push(task);
         }
         tracing::info!(udp = ?proxy.udp_addrs, tcp = ?proxy.tcp_addrs, "DNS proxy listening");
@@ -202,7 +231,6 @@ impl DnsProxy {
             tcp,
             Some(dest),
             shared,
-            in_flight,
             proxy.shutdown.subscribe(),
         ));
         Ok(proxy)
@@ -229,11 +257,26 @@ impl DnsProxy {
         let replies = Arc::new(sockets::ReplySockets::default());
         let shared = Arc::new(exchange::DnsShared {
             policy,
-            config,
             learner,
             metrics: self.metrics.clone(),
-            udp_upstreams: sockets::UdpUpstreams::new(replies.clone()),
+            udp_upstreams: sockets::UdpUpstreams::new(
+                replies.clone(),
+                sockets::AnswerGuard {
+                    rotate_after: config.queries_per_upstream_socket,
+                    randomize_case: config.randomize_case,
+                },
+                self.metrics.clone(),
+            ),
+            udp_rate: budget::SourceRate::new(
+                config.udp_queries_per_second_per_source,
+                config.udp_burst_per_source,
+            ),
+            tcp_connections: budget::SourceBudget::new(
+                config.max_tcp_connections as u64,
+                config.max_tcp_connections_per_source as u64,
+            ),
             reply_sockets: replies,
+            config,
         });
         (shared, in_flight)
     }

@@ -7,13 +7,17 @@
 //!   It is never connected, so the datapath never assigns a client's
 //!   packet to it (only a connected UDP socket is a per-flow proxy
 //!   socket there).
-//! - [`UdpUpstreams`]: one connected upstream socket per (source address,
-//!   server), shared by the queries in flight to that server. Each query
-//!   goes out under an id the proxy picks (unpredictable, unique among
-//!   the socket's queries in flight); an answer is handed to the query
-//!   whose id and first question it carries, with the client's id put
-//!   back. Other datagrams are dropped. A socket closes after an idle
-//!   period without queries.
+//! - [`UdpUpstreams`]: connected upstream sockets per (source address,
+//!   server). A socket takes at most `rotate_after` queries (the agent's
+//!   default: one), then a new socket, with a new port the kernel picks at
+//!   random, takes the next ones; the old one closes once its queries are
+//!   answered or timed out. Each query goes out under an id the proxy
+//!   picks (unpredictable, unique among the socket's queries in flight)
+//!   and, with `randomize_case`, its question name in a random letter
+//!   case (DNS 0x20). An answer is handed to the query whose id and first
+//!   question (exactly, case included, when randomized) it carries, with
+//!   the client's id and question put back. Other datagrams are dropped
+//!   and counted. A socket closes after an idle period without queries.
 //!
 //! Both queue what they send and send it with one `sendmmsg` per socket
 //! at the end of each batch of datagrams read (the listener's queries, a
@@ -39,6 +43,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 use super::exchange::{QueryAddrs, no_answer_within};
+use super::metrics::DnsMetrics;
 use super::parse::HEADER_LEN;
 use crate::http::upstream::{UpstreamConfig, bind_client_address};
 
@@ -255,13 +260,42 @@ type UpstreamKey = (Option<IpAddr>, SocketAddr);
 pub(crate) type OnAnswer = Box<dyn FnOnce(io::Result<Vec<u8>>) + Send>;
 
 /// Upstream UDP sockets shared by the queries in flight.
-#[derive(Default)]
 pub(crate) struct UdpUpstreams {
     sockets: Arc<Mutex<HashMap<UpstreamKey, Arc<UpstreamSocket>>>>,
     /// Sockets with queries queued since the last [`flush`](Self::flush).
     queued: Mutex<Vec<Arc<UpstreamSocket>>>,
     /// Where the answers go: flushed after each batch of answers read.
     replies: Arc<ReplySockets>,
+    /// How the sockets protect their queries against forged answers.
+    guard: AnswerGuard,
+    metrics: Arc<DnsMetrics>,
+}
+
+/// What makes an off-path forged answer hard to get accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AnswerGuard {
+    /// Queries a socket takes before a new socket (a new random source
+    /// port) takes the next ones.
+    pub rotate_after: u32,
+    /// Whether question names go out in a random letter case, which the
+    /// answer must echo exactly.
+    pub randomize_case: bool,
+}
+
+impl Default for UdpUpstreams {
+    /// One socket per (source, server) kept for every query, names as
+    /// asked (the unit tests of sharing use it; the proxy passes its
+    /// configuration to [`UdpUpstreams::new`]).
+    fn default() -> Self {
+        UdpUpstreams::new(
+            Arc::default(),
+            AnswerGuard {
+                rotate_after: u32::MAX,
+                randomize_case: false,
+            },
+            Arc::default(),
+        )
+    }
 }
 
 /// One connected upstream socket and the queries in flight on it.
@@ -273,6 +307,11 @@ struct UpstreamSocket {
     /// Set when a query takes the socket, cleared by its reader at each
     /// idle check (both under the pool's lock).
     used: AtomicBool,
+    /// Queries that took the socket (under the pool's lock).
+    taken: std::sync::atomic::AtomicU32,
+    /// Out of the pool: takes no more queries and closes once its queries
+    /// are answered or timed out.
+    retired: AtomicBool,
 }
 
 struct InFlight {
@@ -286,6 +325,9 @@ struct InFlight {
 struct Waiter {
     /// QDCOUNT and the first question, as forwarded.
     question: Box<[u8]>,
+    /// The first question as the client sent it (put back in the answer
+    /// when its case was randomized); `None`: sent as asked.
+    asked: Option<Box<[u8]>>,
     /// The id the client sent.
     client_id: [u8; 2],
     /// When the query gets [`no_answer_within`] `timeout` instead.
@@ -296,10 +338,20 @@ struct Waiter {
 
 impl UdpUpstreams {
     /// Upstream sockets whose readers flush `replies` after each batch.
-    pub(crate) fn new(replies: Arc<ReplySockets>) -> Self {
+    pub(crate) fn new(
+        replies: Arc<ReplySockets>,
+        guard: AnswerGuard,
+        metrics: Arc<DnsMetrics>,
+    ) -> Self {
         UdpUpstreams {
+            sockets: Arc::default(),
+            queued: Mutex::default(),
             replies,
-            ..UdpUpstreams::default()
+            guard: AnswerGuard {
+                rotate_after: guard.rotate_after.max(1),
+                ..guard
+            },
+            metrics,
         }
     }
 
@@ -320,12 +372,11 @@ impl UdpUpstreams {
             Ok(upstream) => upstream,
             Err(e) => return on_answer(Err(e)),
         };
-        let id = match upstream.register(query, timeout, on_answer) {
-            Ok(id) => id,
-            Err((e, on_answer)) => return on_answer(Err(e)),
-        };
-        let mut out = query.to_vec();
-        out[..2].copy_from_slice(&id.to_be_bytes());
+        let (id, out) =
+            match upstream.register(query, timeout, self.guard.randomize_case, on_answer) {
+                Ok(sent) => sent,
+                Err((e, on_answer)) => return on_answer(Err(e)),
+            };
         let mut outbox = lock(&upstream.outbox);
         let first = outbox.is_empty();
         outbox.push((id, out));
@@ -402,8 +453,9 @@ impl UdpUpstreams {
         let upstream = match sockets.entry(key) {
             Entry::Occupied(e) => e.get().clone(),
             Entry::Vacant(e) => {
+                let shared = self.guard.rotate_after > ROTATE_SHARED;
                 let upstream = Arc::new(UpstreamSocket {
-                    socket: upstream_socket(cfg, key)?,
+                    socket: upstream_socket(cfg, key, shared)?,
                     in_flight: Mutex::new(InFlight {
                         ids: RandomState::new(),
                         counter: 0,
@@ -411,6 +463,8 @@ impl UdpUpstreams {
                     }),
                     outbox: Mutex::new(Vec::new()),
                     used: AtomicBool::new(false),
+                    taken: std::sync::atomic::AtomicU32::new(0),
+                    retired: AtomicBool::new(false),
                 });
                 e.insert(upstream.clone());
                 tokio::spawn(read_answers(
@@ -418,11 +472,18 @@ impl UdpUpstreams {
                     self.sockets.clone(),
                     key,
                     self.replies.clone(),
+                    self.metrics.clone(),
                 ));
                 upstream
             }
         };
         upstream.used.store(true, Ordering::Relaxed);
+        let taken = upstream.taken.fetch_add(1, Ordering::Relaxed) + 1;
+        if taken >= self.guard.rotate_after {
+            // The next query gets a new socket, with a new random port.
+            upstream.retired.store(true, Ordering::Release);
+            sockets.remove(&key);
+        }
         Ok(upstream)
     }
 }
@@ -463,32 +524,45 @@ impl UpstreamSocket {
         }
     }
 
-    /// Takes an id for `query` and registers it (before it is sent, so
-    /// its answer cannot come first). Without a free id the callback
-    /// comes back with the error.
+    /// Takes an id for `query`, randomizes its first question's letter
+    /// case if asked, and registers it (before it is sent, so its answer
+    /// cannot come first); returns the id and the message to send. Without
+    /// a free id the callback comes back with the error.
     fn register(
         &self,
         query: &[u8],
         timeout: Duration,
+        randomize_case: bool,
         on_answer: OnAnswer,
-    ) -> Result<u16, (io::Error, OnAnswer)> {
-        let question = match first_question_end(query) {
-            Some(end) => [&query[4..6], &query[HEADER_LEN..end]].concat(),
-            None => query[4..6].to_vec(),
-        };
+    ) -> Result<(u16, Vec<u8>), (io::Error, OnAnswer)> {
+        let mut out = query.to_vec();
+        let end = first_question_end(query);
         let mut in_flight = lock(&self.in_flight);
+        let mut asked = None;
+        if randomize_case && let Some(end) = end {
+            in_flight.counter += 1;
+            let seed = in_flight.ids.hash_one((in_flight.counter, "0x20"));
+            randomize_name_case(&mut out[HEADER_LEN..end], seed, &in_flight.ids);
+            asked = Some(query[HEADER_LEN..end].to_vec().into_boxed_slice());
+        }
+        let question = match end {
+            Some(end) => [&out[4..6], &out[HEADER_LEN..end]].concat(),
+            None => out[4..6].to_vec(),
+        };
         for _ in 0..ID_DRAWS {
             in_flight.counter += 1;
             let id = in_flight.ids.hash_one(in_flight.counter) as u16;
             if let Entry::Vacant(e) = in_flight.waiting.entry(id) {
                 e.insert(Waiter {
                     question: question.into_boxed_slice(),
+                    asked,
                     client_id: [query[0], query[1]],
                     deadline: Instant::now() + timeout,
                     timeout,
                     on_answer,
                 });
-                return Ok(id);
+                out[..2].copy_from_slice(&id.to_be_bytes());
+                return Ok((id, out));
             }
         }
         Err((
@@ -497,19 +571,25 @@ impl UpstreamSocket {
         ))
     }
 
-    /// Hands `answer` to the query it answers; drops it when none.
-    fn dispatch(&self, answer: &[u8]) {
+    /// Hands `answer` to the query it answers; drops it (and counts it)
+    /// when none.
+    fn dispatch(&self, answer: &[u8], metrics: &DnsMetrics) {
         if answer.len() < HEADER_LEN {
+            metrics.mismatched_answer();
             return;
         }
         let id = u16::from_be_bytes([answer[0], answer[1]]);
         let mut in_flight = lock(&self.in_flight);
-        let matches = in_flight
-            .waiting
-            .get(&id)
-            .is_some_and(|w| answers_question(&w.question, answer));
+        let matches = in_flight.waiting.get(&id).is_some_and(|w| {
+            if w.asked.is_some() {
+                answers_question_exactly(&w.question, answer)
+            } else {
+                answers_question(&w.question, answer)
+            }
+        });
         if !matches {
             drop(in_flight);
+            metrics.mismatched_answer();
             tracing::debug!(id, "dropped a DNS datagram that answers no query in flight");
             return;
         }
@@ -517,6 +597,12 @@ impl UpstreamSocket {
         drop(in_flight);
         let mut answer = answer.to_vec();
         answer[..2].copy_from_slice(&waiter.client_id);
+        if let Some(asked) = &waiter.asked
+            && answer[4..6] != [0, 0]
+        {
+            // Same length as the question the answer carries (checked).
+            answer[HEADER_LEN..HEADER_LEN + asked.len()].copy_from_slice(asked);
+        }
         (waiter.on_answer)(Ok(answer));
     }
 
@@ -570,6 +656,51 @@ pub(super) fn answers_question(question: &[u8], answer: &[u8]) -> bool {
             .is_some_and(|a| a.eq_ignore_ascii_case(first))
 }
 
+/// Whether `answer` carries exactly (case included) the question that was
+/// forwarded with a randomized case. A header-only answer matches by id
+/// only when it carries no records either.
+pub(super) fn answers_question_exactly(question: &[u8], answer: &[u8]) -> bool {
+    let qdcount = &answer[4..6];
+    if qdcount == [0, 0] {
+        return answer[6..12] == [0; 6];
+    }
+    let (count, first) = question.split_at(2);
+    qdcount == count
+        && answer
+            .get(HEADER_LEN..HEADER_LEN + first.len())
+            .is_some_and(|a| a == first)
+}
+
+/// Flips the case of the letters of an uncompressed name (labels, as in a
+/// query's question) at random: one bit of `seed` per letter, re-drawn
+/// from `keys` every 64 letters.
+pub(super) fn randomize_name_case(name: &mut [u8], seed: u64, keys: &RandomState) {
+    let mut bits = seed;
+    let mut used = 0u32;
+    let mut i = 0;
+    while let Some(&len) = name.get(i) {
+        let len = usize::from(len);
+        if len == 0 || len & 0xc0 != 0 {
+            return;
+        }
+        let end = (i + 1 + len).min(name.len());
+        for b in &mut name[i + 1..end] {
+            if b.is_ascii_alphabetic() {
+                if used == 64 {
+                    bits = keys.hash_one(bits);
+                    used = 0;
+                }
+                if bits & 1 == 1 {
+                    *b ^= 0x20;
+                }
+                bits >>= 1;
+                used += 1;
+            }
+        }
+        i = end;
+    }
+}
+
 /// The end of a message's first question (name as uncompressed labels,
 /// type, class); `None` when it has none or it does not end there.
 pub(super) fn first_question_end(message: &[u8]) -> Option<usize> {
@@ -589,16 +720,28 @@ pub(super) fn first_question_end(message: &[u8]) -> Option<usize> {
     (end <= message.len()).then_some(end)
 }
 
+/// Sockets that take more queries than this get the large receive buffer
+/// of a shared socket.
+const ROTATE_SHARED: u32 = 16;
+
 /// A connected, non-blocking UDP socket to `key.1`, marked as configured
-/// and bound to `key.0` (with `IP_TRANSPARENT`) if given.
-fn upstream_socket(cfg: &UpstreamConfig, (source, server): UpstreamKey) -> io::Result<UdpSocket> {
+/// and bound to `key.0` (with `IP_TRANSPARENT`) if given, on a port the
+/// kernel picks at random. `shared`: it takes many queries, give it room
+/// for their answers.
+fn upstream_socket(
+    cfg: &UpstreamConfig,
+    (source, server): UpstreamKey,
+    shared: bool,
+) -> io::Result<UdpSocket> {
     let socket = Socket::new(
         Domain::for_address(server),
         Type::DGRAM,
         Some(Protocol::UDP),
     )?;
     socket.set_nonblocking(true)?;
-    set_receive_buffer(&socket, UPSTREAM_RCVBUF)?;
+    if shared {
+        set_receive_buffer(&socket, UPSTREAM_RCVBUF)?;
+    }
     if let Some(mark) = cfg.mark {
         socket.set_mark(mark)?;
     }
@@ -622,6 +765,7 @@ async fn read_answers(
     pool: Arc<Mutex<HashMap<UpstreamKey, Arc<UpstreamSocket>>>>,
     key: UpstreamKey,
     replies: Arc<ReplySockets>,
+    metrics: Arc<DnsMetrics>,
 ) {
     let mut buf = vec![0u8; MAX_UDP];
     let sweep = tokio::time::sleep(SWEEP);
@@ -638,7 +782,7 @@ async fn read_answers(
                 }
                 for _ in 0..BATCH {
                     match upstream.socket.try_recv(&mut buf) {
-                        Ok(n) => upstream.dispatch(&buf[..n]),
+                        Ok(n) => upstream.dispatch(&buf[..n], &metrics),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             // On a connected UDP socket: an ICMP error from
@@ -666,6 +810,11 @@ async fn read_answers(
         }
         // The answers of this batch (and any failures) go out together.
         replies.flush();
+        if upstream.retired.load(Ordering::Acquire) && lock(&upstream.in_flight).waiting.is_empty()
+        {
+            // Rotated out and nothing left to answer: close it now.
+            return;
+        }
         if !swept {
             continue;
         }

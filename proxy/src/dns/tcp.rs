@@ -11,12 +11,13 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::budget::{BudgetRefusal, SourceKey};
 use super::exchange::{DnsShared, QueryAddrs, exchange};
 use super::judge::Transport;
-use super::metrics::{DnsVerdict, TransportLabel};
+use super::metrics::DnsLimit;
 use crate::http::upstream::{UpstreamConfig, connect};
 use crate::listener::{FixedDestination, stopped};
 
@@ -99,7 +100,6 @@ pub(crate) fn serve(
     listener: TcpListener,
     fixed: Option<FixedDestination>,
     shared: Arc<DnsShared>,
-    in_flight: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -134,11 +134,27 @@ pub(crate) fn serve(
                     }
                 },
             };
-            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                shared
-                    .metrics
-                    .query(TransportLabel::Tcp, DnsVerdict::Overloaded);
-                continue;
+            // Whose connection it is, from what the datapath knows of the
+            // source address; refused before anything is read when that
+            // source (or the proxy) holds its share. UDP has its own.
+            let identity = shared
+                .policy
+                .snapshot()
+                .dns_rules(addrs.client, addrs.original_dst, Transport::Tcp)
+                .src_identity;
+            let key = SourceKey::of(addrs.client.ip(), identity);
+            let permit = match shared.tcp_connections.try_take(key, 1) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    let limit = match refusal {
+                        BudgetRefusal::PerSource => DnsLimit::TcpConnectionsPerSource,
+                        BudgetRefusal::Total => DnsLimit::TcpConnectionsTotal,
+                    };
+                    shared.metrics.limit_refusal(limit);
+                    tracing::debug!(client = %addrs.client, source = %key, ?limit,
+                        "DNS TCP connection refused by a limit");
+                    continue;
+                }
             };
             let shared = shared.clone();
             let shutdown = shutdown.clone();
@@ -153,26 +169,34 @@ pub(crate) fn serve(
 }
 
 /// Answers the queries of one connection in order until the client closes
-/// it, goes idle for `tcp_idle_timeout`, or the proxy shuts down.
+/// it, sends no whole query within `tcp_first_query_timeout` (the first)
+/// or `tcp_idle_timeout` (the next ones), or the proxy shuts down.
 async fn serve_connection(
     mut stream: TcpStream,
     addrs: QueryAddrs,
     shared: &DnsShared,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let idle = shared.config.tcp_idle_timeout;
+    let mut wait = (
+        shared.config.tcp_first_query_timeout,
+        DnsLimit::TcpFirstQueryTimeout,
+    );
     loop {
         let next = tokio::select! {
-            r = tokio::time::timeout(idle, read_message(&mut stream)) => r,
+            r = tokio::time::timeout(wait.0, read_message(&mut stream)) => r,
             _ = stopped(&mut shutdown) => return Ok(()),
         };
         let query = match next {
-            Err(_) => return Ok(()),
+            Err(_) => {
+                shared.metrics.limit_refusal(wait.1);
+                return Ok(());
+            }
             Ok(read) => match read? {
                 Some(query) => query,
                 None => return Ok(()),
             },
         };
+        wait = (shared.config.tcp_idle_timeout, DnsLimit::TcpIdleTimeout);
         if let Some(answer) = exchange(shared, Transport::Tcp, addrs, &query).await {
             write_message(&mut stream, &answer).await?;
         }

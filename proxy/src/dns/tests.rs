@@ -518,3 +518,53 @@ async fn a_query_the_server_never_answers_fails_after_its_timeout() {
         .expect("the query reached the server");
     assert_eq!(&buf[2..n], &q[2..]);
 }
+
+#[test]
+fn randomized_case_changes_only_letters_and_the_answer_must_echo_it() {
+    use super::sockets::{answers_question, answers_question_exactly, randomize_name_case};
+    use std::hash::RandomState;
+
+    let query = query_bytes(
+        1,
+        &[("abcdefghijklmnopqrstuvwxyz-0123.example.", RecordType::A)],
+    );
+    let end = super::sockets::first_question_end(&query).expect("one question");
+    let keys = RandomState::new();
+    let mut differing = 0;
+    for seed in 0..32u64 {
+        let mut out = query.clone();
+        randomize_name_case(
+            &mut out[12..end],
+            seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            &keys,
+        );
+        assert!(out.eq_ignore_ascii_case(&query), "only the case changes");
+        assert_eq!(out[end..], query[end..]);
+        if out != query {
+            differing += 1;
+        }
+        let forwarded = [&out[4..6], &out[12..end]].concat();
+        let mut echo = out.clone();
+        echo[2] |= 0x80;
+        assert!(answers_question_exactly(&forwarded, &echo));
+        // The attacker's guess: the name in lowercase.
+        let mut guess = query.clone();
+        guess[2] |= 0x80;
+        guess[..2].copy_from_slice(&out[..2]);
+        assert!(answers_question(&forwarded, &guess));
+        if out != query {
+            assert!(!answers_question_exactly(&forwarded, &guess));
+        }
+    }
+    assert!(
+        differing >= 30,
+        "the case is drawn at random: {differing}/32"
+    );
+    // A header-only answer with records does not match by id alone.
+    let forwarded = [&query[4..6], &query[12..end]].concat();
+    let mut bare = vec![0u8; 12];
+    bare[2] = 0x80;
+    assert!(answers_question_exactly(&forwarded, &bare));
+    bare[7] = 1;
+    assert!(!answers_question_exactly(&forwarded, &bare));
+}

@@ -20,9 +20,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use super::budget::SourceKey;
 use super::exchange::{self, Answered, DnsShared, Forwarding, Judged, QueryAddrs};
 use super::judge::Transport;
-use super::metrics::{DnsVerdict, TransportLabel};
+use super::metrics::{DnsLimit, DnsVerdict, TransportLabel};
 use super::sockets::{BATCH, LISTENER_RCVBUF, MAX_UDP, set_receive_buffer};
 use crate::listener::{FixedDestination, stopped};
 
@@ -207,6 +208,18 @@ fn query(
     reply: Reply,
     bytes: &[u8],
 ) {
+    // Whose query it is, from what the datapath knows of the source
+    // address; over its rate it is dropped before any other work.
+    let identity = shared
+        .policy
+        .snapshot()
+        .dns_rules(addrs.client, addrs.original_dst, Transport::Udp)
+        .src_identity;
+    let key = SourceKey::of(addrs.client.ip(), identity);
+    if !shared.udp_rate.allow(key, std::time::Instant::now()) {
+        shared.metrics.limit_refusal(DnsLimit::UdpRatePerSource);
+        return;
+    }
     let Ok(permit) = in_flight.clone().try_acquire_owned() else {
         shared
             .metrics

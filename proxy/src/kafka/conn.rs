@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 
 use super::deny::denial;
 use super::judge::{KafkaJudgement, KafkaRules};
-use super::metrics::{KafkaMetrics, KafkaVerdictLabel};
+use super::metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 use super::parse::{self, KafkaFrame, TopicNames, Topics};
 use super::{KafkaConfig, UPSTREAM_IDLE};
+use crate::dns::budget::{BudgetGrant, BudgetRefusal, SourceBudget, SourceKey};
 use crate::http::upstream;
 use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
@@ -29,6 +30,10 @@ use crate::policy::PolicyHandle;
 #[derive(Debug)]
 pub(crate) struct KafkaShared {
     pub policy: PolicyHandle,
+    /// Connections held, per source and in total.
+    pub connections: Arc<SourceBudget>,
+    /// Bytes of request frames buffered, per source and in total.
+    pub buffered: Arc<SourceBudget>,
     pub config: KafkaConfig,
     pub metrics: Arc<KafkaMetrics>,
     /// Topic IDs learned from each broker's Metadata responses, by the
@@ -107,8 +112,34 @@ pub(crate) fn accept_loop(
                     }
                 },
             };
+            // Whose connection it is, from what the datapath knows of the
+            // source address; refused before anything is read when that
+            // source (or the proxy) holds its share.
+            let identity = shared
+                .policy
+                .snapshot()
+                .kafka_rules(addrs.client, addrs.original_dst)
+                .src_identity;
+            let key = SourceKey::of(addrs.client.ip(), identity);
+            let permit = match shared.connections.try_take(key, 1) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    let limit = match refusal {
+                        BudgetRefusal::PerSource => KafkaLimit::ConnectionsPerSource,
+                        BudgetRefusal::Total => KafkaLimit::ConnectionsTotal,
+                    };
+                    shared.metrics.limit_refusal(limit);
+                    tracing::debug!(src = %addrs.client, source = %key, ?limit,
+                        "Kafka connection refused by a limit");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve(stream, addrs, shared.clone()));
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve(stream, addrs, key, shared).await
+            });
         }
     })
 }
@@ -144,7 +175,7 @@ enum Slot {
     Denied { log: LogEntry, response: Bytes },
 }
 
-async fn serve(client: TcpStream, addrs: Addrs, shared: Arc<KafkaShared>) {
+async fn serve(client: TcpStream, addrs: Addrs, key: SourceKey, shared: Arc<KafkaShared>) {
     let _guard = shared.metrics.connection();
     let (client_read, client_write) = client.into_split();
     let names = shared.topic_names(addrs.original_dst);
@@ -156,7 +187,7 @@ async fn serve(client: TcpStream, addrs: Addrs, shared: Arc<KafkaShared>) {
         shared.clone(),
         names.clone(),
     ));
-    read_requests(client_read, tx, addrs, &shared, &names).await;
+    read_requests(client_read, tx, addrs, key, &shared, &names).await;
     let _ = writer.await;
 }
 
@@ -166,16 +197,28 @@ async fn read_requests(
     client: OwnedReadHalf,
     tx: mpsc::Sender<Slot>,
     addrs: Addrs,
+    key: SourceKey,
     shared: &KafkaShared,
     names: &Mutex<TopicNames>,
 ) {
     let mut client = BufReader::new(client);
     let mut upstream: Option<OwnedWriteHalf> = None;
+    let mut first = true;
     loop {
-        let frame = match read_frame(&mut client, shared.config.max_request_frame).await {
+        let read = read_frame(&mut client, shared, key, first).await;
+        first = false;
+        // The grant keeps the frame's bytes counted until it is dropped at
+        // the end of this iteration (after it is forwarded or denied).
+        let (frame, _grant) = match read {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(why) => {
+            Err(FrameError::Limit(limit, why)) => {
+                tracing::warn!(src = %addrs.client, dst = %addrs.original_dst, ?limit,
+                    error = %why, "Kafka connection closed by a limit");
+                shared.metrics.limit_refusal(limit);
+                break;
+            }
+            Err(FrameError::Invalid(why)) => {
                 tracing::warn!(src = %addrs.client, dst = %addrs.original_dst, error = %why,
                     "Kafka request frame refused; closing the connection");
                 shared
@@ -499,31 +542,98 @@ fn rewrite_response(
     Ok(filtered)
 }
 
-/// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream.
+/// Why a request frame was not read.
+#[derive(Debug)]
+enum FrameError {
+    /// A limit was reached: the connection closes and the limit is counted.
+    Limit(KafkaLimit, String),
+    /// Not a frame (negative or short length, I/O error).
+    Invalid(String),
+}
+
+/// Reads one length-prefixed request frame within the connection's
+/// limits: the length must come within the idle timeout (the first
+/// request's within `first_request_timeout`), must not exceed
+/// `max_request_frame`, must fit the source's and the proxy's buffer
+/// budget (taken before a byte of the frame is buffered, held by the
+/// returned grant) and the whole frame must arrive within
+/// `frame_timeout`. `Ok(None)` on a clean end of stream.
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
-    max: usize,
-) -> Result<Option<BytesMut>, String> {
+    shared: &KafkaShared,
+    key: SourceKey,
+    first: bool,
+) -> Result<Option<(BytesMut, BudgetGrant)>, FrameError> {
+    let config = &shared.config;
+    let (wait, on_timeout) = if first {
+        (
+            config.first_request_timeout,
+            KafkaLimit::FirstRequestTimeout,
+        )
+    } else {
+        (config.idle_timeout, KafkaLimit::IdleTimeout)
+    };
+    let started = tokio::time::Instant::now();
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(format!("reading a frame length: {e}")),
+    match tokio::time::timeout(wait, r.read_exact(&mut len)).await {
+        Err(_) => {
+            return Err(FrameError::Limit(
+                on_timeout,
+                format!("no request for {wait:?}"),
+            ));
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Ok(Err(e)) => return Err(FrameError::Invalid(format!("reading a frame length: {e}"))),
     }
     let n = i32::from_be_bytes(len);
-    if n < 0 || n as usize > max {
-        return Err(format!("frame of {n} bytes (limit {max})"));
+    if n < 0 {
+        return Err(FrameError::Invalid(format!("frame of {n} bytes")));
     }
-    if n < 8 {
-        return Err(format!(
-            "frame of {n} bytes is shorter than a request header"
+    let max = config.max_request_frame;
+    if n as usize > max {
+        return Err(FrameError::Limit(
+            KafkaLimit::FrameTooLarge,
+            format!("frame of {n} bytes (limit {max})"),
         ));
     }
+    if n < 8 {
+        return Err(FrameError::Invalid(format!(
+            "frame of {n} bytes is shorter than a request header"
+        )));
+    }
+    let grant = shared.buffered.try_take(key, n as u64).map_err(|refusal| {
+        let limit = match refusal {
+            BudgetRefusal::PerSource => KafkaLimit::BufferPerSource,
+            BudgetRefusal::Total => KafkaLimit::BufferTotal,
+        };
+        FrameError::Limit(limit, format!("no buffer room for a frame of {n} bytes"))
+    })?;
+    // The first request's whole frame is bounded by the first-request
+    // timeout too, so a client cannot hold a connection by trickling it.
+    let limit = if first {
+        (config
+            .first_request_timeout
+            .saturating_sub(started.elapsed()))
+        .min(config.frame_timeout)
+    } else {
+        config.frame_timeout
+    };
     let mut frame = BytesMut::zeroed(n as usize);
-    r.read_exact(&mut frame)
-        .await
-        .map_err(|e| format!("reading a frame of {n} bytes: {e}"))?;
-    Ok(Some(frame))
+    match tokio::time::timeout(limit, r.read_exact(&mut frame)).await {
+        Err(_) => Err(FrameError::Limit(
+            if first {
+                KafkaLimit::FirstRequestTimeout
+            } else {
+                KafkaLimit::FrameTimeout
+            },
+            format!("a frame of {n} bytes did not arrive within {limit:?}"),
+        )),
+        Ok(Err(e)) => Err(FrameError::Invalid(format!(
+            "reading a frame of {n} bytes: {e}"
+        ))),
+        Ok(Ok(_)) => Ok(Some((frame, grant))),
+    }
 }
 
 fn api_name(api: ApiKey) -> &'static str {

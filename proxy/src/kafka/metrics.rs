@@ -21,6 +21,33 @@ pub enum KafkaVerdictLabel {
     UpstreamError,
 }
 
+/// Why the proxy closed a connection (or refused it at accept) to keep
+/// within its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum KafkaLimit {
+    /// The source already had `max_connections_per_source` connections.
+    ConnectionsPerSource,
+    /// The proxy already had `max_connections` connections.
+    ConnectionsTotal,
+    /// A request frame's length was over `max_request_frame`.
+    FrameTooLarge,
+    /// The source's frames already held `buffer_budget_per_source` bytes.
+    BufferPerSource,
+    /// Every connection's frames already held `buffer_budget` bytes.
+    BufferTotal,
+    /// No whole request within `first_request_timeout` of accept.
+    FirstRequestTimeout,
+    /// A frame's bytes did not all arrive within `frame_timeout`.
+    FrameTimeout,
+    /// No new request for `idle_timeout`.
+    IdleTimeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    limit: KafkaLimit,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     /// The API key's name (`Produce`, `Fetch`, ...), or `unknown`.
@@ -36,6 +63,7 @@ pub struct KafkaMetrics {
     latency: Histogram,
     active_connections: Gauge,
     connections: Counter,
+    limits: Family<LimitLabels, Counter>,
 }
 
 impl Default for KafkaMetrics {
@@ -73,7 +101,14 @@ impl KafkaMetrics {
             "Redirected Kafka connections accepted",
             connections.clone(),
         );
+        let limits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "kafka_limit_refusals",
+            "Kafka connections refused or closed by a limit, by limit",
+            limits.clone(),
+        );
         KafkaMetrics {
+            limits,
             registry,
             requests,
             latency,
@@ -103,6 +138,16 @@ impl KafkaMetrics {
                 verdict,
             })
             .get()
+    }
+
+    /// Counts one connection refused or closed by `limit`.
+    pub fn limit_refusal(&self, limit: KafkaLimit) {
+        self.limits.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// Connections refused or closed by `limit` so far.
+    pub fn limit_refusals(&self, limit: KafkaLimit) -> u64 {
+        self.limits.get_or_create(&LimitLabels { limit }).get()
     }
 
     /// Counts a connection as open until the guard drops.

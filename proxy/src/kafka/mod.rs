@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::dns::budget::SourceBudget;
 use crate::http::upstream::UpstreamConfig;
 use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
@@ -38,7 +39,7 @@ pub mod parse;
 mod tests;
 
 pub use judge::{KafkaJudgement, KafkaRefusal, KafkaRules};
-pub use metrics::{KafkaMetrics, KafkaVerdictLabel};
+pub use metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 pub use parse::{KafkaFrame, ParseError, TopicRef, Topics, parse_request};
 
 /// The Kafka proxy port the datapath redirects to; must equal
@@ -52,18 +53,42 @@ pub struct KafkaConfig {
     pub port: u16,
     /// Upstream sockets: mark and source address (as the HTTP proxy's).
     pub upstream: UpstreamConfig,
-    /// Largest request frame accepted; a larger one closes the connection.
+    /// Largest request frame accepted: a larger length closes the
+    /// connection before a byte of the frame is buffered (`frame_too_large`).
     pub max_request_frame: usize,
     /// Largest response frame relayed; a larger one closes the connection.
     pub max_response_frame: usize,
     /// Requests forwarded or denied whose responses are not yet written;
     /// the client is not read past this.
     pub max_in_flight: usize,
+    /// Connections served at once, all sources together; one more is
+    /// closed at accept (`connections_total`).
+    pub max_connections: usize,
+    /// Connections served at once for one source (a pod's address, or one
+    /// non-pod identity such as world); one more is closed at accept
+    /// (`connections_per_source`).
+    pub max_connections_per_source: usize,
+    /// Bytes of request frames buffered at once, all connections together;
+    /// a frame that does not fit closes its connection (`buffer_total`).
+    pub buffer_budget: usize,
+    /// Bytes of request frames buffered at once for one source
+    /// (`buffer_per_source`).
+    pub buffer_budget_per_source: usize,
+    /// Bound from accept to the first whole request frame
+    /// (`first_request_timeout`).
+    pub first_request_timeout: Duration,
+    /// Bound from a frame's length to its last byte (`frame_timeout`).
+    pub frame_timeout: Duration,
+    /// A connection that sends no new request for this long is closed
+    /// (`idle_timeout`; Kafka's own `connections.max.idle.ms` is 10 min).
+    pub idle_timeout: Duration,
 }
 
 impl KafkaConfig {
     /// The datapath's configuration: port 15092, upstream sockets marked
-    /// 0xa00 from the client's address, 100 MiB request frames.
+    /// 0xa00 from the client's address, 16 MiB request frames, 4096
+    /// connections (256 per source), 256 MiB of buffered frames (64 MiB per
+    /// source), 10 s to the first request, 30 s per frame, 10 min idle.
     pub fn datapath() -> Self {
         KafkaConfig {
             port: KAFKA_PROXY_PORT,
@@ -71,6 +96,13 @@ impl KafkaConfig {
             max_request_frame: parse::DEFAULT_MAX_FRAME,
             max_response_frame: 1024 * 1024 * 1024,
             max_in_flight: 1024,
+            max_connections: 4096,
+            max_connections_per_source: 256,
+            buffer_budget: 256 * 1024 * 1024,
+            buffer_budget_per_source: 64 * 1024 * 1024,
+            first_request_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
         }
     }
 
@@ -157,6 +189,14 @@ impl KafkaProxy {
     fn shared(&self, policy: PolicyHandle, config: KafkaConfig) -> Arc<conn::KafkaShared> {
         Arc::new(conn::KafkaShared {
             policy,
+            connections: SourceBudget::new(
+                config.max_connections as u64,
+                config.max_connections_per_source as u64,
+            ),
+            buffered: SourceBudget::new(
+                config.buffer_budget as u64,
+                config.buffer_budget_per_source as u64,
+            ),
             config,
             metrics: self.metrics.clone(),
             topic_ids: Default::default(),

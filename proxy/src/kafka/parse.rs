@@ -22,9 +22,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::Decodable;
 
-/// The largest frame accepted by default (Kafka's own
-/// `socket.request.max.bytes` is 100 MiB).
-pub const DEFAULT_MAX_FRAME: usize = 100 * 1024 * 1024;
+/// The largest request frame accepted by default: 16 MiB. Kafka's own
+/// `socket.request.max.bytes` is 100 MiB, but clients send at most
+/// `max.request.size` (1 MiB by default) and a frame is buffered whole
+/// before it is judged.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// Stands for "every topic" (a Metadata request with null topics, an
 /// OffsetFetch for all of a group's topics). No rule can name it (rule

@@ -1,0 +1,407 @@
+//! Issue 13: floods against the DNS and Kafka proxies, from a lab pod,
+//! with the real datapath. Root only; run one at a time:
+//! `flock -o /run/portcullis-lab.lock cargo test --release -p portcullis --test attack_dns_kafka`.
+//!
+//! Each flood runs while another pod asks; the other pod's requests must
+//! keep succeeding (>= 99%), the agent's RSS stays under
+//! [`AGENT_RSS_BOUND_KIB`], and a policy change made during the flood
+//! still applies.
+
+#[path = "support/lab.rs"]
+mod lab;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lab::{TestLab, lab_guard, wait_until};
+
+/// The agent's resident memory may not exceed this during a flood.
+const AGENT_RSS_BOUND_KIB: u64 = 512 * 1024;
+
+const TOPOLOGY: &str = r#"
+namespaces:
+  - {name: x, labels: {ns: x}}
+pods:
+  - {namespace: x, name: attacker, labels: {role: client}, ips: [10.200.1.10]}
+  - {namespace: x, name: victim, labels: {role: client}, ips: [10.200.1.11]}
+  - {namespace: x, name: dns, labels: {k8s-app: kube-dns}, ips: [10.200.1.53]}
+world: {ips: [10.201.9.9]}
+"#;
+
+/// Both clients may ask for `names` (a DNS rule list).
+fn policy(names: &str) -> String {
+    format!(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: clients-dns, namespace: x}}
+spec:
+  endpointSelector: {{matchLabels: {{role: client}}}}
+  egress:
+  - toEndpoints: [{{matchLabels: {{k8s-app: kube-dns}}}}]
+    toPorts:
+    - ports: [{{port: "53", protocol: ANY}}]
+      rules:
+        dns: {names}
+  - toFQDNs: [{{matchPattern: "*.allowed.example"}}]
+    toPorts:
+    - ports: [{{port: "80", protocol: TCP}}]
+"#
+    )
+}
+
+const ZONE: &str = "$TTL 60
+@ SOA ns.lab. hostmaster.lab. 1 3600 600 86400 60
+@ NS ns.lab.
+ns.lab. A 10.201.0.1
+web.allowed.example. 60 A 10.201.9.9
+flood.allowed.example. 60 A 10.201.9.9
+";
+
+/// A UDP flood: as many queries as one process sends in `secs` seconds
+/// (at most 2,000,000), for an allowed name, without waiting for answers.
+const UDP_FLOOD: &str = r#"
+import socket, struct, sys, time
+secs = float(sys.argv[1])
+q = b"".join(bytes([len(l)]) + l.encode() for l in "flood.allowed.example".split(".")) + b"\0"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+end = time.time() + secs
+n = 0
+while time.time() < end and n < 2000000:
+    for _ in range(64):
+        msg = struct.pack(">HHHHHH", n & 0xffff, 0x0100, 1, 0, 0, 0) + q + b"\0\x01\0\x01"
+        try:
+            s.sendto(msg, ("10.200.1.53", 53))
+        except BlockingIOError:
+            pass
+        n += 1
+print(n)
+"#;
+
+/// A TCP flood: rounds of `count` idle connections to the DNS server
+/// (each round held 1.5 s, then closed and opened again), for `secs`.
+const TCP_FLOOD: &str = r#"
+import resource, socket, sys, time
+count, secs = int(sys.argv[1]), float(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (count + 100, count + 100))
+end = time.time() + secs
+while time.time() < end:
+    conns = []
+    for _ in range(count):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("10.200.1.53", 53))
+        except BlockingIOError:
+            pass
+        except OSError:
+            c.close()
+            continue
+        conns.append(c)
+    time.sleep(1.5)
+    for c in conns:
+        c.close()
+"#;
+
+/// `n` sequential queries for `name` from `pod` (UDP or TCP), each with
+/// one try and a 2 s timeout; how many got an answer with `status`.
+fn ask_many(lab: &TestLab, pod: &str, name: &str, tcp: bool, n: usize, status: &str) -> usize {
+    let ns = lab.netns(pod);
+    let mut ok = 0;
+    for _ in 0..n {
+        let mut args = vec![
+            "netns",
+            "exec",
+            ns.as_str(),
+            "dig",
+            "+tries=1",
+            "+time=2",
+            "@10.200.1.53",
+            name,
+        ];
+        if tcp {
+            args.push("+tcp");
+        }
+        let out = Command::new("ip").args(&args).output().expect("dig");
+        if String::from_utf8_lossy(&out.stdout).contains(&format!("status: {status}")) {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+/// The lab agent's resident set, KiB.
+fn agent_rss_kib() -> u64 {
+    let pid = std::fs::read_to_string("/run/portcullis/lab/agent.pid").expect("agent pid");
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).expect("agent status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+fn knot_lab() -> Option<(std::sync::MutexGuard<'static, ()>, TestLab)> {
+    let guard = lab_guard()?;
+    for tool in ["knotd", "dig", "python3"] {
+        if Command::new("which")
+            .arg(tool)
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            eprintln!("SKIP: needs {tool} (bash deploy/install-deps.sh)");
+            return None;
+        }
+    }
+    let mut lab = TestLab::up(
+        "attack-dns",
+        TOPOLOGY,
+        &policy(r#"[{matchPattern: "*.allowed.example"}]"#),
+        &[],
+    );
+    let zone = lab.dir.join("root.zone");
+    std::fs::write(&zone, ZONE).expect("zone");
+    std::fs::create_dir_all(lab.dir.join("knot")).expect("knot dir");
+    let conf = lab.dir.join("knot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n    rundir: \"{d}/knot\"\n    listen: [ \"0.0.0.0@53\" ]\ndatabase:\n    storage: \"{d}/knot\"\nzone:\n  - domain: \".\"\n    file: \"{z}\"\n",
+            d = lab.dir.display(),
+            z = zone.display()
+        ),
+    )
+    .expect("knot conf");
+    lab.spawn("x/dns", &["knotd", "-c", conf.to_str().expect("utf-8")]);
+    assert!(
+        wait_until(Duration::from_secs(10), || ask_many(
+            &lab,
+            "x/victim",
+            "web.allowed.example",
+            false,
+            1,
+            "NOERROR"
+        ) == 1),
+        "knot answers through the proxy before the flood"
+    );
+    Some((guard, lab))
+}
+
+/// During a flood: the victim's UDP and TCP queries, the agent's RSS, and
+/// a policy change (web.allowed.example denied, then allowed again).
+fn victim_keeps_working(lab: &TestLab, what: &str) {
+    let udp = ask_many(
+        lab,
+        "x/victim",
+        "web.allowed.example",
+        false,
+        100,
+        "NOERROR",
+    );
+    let tcp = ask_many(lab, "x/victim", "web.allowed.example", true, 100, "NOERROR");
+    let rss = agent_rss_kib();
+    eprintln!("{what}: victim answered UDP {udp}/100, TCP {tcp}/100; agent RSS {rss} KiB");
+    assert!(udp >= 99, "{what}: victim UDP {udp}/100");
+    assert!(tcp >= 99, "{what}: victim TCP {tcp}/100");
+    assert!(
+        rss < AGENT_RSS_BOUND_KIB,
+        "{what}: agent RSS {rss} KiB over {AGENT_RSS_BOUND_KIB}"
+    );
+    let start = Instant::now();
+    lab.write_policy(&policy(r#"[{matchName: "flood.allowed.example"}]"#));
+    let applied = wait_until(Duration::from_secs(10), || {
+        ask_many(lab, "x/victim", "web.allowed.example", false, 1, "REFUSED") == 1
+    });
+    eprintln!(
+        "{what}: policy change applied: {applied} after {:?}",
+        start.elapsed()
+    );
+    lab.write_policy(&policy(r#"[{matchPattern: "*.allowed.example"}]"#));
+    assert!(applied, "{what}: a policy change did not apply within 10 s");
+    assert!(
+        wait_until(Duration::from_secs(10), || ask_many(
+            lab,
+            "x/victim",
+            "web.allowed.example",
+            false,
+            1,
+            "NOERROR"
+        ) == 1),
+        "{what}: the policy change back did not apply"
+    );
+    let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("portcullis_proxy_dns_limit_refusals_total")
+            || l.starts_with("portcullis_proxy_dns_queries_total")
+    }) {
+        eprintln!("{what}: {line}");
+    }
+}
+
+#[test]
+fn dns_udp_flood_from_one_pod_leaves_another_pods_dns_working() {
+    let Some((_guard, mut lab)) = knot_lab() else {
+        return;
+    };
+    lab.spawn("x/attacker", &["python3", "-c", UDP_FLOOD, "60"]);
+    std::thread::sleep(Duration::from_secs(2));
+    victim_keeps_working(&lab, "DNS UDP flood");
+}
+
+#[test]
+fn dns_tcp_connection_flood_from_one_pod_leaves_another_pods_dns_working() {
+    let Some((_guard, mut lab)) = knot_lab() else {
+        return;
+    };
+    lab.spawn("x/attacker", &["python3", "-c", TCP_FLOOD, "4400", "60"]);
+    std::thread::sleep(Duration::from_secs(3));
+    victim_keeps_working(&lab, "DNS TCP connection flood");
+}
+
+// ---- Kafka ----
+
+const KAFKA_TOPOLOGY: &str = r#"
+namespaces:
+  - {name: x, labels: {ns: x}}
+pods:
+  - {namespace: x, name: attacker, labels: {role: client}, ips: [10.200.1.10]}
+  - {namespace: x, name: victim, labels: {role: client}, ips: [10.200.1.11]}
+  - {namespace: x, name: kafka, labels: {app: kafka}, ips: [10.200.1.92]}
+"#;
+
+/// Both clients may produce to `topic` on the broker pod.
+fn kafka_policy(topic: &str) -> String {
+    format!(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: clients-kafka, namespace: x}}
+spec:
+  endpointSelector: {{matchLabels: {{role: client}}}}
+  egress:
+  - toEndpoints: [{{matchLabels: {{app: kafka}}}}]
+    toPorts:
+    - ports: [{{port: "9092", protocol: TCP}}]
+      rules:
+        kafka: [{{role: produce, topic: {topic}}}]
+"#
+    )
+}
+
+/// The victim: `n` connections, each one Produce to `payments`; prints
+/// how many got the proxy's answer (TOPIC_AUTHORIZATION_FAILED while
+/// `payments` is denied; nothing listens on the broker pod, so an allowed
+/// request gets its connection closed instead).
+const KAFKA_VICTIM: &str = r#"
+import socket, struct, sys
+sys.path.insert(0, sys.argv[2])
+import kafka_probe as kp
+n = int(sys.argv[1])
+req = kp.request(0, 9, ["payments"])
+req.with_header(correlation_id=4242, client_id="victim")
+payload = req.encode(version=9, header=True, framed=True)
+ok = 0
+for _ in range(n):
+    s = None
+    try:
+        s = socket.create_connection(("10.200.1.92", 9092), timeout=3)
+        s.settimeout(5)
+        s.sendall(payload)
+        size = struct.unpack(">i", kp.read_exact(s, 4))[0]
+        body = kp.read_exact(s, size)
+        if struct.unpack(">i", body[:4])[0] == 4242 and struct.pack(">h", 29) in body:
+            ok += 1
+    except Exception:
+        pass
+    finally:
+        if s:
+            s.close()
+print(ok)
+"#;
+
+/// The attacker, for `secs`: rounds of 200 connections announcing 64 MiB
+/// frames, 300 announcing 15 MiB frames and stalling after 1 KiB, and 300
+/// sending half a length and stalling; each round held 2 s.
+const KAFKA_FLOOD: &str = r#"
+import resource, socket, struct, sys, time
+secs = float(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+end = time.time() + secs
+def open_send(data):
+    c = socket.socket()
+    c.settimeout(0.5)
+    try:
+        c.connect(("10.200.1.92", 9092))
+        c.setblocking(False)
+        c.send(data)
+    except OSError:
+        pass
+    return c
+while time.time() < end:
+    conns = [open_send(struct.pack(">i", 64 << 20) + b"\0" * 65536) for _ in range(200)]
+    conns += [open_send(struct.pack(">i", 15 << 20) + b"\0" * 1024) for _ in range(300)]
+    conns += [open_send(b"\0\0") for _ in range(300)]
+    time.sleep(2)
+    for c in conns:
+        c.close()
+"#;
+
+fn kafka_victim_answered(lab: &TestLab, n: usize) -> usize {
+    let support = concat!(env!("CARGO_MANIFEST_DIR"), "/../proxy/tests/support");
+    let n = n.to_string();
+    lab.sh(
+        "x/victim",
+        &["timeout", "120", "python3", "-c", KAFKA_VICTIM, &n, support],
+    )
+    .parse()
+    .unwrap_or(0)
+}
+
+#[test]
+fn kafka_oversized_and_slow_frames_from_one_pod_leave_another_pods_requests_answered() {
+    let Some(_guard) = lab_guard() else {
+        return;
+    };
+    if Command::new("python3")
+        .args(["-c", "import kafka"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("SKIP: needs kafka-python (pip)");
+        return;
+    }
+    let mut lab = TestLab::up("attack-kafka", KAFKA_TOPOLOGY, &kafka_policy("orders"), &[]);
+    assert_eq!(kafka_victim_answered(&lab, 3), 3, "before the flood");
+    lab.spawn("x/attacker", &["python3", "-c", KAFKA_FLOOD, "90"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let answered = kafka_victim_answered(&lab, 100);
+    let rss = agent_rss_kib();
+    eprintln!("Kafka flood: victim answered {answered}/100; agent RSS {rss} KiB");
+    assert!(answered >= 99, "victim answered {answered}/100");
+    assert!(
+        rss < AGENT_RSS_BOUND_KIB,
+        "agent RSS {rss} KiB over {AGENT_RSS_BOUND_KIB}"
+    );
+    // A policy change during the flood: payments allowed, so the proxy
+    // forwards (and the absent broker closes) instead of denying.
+    let start = Instant::now();
+    lab.write_policy(&kafka_policy("payments"));
+    let applied = wait_until(Duration::from_secs(10), || {
+        kafka_victim_answered(&lab, 1) == 0
+    });
+    eprintln!(
+        "Kafka flood: policy change applied: {applied} after {:?}",
+        start.elapsed()
+    );
+    assert!(applied, "a policy change did not apply within 10 s");
+    let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("portcullis_proxy_kafka_limit_refusals_total"))
+    {
+        eprintln!("{line}");
+    }
+}
