@@ -70,6 +70,11 @@ pub struct AgentArgs {
     /// DNS proxy: most addresses kept per name.
     #[arg(long, default_value_t = 50)]
     pub dns_max_ips: usize,
+    /// DNS proxy: UDP queries per second one source (a pod, or all world
+    /// clients together) may send, and as many at once; more are dropped
+    /// unanswered and counted (`UdpRatePerSource`). 0 = no limit.
+    #[arg(long, default_value_t = 5000)]
+    pub dns_udp_qps_per_source: u32,
     /// DNS proxy: threads of its own runtime. 1 (the default) keeps a
     /// query, its upstream answer and its reply on one thread: no
     /// cross-thread wake-ups per query.
@@ -696,6 +701,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
         cfg.min_ttl = Duration::from_secs(args.dns_min_ttl);
         cfg.learn_timeout = Duration::from_millis(args.dns_hold_ms);
         cfg.max_ips_per_name = args.dns_max_ips;
+        cfg.udp_queries_per_second_per_source = args.dns_udp_qps_per_source;
+        cfg.udp_burst_per_source = args.dns_udp_qps_per_source;
         proxy::DnsProxy::start(
             proxy_policy.clone(),
             cfg,
@@ -1769,7 +1776,10 @@ impl Enforcer {
             // Only entries the kernel holds (a full ipcache may have left
             // a learned address out: it stays out).
             if let Some((id, fallback)) = cluster.learned_and_fallback_identity(ip)
-                && self.applied.ipcache.contains(&(ipnet::IpNet::from(ip), id.0))
+                && self
+                    .applied
+                    .ipcache
+                    .contains(&(ipnet::IpNet::from(ip), id.0))
             {
                 target.insert(ip, (id.0, fallback.0));
             }
