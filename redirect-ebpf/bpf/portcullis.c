@@ -388,30 +388,29 @@ static __always_inline struct endpoint_info *endpoint_lookup(__u8 family, const 
 	return bpf_map_lookup_elem(&endpoints, &k);
 }
 
-static __always_inline __u32 ipcache_identity(__u8 family, const __u8 *addr, __u32 fallback)
+/* The ipcache entry of addr's host prefix (longest match), or NULL. */
+static __always_inline struct ipcache_value *ipcache_lookup(__u8 family, const __u8 *addr)
 {
 	struct ipcache_key k = {};
-	struct ipcache_value *v;
 
 	k.prefixlen = 32 + (family == PC_FAMILY_IPV4 ? 32 : 128);
 	k.family = family;
 	__builtin_memcpy(k.addr, addr, 16);
-	v = bpf_map_lookup_elem(&ipcache, &k);
+	return bpf_map_lookup_elem(&ipcache, &k);
+}
+
+static __always_inline __u32 ipcache_identity(__u8 family, const __u8 *addr, __u32 fallback)
+{
+	struct ipcache_value *v = ipcache_lookup(family, addr);
+
 	return v ? v->identity : fallback;
 }
 
-/* The identity a NEW flow sees for addr: as ipcache_identity, except for a
- * learned address past its TTL (new_flow_identity set), which admits only
- * the flows already open. */
-static __always_inline __u32 ipcache_identity_new(__u8 family, const __u8 *addr, __u32 fallback)
+/* The identity a NEW flow sees for an ipcache entry: its identity, except
+ * for a learned address past its TTL (new_flow_identity set), which admits
+ * only the flows already open. */
+static __always_inline __u32 new_flow_identity(const struct ipcache_value *v, __u32 fallback)
 {
-	struct ipcache_key k = {};
-	struct ipcache_value *v;
-
-	k.prefixlen = 32 + (family == PC_FAMILY_IPV4 ? 32 : 128);
-	k.family = family;
-	__builtin_memcpy(k.addr, addr, 16);
-	v = bpf_map_lookup_elem(&ipcache, &k);
 	if (!v)
 		return fallback;
 	return v->new_flow_identity ? v->new_flow_identity : v->identity;
@@ -1173,7 +1172,8 @@ int from_pod(struct __sk_buff *skb)
 
 	dst = endpoint_lookup(f.family, f.daddr);
 	d.dst_identity =
-		dst ? dst->identity : ipcache_identity_new(f.family, f.daddr, PC_IDENTITY_WORLD);
+		dst ? dst->identity
+		    : new_flow_identity(ipcache_lookup(f.family, f.daddr), PC_IDENTITY_WORLD);
 	ret = policy_check(f.protocol, f.policy_port, d.dst_identity, src->endpoint_id,
 			   PC_DIR_EGRESS, &d);
 	if (ret)
@@ -1207,6 +1207,7 @@ int from_uplink(struct __sk_buff *skb)
 	struct decision d = { .hook = PC_HOOK_FROM_UPLINK, .direction = PC_DIR_INGRESS };
 	struct endpoint_info *dst;
 	struct ct_key found = {};
+	struct ipcache_value *src_ipc;
 	struct ct_entry *e;
 	struct flow f = {};
 	int ret, ct;
@@ -1231,7 +1232,8 @@ int from_uplink(struct __sk_buff *skb)
 		return pass(PC_REASON_PASS_UNMANAGED);
 	d.dst_identity = dst->identity;
 	d.endpoint_id = dst->endpoint_id;
-	d.src_identity = ipcache_identity(f.family, f.saddr, PC_IDENTITY_WORLD);
+	src_ipc = ipcache_lookup(f.family, f.saddr);
+	d.src_identity = src_ipc ? src_ipc->identity : PC_IDENTITY_WORLD;
 	if (f.fragment)
 		return fragment_verdict(skb, &f, &d);
 
@@ -1239,7 +1241,7 @@ int from_uplink(struct __sk_buff *skb)
 	if (ct != CT_NEW)
 		return continue_flow(skb, &f, &d, ct, e, &found);
 
-	d.src_identity = ipcache_identity_new(f.family, f.saddr, PC_IDENTITY_WORLD);
+	d.src_identity = new_flow_identity(src_ipc, PC_IDENTITY_WORLD);
 	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst->endpoint_id,
 			   PC_DIR_INGRESS, &d);
 	if (ret)
@@ -1257,6 +1259,7 @@ int to_pod(struct __sk_buff *skb)
 	struct datapath_config *cfg;
 	struct endpoint_info *dst;
 	struct ct_key found = {};
+	struct ipcache_value *src_ipc;
 	struct ct_entry *e;
 	struct flow f = {};
 	int ret, ct;
@@ -1313,7 +1316,8 @@ int to_pod(struct __sk_buff *skb)
 		return pass(PC_REASON_PASS_MARKED);
 	}
 
-	d.src_identity = ipcache_identity(f.family, f.saddr, PC_IDENTITY_HOST);
+	src_ipc = ipcache_lookup(f.family, f.saddr);
+	d.src_identity = src_ipc ? src_ipc->identity : PC_IDENTITY_HOST;
 	if (f.fragment)
 		return fragment_verdict(skb, &f, &d);
 
@@ -1326,7 +1330,7 @@ int to_pod(struct __sk_buff *skb)
 	if (ct != CT_NEW)
 		return continue_flow(skb, &f, &d, ct, e, &found);
 
-	d.src_identity = ipcache_identity_new(f.family, f.saddr, PC_IDENTITY_HOST);
+	d.src_identity = new_flow_identity(src_ipc, PC_IDENTITY_HOST);
 	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst->endpoint_id,
 			   PC_DIR_INGRESS, &d);
 	if (ret)

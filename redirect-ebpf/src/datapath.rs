@@ -278,16 +278,13 @@ impl Datapath {
 
     /// Inserts or replaces the identity of `prefix` in the ipcache.
     pub fn set_ipcache(&mut self, prefix: IpNet, identity: u32) -> Result<(), DatapathError> {
-        let key = ipcache_key(prefix);
-        let value = IpcacheValue {
-            identity,
-            new_flow_identity: 0,
-        };
-        let result = self
-            .ipcache
-            .insert(&key, value, 0)
-            .map_err(|e| DatapathError::map("ipcache", e));
-        self.changed(result)
+        self.insert_ipcache(
+            prefix,
+            IpcacheValue {
+                identity,
+                new_flow_identity: 0,
+            },
+        )
     }
 
     /// Marks `prefix` (a learned address past its TTL that open flows still
@@ -300,14 +297,19 @@ impl Datapath {
         identity: u32,
         new_flow_identity: u32,
     ) -> Result<(), DatapathError> {
-        let key = ipcache_key(prefix);
-        let value = IpcacheValue {
-            identity,
-            new_flow_identity,
-        };
+        self.insert_ipcache(
+            prefix,
+            IpcacheValue {
+                identity,
+                new_flow_identity,
+            },
+        )
+    }
+
+    fn insert_ipcache(&mut self, prefix: IpNet, value: IpcacheValue) -> Result<(), DatapathError> {
         let result = self
             .ipcache
-            .insert(&key, value, 0)
+            .insert(&ipcache_key(prefix), value, 0)
             .map_err(|e| DatapathError::map("ipcache", e));
         self.changed(result)
     }
