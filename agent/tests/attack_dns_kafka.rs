@@ -162,20 +162,7 @@ fn knot_lab() -> Option<(std::sync::MutexGuard<'static, ()>, TestLab)> {
         &policy(r#"[{matchPattern: "*.allowed.example"}]"#),
         &[],
     );
-    let zone = lab.dir.join("root.zone");
-    std::fs::write(&zone, ZONE).expect("zone");
-    std::fs::create_dir_all(lab.dir.join("knot")).expect("knot dir");
-    let conf = lab.dir.join("knot.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server:\n    rundir: \"{d}/knot\"\n    listen: [ \"0.0.0.0@53\" ]\ndatabase:\n    storage: \"{d}/knot\"\nzone:\n  - domain: \".\"\n    file: \"{z}\"\n",
-            d = lab.dir.display(),
-            z = zone.display()
-        ),
-    )
-    .expect("knot conf");
-    lab.spawn("x/dns", &["knotd", "-c", conf.to_str().expect("utf-8")]);
+    lab.serve_dns_zone("x/dns", ZONE);
     assert!(
         wait_until(Duration::from_secs(10), || ask_many(
             &lab,

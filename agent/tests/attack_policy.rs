@@ -80,20 +80,7 @@ fn an_expired_learned_address_admits_no_new_connection_only_open_ones() {
         return;
     };
     let mut lab = TestLab::up("fqdn-ttl", TOPOLOGY, POLICY, &[]);
-    let zone = lab.dir.join("root.zone");
-    std::fs::write(&zone, ZONE).expect("zone");
-    std::fs::create_dir_all(lab.dir.join("knot")).expect("knot dir");
-    let conf = lab.dir.join("knot.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server:\n    rundir: \"{d}/knot\"\n    listen: [ \"0.0.0.0@53\" ]\ndatabase:\n    storage: \"{d}/knot\"\nzone:\n  - domain: \".\"\n    file: \"{z}\"\n",
-            d = lab.dir.display(),
-            z = zone.display()
-        ),
-    )
-    .expect("knot conf");
-    lab.spawn("x/dns", &["knotd", "-c", conf.to_str().expect("utf-8")]);
+    lab.serve_dns_zone("x/dns", ZONE);
     lab.serve_tcp("world", "80");
     std::thread::sleep(Duration::from_millis(500));
     let a = lab.netns("x/a");

@@ -141,6 +141,25 @@ impl TestLab {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    /// Starts knot, authoritative for the root zone `zone` (zone-file
+    /// text), listening on port 53 of `target`; killed when the lab drops.
+    pub fn serve_dns_zone(&mut self, target: &str, zone: &str) {
+        let zone_file = self.dir.join("root.zone");
+        std::fs::write(&zone_file, zone).expect("zone");
+        std::fs::create_dir_all(self.dir.join("knot")).expect("knot dir");
+        let conf = self.dir.join("knot.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server:\n    rundir: \"{d}/knot\"\n    listen: [ \"0.0.0.0@53\" ]\ndatabase:\n    storage: \"{d}/knot\"\nzone:\n  - domain: \".\"\n    file: \"{z}\"\n",
+                d = self.dir.display(),
+                z = zone_file.display()
+            ),
+        )
+        .expect("knot conf");
+        self.spawn(target, &["knotd", "-c", conf.to_str().expect("utf-8")]);
+    }
+
     /// `portcullis status --output json`.
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::from_str(&must(&["status", "--output", "json"])).expect("status json")
