@@ -995,6 +995,14 @@ fn kafka_roles_and_topics_with_a_real_broker_and_clients() {
         consumed.contains("MSG first") && consumed.ends_with("COMMIT OK"),
         "kafka-python consumer: {consumed}"
     );
+    // A consumer subscribing to a topic its role does not name gets
+    // TOPIC_AUTHORIZATION_FAILED from librdkafka (it used to poll until
+    // its timeout: the denial carried no brokers).
+    let denied = kafka_client(consumer, &["consume", bootstrap, "payments", "g5"]);
+    assert_eq!(
+        denied, "TOPIC_AUTHORIZATION_FAILED",
+        "confluent consumer subscribing to payments"
+    );
     // The consumer may not produce; the producer may not consume.
     let denied = kafka_client(consumer, &["produce", bootstrap, "orders"]);
     assert!(

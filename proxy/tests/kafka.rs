@@ -10,7 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -111,16 +111,26 @@ fn broker_response(req: &RequestKind) -> ResponseKind {
         ),
         RequestKind::Fetch(_) => ResponseKind::Fetch(FetchResponse::default()),
         RequestKind::ListOffsets(_) => ResponseKind::ListOffsets(ListOffsetsResponse::default()),
-        RequestKind::Metadata(_) => {
-            ResponseKind::Metadata(MetadataResponse::default().with_topics(vec![
-                MetadataResponseTopic::default()
-                    .with_name(Some(topic("allowed")))
-                    .with_topic_id(uuid::Uuid::from_bytes(ALLOWED_ID)),
-                MetadataResponseTopic::default()
-                    .with_name(Some(topic("secret")))
-                    .with_topic_id(uuid::Uuid::from_bytes([2; 16])),
-            ]))
-        }
+        // Like tansu, every topic whatever the request names.
+        RequestKind::Metadata(_) => ResponseKind::Metadata(
+            MetadataResponse::default()
+                .with_brokers(vec![
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(7))
+                        .with_host(s("broker-7"))
+                        .with_port(9092),
+                ])
+                .with_cluster_id(Some(s("lab-cluster")))
+                .with_controller_id(BrokerId(7))
+                .with_topics(vec![
+                    MetadataResponseTopic::default()
+                        .with_name(Some(topic("allowed")))
+                        .with_topic_id(uuid::Uuid::from_bytes(ALLOWED_ID)),
+                    MetadataResponseTopic::default()
+                        .with_name(Some(topic("secret")))
+                        .with_topic_id(uuid::Uuid::from_bytes([2; 16])),
+                ]),
+        ),
         RequestKind::OffsetCommit(_) => ResponseKind::OffsetCommit(OffsetCommitResponse::default()),
         RequestKind::OffsetFetch(_) => ResponseKind::OffsetFetch(OffsetFetchResponse::default()),
         RequestKind::FindCoordinator(_) => ResponseKind::FindCoordinator(
@@ -163,6 +173,12 @@ fn request_topics(req: &RequestKind) -> Vec<String> {
     match req {
         RequestKind::Produce(p) => p.topic_data.iter().map(|t| t.name.0.to_string()).collect(),
         RequestKind::Fetch(f) => f.topics.iter().map(|t| t.topic.0.to_string()).collect(),
+        RequestKind::Metadata(m) => m
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default())
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -599,7 +615,14 @@ async fn consume_requests_for_a_denied_topic_get_authorization_errors() {
         };
         assert_eq!(codes, vec![29], "{key:?} v{version}");
     }
-    assert!(h.seen.all().is_empty(), "nothing reached the broker");
+    // Only the Metadata request reached the broker, as a request for no
+    // topic (its answer gives the denial the cluster's brokers).
+    let seen = h.seen.all();
+    assert_eq!(
+        seen.iter().map(|r| (r.0, r.2.clone())).collect::<Vec<_>>(),
+        vec![(ApiKey::Metadata as i16, Vec::<String>::new())],
+        "only a Metadata request naming no topic reached the broker"
+    );
 }
 
 #[tokio::test]
@@ -779,11 +802,108 @@ async fn all_topics_metadata_is_allowed_and_lists_only_allowed_topics() {
     };
     assert_eq!(m.topics.len(), 1);
     assert_eq!(m.topics[0].error_code, 29);
-    let forwarded: Vec<i16> = h.seen.all().iter().map(|r| r.0).collect();
+    let forwarded: Vec<Vec<String>> = h.seen.all().into_iter().map(|r| r.2).collect();
+    assert_eq!(forwarded.len(), 4);
+    assert!(
+        forwarded[3].is_empty(),
+        "the named denied topic is not forwarded: {forwarded:?}"
+    );
+}
+
+/// A denied Metadata request is answered with the cluster (brokers,
+/// controller, cluster ID, from the broker's answer to a request for no
+/// topic) and every named topic denied: a denial without brokers made
+/// librdkafka drop its brokers and group coordinator and retry until its
+/// timeout. A request naming topics gets only those back, whatever the
+/// broker lists.
+#[tokio::test]
+async fn metadata_denials_carry_the_cluster_and_named_requests_get_only_their_topics() {
+    let h = harness(KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    let named = |names: &[&str]| {
+        RequestKind::Metadata(
+            MetadataRequest::default()
+                .with_topics(Some(
+                    names
+                        .iter()
+                        .map(|n| MetadataRequestTopic::default().with_name(Some(topic(n))))
+                        .collect(),
+                ))
+                .with_allow_auto_topic_creation(true),
+        )
+    };
+    for (corr, version) in [(1, 1i16), (2, 4), (3, 9), (4, 12)] {
+        send(&mut c, &named(&["secret"]), ApiKey::Metadata, version, corr).await;
+        let (got, resp) = recv(&mut c, ApiKey::Metadata, version).await;
+        assert_eq!(got, corr);
+        let ResponseKind::Metadata(m) = &resp else {
+            panic!("metadata")
+        };
+        assert_eq!(
+            m.brokers
+                .iter()
+                .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+                .collect::<Vec<_>>(),
+            vec![(7, "broker-7".to_string(), 9092)],
+            "v{version}: the denial lists the broker"
+        );
+        assert_eq!(m.controller_id.0, 7, "v{version}: controller");
+        if version >= 2 {
+            assert_eq!(
+                m.cluster_id.as_deref(),
+                Some("lab-cluster"),
+                "v{version}: cluster id"
+            );
+        }
+        assert_eq!(metadata_names(&resp), vec!["secret".to_string()]);
+        assert_eq!(m.topics[0].error_code, 29, "v{version}");
+        assert!(m.topics[0].partitions.is_empty(), "v{version}");
+
+        send(
+            &mut c,
+            &named(&["allowed"]),
+            ApiKey::Metadata,
+            version,
+            corr + 10,
+        )
+        .await;
+        let (got, resp) = recv(&mut c, ApiKey::Metadata, version).await;
+        assert_eq!(got, corr + 10);
+        assert_eq!(
+            metadata_names(&resp),
+            vec!["allowed".to_string()],
+            "v{version}: the broker listed secret too; only the named topic is relayed"
+        );
+    }
+    // A mixed request is denied whole (as in Cilium), both topics named.
+    send(
+        &mut c,
+        &named(&["allowed", "secret"]),
+        ApiKey::Metadata,
+        12,
+        50,
+    )
+    .await;
+    let (_, resp) = recv(&mut c, ApiKey::Metadata, 12).await;
+    let ResponseKind::Metadata(m) = resp else {
+        panic!("metadata")
+    };
     assert_eq!(
-        forwarded,
-        vec![3, 3, 3],
-        "the named denied topic is not forwarded"
+        m.topics.iter().map(|t| t.error_code).collect::<Vec<_>>(),
+        vec![29, 29]
+    );
+    assert_eq!(m.brokers.len(), 1);
+    // What reached the broker for the denials named no topic.
+    let seen = h.seen.all();
+    let denied_forwarded: Vec<&Vec<String>> = seen
+        .iter()
+        .filter(|r| !r.2.contains(&"allowed".to_string()))
+        .map(|r| &r.2)
+        .collect();
+    assert_eq!(denied_forwarded.len(), 5);
+    assert!(
+        denied_forwarded.iter().all(|t| t.is_empty()),
+        "a denied topic reached the broker: {seen:?}"
     );
 }
 

@@ -16,10 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::deny::denial;
+use super::deny::{self, denial};
 use super::judge::{KafkaJudgement, KafkaRules};
 use super::metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
-use super::parse::{self, KafkaFrame, TopicNames, Topics};
+use super::parse::{self, KafkaFrame, TopicNames};
 use super::{KafkaConfig, UPSTREAM_IDLE};
 use crate::dns::budget::{BudgetGrant, BudgetRefusal, SourceBudget, SourceKey};
 use crate::http::upstream;
@@ -154,9 +154,17 @@ struct LogEntry {
     topics: String,
     reason: String,
     start: Instant,
-    /// For an allowed Metadata request for every topic: the rules and the
-    /// request, to remove from the response the topics it may not list.
+    /// For an allowed Metadata request: the rules and the request, to
+    /// remove from the response the topics the rules may not list. For a
+    /// request for every topic that is its filter; for one naming topics
+    /// it keeps a broker that answers more than was asked (tansu lists
+    /// every topic for a request naming none) from telling the client of
+    /// topics an all-topics request would not show it.
     list_filter: Option<Box<(KafkaRules, KafkaFrame)>>,
+    /// For a denied Metadata request forwarded as a request for no topic
+    /// ([`deny::brokers_only_request`]): the request, whose denial is
+    /// built from the broker's answer.
+    metadata_denial: Option<Box<KafkaFrame>>,
 }
 
 /// One response to emit, in request order.
@@ -264,47 +272,31 @@ async fn read_requests(
             },
             start,
             list_filter: None,
+            metadata_denial: None,
         };
-        if judgement.is_allowed()
-            && parsed.api_key == ApiKey::Metadata
-            && parsed.topics == Topics::All
-        {
+        if judgement.is_allowed() && parsed.api_key == ApiKey::Metadata {
             log.list_filter = Some(Box::new((rules.clone(), parsed.clone())));
         }
-        match judgement {
-            KafkaJudgement::Allowed { .. } => {
-                let mut handoff = None;
-                if upstream.is_none() {
-                    match upstream::connect(&shared.config.upstream, addrs.client, addrs.upstream)
-                        .await
-                    {
-                        Ok(stream) => {
-                            let _ = stream.set_nodelay(true);
-                            let (r, w) = stream.into_split();
-                            handoff = Some(r);
-                            upstream = Some(w);
-                        }
-                        Err(e) => {
-                            access_log(&addrs, &log, "upstream_error", Some(&e.to_string()));
-                            shared.metrics.request(
-                                api_name(log.api_key),
-                                KafkaVerdictLabel::UpstreamError,
-                                None,
-                            );
-                            break;
-                        }
-                    }
-                }
-                let up = upstream.as_mut().expect("connected just above");
-                let mut len = [0u8; 4];
-                len.copy_from_slice(&(frame.len() as u32).to_be_bytes());
-                let sent = async {
-                    up.write_all(&len).await?;
-                    up.write_all(&frame).await
-                }
-                .await;
-                if let Err(e) = sent {
-                    access_log(&addrs, &log, "upstream_error", Some(&e.to_string()));
+        // A denied Metadata request is answered from the broker's answer
+        // to a request for no topic, so the denial carries the cluster.
+        let substitute = match &judgement {
+            KafkaJudgement::Denied { .. } => deny::brokers_only_request(&frame, &parsed),
+            KafkaJudgement::Allowed { .. } => None,
+        };
+        let forward: Option<&[u8]> = match (&judgement, &substitute) {
+            (KafkaJudgement::Allowed { .. }, _) => Some(&frame),
+            (KafkaJudgement::Denied { .. }, Some(sub)) => Some(&sub[4..]),
+            (KafkaJudgement::Denied { .. }, None) => None,
+        };
+        if let Some(bytes) = forward {
+            let denied = !judgement.is_allowed();
+            if denied {
+                log.metadata_denial = Some(Box::new(parsed.clone()));
+            }
+            let handoff = match send_upstream(&mut upstream, shared, &addrs, bytes).await {
+                Ok(h) => h,
+                Err(e) => {
+                    access_log(&addrs, &log, "upstream_error", Some(&e));
                     shared.metrics.request(
                         api_name(log.api_key),
                         KafkaVerdictLabel::UpstreamError,
@@ -312,61 +304,55 @@ async fn read_requests(
                     );
                     break;
                 }
-                if !parsed.expects_response {
-                    access_log(&addrs, &log, "allowed", None);
-                    shared
-                        .metrics
-                        .request(api_name(log.api_key), KafkaVerdictLabel::Allowed, None);
-                    if let Some(r) = handoff {
-                        // Nothing to relay yet, but the writer needs the
-                        // upstream's read half for later responses.
-                        let slot = Slot::Forwarded {
-                            log,
-                            upstream: Some(r),
-                            respond: false,
-                        };
-                        if tx.send(slot).await.is_err() {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                if tx
-                    .send(Slot::Forwarded {
+            };
+            if !parsed.expects_response {
+                access_log(&addrs, &log, "allowed", None);
+                shared
+                    .metrics
+                    .request(api_name(log.api_key), KafkaVerdictLabel::Allowed, None);
+                if let Some(r) = handoff {
+                    // Nothing to relay yet, but the writer needs the
+                    // upstream's read half for later responses.
+                    let slot = Slot::Forwarded {
                         log,
-                        upstream: handoff,
-                        respond: true,
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            KafkaJudgement::Denied { .. } => {
-                if !parsed.expects_response {
-                    access_log(&addrs, &log, "denied", None);
-                    shared
-                        .metrics
-                        .request(api_name(log.api_key), KafkaVerdictLabel::Denied, None);
-                    continue;
-                }
-                let response = match denial(&parsed) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        access_log(&addrs, &log, "denied", Some(&e.to_string()));
-                        shared.metrics.request(
-                            api_name(log.api_key),
-                            KafkaVerdictLabel::Invalid,
-                            None,
-                        );
+                        upstream: Some(r),
+                        respond: false,
+                    };
+                    if tx.send(slot).await.is_err() {
                         break;
                     }
-                };
-                if tx.send(Slot::Denied { log, response }).await.is_err() {
-                    break;
                 }
+                continue;
             }
+            let slot = Slot::Forwarded {
+                log,
+                upstream: handoff,
+                respond: true,
+            };
+            if tx.send(slot).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        if !parsed.expects_response {
+            access_log(&addrs, &log, "denied", None);
+            shared
+                .metrics
+                .request(api_name(log.api_key), KafkaVerdictLabel::Denied, None);
+            continue;
+        }
+        let response = match denial(&parsed) {
+            Ok(r) => r,
+            Err(e) => {
+                access_log(&addrs, &log, "denied", Some(&e.to_string()));
+                shared
+                    .metrics
+                    .request(api_name(log.api_key), KafkaVerdictLabel::Invalid, None);
+                break;
+            }
+        };
+        if tx.send(Slot::Denied { log, response }).await.is_err() {
+            break;
         }
     }
     // Dropping `tx` lets the writer finish the queued responses and close.
@@ -374,6 +360,32 @@ async fn read_requests(
     if let Some(mut up) = upstream {
         let _ = up.shutdown().await;
     }
+}
+
+/// Sends one request frame (`frame`, without its length) upstream,
+/// connecting first when the connection has none yet; a fresh
+/// connection's read half is returned, for the writer.
+async fn send_upstream(
+    upstream: &mut Option<OwnedWriteHalf>,
+    shared: &KafkaShared,
+    addrs: &Addrs,
+    frame: &[u8],
+) -> Result<Option<OwnedReadHalf>, String> {
+    let mut handoff = None;
+    if upstream.is_none() {
+        let stream = upstream::connect(&shared.config.upstream, addrs.client, addrs.upstream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        handoff = Some(r);
+        *upstream = Some(w);
+    }
+    let up = upstream.as_mut().expect("connected just above");
+    let len = (frame.len() as u32).to_be_bytes();
+    up.write_all(&len).await.map_err(|e| e.to_string())?;
+    up.write_all(frame).await.map_err(|e| e.to_string())?;
+    Ok(handoff)
 }
 
 /// Writes the response of every slot in order.
@@ -422,12 +434,15 @@ async fn write_responses(
                 match relayed {
                     Ok(()) => {
                         let seconds = log.start.elapsed().as_secs_f64();
-                        access_log(&addrs, &log, "allowed", None);
-                        shared.metrics.request(
-                            api_name(log.api_key),
-                            KafkaVerdictLabel::Allowed,
-                            Some(seconds),
-                        );
+                        let (verdict, label) = if log.metadata_denial.is_some() {
+                            ("denied", KafkaVerdictLabel::Denied)
+                        } else {
+                            ("allowed", KafkaVerdictLabel::Allowed)
+                        };
+                        access_log(&addrs, &log, verdict, None);
+                        shared
+                            .metrics
+                            .request(api_name(log.api_key), label, Some(seconds));
                     }
                     Err(why) => {
                         access_log(&addrs, &log, "upstream_error", Some(&why));
@@ -507,7 +522,7 @@ where
 
 /// The response the client gets for a Metadata or ApiVersions request:
 /// topic IDs learned from Metadata, topics the rules may not list removed
-/// from an all-topics Metadata, ApiVersions ranges capped to what the
+/// from any allowed Metadata, ApiVersions ranges capped to what the
 /// proxy reads. `Err` (the connection closes) when the frame cannot be
 /// walked for a rewrite it needs: an unfiltered list is never relayed.
 fn rewrite_response(
@@ -524,6 +539,10 @@ fn rewrite_response(
         let mut names = names.lock().expect("topic names lock is never poisoned");
         parse::learn_topic_ids(&body, log.api_version, &mut names);
     }
+    if let Some(request) = &log.metadata_denial {
+        return deny::metadata_denial_from(&body, request)
+            .map_err(|e| format!("Metadata denial cannot be built from the broker's answer: {e}"));
+    }
     let Some(filter) = &log.list_filter else {
         return Ok(body);
     };
@@ -532,11 +551,11 @@ fn rewrite_response(
         parse::filter_metadata_response(&body, log.api_version, &mut |topic| {
             rules.allows_listing(request, topic)
         })
-        .map_err(|why| format!("all-topics Metadata response cannot be filtered: {why}"))?;
+        .map_err(|why| format!("Metadata response cannot be filtered: {why}"))?;
     if removed > 0 {
         tracing::debug!(
             removed,
-            "topics the rules do not allow removed from an all-topics Metadata response"
+            "topics the rules do not allow removed from a Metadata response"
         );
     }
     Ok(filtered)

@@ -33,7 +33,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::parse::{KafkaFrame, TopicRef, Topics};
 
@@ -186,24 +186,9 @@ fn response(frame: &KafkaFrame) -> Option<ResponseKind> {
                     .collect(),
             ),
         ),
-        ApiKey::Metadata => ResponseKind::Metadata(
-            MetadataResponse::default().with_topics(
-                list.iter()
-                    .map(|t| {
-                        let mut r = MetadataResponseTopic::default()
-                            .with_error_code(e)
-                            .with_name(t.name.as_ref().map(|_| name(t)));
-                        if v >= 10 && by_id(t) {
-                            r.topic_id = uuid(t);
-                        }
-                        if v < 12 && r.name.is_none() {
-                            r.name = Some(name(t));
-                        }
-                        r
-                    })
-                    .collect(),
-            ),
-        ),
+        ApiKey::Metadata => {
+            ResponseKind::Metadata(MetadataResponse::default().with_topics(metadata_topics(frame)))
+        }
         ApiKey::OffsetCommit => ResponseKind::OffsetCommit(
             OffsetCommitResponse::default().with_topics(
                 list.iter()
@@ -524,6 +509,89 @@ fn response(frame: &KafkaFrame) -> Option<ResponseKind> {
         ),
         _ => return None,
     })
+}
+
+/// The topic entries of a Metadata denial: every topic the request named,
+/// with TOPIC_AUTHORIZATION_FAILED and no partitions.
+fn metadata_topics(frame: &KafkaFrame) -> Vec<MetadataResponseTopic> {
+    let v = frame.api_version;
+    topics(frame)
+        .iter()
+        .map(|t| {
+            let mut r = MetadataResponseTopic::default()
+                .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                .with_name(t.name.as_ref().map(|_| name(t)));
+            if v >= 10 && by_id(t) {
+                r.topic_id = uuid(t);
+            }
+            if v < 12 && r.name.is_none() {
+                r.name = Some(name(t));
+            }
+            r
+        })
+        .collect()
+}
+
+/// What is sent upstream in place of a denied Metadata request (`frame`,
+/// the request's bytes without the length; `parsed`, what was read of
+/// them): the same header, asking for no topic and creating none. A
+/// client needs the brokers, controller and cluster ID of every Metadata
+/// response; a denial without them makes librdkafka forget its brokers
+/// (and its group coordinator) and retry until its timeout. The broker's
+/// answer becomes the denial in [`metadata_denial_from`]. `None` for v0,
+/// where an empty topic list means every topic, or a header that cannot
+/// be read: the proxy's own [`denial`] is sent instead. The result
+/// carries its 4-byte length.
+pub fn brokers_only_request(frame: &[u8], parsed: &KafkaFrame) -> Option<Bytes> {
+    let v = parsed.api_version;
+    if parsed.api_key != ApiKey::Metadata || v < 1 {
+        return None;
+    }
+    let header_version = ApiKey::Metadata.request_header_version(v);
+    let mut read = frame;
+    let header = RequestHeader::decode(&mut read, header_version).ok()?;
+    let mut body = MetadataRequest::default().with_topics(Some(Vec::new()));
+    // The field exists from v4 (a version without it cannot carry false).
+    if v >= 4 {
+        body.allow_auto_topic_creation = false;
+    }
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    header.encode(&mut buf, header_version).ok()?;
+    body.encode(&mut buf, v).ok()?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Some(buf.freeze())
+}
+
+/// The denial of the Metadata request `parsed`, built from the broker's
+/// answer (`answer`, the response frame without its length) to the
+/// [`brokers_only_request`] sent in its place: the broker's throttle,
+/// brokers, cluster ID and controller, and every named topic with
+/// TOPIC_AUTHORIZATION_FAILED; whatever topics the broker listed are
+/// dropped. Returned without the length, like `answer`.
+pub fn metadata_denial_from(answer: &[u8], parsed: &KafkaFrame) -> Result<Vec<u8>, DenyError> {
+    let v = parsed.api_version;
+    let api = ApiKey::Metadata;
+    let err = |e: &dyn std::fmt::Display| DenyError::Encode {
+        api,
+        version: v,
+        error: e.to_string(),
+    };
+    let header_version = api.response_header_version(v);
+    let mut read = answer;
+    let header = ResponseHeader::decode(&mut read, header_version).map_err(|e| err(&e))?;
+    let mut body = MetadataResponse::decode(&mut read, v).map_err(|e| err(&e))?;
+    if !read.is_empty() {
+        return Err(err(&"bytes after the broker's Metadata response"));
+    }
+    body.topics = metadata_topics(parsed);
+    let mut buf = BytesMut::with_capacity(answer.len() + 64);
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| err(&e))?;
+    body.encode(&mut buf, v).map_err(|e| err(&e))?;
+    Ok(buf.to_vec())
 }
 
 fn msg(present: bool) -> Option<StrBytes> {
