@@ -653,3 +653,76 @@ fn allowed_fragmented_udp_passes_and_fragments_cannot_smuggle_ports() {
         "the tail of a fragmented reply"
     );
 }
+
+// ------------------------------------------------- finding 9, fragmented
+
+/// A learned address past its TTL (written with a new-flow identity)
+/// refuses a new fragmented UDP datagram, first fragment and tail, while
+/// the flow already open to it keeps sending fragmented datagrams.
+#[test]
+fn a_lingering_learned_address_admits_no_new_fragmented_datagram() {
+    let Some(mut f) = fixture("lingering_fragments") else {
+        return;
+    };
+    // A may send UDP 5000 to the name's identity 7000 only; world is denied.
+    for prefix in [format!("{WORLD4}/32"), format!("{WORLD6}/128")] {
+        f.dp.set_ipcache(prefix.parse().unwrap(), 7000).unwrap();
+    }
+    f.upsert(
+        key(7000, EP_A, Direction::Egress, UDP, 5000),
+        PolicyValue::allow(1),
+    );
+    let frag = |src: &str, dst: &str, sport: u16, id: u16, offset: u16, more: bool| {
+        let mut p = udp(src, sport, dst, 5000);
+        if p.src.is_ipv4() {
+            p.ip_id = id;
+            p.fragment_offset = offset;
+            p.more_fragments = more;
+        } else {
+            let off = (offset << 3) | u16::from(more);
+            let [hi, lo] = off.to_be_bytes();
+            let [i0, i1] = id.to_be_bytes();
+            p.ipv6_ext = vec![(44, [hi, lo, 0, 0, i0, i1])];
+        }
+        p
+    };
+    for (src, dst, prefix) in [
+        (A4, WORLD4, format!("{WORLD4}/32")),
+        (A6, WORLD6, format!("{WORLD6}/128")),
+    ] {
+        // A flow opened while the name was fresh.
+        assert_eq!(
+            f.verdict(Hook::FromPod, &frag(src, dst, 7100, 1, 0, true)),
+            TC_ACT_OK,
+            "{dst}: first fragment while the name is fresh"
+        );
+        assert_eq!(
+            f.verdict(Hook::FromPod, &frag(src, dst, 7100, 1, 185, false)),
+            TC_ACT_OK
+        );
+        // The TTL runs out while the flow is open: the address lingers,
+        // new flows see world.
+        f.dp.set_ipcache_lingering(prefix.parse().unwrap(), 7000, 2)
+            .unwrap();
+        assert_eq!(
+            f.verdict(Hook::FromPod, &frag(src, dst, 7101, 2, 0, true)),
+            TC_ACT_SHOT,
+            "{dst}: the first fragment of a new datagram flow to a lingering address passed"
+        );
+        assert_eq!(
+            f.verdict(Hook::FromPod, &frag(src, dst, 7101, 2, 185, false)),
+            TC_ACT_SHOT,
+            "{dst}: the tail of a refused first fragment passed"
+        );
+        // The open flow goes on, fragmented datagrams included.
+        assert_eq!(
+            f.verdict(Hook::FromPod, &frag(src, dst, 7100, 3, 0, true)),
+            TC_ACT_OK,
+            "{dst}: the open flow's next datagram"
+        );
+        assert_eq!(
+            f.verdict(Hook::FromPod, &frag(src, dst, 7100, 3, 185, false)),
+            TC_ACT_OK
+        );
+    }
+}
