@@ -1,4 +1,5 @@
 //! Issue 13: floods against the DNS and Kafka proxies, from a lab pod,
+//! and forged DNS answers from the world (finding 8),
 //! with the real datapath. Root only; run one at a time:
 //! `flock -o /run/portcullis-lab.lock cargo test --release -p portcullis --test attack_dns_kafka`.
 //!
@@ -391,4 +392,207 @@ fn kafka_oversized_and_slow_frames_from_one_pod_leave_another_pods_requests_answ
     {
         eprintln!("{line}");
     }
+}
+
+// ---- finding 8: forged DNS answers, through the real redirect ----
+
+const SPOOF_TOPOLOGY: &str = r#"
+namespaces:
+  - {name: x, labels: {ns: x}}
+pods:
+  - {namespace: x, name: client, labels: {role: client}, ips: [10.200.1.10]}
+world: {ips: [10.201.9.53, 10.201.9.9, 10.201.6.6]}
+"#;
+
+/// The client may ask the world's server for `*.allowed.example` and
+/// connect to what `web.allowed.example` resolves to.
+const SPOOF_POLICY: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {role: client}}
+  egress:
+  - toCIDR: [10.201.9.53/32]
+    toPorts:
+    - ports: [{port: "53", protocol: ANY}]
+      rules:
+        dns: [{matchPattern: "*.allowed.example"}]
+  - toFQDNs: [{matchName: web.allowed.example}]
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+"#;
+
+/// A slow authoritative server on 10.201.9.53:53 (UDP): every A question
+/// gets 10.201.9.9 (TTL 60), echoing the question as asked, 1.5 s late
+/// (the proxy waits 2 s for the server).
+const SLOW_DNS: &str = r#"
+import socket, struct, threading, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.201.9.53", 53))
+def answer(data, peer):
+    time.sleep(1.5)
+    qid = data[:2]
+    end = 12
+    while data[end] != 0:
+        end += 1 + data[end]
+    question = data[12:end + 5]
+    rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton("10.201.9.9")
+    s.sendto(qid + b"\x84\x00" + struct.pack(">HHHH", 1, 1, 0, 0) + question + rr, peer)
+while True:
+    data, peer = s.recvfrom(4096)
+    if len(data) > 12:
+        threading.Thread(target=answer, args=(data, peer), daemon=True).start()
+"#;
+
+/// The forger, in the world: from the server's address and port, to each
+/// `addr:port` given, every one of the 65,536 ids, answering the question
+/// as the attacker knows it (lowercase) with 10.201.6.6; prints how many
+/// packets it sent.
+const FORGER: &str = r#"
+import socket, struct, sys
+qname = b"".join(bytes([len(l)]) + l.encode() for l in "web.allowed.example".split(".")) + b"\0"
+rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton("10.201.6.6")
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+sent = 0
+for target in sys.argv[1:]:
+    addr, port = target.rsplit(":", 1)
+    port = int(port)
+    dst = socket.inet_aton(addr)
+    for qid in range(65536):
+        dns = struct.pack(">HHHHHH", qid, 0x8400, 1, 1, 0, 0) + qname + b"\0\x01\0\x01" + rr
+        udp = struct.pack(">HHHH", 53, port, 8 + len(dns), 0) + dns
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), qid, 0, 64, 17, 0,
+                         socket.inet_aton("10.201.9.53"), dst)
+        raw.sendto(ip + udp, (addr, 0))
+        sent += 1
+print(sent)
+"#;
+
+/// Whether a TCP connection from `pod` to `dst` gets the responder's `ok`.
+fn tcp_ok(lab: &TestLab, pod: &str, dst: &str) -> bool {
+    let script = format!(
+        "import socket\ntry:\n s = socket.create_connection(('{dst}', 80), timeout=1)\n s.settimeout(1)\n print('ok' if s.recv(3).startswith(b'ok') else 'no')\nexcept Exception:\n print('no')\n"
+    );
+    lab.sh(pod, &["python3", "-c", &script]) == "ok"
+}
+
+/// The proxy's open upstream sockets toward the server: their local
+/// `addr:port`, as `ss` in the node's namespace shows them. The attacker
+/// is given the port, as in the finding; the id and the question's case
+/// are what it must guess.
+fn upstream_dns_sockets() -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "pc-node",
+            "ss",
+            "-Hnua",
+            "dst",
+            "10.201.9.53:53",
+        ])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+        .filter(|local| local.starts_with("10.") && !local.ends_with(":*"))
+        .collect()
+}
+
+/// The DNS proxy's count of answers that matched no query in flight.
+fn mismatched_answers(lab: &TestLab) -> u64 {
+    let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("portcullis_proxy_dns_mismatched_answers"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn forged_dns_answers_from_the_world_are_not_learned_through_the_redirect() {
+    let Some(_guard) = lab_guard() else {
+        return;
+    };
+    for tool in ["dig", "python3", "ss"] {
+        if Command::new("which")
+            .arg(tool)
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            eprintln!("SKIP: needs {tool} (bash deploy/install-deps.sh)");
+            return;
+        }
+    }
+    let mut lab = TestLab::up("attack-dns-spoof", SPOOF_TOPOLOGY, SPOOF_POLICY, &[]);
+    lab.spawn("world", &["python3", "-c", SLOW_DNS]);
+    lab.serve_tcp("world", "80");
+    assert!(
+        !tcp_ok(&lab, "x/client", "10.201.6.6"),
+        "the forged address is reachable before any answer"
+    );
+    let mut forged_seen = 0;
+    let mut ports = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        let mismatched_before = mismatched_answers(&lab);
+        // The client asks; its query waits 1.5 s at the server.
+        let dig = Command::new("ip")
+            .args(["netns", "exec", &lab.netns("x/client")])
+            .args(["dig", "+tries=1", "+time=8", "+short", "@10.201.9.53"])
+            .arg("web.allowed.example")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("dig");
+        let mut targets = Vec::new();
+        assert!(
+            wait_until(Duration::from_secs(2), || {
+                targets = upstream_dns_sockets();
+                !targets.is_empty()
+            }),
+            "round {round}: no upstream socket of the proxy toward the server"
+        );
+        ports.extend(targets.iter().cloned());
+        let mut args = vec!["python3", "-c", FORGER];
+        args.extend(targets.iter().map(String::as_str));
+        let sent = lab.sh("world", &args);
+        let answer = dig.wait_with_output().expect("dig output");
+        let answer = String::from_utf8_lossy(&answer.stdout).trim().to_string();
+        eprintln!("round {round}: forged {sent} answers to {targets:?}; the client got {answer:?}");
+        assert!(
+            sent.parse::<usize>().unwrap_or(0) >= 65_536,
+            "round {round}: the forger did not run: {sent:?}"
+        );
+        if answer.contains("10.201.6.6") {
+            forged_seen += 1;
+        }
+        // The forged answers reached the proxy's socket while the query
+        // was in flight (else the test proves nothing): each was dropped
+        // and counted.
+        let dropped = mismatched_answers(&lab) - mismatched_before;
+        eprintln!("round {round}: the proxy dropped {dropped} answers matching no query");
+        assert!(
+            dropped >= 60_000,
+            "round {round}: only {dropped} forged answers reached the open query"
+        );
+        assert_eq!(
+            answer, "10.201.9.9",
+            "round {round}: the client did not get the server's real answer"
+        );
+    }
+    assert_eq!(forged_seen, 0, "a forged answer reached the client");
+    assert_eq!(
+        ports.len(),
+        3,
+        "each query gets a fresh upstream source port: {ports:?}"
+    );
+    assert!(
+        !tcp_ok(&lab, "x/client", "10.201.6.6"),
+        "the forged address was learned: the client connected to it"
+    );
+    assert!(
+        tcp_ok(&lab, "x/client", "10.201.9.9"),
+        "the real answer was not learned"
+    );
 }
