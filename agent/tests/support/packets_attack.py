@@ -17,10 +17,16 @@ them; nothing here picks an address).
                                        EXT: IPv6 extension headers (e.g. 2)
   syn SRC SPORT DST DPORT              one SYN, prints "synack" or "none"
   frag-syn SRC SPORT DST DPORT N       a SYN (with 16 bytes of data) in two
-                                       fragments, the first holding N bytes
-                                       of the TCP segment: "synack" or "none"
+                                       fragments (IPv4 or IPv6), the first
+                                       holding N bytes of the TCP segment:
+                                       "synack" or "none"
   overlap-udp SRC DST GOOD BAD MARKER  a first fragment to GOOD, then another
                                        offset-0 fragment to BAD, then the tail
+  orphan-frag SRC DST MARKER           3 copies of a later UDP fragment (offset
+                                       512) whose first fragment never comes
+  sniff SECONDS MARKER                 count frames holding MARKER arriving on
+                                       any interface (AF_PACKET: fragments
+                                       too, before reassembly)
   udp-recv ADDR PORT SECONDS           sizes of the datagrams received
   udp-big DST PORT SIZE                one datagram from a plain socket
   connect-mark DST PORT MARK           TCP connect with SO_MARK: "connected"
@@ -104,20 +110,37 @@ def syn(src, sport, dst, dport):
     print("synack" if synack else "none", flush=True)
 
 
+def fragments(src, dst, proto, ident, pieces):
+    """IPv4 or IPv6 fragments of one datagram: `pieces` are (offset in
+    bytes, more-fragments flag, payload)."""
+    from scapy.all import IP, IPv6, IPv6ExtHdrFragment
+
+    out = []
+    for offset, more, payload in pieces:
+        if is_v6(dst):
+            out.append(IPv6(src=src, dst=dst)
+                       / IPv6ExtHdrFragment(id=ident, m=int(more), offset=offset // 8, nh=proto)
+                       / payload)
+        else:
+            out.append(IP(src=src, dst=dst, id=ident, flags="MF" if more else 0,
+                          frag=offset // 8, proto=proto) / payload)
+    return out
+
+
 def frag_syn(src, sport, dst, dport, first_bytes):
-    from scapy.all import IP, TCP, AsyncSniffer, raw, send
+    from scapy.all import IP, TCP, IPv6, AsyncSniffer, raw, send
 
     n = int(first_bytes)
-    syn = IP(src=src, dst=dst) / TCP(sport=int(sport), dport=int(dport), flags="S", seq=2000) / (b"s" * 16)
-    tcp = raw(syn)[20:]
-    first = IP(src=src, dst=dst, id=4242, flags="MF", frag=0, proto=6) / tcp[:n]
-    rest = IP(src=src, dst=dst, id=4242, flags=0, frag=n // 8, proto=6) / tcp[n:]
+    ip = IPv6(src=src, dst=dst) if is_v6(dst) else IP(src=src, dst=dst)
+    syn = ip / TCP(sport=int(sport), dport=int(dport), flags="S", seq=2000) / (b"s" * 16)
+    tcp = raw(syn)[40 if is_v6(dst) else 20:]
+    pkts = fragments(src, dst, 6, 4242, [(0, True, tcp[:n]), (n, False, tcp[n:])])
     sniffer = AsyncSniffer(
         lfilter=lambda p: p.haslayer(TCP) and p[TCP].sport == int(dport) and p[TCP].dport == int(sport),
     )
     sniffer.start()
     time.sleep(0.3)
-    send([first, rest], verbose=False)
+    send(pkts, verbose=False)
     time.sleep(2)
     results = sniffer.stop() or []
     got = [p for p in results if (int(p[TCP].flags) & 0x12) == 0x12]
@@ -125,16 +148,42 @@ def frag_syn(src, sport, dst, dport, first_bytes):
 
 
 def overlap_udp(src, dst, good, bad, marker):
-    from scapy.all import IP, UDP, raw, send
+    from scapy.all import UDP, raw, send
 
     body = (marker.encode() * 40)[:256]
     good_dgram = raw(UDP(sport=40001, dport=int(good)) / body)
     bad_dgram = raw(UDP(sport=40001, dport=int(bad)) / body)
-    first = IP(src=src, dst=dst, id=4343, flags="MF", frag=0, proto=17) / good_dgram[:128]
-    again = IP(src=src, dst=dst, id=4343, flags="MF", frag=0, proto=17) / bad_dgram[:128]
-    tail = IP(src=src, dst=dst, id=4343, flags=0, frag=16, proto=17) / good_dgram[128:]
-    send([first, again, tail], verbose=False)
+    send(fragments(src, dst, 17, 4343, [
+        (0, True, good_dgram[:128]),
+        (0, True, bad_dgram[:128]),
+        (128, False, good_dgram[128:]),
+    ]), verbose=False)
     print("sent", flush=True)
+
+
+def orphan_frag(src, dst, marker):
+    from scapy.all import send
+
+    body = (marker.encode() * 64)[:512]
+    send(fragments(src, dst, 17, 4545, [(512, False, body)]) * 3, verbose=False)
+    print("sent 3", flush=True)
+
+
+def sniff(seconds, marker):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    s.settimeout(0.2)
+    end = time.monotonic() + float(seconds)
+    seen = 0
+    print("ready", flush=True)
+    while time.monotonic() < end:
+        try:
+            data, addr = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        # Frames arriving on an interface (not the ones this host sends).
+        if addr[2] != socket.PACKET_OUTGOING and marker.encode() in data:
+            seen += 1
+    print(f"received {seen}", flush=True)
 
 
 def udp_recv(addr, port, seconds):
@@ -201,6 +250,8 @@ COMMANDS = {
     "udp-send": udp_send,
     "syn": syn,
     "frag-syn": frag_syn,
+    "orphan-frag": orphan_frag,
+    "sniff": sniff,
     "overlap-udp": overlap_udp,
     "udp-recv": udp_recv,
     "udp-big": udp_big,
