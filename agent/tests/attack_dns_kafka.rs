@@ -80,29 +80,47 @@ while time.time() < end and n < 2000000:
 print(n)
 "#;
 
-/// A TCP flood: rounds of `count` idle connections to the DNS server
-/// (each round held 1.5 s, then closed and opened again), for `secs`.
+/// A TCP flood: `count` idle connections to the DNS server held for
+/// `secs`; every one the proxy closes (or refuses) is opened again at
+/// once, so the attacker always holds as many as it can.
 const TCP_FLOOD: &str = r#"
-import resource, socket, sys, time
+import resource, select, socket, sys, time
 count, secs = int(sys.argv[1]), float(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_NOFILE, (count + 100, count + 100))
 end = time.time() + secs
-while time.time() < end:
-    conns = []
-    for _ in range(count):
-        c = socket.socket()
-        c.setblocking(False)
-        try:
-            c.connect(("10.200.1.53", 53))
-        except BlockingIOError:
-            pass
-        except OSError:
-            c.close()
-            continue
-        conns.append(c)
-    time.sleep(1.5)
-    for c in conns:
+def open_one():
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("10.200.1.53", 53))
+    except BlockingIOError:
+        pass
+    except OSError:
         c.close()
+        return None
+    return c
+conns = set()
+while time.time() < end:
+    while len(conns) < count:
+        c = open_one()
+        if c is None:
+            break
+        conns.add(c)
+    poller = select.poll()
+    by_fd = {c.fileno(): c for c in conns}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    for fd, _ in poller.poll(200):
+        c = by_fd[fd]
+        try:
+            gone = c.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            gone = False
+        except OSError:
+            gone = True
+        if gone:
+            conns.discard(c)
+            c.close()
 "#;
 
 /// `n` sequential queries for `name` from `pod` (UDP or TCP), each with
@@ -533,7 +551,6 @@ fn forged_dns_answers_from_the_world_are_not_learned_through_the_redirect() {
         !tcp_ok(&lab, "x/client", "10.201.6.6"),
         "the forged address is reachable before any answer"
     );
-    let mut forged_seen = 0;
     let mut ports = std::collections::BTreeSet::new();
     for round in 0..3 {
         let mismatched_before = mismatched_answers(&lab);
@@ -564,9 +581,10 @@ fn forged_dns_answers_from_the_world_are_not_learned_through_the_redirect() {
             sent.parse::<usize>().unwrap_or(0) >= 65_536,
             "round {round}: the forger did not run: {sent:?}"
         );
-        if answer.contains("10.201.6.6") {
-            forged_seen += 1;
-        }
+        assert_eq!(
+            answer, "10.201.9.9",
+            "round {round}: the client did not get the server's real answer"
+        );
         // The forged answers reached the proxy's socket while the query
         // was in flight (else the test proves nothing): each was dropped
         // and counted.
@@ -576,12 +594,7 @@ fn forged_dns_answers_from_the_world_are_not_learned_through_the_redirect() {
             dropped >= 60_000,
             "round {round}: only {dropped} forged answers reached the open query"
         );
-        assert_eq!(
-            answer, "10.201.9.9",
-            "round {round}: the client did not get the server's real answer"
-        );
     }
-    assert_eq!(forged_seen, 0, "a forged answer reached the client");
     assert_eq!(
         ports.len(),
         3,
