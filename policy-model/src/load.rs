@@ -113,6 +113,36 @@ impl PolicySet {
     }
 }
 
+/// A hash of the bytes of every file under `paths` (directories walked
+/// whole, files in path order): the agent records the hash of the policy
+/// it put in force (`applied.hash`), and the wire runner waits for the
+/// hash of the policy it wrote. Unreadable files hash as empty.
+pub fn content_hash(paths: &[PathBuf]) -> u64 {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    // FNV-1a over each file's bytes, with a separator after each file.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        for b in std::fs::read(&f).unwrap_or_default() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
     let meta = match std::fs::metadata(p) {
         Ok(m) => m,
