@@ -6,10 +6,11 @@
 //! disagree by construction of two separate evaluators.
 
 use crate::identity::NumericIdentity;
-use crate::l7;
+use crate::l7::{self, L7Parser, L7Rules};
 use crate::mapstate::{MapVerdict, PortKey};
+use crate::origin::PolicyRef;
 use crate::resolve::{Cluster, Contribution, Endpoint, EndpointPolicy, L7Policy};
-use crate::rules::{Direction, L7Parser, L7Rules, PolicyRef, Protocol};
+use crate::rules::{Direction, Protocol};
 use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;

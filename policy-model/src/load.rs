@@ -3,7 +3,8 @@
 //! error naming the file, the document and the field.
 
 use crate::api::{CiliumPolicy, NetworkPolicy};
-use crate::rules::{self, PolicyKind, PolicyRef, PolicyRule};
+use crate::origin::{PolicyKind, PolicyRef};
+use crate::rules::{self, PolicyRule};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -9,9 +9,9 @@ use crate::l7::dns::FqdnPattern;
 use crate::l7::tls::{PortTls, TlsRule};
 use crate::labels::LabelSet;
 use crate::mapstate::{MapKey, MapState, MapValue, MapVerdict, PortKey};
-use crate::rules::{
-    Direction, Entity, L7Parser, L7Rules, Peer, PolicyRef, PolicyRule, PortSpec, Protocol, Subject,
-};
+use crate::l7::{L7Parser, L7Rules};
+use crate::origin::PolicyRef;
+use crate::rules::{Direction, Entity, Peer, PolicyRule, PortSpec, Protocol, Subject};
 use crate::topology::Topology;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

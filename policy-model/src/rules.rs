@@ -3,9 +3,8 @@
 //! compiled, ports parsed and every input error reported with its path.
 
 use crate::api::{
-    self, CidrRule, CiliumPolicy, EgressRule, FqdnSelector, HttpRule, IngressRule, IntOrString,
-    KafkaRule, LabelSelector, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, PortRule,
-    SelectorOperator,
+    self, CidrRule, CiliumPolicy, EgressRule, FqdnSelector, IngressRule, IntOrString,
+    LabelSelector, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, PortRule, SelectorOperator,
 };
 use crate::labels::{
     NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, Requirement, SOURCE_ANY, SOURCE_K8S, Selector,
@@ -15,44 +14,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Which kind of object a rule came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub enum PolicyKind {
-    NetworkPolicy,
-    CiliumNetworkPolicy,
-    CiliumClusterwideNetworkPolicy,
-}
-
-impl fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PolicyKind::NetworkPolicy => "NetworkPolicy",
-            PolicyKind::CiliumNetworkPolicy => "CiliumNetworkPolicy",
-            PolicyKind::CiliumClusterwideNetworkPolicy => "CiliumClusterwideNetworkPolicy",
-        })
-    }
-}
-
-/// Where a rule came from, for explanations and errors.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct PolicyRef {
-    pub kind: PolicyKind,
-    /// `None` for cluster-wide policies.
-    pub namespace: Option<String>,
-    pub name: String,
-    /// File and document index it was loaded from, when known.
-    pub file: Option<String>,
-    pub document: Option<usize>,
-}
-
-impl fmt::Display for PolicyRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
-            None => write!(f, "{} {}", self.kind, self.name),
-        }
-    }
-}
+pub use crate::l7::{L7Parser, L7Rules};
+pub use crate::origin::{PolicyKind, PolicyRef};
 
 /// Traffic direction, seen from the selected endpoint.
 #[derive(
@@ -264,46 +227,6 @@ impl fmt::Display for PortSpec {
             PortSpec::Range(lo, hi) if lo == hi => write!(f, "{lo}"),
             PortSpec::Range(lo, hi) => write!(f, "{lo}-{hi}"),
             PortSpec::Named(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-/// L7 rules attached to a port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum L7Rules {
-    Http(Vec<HttpRule>),
-    Dns(Vec<FqdnSelector>),
-    Kafka(Vec<KafkaRule>),
-}
-
-/// Which proxy parser a redirected port needs.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum L7Parser {
-    Http,
-    Dns,
-    Kafka,
-}
-
-impl fmt::Display for L7Parser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            L7Parser::Http => "http",
-            L7Parser::Dns => "dns",
-            L7Parser::Kafka => "kafka",
-        })
-    }
-}
-
-impl L7Rules {
-    /// The parser these rules need.
-    pub fn parser(&self) -> L7Parser {
-        match self {
-            L7Rules::Http(_) => L7Parser::Http,
-            L7Rules::Dns(_) => L7Parser::Dns,
-            L7Rules::Kafka(_) => L7Parser::Kafka,
         }
     }
 }

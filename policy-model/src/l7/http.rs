@@ -41,7 +41,7 @@ use std::collections::HashMap;
 
 use regex::{Regex, RegexSet, RegexSetBuilder};
 
-use super::{L7Protocol, L7RuleError};
+use super::error::{L7Protocol, L7RuleError};
 use crate::api::{HttpRule, MismatchAction, SecretRef};
 
 #[cfg(test)]

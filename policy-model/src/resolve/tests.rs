@@ -1,7 +1,7 @@
 use super::*;
 use crate::load::load_str;
 use crate::mapstate::MapVerdict::{Allow, Deny};
-use crate::rules::PolicyKind;
+use crate::origin::PolicyKind;
 
 const TOPO: &str = "
 namespaces:
