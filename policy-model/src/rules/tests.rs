@@ -1,5 +1,9 @@
 use super::*;
-use crate::labels::{LabelSet, SOURCE_RESERVED};
+use crate::api::{CiliumPolicy, NetworkPolicy};
+use crate::labels::{
+    LabelSet, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, SOURCE_K8S, SOURCE_RESERVED, Selector,
+};
+use std::sync::Arc;
 
 fn origin(kind: PolicyKind, ns: Option<&str>) -> Arc<PolicyRef> {
     Arc::new(PolicyRef {
