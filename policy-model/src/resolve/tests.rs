@@ -1,7 +1,13 @@
 use super::*;
+use crate::identity::NumericIdentity;
+use crate::l7::L7Parser;
 use crate::load::load_str;
 use crate::mapstate::MapVerdict::{Allow, Deny};
+use crate::mapstate::{MapKey, MapVerdict, PortKey};
 use crate::origin::PolicyKind;
+use crate::rules::Direction;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 const TOPO: &str = "
 namespaces:
