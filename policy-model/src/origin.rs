@@ -43,3 +43,6 @@ impl fmt::Display for PolicyRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

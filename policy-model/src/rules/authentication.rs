@@ -60,3 +60,6 @@ pub fn authentication_warnings(cp: &CiliumPolicy) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -430,3 +430,6 @@ fn cilium_entry(
         requires,
     ))
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,4 +28,4 @@ pub use crate::l7::{L7Parser, L7Rules};
 pub use crate::origin::{PolicyKind, PolicyRef};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod testing;

@@ -186,3 +186,6 @@ fn np_ports(
     }
     Ok(Some(out))
 }
+
+#[cfg(test)]
+mod tests;

@@ -240,3 +240,6 @@ fn icmp_type_by_name(p: Protocol, name: &str) -> Option<u16> {
     let table = if p == Protocol::Icmp { v4 } else { v6 };
     table.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
+
+#[cfg(test)]
+mod tests;

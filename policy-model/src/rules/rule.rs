@@ -303,3 +303,6 @@ pub(super) fn rerr(path: impl Into<String>, reason: impl Into<String>) -> RuleEr
         reason: reason.into(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -88,3 +88,6 @@ pub(super) fn port_tls(
         originating: context(&pr.originating_tls, "originatingTLS")?,
     })))
 }
+
+#[cfg(test)]
+mod tests;
