@@ -385,3 +385,6 @@ fn cookie_of(c: &Contribution) -> u32 {
     }
     h
 }
+
+#[cfg(test)]
+mod tests;

@@ -228,3 +228,6 @@ pub(super) fn allocate(topology: &Topology, rules: &[PolicyRule], fqdn: &FqdnCac
         cidr_prefixes,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -131,3 +131,6 @@ pub enum LearnedAddress {
     /// whose identity changes: resolve again.
     Resolve,
 }
+
+#[cfg(test)]
+mod tests;

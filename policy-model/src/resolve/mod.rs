@@ -48,4 +48,4 @@ impl Cluster {
 }
 
 #[cfg(test)]
-mod tests;
+mod testing;

@@ -130,3 +130,6 @@ pub fn peer_selects(peer: &Peer, id: &Identity, node_labels: &LabelSet) -> bool 
         Peer::Nodes(sel) => id.id == N::HOST && sel.matches(node_labels),
     }
 }
+
+#[cfg(test)]
+mod tests;
