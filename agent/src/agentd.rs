@@ -545,7 +545,7 @@ impl Inputs {
             } => {
                 *stamp = fingerprint(policies);
                 let topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
-                let hash = content_hash(policies);
+                let hash = policy_model::load::content_hash(policies);
                 let set = load_policies(policies)?;
                 Ok((topo, set, None, Some(hash)))
             }
@@ -581,7 +581,7 @@ impl Inputs {
                     return None;
                 }
                 *stamp = now;
-                let hash = content_hash(policies);
+                let hash = policy_model::load::content_hash(policies);
                 let read = load_policies(policies).and_then(|set| {
                     let topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
                     Ok((topo, set, None, Some(hash)))
@@ -1870,33 +1870,6 @@ impl Enforcer {
         }
         self.persist.fqdn(&self.fqdn);
     }
-}
-
-/// FNV-1a over the contents of every input file in path order: tells a
-/// waiting test or tool which version of the policy is in force.
-pub fn content_hash(paths: &[PathBuf]) -> u64 {
-    let mut files = Vec::new();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        } else {
-            files.push(p);
-        }
-    }
-    files.sort();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for f in files {
-        for b in std::fs::read(&f).unwrap_or_default() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 fn mark_applied(state_dir: &Path, hash: u64) -> Result<()> {

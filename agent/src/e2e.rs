@@ -216,7 +216,7 @@ pub fn apply_policy(pol_path: &Path, text: &str) -> Result<Duration> {
     write_atomic(pol_path, text)?;
     let want = format!(
         "{:016x}",
-        crate::agentd::content_hash(&[pol_path.to_path_buf()])
+        policy_model::load::content_hash(&[pol_path.to_path_buf()])
     );
     let start = Instant::now();
     let applied = Path::new(lab::STATE_DIR).join("applied.hash");

@@ -18,6 +18,7 @@ pub mod labels;
 pub mod load;
 pub mod mapstate;
 pub mod matrix;
+pub mod origin;
 pub mod resolve;
 pub mod rules;
 pub mod topology;
@@ -26,8 +27,9 @@ pub use explain::{
     Explanation, FlowPeer, FlowQuery, L7Request, Layer, TlsRequestSpec, Verdict, explain,
 };
 pub use identity::NumericIdentity;
+pub use l7::L7Parser;
 pub use load::{LoadError, PolicySet};
 pub use mapstate::{MapChange, MapKey, MapState, MapValue, MapVerdict, PortKey};
 pub use resolve::{Cluster, EndpointPolicy, FqdnCache};
-pub use rules::{Direction, L7Parser, Protocol};
+pub use rules::{Direction, Protocol};
 pub use topology::Topology;

@@ -3,7 +3,8 @@
 //! error naming the file, the document and the field.
 
 use crate::api::{CiliumPolicy, NetworkPolicy};
-use crate::rules::{self, PolicyKind, PolicyRef, PolicyRule};
+use crate::origin::{PolicyKind, PolicyRef};
+use crate::rules::{self, PolicyRule};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -83,14 +84,11 @@ impl PolicySet {
         self.warnings.extend(other.warnings);
     }
 
-    /// Loads files and directories (recursively, `*.yaml`/`*.yml`/`*.json`,
-    /// in name order). Any invalid object fails the whole load.
+    /// Loads the policy files of `paths` ([`policy_files`]: files as
+    /// named, directories recursively, `*.yaml`/`*.yml`/`*.json`, in name
+    /// order). Any invalid object fails the whole load.
     pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Self, Vec<LoadError>> {
-        let mut files = Vec::new();
-        let mut errors = Vec::new();
-        for p in paths {
-            collect_files(p.as_ref(), &mut files, &mut errors);
-        }
+        let PolicyFiles { files, mut errors } = policy_files(paths);
         let mut set = PolicySet::default();
         for f in files {
             let name = f.display().to_string();
@@ -111,6 +109,49 @@ impl PolicySet {
             Err(errors)
         }
     }
+}
+
+/// The files a list of policy inputs stands for, and the inputs that
+/// could not be walked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyFiles {
+    /// In load order: the inputs in the order given; a file as named
+    /// (whatever its extension); a directory's `*.yaml`, `*.yml` and
+    /// `*.json` files, recursively, each directory in name order.
+    pub files: Vec<PathBuf>,
+    /// Inputs that do not exist and directories that cannot be listed.
+    pub errors: Vec<LoadError>,
+}
+
+/// Which files the policy inputs `paths` stand for: the one walk that
+/// decides what the loader reads and what [`content_hash`] covers, so a
+/// README or an editor's swap file beside the policies is neither loaded
+/// nor hashed.
+pub fn policy_files<P: AsRef<Path>>(paths: &[P]) -> PolicyFiles {
+    let mut out = PolicyFiles::default();
+    for p in paths {
+        collect_files(p.as_ref(), &mut out.files, &mut out.errors);
+    }
+    out
+}
+
+/// A hash of the policy in `paths`: FNV-1a over the bytes of each file
+/// [`policy_files`] lists, in load order, with a separator after each. The
+/// agent records the hash of the policy it put in force (`applied.hash`),
+/// and the wire runner waits for the hash of the one file it wrote. A file
+/// that cannot be read hashes as empty; an input that cannot be walked
+/// adds nothing (its load fails, so no hash of it is ever put in force).
+pub fn content_hash(paths: &[PathBuf]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in policy_files(paths).files {
+        for b in std::fs::read(&f).unwrap_or_default() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {

@@ -11,7 +11,8 @@
 //! "No match" means drop.
 
 use crate::identity::NumericIdentity;
-use crate::rules::{Direction, L7Parser};
+use crate::l7::L7Parser;
+use crate::rules::Direction;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,6 @@
 //! `cilium.io/v2` `CiliumNetworkPolicy` and `CiliumClusterwideNetworkPolicy`.
 
-use super::{IntOrString, LabelSelector, ObjectMeta};
+use super::meta::{IntOrString, LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 /// A `CiliumNetworkPolicy` or `CiliumClusterwideNetworkPolicy`: one `spec`,

@@ -1,6 +1,6 @@
 //! `networking.k8s.io/v1` `NetworkPolicy`.
 
-use super::{IntOrString, LabelSelector, ObjectMeta};
+use super::meta::{IntOrString, LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 /// A Kubernetes `NetworkPolicy` object.

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use regex::{Regex, RegexSet};
 
-use super::{L7Protocol, L7RuleError};
+use super::error::{L7Protocol, L7RuleError};
 use crate::api::FqdnSelector;
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! version it cannot decode) must be denied by the parser, never passed
 //! with an empty list.
 
-use super::{L7Protocol, L7RuleError};
+use super::error::{L7Protocol, L7RuleError};
 use crate::api::KafkaRule;
 
 #[cfg(test)]

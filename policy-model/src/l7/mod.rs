@@ -13,111 +13,60 @@
 //!   proxy does with a TLS (or plaintext) connection on a redirected port.
 //!
 //! All three report invalid rules with one error type, [`L7RuleError`].
+//! [`L7Rules`] are the wire rules of one port, as a policy states them;
+//! [`L7Parser`] is the proxy parser they need.
 
 use std::fmt;
 
+use crate::api::{FqdnSelector, HttpRule, KafkaRule};
+
 pub mod dns;
+mod error;
 pub mod http;
 pub mod kafka;
 pub mod tls;
 
 pub use dns::{DnsRuleSet, FqdnPattern, normalize_name};
+pub use error::{L7Protocol, L7RuleError};
 pub use http::{HeaderAction, HttpRequest, HttpRuleSet, HttpVerdict};
 pub use kafka::{KafkaRequest, KafkaRuleSet, KafkaVerdict};
 
-/// The protocol whose rule an [`L7RuleError`] is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum L7Protocol {
+/// L7 rules attached to a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L7Rules {
+    Http(Vec<HttpRule>),
+    Dns(Vec<FqdnSelector>),
+    Kafka(Vec<KafkaRule>),
+}
+
+/// Which proxy parser a redirected port needs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum L7Parser {
     Http,
     Dns,
     Kafka,
 }
 
-impl fmt::Display for L7Protocol {
+impl fmt::Display for L7Parser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            L7Protocol::Http => "http",
-            L7Protocol::Dns => "dns",
-            L7Protocol::Kafka => "kafka",
+            L7Parser::Http => "http",
+            L7Parser::Dns => "dns",
+            L7Parser::Kafka => "kafka",
         })
     }
 }
 
-/// An L7 rule that cannot be compiled. Every variant names the protocol, the
-/// index of the rule in its list (`rules.http[rule]`, `toFQDNs[rule]`, ...)
-/// and the field at fault, so the message points at the line to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum L7RuleError {
-    /// A `method`, `path` or `host` that is not a valid regular expression.
-    #[error(
-        "{protocol} rule {rule}, field `{field}`: {pattern:?} is not a valid regular expression \
-         (RE2 syntax, matched against the whole value): {reason}"
-    )]
-    InvalidRegex {
-        protocol: L7Protocol,
-        rule: usize,
-        field: String,
-        pattern: String,
-        reason: String,
-    },
-    /// A field whose value is malformed or out of range; `reason` says what
-    /// is accepted.
-    #[error("{protocol} rule {rule}, field `{field}`: {value:?} {reason}")]
-    InvalidValue {
-        protocol: L7Protocol,
-        rule: usize,
-        field: String,
-        value: String,
-        reason: String,
-    },
-    /// Two fields that exclude each other are both set.
-    #[error("{protocol} rule {rule}: `{first}` and `{second}` cannot both be set; {hint}")]
-    ConflictingFields {
-        protocol: L7Protocol,
-        rule: usize,
-        first: &'static str,
-        second: &'static str,
-        hint: &'static str,
-    },
-    /// A rule that must set one of several fields sets none.
-    #[error("{protocol} rule {rule}: {expected} must be set")]
-    MissingField {
-        protocol: L7Protocol,
-        rule: usize,
-        expected: &'static str,
-    },
-}
-
-impl L7RuleError {
-    /// Index of the offending rule in its list.
-    pub fn rule(&self) -> usize {
+impl L7Rules {
+    /// The parser these rules need.
+    pub fn parser(&self) -> L7Parser {
         match self {
-            L7RuleError::InvalidRegex { rule, .. }
-            | L7RuleError::InvalidValue { rule, .. }
-            | L7RuleError::ConflictingFields { rule, .. }
-            | L7RuleError::MissingField { rule, .. } => *rule,
+            L7Rules::Http(_) => L7Parser::Http,
+            L7Rules::Dns(_) => L7Parser::Dns,
+            L7Rules::Kafka(_) => L7Parser::Kafka,
         }
-    }
-
-    /// The protocol of the offending rule.
-    pub fn protocol(&self) -> L7Protocol {
-        match self {
-            L7RuleError::InvalidRegex { protocol, .. }
-            | L7RuleError::InvalidValue { protocol, .. }
-            | L7RuleError::ConflictingFields { protocol, .. }
-            | L7RuleError::MissingField { protocol, .. } => *protocol,
-        }
-    }
-
-    /// The same error, about rule `index` (for single-rule constructors
-    /// called from a list compiler).
-    pub(crate) fn at_rule(mut self, index: usize) -> Self {
-        match &mut self {
-            L7RuleError::InvalidRegex { rule, .. }
-            | L7RuleError::InvalidValue { rule, .. }
-            | L7RuleError::ConflictingFields { rule, .. }
-            | L7RuleError::MissingField { rule, .. } => *rule = index,
-        }
-        self
     }
 }

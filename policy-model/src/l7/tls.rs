@@ -26,7 +26,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::rules::{L7Rules, PolicyRef};
+use super::L7Rules;
+use crate::origin::PolicyRef;
 
 /// A reference to a secret holding TLS material, as written in a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -431,3 +431,84 @@ fn extend_appends_policies_and_warnings() {
     assert_eq!(a.warnings.len(), 1);
     assert_eq!(a.policies[1].origin.name, "cnp1");
 }
+
+#[test]
+fn policy_files_lists_what_the_loader_reads_in_load_order() {
+    let d = ScratchDir::new("files");
+    let sub = d.0.join("sub");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    std::fs::write(d.0.join("b.yaml"), CNP).expect("write");
+    std::fs::write(d.0.join("a.yml"), NP).expect("write");
+    std::fs::write(sub.join("c.json"), CCNP).expect("write");
+    std::fs::write(d.0.join("README.md"), "notes").expect("write");
+    std::fs::write(d.0.join(".b.yaml.swp"), "swap").expect("write");
+    // A file named as an input counts whatever its extension.
+    let named = d.0.join("policy.txt");
+    std::fs::write(&named, NP).expect("write");
+    let missing = d.0.join("nope");
+    let found = policy_files(&[named.clone(), d.0.clone(), missing]);
+    assert_eq!(
+        found.files,
+        [
+            named.clone(),
+            d.0.join("a.yml"),
+            d.0.join("b.yaml"),
+            sub.join("c.json")
+        ]
+    );
+    assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
+    assert!(
+        matches!(&found.errors[0], LoadError::Read { file, .. } if file.ends_with("nope")),
+        "{:?}",
+        found.errors
+    );
+}
+
+/// FNV-1a of each file's bytes with a 0xff separator after each, written
+/// out independently of `content_hash` (the bench scripts compute the
+/// same in Python).
+fn fnv1a_files(contents: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in contents {
+        for b in c.iter().chain(std::iter::once(&0xff)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[test]
+fn content_hash_of_one_file_is_fnv1a_of_its_bytes_and_a_separator() {
+    let d = ScratchDir::new("hash-one");
+    let f = d.0.join("policy.yaml");
+    std::fs::write(&f, NP).expect("write");
+    assert_eq!(
+        content_hash(std::slice::from_ref(&f)),
+        fnv1a_files(&[NP.as_bytes()])
+    );
+    std::fs::write(&f, "").expect("write");
+    assert_eq!(content_hash(&[f]), fnv1a_files(&[b""]));
+}
+
+#[test]
+fn content_hash_follows_the_loaded_files_only() {
+    let d = ScratchDir::new("hash-dir");
+    let dir = [d.0.clone()];
+    std::fs::write(d.0.join("a.yaml"), NP).expect("write");
+    // A directory holding one policy file (and anything else) hashes as
+    // that file: the wire runner hashes the file it wrote.
+    std::fs::write(d.0.join("README.md"), "notes").expect("write");
+    let one = content_hash(&dir);
+    assert_eq!(one, content_hash(&[d.0.join("a.yaml")]));
+    std::fs::write(d.0.join("README.md"), "other notes").expect("write");
+    std::fs::write(d.0.join("a.yaml.tmp"), CNP).expect("write");
+    assert_eq!(content_hash(&dir), one, "files the loader skips");
+    std::fs::write(d.0.join("b.json"), CCNP).expect("write");
+    let two = content_hash(&dir);
+    assert_eq!(two, fnv1a_files(&[NP.as_bytes(), CCNP.as_bytes()]));
+    std::fs::write(d.0.join("a.yaml"), CNP).expect("write");
+    assert_ne!(content_hash(&dir), two, "a loaded file changed");
+    std::fs::remove_file(d.0.join("b.json")).expect("rm");
+    assert_ne!(content_hash(&dir), two, "a loaded file went away");
+}

@@ -1,5 +1,7 @@
+use super::fields::literal_alternatives;
 use super::*;
-use crate::api::HeaderMatch;
+use crate::api::{HeaderMatch, MismatchAction};
+use regex::Regex;
 
 fn rule() -> HttpRule {
     HttpRule::default()

@@ -1,6 +1,6 @@
 use super::*;
 use crate::api::HttpRule;
-use crate::rules::{PolicyKind, PolicyRef};
+use crate::origin::{PolicyKind, PolicyRef};
 
 fn origin(ns: Option<&str>) -> Arc<PolicyRef> {
     Arc::new(PolicyRef {

@@ -1,0 +1,73 @@
+//! The resolved cluster: identities, endpoints, ipcache and selector
+//! cache, with the lookups every other part of resolution reads.
+
+use super::identities::Endpoint;
+use crate::identity::{Identity, NumericIdentity};
+use crate::l7::dns::FqdnPattern;
+use crate::rules::{Peer, PolicyRule};
+use crate::topology::Topology;
+use ipnet::IpNet;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// A topology, its policies and learned names, with identities allocated
+/// and selectors evaluated.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub topology: Topology,
+    pub rules: Vec<PolicyRule>,
+    pub(super) identities: BTreeMap<NumericIdentity, Identity>,
+    pub(super) endpoints: Vec<Endpoint>,
+    /// Prefix -> identity, longest prefixes first.
+    pub(super) ipcache: Vec<(IpNet, NumericIdentity)>,
+    /// Selector cache: peer or subject selector -> identities it selects.
+    pub(super) selections: HashMap<Peer, Arc<Vec<NumericIdentity>>>,
+    /// Endpoint identity -> indices of rules that select it.
+    pub(super) subjects: HashMap<NumericIdentity, Vec<usize>>,
+    /// Every toFQDNs selector of the rules: label key and matcher.
+    pub(super) fqdn_patterns: Vec<(String, FqdnPattern)>,
+    /// Every prefix the rules name (CIDRs and their exceptions).
+    pub(super) cidr_prefixes: Vec<IpNet>,
+}
+
+impl Cluster {
+    /// All identities, by number.
+    pub fn identities(&self) -> &BTreeMap<NumericIdentity, Identity> {
+        &self.identities
+    }
+
+    /// One identity.
+    pub fn identity(&self, id: NumericIdentity) -> Option<&Identity> {
+        self.identities.get(&id)
+    }
+
+    /// Local endpoints in topology order.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The endpoint `namespace/name`.
+    pub fn endpoint(&self, full_name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.full_name() == full_name)
+    }
+
+    /// The endpoint owning `ip`.
+    pub fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.ips.contains(&ip))
+    }
+
+    /// The ipcache: prefix -> identity, longest prefixes first.
+    pub fn ipcache(&self) -> &[(IpNet, NumericIdentity)] {
+        &self.ipcache
+    }
+
+    /// Longest-prefix identity of an address.
+    pub fn identity_of_ip(&self, ip: IpAddr) -> NumericIdentity {
+        self.ipcache
+            .iter()
+            .find(|(p, _)| p.contains(&ip))
+            .map(|(_, id)| *id)
+            .unwrap_or(NumericIdentity::WORLD)
+    }
+}

@@ -1,0 +1,51 @@
+//! Resolution: identities for the topology and the policies' CIDRs and
+//! learned names, the selector cache, and each endpoint's resolved policy.
+//!
+//! The files follow cilium's pipeline: `identities.rs` allocates
+//! identities and the ipcache (with `fqdn.rs`, the names learned from
+//! DNS), `selectors.rs` evaluates every selector once, `endpoint.rs`
+//! resolves one endpoint into a `policy.rs` [`EndpointPolicy`], and
+//! `learned.rs` applies an address learned later. `cluster.rs` holds the
+//! [`Cluster`] they all read; this file builds it.
+
+mod cluster;
+mod endpoint;
+mod fqdn;
+mod identities;
+mod learned;
+mod policy;
+mod selectors;
+
+pub use cluster::Cluster;
+pub use fqdn::{FqdnCache, fqdn_key};
+pub use identities::{Endpoint, NamedPort};
+pub use learned::LearnedAddress;
+pub use policy::{Contribution, EndpointPolicy, L7Policy};
+pub use selectors::peer_selects;
+
+use crate::rules::PolicyRule;
+use crate::topology::Topology;
+use std::collections::HashMap;
+
+impl Cluster {
+    /// Builds identities and the selector cache.
+    pub fn new(topology: Topology, rules: Vec<PolicyRule>, fqdn: &FqdnCache) -> Self {
+        let ids = identities::allocate(&topology, &rules, fqdn);
+        let mut cluster = Cluster {
+            topology,
+            rules,
+            identities: ids.identities,
+            endpoints: ids.endpoints,
+            ipcache: ids.ipcache,
+            selections: HashMap::new(),
+            subjects: HashMap::new(),
+            fqdn_patterns: ids.fqdn_patterns,
+            cidr_prefixes: ids.cidr_prefixes,
+        };
+        cluster.build_selector_cache();
+        cluster
+    }
+}
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,31 @@
+//! Internal rules: NetworkPolicy, CNP and CCNP translated into one form
+//! (as Cilium translates everything into `api.Rule`), with selectors
+//! compiled, ports parsed and every input error reported with its path.
+//!
+//! `rule.rs` is the form; `network_policy.rs` and `cilium.rs` translate
+//! the two policy families into it, sharing `parse.rs`; a Cilium entry's
+//! ports (`port_rule.rs`), TLS settings (`tls.rs`) and `authentication`
+//! (`authentication.rs`) have a file each.
+
+mod authentication;
+mod cilium;
+mod network_policy;
+mod parse;
+mod port_rule;
+mod rule;
+mod tls;
+
+pub use authentication::authentication_warnings;
+pub use cilium::from_cilium_policy;
+pub use network_policy::from_network_policy;
+pub use parse::parse_cidr;
+pub use rule::{
+    Direction, DirectionRules, Entity, Peer, PolicyRule, PortMatch, PortSpec, Protocol, RuleEntry,
+    RuleError, Subject,
+};
+
+pub use crate::l7::{L7Parser, L7Rules};
+pub use crate::origin::{PolicyKind, PolicyRef};
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,308 @@
+//! The internal rule form every policy kind is translated into (as
+//! Cilium translates everything into `api.Rule`): a subject, and per
+//! direction the allow and deny entries with their peers and ports.
+
+use crate::api::FqdnSelector;
+use crate::labels::Selector;
+use ipnet::IpNet;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::l7::L7Rules;
+use crate::l7::tls::PortTls;
+use crate::origin::PolicyRef;
+
+/// Traffic direction, seen from the selected endpoint.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        })
+    }
+}
+
+/// Cilium's entities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Entity {
+    All,
+    World,
+    WorldIpv4,
+    WorldIpv6,
+    Cluster,
+    Host,
+    RemoteNode,
+    KubeApiserver,
+    Init,
+    Health,
+    Unmanaged,
+    Ingress,
+    None,
+}
+
+impl Entity {
+    /// Parses an entity name as written in `fromEntities`/`toEntities`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "all" => Entity::All,
+            "world" => Entity::World,
+            "world-ipv4" => Entity::WorldIpv4,
+            "world-ipv6" => Entity::WorldIpv6,
+            "cluster" => Entity::Cluster,
+            "host" => Entity::Host,
+            "remote-node" => Entity::RemoteNode,
+            "kube-apiserver" => Entity::KubeApiserver,
+            "init" => Entity::Init,
+            "health" => Entity::Health,
+            "unmanaged" => Entity::Unmanaged,
+            "ingress" => Entity::Ingress,
+            "none" => Entity::None,
+            _ => return Option::None,
+        })
+    }
+
+    /// The name as written in policies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Entity::All => "all",
+            Entity::World => "world",
+            Entity::WorldIpv4 => "world-ipv4",
+            Entity::WorldIpv6 => "world-ipv6",
+            Entity::Cluster => "cluster",
+            Entity::Host => "host",
+            Entity::RemoteNode => "remote-node",
+            Entity::KubeApiserver => "kube-apiserver",
+            Entity::Init => "init",
+            Entity::Health => "health",
+            Entity::Unmanaged => "unmanaged",
+            Entity::Ingress => "ingress",
+            Entity::None => "none",
+        }
+    }
+}
+
+/// A remote peer selector: which identities a rule talks about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    /// Every identity (K8s NP without `from`/`to`, CNP rule with only ports).
+    All,
+    /// Endpoints (and reserved identities) whose labels match.
+    Endpoints(Selector),
+    /// A Cilium entity.
+    Entity(Entity),
+    /// Addresses outside the cluster within `cidr` but not in `except`.
+    Cidr { cidr: IpNet, except: Vec<IpNet> },
+    /// Addresses learned from DNS answers for names matching the selector.
+    Fqdn(FqdnSelector),
+    /// Nodes whose labels match (`fromNodes`/`toNodes`).
+    Nodes(Selector),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::All => f.write_str("any peer"),
+            Peer::Endpoints(s) => write!(f, "endpoints {s}"),
+            Peer::Entity(e) => write!(f, "entity {}", e.name()),
+            Peer::Cidr { cidr, except } if except.is_empty() => write!(f, "cidr {cidr}"),
+            Peer::Cidr { cidr, except } => {
+                let ex: Vec<String> = except.iter().map(|e| e.to_string()).collect();
+                write!(f, "cidr {cidr} except {}", ex.join(","))
+            }
+            Peer::Fqdn(s) => match (&s.match_name, &s.match_pattern) {
+                (Some(n), _) => write!(f, "fqdn matchName {n}"),
+                (_, Some(p)) => write!(f, "fqdn matchPattern {p}"),
+                _ => f.write_str("fqdn (empty)"),
+            },
+            Peer::Nodes(s) => write!(f, "nodes {s}"),
+        }
+    }
+}
+
+/// IP protocols a port rule can name. `Any` = TCP, UDP and SCTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+    Icmp,
+    Icmpv6,
+    Any,
+}
+
+impl Protocol {
+    /// IANA protocol number (0 for `Any`).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+            Protocol::Icmp => 1,
+            Protocol::Icmpv6 => 58,
+            Protocol::Any => 0,
+        }
+    }
+
+    /// Protocol from its number.
+    pub fn from_number(n: u8) -> Option<Self> {
+        Some(match n {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            132 => Protocol::Sctp,
+            1 => Protocol::Icmp,
+            58 => Protocol::Icmpv6,
+            0 => Protocol::Any,
+            _ => return None,
+        })
+    }
+
+    /// Parses `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6`/`ICMPV6`, `ANY`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            "ICMP" => Protocol::Icmp,
+            "ICMPV6" => Protocol::Icmpv6,
+            "ANY" => Protocol::Any,
+            _ => return None,
+        })
+    }
+
+    /// The concrete protocols this stands for.
+    pub fn expand(self) -> &'static [Protocol] {
+        match self {
+            Protocol::Any => &[Protocol::Tcp, Protocol::Udp, Protocol::Sctp],
+            Protocol::Tcp => &[Protocol::Tcp],
+            Protocol::Udp => &[Protocol::Udp],
+            Protocol::Sctp => &[Protocol::Sctp],
+            Protocol::Icmp => &[Protocol::Icmp],
+            Protocol::Icmpv6 => &[Protocol::Icmpv6],
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+            Protocol::Icmp => "ICMP",
+            Protocol::Icmpv6 => "ICMPv6",
+            Protocol::Any => "ANY",
+        })
+    }
+}
+
+/// A port or port range, or a named port resolved later.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortSpec {
+    /// All ports of the protocol.
+    Any,
+    /// `lo..=hi` (equal for a single port).
+    Range(u16, u16),
+    /// A named container port.
+    Named(String),
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortSpec::Any => f.write_str("any port"),
+            PortSpec::Range(lo, hi) if lo == hi => write!(f, "{lo}"),
+            PortSpec::Range(lo, hi) => write!(f, "{lo}-{hi}"),
+            PortSpec::Named(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// One port (or ICMP type) a rule entry allows or denies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortMatch {
+    pub protocol: Protocol,
+    pub port: PortSpec,
+    pub l7: Option<Arc<L7Rules>>,
+    /// `serverNames` / `terminatingTLS` / `originatingTLS` of the entry.
+    pub tls: Option<Arc<PortTls>>,
+}
+
+/// One allow or deny entry of a rule, in one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleEntry {
+    /// Field path in the source object, e.g. `spec.ingressDeny[0]`.
+    pub path: String,
+    pub deny: bool,
+    /// Peers; empty = the entry selects no peer.
+    pub peers: Vec<Peer>,
+    /// `None` = all protocols and ports (an L3-only rule).
+    pub ports: Option<Vec<PortMatch>>,
+}
+
+/// A rule's contribution to one direction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DirectionRules {
+    /// Whether selected endpoints become default-deny in this direction.
+    pub default_deny: bool,
+    pub entries: Vec<RuleEntry>,
+    /// `fromRequires` / `toRequires`: every peer must also match all of these.
+    pub requires: Vec<Selector>,
+}
+
+/// What a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// Pods whose labels match.
+    Endpoints(Selector),
+    /// The node (host firewall) when its labels match.
+    Nodes(Selector),
+}
+
+/// One internal rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRule {
+    pub origin: Arc<PolicyRef>,
+    /// Path of this rule in the object (`spec`, `specs[2]`).
+    pub path: String,
+    pub description: Option<String>,
+    pub subject: Subject,
+    pub ingress: DirectionRules,
+    pub egress: DirectionRules,
+}
+
+impl PolicyRule {
+    /// The rules of one direction.
+    pub fn direction(&self, d: Direction) -> &DirectionRules {
+        match d {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
+/// A policy object that does not make sense, with the field and reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct RuleError {
+    pub path: String,
+    pub reason: String,
+}
+
+pub(super) fn rerr(path: impl Into<String>, reason: impl Into<String>) -> RuleError {
+    RuleError {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
