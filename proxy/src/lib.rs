@@ -23,7 +23,8 @@
 
 pub mod policy;
 
-pub use policy::{ConnRules, Judgement, PolicyHandle, ProxyPolicy};
+pub use http::judge::{HttpRules, Judgement};
+pub use policy::{PolicyHandle, ProxyPolicy, Refusal};
 pub mod dns;
 pub mod http;
 pub mod kafka;

@@ -43,7 +43,7 @@ mod udp;
 mod tests;
 
 pub use deny::DenyResponse;
-pub use judge::{DnsJudgement, DnsRefusal, DnsRules, Transport, decide};
+pub use judge::{DnsJudgement, DnsRules, Transport, decide};
 pub use learn::{LearnedNames, NameLearner, NoLearner};
 pub use metrics::{DnsLimit, DnsMetrics, DnsVerdict, TransportLabel};
 

@@ -8,10 +8,11 @@ use policy_model::load::load_str;
 use policy_model::{Cluster, FqdnCache, Topology};
 
 use super::deny::{self, ProxyRcode};
-use super::judge::{DnsRefusal, Transport, decide};
+use super::judge::{Transport, decide};
 use super::learn::{LearnLimits, addresses};
 use super::parse::{DnsAnswer, ParseError, parse_query};
 use crate::policy::ProxyPolicy;
+use crate::policy::{Refusal, SideFault};
 
 fn name(s: &str) -> Name {
     Name::from_ascii(s).expect("literal DNS name")
@@ -343,25 +344,40 @@ fn fails_closed_outside_a_dns_redirect() {
             .side
             .err()
     };
-    assert_eq!(refusal("10.9.9.9:1000", SERVER), Some(DnsRefusal::NotLocal));
+    assert_eq!(refusal("10.9.9.9:1000", SERVER), Some(Refusal::NotLocal));
     assert!(matches!(
         refusal(CLIENT_A, "10.201.0.53:5353"),
-        Some(DnsRefusal::NoEntry { .. })
+        Some(Refusal::Side {
+            fault: SideFault::NoEntry,
+            ..
+        })
     ));
     assert!(matches!(
         refusal(CLIENT_A, "10.202.0.53:53"),
-        Some(DnsRefusal::NoEntry { .. })
+        Some(Refusal::Side {
+            fault: SideFault::NoEntry,
+            ..
+        })
     ));
     assert!(matches!(
         refusal("10.0.1.2:1000", SERVER),
-        Some(DnsRefusal::NotRedirected { .. })
+        Some(Refusal::Side {
+            fault: SideFault::NotRedirected(_),
+            ..
+        })
     ));
     let http_port = p
         .dns_rules(addr(CLIENT_A), addr("10.201.0.53:80"), Transport::Tcp)
         .side
         .err();
     assert!(
-        matches!(http_port, Some(DnsRefusal::NotRedirected { .. })),
+        matches!(
+            http_port,
+            Some(Refusal::Side {
+                fault: SideFault::NotRedirected(_),
+                ..
+            })
+        ),
         "{http_port:?}"
     );
     assert!(!judge(

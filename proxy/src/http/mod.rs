@@ -8,6 +8,7 @@
 
 pub mod deny;
 pub mod detect;
+pub mod judge;
 pub mod request;
 pub mod upstream;
 
@@ -31,9 +32,10 @@ use tokio::sync::{Mutex, watch};
 
 use crate::limits::{ConnectionPermit, IdleTimeout, TimeoutKind};
 use crate::metrics::{ProtocolLabel, ProxyMetrics, RefusedRequest, VerdictLabel};
-use crate::policy::{HeaderEdit, Judgement, PolicyHandle};
+use crate::policy::PolicyHandle;
 use deny::Denial;
 use detect::Detected;
+use judge::{HeaderEdit, Judgement};
 use upstream::{UpstreamConfig, UpstreamConn, UpstreamError};
 
 /// The body of every response the proxy sends downstream.

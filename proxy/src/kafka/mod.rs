@@ -38,7 +38,7 @@ pub mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use judge::{KafkaJudgement, KafkaRefusal, KafkaRules};
+pub use judge::{KafkaJudgement, KafkaRules};
 pub use metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 pub use parse::{KafkaFrame, ParseError, TopicRef, Topics, parse_request};
 

@@ -9,105 +9,51 @@
 //! (a flow the kernel should not have redirected, a redirect to another
 //! parser, a rule set that failed to compile) denies: the proxy fails
 //! closed like the datapath.
+//!
+//! - [`side`]: one side of a flow, its compiled rules and the refusal,
+//!   for every parser (each protocol's `judge.rs` gives the verdict);
+//! - [`ProxyPolicy`]: the snapshot; [`PolicyHandle`]: the current one.
+//!
+//! [`MapState::lookup`]: policy_model::MapState::lookup
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use policy_model::api::MismatchAction;
-use policy_model::l7::{HttpRequest, HttpRuleSet, HttpVerdict};
-use policy_model::resolve::L7Policy;
-use policy_model::rules::{L7Rules, PolicyRef};
-use policy_model::{
-    Cluster, Direction, EndpointPolicy, L7Parser, MapKey, MapVerdict, NumericIdentity,
-};
+use policy_model::l7::HttpRuleSet;
+use policy_model::{Cluster, EndpointPolicy, L7Parser, MapKey, NumericIdentity};
 
-use crate::dns::judge::{DnsRefusal, DnsRules, DnsSidePolicy, Transport as DnsTransport};
-use crate::kafka::judge::{KafkaRefusal, KafkaRules, KafkaSide, KafkaSidePolicy};
-
+pub mod side;
 #[cfg(test)]
 mod tests;
-mod tls;
 
-const TCP: u8 = 6;
-
-/// The compiled HTTP rules of one redirected policy key.
-#[derive(Debug)]
-pub struct HttpSidePolicy {
-    /// An L3/L4 allow without L7 rules covers the same traffic: every
-    /// request passes (the flow is still redirected).
-    allow_all: bool,
-    /// Every `rules.http` list of the key, concatenated into one set (the
-    /// lists are OR-ed, so one set judges them at once). `Err` holds why it
-    /// did not compile: then nothing is allowed.
-    set: Result<HttpRuleSet, String>,
-    /// For each rule of `set`: the policy and rule path it came from.
-    origins: Vec<(Arc<PolicyRef>, String)>,
-}
-
-impl HttpSidePolicy {
-    fn compile(l7: &L7Policy) -> HttpSidePolicy {
-        let mut rules = Vec::new();
-        let mut origins = Vec::new();
-        let mut foreign = None;
-        for (list, origin, path) in &l7.rules {
-            match list.as_ref() {
-                L7Rules::Http(http) => {
-                    for (i, rule) in http.iter().enumerate() {
-                        rules.push(rule.clone());
-                        origins.push((origin.clone(), format!("{path}.rules.http[{i}]")));
-                    }
-                }
-                other => {
-                    foreign = Some(format!(
-                        "{origin} {path} attaches {} rules to an HTTP-redirected port",
-                        match other {
-                            L7Rules::Dns(_) => "DNS",
-                            L7Rules::Kafka(_) => "Kafka",
-                            L7Rules::Http(_) => "HTTP",
-                        }
-                    ))
-                }
-            }
-        }
-        let set = match foreign {
-            Some(why) => Err(why),
-            None => HttpRuleSet::compile(&rules).map_err(|e| e.to_string()),
-        };
-        HttpSidePolicy {
-            allow_all: l7.allow_all,
-            set,
-            origins,
-        }
-    }
-}
+use side::CompiledRules;
+pub use side::{FlowRules, Refusal, RuleSet, Side, SideFault, SidePolicy};
 
 /// One endpoint's precomputed policy.
 #[derive(Debug)]
-struct EndpointEntry {
-    name: String,
-    policy: EndpointPolicy,
-    /// Compiled HTTP rules of every key redirected to the HTTP parser.
-    http: BTreeMap<MapKey, Arc<HttpSidePolicy>>,
-    /// Compiled DNS rules of every key redirected to the DNS parser.
-    dns: BTreeMap<MapKey, Arc<DnsSidePolicy>>,
-    /// Compiled Kafka rules of every key redirected to the Kafka parser.
-    kafka: BTreeMap<MapKey, Arc<KafkaSidePolicy>>,
+pub(crate) struct EndpointEntry {
+    /// `namespace/name`.
+    pub(crate) name: String,
+    pub(crate) policy: EndpointPolicy,
+    /// The compiled rules of every redirected key, for its parser.
+    rules: BTreeMap<MapKey, CompiledRules>,
 }
 
+/// Memoized HTTP rules of TLS-scoped ports per (endpoint, key, SNI).
+type TlsMemo = std::sync::Mutex<HashMap<(usize, MapKey, String), Arc<SidePolicy<HttpRuleSet>>>>;
+
 /// A snapshot of the node's policy as the proxy needs it: every local
-/// endpoint's map state and compiled HTTP rules, and the ipcache.
+/// endpoint's map state and compiled L7 rules, and the ipcache.
 #[derive(Debug)]
 pub struct ProxyPolicy {
     cluster: Cluster,
-    endpoints: Vec<EndpointEntry>,
+    pub(crate) endpoints: Vec<EndpointEntry>,
     by_ip: HashMap<IpAddr, usize>,
     /// HTTP rules of TLS-scoped ports per (endpoint, key, SNI), built on
-    /// first use (see `policy/tls.rs`).
-    #[allow(clippy::type_complexity)]
-    tls_memo: std::sync::Mutex<HashMap<(usize, MapKey, String), Arc<HttpSidePolicy>>>,
+    /// first use (see `tls/plan.rs`).
+    pub(crate) tls_memo: TlsMemo,
     /// Addresses learned from DNS since `cluster` was resolved, each with
     /// an identity `cluster` already has (see
     /// [`PolicyHandle::add_learned_address`]).
@@ -115,7 +61,7 @@ pub struct ProxyPolicy {
 }
 
 impl ProxyPolicy {
-    /// Resolves every endpoint of `cluster` and compiles its HTTP rule sets
+    /// Resolves every endpoint of `cluster` and compiles its L7 rule sets
     /// once. A rule set that does not compile is kept as deny-all and
     /// logged.
     pub fn new(cluster: &Cluster) -> ProxyPolicy {
@@ -123,49 +69,27 @@ impl ProxyPolicy {
         let mut by_ip = HashMap::new();
         for ep in cluster.endpoints() {
             let policy = cluster.endpoint_policy(ep);
-            let mut http = BTreeMap::new();
-            let mut dns = BTreeMap::new();
-            let mut kafka = BTreeMap::new();
+            let mut rules = BTreeMap::new();
             for (key, l7) in &policy.l7 {
-                if l7.parser == L7Parser::Kafka {
-                    let side = KafkaSidePolicy::compile(l7);
-                    if let Some(why) = side.compile_error() {
-                        tracing::error!(
-                            endpoint = %ep.full_name(),
-                            key = ?key,
-                            error = %why,
-                            "Kafka rules do not compile; every request on this key is denied"
-                        );
-                    }
-                    kafka.insert(*key, Arc::new(side));
-                    continue;
-                }
-                if l7.parser == L7Parser::Dns {
-                    let side = DnsSidePolicy::compile(l7);
-                    if let Some(why) = side.compile_error() {
-                        tracing::error!(
-                            endpoint = %ep.full_name(),
-                            key = ?key,
-                            error = %why,
+                let compiled = CompiledRules::compile(l7);
+                if let Some(why) = compiled.compile_error() {
+                    let endpoint = ep.full_name();
+                    match l7.parser {
+                        L7Parser::Http => tracing::error!(
+                            %endpoint, key = ?key, error = %why,
+                            "HTTP rules do not compile; every request on this key is denied"
+                        ),
+                        L7Parser::Dns => tracing::error!(
+                            %endpoint, key = ?key, error = %why,
                             "DNS rules do not compile; every query on this key is denied"
-                        );
+                        ),
+                        L7Parser::Kafka => tracing::error!(
+                            %endpoint, key = ?key, error = %why,
+                            "Kafka rules do not compile; every request on this key is denied"
+                        ),
                     }
-                    dns.insert(*key, Arc::new(side));
-                    continue;
                 }
-                if l7.parser != L7Parser::Http {
-                    continue;
-                }
-                let side = HttpSidePolicy::compile(l7);
-                if let Err(why) = &side.set {
-                    tracing::error!(
-                        endpoint = %ep.full_name(),
-                        key = ?key,
-                        error = %why,
-                        "HTTP rules do not compile; every request on this key is denied"
-                    );
-                }
-                http.insert(*key, Arc::new(side));
+                rules.insert(*key, compiled);
             }
             let index = endpoints.len();
             for ip in &ep.ips {
@@ -174,9 +98,7 @@ impl ProxyPolicy {
             endpoints.push(EndpointEntry {
                 name: ep.full_name(),
                 policy,
-                http,
-                dns,
-                kafka,
+                rules,
             });
         }
         ProxyPolicy {
@@ -203,6 +125,13 @@ impl ProxyPolicy {
         self.by_ip.get(&ip).map(|i| &self.endpoints[*i])
     }
 
+    /// Whether `ip` is one of this snapshot's local endpoints. Upstream
+    /// connections from the client's address go only to these (see
+    /// [`crate::http::upstream::bind_client_address`]).
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.by_ip.contains_key(&ip.to_canonical())
+    }
+
     fn identity(&self, ip: IpAddr) -> NumericIdentity {
         match self.endpoint(ip) {
             Some(e) => e.policy.identity,
@@ -224,411 +153,6 @@ impl ProxyPolicy {
             Some(e) => crate::limits::SourceKey::Endpoint(e.name.as_str().into()),
             None => crate::limits::SourceKey::remote(ip),
         }
-    }
-
-    /// The rules that apply to a redirected TCP connection from `src` to
-    /// `orig_dst`: the source endpoint's egress side (when the source is
-    /// local) and the destination endpoint's ingress side (when it is
-    /// local), each found with the kernel's lookup.
-    pub fn http_rules(&self, src: SocketAddr, orig_dst: SocketAddr) -> ConnRules {
-        let (src_identity, dst_identity, sides, refusal) =
-            self.local_sides(src, orig_dst, side_rules, Refusal::NotRedirected);
-        ConnRules {
-            src_identity,
-            dst_identity,
-            sides,
-            refusal,
-        }
-    }
-
-    /// The identities of a redirected TCP flow's ends and `side` of each
-    /// local end, found with the kernel's lookup: the source's egress,
-    /// then the destination's ingress. Sides that impose no rule
-    /// (`Ok(None)`) are left out; the first `Err` ends the walk and is the
-    /// refusal (no sides), as is `not_redirected` when no side has rules.
-    fn local_sides<S, R>(
-        &self,
-        src: SocketAddr,
-        orig_dst: SocketAddr,
-        side: SideFn<S, R>,
-        not_redirected: R,
-    ) -> (NumericIdentity, NumericIdentity, Vec<S>, Option<R>) {
-        let src_ip = src.ip().to_canonical();
-        let dst_ip = orig_dst.ip().to_canonical();
-        let src_identity = self.identity(src_ip);
-        let dst_identity = self.identity(dst_ip);
-        let candidates = [
-            (self.endpoint(src_ip), Direction::Egress, dst_identity),
-            (self.endpoint(dst_ip), Direction::Ingress, src_identity),
-        ];
-        let mut sides = Vec::new();
-        for (entry, direction, remote) in candidates {
-            let Some(entry) = entry else { continue };
-            match side(entry, direction, remote, orig_dst.port()) {
-                Ok(Some(s)) => sides.push(s),
-                Ok(None) => {}
-                Err(why) => return (src_identity, dst_identity, Vec::new(), Some(why)),
-            }
-        }
-        let refusal = sides.is_empty().then_some(not_redirected);
-        (src_identity, dst_identity, sides, refusal)
-    }
-}
-
-impl ProxyPolicy {
-    /// The DNS rules that apply to a redirected query from `src` to
-    /// `orig_dst` over `transport`: the source endpoint's egress entry for
-    /// (the DNS server's identity, port, protocol), found with the kernel's
-    /// lookup. Only a DNS redirect with a rule set yields rules.
-    pub fn dns_rules(
-        &self,
-        src: SocketAddr,
-        orig_dst: SocketAddr,
-        transport: DnsTransport,
-    ) -> DnsRules {
-        let src_ip = src.ip().to_canonical();
-        let dst_ip = orig_dst.ip().to_canonical();
-        let src_identity = self.identity(src_ip);
-        let dst_identity = self.identity(dst_ip);
-        let side = match self.endpoint(src_ip) {
-            None => Err(DnsRefusal::NotLocal),
-            Some(entry) => {
-                let endpoint = entry.name.clone();
-                match side_lookup(
-                    entry,
-                    Direction::Egress,
-                    dst_identity,
-                    (transport.protocol(), orig_dst.port()),
-                    L7Parser::Dns,
-                    &entry.dns,
-                ) {
-                    Ok(Some(side)) => Ok((endpoint, side.clone())),
-                    Ok(None) => Err(DnsRefusal::NotRedirected { endpoint }),
-                    Err(SideFault::NoEntry) => Err(DnsRefusal::NoEntry { endpoint }),
-                    Err(SideFault::DeniedAtL4) => Err(DnsRefusal::DeniedAtL4 { endpoint }),
-                    Err(SideFault::MissingRules) => Err(DnsRefusal::MissingRules { endpoint }),
-                    Err(SideFault::OtherParser(parser)) => {
-                        Err(DnsRefusal::OtherParser { endpoint, parser })
-                    }
-                }
-            }
-        };
-        DnsRules {
-            src_identity,
-            dst_identity,
-            side,
-        }
-    }
-}
-
-impl ProxyPolicy {
-    /// The Kafka rules that apply to a redirected TCP connection from `src`
-    /// to `orig_dst`: the source endpoint's egress side (when the source is
-    /// local) and the destination endpoint's ingress side (when it is
-    /// local), each found with the kernel's lookup. Fails closed as
-    /// [`http_rules`](Self::http_rules) does.
-    pub fn kafka_rules(&self, src: SocketAddr, orig_dst: SocketAddr) -> KafkaRules {
-        let (src_identity, dst_identity, sides, refusal) =
-            self.local_sides(src, orig_dst, kafka_side_rules, KafkaRefusal::NotRedirected);
-        KafkaRules {
-            src_identity,
-            dst_identity,
-            sides,
-            refusal,
-        }
-    }
-}
-
-/// One local side's rules for a proxy: (entry, direction, remote identity,
-/// port) -> rules, none, or why the flow should not be here.
-type SideFn<S, R> = fn(&EndpointEntry, Direction, NumericIdentity, u16) -> Result<Option<S>, R>;
-
-/// Why a local side of a redirected flow has no rules for the proxy it
-/// reached.
-enum SideFault {
-    NoEntry,
-    DeniedAtL4,
-    OtherParser(L7Parser),
-    MissingRules,
-}
-
-/// One local side's TCP lookup for `parser`, whose compiled rules per key
-/// are `rules`: `Ok(None)` when the side allows the flow without a
-/// redirect (it imposes no L7 rule), `Err` when the flow should not have
-/// reached this proxy.
-fn side_lookup<'e, T>(
-    entry: &'e EndpointEntry,
-    direction: Direction,
-    remote: NumericIdentity,
-    (protocol, port): (u8, u16),
-    parser: L7Parser,
-    rules: &'e BTreeMap<MapKey, Arc<T>>,
-) -> Result<Option<&'e Arc<T>>, SideFault> {
-    let Some((key, value)) = entry.policy.map.lookup(direction, remote, protocol, port) else {
-        return Err(SideFault::NoEntry);
-    };
-    if value.verdict == MapVerdict::Deny {
-        return Err(SideFault::DeniedAtL4);
-    }
-    match value.redirect {
-        None => Ok(None),
-        Some(p) if p == parser => rules.get(key).map(Some).ok_or(SideFault::MissingRules),
-        Some(other) => Err(SideFault::OtherParser(other)),
-    }
-}
-
-/// One side's Kafka lookup, as [`side_rules`] for HTTP.
-fn kafka_side_rules(
-    entry: &EndpointEntry,
-    direction: Direction,
-    remote: NumericIdentity,
-    port: u16,
-) -> Result<Option<KafkaSide>, KafkaRefusal> {
-    let endpoint = entry.name.clone();
-    match side_lookup(
-        entry,
-        direction,
-        remote,
-        (TCP, port),
-        L7Parser::Kafka,
-        &entry.kafka,
-    ) {
-        Ok(None) => Ok(None),
-        Ok(Some(rules)) => Ok(Some(KafkaSide {
-            endpoint,
-            direction,
-            rules: rules.clone(),
-        })),
-        Err(SideFault::NoEntry) => Err(KafkaRefusal::NoEntry {
-            endpoint,
-            direction,
-        }),
-        Err(SideFault::DeniedAtL4) => Err(KafkaRefusal::DeniedAtL4 {
-            endpoint,
-            direction,
-        }),
-        Err(SideFault::MissingRules) => Err(KafkaRefusal::MissingRules {
-            endpoint,
-            direction,
-        }),
-        Err(SideFault::OtherParser(parser)) => Err(KafkaRefusal::OtherParser {
-            endpoint,
-            direction,
-            parser,
-        }),
-    }
-}
-
-/// One side's HTTP lookup (see [`side_lookup`]).
-fn side_rules(
-    entry: &EndpointEntry,
-    direction: Direction,
-    remote: NumericIdentity,
-    port: u16,
-) -> Result<Option<SideRules>, Refusal> {
-    let endpoint = entry.name.clone();
-    match side_lookup(
-        entry,
-        direction,
-        remote,
-        (TCP, port),
-        L7Parser::Http,
-        &entry.http,
-    ) {
-        Ok(None) => Ok(None),
-        Ok(Some(http)) => Ok(Some(SideRules {
-            endpoint,
-            direction,
-            http: http.clone(),
-        })),
-        Err(SideFault::NoEntry) => Err(Refusal::NoEntry {
-            endpoint,
-            direction,
-        }),
-        Err(SideFault::DeniedAtL4) => Err(Refusal::DeniedAtL4 {
-            endpoint,
-            direction,
-        }),
-        Err(SideFault::MissingRules) => Err(Refusal::MissingRules {
-            endpoint,
-            direction,
-        }),
-        Err(SideFault::OtherParser(parser)) => Err(Refusal::OtherParser {
-            endpoint,
-            direction,
-            parser,
-        }),
-    }
-}
-
-/// Why a connection gets no HTTP rules at all (every request is denied).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// No side of the flow redirects it to the HTTP proxy.
-    NotRedirected,
-    /// A local side has no map entry for the flow (default deny).
-    NoEntry {
-        endpoint: String,
-        direction: Direction,
-    },
-    /// A local side denies the flow at L3/L4.
-    DeniedAtL4 {
-        endpoint: String,
-        direction: Direction,
-    },
-    /// A side redirects the flow to another parser's proxy.
-    OtherParser {
-        endpoint: String,
-        direction: Direction,
-        parser: L7Parser,
-    },
-    /// A side redirects to HTTP but has no rule set for the key.
-    MissingRules {
-        endpoint: String,
-        direction: Direction,
-    },
-    /// The connection's TLS (or its absence) is not admitted by a side's
-    /// `serverNames` / TLS settings.
-    Tls(String),
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Refusal::NotRedirected => {
-                f.write_str("no policy redirects this flow to the HTTP proxy")
-            }
-            Refusal::NoEntry {
-                endpoint,
-                direction,
-            } => write!(f, "{endpoint} {direction}: no policy entry allows the flow"),
-            Refusal::DeniedAtL4 {
-                endpoint,
-                direction,
-            } => write!(f, "{endpoint} {direction}: the flow is denied at L3/L4"),
-            Refusal::OtherParser {
-                endpoint,
-                direction,
-                parser,
-            } => write!(
-                f,
-                "{endpoint} {direction}: the port is redirected to the {parser} proxy, not HTTP"
-            ),
-            Refusal::MissingRules {
-                endpoint,
-                direction,
-            } => write!(f, "{endpoint} {direction}: redirected without HTTP rules"),
-            Refusal::Tls(why) => f.write_str(why),
-        }
-    }
-}
-
-/// One side's HTTP rules for a connection.
-#[derive(Debug, Clone)]
-pub struct SideRules {
-    /// `namespace/name` of the endpoint whose policy this is.
-    pub endpoint: String,
-    pub direction: Direction,
-    http: Arc<HttpSidePolicy>,
-}
-
-/// What applies to one redirected connection under one policy snapshot.
-#[derive(Debug, Clone)]
-pub struct ConnRules {
-    pub src_identity: NumericIdentity,
-    pub dst_identity: NumericIdentity,
-    /// The sides with HTTP rules (egress of the source, then ingress of
-    /// the destination).
-    pub sides: Vec<SideRules>,
-    /// Set when the connection gets no rules: every request is denied.
-    pub refusal: Option<Refusal>,
-}
-
-/// A header edit to apply to an allowed request before forwarding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderEdit {
-    pub action: MismatchAction,
-    /// Lowercase header name.
-    pub name: String,
-    pub value: String,
-    /// The value is a secret: never log it.
-    pub secret: bool,
-}
-
-/// The verdict on one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Judgement {
-    /// Forward, after applying `edits` in order.
-    Allowed {
-        edits: Vec<HeaderEdit>,
-        /// Which rule of each side allowed it (`policy rule-path`, or
-        /// `allow-all`), for the access log.
-        rules: Vec<String>,
-    },
-    /// Answer with the protocol's denial; `reason` is for the log.
-    Denied { reason: String },
-}
-
-impl Judgement {
-    /// Whether the request may be forwarded.
-    pub fn is_allowed(&self) -> bool {
-        matches!(self, Judgement::Allowed { .. })
-    }
-}
-
-impl ConnRules {
-    /// Judges one request: every side must allow it.
-    pub fn judge(&self, req: &HttpRequest<'_>) -> Judgement {
-        if let Some(refusal) = &self.refusal {
-            return Judgement::Denied {
-                reason: refusal.to_string(),
-            };
-        }
-        if self.sides.is_empty() {
-            return Judgement::Denied {
-                reason: Refusal::NotRedirected.to_string(),
-            };
-        }
-        let mut edits = Vec::new();
-        let mut rules = Vec::new();
-        for side in &self.sides {
-            if side.http.allow_all {
-                rules.push(format!("{} {}: allow-all", side.endpoint, side.direction));
-                continue;
-            }
-            let set = match &side.http.set {
-                Ok(set) => set,
-                Err(why) => {
-                    return Judgement::Denied {
-                        reason: format!(
-                            "{} {}: rules do not compile: {why}",
-                            side.endpoint, side.direction
-                        ),
-                    };
-                }
-            };
-            match set.judge(req) {
-                HttpVerdict::Allowed { rule, actions } => {
-                    let (origin, path) = &side.http.origins[rule];
-                    rules.push(format!("{origin} {path}"));
-                    edits.extend(actions.iter().map(|a| HeaderEdit {
-                        action: a.action,
-                        name: a.name.to_string(),
-                        value: a.value.to_string(),
-                        secret: a.secret,
-                    }));
-                }
-                HttpVerdict::Denied => {
-                    return Judgement::Denied {
-                        reason: format!(
-                            "{} {}: no HTTP rule matches",
-                            side.endpoint, side.direction
-                        ),
-                    };
-                }
-            }
-        }
-        Judgement::Allowed { edits, rules }
     }
 }
 
@@ -660,7 +184,6 @@ impl PolicyHandle {
 
     /// Replaces the snapshot; requests judged from now on see `policy`.
     pub fn update(&self, policy: ProxyPolicy) {
-        crate::http::upstream::set_local_destinations(policy.by_ip.keys().copied().collect());
         self.current.store(Arc::new(policy));
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }

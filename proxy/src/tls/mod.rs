@@ -11,6 +11,7 @@
 //! the proxy cannot complete.
 
 pub mod hello;
+mod plan;
 pub mod secrets;
 
 use std::net::SocketAddr;
