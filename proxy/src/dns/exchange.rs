@@ -285,15 +285,24 @@ pub(crate) async fn exchange(
         Judged::Forward(fwd) => fwd,
     };
     let config = &shared.config;
+    let policy = shared.policy.snapshot();
     let exchanged = tokio::time::timeout(config.upstream_timeout, async {
         match transport {
             Transport::Udp => {
                 shared
                     .udp_upstreams
-                    .exchange(&config.upstream, addrs, bytes, config.upstream_timeout)
+                    .exchange(
+                        &config.upstream,
+                        &policy,
+                        addrs,
+                        bytes,
+                        config.upstream_timeout,
+                    )
                     .await
             }
-            Transport::Tcp => tcp::forward(&config.upstream, addrs, fwd.query.id, bytes).await,
+            Transport::Tcp => {
+                tcp::forward(&config.upstream, &policy, addrs, fwd.query.id, bytes).await
+            }
         }
     })
     .await

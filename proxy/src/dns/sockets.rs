@@ -46,6 +46,7 @@ use super::exchange::{QueryAddrs, no_answer_within};
 use super::metrics::DnsMetrics;
 use super::parse::HEADER_LEN;
 use crate::http::upstream::{UpstreamConfig, bind_client_address};
+use crate::policy::ProxyPolicy;
 
 /// Largest DNS message over UDP (and the receive buffer).
 pub(crate) const MAX_UDP: usize = 65_535;
@@ -363,12 +364,13 @@ impl UdpUpstreams {
     pub(crate) fn send(
         &self,
         cfg: &UpstreamConfig,
+        policy: &ProxyPolicy,
         addrs: QueryAddrs,
         query: &[u8],
         timeout: Duration,
         on_answer: OnAnswer,
     ) {
-        let upstream = match self.upstream_for(cfg, addrs, query) {
+        let upstream = match self.upstream_for(cfg, policy, addrs, query) {
             Ok(upstream) => upstream,
             Err(e) => return on_answer(Err(e)),
         };
@@ -398,6 +400,7 @@ impl UdpUpstreams {
     pub(crate) async fn exchange(
         &self,
         cfg: &UpstreamConfig,
+        policy: &ProxyPolicy,
         addrs: QueryAddrs,
         query: &[u8],
         timeout: Duration,
@@ -405,6 +408,7 @@ impl UdpUpstreams {
         let (tx, rx) = oneshot::channel();
         self.send(
             cfg,
+            policy,
             addrs,
             query,
             timeout,
@@ -422,6 +426,7 @@ impl UdpUpstreams {
     fn upstream_for(
         &self,
         cfg: &UpstreamConfig,
+        policy: &ProxyPolicy,
         addrs: QueryAddrs,
         query: &[u8],
     ) -> io::Result<Arc<UpstreamSocket>> {
@@ -432,7 +437,7 @@ impl UdpUpstreams {
                 "a query shorter than a DNS header",
             ));
         }
-        let source = if bind_client_address(cfg, server.ip()) {
+        let source = if bind_client_address(cfg, policy, server.ip()) {
             let ip = addrs.client.ip().to_canonical();
             if ip.is_ipv4() != server.is_ipv4() {
                 return Err(io::Error::new(

@@ -20,6 +20,7 @@ use super::judge::Transport;
 use super::metrics::DnsLimit;
 use crate::http::upstream::{UpstreamConfig, connect};
 use crate::listener::{FixedDestination, stopped};
+use crate::policy::ProxyPolicy;
 
 /// A listening socket with `IP_TRANSPARENT` (`IPV6_TRANSPARENT` and
 /// `IPV6_V6ONLY` for IPv6).
@@ -76,11 +77,12 @@ pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
 /// answers until one carries the query's id. The caller bounds the wait.
 pub(crate) async fn forward(
     cfg: &UpstreamConfig,
+    policy: &ProxyPolicy,
     addrs: QueryAddrs,
     id: u16,
     query: &[u8],
 ) -> io::Result<Vec<u8>> {
-    let mut stream = connect(cfg, addrs.client, addrs.upstream).await?;
+    let mut stream = connect(cfg, policy, addrs.client, addrs.upstream).await?;
     write_message(&mut stream, query).await?;
     loop {
         let Some(answer) = read_message(&mut stream).await? else {

@@ -493,11 +493,12 @@ async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
     });
     let upstreams = UdpUpstreams::default();
     let cfg = UpstreamConfig::plain();
+    let node = ProxyPolicy::empty();
     let a = query_bytes(42, &[("a.example.", RecordType::A)]);
     let b = query_bytes(42, &[("b.example.", RecordType::A)]);
     let (ra, rb) = tokio::join!(
-        upstreams.exchange(&cfg, addrs, &a, Duration::from_secs(5)),
-        upstreams.exchange(&cfg, addrs, &b, Duration::from_secs(5))
+        upstreams.exchange(&cfg, &node, addrs, &a, Duration::from_secs(5)),
+        upstreams.exchange(&cfg, &node, addrs, &b, Duration::from_secs(5))
     );
     for (query, answer) in [(a, ra), (b, rb)] {
         let mut want = query.clone();
@@ -518,7 +519,13 @@ async fn a_query_the_server_never_answers_fails_after_its_timeout() {
     let q = query_bytes(7, &[("slow.example.", RecordType::A)]);
     let started = std::time::Instant::now();
     let err = upstreams
-        .exchange(&cfg, addrs, &q, Duration::from_millis(200))
+        .exchange(
+            &cfg,
+            &ProxyPolicy::empty(),
+            addrs,
+            &q,
+            Duration::from_millis(200),
+        )
         .await
         .expect_err("no answer");
     let waited = started.elapsed();

@@ -237,6 +237,7 @@ fn query(
             let config = &shared.config;
             shared.udp_upstreams.send(
                 &config.upstream,
+                &shared.policy.snapshot(),
                 addrs,
                 bytes,
                 config.upstream_timeout,

@@ -513,8 +513,12 @@ async fn forward(
         };
         if !reusable {
             *slot = None;
+            let policy = conn.settings.policy.snapshot();
             let fresh = match conn.tls.as_ref().and_then(|t| t.originate.as_ref()) {
-                None => upstream::open(&conn.settings.upstream, conn.addrs.client, dst, h2).await?,
+                None => {
+                    upstream::open(&conn.settings.upstream, &policy, conn.addrs.client, dst, h2)
+                        .await?
+                }
                 Some((ctx, name)) => {
                     let config = conn
                         .settings
@@ -526,6 +530,7 @@ async fn forward(
                         })?;
                     upstream::open_tls(
                         &conn.settings.upstream,
+                        &policy,
                         conn.addrs.client,
                         dst,
                         h2,

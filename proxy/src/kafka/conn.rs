@@ -373,9 +373,15 @@ async fn send_upstream(
 ) -> Result<Option<OwnedReadHalf>, String> {
     let mut handoff = None;
     if upstream.is_none() {
-        let stream = upstream::connect(&shared.config.upstream, addrs.client, addrs.upstream)
-            .await
-            .map_err(|e| e.to_string())?;
+        let policy = shared.policy.snapshot();
+        let stream = upstream::connect(
+            &shared.config.upstream,
+            &policy,
+            addrs.client,
+            addrs.upstream,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
         handoff = Some(r);

@@ -197,6 +197,7 @@ async fn splice(
     let _guard = settings.metrics.connection();
     let mut upstream = match crate::http::upstream::connect(
         &settings.upstream,
+        &settings.policy.snapshot(),
         addrs.client,
         addrs.upstream,
     )
