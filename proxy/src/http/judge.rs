@@ -1,12 +1,18 @@
-//! The verdict on an HTTP request (pure): the HTTP rules of every local
-//! side of the connection's flow, found with the kernel's own lookup
+//! The verdict on an HTTP request (pure): the request head's checks
+//! ([`super::request::view`]), then the HTTP rules of every local side of
+//! the connection's flow, found with the kernel's own lookup
 //! ([`ProxyPolicy::http_rules`], or [`ProxyPolicy::http_rules_in`] inside
-//! TLS).
+//! TLS). [`decide`] is the whole step; `serve.rs` only does the I/O around
+//! it, as DNS does with its own `decide`.
 
-use policy_model::L7Parser;
+use http::request::Parts;
 use policy_model::api::MismatchAction;
+use policy_model::l7::tls::ClientStart;
 use policy_model::l7::{HttpRequest, HttpRuleSet, HttpVerdict};
+use policy_model::{L7Parser, NumericIdentity};
 
+use super::conn::ConnAddrs;
+use super::request::{self, Rejection};
 use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side};
 
 #[cfg(test)]
@@ -116,5 +122,46 @@ impl FlowRules<HttpRuleSet> {
             }
         }
         Judgement::Allowed { edits, rules }
+    }
+}
+
+/// A request head's checks and verdict: what the proxy does with a
+/// request before any I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Refused by the proxy's own checks before any rule is looked up.
+    Rejected(Rejection),
+    /// Judged by the rules of the connection's flow.
+    Judged {
+        judgement: Judgement,
+        src_identity: NumericIdentity,
+        dst_identity: NumericIdentity,
+        /// The request's authority, for the access log.
+        authority: Option<String>,
+    },
+}
+
+/// Checks the head `parts` of a request on the connection `addrs` and
+/// judges it under `policy`; `tls` is how the connection started when the
+/// port has TLS settings (see [`crate::tls`]).
+pub fn decide(
+    policy: &ProxyPolicy,
+    addrs: &ConnAddrs,
+    tls: Option<ClientStart<'_>>,
+    parts: &Parts,
+) -> Decision {
+    let view = match request::view(parts) {
+        Ok(view) => view,
+        Err(rejection) => return Decision::Rejected(rejection),
+    };
+    let rules = match tls {
+        None => policy.http_rules(addrs.client, addrs.original_dst),
+        Some(start) => policy.http_rules_in(addrs.client, addrs.original_dst, start),
+    };
+    Decision::Judged {
+        judgement: rules.judge(&view.as_request()),
+        src_identity: rules.src_identity,
+        dst_identity: rules.dst_identity,
+        authority: view.authority.map(str::to_string),
     }
 }

@@ -20,7 +20,7 @@ use super::conn::{Conn, ConnAddrs, HttpSettings, TlsSession};
 use super::deny::{self, Denial, ProxyBody};
 use super::detect::{self, Detected};
 use super::forward::{apply_edits, forward};
-use super::judge::Judgement;
+use super::judge::{Decision, Judgement, decide};
 use super::request;
 use crate::limits::{ConnectionPermit, IdleTimeout, TimeoutKind};
 use crate::metrics::{ProtocolLabel, RefusedRequest, VerdictLabel};
@@ -216,24 +216,22 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
     };
     let (mut parts, body) = req.into_parts();
 
-    let mut authority_for_log = None;
-    let checked = match request::view(&parts) {
-        Ok(view) => {
-            authority_for_log = view.authority.map(str::to_string);
-            let policy = conn.settings.policy.snapshot();
-            let rules = match &conn.tls {
-                None => policy.http_rules(conn.addrs.client, conn.addrs.original_dst),
-                Some(t) => {
-                    policy.http_rules_in(conn.addrs.client, conn.addrs.original_dst, t.start())
-                }
-            };
-            let judgement = rules.judge(&view.as_request());
-            Ok((judgement, rules.src_identity, rules.dst_identity))
-        }
-        Err(rejection) => Err(rejection),
+    let decision = {
+        let policy = conn.settings.policy.snapshot();
+        let tls = conn.tls.as_ref().map(TlsSession::start);
+        decide(&policy, &conn.addrs, tls, &parts)
+    };
+    let (checked, authority_for_log, identities) = match decision {
+        Decision::Rejected(rejection) => (Err(rejection), None, None),
+        Decision::Judged {
+            judgement,
+            src_identity,
+            dst_identity,
+            authority,
+        } => (Ok(judgement), authority, Some((src_identity, dst_identity))),
     };
 
-    let (response, outcome, identities) = match checked {
+    let (response, outcome) = match checked {
         Err(rejection) => {
             let denial = match rejection {
                 request::Rejection::BadRequest(_) => Denial::BadRequest,
@@ -265,9 +263,9 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
                 status: resp.status(),
                 reason: rejection.to_string(),
             };
-            (resp, outcome, None)
+            (resp, outcome)
         }
-        Ok((Judgement::Denied { reason }, src_id, dst_id)) => {
+        Ok(Judgement::Denied { reason }) => {
             let mut resp = deny::response(Denial::Forbidden, grpc);
             if conn.protocol == Detected::Http1 && !drain_denied_body(&parts, body).await {
                 resp.headers_mut()
@@ -278,9 +276,9 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
                 status: resp.status(),
                 reason,
             };
-            (resp, outcome, Some((src_id, dst_id)))
+            (resp, outcome)
         }
-        Ok((Judgement::Allowed { edits, rules }, src_id, dst_id)) => {
+        Ok(Judgement::Allowed { edits, rules }) => {
             apply_edits(&mut parts.headers, &edits, &conn.addrs);
             let upgrade = client_upgrade.is_some();
             request::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -336,7 +334,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
                     (resp, outcome)
                 }
             };
-            (resp, outcome, Some((src_id, dst_id)))
+            (resp, outcome)
         }
     };
 

@@ -228,3 +228,77 @@ fn the_handle_swaps_snapshots() {
             .is_allowed()
     );
 }
+
+fn parts(method: &str, uri: &str) -> http::request::Parts {
+    http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "svc")
+        .body(())
+        .expect("literal request")
+        .into_parts()
+        .0
+}
+
+fn conn_addrs(client: &str, dst: &str) -> ConnAddrs {
+    ConnAddrs {
+        client: addr(client),
+        original_dst: addr(dst),
+        upstream: addr(dst),
+    }
+}
+
+#[test]
+fn decide_checks_the_head_before_any_rule() {
+    let p = policy(INGRESS_A);
+    let addrs = conn_addrs("10.0.1.2:40000", "10.0.1.1:80");
+    let d = decide(&p, &addrs, None, &parts("CONNECT", "svc:443"));
+    assert!(
+        matches!(d, Decision::Rejected(Rejection::Refused(_))),
+        "{d:?}"
+    );
+    let d = decide(&p, &addrs, None, &parts("GET", "/public/%2e%2e/admin"));
+    assert!(
+        matches!(d, Decision::Rejected(Rejection::UnsafePath(_))),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn decide_judges_with_the_connections_rules() {
+    let p = policy(INGRESS_A);
+    let addrs = conn_addrs("10.0.1.2:40000", "10.0.1.1:80");
+    let Decision::Judged {
+        judgement,
+        src_identity,
+        dst_identity,
+        authority,
+    } = decide(&p, &addrs, None, &parts("GET", "/public/x"))
+    else {
+        panic!("a plain GET is judged");
+    };
+    assert!(judgement.is_allowed(), "{judgement:?}");
+    let rules = p.http_rules(addrs.client, addrs.original_dst);
+    assert_eq!(
+        (src_identity, dst_identity),
+        (rules.src_identity, rules.dst_identity)
+    );
+    assert_eq!(authority.as_deref(), Some("svc"));
+    let denied = decide(&p, &addrs, None, &parts("GET", "/private"));
+    assert!(
+        matches!(&denied, Decision::Judged { judgement: Judgement::Denied { reason }, .. }
+            if reason.ends_with("no HTTP rule matches")),
+        "{denied:?}"
+    );
+    // A plaintext start on a port without TLS settings judges the same.
+    let plain = decide(
+        &p,
+        &addrs,
+        Some(ClientStart::Plaintext),
+        &parts("GET", "/public/x"),
+    );
+    assert!(
+        matches!(&plain, Decision::Judged { judgement, .. } if judgement.is_allowed()),
+        "{plain:?}"
+    );
+}
