@@ -31,12 +31,14 @@ pub mod kafka;
 pub mod limits;
 mod listener;
 pub mod metrics;
+pub mod secrets;
 pub mod tls;
+pub mod upstream;
 
 pub use dns::{DnsConfig, DnsProxy, LearnedNames, NameLearner};
-pub use http::upstream::{FROM_PROXY_MARK, UpstreamConfig, UpstreamSource};
 pub use kafka::{KAFKA_PROXY_PORT, KafkaConfig, KafkaProxy};
 pub use limits::{ConnectionLimits, LimitConfig, SourceKey};
 pub use listener::{FixedDestination, Proxy, ProxyConfig};
 pub use metrics::ProxyMetrics;
-pub use tls::TlsSecrets;
+pub use secrets::TlsSecrets;
+pub use upstream::{FROM_PROXY_MARK, UpstreamConfig, UpstreamSource};

@@ -11,11 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::http::upstream::UpstreamConfig;
 use crate::http::{ConnAddrs, HttpSettings};
 use crate::limits::{ConnectionLimits, LimitConfig};
 use crate::metrics::ProxyMetrics;
 use crate::policy::PolicyHandle;
+use crate::upstream::UpstreamConfig;
 
 /// How the proxy listens and connects.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub struct ProxyConfig {
     pub limits: LimitConfig,
     /// Secrets of `terminatingTLS` / `originatingTLS` (default: none, so
     /// ports with TLS contexts deny).
-    pub tls_secrets: crate::tls::TlsSecrets,
+    pub tls_secrets: crate::secrets::TlsSecrets,
 }
 
 impl ProxyConfig {

@@ -23,9 +23,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::http::upstream::UpstreamConfig;
 use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
+use crate::upstream::UpstreamConfig;
 
 pub mod budget;
 pub mod deny;

@@ -45,8 +45,8 @@ use tokio::sync::oneshot;
 use super::exchange::{QueryAddrs, no_answer_within};
 use super::metrics::DnsMetrics;
 use super::parse::HEADER_LEN;
-use crate::http::upstream::{UpstreamConfig, bind_client_address};
 use crate::policy::ProxyPolicy;
+use crate::upstream::{UpstreamConfig, bind_client_address};
 
 /// Largest DNS message over UDP (and the receive buffer).
 pub(crate) const MAX_UDP: usize = 65_535;

@@ -18,9 +18,9 @@ use super::budget::{BudgetRefusal, SourceKey};
 use super::exchange::{DnsShared, QueryAddrs, exchange};
 use super::judge::Transport;
 use super::metrics::DnsLimit;
-use crate::http::upstream::{UpstreamConfig, connect};
 use crate::listener::{FixedDestination, stopped};
 use crate::policy::ProxyPolicy;
+use crate::upstream::{UpstreamConfig, connect};
 
 /// A listening socket with `IP_TRANSPARENT` (`IPV6_TRANSPARENT` and
 /// `IPV6_V6ONLY` for IPv6).

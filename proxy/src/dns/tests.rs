@@ -464,7 +464,7 @@ async fn loopback_server() -> (tokio::net::UdpSocket, super::exchange::QueryAddr
 #[tokio::test]
 async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
     use super::sockets::UdpUpstreams;
-    use crate::http::upstream::UpstreamConfig;
+    use crate::upstream::UpstreamConfig;
 
     let (server, addrs) = loopback_server().await;
     // Two queries with the same client id; the server first sends a
@@ -510,7 +510,7 @@ async fn a_shared_upstream_socket_routes_answers_by_proxy_id_and_question() {
 #[tokio::test]
 async fn a_query_the_server_never_answers_fails_after_its_timeout() {
     use super::sockets::UdpUpstreams;
-    use crate::http::upstream::UpstreamConfig;
+    use crate::upstream::UpstreamConfig;
 
     // A server that reads and never answers.
     let (server, addrs) = loopback_server().await;

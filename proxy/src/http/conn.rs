@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::detect::Detected;
-use super::upstream::{UpstreamConfig, UpstreamConn};
 use crate::limits::ConnectionPermit;
 use crate::metrics::ProxyMetrics;
 use crate::policy::PolicyHandle;
+use crate::upstream::{UpstreamConfig, UpstreamConn};
 
 /// The addresses of one redirected connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct HttpSettings {
     /// Bound on receiving an HTTP/1 request head.
     pub header_timeout: Duration,
     /// Certificates and keys of `terminatingTLS` / `originatingTLS`.
-    pub tls_secrets: crate::tls::TlsSecrets,
+    pub tls_secrets: crate::secrets::TlsSecrets,
     /// Connection caps and the idle timeout, shared by every connection.
     pub limits: Arc<crate::limits::ConnectionLimits>,
 }

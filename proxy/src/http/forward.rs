@@ -13,7 +13,7 @@ use policy_model::api::MismatchAction;
 use super::conn::{Conn, ConnAddrs};
 use super::detect::Detected;
 use super::judge::HeaderEdit;
-use super::upstream::{self, UpstreamConn, UpstreamError};
+use crate::upstream::{self, UpstreamConn, UpstreamError};
 
 /// Sends an allowed request to the upstream of `conn`, (re)connecting as
 /// needed.

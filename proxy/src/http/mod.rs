@@ -5,8 +5,7 @@
 //! rules of a connection and the verdict, pure), [`deny`] (the wire form
 //! of a refusal), [`detect`] (HTTP/2 preface sniffing), `serve.rs`
 //! (serving a connection, one request at a time), `forward.rs` (the
-//! upstream side), [`upstream`] (marked, optionally transparent upstream
-//! connections).
+//! upstream side, over [`crate::upstream`]).
 
 mod conn;
 pub mod deny;
@@ -15,7 +14,6 @@ mod forward;
 pub mod judge;
 pub mod request;
 mod serve;
-pub mod upstream;
 
 pub use conn::{ConnAddrs, HttpSettings, TlsSession};
 pub use deny::ProxyBody;

@@ -22,9 +22,9 @@ use super::metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 use super::parse::{self, KafkaFrame, TopicNames};
 use super::{KafkaConfig, UPSTREAM_IDLE};
 use crate::dns::budget::{BudgetGrant, BudgetRefusal, SourceBudget, SourceKey};
-use crate::http::upstream;
 use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
+use crate::upstream;
 
 /// What every connection of one proxy shares.
 #[derive(Debug)]

@@ -24,9 +24,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::dns::budget::SourceBudget;
-use crate::http::upstream::UpstreamConfig;
 use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
+use crate::upstream::UpstreamConfig;
 
 mod conn;
 pub mod deny;

@@ -127,7 +127,7 @@ impl ProxyPolicy {
 
     /// Whether `ip` is one of this snapshot's local endpoints. Upstream
     /// connections from the client's address go only to these (see
-    /// [`crate::http::upstream::bind_client_address`]).
+    /// [`crate::upstream::bind_client_address`]).
     pub fn is_local(&self, ip: IpAddr) -> bool {
         self.by_ip.contains_key(&ip.to_canonical())
     }
