@@ -23,6 +23,9 @@
 
 pub mod policy;
 
+pub mod conn;
+pub mod ports;
+
 pub use http::judge::{HttpRules, Judgement};
 pub use policy::{PolicyHandle, ProxyPolicy, Refusal};
 pub mod dns;
@@ -35,10 +38,11 @@ pub mod secrets;
 pub mod tls;
 pub mod upstream;
 
+pub use conn::{ConnAddrs, FixedDestination};
 pub use dns::{DnsConfig, DnsProxy, LearnedNames, NameLearner};
 pub use kafka::{KAFKA_PROXY_PORT, KafkaConfig, KafkaProxy};
 pub use limits::{ConnectionLimits, LimitConfig, SourceKey};
-pub use listener::{FixedDestination, Proxy, ProxyConfig};
+pub use listener::{Proxy, ProxyConfig};
 pub use metrics::ProxyMetrics;
 pub use secrets::TlsSecrets;
 pub use upstream::{FROM_PROXY_MARK, UpstreamConfig, UpstreamSource};

@@ -19,8 +19,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::policy::ProxyPolicy;
 
-/// The datapath's from-proxy mark (redirect-ebpf `from_proxy_mark`).
-pub const FROM_PROXY_MARK: u32 = 0xa00;
+pub use crate::ports::FROM_PROXY_MARK;
 
 /// Which source address upstream connections use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,11 +40,10 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
 
-use super::exchange::{QueryAddrs, no_answer_within};
 use super::metrics::DnsMetrics;
 use super::parse::HEADER_LEN;
+use crate::conn::ConnAddrs;
 use crate::policy::ProxyPolicy;
 use crate::upstream::{UpstreamConfig, bind_client_address};
 
@@ -365,7 +364,7 @@ impl UdpUpstreams {
         &self,
         cfg: &UpstreamConfig,
         policy: &ProxyPolicy,
-        addrs: QueryAddrs,
+        addrs: ConnAddrs,
         query: &[u8],
         timeout: Duration,
         on_answer: OnAnswer,
@@ -396,16 +395,18 @@ impl UdpUpstreams {
         }
     }
 
-    /// [`send`](Self::send), awaited.
+    /// [`send`](Self::send), awaited (the unit tests of the sockets; the
+    /// proxy's UDP path runs [`send`](Self::send) inline).
+    #[cfg(test)]
     pub(crate) async fn exchange(
         &self,
         cfg: &UpstreamConfig,
         policy: &ProxyPolicy,
-        addrs: QueryAddrs,
+        addrs: ConnAddrs,
         query: &[u8],
         timeout: Duration,
     ) -> io::Result<Vec<u8>> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(
             cfg,
             policy,
@@ -427,7 +428,7 @@ impl UdpUpstreams {
         &self,
         cfg: &UpstreamConfig,
         policy: &ProxyPolicy,
-        addrs: QueryAddrs,
+        addrs: ConnAddrs,
         query: &[u8],
     ) -> io::Result<Arc<UpstreamSocket>> {
         let server = addrs.upstream;
@@ -838,4 +839,12 @@ async fn read_answers(
             return;
         }
     }
+}
+
+/// The error of a query the server did not answer in time.
+pub(crate) fn no_answer_within(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no answer within {timeout:?}"),
+    )
 }

@@ -448,12 +448,12 @@ fn the_first_question_is_delimited_and_matched_without_case() {
 
 /// A UDP "server" on loopback and the addresses of a query to it from
 /// 127.0.0.1:5353.
-async fn loopback_server() -> (tokio::net::UdpSocket, super::exchange::QueryAddrs) {
+async fn loopback_server() -> (tokio::net::UdpSocket, crate::conn::ConnAddrs) {
     let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
         .expect("bind server");
     let server_addr = server.local_addr().expect("server addr");
-    let addrs = super::exchange::QueryAddrs {
+    let addrs = crate::conn::ConnAddrs {
         client: "127.0.0.1:5353".parse().expect("addr"),
         original_dst: server_addr,
         upstream: server_addr,

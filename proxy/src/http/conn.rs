@@ -1,29 +1,17 @@
 //! What a served HTTP connection holds: the addresses, the settings every
 //! connection of a proxy shares, the TLS around it and its upstream.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 
 use super::detect::Detected;
+use crate::conn::ConnAddrs;
 use crate::limits::ConnectionPermit;
 use crate::metrics::ProxyMetrics;
 use crate::policy::PolicyHandle;
 use crate::upstream::{UpstreamConfig, UpstreamConn};
-
-/// The addresses of one redirected connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnAddrs {
-    /// The client, as the policy sees it.
-    pub client: SocketAddr,
-    /// The destination the client connected to, as the policy sees it.
-    pub original_dst: SocketAddr,
-    /// Where allowed requests are forwarded (the original destination,
-    /// except in tests).
-    pub upstream: SocketAddr,
-}
 
 /// Settings shared by every connection of a proxy.
 #[derive(Debug)]

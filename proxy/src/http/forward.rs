@@ -10,9 +10,10 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use policy_model::api::MismatchAction;
 
-use super::conn::{Conn, ConnAddrs};
+use super::conn::Conn;
 use super::detect::Detected;
 use super::judge::HeaderEdit;
+use crate::conn::ConnAddrs;
 use crate::upstream::{self, UpstreamConn, UpstreamError};
 
 /// Sends an allowed request to the upstream of `conn`, (re)connecting as

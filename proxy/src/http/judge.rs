@@ -11,8 +11,8 @@ use policy_model::l7::tls::ClientStart;
 use policy_model::l7::{HttpRequest, HttpRuleSet, HttpVerdict};
 use policy_model::{L7Parser, NumericIdentity};
 
-use super::conn::ConnAddrs;
 use super::request::{self, Rejection};
+use crate::conn::ConnAddrs;
 use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side};
 
 #[cfg(test)]

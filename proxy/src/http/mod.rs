@@ -15,7 +15,7 @@ pub mod judge;
 pub mod request;
 mod serve;
 
-pub use conn::{ConnAddrs, HttpSettings, TlsSession};
+pub use conn::{HttpSettings, TlsSession};
 pub use deny::ProxyBody;
 pub(crate) use serve::close_revoked;
 pub use serve::{serve_connection, serve_io};

@@ -16,12 +16,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 
-use super::conn::{Conn, ConnAddrs, HttpSettings, TlsSession};
+use super::conn::{Conn, HttpSettings, TlsSession};
 use super::deny::{self, Denial, ProxyBody};
 use super::detect::{self, Detected};
 use super::forward::{apply_edits, forward};
 use super::judge::{Decision, Judgement, decide};
 use super::request;
+use crate::conn::{ConnAddrs, stopped};
 use crate::limits::{ConnectionPermit, IdleTimeout, TimeoutKind};
 use crate::metrics::{ProtocolLabel, RefusedRequest, VerdictLabel};
 
@@ -97,7 +98,7 @@ pub async fn serve_io<I>(
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => r,
-                _ = crate::listener::stopped(&mut shutdown) => {
+                _ = stopped(&mut shutdown) => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -114,7 +115,7 @@ pub async fn serve_io<I>(
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => r,
-                _ = crate::listener::stopped(&mut shutdown) => {
+                _ = stopped(&mut shutdown) => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }

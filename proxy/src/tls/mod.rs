@@ -23,8 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::conn::ConnAddrs;
 use crate::http::detect::Rewind;
-use crate::http::{ConnAddrs, HttpSettings, TlsSession, serve_connection, serve_io};
+use crate::http::{HttpSettings, TlsSession, serve_connection, serve_io};
 use crate::limits::{ConnectionPermit, IdleTimeout};
 use crate::metrics::ClosedConnection;
 pub use crate::secrets::{SecretError, SecretItems, TlsSecrets};
