@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::conn::{AcceptLog, FixedDestination, ListenerSet, accept_loop, transparent_listener};
 use crate::http::HttpSettings;
+use crate::http::metrics::HttpMetrics;
 use crate::limits::{ConnectionLimits, LimitConfig};
-use crate::metrics::ProxyMetrics;
 use crate::policy::PolicyHandle;
 use crate::upstream::UpstreamConfig;
 
@@ -57,7 +57,7 @@ impl ProxyConfig {
 #[derive(Debug)]
 pub struct Proxy {
     local_addrs: Vec<SocketAddr>,
-    metrics: Arc<ProxyMetrics>,
+    metrics: Arc<HttpMetrics>,
     listeners: ListenerSet,
 }
 
@@ -111,7 +111,7 @@ impl Proxy {
     fn new() -> Proxy {
         Proxy {
             local_addrs: Vec::new(),
-            metrics: Arc::new(ProxyMetrics::new()),
+            metrics: Arc::new(HttpMetrics::new()),
             listeners: ListenerSet::default(),
         }
     }
@@ -134,7 +134,7 @@ impl Proxy {
     }
 
     /// The proxy's metrics.
-    pub fn metrics(&self) -> Arc<ProxyMetrics> {
+    pub fn metrics(&self) -> Arc<HttpMetrics> {
         self.metrics.clone()
     }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::detect::Detected;
+use super::metrics::HttpMetrics;
 use crate::conn::ConnAddrs;
 use crate::limits::ConnectionPermit;
-use crate::metrics::ProxyMetrics;
 use crate::policy::PolicyHandle;
 use crate::upstream::{UpstreamConfig, UpstreamConn};
 
@@ -17,7 +17,7 @@ use crate::upstream::{UpstreamConfig, UpstreamConn};
 #[derive(Debug)]
 pub struct HttpSettings {
     pub policy: PolicyHandle,
-    pub metrics: Arc<ProxyMetrics>,
+    pub metrics: Arc<HttpMetrics>,
     pub upstream: UpstreamConfig,
     /// Bound on waiting for the first bytes (protocol detection).
     pub detect_timeout: Duration,

@@ -12,6 +12,7 @@ pub mod deny;
 pub mod detect;
 mod forward;
 pub mod judge;
+pub mod metrics;
 pub mod request;
 mod serve;
 

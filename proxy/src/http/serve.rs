@@ -21,10 +21,10 @@ use super::deny::{self, Denial, ProxyBody};
 use super::detect::{self, Detected};
 use super::forward::{apply_edits, forward};
 use super::judge::{Decision, Judgement, decide};
+use super::metrics::{ClosedConnection, ProtocolLabel, RefusedRequest, VerdictLabel};
 use super::request;
 use crate::conn::{ConnAddrs, stopped};
 use crate::limits::{ConnectionPermit, IdleTimeout, TimeoutKind};
-use crate::metrics::{ProtocolLabel, RefusedRequest, VerdictLabel};
 
 /// Serves one redirected connection until it closes or `shutdown` turns
 /// true (then gracefully).
@@ -177,9 +177,7 @@ pub(crate) fn flow_refusal(
 
 /// Logs and counts a connection closed because its flow was revoked.
 pub(crate) fn close_revoked(settings: &HttpSettings, addrs: &ConnAddrs, why: &str) {
-    settings
-        .metrics
-        .closed(crate::metrics::ClosedConnection::Revoked);
+    settings.metrics.closed(ClosedConnection::Revoked);
     tracing::info!(
         target: "portcullis::proxy::access",
         verdict = "Denied",

@@ -25,9 +25,9 @@ use tokio::sync::watch;
 
 use crate::conn::ConnAddrs;
 use crate::http::detect::Rewind;
+use crate::http::metrics::ClosedConnection;
 use crate::http::{HttpSettings, TlsSession, serve_connection, serve_io};
 use crate::limits::{ConnectionPermit, IdleTimeout};
-use crate::metrics::ClosedConnection;
 pub use crate::secrets::{SecretError, SecretItems, TlsSecrets};
 
 /// Serves one connection accepted on the HTTP proxy port: TLS by its
