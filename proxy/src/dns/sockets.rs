@@ -24,6 +24,9 @@
 //! reader's answers): a batch wakes the server and the client once, not
 //! once per datagram.
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};

@@ -12,6 +12,7 @@
 //!
 //! - [`side`]: one side of a flow, its compiled rules and the refusal,
 //!   for every parser (each protocol's `judge.rs` gives the verdict);
+//! - `lookup.rs`: the kernel's lookup of a flow's local sides;
 //! - [`ProxyPolicy`]: the snapshot; [`PolicyHandle`]: the current one.
 //!
 //! [`MapState::lookup`]: policy_model::MapState::lookup
@@ -24,6 +25,7 @@ use arc_swap::ArcSwap;
 use policy_model::l7::HttpRuleSet;
 use policy_model::{Cluster, EndpointPolicy, L7Parser, MapKey, NumericIdentity};
 
+mod lookup;
 pub mod side;
 #[cfg(test)]
 mod tests;
