@@ -1,21 +1,23 @@
-//! The listeners: transparent ones for the datapath, and a fixed-destination
-//! one for tests and tools.
+//! The HTTP proxy's front door on port 15001: transparent listeners for
+//! the datapath, or a fixed-destination one for tests and tools, each
+//! connection admitted under the limits and handed to [`crate::tls::serve`]
+//! (TLS by its ClientHello, else HTTP).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::http::upstream::UpstreamConfig;
-use crate::http::{ConnAddrs, HttpSettings};
+use crate::conn::{AcceptLog, FixedDestination, ListenerSet, accept_loop, transparent_listener};
+use crate::http::HttpSettings;
+use crate::http::metrics::HttpMetrics;
 use crate::limits::{ConnectionLimits, LimitConfig};
-use crate::metrics::ProxyMetrics;
 use crate::policy::PolicyHandle;
+use crate::upstream::UpstreamConfig;
 
 /// How the proxy listens and connects.
 #[derive(Debug, Clone)]
@@ -32,7 +34,7 @@ pub struct ProxyConfig {
     pub limits: LimitConfig,
     /// Secrets of `terminatingTLS` / `originatingTLS` (default: none, so
     /// ports with TLS contexts deny).
-    pub tls_secrets: crate::tls::TlsSecrets,
+    pub tls_secrets: crate::secrets::TlsSecrets,
 }
 
 impl ProxyConfig {
@@ -40,7 +42,7 @@ impl ProxyConfig {
     /// 0xa00 from the client's address.
     pub fn datapath() -> Self {
         ProxyConfig {
-            http_port: 15001,
+            http_port: crate::ports::HTTP,
             upstream: UpstreamConfig::datapath(),
             detect_timeout: Duration::from_secs(10),
             header_timeout: crate::limits::DEFAULT_HEADER_TIMEOUT,
@@ -50,25 +52,13 @@ impl ProxyConfig {
     }
 }
 
-/// Where a fixed-destination listener sends its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FixedDestination {
-    /// The client address the policy sees; `None`: the peer address.
-    pub client: Option<SocketAddr>,
-    /// The original destination the policy sees.
-    pub original_dst: SocketAddr,
-    /// Where allowed requests go.
-    pub upstream: SocketAddr,
-}
-
 /// A running proxy: its listener tasks, shared metrics and a shutdown
 /// switch. Dropping it does not stop it; call [`Proxy::shutdown`].
 #[derive(Debug)]
 pub struct Proxy {
     local_addrs: Vec<SocketAddr>,
-    metrics: Arc<ProxyMetrics>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    metrics: Arc<HttpMetrics>,
+    listeners: ListenerSet,
 }
 
 impl Proxy {
@@ -77,14 +67,25 @@ impl Proxy {
     /// thread's network namespace. Must be called inside a tokio runtime.
     /// The original destination of a connection is its local address.
     pub fn start(policy: PolicyHandle, config: ProxyConfig) -> io::Result<Proxy> {
-        let v4 = transparent_listener(SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.http_port)))?;
-        let v6 = transparent_listener(SocketAddr::from((Ipv6Addr::UNSPECIFIED, config.http_port)))?;
+        let v4 = transparent_listener(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.http_port)),
+            "bind",
+        )?;
+        let v6 = transparent_listener(
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, config.http_port)),
+            "bind",
+        )?;
         let mut proxy = Proxy::new();
         let settings = proxy.settings(policy, &config);
         for listener in [v4, v6] {
             proxy.local_addrs.push(listener.local_addr()?);
-            let task = accept_loop(listener, settings.clone(), proxy.shutdown.subscribe(), None);
-            proxy.tasks.push(task);
+            let task = serve(
+                listener,
+                settings.clone(),
+                proxy.listeners.subscribe(),
+                None,
+            );
+            proxy.listeners.push(task);
         }
         tracing::info!(addrs = ?proxy.local_addrs, "HTTP proxy listening");
         Ok(proxy)
@@ -102,18 +103,16 @@ impl Proxy {
         let mut proxy = Proxy::new();
         let settings = proxy.settings(policy, &config);
         proxy.local_addrs.push(listener.local_addr()?);
-        let task = accept_loop(listener, settings, proxy.shutdown.subscribe(), Some(dest));
-        proxy.tasks.push(task);
+        let task = serve(listener, settings, proxy.listeners.subscribe(), Some(dest));
+        proxy.listeners.push(task);
         Ok(proxy)
     }
 
     fn new() -> Proxy {
-        let (shutdown, _) = watch::channel(false);
         Proxy {
             local_addrs: Vec::new(),
-            metrics: Arc::new(ProxyMetrics::new()),
-            shutdown,
-            tasks: Vec::new(),
+            metrics: Arc::new(HttpMetrics::new()),
+            listeners: ListenerSet::default(),
         }
     }
 
@@ -135,7 +134,7 @@ impl Proxy {
     }
 
     /// The proxy's metrics.
-    pub fn metrics(&self) -> Arc<ProxyMetrics> {
+    pub fn metrics(&self) -> Arc<HttpMetrics> {
         self.metrics.clone()
     }
 
@@ -147,89 +146,39 @@ impl Proxy {
     /// Stops accepting, asks open connections to finish gracefully and
     /// waits for the listeners to stop.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.listeners.shutdown().await;
     }
 }
 
-/// A listening socket with `IP_TRANSPARENT` (`IPV6_TRANSPARENT` and
-/// `IPV6_V6ONLY` for IPv6, so the two listeners do not overlap).
-pub(crate) fn transparent_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv4() {
-        socket.set_ip_transparent_v4(true)?;
-    } else {
-        socket.set_only_v6(true)?;
-        socket.set_ip_transparent_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
-    socket.listen(1024)?;
-    TcpListener::from_std(std::net::TcpListener::from(socket))
-}
+/// What the HTTP accept loop says when it cannot take a connection.
+const ACCEPT_LOG: AcceptLog = AcceptLog {
+    accept_failed: "accept failed",
+    no_original_dst: "no original destination for an accepted connection",
+};
 
-/// Resolves once shutdown is requested; never if the [`Proxy`] was
-/// dropped without a shutdown.
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-fn accept_loop(
+/// Accepts on `listener` until shutdown: each connection is admitted under
+/// the limits (the datapath has said whose it is: the peer address is the
+/// real source), before a byte is read, and served by [`crate::tls::serve`].
+fn serve(
     listener: TcpListener,
     settings: Arc<HttpSettings>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     fixed: Option<FixedDestination>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = crate::listener::stopped(&mut shutdown) => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: back off, keep going.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let addrs = match fixed {
-                Some(f) => ConnAddrs {
-                    client: f.client.unwrap_or(peer),
-                    original_dst: f.original_dst,
-                    upstream: f.upstream,
-                },
-                None => match stream.local_addr() {
-                    Ok(dst) => ConnAddrs {
-                        client: peer,
-                        original_dst: dst,
-                        upstream: dst,
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no original destination for an accepted connection");
-                        continue;
-                    }
-                },
-            };
-            // The datapath has said whose connection it is (the peer
-            // address is the real source): the limits apply now, before a
-            // byte is read. A refused connection is closed at once.
+    accept_loop(
+        listener,
+        shutdown,
+        fixed,
+        ACCEPT_LOG,
+        move |stream, addrs, shutdown| {
             let source = settings.policy.snapshot().source_key(addrs.client.ip());
             let permit = match settings.limits.admit(source) {
                 Ok(permit) => permit,
                 Err(limit) => {
+                    // A refused connection is closed at once.
                     tracing::debug!(client = %addrs.client, dst = %addrs.original_dst, %limit, "connection refused by a limit");
                     drop(stream);
-                    continue;
+                    return;
                 }
             };
             tokio::spawn(crate::tls::serve(
@@ -239,6 +188,6 @@ fn accept_loop(
                 shutdown.clone(),
                 permit,
             ));
-        }
-    })
+        },
+    )
 }

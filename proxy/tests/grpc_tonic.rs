@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, Bytes};
 use common::*;
 use proxy::PolicyHandle;
-use proxy::metrics::{ProtocolLabel, VerdictLabel};
+use proxy::http::metrics::{ProtocolLabel, VerdictLabel};
 
 use tokio::net::TcpListener;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};

@@ -11,7 +11,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use proxy::PolicyHandle;
-use proxy::metrics::{ProtocolLabel, VerdictLabel};
+use proxy::http::metrics::{ProtocolLabel, VerdictLabel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn with_header(

@@ -13,7 +13,7 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use proxy::metrics::ClosedConnection;
+use proxy::http::metrics::ClosedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `server` takes port 80 only from pods labelled `app: other`: the

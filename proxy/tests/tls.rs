@@ -589,7 +589,7 @@ async fn every_name_of_a_server_name_list_counts() {
     assert_eq!(
         proxy
             .metrics()
-            .closed_count(proxy::metrics::ClosedConnection::SniList),
+            .closed_count(proxy::http::metrics::ClosedConnection::SniList),
         3
     );
     proxy.shutdown().await;

@@ -3,12 +3,11 @@
 //! answer goes to [`Forwarding::answered`] (learn) and, if the learner has
 //! not acknowledged yet, [`Held::release`] waits (bounded). Each step that
 //! ends the query writes its access-log line. UDP runs the steps inline
-//! (no task per query, see [`super::udp`]); TCP awaits them in
-//! [`exchange`].
+//! (no task per query, see `udp.rs`); TCP awaits them one query at a time
+//! (`tcp.rs`).
 
 use std::borrow::Cow;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,13 +16,14 @@ use policy_model::NumericIdentity;
 use tokio::sync::oneshot;
 use tokio::sync::oneshot::error::TryRecvError;
 
+use super::DnsConfig;
 use super::deny::{self, ProxyRcode};
 use super::judge::{Transport, decide};
 use super::learn::{LearnLimits, LearnedNames, NameLearner, addresses};
 use super::metrics::{DnsMetrics, DnsVerdict, TransportLabel};
 use super::parse::{DnsAnswer, DnsQuery, ParseError};
 use super::sockets::{ReplySockets, UdpUpstreams};
-use super::{DnsConfig, tcp};
+use crate::conn::ConnAddrs;
 use crate::policy::PolicyHandle;
 
 /// What every query shares.
@@ -42,22 +42,11 @@ pub(crate) struct DnsShared {
     pub tcp_connections: Arc<super::budget::SourceBudget>,
 }
 
-/// Where a query came from and goes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct QueryAddrs {
-    pub client: SocketAddr,
-    /// What the policy sees as the DNS server.
-    pub original_dst: SocketAddr,
-    /// Where an allowed query is sent (the original destination, except
-    /// in fixed-destination mode).
-    pub upstream: SocketAddr,
-}
-
 /// Who asked, as the access log says it.
 struct Asker {
     start: Instant,
     transport: Transport,
-    addrs: QueryAddrs,
+    addrs: ConnAddrs,
     src_identity: NumericIdentity,
     dst_identity: NumericIdentity,
 }
@@ -114,7 +103,7 @@ pub(crate) struct Held {
 pub(crate) fn judge(
     shared: &DnsShared,
     transport: Transport,
-    addrs: QueryAddrs,
+    addrs: ConnAddrs,
     bytes: &[u8],
 ) -> Judged {
     let start = Instant::now();
@@ -171,6 +160,11 @@ pub(crate) fn judge(
 }
 
 impl Forwarding {
+    /// The id of the query as the client sent it.
+    pub(crate) fn query_id(&self) -> u16 {
+        self.query.id
+    }
+
     /// The server could not be asked or did not answer: SERVFAIL.
     pub(crate) fn failed(self, shared: &DnsShared, e: &io::Error) -> Vec<u8> {
         let outcome = Outcome {
@@ -271,55 +265,11 @@ impl Held {
     }
 }
 
-/// Answers one query message, waiting for each step; `None`: send nothing
-/// back. (TCP: one query at a time per connection.)
-pub(crate) async fn exchange(
-    shared: &DnsShared,
-    transport: Transport,
-    addrs: QueryAddrs,
-    bytes: &[u8],
-) -> Option<Vec<u8>> {
-    let fwd = match judge(shared, transport, addrs, bytes) {
-        Judged::Nothing => return None,
-        Judged::Answer(response) => return Some(response),
-        Judged::Forward(fwd) => fwd,
-    };
-    let config = &shared.config;
-    let exchanged = tokio::time::timeout(config.upstream_timeout, async {
-        match transport {
-            Transport::Udp => {
-                shared
-                    .udp_upstreams
-                    .exchange(&config.upstream, addrs, bytes, config.upstream_timeout)
-                    .await
-            }
-            Transport::Tcp => tcp::forward(&config.upstream, addrs, fwd.query.id, bytes).await,
-        }
-    })
-    .await
-    .unwrap_or_else(|_| Err(no_answer_within(config.upstream_timeout)));
-    Some(match exchanged {
-        Err(e) => fwd.failed(shared, &e),
-        Ok(answer) => match fwd.answered(shared, answer) {
-            Answered::Ready(answer) => answer,
-            Answered::Held(held) => held.release(shared).await,
-        },
-    })
-}
-
-/// The error of a query the server did not answer in time.
-pub(crate) fn no_answer_within(timeout: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("no answer within {timeout:?}"),
-    )
-}
-
 /// Hands what a NOERROR answer teaches to the learner; its
 /// acknowledgements (none when there is nothing to learn).
 fn learn(
     shared: &DnsShared,
-    addrs: QueryAddrs,
+    addrs: ConnAddrs,
     query: &DnsQuery,
     answer: &DnsAnswer,
 ) -> Vec<oneshot::Receiver<()>> {

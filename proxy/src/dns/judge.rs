@@ -3,113 +3,13 @@
 //! kernel's own lookup by [`ProxyPolicy::dns_rules`]. Every question name
 //! must be allowed. Anything the proxy cannot account for denies.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
+use policy_model::NumericIdentity;
 use policy_model::l7::DnsRuleSet;
-use policy_model::resolve::L7Policy;
-use policy_model::rules::L7Rules;
-use policy_model::{L7Parser, NumericIdentity};
 
 use super::parse::{DnsQuery, ParseError, parse_query};
-use crate::policy::ProxyPolicy;
-
-/// The compiled DNS rules of one redirected policy key.
-#[derive(Debug)]
-pub struct DnsSidePolicy {
-    /// An L3/L4 allow of the same traffic without L7 rules: every name
-    /// passes.
-    allow_all: bool,
-    /// Every `rules.dns` list of the key as one set; `Err`: why it did not
-    /// compile (then nothing is allowed).
-    set: Result<DnsRuleSet, String>,
-    /// For each selector of `set`: the policy and rule path it came from,
-    /// formatted once here rather than for every query.
-    origins: Vec<String>,
-}
-
-impl DnsSidePolicy {
-    /// Compiles the DNS rule lists of one key.
-    pub fn compile(l7: &L7Policy) -> DnsSidePolicy {
-        let mut selectors = Vec::new();
-        let mut origins = Vec::new();
-        let mut foreign = None;
-        for (list, origin, path) in &l7.rules {
-            match list.as_ref() {
-                L7Rules::Dns(dns) => {
-                    for (i, selector) in dns.iter().enumerate() {
-                        selectors.push(selector.clone());
-                        origins.push(format!("{origin} {path}.rules.dns[{i}]"));
-                    }
-                }
-                other => {
-                    foreign = Some(format!(
-                        "{origin} {path} attaches {} rules to a DNS-redirected port",
-                        other.parser()
-                    ))
-                }
-            }
-        }
-        let set = match foreign {
-            Some(why) => Err(why),
-            None => DnsRuleSet::compile(&selectors).map_err(|e| e.to_string()),
-        };
-        DnsSidePolicy {
-            allow_all: l7.allow_all,
-            set,
-            origins,
-        }
-    }
-
-    /// Why the rules did not compile, if they did not.
-    pub fn compile_error(&self) -> Option<&str> {
-        self.set.as_ref().err().map(String::as_str)
-    }
-}
-
-/// Why a query gets no DNS rules (it is denied).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DnsRefusal {
-    /// The client is not a local endpoint: no egress policy to apply.
-    NotLocal,
-    /// The source's egress has no map entry for the DNS server.
-    NoEntry { endpoint: String },
-    /// The source's egress denies the flow at L3/L4.
-    DeniedAtL4 { endpoint: String },
-    /// The entry allows the flow without a redirect: the kernel should
-    /// not have sent it here.
-    NotRedirected { endpoint: String },
-    /// The entry redirects to another parser's proxy.
-    OtherParser { endpoint: String, parser: L7Parser },
-    /// Redirected to DNS but no rule set for the key.
-    MissingRules { endpoint: String },
-}
-
-impl fmt::Display for DnsRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DnsRefusal::NotLocal => f.write_str("the client is not a local endpoint"),
-            DnsRefusal::NoEntry { endpoint } => {
-                write!(f, "{endpoint} egress: no policy entry allows the flow")
-            }
-            DnsRefusal::DeniedAtL4 { endpoint } => {
-                write!(f, "{endpoint} egress: the flow is denied at L3/L4")
-            }
-            DnsRefusal::NotRedirected { endpoint } => write!(
-                f,
-                "{endpoint} egress: the flow is allowed without a DNS redirect"
-            ),
-            DnsRefusal::OtherParser { endpoint, parser } => write!(
-                f,
-                "{endpoint} egress: the port is redirected to the {parser} proxy, not DNS"
-            ),
-            DnsRefusal::MissingRules { endpoint } => {
-                write!(f, "{endpoint} egress: redirected without DNS rules")
-            }
-        }
-    }
-}
+use crate::policy::{ProxyPolicy, Refusal, Side};
 
 /// The DNS rules that apply to one query's flow under one snapshot.
 #[derive(Debug, Clone)]
@@ -117,7 +17,28 @@ pub struct DnsRules {
     pub src_identity: NumericIdentity,
     pub dst_identity: NumericIdentity,
     /// The source endpoint's rules, or why there are none.
-    pub side: Result<(String, Arc<DnsSidePolicy>), DnsRefusal>,
+    pub side: Result<Side<DnsRuleSet>, Refusal>,
+}
+
+impl ProxyPolicy {
+    /// The DNS rules that apply to a redirected query from `src` to
+    /// `orig_dst` over `transport`: the source endpoint's egress entry for
+    /// (the DNS server's identity, port, protocol), found with the kernel's
+    /// lookup. Only a DNS redirect with a rule set yields rules.
+    pub fn dns_rules(
+        &self,
+        src: SocketAddr,
+        orig_dst: SocketAddr,
+        transport: Transport,
+    ) -> DnsRules {
+        let (src_identity, dst_identity, side) =
+            self.egress_rules(src, orig_dst, transport.protocol());
+        DnsRules {
+            src_identity,
+            dst_identity,
+            side,
+        }
+    }
 }
 
 /// The verdict on one query.
@@ -148,7 +69,7 @@ impl DnsRules {
     /// Judges the question names of a query: every one must be allowed.
     pub fn judge<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> DnsJudgement {
         let (endpoint, side) = match &self.side {
-            Ok(side) => side,
+            Ok(side) => (&side.endpoint, &side.policy),
             Err(refusal) => {
                 return DnsJudgement::Denied {
                     reason: refusal.to_string(),

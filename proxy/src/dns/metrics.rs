@@ -8,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::metrics;
+
 /// The verdict label of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 pub enum DnsVerdict {
@@ -58,10 +60,9 @@ struct QueryLabels {
     verdict: DnsVerdict,
 }
 
-/// The DNS proxy's metrics and their registry.
+/// The DNS proxy's metrics (names under the `portcullis_proxy` prefix).
 #[derive(Debug)]
 pub struct DnsMetrics {
-    registry: Registry,
     queries: Family<QueryLabels, Counter>,
     hold: Histogram,
     learn_timeouts: Counter,
@@ -76,48 +77,51 @@ impl Default for DnsMetrics {
 }
 
 impl DnsMetrics {
-    /// Registers every metric under the `portcullis_proxy` prefix.
+    /// Every metric at zero.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("portcullis_proxy");
-        let queries = Family::<QueryLabels, Counter>::default();
+        DnsMetrics {
+            queries: Family::default(),
+            // 50 µs .. ~3 s
+            hold: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            learn_timeouts: Counter::default(),
+            limits: Family::default(),
+            mismatched_answers: Counter::default(),
+        }
+    }
+
+    /// Registers every metric into `registry`, which carries the prefix.
+    fn add_to(&self, registry: &mut Registry) {
         registry.register(
             "dns_queries",
             "DNS queries judged by the proxy, by transport and verdict",
-            queries.clone(),
+            self.queries.clone(),
         );
-        // 50 µs .. ~3 s
-        let hold = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
         registry.register(
             "dns_learn_hold_seconds",
             "Time an allowed answer was held between the learner call and its acknowledgement",
-            hold.clone(),
+            self.hold.clone(),
         );
-        let learn_timeouts = Counter::default();
         registry.register(
             "dns_learn_timeouts",
             "Answers released because the learner did not acknowledge in time",
-            learn_timeouts.clone(),
+            self.learn_timeouts.clone(),
         );
-        let limits = Family::<LimitLabels, Counter>::default();
         registry.register(
             "dns_limit_refusals",
             "DNS connections refused or closed by a limit, by limit",
-            limits.clone(),
+            self.limits.clone(),
         );
-        let mismatched_answers = Counter::default();
         registry.register(
             "dns_mismatched_answers",
             "Upstream datagrams dropped: no query in flight on that socket has their id and question (forged, late or stray)",
-            mismatched_answers.clone(),
+            self.mismatched_answers.clone(),
         );
-        DnsMetrics {
-            mismatched_answers,
-            limits,
-            registry,
-            queries,
-            hold,
-            learn_timeouts,
-        }
+    }
+
+    /// Registers every metric into `root` under `portcullis_proxy` (one
+    /// registry for the whole agent).
+    pub fn register(&self, root: &mut Registry) {
+        metrics::register(root, |r| self.add_to(r));
     }
 
     /// Records one query.
@@ -169,13 +173,9 @@ impl DnsMetrics {
         self.learn_timeouts.get()
     }
 
-    /// The OpenMetrics text of every DNS metric (append it to the HTTP
-    /// proxy's for `/metrics`; both use the `portcullis_proxy` prefix and
-    /// distinct names).
+    /// The OpenMetrics text of every DNS metric alone (ends with
+    /// `# EOF`).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        metrics::render(|r| self.add_to(r))
     }
 }

@@ -20,12 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
 
-use crate::http::upstream::UpstreamConfig;
-use crate::listener::FixedDestination;
+use crate::conn::{FixedDestination, ListenerSet, transparent_listener};
 use crate::policy::PolicyHandle;
+use crate::upstream::UpstreamConfig;
 
 pub mod budget;
 pub mod deny;
@@ -43,13 +42,12 @@ mod udp;
 mod tests;
 
 pub use deny::DenyResponse;
-pub use judge::{DnsJudgement, DnsRefusal, DnsRules, Transport, decide};
+pub use judge::{DnsJudgement, DnsRules, Transport, decide};
 pub use learn::{LearnedNames, NameLearner, NoLearner};
 pub use metrics::{DnsLimit, DnsMetrics, DnsVerdict, TransportLabel};
 
-/// The DNS proxy port the datapath redirects to; must equal
-/// `agentd::proxy_port(L7Parser::Dns)`.
-pub const DNS_PROXY_PORT: u16 = 15053;
+/// The DNS proxy port the datapath redirects to ([`crate::ports::DNS`]).
+pub const DNS_PROXY_PORT: u16 = crate::ports::DNS;
 
 /// How the DNS proxy listens, answers, forwards and learns.
 #[derive(Debug, Clone)]
@@ -150,8 +148,7 @@ pub struct DnsProxy {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     metrics: Arc<DnsMetrics>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    listeners: ListenerSet,
 }
 
 impl std::fmt::Debug for DnsProxy {
@@ -177,8 +174,8 @@ impl DnsProxy {
         let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, config.port));
         let udp = [udp::transparent_socket(v4)?, udp::transparent_socket(v6)?];
         let tcp = [
-            tcp::transparent_listener(v4)?,
-            tcp::transparent_listener(v6)?,
+            transparent_listener(v4, "bind tcp")?,
+            transparent_listener(v6, "bind tcp")?,
         ];
         let mut proxy = DnsProxy::new();
         let (shared, in_flight) = proxy.shared(policy, config, learner);
@@ -189,14 +186,14 @@ impl DnsProxy {
                 udp::UdpMode::Transparent,
                 shared.clone(),
                 in_flight.clone(),
-                proxy.shutdown.subscribe(),
+                proxy.listeners.subscribe(),
             );
-            proxy.tasks.push(task);
+            proxy.listeners.push(task);
         }
         for listener in tcp {
             proxy.tcp_addrs.push(listener.local_addr()?);
-            let task = tcp::serve(listener, None, shared.clone(), proxy.shutdown.subscribe());
-            proxy.tasks.push(task);
+            let task = tcp::serve(listener, None, shared.clone(), proxy.listeners.subscribe());
+            proxy.listeners.push(task);
         }
         tracing::info!(udp = ?proxy.udp_addrs, tcp = ?proxy.tcp_addrs, "DNS proxy listening");
         Ok(proxy)
@@ -220,30 +217,28 @@ impl DnsProxy {
         sockets::set_receive_buffer(&socket2::SockRef::from(&udp), sockets::LISTENER_RCVBUF)?;
         proxy.udp_addrs.push(udp.local_addr()?);
         proxy.tcp_addrs.push(tcp.local_addr()?);
-        proxy.tasks.push(udp::serve(
+        proxy.listeners.push(udp::serve(
             udp,
             udp::UdpMode::Fixed(dest),
             shared.clone(),
             in_flight.clone(),
-            proxy.shutdown.subscribe(),
+            proxy.listeners.subscribe(),
         ));
-        proxy.tasks.push(tcp::serve(
+        proxy.listeners.push(tcp::serve(
             tcp,
             Some(dest),
             shared,
-            proxy.shutdown.subscribe(),
+            proxy.listeners.subscribe(),
         ));
         Ok(proxy)
     }
 
     fn new() -> DnsProxy {
-        let (shutdown, _) = watch::channel(false);
         DnsProxy {
             udp_addrs: Vec::new(),
             tcp_addrs: Vec::new(),
             metrics: Arc::new(DnsMetrics::new()),
-            shutdown,
-            tasks: Vec::new(),
+            listeners: ListenerSet::default(),
         }
     }
 
@@ -304,9 +299,6 @@ impl DnsProxy {
     /// Stops receiving and accepting and waits for the listener tasks.
     /// Queries already being answered finish on their own.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.listeners.shutdown().await;
     }
 }

@@ -24,6 +24,9 @@
 //! reader's answers): a batch wakes the server and the client once, not
 //! once per datagram.
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
@@ -40,12 +43,12 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
 
-use super::exchange::{QueryAddrs, no_answer_within};
 use super::metrics::DnsMetrics;
 use super::parse::HEADER_LEN;
-use crate::http::upstream::{UpstreamConfig, bind_client_address};
+use crate::conn::ConnAddrs;
+use crate::policy::ProxyPolicy;
+use crate::upstream::{UpstreamConfig, bind_client_address};
 
 /// Largest DNS message over UDP (and the receive buffer).
 pub(crate) const MAX_UDP: usize = 65_535;
@@ -363,12 +366,13 @@ impl UdpUpstreams {
     pub(crate) fn send(
         &self,
         cfg: &UpstreamConfig,
-        addrs: QueryAddrs,
+        policy: &ProxyPolicy,
+        addrs: ConnAddrs,
         query: &[u8],
         timeout: Duration,
         on_answer: OnAnswer,
     ) {
-        let upstream = match self.upstream_for(cfg, addrs, query) {
+        let upstream = match self.upstream_for(cfg, policy, addrs, query) {
             Ok(upstream) => upstream,
             Err(e) => return on_answer(Err(e)),
         };
@@ -394,17 +398,21 @@ impl UdpUpstreams {
         }
     }
 
-    /// [`send`](Self::send), awaited.
+    /// [`send`](Self::send), awaited (the unit tests of the sockets; the
+    /// proxy's UDP path runs [`send`](Self::send) inline).
+    #[cfg(test)]
     pub(crate) async fn exchange(
         &self,
         cfg: &UpstreamConfig,
-        addrs: QueryAddrs,
+        policy: &ProxyPolicy,
+        addrs: ConnAddrs,
         query: &[u8],
         timeout: Duration,
     ) -> io::Result<Vec<u8>> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(
             cfg,
+            policy,
             addrs,
             query,
             timeout,
@@ -422,7 +430,8 @@ impl UdpUpstreams {
     fn upstream_for(
         &self,
         cfg: &UpstreamConfig,
-        addrs: QueryAddrs,
+        policy: &ProxyPolicy,
+        addrs: ConnAddrs,
         query: &[u8],
     ) -> io::Result<Arc<UpstreamSocket>> {
         let server = addrs.upstream;
@@ -432,7 +441,7 @@ impl UdpUpstreams {
                 "a query shorter than a DNS header",
             ));
         }
-        let source = if bind_client_address(cfg, server.ip()) {
+        let source = if bind_client_address(cfg, policy, server.ip()) {
             let ip = addrs.client.ip().to_canonical();
             if ip.is_ipv4() != server.is_ipv4() {
                 return Err(io::Error::new(
@@ -833,4 +842,12 @@ async fn read_answers(
             return;
         }
     }
+}
+
+/// The error of a query the server did not answer in time.
+pub(crate) fn no_answer_within(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no answer within {timeout:?}"),
+    )
 }

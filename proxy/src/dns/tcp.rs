@@ -1,44 +1,25 @@
-//! DNS over TCP: a transparent listener (the original destination is the
-//! accepted socket's local address), RFC 1035 §4.2.2 framing (two-byte
-//! length prefix), queries answered in order, and forwarding to the
-//! server over a marked connection per query.
+//! DNS over TCP: connections accepted on the shared skeleton (the original
+//! destination is the accepted socket's local address), RFC 1035 §4.2.2
+//! framing (two-byte length prefix), queries answered in order, each
+//! awaited step by step ([`exchange`]), and forwarding to the server over a
+//! marked connection per query.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::budget::{BudgetRefusal, SourceKey};
-use super::exchange::{DnsShared, QueryAddrs, exchange};
+use super::exchange::{Answered, DnsShared, Judged, judge};
 use super::judge::Transport;
 use super::metrics::DnsLimit;
-use crate::http::upstream::{UpstreamConfig, connect};
-use crate::listener::{FixedDestination, stopped};
-
-/// A listening socket with `IP_TRANSPARENT` (`IPV6_TRANSPARENT` and
-/// `IPV6_V6ONLY` for IPv6).
-pub(crate) fn transparent_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv4() {
-        socket.set_ip_transparent_v4(true)?;
-    } else {
-        socket.set_only_v6(true)?;
-        socket.set_ip_transparent_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("bind tcp {addr}: {e}")))?;
-    socket.listen(1024)?;
-    TcpListener::from_std(std::net::TcpListener::from(socket))
-}
+use super::sockets::no_answer_within;
+use crate::conn::{AcceptLog, ConnAddrs, FixedDestination, accept_loop, stopped};
+use crate::policy::ProxyPolicy;
+use crate::upstream::{UpstreamConfig, connect};
 
 /// Reads one length-prefixed message; `None` at a clean end of stream
 /// before a new message.
@@ -76,11 +57,12 @@ pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
 /// answers until one carries the query's id. The caller bounds the wait.
 pub(crate) async fn forward(
     cfg: &UpstreamConfig,
-    addrs: QueryAddrs,
+    policy: &ProxyPolicy,
+    addrs: ConnAddrs,
     id: u16,
     query: &[u8],
 ) -> io::Result<Vec<u8>> {
-    let mut stream = connect(cfg, addrs.client, addrs.upstream).await?;
+    let mut stream = connect(cfg, policy, addrs.client, addrs.upstream).await?;
     write_message(&mut stream, query).await?;
     loop {
         let Some(answer) = read_message(&mut stream).await? else {
@@ -95,48 +77,28 @@ pub(crate) async fn forward(
     }
 }
 
-/// Accepts connections until shutdown.
+/// What the DNS TCP accept loop says when it cannot take a connection.
+const ACCEPT_LOG: AcceptLog = AcceptLog {
+    accept_failed: "DNS TCP accept failed",
+    no_original_dst: "no original destination for a DNS connection",
+};
+
+/// Accepts connections until shutdown. Whose connection it is comes from
+/// what the datapath knows of the source address; it is refused before
+/// anything is read when that source (or the proxy) holds its share. UDP
+/// has its own.
 pub(crate) fn serve(
     listener: TcpListener,
     fixed: Option<FixedDestination>,
     shared: Arc<DnsShared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stopped(&mut shutdown) => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "DNS TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let addrs = match fixed {
-                Some(f) => QueryAddrs {
-                    client: f.client.unwrap_or(peer),
-                    original_dst: f.original_dst,
-                    upstream: f.upstream,
-                },
-                None => match stream.local_addr() {
-                    Ok(dst) => QueryAddrs {
-                        client: peer,
-                        original_dst: dst,
-                        upstream: dst,
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no original destination for a DNS connection");
-                        continue;
-                    }
-                },
-            };
-            // Whose connection it is, from what the datapath knows of the
-            // source address; refused before anything is read when that
-            // source (or the proxy) holds its share. UDP has its own.
+    accept_loop(
+        listener,
+        shutdown,
+        fixed,
+        ACCEPT_LOG,
+        move |stream, addrs, shutdown| {
             let identity = shared
                 .policy
                 .snapshot()
@@ -152,8 +114,8 @@ pub(crate) fn serve(
                     };
                     shared.metrics.limit_refusal(limit);
                     tracing::debug!(client = %addrs.client, source = %key, ?limit,
-                        "DNS TCP connection refused by a limit");
-                    continue;
+                    "DNS TCP connection refused by a limit");
+                    return;
                 }
             };
             let shared = shared.clone();
@@ -164,8 +126,8 @@ pub(crate) fn serve(
                     tracing::debug!(client = %addrs.client, error = %e, "DNS TCP connection ended");
                 }
             });
-        }
-    })
+        },
+    )
 }
 
 /// Answers the queries of one connection in order until the client closes
@@ -173,7 +135,7 @@ pub(crate) fn serve(
 /// or `tcp_idle_timeout` (the next ones), or the proxy shuts down.
 async fn serve_connection(
     mut stream: TcpStream,
-    addrs: QueryAddrs,
+    addrs: ConnAddrs,
     shared: &DnsShared,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
@@ -197,8 +159,33 @@ async fn serve_connection(
             },
         };
         wait = (shared.config.tcp_idle_timeout, DnsLimit::TcpIdleTimeout);
-        if let Some(answer) = exchange(shared, Transport::Tcp, addrs, &query).await {
+        if let Some(answer) = exchange(shared, addrs, &query).await {
             write_message(&mut stream, &answer).await?;
         }
     }
+}
+
+/// Answers one query message of a connection, waiting for each step;
+/// `None`: send nothing back. (UDP runs the same steps inline.)
+async fn exchange(shared: &DnsShared, addrs: ConnAddrs, bytes: &[u8]) -> Option<Vec<u8>> {
+    let fwd = match judge(shared, Transport::Tcp, addrs, bytes) {
+        Judged::Nothing => return None,
+        Judged::Answer(response) => return Some(response),
+        Judged::Forward(fwd) => fwd,
+    };
+    let config = &shared.config;
+    let policy = shared.policy.snapshot();
+    let exchanged = tokio::time::timeout(
+        config.upstream_timeout,
+        forward(&config.upstream, &policy, addrs, fwd.query_id(), bytes),
+    )
+    .await
+    .unwrap_or_else(|_| Err(no_answer_within(config.upstream_timeout)));
+    Some(match exchanged {
+        Err(e) => fwd.failed(shared, &e),
+        Ok(answer) => match fwd.answered(shared, answer) {
+            Answered::Ready(answer) => answer,
+            Answered::Held(held) => held.release(shared).await,
+        },
+    })
 }

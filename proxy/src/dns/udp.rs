@@ -21,11 +21,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::budget::SourceKey;
-use super::exchange::{self, Answered, DnsShared, Forwarding, Judged, QueryAddrs};
+use super::exchange::{self, Answered, DnsShared, Forwarding, Judged};
 use super::judge::Transport;
 use super::metrics::{DnsLimit, DnsVerdict, TransportLabel};
 use super::sockets::{BATCH, LISTENER_RCVBUF, MAX_UDP, set_receive_buffer};
-use crate::listener::{FixedDestination, stopped};
+use crate::conn::{ConnAddrs, FixedDestination, stopped};
 
 /// A transparent UDP socket bound to `addr` that reports each datagram's
 /// original destination (`IP_TRANSPARENT` + `IP_RECVORIGDSTADDR`, or the
@@ -204,7 +204,7 @@ impl Reply {
 fn query(
     shared: &Arc<DnsShared>,
     in_flight: &Arc<Semaphore>,
-    addrs: QueryAddrs,
+    addrs: ConnAddrs,
     reply: Reply,
     bytes: &[u8],
 ) {
@@ -237,6 +237,7 @@ fn query(
             let config = &shared.config;
             shared.udp_upstreams.send(
                 &config.upstream,
+                &shared.policy.snapshot(),
                 addrs,
                 bytes,
                 config.upstream_timeout,
@@ -281,14 +282,14 @@ fn try_receive(
     socket: &UdpSocket,
     mode: UdpMode,
     buf: &mut [u8],
-) -> io::Result<Option<(usize, SocketAddr, QueryAddrs)>> {
+) -> io::Result<Option<(usize, SocketAddr, ConnAddrs)>> {
     match mode {
         UdpMode::Fixed(f) => {
             let (len, peer) = socket.try_recv_from(buf)?;
             Ok(Some((
                 len,
                 peer,
-                QueryAddrs {
+                ConnAddrs {
                     client: f.client.unwrap_or(peer),
                     original_dst: f.original_dst,
                     upstream: f.upstream,
@@ -304,7 +305,7 @@ fn try_receive(
             Ok(Some((
                 len,
                 peer,
-                QueryAddrs {
+                ConnAddrs {
                     client: peer,
                     original_dst: orig_dst,
                     upstream: orig_dst,

@@ -4,9 +4,11 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
-use super::ProxyBody;
+/// The body of every response the proxy sends downstream.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Body of an HTTP denial (Cilium/Envoy's).
 pub const ACCESS_DENIED: &str = "Access denied\r\n";

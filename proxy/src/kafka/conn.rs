@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
@@ -21,10 +21,10 @@ use super::judge::{KafkaJudgement, KafkaRules};
 use super::metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 use super::parse::{self, KafkaFrame, TopicNames};
 use super::{KafkaConfig, UPSTREAM_IDLE};
+use crate::conn::{self, AcceptLog, ConnAddrs, FixedDestination};
 use crate::dns::budget::{BudgetGrant, BudgetRefusal, SourceBudget, SourceKey};
-use crate::http::upstream;
-use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
+use crate::upstream;
 
 /// What every connection of one proxy shares.
 #[derive(Debug)]
@@ -67,54 +67,27 @@ impl KafkaShared {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Addrs {
-    client: SocketAddr,
-    original_dst: SocketAddr,
-    upstream: SocketAddr,
-}
+/// What the Kafka accept loop says when it cannot take a connection.
+const ACCEPT_LOG: AcceptLog = AcceptLog {
+    accept_failed: "Kafka accept failed",
+    no_original_dst: "no original destination for a Kafka connection",
+};
 
+/// Accepts on `listener` until shutdown. Whose connection it is comes from
+/// what the datapath knows of the source address; it is refused before
+/// anything is read when that source (or the proxy) holds its share.
 pub(crate) fn accept_loop(
     listener: TcpListener,
     shared: Arc<KafkaShared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     fixed: Option<FixedDestination>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = crate::listener::stopped(&mut shutdown) => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kafka accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let addrs = match fixed {
-                Some(f) => Addrs {
-                    client: f.client.unwrap_or(peer),
-                    original_dst: f.original_dst,
-                    upstream: f.upstream,
-                },
-                None => match stream.local_addr() {
-                    Ok(dst) => Addrs {
-                        client: peer,
-                        original_dst: dst,
-                        upstream: dst,
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no original destination for a Kafka connection");
-                        continue;
-                    }
-                },
-            };
-            // Whose connection it is, from what the datapath knows of the
-            // source address; refused before anything is read when that
-            // source (or the proxy) holds its share.
+    conn::accept_loop(
+        listener,
+        shutdown,
+        fixed,
+        ACCEPT_LOG,
+        move |stream, addrs, _| {
             let identity = shared
                 .policy
                 .snapshot()
@@ -130,8 +103,8 @@ pub(crate) fn accept_loop(
                     };
                     shared.metrics.limit_refusal(limit);
                     tracing::debug!(src = %addrs.client, source = %key, ?limit,
-                        "Kafka connection refused by a limit");
-                    continue;
+                    "Kafka connection refused by a limit");
+                    return;
                 }
             };
             let _ = stream.set_nodelay(true);
@@ -140,8 +113,8 @@ pub(crate) fn accept_loop(
                 let _permit = permit;
                 serve(stream, addrs, key, shared).await
             });
-        }
-    })
+        },
+    )
 }
 
 /// What the access log says about one request.
@@ -183,7 +156,7 @@ enum Slot {
     Denied { log: LogEntry, response: Bytes },
 }
 
-async fn serve(client: TcpStream, addrs: Addrs, key: SourceKey, shared: Arc<KafkaShared>) {
+async fn serve(client: TcpStream, addrs: ConnAddrs, key: SourceKey, shared: Arc<KafkaShared>) {
     let _guard = shared.metrics.connection();
     let (client_read, client_write) = client.into_split();
     let names = shared.topic_names(addrs.original_dst);
@@ -204,7 +177,7 @@ async fn serve(client: TcpStream, addrs: Addrs, key: SourceKey, shared: Arc<Kafk
 async fn read_requests(
     client: OwnedReadHalf,
     tx: mpsc::Sender<Slot>,
-    addrs: Addrs,
+    addrs: ConnAddrs,
     key: SourceKey,
     shared: &KafkaShared,
     names: &Mutex<TopicNames>,
@@ -368,14 +341,20 @@ async fn read_requests(
 async fn send_upstream(
     upstream: &mut Option<OwnedWriteHalf>,
     shared: &KafkaShared,
-    addrs: &Addrs,
+    addrs: &ConnAddrs,
     frame: &[u8],
 ) -> Result<Option<OwnedReadHalf>, String> {
     let mut handoff = None;
     if upstream.is_none() {
-        let stream = upstream::connect(&shared.config.upstream, addrs.client, addrs.upstream)
-            .await
-            .map_err(|e| e.to_string())?;
+        let policy = shared.policy.snapshot();
+        let stream = upstream::connect(
+            &shared.config.upstream,
+            &policy,
+            addrs.client,
+            addrs.upstream,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
         handoff = Some(r);
@@ -392,7 +371,7 @@ async fn send_upstream(
 async fn write_responses(
     mut rx: mpsc::Receiver<Slot>,
     mut client: OwnedWriteHalf,
-    addrs: Addrs,
+    addrs: ConnAddrs,
     shared: Arc<KafkaShared>,
     names: Arc<Mutex<TopicNames>>,
 ) {
@@ -666,7 +645,7 @@ fn topic_list(frame: &KafkaFrame) -> String {
     }
 }
 
-fn access_log(addrs: &Addrs, log: &LogEntry, verdict: &str, error: Option<&str>) {
+fn access_log(addrs: &ConnAddrs, log: &LogEntry, verdict: &str, error: Option<&str>) {
     tracing::info!(
         target: "portcullis::proxy::access",
         protocol = "kafka",

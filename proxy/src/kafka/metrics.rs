@@ -4,9 +4,10 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
+
+use crate::metrics::{self, ConnectionGuard, Connections, RequestMetrics};
 
 /// The verdict label of a Kafka request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -55,14 +56,11 @@ struct RequestLabels {
     verdict: KafkaVerdictLabel,
 }
 
-/// The Kafka proxy's metrics and their registry.
+/// The Kafka proxy's metrics (names under the `portcullis_proxy` prefix).
 #[derive(Debug)]
 pub struct KafkaMetrics {
-    registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: Histogram,
-    active_connections: Gauge,
-    connections: Counter,
+    requests: RequestMetrics<RequestLabels>,
+    connections: Connections,
     limits: Family<LimitLabels, Counter>,
 }
 
@@ -73,71 +71,65 @@ impl Default for KafkaMetrics {
 }
 
 impl KafkaMetrics {
-    /// Registers every metric under the `portcullis_proxy` prefix.
+    /// Every metric at zero.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("portcullis_proxy");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "kafka_requests",
-            "Kafka requests judged by the proxy, by API and verdict",
-            requests.clone(),
+        KafkaMetrics {
+            // 50 µs .. ~13 s
+            requests: RequestMetrics::new(exponential_buckets(0.00005, 2.0, 19)),
+            connections: Connections::default(),
+            limits: Family::default(),
+        }
+    }
+
+    /// Registers every metric into `registry`, which carries the prefix.
+    fn add_to(&self, registry: &mut Registry) {
+        self.requests.register(
+            registry,
+            (
+                "kafka_requests",
+                "Kafka requests judged by the proxy, by API and verdict",
+            ),
+            (
+                "kafka_request_duration_seconds",
+                "Time from a request read to its response written downstream",
+            ),
         );
-        // 50 µs .. ~13 s
-        let latency = Histogram::new(exponential_buckets(0.00005, 2.0, 19));
-        registry.register(
-            "kafka_request_duration_seconds",
-            "Time from a request read to its response written downstream",
-            latency.clone(),
+        self.connections.register(
+            registry,
+            (
+                "kafka_active_connections",
+                "Redirected Kafka connections being served",
+            ),
+            ("kafka_connections", "Redirected Kafka connections accepted"),
         );
-        let active_connections = Gauge::default();
-        registry.register(
-            "kafka_active_connections",
-            "Redirected Kafka connections being served",
-            active_connections.clone(),
-        );
-        let connections = Counter::default();
-        registry.register(
-            "kafka_connections",
-            "Redirected Kafka connections accepted",
-            connections.clone(),
-        );
-        let limits = Family::<LimitLabels, Counter>::default();
         registry.register(
             "kafka_limit_refusals",
             "Kafka connections refused or closed by a limit, by limit",
-            limits.clone(),
+            self.limits.clone(),
         );
-        KafkaMetrics {
-            limits,
-            registry,
-            requests,
-            latency,
-            active_connections,
-            connections,
-        }
+    }
+
+    /// Registers every metric into `root` under `portcullis_proxy` (one
+    /// registry for the whole agent).
+    pub fn register(&self, root: &mut Registry) {
+        metrics::register(root, |r| self.add_to(r));
     }
 
     /// Records one request; `seconds` is `None` when it got no response.
     pub fn request(&self, api: &str, verdict: KafkaVerdictLabel, seconds: Option<f64>) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                api: api.to_string(),
-                verdict,
-            })
-            .inc();
-        if let Some(s) = seconds {
-            self.latency.observe(s);
-        }
+        let labels = RequestLabels {
+            api: api.to_string(),
+            verdict,
+        };
+        self.requests.record(&labels, seconds);
     }
 
     /// Requests seen for this API name and verdict.
     pub fn requests(&self, api: &str, verdict: KafkaVerdictLabel) -> u64 {
-        self.requests
-            .get_or_create(&RequestLabels {
-                api: api.to_string(),
-                verdict,
-            })
-            .get()
+        self.requests.count(&RequestLabels {
+            api: api.to_string(),
+            verdict,
+        })
     }
 
     /// Counts one connection refused or closed by `limit`.
@@ -151,36 +143,18 @@ impl KafkaMetrics {
     }
 
     /// Counts a connection as open until the guard drops.
-    pub fn connection(&self) -> KafkaConnectionGuard {
-        self.connections.inc();
-        self.active_connections.inc();
-        KafkaConnectionGuard {
-            gauge: self.active_connections.clone(),
-        }
+    pub fn connection(&self) -> ConnectionGuard {
+        self.connections.open()
     }
 
     /// Connections currently open.
     pub fn active_connections(&self) -> i64 {
-        self.active_connections.get()
+        self.connections.active()
     }
 
-    /// The OpenMetrics text of every Kafka metric.
+    /// The OpenMetrics text of every Kafka metric alone (ends with
+    /// `# EOF`).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
-}
-
-/// Decrements the active connection gauge when dropped.
-#[derive(Debug)]
-pub struct KafkaConnectionGuard {
-    gauge: Gauge,
-}
-
-impl Drop for KafkaConnectionGuard {
-    fn drop(&mut self) {
-        self.gauge.dec();
+        metrics::render(|r| self.add_to(r))
     }
 }

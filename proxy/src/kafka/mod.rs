@@ -20,13 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::conn::{FixedDestination, ListenerSet, transparent_listener};
 use crate::dns::budget::SourceBudget;
-use crate::http::upstream::UpstreamConfig;
-use crate::listener::FixedDestination;
 use crate::policy::PolicyHandle;
+use crate::upstream::UpstreamConfig;
 
 mod conn;
 pub mod deny;
@@ -38,13 +36,13 @@ pub mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use judge::{KafkaJudgement, KafkaRefusal, KafkaRules};
+pub use judge::{KafkaJudgement, KafkaRules};
 pub use metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 pub use parse::{KafkaFrame, ParseError, TopicRef, Topics, parse_request};
 
-/// The Kafka proxy port the datapath redirects to; must equal
-/// `agentd::proxy_port(L7Parser::Kafka)`.
-pub const KAFKA_PROXY_PORT: u16 = 15092;
+/// The Kafka proxy port the datapath redirects to
+/// ([`crate::ports::KAFKA`]).
+pub const KAFKA_PROXY_PORT: u16 = crate::ports::KAFKA;
 
 /// How the Kafka proxy listens and forwards.
 #[derive(Debug, Clone)]
@@ -128,8 +126,7 @@ impl Default for KafkaConfig {
 pub struct KafkaProxy {
     local_addrs: Vec<SocketAddr>,
     metrics: Arc<KafkaMetrics>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    listeners: ListenerSet,
 }
 
 impl KafkaProxy {
@@ -139,21 +136,21 @@ impl KafkaProxy {
     /// runtime. The original destination of a connection is its local
     /// address.
     pub fn start(policy: PolicyHandle, config: KafkaConfig) -> io::Result<KafkaProxy> {
-        let v4 = crate::listener::transparent_listener(SocketAddr::from((
-            Ipv4Addr::UNSPECIFIED,
-            config.port,
-        )))?;
-        let v6 = crate::listener::transparent_listener(SocketAddr::from((
-            Ipv6Addr::UNSPECIFIED,
-            config.port,
-        )))?;
+        let v4 = transparent_listener(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port)),
+            "bind",
+        )?;
+        let v6 = transparent_listener(
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, config.port)),
+            "bind",
+        )?;
         let mut proxy = KafkaProxy::new();
         let shared = proxy.shared(policy, config);
         for listener in [v4, v6] {
             proxy.local_addrs.push(listener.local_addr()?);
             let task =
-                conn::accept_loop(listener, shared.clone(), proxy.shutdown.subscribe(), None);
-            proxy.tasks.push(task);
+                conn::accept_loop(listener, shared.clone(), proxy.listeners.subscribe(), None);
+            proxy.listeners.push(task);
         }
         tracing::info!(addrs = ?proxy.local_addrs, "Kafka proxy listening");
         Ok(proxy)
@@ -171,18 +168,16 @@ impl KafkaProxy {
         let mut proxy = KafkaProxy::new();
         let shared = proxy.shared(policy, config);
         proxy.local_addrs.push(listener.local_addr()?);
-        let task = conn::accept_loop(listener, shared, proxy.shutdown.subscribe(), Some(dest));
-        proxy.tasks.push(task);
+        let task = conn::accept_loop(listener, shared, proxy.listeners.subscribe(), Some(dest));
+        proxy.listeners.push(task);
         Ok(proxy)
     }
 
     fn new() -> KafkaProxy {
-        let (shutdown, _) = watch::channel(false);
         KafkaProxy {
             local_addrs: Vec::new(),
             metrics: Arc::new(KafkaMetrics::new()),
-            shutdown,
-            tasks: Vec::new(),
+            listeners: ListenerSet::default(),
         }
     }
 
@@ -221,10 +216,7 @@ impl KafkaProxy {
     /// Stops accepting and waits for the listener tasks. Open connections
     /// finish on their own.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.listeners.shutdown().await;
     }
 }
 

@@ -1,6 +1,16 @@
-use super::*;
+//! The shared side vocabulary: one refusal, one compile, one lookup for
+//! every parser, saying what each parser's own types said before.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use policy_model::l7::{DnsRuleSet, HttpRuleSet, KafkaRuleSet};
 use policy_model::load::load_str;
-use policy_model::{FqdnCache, Topology};
+use policy_model::resolve::L7Policy;
+use policy_model::rules::{L7Rules, PolicyKind, PolicyRef};
+use policy_model::{Cluster, Direction, FqdnCache, L7Parser, Topology};
+
+use super::*;
 
 const TOPO: &str = "
 namespaces:
@@ -8,11 +18,26 @@ namespaces:
 pods:
 - {namespace: ns1, name: a, labels: {app: a}, ip: 10.0.1.1}
 - {namespace: ns1, name: b, labels: {app: b}, ip: 10.0.1.2}
-- {namespace: ns1, name: c, labels: {app: c}, ips: [10.0.1.3, 'fd00::3']}
 ";
 
-fn policy(policies: &str) -> ProxyPolicy {
-    let set = load_str(policies, "p.yaml").expect("test policies load");
+const POLICY: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: b-out, namespace: ns1}
+spec:
+  endpointSelector: {matchLabels: {app: b}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: a}}]
+    toPorts:
+    - ports: [{port: '80', protocol: TCP}]
+      rules: {http: [{path: '/x'}]}
+    - ports: [{port: '9092', protocol: TCP}]
+      rules: {kafka: [{topic: t}]}
+    - ports: [{port: '53', protocol: UDP}]
+      rules: {dns: [{matchName: a.example}]}
+";
+
+fn policy() -> ProxyPolicy {
+    let set = load_str(POLICY, "p.yaml").expect("test policies load");
     let topo = Topology::from_yaml(TOPO, "t.yaml").expect("test topology is valid");
     let cluster = Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default());
     ProxyPolicy::new(&cluster)
@@ -22,198 +47,128 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().expect("literal socket address")
 }
 
-fn get<'a>(path: &'a str) -> HttpRequest<'a> {
-    HttpRequest {
-        method: "GET",
-        path,
-        authority: Some("svc"),
-        headers: &[],
-    }
-}
-
-const INGRESS_A: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: a-in, namespace: ns1}
-spec:
-  endpointSelector: {matchLabels: {app: a}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: b}}]
-    toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET, path: '/public/.*'}]}}]
-";
-
-const EGRESS_B: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: b-out, namespace: ns1}
-spec:
-  endpointSelector: {matchLabels: {app: b}}
-  egress:
-  - toEndpoints: [{matchLabels: {app: a}}]
-    toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{path: '/public/x'}]}}]
-";
-
 #[test]
-fn ingress_rules_of_the_destination_apply() {
-    let p = policy(INGRESS_A);
-    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
-    assert_eq!(rules.refusal, None);
-    assert_eq!(rules.sides.len(), 1);
-    assert_eq!(rules.sides[0].direction, Direction::Ingress);
-    assert_eq!(rules.sides[0].endpoint, "ns1/a");
-    assert!(rules.judge(&get("/public/x")).is_allowed());
-    assert!(!rules.judge(&get("/admin")).is_allowed());
-    let post = HttpRequest {
-        method: "POST",
-        ..get("/public/x")
+fn refusals_read_as_each_parser_said_them() {
+    let side = |fault| Refusal::Side {
+        endpoint: "ns1/a".into(),
+        direction: Direction::Egress,
+        fault,
     };
-    assert!(!rules.judge(&post).is_allowed());
-    match rules.judge(&get("/public/y")) {
-        Judgement::Allowed { rules, .. } => {
-            assert_eq!(rules.len(), 1);
-            assert!(rules[0].contains("a-in"), "{rules:?}");
-        }
-        other => panic!("expected allowed, got {other:?}"),
+    let cases = [
+        (
+            Refusal::NotRedirected(L7Parser::Http),
+            "no policy redirects this flow to the HTTP proxy",
+        ),
+        (
+            Refusal::NotRedirected(L7Parser::Kafka),
+            "no policy redirects this flow to the Kafka proxy",
+        ),
+        (Refusal::NotLocal, "the client is not a local endpoint"),
+        (
+            side(SideFault::NoEntry),
+            "ns1/a egress: no policy entry allows the flow",
+        ),
+        (
+            side(SideFault::DeniedAtL4),
+            "ns1/a egress: the flow is denied at L3/L4",
+        ),
+        (
+            side(SideFault::NotRedirected(L7Parser::Dns)),
+            "ns1/a egress: the flow is allowed without a DNS redirect",
+        ),
+        (
+            side(SideFault::OtherParser {
+                found: L7Parser::Dns,
+                wanted: L7Parser::Http,
+            }),
+            "ns1/a egress: the port is redirected to the dns proxy, not HTTP",
+        ),
+        (
+            side(SideFault::OtherParser {
+                found: L7Parser::Http,
+                wanted: L7Parser::Kafka,
+            }),
+            "ns1/a egress: the port is redirected to the http proxy, not Kafka",
+        ),
+        (
+            side(SideFault::MissingRules(L7Parser::Dns)),
+            "ns1/a egress: redirected without DNS rules",
+        ),
+        (
+            Refusal::Tls("no serverNames match".into()),
+            "no serverNames match",
+        ),
+    ];
+    for (refusal, text) in cases {
+        assert_eq!(refusal.to_string(), text);
     }
 }
 
 #[test]
-fn both_sides_must_allow() {
-    let p = policy(&format!("{INGRESS_A}---\n{EGRESS_B}"));
-    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
-    assert_eq!(rules.sides.len(), 2);
-    assert_eq!(rules.sides[0].direction, Direction::Egress);
-    assert!(rules.judge(&get("/public/x")).is_allowed());
-    // Ingress allows /public/y, egress does not.
-    assert!(!rules.judge(&get("/public/y")).is_allowed());
-}
-
-#[test]
-fn a_flow_nobody_redirects_is_refused() {
-    let p = policy(INGRESS_A);
-    // c -> b: no policy at all, allowed at L3, never redirected.
-    let rules = p.http_rules(addr("10.0.1.3:40000"), addr("10.0.1.2:80"));
-    assert_eq!(rules.refusal, Some(Refusal::NotRedirected));
-    assert!(!rules.judge(&get("/public/x")).is_allowed());
-}
-
-#[test]
-fn a_flow_denied_at_l4_is_refused() {
-    let p = policy(INGRESS_A);
-    // c -> a:80 is not allowed by a's ingress (only b is).
-    let rules = p.http_rules(addr("10.0.1.3:40000"), addr("10.0.1.1:80"));
+fn a_key_with_another_parsers_rules_compiles_to_deny_all() {
+    let origin = Arc::new(PolicyRef {
+        kind: PolicyKind::CiliumNetworkPolicy,
+        namespace: Some("ns1".into()),
+        name: "p".into(),
+        file: None,
+        document: None,
+    });
+    let l7 = |parser| L7Policy {
+        parser,
+        allow_all: false,
+        rules: vec![(
+            Arc::new(L7Rules::Kafka(Vec::new())),
+            origin.clone(),
+            "spec.egress[0]".into(),
+        )],
+        tls: Vec::new(),
+    };
+    let http = SidePolicy::<HttpRuleSet>::compile(&l7(L7Parser::Http));
+    let why = http.compile_error().expect("foreign rules deny");
     assert!(
-        matches!(rules.refusal, Some(Refusal::NoEntry { .. })),
-        "{:?}",
-        rules.refusal
+        why.ends_with("spec.egress[0] attaches Kafka rules to an HTTP-redirected port"),
+        "{why}"
     );
-    // b -> a on another port.
-    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:81"));
-    assert!(rules.refusal.is_some());
-    assert!(!rules.judge(&get("/public/x")).is_allowed());
-}
-
-#[test]
-fn the_empty_snapshot_denies_everything() {
-    let p = ProxyPolicy::empty();
-    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
-    assert_eq!(rules.refusal, Some(Refusal::NotRedirected));
-    assert!(!rules.judge(&get("/")).is_allowed());
-}
-
-#[test]
-fn an_l4_allow_without_rules_cancels_the_l7_rules() {
-    let p = policy(&format!(
-        "{INGRESS_A}---
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: a-l4, namespace: ns1}}
-spec:
-  endpointSelector: {{matchLabels: {{app: a}}}}
-  ingress:
-  - fromEndpoints: [{{matchLabels: {{app: b}}}}]
-    toPorts: [{{ports: [{{port: '80', protocol: TCP}}]}}]
-"
-    ));
-    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
-    assert!(rules.judge(&get("/admin")).is_allowed());
-}
-
-#[test]
-fn header_match_actions_are_returned_as_edits() {
-    let p = policy(
-        "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: a-in, namespace: ns1}
-spec:
-  endpointSelector: {matchLabels: {app: a}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: b}}]
-    toPorts:
-    - ports: [{port: '80', protocol: TCP}]
-      rules:
-        http:
-        - path: /
-          headerMatches:
-          - {name: x-token, value: good, mismatch: REPLACE}
-          - {name: x-extra, value: one, mismatch: ADD}
-",
+    let dns = SidePolicy::<DnsRuleSet>::compile(&l7(L7Parser::Dns));
+    let why = dns.compile_error().expect("foreign rules deny");
+    assert!(
+        why.ends_with("spec.egress[0] attaches kafka rules to a DNS-redirected port"),
+        "{why}"
     );
-    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
-    let headers = [("x-token", "bad")];
-    let req = HttpRequest {
-        headers: &headers,
-        ..get("/")
-    };
-    match rules.judge(&req) {
-        Judgement::Allowed { edits, .. } => {
-            assert_eq!(edits.len(), 2, "{edits:?}");
-            assert_eq!(edits[0].action, MismatchAction::Replace);
-            assert_eq!(edits[0].name, "x-token");
-            assert_eq!(edits[0].value, "good");
-            assert_eq!(edits[1].action, MismatchAction::Add);
-        }
-        other => panic!("expected allowed, got {other:?}"),
-    }
+    let kafka = SidePolicy::<KafkaRuleSet>::compile(&l7(L7Parser::Kafka));
+    assert_eq!(kafka.compile_error(), None);
 }
 
 #[test]
-fn ipv6_and_mapped_addresses_find_the_endpoint() {
-    let p = policy(
-        "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: c-in, namespace: ns1}
-spec:
-  endpointSelector: {matchLabels: {app: c}}
-  ingress:
-  - toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{path: /ok}]}}]
-",
-    );
-    let rules = p.http_rules(addr("[fd00::9]:40000"), addr("[fd00::3]:80"));
-    assert_eq!(rules.refusal, None);
-    assert!(rules.judge(&get("/ok")).is_allowed());
-    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("[::ffff:10.0.1.3]:80"));
+fn one_lookup_finds_each_parsers_side() {
+    let p = policy();
+    let client = addr("10.0.1.2:40000");
+    let http = p.flow_rules::<HttpRuleSet>(client, addr("10.0.1.1:80"));
+    assert_eq!(http.refusal, None);
+    assert_eq!(http.sides.len(), 1);
+    assert_eq!(http.sides[0].endpoint, "ns1/b");
+    assert!(http.sides[0].policy.origins[0].ends_with(".rules.http[0]"));
+    let kafka = p.flow_rules::<KafkaRuleSet>(client, addr("10.0.1.1:9092"));
+    assert_eq!(kafka.refusal, None);
+    assert!(kafka.sides[0].policy.origins[0].ends_with(".rules.kafka[0]"));
+    // The HTTP port seen by the Kafka proxy: another parser's redirect.
+    let wrong = p.flow_rules::<KafkaRuleSet>(client, addr("10.0.1.1:80"));
     assert_eq!(
-        rules.refusal, None,
-        "a v4-mapped address is the v4 endpoint"
+        wrong.refusal.map(|r| r.to_string()).as_deref(),
+        Some("ns1/b egress: the port is redirected to the http proxy, not Kafka")
     );
-    assert!(!rules.judge(&get("/no")).is_allowed());
+    let (_, _, dns) = p.egress_rules::<DnsRuleSet>(client, addr("10.0.1.1:53"), 17);
+    assert!(dns.expect("a DNS redirect").policy.origins[0].ends_with(".rules.dns[0]"));
+    let (_, _, not_local) =
+        p.egress_rules::<DnsRuleSet>(addr("10.9.9.9:1"), addr("10.0.1.1:53"), 17);
+    assert_eq!(not_local.err(), Some(Refusal::NotLocal));
 }
 
 #[test]
-fn the_handle_swaps_snapshots() {
-    let handle = PolicyHandle::deny_all();
-    let before = handle.snapshot();
-    assert!(
-        !before
-            .http_rules(addr("10.0.1.2:1"), addr("10.0.1.1:80"))
-            .judge(&get("/public/x"))
-            .is_allowed()
-    );
-    handle.update(policy(INGRESS_A));
-    assert!(
-        handle
-            .snapshot()
-            .http_rules(addr("10.0.1.2:1"), addr("10.0.1.1:80"))
-            .judge(&get("/public/x"))
-            .is_allowed()
-    );
+fn the_snapshot_knows_its_local_endpoints() {
+    let p = policy();
+    assert!(p.is_local("10.0.1.1".parse().expect("literal")));
+    assert!(p.is_local("::ffff:10.0.1.2".parse().expect("literal")));
+    assert!(!p.is_local("10.201.0.1".parse().expect("literal")));
+    assert!(!ProxyPolicy::empty().is_local("10.0.1.1".parse().expect("literal")));
 }

@@ -4,14 +4,14 @@
 //! verified with the secret's CA).
 //!
 //! Parts: [`hello`] (bounded ClientHello reader, no I/O), the decision in
-//! `policy_model::l7::tls` via [`crate::policy`] (pure), [`secrets`]
+//! `policy_model::l7::tls` via [`crate::policy`] (pure), [`crate::secrets`]
 //! (certificates from files or pushed Kubernetes Secrets, rebuilt when they
 //! change). A TLS connection that no rule admits, or whose secret is
 //! missing or bad, is closed: TLS has no way to say 403 before a handshake
 //! the proxy cannot complete.
 
 pub mod hello;
-pub mod secrets;
+mod plan;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +23,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::conn::ConnAddrs;
 use crate::http::detect::Rewind;
-use crate::http::{ConnAddrs, HttpSettings, TlsSession, serve_connection, serve_io};
+use crate::http::metrics::ClosedConnection;
+use crate::http::{HttpSettings, TlsSession, serve_connection, serve_io};
 use crate::limits::{ConnectionPermit, IdleTimeout};
-use crate::metrics::ClosedConnection;
-pub use secrets::{SecretError, SecretItems, TlsSecrets};
+pub use crate::secrets::{SecretError, SecretItems, TlsSecrets};
 
 /// Serves one connection accepted on the HTTP proxy port: TLS by its
 /// ClientHello, plaintext as HTTP.
@@ -194,8 +195,9 @@ async fn splice(
     sni: Option<&str>,
 ) {
     let _guard = settings.metrics.connection();
-    let mut upstream = match crate::http::upstream::connect(
+    let mut upstream = match crate::upstream::connect(
         &settings.upstream,
+        &settings.policy.snapshot(),
         addrs.client,
         addrs.upstream,
     )

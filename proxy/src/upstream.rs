@@ -4,8 +4,11 @@
 //! source. redirect-ebpf records such flows in conntrack
 //! (`CT_PROXY_UPSTREAM`) and hands their replies back to this socket.
 
+#[cfg(test)]
+mod tests;
+
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -14,8 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// The datapath's from-proxy mark (redirect-ebpf `from_proxy_mark`).
-pub const FROM_PROXY_MARK: u32 = 0xa00;
+use crate::policy::ProxyPolicy;
+
+pub use crate::ports::FROM_PROXY_MARK;
 
 /// Which source address upstream connections use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,37 +61,21 @@ impl UpstreamConfig {
     }
 }
 
-/// Addresses of the node's local endpoints, set with each policy snapshot.
-/// `ClientIp` binds the client's address only towards these: the reply of
-/// a local destination comes back through its pod veth, where the datapath
-/// hands it to the proxy, while a reply from outside the node would be
-/// routed to the client pod itself. `None` (never set): always bind.
-static LOCAL_DESTINATIONS: std::sync::RwLock<
-    Option<std::sync::Arc<std::collections::HashSet<std::net::IpAddr>>>,
-> = std::sync::RwLock::new(None);
-
-/// Records the node's local endpoint addresses (see [`LOCAL_DESTINATIONS`]).
-pub fn set_local_destinations(ips: std::collections::HashSet<std::net::IpAddr>) {
-    if let Ok(mut g) = LOCAL_DESTINATIONS.write() {
-        *g = Some(std::sync::Arc::new(ips));
-    }
+/// Whether an upstream connection to `dst` comes from the client's
+/// address: with [`UpstreamSource::ClientIp`], only towards a local
+/// endpoint of `policy` (the snapshot the request was judged under). The
+/// reply of a local destination comes back through its pod veth, where the
+/// datapath hands it to the proxy, while a reply from outside the node
+/// would be routed to the client pod itself.
+pub fn bind_client_address(cfg: &UpstreamConfig, policy: &ProxyPolicy, dst: IpAddr) -> bool {
+    cfg.source == UpstreamSource::ClientIp && policy.is_local(dst)
 }
 
-/// Whether an upstream connection to `dst` should come from the client's
-/// address.
-pub fn bind_client_address(cfg: &UpstreamConfig, dst: std::net::IpAddr) -> bool {
-    if cfg.source != UpstreamSource::ClientIp {
-        return false;
-    }
-    match LOCAL_DESTINATIONS.read().ok().and_then(|g| g.clone()) {
-        Some(local) => local.contains(&dst.to_canonical()),
-        None => true,
-    }
-}
-
-/// Opens a TCP connection to `dst` as configured, for client `client`.
+/// Opens a TCP connection to `dst` as configured, for client `client`,
+/// under the snapshot `policy`.
 pub async fn connect(
     cfg: &UpstreamConfig,
+    policy: &ProxyPolicy,
     client: SocketAddr,
     dst: SocketAddr,
 ) -> io::Result<TcpStream> {
@@ -98,7 +86,7 @@ pub async fn connect(
     if let Some(mark) = cfg.mark {
         socket.set_mark(mark)?;
     }
-    if bind_client_address(cfg, dst.ip()) {
+    if bind_client_address(cfg, policy, dst.ip()) {
         let ip = client.ip().to_canonical();
         let same_family = ip.is_ipv4() == dst.is_ipv4();
         if !same_family {
@@ -141,11 +129,12 @@ impl UpstreamConn {
 /// or the last sender goes away.
 pub async fn open(
     cfg: &UpstreamConfig,
+    policy: &ProxyPolicy,
     client: SocketAddr,
     dst: SocketAddr,
     h2: bool,
 ) -> Result<UpstreamConn, UpstreamError> {
-    let stream = connect(cfg, client, dst)
+    let stream = connect(cfg, policy, client, dst)
         .await
         .map_err(|source| UpstreamError::Connect { dst, source })?;
     handshake(stream, dst, h2).await
@@ -155,13 +144,14 @@ pub async fn open(
 /// certificate is verified for `name` by `config`.
 pub async fn open_tls(
     cfg: &UpstreamConfig,
+    policy: &ProxyPolicy,
     client: SocketAddr,
     dst: SocketAddr,
     h2: bool,
     config: std::sync::Arc<rustls::ClientConfig>,
     name: rustls_pki_types::ServerName<'static>,
 ) -> Result<UpstreamConn, UpstreamError> {
-    let stream = connect(cfg, client, dst)
+    let stream = connect(cfg, policy, client, dst)
         .await
         .map_err(|source| UpstreamError::Connect { dst, source })?;
     let tls = tokio::time::timeout(

@@ -7,12 +7,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use policy_model::l7::HttpRuleSet;
 use policy_model::l7::tls::{ClientStart, ConnPlan, SidePlan, combine_sides, plan_side};
 use policy_model::resolve::L7Policy;
 use policy_model::rules::L7Rules;
-use policy_model::{Direction, L7Parser, MapKey, MapVerdict, NumericIdentity};
+use policy_model::{Direction, L7Parser, MapKey};
 
-use super::{ConnRules, EndpointEntry, HttpSidePolicy, ProxyPolicy, Refusal, SideRules, TCP};
+use crate::http::judge::{HttpRules, SideRules};
+use crate::policy::{ProxyPolicy, Refusal, SideFault, SidePolicy};
 
 /// Most memoized per-SNI rule sets per snapshot (SNI values come from
 /// clients: bounded so they cannot grow memory).
@@ -28,43 +30,6 @@ fn start_key(start: ClientStart<'_>) -> String {
 }
 
 impl ProxyPolicy {
-    /// One side's L7 policy for a TCP flow: `Ok(None)` when the side does
-    /// not redirect it, `Err` when it should not be here.
-    fn side_l7(
-        entry: &EndpointEntry,
-        direction: Direction,
-        remote: NumericIdentity,
-        port: u16,
-    ) -> Result<Option<(&MapKey, &L7Policy)>, Refusal> {
-        let Some((key, value)) = entry.policy.map.lookup(direction, remote, TCP, port) else {
-            return Err(Refusal::NoEntry {
-                endpoint: entry.name.clone(),
-                direction,
-            });
-        };
-        if value.verdict == MapVerdict::Deny {
-            return Err(Refusal::DeniedAtL4 {
-                endpoint: entry.name.clone(),
-                direction,
-            });
-        }
-        match value.redirect {
-            None => Ok(None),
-            Some(L7Parser::Http) => match entry.policy.l7.get(key) {
-                Some(l7) => Ok(Some((key, l7))),
-                None => Err(Refusal::MissingRules {
-                    endpoint: entry.name.clone(),
-                    direction,
-                }),
-            },
-            Some(parser) => Err(Refusal::OtherParser {
-                endpoint: entry.name.clone(),
-                direction,
-                parser,
-            }),
-        }
-    }
-
     /// The local sides of a flow with their plans for `start`.
     #[allow(clippy::type_complexity)]
     fn side_plans(
@@ -73,45 +38,27 @@ impl ProxyPolicy {
         orig_dst: SocketAddr,
         start: ClientStart<'_>,
     ) -> Result<Vec<(usize, MapKey, Direction, Result<SidePlan, String>)>, String> {
-        let src_ip = src.ip().to_canonical();
-        let dst_ip = orig_dst.ip().to_canonical();
-        let src_identity = self.identity(src_ip);
-        let dst_identity = self.identity(dst_ip);
-        let candidates = [
-            (self.by_ip.get(&src_ip), Direction::Egress, dst_identity),
-            (self.by_ip.get(&dst_ip), Direction::Ingress, src_identity),
-        ];
-        let mut out = Vec::new();
-        for (index, direction, remote) in candidates {
-            let Some(index) = index else { continue };
-            let entry = &self.endpoints[*index];
-            match Self::side_l7(entry, direction, remote, orig_dst.port()) {
-                Ok(Some((key, l7))) => {
-                    let plan = if start == ClientStart::Plaintext && l7.tls.is_empty() {
-                        // The common case, on every plaintext connection:
-                        // no TLS settings, nothing to terminate or
-                        // originate (the HTTP rules are the precompiled
-                        // set, see http_rules_in).
-                        Ok(SidePlan::Inspect {
-                            terminate: None,
-                            originate: None,
-                            allow_all: l7.allow_all,
-                            http: Vec::new(),
-                        })
-                    } else {
-                        plan_side(l7.allow_all, &l7.rules, &l7.tls, start)
-                            .map_err(|why| format!("{} {direction}: {why}", entry.name))
-                    };
-                    out.push((*index, *key, direction, plan));
-                }
-                Ok(None) => {}
-                Err(why) => return Err(why.to_string()),
-            }
-        }
-        if out.is_empty() {
-            return Err(Refusal::NotRedirected.to_string());
-        }
-        Ok(out)
+        let (_, _, sides) = self.local_sides(src, orig_dst, L7Parser::Http, |side| {
+            let Some(l7) = side.entry.policy.l7.get(side.key) else {
+                return Err(side.refusal(SideFault::MissingRules(L7Parser::Http)));
+            };
+            let plan = if start == ClientStart::Plaintext && l7.tls.is_empty() {
+                // The common case, on every plaintext connection: no TLS
+                // settings, nothing to terminate or originate (the HTTP
+                // rules are the precompiled set, see http_rules_in).
+                Ok(SidePlan::Inspect {
+                    terminate: None,
+                    originate: None,
+                    allow_all: l7.allow_all,
+                    http: Vec::new(),
+                })
+            } else {
+                plan_side(l7.allow_all, &l7.rules, &l7.tls, start)
+                    .map_err(|why| format!("{} {}: {why}", side.entry.name, side.direction))
+            };
+            Ok((side.index, *side.key, side.direction, plan))
+        });
+        sides.map_err(|why| why.to_string())
     }
 
     /// What the proxy does with a connection from `src` to `orig_dst` that
@@ -139,7 +86,7 @@ impl ProxyPolicy {
         src: SocketAddr,
         orig_dst: SocketAddr,
         start: ClientStart<'_>,
-    ) -> ConnRules {
+    ) -> HttpRules {
         let mut rules = self.http_rules(src, orig_dst);
         if rules.refusal.is_some() {
             return rules;
@@ -196,7 +143,7 @@ impl ProxyPolicy {
             out.push(SideRules {
                 endpoint: entry.name.clone(),
                 direction,
-                http,
+                policy: http,
             });
         }
         rules.sides = out;
@@ -206,9 +153,9 @@ impl ProxyPolicy {
 
 /// The HTTP side policy a plan implies: a splice side or an entry without
 /// HTTP rules allows every request; otherwise the entries' rules OR-ed.
-fn side_policy_of_plan(plan: &SidePlan) -> HttpSidePolicy {
+fn side_policy_of_plan(plan: &SidePlan) -> SidePolicy<HttpRuleSet> {
     match plan {
-        SidePlan::Splice { .. } => HttpSidePolicy::compile(&L7Policy {
+        SidePlan::Splice { .. } => SidePolicy::compile(&L7Policy {
             parser: L7Parser::Http,
             allow_all: true,
             rules: Vec::new(),
@@ -232,7 +179,7 @@ fn side_policy_of_plan(plan: &SidePlan) -> HttpSidePolicy {
                     .iter()
                     .all(|(l, _, _)| matches!(l.as_ref(), L7Rules::Http(_)))
             );
-            HttpSidePolicy::compile(&L7Policy {
+            SidePolicy::compile(&L7Policy {
                 parser: L7Parser::Http,
                 allow_all: all,
                 rules,

@@ -437,7 +437,7 @@ fn build_client(
         }
     };
     // An h2 client is forwarded as h2 if the upstream takes it, else as
-    // HTTP/1.1 (see http::upstream::open_tls).
+    // HTTP/1.1 (see upstream::open_tls).
     config.alpn_protocols = if h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {

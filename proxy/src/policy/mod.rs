@@ -1,0 +1,237 @@
+//! Which L7 rules apply to a redirected connection: a pure function of a
+//! policy snapshot and the connection's addresses.
+//!
+//! The kernel redirects a TCP flow when the source endpoint's egress entry
+//! or the local destination's ingress entry carries a redirect. The proxy
+//! repeats the kernel's own lookups ([`MapState::lookup`]) on the same
+//! resolved policy to find each side's rule set, then allows a request only
+//! when every side that applies allows it. Anything it cannot account for
+//! (a flow the kernel should not have redirected, a redirect to another
+//! parser, a rule set that failed to compile) denies: the proxy fails
+//! closed like the datapath.
+//!
+//! - [`side`]: one side of a flow, its compiled rules and the refusal,
+//!   for every parser (each protocol's `judge.rs` gives the verdict);
+//! - `lookup.rs`: the kernel's lookup of a flow's local sides;
+//! - [`ProxyPolicy`]: the snapshot; [`PolicyHandle`]: the current one.
+//!
+//! [`MapState::lookup`]: policy_model::MapState::lookup
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use policy_model::l7::HttpRuleSet;
+use policy_model::{Cluster, EndpointPolicy, L7Parser, MapKey, NumericIdentity};
+
+mod lookup;
+pub mod side;
+#[cfg(test)]
+mod tests;
+
+use side::CompiledRules;
+pub use side::{FlowRules, Refusal, RuleSet, Side, SideFault, SidePolicy};
+
+/// One endpoint's precomputed policy.
+#[derive(Debug)]
+pub(crate) struct EndpointEntry {
+    /// `namespace/name`.
+    pub(crate) name: String,
+    pub(crate) policy: EndpointPolicy,
+    /// The compiled rules of every redirected key, for its parser.
+    rules: BTreeMap<MapKey, CompiledRules>,
+}
+
+/// Memoized HTTP rules of TLS-scoped ports per (endpoint, key, SNI).
+type TlsMemo = std::sync::Mutex<HashMap<(usize, MapKey, String), Arc<SidePolicy<HttpRuleSet>>>>;
+
+/// A snapshot of the node's policy as the proxy needs it: every local
+/// endpoint's map state and compiled L7 rules, and the ipcache.
+#[derive(Debug)]
+pub struct ProxyPolicy {
+    cluster: Cluster,
+    pub(crate) endpoints: Vec<EndpointEntry>,
+    by_ip: HashMap<IpAddr, usize>,
+    /// HTTP rules of TLS-scoped ports per (endpoint, key, SNI), built on
+    /// first use (see `tls/plan.rs`).
+    pub(crate) tls_memo: TlsMemo,
+    /// Addresses learned from DNS since `cluster` was resolved, each with
+    /// an identity `cluster` already has (see
+    /// [`PolicyHandle::add_learned_address`]).
+    learned: std::sync::RwLock<HashMap<IpAddr, NumericIdentity>>,
+}
+
+impl ProxyPolicy {
+    /// Resolves every endpoint of `cluster` and compiles its L7 rule sets
+    /// once. A rule set that does not compile is kept as deny-all and
+    /// logged.
+    pub fn new(cluster: &Cluster) -> ProxyPolicy {
+        let mut endpoints = Vec::new();
+        let mut by_ip = HashMap::new();
+        for ep in cluster.endpoints() {
+            let policy = cluster.endpoint_policy(ep);
+            let mut rules = BTreeMap::new();
+            for (key, l7) in &policy.l7 {
+                let compiled = CompiledRules::compile(l7);
+                if let Some(why) = compiled.compile_error() {
+                    let endpoint = ep.full_name();
+                    match l7.parser {
+                        L7Parser::Http => tracing::error!(
+                            %endpoint, key = ?key, error = %why,
+                            "HTTP rules do not compile; every request on this key is denied"
+                        ),
+                        L7Parser::Dns => tracing::error!(
+                            %endpoint, key = ?key, error = %why,
+                            "DNS rules do not compile; every query on this key is denied"
+                        ),
+                        L7Parser::Kafka => tracing::error!(
+                            %endpoint, key = ?key, error = %why,
+                            "Kafka rules do not compile; every request on this key is denied"
+                        ),
+                    }
+                }
+                rules.insert(*key, compiled);
+            }
+            let index = endpoints.len();
+            for ip in &ep.ips {
+                by_ip.insert(*ip, index);
+            }
+            endpoints.push(EndpointEntry {
+                name: ep.full_name(),
+                policy,
+                rules,
+            });
+        }
+        ProxyPolicy {
+            cluster: cluster.clone(),
+            endpoints,
+            by_ip,
+            tls_memo: Default::default(),
+            learned: Default::default(),
+        }
+    }
+
+    /// A snapshot with no endpoints: every connection is denied.
+    pub fn empty() -> ProxyPolicy {
+        ProxyPolicy {
+            cluster: Cluster::new(Default::default(), Vec::new(), &Default::default()),
+            endpoints: Vec::new(),
+            by_ip: HashMap::new(),
+            tls_memo: Default::default(),
+            learned: Default::default(),
+        }
+    }
+
+    fn endpoint(&self, ip: IpAddr) -> Option<&EndpointEntry> {
+        self.by_ip.get(&ip).map(|i| &self.endpoints[*i])
+    }
+
+    /// Whether `ip` is one of this snapshot's local endpoints. Upstream
+    /// connections from the client's address go only to these (see
+    /// [`crate::upstream::bind_client_address`]).
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.by_ip.contains_key(&ip.to_canonical())
+    }
+
+    fn identity(&self, ip: IpAddr) -> NumericIdentity {
+        match self.endpoint(ip) {
+            Some(e) => e.policy.identity,
+            None => self
+                .learned
+                .read()
+                .ok()
+                .and_then(|l| l.get(&ip).copied())
+                .unwrap_or_else(|| self.cluster.identity_of_ip(ip)),
+        }
+    }
+
+    /// Whose connection it is, for the connection limits: a local
+    /// endpoint (by name, so all its addresses share one budget), else the
+    /// remote address (IPv6 by its /64).
+    pub fn source_key(&self, ip: IpAddr) -> crate::limits::SourceKey {
+        let ip = ip.to_canonical();
+        match self.endpoint(ip) {
+            Some(e) => crate::limits::SourceKey::Endpoint(e.name.as_str().into()),
+            None => crate::limits::SourceKey::remote(ip),
+        }
+    }
+}
+
+/// The current policy snapshot, swapped by the agent on every policy
+/// change and read by the proxy once per request (so a change applies to
+/// the next request of an existing connection). Cloning shares the
+/// snapshot.
+#[derive(Debug, Clone)]
+pub struct PolicyHandle {
+    current: Arc<ArcSwap<ProxyPolicy>>,
+    /// Bumped on every [`update`](Self::update): open connections re-check
+    /// their flow (see [`PolicyHandle::changes`]).
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl PolicyHandle {
+    /// A handle starting at `policy`.
+    pub fn new(policy: ProxyPolicy) -> PolicyHandle {
+        PolicyHandle {
+            current: Arc::new(ArcSwap::from_pointee(policy)),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    /// A handle that denies everything until the first [`update`](Self::update).
+    pub fn deny_all() -> PolicyHandle {
+        PolicyHandle::new(ProxyPolicy::empty())
+    }
+
+    /// Replaces the snapshot; requests judged from now on see `policy`.
+    pub fn update(&self, policy: ProxyPolicy) {
+        self.current.store(Arc::new(policy));
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Changes when the snapshot is replaced (not when a learned address
+    /// is added: that changes no rule).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Resolves with `check`'s reason once a snapshot installed after this
+    /// call makes `check` say the connection may not continue; never
+    /// otherwise. Open connections race their serving against it.
+    pub async fn revoked<F>(&self, check: F) -> String
+    where
+        F: Fn(&ProxyPolicy) -> Option<String>,
+    {
+        let mut changes = self.changes();
+        loop {
+            if changes.changed().await.is_err() {
+                // Every handle is gone: no change can come.
+                std::future::pending::<()>().await;
+            }
+            if let Some(why) = check(&self.snapshot()) {
+                return why;
+            }
+        }
+    }
+
+    /// Builds a snapshot from `cluster` and swaps it in.
+    pub fn update_from_cluster(&self, cluster: &Cluster) {
+        self.update(ProxyPolicy::new(cluster));
+    }
+
+    /// Gives the current snapshot one more ipcache entry: an address
+    /// learned from DNS whose identity the snapshot already has
+    /// (`Cluster::learned_address`), so no rule changes. The next
+    /// [`update`](Self::update) replaces it with a resolve that has it.
+    pub fn add_learned_address(&self, ip: IpAddr, id: NumericIdentity) {
+        if let Ok(mut learned) = self.current.load().learned.write() {
+            learned.insert(ip.to_canonical(), id);
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<ProxyPolicy> {
+        self.current.load_full()
+    }
+}
