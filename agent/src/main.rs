@@ -1,20 +1,15 @@
 //! `portcullis`: the node agent and its CLI.
 
-mod agentd;
-mod capacity;
+mod access_log;
+mod cli;
+mod daemon;
 mod demo;
 mod e2e;
 mod e2e_kafka;
 mod e2e_tls;
-mod fdlimit;
-mod fqdn;
 mod k8s;
-mod l7log;
 mod lab;
-mod learn_guard;
 mod metrics;
-mod node_addrs;
-mod policy_cli;
 mod service_map;
 
 use clap::{Parser, Subcommand};
@@ -36,7 +31,7 @@ enum Command {
     /// Validate, explain and visualise policies (no privileges needed).
     Policy {
         #[command(subcommand)]
-        command: policy_cli::PolicyCommand,
+        command: cli::policy::PolicyCommand,
     },
     /// The local lab: a node, pods and a world made of network namespaces.
     Lab {
@@ -44,7 +39,7 @@ enum Command {
         command: LabCommand,
     },
     /// The node agent: owns the eBPF maps and enforces the policy files.
-    Agent(Box<agentd::AgentArgs>),
+    Agent(Box<daemon::AgentArgs>),
     /// The agent's per-policy state (valid / invalid with reason) and what
     /// is in force.
     Status {
@@ -164,7 +159,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::new("info,portcullis::proxy::access=off")
         });
     tracing_subscriber::registry()
-        .with(l7log::AccessLogLayer)
+        .with(access_log::AccessLogLayer)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
@@ -173,15 +168,15 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Policy { command } => return policy_cli::run(command),
-        Command::Agent(args) => agentd::run(*args),
+        Command::Policy { command } => return cli::policy::run(command),
+        Command::Agent(args) => daemon::run(*args),
         Command::Observe {
             output,
             follow,
             state_dir,
-        } => agentd::observe(&state_dir, output == "json", follow),
+        } => daemon::observe(&state_dir, output == "json", follow),
         Command::Lab { command } => run_lab(command),
-        Command::Status { output, state_dir } => agentd::print_status(&state_dir, output == "json"),
+        Command::Status { output, state_dir } => daemon::print_status(&state_dir, output == "json"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

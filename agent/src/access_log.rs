@@ -142,7 +142,7 @@ fn render(event: &tracing::Event<'_>) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     line.key("time");
-    let _ = write!(line.out, "\"{}\"", crate::agentd::chrono_like::Utc(now));
+    let _ = write!(line.out, "\"{}\"", crate::daemon::chrono_like::Utc(now));
     line.out.push('}');
     line.out
 }

@@ -4,6 +4,13 @@
 //! one is invalid), and streams flow events to `portcullis observe`.
 
 use crate::lab;
+
+mod capacity;
+mod fdlimit;
+mod fqdn;
+mod learn_guard;
+mod node_addrs;
+
 use anyhow::{Context, Result};
 use policy_model::{
     Cluster, Direction, L7Parser, MapChange, MapKey, MapState, MapValue, MapVerdict, PolicySet,
@@ -94,18 +101,18 @@ pub struct AgentArgs {
     /// with this size; a map already pinned keeps its size (the agent uses
     /// what the kernel reports). When full, learned DNS addresses are left
     /// out (not allowed), cluster entries never.
-    #[arg(long, default_value_t = crate::capacity::DEFAULT_LIMITS.ipcache as u32)]
+    #[arg(long, default_value_t = crate::daemon::capacity::DEFAULT_LIMITS.ipcache as u32)]
     pub ipcache_max_entries: u32,
     /// Entries of the node-wide policy map (all endpoints), created with
     /// this size (a pinned map keeps its size). An endpoint whose policy
     /// does not fit fails closed: all its traffic is denied, `status`
     /// shows it.
-    #[arg(long, default_value_t = crate::capacity::DEFAULT_LIMITS.policy as u32)]
+    #[arg(long, default_value_t = crate::daemon::capacity::DEFAULT_LIMITS.policy as u32)]
     pub policy_map_max_entries: u32,
     /// Most policy map entries one endpoint may hold (Cilium's default
     /// per-endpoint map size). An endpoint whose policy needs more fails
     /// closed: all its traffic is denied, `status` shows it.
-    #[arg(long, default_value_t = crate::capacity::DEFAULT_LIMITS.policy_per_endpoint)]
+    #[arg(long, default_value_t = crate::daemon::capacity::DEFAULT_LIMITS.policy_per_endpoint)]
     pub policy_max_entries_per_endpoint: usize,
     /// Learned DNS addresses one endpoint may hold under one name (Cilium's
     /// `--tofqdns-endpoint-max-ip-per-hostname`); more are not learned (not
@@ -207,7 +214,7 @@ struct Persister {
 
 enum Persist {
     Applied(Box<Applied>, PathBuf),
-    Fqdn(Box<crate::fqdn::FqdnStore>),
+    Fqdn(Box<crate::daemon::fqdn::FqdnStore>),
     Flush(std::sync::mpsc::Sender<()>),
 }
 
@@ -252,7 +259,7 @@ impl Persister {
         ));
     }
 
-    fn fqdn(&self, fqdn: &crate::fqdn::FqdnStore) {
+    fn fqdn(&self, fqdn: &crate::daemon::fqdn::FqdnStore) {
         let _ = self.tx.send(Persist::Fqdn(Box::new(fqdn.for_saving())));
     }
 
@@ -587,7 +594,7 @@ impl Inputs {
                     Ok((topo, set, None, Some(hash)))
                 });
                 if let Err(e) = &read
-                    && crate::fdlimit::is_resource_error(e)
+                    && crate::daemon::fdlimit::is_resource_error(e)
                 {
                     // Read again on the next poll.
                     stamp.clear();
@@ -615,7 +622,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let proxy_cgroup =
         redirect_ebpf::cgroup::enter_dedicated(redirect_ebpf::cgroup::DEDICATED_CGROUP);
     // Before any socket: the proxies share this process's descriptors.
-    let open_files = match crate::fdlimit::raise_open_files(args.max_open_files) {
+    let open_files = match crate::daemon::fdlimit::raise_open_files(args.max_open_files) {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "raising the open-file limit failed");
@@ -767,7 +774,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         dp,
         topo,
         set,
-        fqdn: crate::fqdn::FqdnStore::load(&args.state_dir.join("fqdn.json")),
+        fqdn: crate::daemon::fqdn::FqdnStore::load(&args.state_dir.join("fqdn.json")),
         applied,
         proxy: proxy_policy,
         metrics: metrics.clone(),
@@ -783,8 +790,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
         limits,
         outcome: ApplyOutcome::default(),
         outcome_gen: 0,
-        guard: crate::learn_guard::LearnGuard::new(
-            crate::learn_guard::LearnLimits {
+        guard: crate::daemon::learn_guard::LearnGuard::new(
+            crate::daemon::learn_guard::LearnLimits {
                 per_name: args.fqdn_max_ips_per_name,
                 per_endpoint: args.fqdn_max_ips_per_endpoint,
                 node: args.fqdn_max_ips.unwrap_or(limits.ipcache / 2),
@@ -815,7 +822,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut names = Names::of(&cluster);
-    crate::l7log::set_pod_names(Arc::new(names.by_ip.clone()));
+    crate::access_log::set_pod_names(Arc::new(names.by_ip.clone()));
     tracing::info!(
         endpoints = cluster.endpoints().len(),
         policies = enforcer.set.policies.len(),
@@ -843,7 +850,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mut last_node_check = std::time::Instant::now();
     let mut last_status_write = std::time::Instant::now();
     // Held back from the proxies' connections; let go to read and apply.
-    let mut reserve = crate::fdlimit::FdReserve::new(args.reserved_fds);
+    let mut reserve = crate::daemon::fdlimit::FdReserve::new(args.reserved_fds);
     let mut announced: BTreeMap<String, String> = BTreeMap::new();
     let mut last_input_check = std::time::Instant::now();
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
@@ -858,7 +865,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             any = true;
             broadcast(&flows, flow_json(&ev, &names));
         }
-        for line in crate::l7log::drain() {
+        for line in crate::access_log::drain() {
             any = true;
             broadcast(&flows, line);
         }
@@ -1018,7 +1025,7 @@ fn handle_input_change(
                 tracing::error!(error = %e, "applying the change failed");
             }
             *names = Names::of(&cluster);
-            crate::l7log::set_pod_names(Arc::new(names.by_ip.clone()));
+            crate::access_log::set_pod_names(Arc::new(names.by_ip.clone()));
             metrics.endpoints.set(enforcer.attached.len() as i64);
             status.updated = monotonic_to_wall(now_monotonic()).to_string();
             status.endpoints = enforcer.attached.len();
@@ -1035,7 +1042,7 @@ fn handle_input_change(
                 tracing::warn!(error = %e, "writing applied.hash failed");
             }
         }
-        Some(Err(e)) if crate::fdlimit::is_resource_error(&e) => {
+        Some(Err(e)) if crate::daemon::fdlimit::is_resource_error(&e) => {
             metrics.inputs_unreadable.inc();
             status.updated = monotonic_to_wall(now_monotonic()).to_string();
             status.inputs_unreadable = Some(e.clone());
@@ -1060,7 +1067,7 @@ fn handle_input_change(
 
 /// The map sizes the kernel has (a pinned map keeps the size it was
 /// created with) and the per-endpoint budget.
-fn map_limits(dp: &Datapath, args: &AgentArgs) -> crate::capacity::MapLimits {
+fn map_limits(dp: &Datapath, args: &AgentArgs) -> crate::daemon::capacity::MapLimits {
     let size = |name: &'static str, asked: u32| match dp.map_capacity(name) {
         Ok(n) => {
             if n != asked {
@@ -1078,7 +1085,7 @@ fn map_limits(dp: &Datapath, args: &AgentArgs) -> crate::capacity::MapLimits {
             asked as usize
         }
     };
-    let limits = crate::capacity::MapLimits {
+    let limits = crate::daemon::capacity::MapLimits {
         ipcache: size("ipcache", args.ipcache_max_entries),
         policy: size("policy", args.policy_map_max_entries),
         policy_per_endpoint: args.policy_max_entries_per_endpoint,
@@ -1144,7 +1151,7 @@ struct Enforcer {
     dp: Datapath,
     topo: Topology,
     set: PolicySet,
-    fqdn: crate::fqdn::FqdnStore,
+    fqdn: crate::daemon::fqdn::FqdnStore,
     applied: Applied,
     proxy: proxy::PolicyHandle,
     metrics: Arc<crate::metrics::AgentMetrics>,
@@ -1172,13 +1179,13 @@ struct Enforcer {
     /// written to the ipcache: address -> (identity, identity of new flows).
     lingering: BTreeMap<IpAddr, (u32, u32)>,
     /// Map sizes and budgets.
-    limits: crate::capacity::MapLimits,
+    limits: crate::daemon::capacity::MapLimits,
     /// What the last apply left unapplied (for `status`).
     outcome: ApplyOutcome,
     /// Bumped whenever `outcome` changes: the loop rewrites `status`.
     outcome_gen: u64,
     /// Which learned addresses are admitted (finding 1a, 6).
-    guard: crate::learn_guard::LearnGuard,
+    guard: crate::daemon::learn_guard::LearnGuard,
     /// The node's own addresses, from the kernel: `host`.
     node_addrs: BTreeSet<IpAddr>,
 }
@@ -1190,7 +1197,7 @@ type LearnRequest = (proxy::LearnedNames, tokio::sync::oneshot::Sender<()>);
 /// keeps each address until: an answer that only repeats them needs no
 /// wait, and none of the agent's time unless it extends an expiry.
 #[derive(Default)]
-struct KnownNames(std::collections::HashMap<String, crate::fqdn::Expiries>);
+struct KnownNames(std::collections::HashMap<String, crate::daemon::fqdn::Expiries>);
 
 /// How much earlier than an answer's TTL the agent's expiry of a known
 /// address may run out before the answer is passed on to extend it: the
@@ -1256,7 +1263,7 @@ impl proxy::NameLearner for AgentLearner {
     fn learn(&self, update: proxy::LearnedNames) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let novelty = self.known.read().map_or(Novelty::NewAddress, |k| {
-            k.novelty(&update, crate::fqdn::now_secs())
+            k.novelty(&update, crate::daemon::fqdn::now_secs())
         });
         if novelty != Novelty::Nothing && self.learn_in_place(&update) {
             let _ = tx.send(());
@@ -1319,7 +1326,7 @@ impl Enforcer {
     /// Re-reads the node's addresses from the kernel; `true` when they
     /// changed (the caller re-resolves). A failed read keeps the last set.
     fn refresh_node_addresses(&mut self) -> bool {
-        match crate::node_addrs::discover() {
+        match crate::daemon::node_addrs::discover() {
             Ok(now) if now != self.node_addrs => {
                 tracing::info!(addresses = ?now, "node addresses (host)");
                 self.guard.set_node_addresses(now.clone());
@@ -1998,9 +2005,9 @@ fn apply(
     cluster: &Cluster,
     applied: &mut Applied,
     local: Option<&BTreeSet<String>>,
-    limits: &crate::capacity::MapLimits,
+    limits: &crate::daemon::capacity::MapLimits,
 ) -> ApplyOutcome {
-    use crate::capacity::{Admission, EndpointDemand, IpcacheClass};
+    use crate::daemon::capacity::{Admission, EndpointDemand, IpcacheClass};
     let mut out = ApplyOutcome::default();
     let old_state = |applied: &Applied, id: u16| MapState {
         entries: applied
@@ -2063,7 +2070,7 @@ fn apply(
         .into_iter()
         .map(|(p, id, c, _)| (p, id, c))
         .collect();
-    let plan = crate::capacity::plan_ipcache(&applied.ipcache, &new_ipc, limits.ipcache);
+    let plan = crate::daemon::capacity::plan_ipcache(&applied.ipcache, &new_ipc, limits.ipcache);
     // Identities some of whose addresses cannot be written: an endpoint
     // whose policy names one would see those addresses as a wider
     // identity (e.g. a deny CIDR falling back to an allowed world), so it
@@ -2083,7 +2090,7 @@ fn apply(
             new: e.new.len(),
         })
         .collect();
-    let admissions = crate::capacity::admit_endpoints(&demands, limits);
+    let admissions = crate::daemon::capacity::admit_endpoints(&demands, limits);
     let mut failed: BTreeMap<u16, String> = BTreeMap::new();
     for e in &mut eps {
         if let Some(reason) = admissions.get(&e.id).and_then(Admission::reason) {

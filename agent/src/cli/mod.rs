@@ -1,0 +1,3 @@
+//! The CLI commands that are not the daemon.
+
+pub mod policy;
