@@ -11,6 +11,7 @@ mod k8s;
 mod lab;
 mod metrics;
 mod service_map;
+mod time;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -156,7 +157,7 @@ fn main() -> ExitCode {
     // `PORTCULLIS_LOG=info` brings them back.
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,portcullis::proxy::access=off")
+            tracing_subscriber::EnvFilter::new(format!("info,{}=off", access_log::ACCESS_TARGET))
         });
     tracing_subscriber::registry()
         .with(access_log::AccessLogLayer)
@@ -174,9 +175,9 @@ fn main() -> ExitCode {
             output,
             follow,
             state_dir,
-        } => daemon::observe(&state_dir, output == "json", follow),
+        } => cli::observe::run(&state_dir, output == "json", follow),
         Command::Lab { command } => run_lab(command),
-        Command::Status { output, state_dir } => daemon::print_status(&state_dir, output == "json"),
+        Command::Status { output, state_dir } => cli::status::run(&state_dir, output == "json"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,6 @@
-//! The CLI commands that are not the daemon.
+//! The CLI commands besides the daemon: clients of its state directory
+//! (`status`, `observe`) and the policy tools.
 
+pub mod observe;
 pub mod policy;
+pub mod status;
