@@ -11,6 +11,7 @@ mod k8s;
 mod lab;
 mod metrics;
 mod service_map;
+mod state_dir;
 mod time;
 
 use clap::{Parser, Subcommand};
@@ -46,9 +47,10 @@ enum Command {
     Status {
         #[arg(long, default_value = "text")]
         output: String,
-        /// The agent's state directory (default: the lab's).
-        #[arg(long, default_value = lab::STATE_DIR)]
-        state_dir: PathBuf,
+        /// The agent's state directory (default: the one the agent
+        /// recorded in /run/portcullis/state-dir, else /run/portcullis/agent).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Stream flow events (verdicts of the datapath) from the agent.
     Observe {
@@ -58,9 +60,10 @@ enum Command {
         /// Keep streaming new events instead of printing the recent ones.
         #[arg(long, short)]
         follow: bool,
-        /// The agent's state directory (default: the lab's).
-        #[arg(long, default_value = lab::STATE_DIR)]
-        state_dir: PathBuf,
+        /// The agent's state directory (default: the one the agent
+        /// recorded in /run/portcullis/state-dir, else /run/portcullis/agent).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -175,9 +178,11 @@ fn main() -> ExitCode {
             output,
             follow,
             state_dir,
-        } => cli::observe::run(&state_dir, output == "json", follow),
+        } => cli::observe::run(&state_dir::resolve(state_dir), output == "json", follow),
         Command::Lab { command } => run_lab(command),
-        Command::Status { output, state_dir } => cli::status::run(&state_dir, output == "json"),
+        Command::Status { output, state_dir } => {
+            cli::status::run(&state_dir::resolve(state_dir), output == "json")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,3 +4,6 @@
 pub mod observe;
 pub mod policy;
 pub mod status;
+
+#[cfg(test)]
+mod tests;

@@ -41,7 +41,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "/sys/fs/bpf/portcullis")]
     pub pin_dir: PathBuf,
     /// Directory for the agent's state (applied maps, observe socket).
-    #[arg(long, default_value = "/run/portcullis/agent")]
+    #[arg(long, default_value = crate::state_dir::DEFAULT)]
     pub state_dir: PathBuf,
     /// Uplink interface of the node (programs attached at its ingress).
     #[arg(long)]

@@ -119,6 +119,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
         &enforcer.status_view(),
     );
     let flows = flows::start_observe_server(&args.state_dir)?;
+    // Where `status` and `observe` find this directory without flags.
+    let pointer = std::path::Path::new(crate::state_dir::POINTER);
+    if let Err(e) = crate::state_dir::record(pointer, &args.state_dir) {
+        tracing::warn!(error = %e, pointer = %pointer.display(), "recording the state directory failed");
+    }
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
     let events = enforcer.dp.take_flow_events()?;
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
