@@ -1,5 +1,7 @@
 //! `portcullis`: the node agent and its CLI.
 
+#![forbid(unsafe_code)]
+
 mod access_log;
 mod cli;
 mod daemon;
