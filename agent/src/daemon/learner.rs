@@ -4,7 +4,7 @@
 
 use super::enforcer::SharedEnforcer;
 use super::fqdn::now_secs;
-use super::fqdn_sync::{KnownNames, LearnRequest, Novelty};
+use super::known_names::{KnownNames, LearnRequest, Novelty};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;

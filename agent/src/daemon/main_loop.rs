@@ -4,8 +4,8 @@
 use super::enforcer::{SharedEnforcer, lock_enforcer};
 use super::fdlimit::{self, FdReserve};
 use super::flows::{self, SharedFlows};
-use super::fqdn_sync::{KnownNames, LearnRequest};
 use super::inputs::Inputs;
+use super::known_names::{KnownNames, LearnRequest};
 use super::persist::mark_applied;
 use super::status::StatusFile;
 use crate::access_log::PodNames;

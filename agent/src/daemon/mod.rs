@@ -6,8 +6,8 @@
 //! This file only wires; each responsibility has a file of its own:
 //! [`args`], [`datapath`] (opening the kernel side), [`proxies`],
 //! [`inputs`], [`enforcer`] (with [`endpoints`], [`fqdn_sync`] and
-//! [`lingering`]), [`kernel`] (the pure plan of map writes, and its
-//! writer), [`learner`], [`persist`], [`status`], [`flows`] and the
+//! [`lingering`]), [`known_names`], [`kernel`] (the pure plan of map writes, and its
+//! writer), [`learner`], [`persist`], [`signal`], [`status`], [`flows`] and the
 //! [`main_loop`].
 
 mod args;
@@ -21,6 +21,7 @@ mod fqdn;
 mod fqdn_sync;
 mod inputs;
 mod kernel;
+mod known_names;
 mod learn_guard;
 mod learner;
 mod lingering;
@@ -29,13 +30,14 @@ mod netns;
 mod node_addrs;
 mod persist;
 mod proxies;
+mod signal;
 pub mod status;
 
 pub use args::AgentArgs;
 
 use anyhow::{Context, Result};
 use enforcer::{Enforcer, lock_enforcer};
-use fqdn_sync::{KnownNames, LearnRequest};
+use known_names::{KnownNames, LearnRequest};
 use learner::AgentLearner;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -127,7 +129,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
     let events = enforcer.dp.take_flow_events()?;
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
-    enforcer::write_state_on_signal(&proxies.runtime, shared_enforcer.clone());
+    signal::write_state_on_signal(&proxies.runtime, shared_enforcer.clone());
     main_loop::MainLoop {
         enforcer: shared_enforcer,
         inputs,

@@ -1,5 +1,6 @@
 use super::*;
 use std::net::IpAddr;
+use std::time::Duration;
 
 fn update(name: &str, ips: &[(&str, u64)]) -> proxy::LearnedNames {
     proxy::LearnedNames {
