@@ -1,21 +1,20 @@
 //! `portcullis`: the node agent and its CLI.
 
-mod agentd;
-mod capacity;
+#![forbid(unsafe_code)]
+
+mod access_log;
+mod cli;
+mod daemon;
 mod demo;
 mod e2e;
 mod e2e_kafka;
 mod e2e_tls;
-mod fdlimit;
-mod fqdn;
 mod k8s;
-mod l7log;
 mod lab;
-mod learn_guard;
 mod metrics;
-mod node_addrs;
-mod policy_cli;
 mod service_map;
+mod state_dir;
+mod time;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,7 +35,7 @@ enum Command {
     /// Validate, explain and visualise policies (no privileges needed).
     Policy {
         #[command(subcommand)]
-        command: policy_cli::PolicyCommand,
+        command: cli::policy::PolicyCommand,
     },
     /// The local lab: a node, pods and a world made of network namespaces.
     Lab {
@@ -44,15 +43,16 @@ enum Command {
         command: LabCommand,
     },
     /// The node agent: owns the eBPF maps and enforces the policy files.
-    Agent(Box<agentd::AgentArgs>),
+    Agent(Box<daemon::AgentArgs>),
     /// The agent's per-policy state (valid / invalid with reason) and what
     /// is in force.
     Status {
         #[arg(long, default_value = "text")]
         output: String,
-        /// The agent's state directory (default: the lab's).
-        #[arg(long, default_value = lab::STATE_DIR)]
-        state_dir: PathBuf,
+        /// The agent's state directory (default: the one the agent
+        /// recorded in /run/portcullis/state-dir, else /run/portcullis/agent).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Stream flow events (verdicts of the datapath) from the agent.
     Observe {
@@ -62,9 +62,10 @@ enum Command {
         /// Keep streaming new events instead of printing the recent ones.
         #[arg(long, short)]
         follow: bool,
-        /// The agent's state directory (default: the lab's).
-        #[arg(long, default_value = lab::STATE_DIR)]
-        state_dir: PathBuf,
+        /// The agent's state directory (default: the one the agent
+        /// recorded in /run/portcullis/state-dir, else /run/portcullis/agent).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -161,10 +162,10 @@ fn main() -> ExitCode {
     // `PORTCULLIS_LOG=info` brings them back.
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,portcullis::proxy::access=off")
+            tracing_subscriber::EnvFilter::new(format!("info,{}=off", access_log::ACCESS_TARGET))
         });
     tracing_subscriber::registry()
-        .with(l7log::AccessLogLayer)
+        .with(access_log::AccessLogLayer)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
@@ -173,15 +174,17 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Policy { command } => return policy_cli::run(command),
-        Command::Agent(args) => agentd::run(*args),
+        Command::Policy { command } => return cli::policy::run(command),
+        Command::Agent(args) => daemon::run(*args),
         Command::Observe {
             output,
             follow,
             state_dir,
-        } => agentd::observe(&state_dir, output == "json", follow),
+        } => cli::observe::run(&state_dir::resolve(state_dir), output == "json", follow),
         Command::Lab { command } => run_lab(command),
-        Command::Status { output, state_dir } => agentd::print_status(&state_dir, output == "json"),
+        Command::Status { output, state_dir } => {
+            cli::status::run(&state_dir::resolve(state_dir), output == "json")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -61,12 +61,3 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     .join()
     .map_err(|_| anyhow::anyhow!("thread in namespace {ns} panicked"))?
 }
-
-/// Moves the calling thread (and so a single-threaded process) into `ns`.
-pub fn enter(ns: &str) -> Result<()> {
-    let path = format!("/run/netns/{ns}");
-    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace {ns}"))?;
-    Ok(())
-}

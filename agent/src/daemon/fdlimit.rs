@@ -18,37 +18,20 @@ use std::fs::File;
 /// Raises RLIMIT_NOFILE (soft and hard) to `want`, or as far as the kernel
 /// allows. Returns the soft limit in force afterwards.
 pub fn raise_open_files(want: u64) -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(want);
     let target = want.min(nr_open);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let wanted = libc::rlimit {
-        rlim_cur: target,
-        rlim_max: target.max(lim.rlim_max),
-    };
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } != 0 {
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if setrlimit(Resource::RLIMIT_NOFILE, target, target.max(hard)).is_err() {
         // Without CAP_SYS_RESOURCE: as far as the hard limit goes.
-        let within = libc::rlimit {
-            rlim_cur: target.min(lim.rlim_max),
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &within) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        return Ok(within.rlim_cur);
+        let soft = target.min(hard);
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
+        return Ok(soft);
     }
-    Ok(wanted.rlim_cur)
+    Ok(target)
 }
 
 /// Descriptors held back for the agent's control work.
@@ -106,29 +89,4 @@ pub fn is_resource_error(text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resource_errors_are_told_from_invalid_policies() {
-        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE).to_string();
-        assert!(is_resource_error(&format!("reading policy.yaml: {emfile}")));
-        let enfile = std::io::Error::from_raw_os_error(libc::ENFILE).to_string();
-        assert!(is_resource_error(&enfile));
-        assert!(!is_resource_error(
-            "policy.yaml: document 1: spec.egress[0].toPorts: unknown field"
-        ));
-        assert!(!is_resource_error(
-            "reading policy.yaml: No such file or directory (os error 2)"
-        ));
-    }
-
-    #[test]
-    fn the_reserve_is_let_go_and_taken_back() {
-        let mut r = FdReserve::new(8);
-        assert_eq!(r.held(), 8);
-        let inside = r.released(|| 0);
-        assert_eq!(inside, 0);
-        assert_eq!(r.held(), 8);
-    }
-}
+mod tests;

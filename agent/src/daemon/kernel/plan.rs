@@ -1,0 +1,254 @@
+//! The pure half: which map entries to write, and in which order.
+
+use super::state::KernelState;
+use crate::daemon::capacity::{self, Admission, EndpointDemand, IpcacheClass, MapLimits};
+use crate::daemon::inputs::LocalPods;
+use ipnet::IpNet;
+use policy_model::{Cluster, MapChange, MapKey, MapState, MapVerdict, NumericIdentity};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One write to the kernel maps; [`plan`] lists them in the order they are
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::daemon) enum KernelOp {
+    /// One endpoint's policy changes of one phase, written as one batch.
+    /// A widening batch is skipped when the endpoint failed before it.
+    Policy {
+        endpoint: u16,
+        narrowing: bool,
+        changes: Vec<MapChange>,
+    },
+    /// Removes an ipcache prefix.
+    IpcacheDelete(IpNet),
+    /// Writes an ipcache prefix. A learned address that does not go in is
+    /// left out (it only widens what is allowed), not an error.
+    IpcacheUpsert {
+        prefix: IpNet,
+        identity: u32,
+        learned: bool,
+    },
+}
+
+/// One endpoint of a plan.
+#[derive(Debug, Clone)]
+pub(in crate::daemon) struct EndpointPlan {
+    pub(in crate::daemon) id: u16,
+    /// `ns/pod`, or `endpoint ID (removed)`.
+    pub(in crate::daemon) name: String,
+    /// `None`: the endpoint is gone.
+    pub(in crate::daemon) identity: Option<NumericIdentity>,
+    /// What it holds now.
+    pub(in crate::daemon) old: MapState,
+    /// What it is to hold (nothing when it fails closed).
+    pub(in crate::daemon) new: MapState,
+}
+
+impl EndpointPlan {
+    /// Every entry it may hold: what an endpoint that fails closed has
+    /// removed.
+    pub(in crate::daemon) fn held_keys(&self) -> BTreeSet<MapKey> {
+        self.old
+            .entries
+            .keys()
+            .chain(self.new.entries.keys())
+            .copied()
+            .collect()
+    }
+}
+
+/// Which map entries to write, decided before any is.
+#[derive(Debug, Clone, Default)]
+pub(in crate::daemon) struct KernelPlan {
+    /// The writes, in order.
+    pub(in crate::daemon) ops: Vec<KernelOp>,
+    /// Every local endpoint, then every endpoint that is gone.
+    pub(in crate::daemon) endpoints: Vec<EndpointPlan>,
+    /// Endpoints failing closed before anything is written, with why.
+    pub(in crate::daemon) failed: BTreeMap<u16, String>,
+    /// The ipcache prefixes the model wants, in its order (longest
+    /// prefixes first): the order [`KernelState::ipcache`] keeps.
+    pub(in crate::daemon) ipcache_order: Vec<IpNet>,
+    /// Learned addresses left out because the ipcache is full.
+    pub(in crate::daemon) ipcache_left_out: usize,
+    /// Cluster entries that do not fit in the ipcache.
+    pub(in crate::daemon) errors: Vec<String>,
+}
+
+/// Whether a model change narrows what is allowed (deletes of allows, deny
+/// upserts: written first) or widens it.
+pub(in crate::daemon) fn phase_of(old: &MapState, change: &MapChange) -> bool {
+    match change {
+        MapChange::Upsert(_, v) => v.verdict == MapVerdict::Deny,
+        MapChange::Delete(k) => old
+            .entries
+            .get(k)
+            .is_none_or(|v| v.verdict != MapVerdict::Deny),
+    }
+}
+
+/// The map writes that take the kernel from `state` to `cluster`'s
+/// ipcache and the map state of every endpoint of `local`, within
+/// `limits` (see the module's documentation for the order).
+pub(in crate::daemon) fn plan(
+    state: &KernelState,
+    cluster: &Cluster,
+    local: &LocalPods,
+    limits: &MapLimits,
+) -> KernelPlan {
+    let old_state = |id: u16| MapState {
+        entries: state
+            .policies
+            .get(&id)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default(),
+    };
+    let mut eps: Vec<EndpointPlan> = Vec::new();
+    for ep in cluster.endpoints() {
+        if !local.contains(&ep.full_name()) {
+            continue;
+        }
+        let pol = cluster.endpoint_policy(ep);
+        for w in &pol.warnings {
+            tracing::warn!(endpoint = %ep.full_name(), "{w}");
+        }
+        eps.push(EndpointPlan {
+            id: ep.id,
+            name: ep.full_name(),
+            identity: Some(ep.identity),
+            old: old_state(ep.id),
+            new: pol.map,
+        });
+    }
+    // Endpoints that are gone: their entries leave the policy map.
+    let gone: Vec<u16> = state
+        .policies
+        .keys()
+        .copied()
+        .filter(|id| !eps.iter().any(|e| e.id == *id))
+        .collect();
+    for id in gone {
+        eps.push(EndpointPlan {
+            id,
+            name: format!("endpoint {id} (removed)"),
+            identity: None,
+            old: old_state(id),
+            new: MapState::default(),
+        });
+    }
+
+    // The ipcache: pods and reserved addresses first, then policy CIDRs,
+    // then learned addresses (the ones left out when it is full).
+    let mut new_ipc: Vec<(IpNet, u32, IpcacheClass, u8)> = cluster
+        .ipcache()
+        .iter()
+        .map(|(p, id)| {
+            use policy_model::identity::IdentityKind;
+            let (class, rank) = match cluster.identity(*id).map(|i| &i.kind) {
+                Some(IdentityKind::Fqdn { .. }) => (IpcacheClass::Learned, 2),
+                Some(IdentityKind::Cidr(_)) => (IpcacheClass::Cluster, 1),
+                _ => (IpcacheClass::Cluster, 0),
+            };
+            (*p, id.0, class, rank)
+        })
+        .collect();
+    new_ipc.sort_by_key(|e| e.3);
+    let new_ipc: Vec<(IpNet, u32, IpcacheClass)> = new_ipc
+        .into_iter()
+        .map(|(p, id, c, _)| (p, id, c))
+        .collect();
+    let ipc = capacity::plan_ipcache(&state.ipcache, &new_ipc, limits.ipcache);
+    // Identities some of whose addresses cannot be written: an endpoint
+    // whose policy names one would see those addresses as a wider
+    // identity (e.g. a deny CIDR falling back to an allowed world), so it
+    // fails closed.
+    let unwritable_ids: BTreeSet<u32> = new_ipc
+        .iter()
+        .filter(|(p, _, _)| ipc.unwritable.contains(p))
+        .map(|(_, id, _)| *id)
+        .collect();
+
+    // 1. Capacity.
+    let demands: Vec<EndpointDemand> = eps
+        .iter()
+        .map(|e| EndpointDemand {
+            id: e.id,
+            old: e.old.len(),
+            new: e.new.len(),
+        })
+        .collect();
+    let admissions = capacity::admit_endpoints(&demands, limits);
+    let mut failed: BTreeMap<u16, String> = BTreeMap::new();
+    for e in &mut eps {
+        if let Some(reason) = admissions.get(&e.id).and_then(Admission::reason) {
+            failed.insert(e.id, reason);
+            e.new = MapState::default();
+        } else if let Some(k) = e
+            .new
+            .entries
+            .keys()
+            .find(|k| unwritable_ids.contains(&k.identity.0))
+        {
+            failed.insert(
+                e.id,
+                format!(
+                    "its policy names identity {} whose addresses do not fit in the ipcache (--ipcache-max-entries {}); all its traffic is denied",
+                    k.identity.0, limits.ipcache
+                ),
+            );
+            e.new = MapState::default();
+        }
+    }
+
+    let mut ops = Vec::new();
+    let phase = |e: &EndpointPlan, narrowing: bool| -> Option<KernelOp> {
+        let changes: Vec<MapChange> = e
+            .old
+            .diff(&e.new)
+            .into_iter()
+            .filter(|c| phase_of(&e.old, c) == narrowing)
+            .collect();
+        (!changes.is_empty()).then_some(KernelOp::Policy {
+            endpoint: e.id,
+            narrowing,
+            changes,
+        })
+    };
+    // 2. Narrowing changes, every endpoint (those failing closed too).
+    ops.extend(eps.iter().filter_map(|e| phase(e, true)));
+    // 3. The ipcache.
+    ops.extend(ipc.deletes.iter().map(|p| KernelOp::IpcacheDelete(*p)));
+    let learned: BTreeSet<IpNet> = new_ipc
+        .iter()
+        .filter(|e| e.2 == IpcacheClass::Learned)
+        .map(|e| e.0)
+        .collect();
+    ops.extend(ipc.upserts.iter().map(|(p, id)| KernelOp::IpcacheUpsert {
+        prefix: *p,
+        identity: *id,
+        learned: learned.contains(p),
+    }));
+    // 4. Widening changes of the endpoints that fit.
+    ops.extend(
+        eps.iter()
+            .filter(|e| !failed.contains_key(&e.id))
+            .filter_map(|e| phase(e, false)),
+    );
+
+    let mut errors = Vec::new();
+    if !ipc.unwritable.is_empty() {
+        errors.push(format!(
+            "ipcache: {} cluster entries do not fit in {} (raise --ipcache-max-entries), e.g. {}",
+            ipc.unwritable.len(),
+            limits.ipcache,
+            ipc.unwritable[0]
+        ));
+    }
+    KernelPlan {
+        ops,
+        endpoints: eps,
+        failed,
+        ipcache_order: new_ipc.iter().map(|e| e.0).collect(),
+        ipcache_left_out: ipc.refused_learned.len(),
+        errors,
+    }
+}

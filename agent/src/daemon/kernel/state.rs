@@ -1,0 +1,53 @@
+//! The kernel's vocabulary: what the maps hold, and the one conversion of
+//! the model's entries into theirs.
+
+use anyhow::Result;
+use ipnet::IpNet;
+use policy_model::{Direction, L7Parser, MapKey, MapValue, MapVerdict};
+use redirect_ebpf::{PolicyKey, PolicyValue};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Proxy port per L7 parser. The proxy listens on these; until it does,
+/// redirected flows are dropped by the kernel (fail closed).
+pub(in crate::daemon) fn proxy_port(parser: L7Parser) -> u16 {
+    match parser {
+        L7Parser::Http => 15001,
+        L7Parser::Dns => 15053,
+        L7Parser::Kafka => 15092,
+    }
+}
+
+/// The model's key and value as the kernel's: the one conversion point.
+pub(in crate::daemon) fn kernel_entry(
+    endpoint_id: u16,
+    key: &MapKey,
+    value: Option<&MapValue>,
+) -> Result<(PolicyKey, Option<PolicyValue>)> {
+    let dir = match key.direction {
+        Direction::Ingress => redirect_ebpf::Direction::Ingress,
+        Direction::Egress => redirect_ebpf::Direction::Egress,
+    };
+    let k = PolicyKey::new(
+        key.identity.0,
+        endpoint_id,
+        dir,
+        key.port.protocol,
+        key.port.port,
+        key.port.prefix_len,
+    )?;
+    let v = value.map(|v| match (v.verdict, v.redirect) {
+        (MapVerdict::Deny, _) => PolicyValue::deny(v.cookie),
+        (MapVerdict::Allow, None) => PolicyValue::allow(v.cookie),
+        (MapVerdict::Allow, Some(p)) => PolicyValue::redirect(proxy_port(p), v.cookie),
+    });
+    Ok((k, v))
+}
+
+/// What the agent last wrote to the kernel; persisted so a restarted
+/// agent can compute deltas against the pinned maps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(in crate::daemon) struct KernelState {
+    pub(in crate::daemon) policies: BTreeMap<u16, Vec<(MapKey, MapValue)>>,
+    pub(in crate::daemon) ipcache: Vec<(IpNet, u32)>,
+}

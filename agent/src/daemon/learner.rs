@@ -1,0 +1,64 @@
+//! The DNS proxy's name learner: learns an answer's addresses in place when
+//! the enforcer is free, else hands them to the daemon's loop; answers that
+//! teach nothing new are released at once.
+
+use super::enforcer::SharedEnforcer;
+use super::fqdn::now_secs;
+use super::known_names::{KnownNames, LearnRequest, Novelty};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Hands learned names from the DNS proxy to the agent's loop.
+pub(super) struct AgentLearner {
+    pub(super) tx: Mutex<Sender<LearnRequest>>,
+    pub(super) known: Arc<RwLock<KnownNames>>,
+    pub(super) enforcer: SharedEnforcer,
+    pub(super) min_ttl: Duration,
+}
+
+impl AgentLearner {
+    /// Learns `update` on the calling (DNS) thread when the enforcer is free
+    /// and no resolve is needed: no wake-up of the agent loop and back.
+    fn learn_in_place(&self, update: &proxy::LearnedNames) -> bool {
+        let Ok(mut guard) = self.enforcer.try_lock() else {
+            return false;
+        };
+        guard
+            .as_mut()
+            .is_some_and(|e| e.learn_in_place(update, self.min_ttl, &self.known))
+    }
+}
+
+impl proxy::NameLearner for AgentLearner {
+    fn learn(&self, update: proxy::LearnedNames) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let novelty = self
+            .known
+            .read()
+            .map_or(Novelty::NewAddress, |k| k.novelty(&update, now_secs()));
+        if novelty != Novelty::Nothing && self.learn_in_place(&update) {
+            let _ = tx.send(());
+            return rx;
+        }
+        let ack = match novelty {
+            Novelty::NewAddress => tx,
+            // Nothing new for the maps: release the answer now; the loop
+            // still gets the update to extend the expiry.
+            Novelty::LongerTtl => {
+                let _ = tx.send(());
+                tokio::sync::oneshot::channel().0
+            }
+            Novelty::Nothing => {
+                let _ = tx.send(());
+                return rx;
+            }
+        };
+        if let Ok(sender) = self.tx.lock() {
+            // If the loop is gone the sender is dropped and the proxy
+            // releases the answer (its bounded wait).
+            let _ = sender.send((update, ack));
+        }
+        rx
+    }
+}

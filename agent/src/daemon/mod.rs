@@ -1,0 +1,153 @@
+//! `portcullis agent`: owns the kernel maps. Resolves the policy files with
+//! policy-model, applies the result to the datapath as deltas, re-resolves
+//! when a file changes (keeping the previous policy in force when the new
+//! one is invalid), and streams flow events to `portcullis observe`.
+//!
+//! This file only wires; each responsibility has a file of its own:
+//! [`args`], [`datapath`] (opening the kernel side), [`proxies`],
+//! [`inputs`], [`enforcer`] (with [`endpoints`], [`fqdn_sync`] and
+//! [`lingering`]), [`known_names`], [`kernel`] (the pure plan of map writes, and its
+//! writer), [`learner`], [`persist`], [`signal`], [`status`], [`flows`] and the
+//! [`main_loop`].
+
+mod args;
+mod capacity;
+mod datapath;
+mod endpoints;
+mod enforcer;
+mod fdlimit;
+mod flows;
+mod fqdn;
+mod fqdn_sync;
+mod inputs;
+mod kernel;
+mod known_names;
+mod learn_guard;
+mod learner;
+mod lingering;
+mod main_loop;
+mod netns;
+mod node_addrs;
+mod persist;
+mod proxies;
+mod signal;
+pub mod status;
+
+pub use args::AgentArgs;
+
+use anyhow::{Context, Result};
+use enforcer::{Enforcer, lock_enforcer};
+use known_names::{KnownNames, LearnRequest};
+use learner::AgentLearner;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Runs the agent until killed.
+pub fn run(args: AgentArgs) -> Result<()> {
+    if let Some(ns) = &args.netns {
+        netns::enter(ns)?;
+    }
+    let opened = datapath::open(&args)?;
+    let metrics = Arc::new(crate::metrics::AgentMetrics::new());
+    metrics.open_files_limit.set(opened.open_files as i64);
+    tracing::info!(open_files = opened.open_files, "open-file limit");
+
+    // Learned names come back to the loop over a channel when the DNS
+    // thread cannot learn them in place; the enforcer, once built, is
+    // shared with that thread.
+    let (learn_tx, learn_rx) = std::sync::mpsc::channel::<LearnRequest>();
+    let known = Arc::new(RwLock::new(KnownNames::default()));
+    let shared_enforcer: enforcer::SharedEnforcer = Arc::new(Mutex::new(None));
+    let proxies = proxies::Proxies::start(
+        &args,
+        AgentLearner {
+            tx: Mutex::new(learn_tx),
+            known: known.clone(),
+            enforcer: shared_enforcer.clone(),
+            min_ttl: Duration::from_secs(args.dns_min_ttl),
+        },
+    )?;
+    crate::metrics::serve_admin(args.admin_addr, metrics.clone(), proxies.metrics_text())
+        .with_context(|| format!("binding the admin endpoint {}", args.admin_addr))?;
+
+    let mut inputs = inputs::Inputs::open(&proxies.runtime, &args)?;
+    let first = inputs
+        .initial()
+        .map_err(|e| anyhow::anyhow!("initial inputs are invalid:\n{e}"))?;
+    let content_hash = first.content_hash;
+    let mut enforcer = Enforcer::new(
+        opened.dp,
+        first,
+        proxies.policy.clone(),
+        metrics.clone(),
+        opened.limits,
+        opened.maps_pinned,
+        &args,
+    )?;
+    if let Ok(mut k) = known.write() {
+        k.0 = enforcer.fqdn.expiries();
+    }
+    let cluster = enforcer.cluster();
+    enforcer.note_endpoints(&cluster);
+    if let Some(up) = args.uplink.as_deref() {
+        enforcer
+            .dp
+            .attach_uplink(up)
+            .with_context(|| format!("attaching to uplink {up}"))?;
+    }
+    enforcer.attach_endpoints(&cluster)?;
+    enforcer.enforce(&cluster)?;
+    if let Some(hash) = content_hash {
+        persist::mark_applied(&args.state_dir, hash)?;
+    }
+    metrics.endpoints.set(cluster.endpoints().len() as i64);
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let names = flows::pod_names(&cluster);
+    crate::access_log::set_pod_names(names.clone());
+    tracing::info!(
+        endpoints = cluster.endpoints().len(),
+        policies = enforcer.set.policies.len(),
+        learned_addresses = enforcer.fqdn.len(),
+        "policy applied"
+    );
+
+    let policies = inputs.policy_states(&enforcer.set);
+    let status = status::StatusFile::new(
+        &args.state_dir,
+        inputs.mode(),
+        policies,
+        &enforcer.status_view(),
+    );
+    let flows = flows::start_observe_server(&args.state_dir)?;
+    // Where `status` and `observe` find this directory without flags.
+    let pointer = std::path::Path::new(crate::state_dir::POINTER);
+    if let Err(e) = crate::state_dir::record(pointer, &args.state_dir) {
+        tracing::warn!(error = %e, pointer = %pointer.display(), "recording the state directory failed");
+    }
+    std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
+    let events = enforcer.dp.take_flow_events()?;
+    *lock_enforcer(&shared_enforcer) = Some(enforcer);
+    signal::write_state_on_signal(&proxies.runtime, shared_enforcer.clone());
+    main_loop::MainLoop {
+        enforcer: shared_enforcer,
+        inputs,
+        status,
+        flows,
+        events,
+        names,
+        learn_rx,
+        known,
+        metrics,
+        reserved_fds: args.reserved_fds,
+        state_dir: args.state_dir.clone(),
+        poll: Duration::from_millis(args.poll_ms),
+        min_ttl: Duration::from_secs(args.dns_min_ttl),
+    }
+    .run();
+    // `proxies` lives as long as the loop, which runs until the process
+    // is killed.
+    drop(proxies);
+    Ok(())
+}
