@@ -4,17 +4,17 @@
 //! (IPv4 and IPv6) and UDP exchanges, and prints the observed matrix next
 //! to the expected one.
 
-use crate::lab::{self, probe};
 use anyhow::{Context, Result, bail};
 use policy_model::Topology;
+use portcullis_lab::{self as lab, probe};
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const TOPOLOGY: &str = include_str!("../../conformance/topologies/multi-tenant.yaml");
-const CASE: &str = include_str!("../../conformance/cases/multi-tenant/cnp.yaml");
+const TOPOLOGY: &str = include_str!("../../topologies/multi-tenant.yaml");
+const CASE: &str = include_str!("../../cases/multi-tenant/cnp.yaml");
 
 struct Servers(Vec<Child>);
 

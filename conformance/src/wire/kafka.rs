@@ -10,10 +10,10 @@
 //! API's authorization error (29 per topic, 30 for group APIs, 31 for
 //! cluster APIs); a flow denied at L3/L4 does not connect.
 
-use crate::lab::{self, probe};
+use crate::case::{Case, Probe, yaml_scalar};
 use anyhow::{Context, Result, bail};
-use conformance::case::{Case, Probe, yaml_scalar};
 use policy_model::{Layer, Topology, Verdict};
+use portcullis_lab::{self as lab, probe};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;

@@ -3,8 +3,12 @@
 //! in the node namespace with the programs attached to the node side of
 //! every veth.
 
+pub mod fake_api;
 pub mod netns;
+pub mod paths;
 pub mod probe;
+
+pub use paths::{LAB_NODE, PIN_DIR, STATE_DIR};
 
 use anyhow::{Context, Result, bail};
 use policy_model::Topology;
@@ -23,10 +27,6 @@ pub const WORLD_NS: &str = "pc-world";
 pub const NS_PREFIX: &str = "pc-";
 /// Node side of the uplink veth.
 pub const UPLINK_IF: &str = "pcup";
-/// Where the lab keeps its state (also after a crash).
-pub const STATE_DIR: &str = "/run/portcullis/lab";
-/// The bpffs directory the lab's agent pins its maps in.
-pub const PIN_DIR: &str = "/run/portcullis/bpffs/lab";
 /// Gateway address every pod routes through (on each node-side veth).
 pub const POD_GATEWAY_V4: &str = "169.254.1.1";
 pub const POD_GATEWAY_V6: &str = "fe80::1";
@@ -369,7 +369,7 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
             .arg("--kubeconfig")
             .arg(Path::new(STATE_DIR).join("kubeconfig"))
             .arg("--node-name")
-            .arg(crate::k8s::LAB_NODE);
+            .arg(LAB_NODE);
     } else {
         cmd.arg("--topology").arg(&state.topology);
         for p in &state.policies {
@@ -379,8 +379,7 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
     if !state.kubernetes {
         // Kubernetes mode reads them as Secrets from the (fake) API server,
         // which serves this directory's files.
-        cmd.arg("--tls-secrets-dir")
-            .arg(crate::e2e_tls::secrets_dir());
+        cmd.arg("--tls-secrets-dir").arg(paths::secrets_dir());
     }
     // The lab's pod ranges: never learned from DNS answers.
     cmd.args(["--pod-cidr", "10.200.0.0/16", "--pod-cidr", "fd00:200::/64"]);

@@ -7,11 +7,15 @@
 //! each case's policy is written to the file the agent watches; the runner
 //! waits until the agent reports that exact content applied.
 
-use crate::lab::{self, probe};
+pub mod demo;
+pub mod kafka;
+pub mod tls;
+
+use crate::case::{Case, Expect, Probe};
+use crate::model;
 use anyhow::{Context, Result, bail};
-use conformance::case::{Case, Expect, Probe};
-use conformance::model;
 use policy_model::{Protocol, Topology, Verdict};
+use portcullis_lab::{self as lab, probe};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
@@ -21,9 +25,9 @@ use std::time::{Duration, Instant};
 
 /// Options of the run.
 #[derive(clap::Args, Debug, Clone)]
-pub struct E2eArgs {
+pub struct WireArgs {
     /// Conformance root (with `cases/` and `topologies/`).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance"))]
+    #[arg(long, default_value = env!("CARGO_MANIFEST_DIR"))]
     pub root: PathBuf,
     /// Only cases whose name contains this.
     #[arg(long)]
@@ -63,9 +67,9 @@ struct WireProbe {
     model: Verdict,
     expect: Expect,
     /// A TLS probe (HTTPS with curl), see `e2e_tls`.
-    tls: Option<crate::e2e_tls::TlsCall>,
+    tls: Option<tls::TlsCall>,
     /// A Kafka request (kafka-python to tansu), see `e2e_kafka`.
-    kafka: Option<crate::e2e_kafka::KafkaCall>,
+    kafka: Option<kafka::KafkaCall>,
 }
 
 struct Servers(Vec<Child>);
@@ -136,8 +140,8 @@ fn knot_config(dir: &Path, ns: &str) -> String {
 }
 
 /// Runs the suite; returns (passed, failed, skipped).
-pub fn run(me: &Path, args: &E2eArgs) -> Result<(usize, usize, usize)> {
-    let cases = conformance::load_cases(&args.root).map_err(|e| anyhow::anyhow!("{e}"))?;
+pub fn run(me: &Path, args: &WireArgs) -> Result<(usize, usize, usize)> {
+    let cases = crate::load_cases(&args.root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut by_topology: BTreeMap<String, Vec<Case>> = BTreeMap::new();
     for c in cases {
         if args
@@ -302,18 +306,14 @@ fn start_servers(
     }
     let mut servers = Servers(Vec::new());
     // TLS-probed ports are served by nginx (HTTPS), not haproxy.
-    let tls_ports = crate::e2e_tls::ports(cases);
+    let tls_ports = tls::ports(cases);
     tcp.retain(|p| !tls_ports.contains(p));
     // Kafka-probed ports are served by tansu.
-    let kafka_ports = crate::e2e_kafka::ports(cases);
+    let kafka_ports = kafka::ports(cases);
     tcp.retain(|p| !kafka_ports.contains(p));
-    servers
-        .0
-        .extend(crate::e2e_kafka::start_servers(state, topo, cases)?);
+    servers.0.extend(kafka::start_servers(state, topo, cases)?);
     let ns_names: Vec<String> = namespaces.iter().map(|(n, _)| n.clone()).collect();
-    servers
-        .0
-        .extend(crate::e2e_tls::start_servers(cases, &ns_names)?);
+    servers.0.extend(tls::start_servers(cases, &ns_names)?);
     let cfg_dir = Path::new(lab::STATE_DIR).join("conformance");
     // knot where DNS probes (or probes to port 53) go.
     let mut dns_ns: BTreeSet<String> = BTreeSet::new();
@@ -448,15 +448,15 @@ fn run_case(
     topo: &Topology,
     pol_path: &Path,
     case: &Case,
-    args: &E2eArgs,
+    args: &WireArgs,
 ) -> Result<(usize, usize, usize, [usize; 2])> {
     let set = model::case_policies(case).map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
     let mut clusters = BTreeMap::new();
     let mut wire = Vec::new();
     let mut skipped = 0;
-    let kafka_ok = case.probes.iter().any(|p| p.kafka.is_some()) && crate::e2e_kafka::available();
+    let kafka_ok = case.probes.iter().any(|p| p.kafka.is_some()) && kafka::available();
     for p in case.probes.iter().filter(|p| runnable(p)) {
-        let kafka = crate::e2e_kafka::call(p);
+        let kafka = kafka::call(p);
         if p.kafka.is_some() && (kafka.is_none() || !kafka_ok) {
             skipped += 1;
             continue;
@@ -484,7 +484,7 @@ fn run_case(
         };
         let verdict = explained.verdict;
         // HTTP probes are sent as HTTP/1.1 and as HTTP/2 (prior knowledge).
-        let tls_calls = crate::e2e_tls::calls(p);
+        let tls_calls = tls::calls(p);
         // A TLS probe whose handshake the model denies is closed on the wire.
         let handshake_ok = p.tls.is_none() || {
             let mut hello = p.clone();
@@ -518,9 +518,9 @@ fn run_case(
             (_, _, Verdict::Allowed, _) => probe::Outcome::Connected,
             (_, _, Verdict::Denied, _) => probe::Outcome::Blocked,
         };
-        let want = kafka.as_ref().map_or(want, |k| {
-            crate::e2e_kafka::want(k, verdict, explained.layer)
-        });
+        let want = kafka
+            .as_ref()
+            .map_or(want, |k| kafka::want(k, verdict, explained.layer));
         // A `to-fqdn` probe first resolves the name through the DNS proxy
         // (so the agent learns it), then connects.
         let resolve_first = match (&p.to_fqdn, dns_server(topo)) {
@@ -584,7 +584,7 @@ fn run_case(
                         (true, true) => "v6/h2s",
                     },
                     http: None,
-                    want: crate::e2e_tls::want(call, verdict == Verdict::Allowed, handshake_ok),
+                    want: tls::want(call, verdict == Verdict::Allowed, handshake_ok),
                     dns: None,
                     resolve_first: resolve_first.clone(),
                     src_ip: if src_ns == lab::WORLD_NS || src_ns == lab::NODE_NS {
@@ -683,11 +683,11 @@ fn probe_one(w: &WireProbe, timeout: Duration) -> Result<probe::Outcome> {
         let _ = probe::dns(&w.src_ns, None, *server, DNS_PORT, name, false, timeout)?;
     }
     if let Some(k) = &w.kafka {
-        return crate::e2e_kafka::probe(&w.src_ns, w.src_ip, w.dst, w.port, k, timeout);
+        return kafka::probe(&w.src_ns, w.src_ip, w.dst, w.port, k, timeout);
     }
     if let Some(t) = &w.tls {
         let t_out = timeout.max(Duration::from_millis(1500));
-        return crate::e2e_tls::probe(&w.src_ns, w.src_ip, w.dst, w.port, t, t_out);
+        return tls::probe(&w.src_ns, w.src_ip, w.dst, w.port, t, t_out);
     }
     let tcp_dns = w.protocol == Protocol::Tcp;
     if let Some(name) = &w.dns {

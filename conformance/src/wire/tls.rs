@@ -11,21 +11,17 @@
 //! (nginx's certificate) and a terminated one (the proxy's) both verify.
 //! A secret whose name starts with `missing-` is never written.
 
-use crate::lab::{self, probe};
+use crate::case::{Case, Probe};
 use anyhow::{Context, Result, bail};
-use conformance::case::{Case, Probe};
 use policy_model::Direction;
+use portcullis_lab::paths::secrets_dir;
+use portcullis_lab::{self as lab, probe};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// Where the lab's agent reads TLS secrets (`DIR/<namespace>/<name>/`).
-pub fn secrets_dir() -> PathBuf {
-    Path::new(lab::STATE_DIR).join("tls-secrets")
-}
 
 /// A TLS probe as sent with curl.
 #[derive(Clone, Debug)]
@@ -252,7 +248,7 @@ pub fn start_servers(cases: &[Case], namespaces: &[String]) -> Result<Vec<Child>
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
     for case in cases {
-        let Ok(set) = conformance::model::case_policies(case) else {
+        let Ok(set) = crate::model::case_policies(case) else {
             continue;
         };
         for rule in set.rules() {

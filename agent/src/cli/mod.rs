@@ -1,0 +1,3 @@
+//! The CLI's subcommands that live outside `main.rs`.
+
+pub mod lab;
