@@ -133,7 +133,12 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             topology,
             policies,
             kubeconfig_out,
-        } => lab::fake_api::run_fake_apiserver(&topology, &policies, &kubeconfig_out),
+        } => lab::fake_api::run_fake_apiserver(
+            &topology,
+            &policies,
+            &kubeconfig_out,
+            &lab::paths::secrets_dir(),
+        ),
         LabCommand::Rr {
             from,
             to,

@@ -178,11 +178,13 @@ fn object_key(v: &Value) -> (String, String, String) {
 
 /// `portcullis lab fake-apiserver`: serves the topology and the policy
 /// files as API objects, writes a kubeconfig for the agent, and keeps the
-/// policies in step with the files (apply on change, delete on removal).
+/// policies and the TLS secret files under `secrets_dir` in step with the
+/// files (apply on change, delete on removal).
 pub fn run_fake_apiserver(
     topology: &Path,
     policies: &[PathBuf],
     kubeconfig_out: &Path,
+    secrets_dir: &Path,
 ) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -202,7 +204,7 @@ pub fn run_fake_apiserver(
         std::fs::rename(&tmp, kubeconfig_out)?;
         loop {
             let mut objs = policy_objects(policies);
-            objs.extend(secret_objects(&crate::paths::secrets_dir()));
+            objs.extend(secret_objects(secrets_dir));
             let text = serde_json::to_string(&objs)?;
             if text != last {
                 last = text;
@@ -222,3 +224,6 @@ pub fn run_fake_apiserver(
         }
     })
 }
+
+#[cfg(test)]
+mod tests;

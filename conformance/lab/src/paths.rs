@@ -15,3 +15,35 @@ pub const LAB_NODE: &str = "lab-node";
 pub fn secrets_dir() -> PathBuf {
     Path::new(STATE_DIR).join("tls-secrets")
 }
+
+/// The file `name` in the state directory.
+pub fn state_file(name: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(name)
+}
+
+/// The agent's log (stdout and stderr, appended across restarts).
+pub fn agent_log() -> PathBuf {
+    state_file("agent.log")
+}
+
+/// The kubeconfig the fake API server writes for the agent.
+pub fn kubeconfig() -> PathBuf {
+    state_file("kubeconfig")
+}
+
+/// The hash of the policy files the agent last applied (the agent writes
+/// it; the wire runner waits for it).
+pub fn applied_hash() -> PathBuf {
+    state_file("applied.hash")
+}
+
+/// The agent's learned-name store (DNS-learned addresses).
+pub fn learned_names() -> PathBuf {
+    state_file("fqdn.json")
+}
+
+/// A working directory of a runner inside the state directory
+/// (`conformance`, `demo`).
+pub fn work_dir(name: &str) -> PathBuf {
+    state_file(name)
+}
