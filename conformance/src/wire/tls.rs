@@ -11,20 +11,21 @@
 //! (nginx's certificate) and a terminated one (the proxy's) both verify.
 //! A secret whose name starts with `missing-` is never written.
 
-use crate::lab::{self, probe};
-use anyhow::{Context, Result, bail};
-use conformance::case::{Case, Probe};
+use crate::case::{Case, Probe};
+use anyhow::Result;
 use policy_model::Direction;
+use portcullis_lab::paths::{self, secrets_dir};
+use portcullis_lab::probe;
+use portcullis_lab::servers::{Processes, make_ca, make_leaf, start_nginx, write_secret};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Where the lab's agent reads TLS secrets (`DIR/<namespace>/<name>/`).
-pub fn secrets_dir() -> PathBuf {
-    Path::new(lab::STATE_DIR).join("tls-secrets")
+/// Where the certificates, nginx's configuration and curl's CA bundle are.
+fn work_dir() -> PathBuf {
+    paths::work_dir("conformance").join("tls")
 }
 
 /// A TLS probe as sent with curl.
@@ -90,145 +91,14 @@ pub fn ports(cases: &[Case]) -> BTreeSet<u16> {
         .collect()
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: running openssl"))?;
-    if !out.status.success() {
-        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-/// A CA (`<name>.crt`, `<name>.key`) in `dir`.
-pub fn make_ca(dir: &Path, name: &str, cn: &str) -> Result<()> {
-    run(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-            .arg("-keyout")
-            .arg(dir.join(format!("{name}.key")))
-            .arg("-out")
-            .arg(dir.join(format!("{name}.crt")))
-            .args(["-subj", &format!("/CN={cn}")])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
-        "making a CA",
-    )
-}
-
-/// A server certificate `<name>.crt`/`<name>.key` for `names` signed by CA
-/// `ca` (both in `dir`).
-pub fn make_leaf(dir: &Path, ca: &str, name: &str, names: &[String]) -> Result<()> {
-    let san: Vec<String> = names
-        .iter()
-        .map(|n| match n.parse::<IpAddr>() {
-            Ok(_) => format!("IP:{n}"),
-            Err(_) => format!("DNS:{n}"),
-        })
-        .collect();
-    let ext = dir.join(format!("{name}.ext"));
-    std::fs::write(
-        &ext,
-        format!(
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\nsubjectAltName={}\n",
-            san.join(",")
-        ),
-    )?;
-    let csr = dir.join(format!("{name}.csr"));
-    run(
-        Command::new("openssl")
-            .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes"])
-            .arg("-keyout")
-            .arg(dir.join(format!("{name}.key")))
-            .arg("-out")
-            .arg(&csr)
-            .args(["-subj", &format!("/CN={}", names[0])]),
-        "making a key and CSR",
-    )?;
-    run(
-        Command::new("openssl")
-            .args(["x509", "-req", "-days", "2", "-in"])
-            .arg(&csr)
-            .arg("-CA")
-            .arg(dir.join(format!("{ca}.crt")))
-            .arg("-CAkey")
-            .arg(dir.join(format!("{ca}.key")))
-            .args([
-                "-set_serial",
-                &format!("{}", std::process::id() as u64 * 1000 + names.len() as u64),
-            ])
-            .arg("-out")
-            .arg(dir.join(format!("{name}.crt")))
-            .arg("-extfile")
-            .arg(&ext),
-        "signing a certificate",
-    )
-}
-
-/// Writes secret `ns/name` with `items` (item name, source file), each
-/// file replaced by a rename.
-pub fn write_secret(root: &Path, ns: &str, name: &str, items: &[(&str, PathBuf)]) -> Result<()> {
-    let d = root.join(ns).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d)?;
-    for (item, src) in items {
-        let tmp = d.join(format!(".{item}.tmp"));
-        std::fs::copy(src, &tmp).with_context(|| format!("copying {}", src.display()))?;
-        std::fs::rename(&tmp, d.join(item))?;
-    }
-    Ok(())
-}
-
-/// nginx serving HTTPS (HTTP/1.1 and h2) on `ports` with `cert`: 200 `ok`.
-pub fn nginx_config(dir: &Path, ns: &str, ports: &BTreeSet<u16>, cert: &str) -> String {
-    let d = dir.display();
-    let mut listen = String::new();
-    for p in ports {
-        listen.push_str(&format!(
-            "    listen 0.0.0.0:{p} ssl http2;\n    listen [::]:{p} ssl http2 ipv6only=on;\n"
-        ));
-    }
-    format!(
-        "master_process off;\ndaemon off;\npid {d}/nginx-{ns}.pid;\nerror_log {d}/nginx-{ns}.err warn;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-{ns}-tmp;\n  proxy_temp_path {d}/nginx-{ns}-tmp;\n\
-         \x20 fastcgi_temp_path {d}/nginx-{ns}-tmp;\n  uwsgi_temp_path {d}/nginx-{ns}-tmp;\n  scgi_temp_path {d}/nginx-{ns}-tmp;\n\
-         \x20 server {{\n{listen}    ssl_certificate {d}/{cert}.crt;\n    ssl_certificate_key {d}/{cert}.key;\n\
-         \x20   location / {{ default_type text/plain; return 200 \"ok\\n\"; }}\n  }}\n}}\n"
-    )
-}
-
-/// Starts nginx in `ns` with its own config (never the system service).
-pub fn start_nginx(dir: &Path, ns: &str, ports: &BTreeSet<u16>, cert: &str) -> Result<Child> {
-    std::fs::create_dir_all(dir.join(format!("nginx-{ns}-tmp")))?;
-    let conf = dir.join(format!("nginx-{ns}.conf"));
-    std::fs::write(&conf, nginx_config(dir, ns, ports, cert))?;
-    Command::new("ip")
-        .args(["netns", "exec", ns, "nginx", "-e"])
-        .arg(dir.join(format!("nginx-{ns}.err")))
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .context("starting nginx (apt-get install nginx-light)")
-}
-
 /// Certificates for a topology group and the secrets its cases reference;
 /// nginx in every namespace of `namespaces` on the TLS-probed ports.
-pub fn start_servers(cases: &[Case], namespaces: &[String]) -> Result<Vec<Child>> {
+pub fn start_servers(procs: &mut Processes, cases: &[Case], namespaces: &[String]) -> Result<()> {
     let ports = ports(cases);
     if ports.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let dir = Path::new(lab::STATE_DIR).join("conformance").join("tls");
+    let dir = work_dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut names: BTreeSet<String> = cases
@@ -252,7 +122,7 @@ pub fn start_servers(cases: &[Case], namespaces: &[String]) -> Result<Vec<Child>
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
     for case in cases {
-        let Ok(set) = conformance::model::case_policies(case) else {
+        let Ok(set) = crate::model::case_policies(case) else {
             continue;
         };
         for rule in set.rules() {
@@ -291,11 +161,10 @@ pub fn start_servers(cases: &[Case], namespaces: &[String]) -> Result<Vec<Child>
             }
         }
     }
-    let mut children = Vec::new();
     for ns in namespaces {
-        children.push(start_nginx(&dir, ns, &ports, "nginx")?);
+        start_nginx(procs, &dir, ns, &ports, "nginx")?;
     }
-    Ok(children)
+    Ok(())
 }
 
 /// One TLS probe with curl from `ns`: `Blocked` when the connection was
@@ -309,7 +178,7 @@ pub fn probe(
     call: &TlsCall,
     timeout: Duration,
 ) -> Result<probe::Outcome> {
-    let dir = Path::new(lab::STATE_DIR).join("conformance").join("tls");
+    let dir = work_dir();
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, "curl", "-sS", "-o", "/dev/null"])
         .args(["-w", "%{http_code}", "--path-as-is"])

@@ -29,7 +29,7 @@ pub enum Outcome {
     Dns(u16),
     /// A Kafka response: 0 when it carries no authorization error, else the
     /// authorization error (29/30/31/53, the proxy's denial); -1 when the
-    /// connection closed without a well-formed response (see `e2e_kafka`).
+    /// connection closed without a well-formed response (see the wire runner's `kafka`).
     Kafka(i16),
 }
 

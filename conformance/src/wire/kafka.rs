@@ -10,16 +10,15 @@
 //! API's authorization error (29 per topic, 30 for group APIs, 31 for
 //! cluster APIs); a flow denied at L3/L4 does not connect.
 
-use crate::lab::{self, probe};
+use crate::case::{Case, Probe, yaml_scalar};
 use anyhow::{Context, Result, bail};
-use conformance::case::{Case, Probe, yaml_scalar};
 use policy_model::{Layer, Topology, Verdict};
+use portcullis_lab::servers::{Processes, start_tansu, tansu};
+use portcullis_lab::{LabState, probe};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The script that sends one probe's request.
 const PROBE_SCRIPT: &str = concat!(
@@ -79,20 +78,6 @@ pub fn want(call: &KafkaCall, verdict: Verdict, layer: Layer) -> probe::Outcome 
     }
 }
 
-/// The tansu binary: on PATH or in `~/.cargo/bin` (deploy/tansu.sh).
-pub fn tansu() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join("tansu");
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    let p = Path::new(&std::env::var_os("HOME")?).join(".cargo/bin/tansu");
-    p.is_file().then_some(p)
-}
-
 /// Whether Kafka probes can run: tansu and kafka-python are installed.
 /// Prints why not, once per call.
 pub fn available() -> bool {
@@ -129,7 +114,12 @@ pub fn ports(cases: &[Case]) -> BTreeSet<u16> {
 /// port (all addresses, both families), and creates every topic the
 /// probes name there. Nothing when no case has Kafka probes or tansu is
 /// missing (the probes are then skipped, see [`available`]).
-pub fn start_servers(state: &lab::LabState, topo: &Topology, cases: &[Case]) -> Result<Vec<Child>> {
+pub fn start_servers(
+    procs: &mut Processes,
+    state: &LabState,
+    topo: &Topology,
+    cases: &[Case],
+) -> Result<()> {
     let mut targets: BTreeMap<(String, u16), IpAddr> = BTreeMap::new();
     let mut topics: BTreeSet<String> = BTreeSet::new();
     for p in cases.iter().flat_map(|c| c.probes.iter()) {
@@ -146,50 +136,13 @@ pub fn start_servers(state: &lab::LabState, topo: &Topology, cases: &[Case]) -> 
         targets.insert((state.namespace_of(pod)?, p.port), ip);
     }
     if targets.is_empty() || !available() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let tansu = tansu().context("tansu was found just above")?;
-    let mut children = Vec::new();
     for ((ns, port), ip) in &targets {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(&tansu)
-            .arg("broker")
-            .args(["--listener-url", &format!("tcp://[::]:{port}")])
-            .args(["--advertised-listener-url", &format!("tcp://{ip}:{port}")])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting tansu")?;
-        children.push(child);
-        // The broker is up when the first topic can be created.
-        for topic in &topics {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                let out = Command::new("ip")
-                    .args(["netns", "exec", ns])
-                    .arg(&tansu)
-                    .args(["topic", "create", topic, "--partitions", "1"])
-                    .args(["--broker", &format!("tcp://127.0.0.1:{port}")])
-                    .output()
-                    .context("tansu topic create")?;
-                if out.status.success() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "tansu in {ns}: topic {topic} not created: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
+        start_tansu(procs, &tansu, ns, *port, *ip, &topics)?;
     }
-    Ok(children)
+    Ok(())
 }
 
 /// Sends one probe's request from `ns` (from `src` when set) to

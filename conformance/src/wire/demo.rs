@@ -4,32 +4,21 @@
 //! (IPv4 and IPv6) and UDP exchanges, and prints the observed matrix next
 //! to the expected one.
 
-use crate::lab::{self, probe};
 use anyhow::{Context, Result, bail};
 use policy_model::Topology;
+use portcullis_lab::servers::{Processes, start_responders};
+use portcullis_lab::{self as lab, paths, probe};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const TOPOLOGY: &str = include_str!("../../conformance/topologies/multi-tenant.yaml");
-const CASE: &str = include_str!("../../conformance/cases/multi-tenant/cnp.yaml");
+const TOPOLOGY: &str = include_str!("../../topologies/multi-tenant.yaml");
+const CASE: &str = include_str!("../../cases/multi-tenant/cnp.yaml");
 
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Runs the demo.
+/// Runs the demo with the agent binary `me`.
 pub fn run(me: &Path, keep: bool, kubernetes: bool) -> Result<()> {
-    let dir = Path::new(lab::STATE_DIR).join("demo");
+    let dir = paths::work_dir("demo");
     std::fs::create_dir_all(&dir)?;
     let case: serde_yaml_ng::Value = serde_yaml_ng::from_str(CASE).context("embedded case")?;
     let policies = case["policies"].as_str().context("case has policies")?;
@@ -65,18 +54,10 @@ pub fn run(me: &Path, keep: bool, kubernetes: bool) -> Result<()> {
         &[],
     )?;
     let result = (|| -> Result<bool> {
-        let mut servers = Servers(Vec::new());
+        let mut servers = Processes::new();
+        let (tcp, udp) = (BTreeSet::from([80, 9090]), BTreeSet::from([80]));
         for (_, ns) in &state.pods {
-            let child = Command::new("ip")
-                .args(["netns", "exec", ns])
-                .arg(me)
-                .args(["lab", "serve", "--tcp", "80,9090", "--udp", "80"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()?;
-            servers.0.push(child);
+            start_responders(&mut servers, me, ns, &tcp, &udp, &[])?;
         }
         std::thread::sleep(Duration::from_millis(500));
 

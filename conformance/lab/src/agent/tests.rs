@@ -1,0 +1,45 @@
+use super::*;
+use std::path::PathBuf;
+
+fn state(kubernetes: bool) -> LabState {
+    LabState {
+        topology: PathBuf::from("/t/topology.yaml"),
+        policies: vec![PathBuf::from("/t/a.yaml"), PathBuf::from("/t/b")],
+        pods: vec![("x/a".into(), "pc-pod1".into())],
+        agent_pid: None,
+        kubernetes,
+        agent_args: vec!["--dns-max-ips".into(), "8".into()],
+    }
+}
+
+fn args(state: &LabState) -> Vec<String> {
+    agent_command(state, Path::new("/bin/portcullis"))
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn file_mode_passes_the_files_and_the_secrets_dir() {
+    let a = args(&state(false));
+    assert_eq!(
+        a.join(" "),
+        "agent --netns pc-node --topology /t/topology.yaml --policy /t/a.yaml --policy /t/b \
+         --tls-secrets-dir /run/portcullis/lab/tls-secrets \
+         --pod-cidr 10.200.0.0/16 --pod-cidr fd00:200::/64 \
+         --pin-dir /run/portcullis/bpffs/lab --state-dir /run/portcullis/lab --uplink pcup \
+         --dns-max-ips 8"
+    );
+}
+
+#[test]
+fn kubernetes_mode_watches_the_fake_api_server_instead() {
+    let a = args(&state(true));
+    assert_eq!(
+        a.join(" "),
+        "agent --netns pc-node --kubernetes --kubeconfig /run/portcullis/lab/kubeconfig \
+         --node-name lab-node --pod-cidr 10.200.0.0/16 --pod-cidr fd00:200::/64 \
+         --pin-dir /run/portcullis/bpffs/lab --state-dir /run/portcullis/lab --uplink pcup \
+         --dns-max-ips 8"
+    );
+}

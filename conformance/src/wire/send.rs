@@ -1,0 +1,95 @@
+//! Sending wire probes from inside the lab's namespaces, many at once, and
+//! reading what each saw as an [`Outcome`].
+
+use super::plan::{DNS_PORT, WireCall, WireProbe};
+use super::{kafka, tls};
+use anyhow::Result;
+use policy_model::Protocol;
+use portcullis_lab::probe::{self, Observed, Outcome};
+use std::time::Duration;
+
+/// Sends one probe and reports what came back.
+pub fn send(w: &WireProbe, timeout: Duration) -> Result<Outcome> {
+    if let Some((name, server)) = &w.resolve_first {
+        let _ = probe::dns(&w.src_ns, None, *server, DNS_PORT, name, false, timeout)?;
+    }
+    let tcp_dns = w.protocol == Protocol::Tcp;
+    match &w.call {
+        WireCall::Kafka(k) => kafka::probe(&w.src_ns, w.src_ip, w.dst, w.port, k, timeout),
+        WireCall::Tls(t) => {
+            let t_out = timeout.max(Duration::from_millis(1500));
+            tls::probe(&w.src_ns, w.src_ip, w.dst, w.port, t, t_out)
+        }
+        WireCall::Dns(name) => {
+            probe::dns(&w.src_ns, w.src_ip, w.dst, w.port, name, tcp_dns, timeout)
+        }
+        _ if w.port == DNS_PORT && matches!(w.protocol, Protocol::Tcp | Protocol::Udp) => {
+            // L4 probe of the DNS port: any DNS answer means connected.
+            let r = probe::dns(
+                &w.src_ns,
+                w.src_ip,
+                w.dst,
+                w.port,
+                "probe.lab.",
+                tcp_dns,
+                timeout,
+            )?;
+            Ok(match r {
+                Outcome::Dns(_) => Outcome::Connected,
+                other => other,
+            })
+        }
+        WireCall::Http(h) => probe::http(
+            &w.src_ns,
+            w.src_ip,
+            w.dst,
+            w.port,
+            &probe::HttpProbe {
+                method: &h.method,
+                path: &h.path,
+                host: h.host.as_deref(),
+                headers: &h.headers,
+                h2: h.h2,
+            },
+            timeout.max(Duration::from_millis(1500)),
+        ),
+        WireCall::L4 => {
+            let r = match w.protocol {
+                Protocol::Udp => probe::udp_from(&w.src_ns, w.src_ip, w.dst, w.port, timeout)?,
+                Protocol::Icmp | Protocol::Icmpv6 => {
+                    probe::ping(&w.src_ns, w.src_ip, w.dst, timeout)?
+                }
+                _ => probe::tcp_from(&w.src_ns, w.src_ip, w.dst, w.port, timeout)?,
+            };
+            Ok(match r {
+                Observed::Connected => Outcome::Connected,
+                Observed::Blocked => Outcome::Blocked,
+            })
+        }
+    }
+}
+
+/// Sends `wire` in chunks of `parallel` probes at once (a thread each);
+/// the outcomes in the same order.
+pub fn send_all(wire: &[&WireProbe], timeout: Duration, parallel: usize) -> Result<Vec<Outcome>> {
+    let mut out = Vec::with_capacity(wire.len());
+    for chunk in wire.chunks(parallel.max(1)) {
+        let results: Vec<Result<Outcome>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|w| s.spawn(move || send(w, timeout)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("probe panicked")))
+                })
+                .collect()
+        });
+        for r in results {
+            out.push(r?);
+        }
+    }
+    Ok(out)
+}
