@@ -29,6 +29,11 @@ python3 -c "import grpc, grpc_health.v1.health" 2>/dev/null \
 python3 -c "import scapy" 2>/dev/null \
   || python3 -m pip install -q --root-user-action=ignore scapy >/dev/null 2>&1 \
   || echo "note: scapy not installed; the crafted-packet tests will fail" >&2
+# The admin endpoint's /metrics, parsed as OpenMetrics by the reference
+# parser (prometheus_client).
+python3 -c "import prometheus_client" 2>/dev/null \
+  || python3 -m pip install -q --root-user-action=ignore prometheus_client >/dev/null 2>&1 \
+  || echo "note: prometheus_client not installed; the /metrics test will fail" >&2
 # Kafka lab tests: real clients (PyPI) and the tansu broker, built in the
 # background (deploy/tansu.sh; test.sh waits for it after the workspace build).
 python3 -c "import confluent_kafka, kafka" 2>/dev/null \

@@ -20,7 +20,6 @@ pub struct ReasonLabel {
 
 /// Agent metrics.
 pub struct AgentMetrics {
-    registry: Registry,
     /// Packets by datapath reason (copied from the kernel's per-CPU counters).
     pub datapath_packets: Family<ReasonLabel, Gauge<u64, AtomicU64>>,
     /// Policy changes applied to the kernel.
@@ -57,9 +56,10 @@ pub struct AgentMetrics {
 }
 
 impl AgentMetrics {
-    /// Registers everything.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("portcullis");
+    /// Creates the agent's metrics and registers them in `root` under
+    /// `portcullis_`.
+    pub fn register(root: &mut Registry) -> Self {
+        let registry = root.sub_registry_with_prefix("portcullis");
         let datapath_packets = Family::<ReasonLabel, Gauge<u64, AtomicU64>>::default();
         let policy_applied = Counter::default();
         let policy_rejected = Counter::default();
@@ -147,7 +147,6 @@ impl AgentMetrics {
             open_files_limit.clone(),
         );
         AgentMetrics {
-            registry,
             datapath_packets,
             policy_applied,
             policy_rejected,
@@ -215,23 +214,26 @@ impl AgentMetrics {
             })
             .inc_by(n);
     }
-
-    /// The text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
-    }
 }
 
-/// Serves `/metrics` (agent + `extra()` text), `/healthz` and `/readyz` on
-/// `addr`, one short-lived connection at a time.
+/// The text exposition of `registry`: one OpenMetrics document, ending
+/// with a single `# EOF`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Serves `/metrics` (everything registered in `registry`: the agent's,
+/// the proxies' and, in Kubernetes mode, the watcher's metrics, encoded
+/// once), `/healthz` and `/readyz` on `addr`, one short-lived connection
+/// at a time; readiness comes from `metrics`.
 pub fn serve_admin(
     addr: SocketAddr,
     metrics: Arc<AgentMetrics>,
-    extra: impl Fn() -> String + Send + 'static,
+    registry: Arc<Registry>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     std::thread::spawn(move || {
@@ -249,11 +251,7 @@ pub fn serve_admin(
                 h.clear();
             }
             let (status, body) = match path.as_str() {
-                "/metrics" => {
-                    let mut b = metrics.render();
-                    b.push_str(&extra());
-                    ("200 OK", b)
-                }
+                "/metrics" => ("200 OK", render(&registry)),
                 "/healthz" => ("200 OK", "ok\n".to_string()),
                 "/readyz" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "ready\n".into()),
                 "/readyz" => ("503 Service Unavailable", "not ready\n".into()),

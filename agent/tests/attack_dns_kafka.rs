@@ -442,14 +442,14 @@ spec:
 "#;
 
 /// A slow authoritative server on 10.201.9.53:53 (UDP): every A question
-/// gets 10.201.9.9 (TTL 60), echoing the question as asked, 1.5 s late
+/// gets 10.201.9.9 (TTL 60), echoing the question as asked, 1.7 s late
 /// (the proxy waits 2 s for the server).
 const SLOW_DNS: &str = r#"
 import socket, struct, threading, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("10.201.9.53", 53))
 def answer(data, peer):
-    time.sleep(1.5)
+    time.sleep(1.7)
     qid = data[:2]
     end = 12
     while data[end] != 0:
@@ -554,7 +554,7 @@ fn forged_dns_answers_from_the_world_are_not_learned_through_the_redirect() {
     let mut ports = std::collections::BTreeSet::new();
     for round in 0..3 {
         let mismatched_before = mismatched_answers(&lab);
-        // The client asks; its query waits 1.5 s at the server.
+        // The client asks; its query waits 1.7 s at the server.
         let dig = Command::new("ip")
             .args(["netns", "exec", &lab.netns("x/client")])
             .args(["dig", "+tries=1", "+time=8", "+short", "@10.201.9.53"])
@@ -585,13 +585,15 @@ fn forged_dns_answers_from_the_world_are_not_learned_through_the_redirect() {
             answer, "10.201.9.9",
             "round {round}: the client did not get the server's real answer"
         );
-        // The forged answers reached the proxy's socket while the query
-        // was in flight (else the test proves nothing): each was dropped
-        // and counted.
+        // Most of the forged answers reached the proxy's socket while the
+        // query was in flight (else the test proves nothing): each was
+        // dropped and counted. On a loaded machine the forger may not send
+        // all 65,536 within the server's delay; the base code learned the
+        // forged address in the first round all the same.
         let dropped = mismatched_answers(&lab) - mismatched_before;
         eprintln!("round {round}: the proxy dropped {dropped} answers matching no query");
         assert!(
-            dropped >= 60_000,
+            dropped >= 40_000,
             "round {round}: only {dropped} forged answers reached the open query"
         );
     }

@@ -73,9 +73,15 @@ pub(super) fn states_of(set: &PolicySet) -> Vec<PolicyState> {
 impl Inputs {
     /// The inputs `args` name: the Kubernetes API (waits for its first
     /// complete list) or files.
-    pub(super) fn open(rt: &tokio::runtime::Runtime, args: &AgentArgs) -> Result<Self> {
+    /// `watch_metrics`: where the Kubernetes watcher counts (registered in
+    /// the agent's registry); `None` outside Kubernetes mode.
+    pub(super) fn open(
+        rt: &tokio::runtime::Runtime,
+        args: &AgentArgs,
+        watch_metrics: Option<k8s_watch::WatchMetrics>,
+    ) -> Result<Self> {
         if args.kubernetes {
-            return Self::kubernetes(rt, args);
+            return Self::kubernetes(rt, args, watch_metrics.unwrap_or_default());
         }
         Ok(Inputs::Files {
             topology: args.topology.clone().context("--topology is required")?,
@@ -84,7 +90,11 @@ impl Inputs {
         })
     }
 
-    fn kubernetes(rt: &tokio::runtime::Runtime, args: &AgentArgs) -> Result<Self> {
+    fn kubernetes(
+        rt: &tokio::runtime::Runtime,
+        args: &AgentArgs,
+        watch_metrics: k8s_watch::WatchMetrics,
+    ) -> Result<Self> {
         let scope = match args.pod_scope {
             PodScope::Cluster => k8s_watch::PodScope::Cluster,
             PodScope::ThisNode => k8s_watch::PodScope::ThisNode,
@@ -95,6 +105,7 @@ impl Inputs {
             let client = crate::k8s::client(kubeconfig.as_deref()).await?;
             let mut config = k8s_watch::WatchConfig::new(&node);
             config.pod_scope = scope;
+            config.metrics = watch_metrics;
             let watcher = k8s_watch::Watcher::start(client, config);
             let first = tokio::time::timeout(Duration::from_secs(60), watcher.ready())
                 .await

@@ -48,7 +48,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         netns::enter(ns)?;
     }
     let opened = datapath::open(&args)?;
-    let metrics = Arc::new(crate::metrics::AgentMetrics::new());
+    // One registry for the whole agent, encoded once by the admin endpoint.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(crate::metrics::AgentMetrics::register(&mut registry));
     metrics.open_files_limit.set(opened.open_files as i64);
     tracing::info!(open_files = opened.open_files, "open-file limit");
 
@@ -67,10 +69,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
             min_ttl: Duration::from_secs(args.dns_min_ttl),
         },
     )?;
-    crate::metrics::serve_admin(args.admin_addr, metrics.clone(), proxies.metrics_text())
+    proxies.register_metrics(&mut registry);
+    let watch_metrics = args
+        .kubernetes
+        .then(|| k8s_watch::WatchMetrics::register(&mut registry));
+    crate::metrics::serve_admin(args.admin_addr, metrics.clone(), Arc::new(registry))
         .with_context(|| format!("binding the admin endpoint {}", args.admin_addr))?;
 
-    let mut inputs = inputs::Inputs::open(&proxies.runtime, &args)?;
+    let mut inputs = inputs::Inputs::open(&proxies.runtime, &args, watch_metrics)?;
     let first = inputs
         .initial()
         .map_err(|e| anyhow::anyhow!("initial inputs are invalid:\n{e}"))?;

@@ -58,29 +58,12 @@ impl Proxies {
         })
     }
 
-    /// The proxies' metrics text, for the admin endpoint.
-    pub(super) fn metrics_text(&self) -> impl Fn() -> String + Send + 'static {
-        let (http, dns, kafka) = (
-            self.http.metrics(),
-            self.dns.metrics(),
-            self.kafka.metrics(),
-        );
-        move || {
-            // Each text ends with `# EOF`; keep only the last one.
-            let http = http.render();
-            let http = http
-                .trim_end()
-                .strip_suffix("# EOF")
-                .unwrap_or(&http)
-                .to_string();
-            let dns = dns.render();
-            let dns = dns
-                .trim_end()
-                .strip_suffix("# EOF")
-                .unwrap_or(&dns)
-                .to_string();
-            format!("{http}{dns}{}", kafka.render())
-        }
+    /// Registers the three proxies' metrics in `root` (under
+    /// `portcullis_proxy_`), for the admin endpoint's one encoding.
+    pub(super) fn register_metrics(&self, root: &mut prometheus_client::registry::Registry) {
+        self.http.metrics().register(root);
+        self.dns.metrics().register(root);
+        self.kafka.metrics().register(root);
     }
 }
 
