@@ -111,7 +111,7 @@ ip netns exec "$DNS_NS" knotd -c "$WORK/knot.conf" >"$WORK/knot.log" 2>&1 &
 KNOT=$!
 AGENT=$(cat "$LAB/agent.pid")
 
-# Helpers: the agent's applied-policy hash (FNV-1a as agentd::content_hash),
+# Helpers: the agent's applied-policy hash (FNV-1a as policy_model::load::content_hash),
 # /metrics snapshots, per-thread CPU of the agent.
 cat >"$WORK/h.py" <<'PY'
 import sys, os, json, re, time

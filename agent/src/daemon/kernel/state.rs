@@ -8,14 +8,11 @@ use redirect_ebpf::{PolicyKey, PolicyValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Proxy port per L7 parser. The proxy listens on these; until it does,
-/// redirected flows are dropped by the kernel (fail closed).
+/// Proxy port per L7 parser: the proxy owns the numbers
+/// (`proxy::ports`). The proxy listens on these; until it does, redirected
+/// flows are dropped by the kernel (fail closed).
 pub(in crate::daemon) fn proxy_port(parser: L7Parser) -> u16 {
-    match parser {
-        L7Parser::Http => 15001,
-        L7Parser::Dns => 15053,
-        L7Parser::Kafka => 15092,
-    }
+    proxy::ports::port_for(parser)
 }
 
 /// The model's key and value as the kernel's: the one conversion point.

@@ -389,3 +389,11 @@ fn a_learned_address_that_does_not_fit_is_left_out_not_an_error() {
     assert!(written.errors.is_empty());
     assert!(state.ipcache.is_empty());
 }
+
+#[test]
+fn the_proxy_and_the_datapath_agree_on_the_from_proxy_mark() {
+    assert_eq!(
+        proxy::ports::FROM_PROXY_MARK,
+        redirect_ebpf::DEFAULT_FROM_PROXY_MARK
+    );
+}
