@@ -25,6 +25,16 @@ else
   echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (deploy/kubernetes/validate.sh)" >> "$log"
   status=1
 fi
+# No two source files import each other, directly or in a circle (issue
+# 14); counted as one test.
+if out=$(python3 deploy/import-cycles.py 2>&1); then
+  echo "$out" | tail -1
+  echo "test result: ok. 1 passed; 0 failed; 0 ignored (deploy/import-cycles.py)" >> "$log"
+else
+  echo "$out"
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (deploy/import-cycles.py)" >> "$log"
+  status=1
+fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"

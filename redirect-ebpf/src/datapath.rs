@@ -14,13 +14,14 @@ use ipnet::IpNet;
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
 use crate::abi::{
-    CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, IpcacheLpmData, IpcacheValue,
-    PolicyKey, PolicyLpmData, PolicyValue,
+    CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, FragEntry, FragKey,
+    IpcacheLpmData, IpcacheValue, PolicyKey, PolicyLpmData, PolicyValue,
 };
+use crate::error::DatapathError;
 use crate::events::FlowEvents;
-use crate::{
-    COUNTER_EVENTS_LOST, COUNTER_EVENTS_SUPPRESSED, COUNTER_FORGED_MARK, DatapathError, FragEntry,
-    FragKey, Hook, PolicyChange, Reason, addr_bytes,
+use crate::vocabulary::{
+    COUNTER_EVENTS_LOST, COUNTER_EVENTS_SUPPRESSED, COUNTER_FORGED_MARK, Hook, PolicyChange,
+    Reason, addr_bytes,
 };
 
 /// The compiled kernel programs.
@@ -617,7 +618,7 @@ fn expected_map_shapes() -> [(&'static str, usize, usize); 9] {
     [
         (
             "ipcache",
-            size_of::<crate::IpcacheKey>(),
+            size_of::<crate::abi::IpcacheKey>(),
             size_of::<IpcacheValue>(),
         ),
         (
@@ -634,7 +635,7 @@ fn expected_map_shapes() -> [(&'static str, usize, usize); 9] {
         (
             "event_budget",
             size_of::<u32>(),
-            size_of::<crate::EventBudget>(),
+            size_of::<crate::abi::EventBudget>(),
         ),
     ]
 }

@@ -4,7 +4,8 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::raw::{flow_event_from_bytes, register_ring};
-use crate::{DatapathError, FlowEvent};
+use crate::abi::FlowEvent;
+use crate::error::DatapathError;
 
 /// Non-blocking reader of flow events.
 pub struct FlowEvents {

@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-use crate::{DatapathError, MARK_MASK, MARK_TO_PROXY};
+use crate::error::DatapathError;
+use crate::vocabulary::{MARK_MASK, MARK_TO_PROXY};
 
 /// Routing table holding the `local` default routes for proxy-bound packets.
 pub const PROXY_ROUTE_TABLE: u32 = 100;

@@ -2,6 +2,7 @@ use std::mem::{offset_of, size_of};
 
 use crate::abi::*;
 use crate::raw::flow_event_from_bytes;
+use crate::vocabulary::*;
 use crate::*;
 
 mod c {
