@@ -14,8 +14,8 @@ use ipnet::IpNet;
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
 use crate::abi::{
-    CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, FragEntry, FragKey,
-    IpcacheLpmData, IpcacheValue, PolicyKey, PolicyLpmData, PolicyValue,
+    CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, FragEntry, FragKey, IpcacheLpmData,
+    IpcacheValue, PolicyKey, PolicyLpmData, PolicyValue,
 };
 use crate::error::DatapathError;
 use crate::events::FlowEvents;

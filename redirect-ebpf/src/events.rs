@@ -3,9 +3,9 @@
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use crate::raw::{flow_event_from_bytes, register_ring};
 use crate::abi::FlowEvent;
 use crate::error::DatapathError;
+use crate::raw::{flow_event_from_bytes, register_ring};
 
 /// Non-blocking reader of flow events.
 pub struct FlowEvents {
