@@ -3,6 +3,8 @@
 //! policy model (`model`) and end to end in the lab (`wire`, over the
 //! `portcullis-lab` package).
 
+#![forbid(unsafe_code)]
+
 pub mod case;
 pub mod model;
 pub mod wire;

@@ -13,6 +13,8 @@
 //! - [`netns`]: running code in a namespace, and a [`netns::Netns`] guard
 //!   for root tests of every crate.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod fake_api;
 pub mod net;
