@@ -22,7 +22,8 @@ use super::judge::{Transport, decide};
 use super::learn::{LearnLimits, LearnedNames, NameLearner, addresses};
 use super::metrics::{DnsMetrics, DnsVerdict, TransportLabel};
 use super::parse::{DnsAnswer, DnsQuery, ParseError};
-use super::sockets::{ReplySockets, UdpUpstreams};
+use super::reply::ReplySockets;
+use super::upstreams::UdpUpstreams;
 use crate::conn::ConnAddrs;
 use crate::policy::PolicyHandle;
 

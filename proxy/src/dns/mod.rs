@@ -34,9 +34,13 @@ pub mod judge;
 pub mod learn;
 pub mod metrics;
 pub mod parse;
+mod question;
+mod reply;
 mod sockets;
 mod tcp;
 mod udp;
+mod upstream_socket;
+mod upstreams;
 
 #[cfg(test)]
 mod tests;
@@ -249,14 +253,14 @@ impl DnsProxy {
         learner: Arc<dyn NameLearner>,
     ) -> (Arc<exchange::DnsShared>, Arc<Semaphore>) {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-        let replies = Arc::new(sockets::ReplySockets::default());
+        let replies = Arc::new(reply::ReplySockets::default());
         let shared = Arc::new(exchange::DnsShared {
             policy,
             learner,
             metrics: self.metrics.clone(),
-            udp_upstreams: sockets::UdpUpstreams::new(
+            udp_upstreams: upstreams::UdpUpstreams::new(
                 replies.clone(),
-                sockets::AnswerGuard {
+                upstreams::AnswerGuard {
                     rotate_after: config.queries_per_upstream_socket,
                     randomize_case: config.randomize_case,
                 },

@@ -1,7 +1,7 @@
 //! DNS over UDP: the transparent listening sockets (original destination
 //! from `IP_RECVORIGDSTADDR`); replies go out from the original
-//! destination and queries to the server over the sockets of
-//! [`super::sockets`]. No task per query: the listener judges each
+//! destination ([`super::reply`]) and queries to the server over the
+//! sockets of [`super::upstreams`]. No task per query: the listener judges each
 //! datagram as it reads it, the upstream socket's reader finishes it when
 //! the answer comes; only an answer held for the learner waits in a task.
 
