@@ -266,22 +266,30 @@ fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, String> {
     })
 }
 
-/// Modification times and sizes of every input file: a cheap change check.
+/// Modification times and sizes of every policy file the loader reads
+/// (`policy_model::load::policy_files`, the one walker), and the inputs
+/// that cannot be read: a cheap change check.
 fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(p) = stack.pop() {
-        match std::fs::metadata(&p) {
-            Ok(m) if m.is_dir() => {
-                out.push((p.clone(), m.modified().ok(), 0));
-                if let Ok(rd) = std::fs::read_dir(&p) {
-                    stack.extend(rd.flatten().map(|e| e.path()));
-                }
-            }
-            Ok(m) => out.push((p, m.modified().ok(), m.len())),
-            Err(_) => out.push((p, None, 0)),
-        }
-    }
+    let listed = policy_model::load::policy_files(paths);
+    let mut out: Vec<_> = listed
+        .files
+        .into_iter()
+        .map(|p| match std::fs::metadata(&p) {
+            Ok(m) => (p, m.modified().ok(), m.len()),
+            Err(_) => (p, None, 0),
+        })
+        .collect();
+    // An input that is missing or cannot be listed counts too, so its
+    // return is seen.
+    out.extend(
+        listed
+            .errors
+            .iter()
+            .map(|e| (PathBuf::from(e.to_string()), None, 0)),
+    );
     out.sort();
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -136,18 +136,8 @@ fn secret_objects(dir: &Path) -> Vec<Value> {
 
 /// Every document of the policy files as API objects.
 fn policy_objects(paths: &[PathBuf]) -> Vec<Value> {
-    let mut files = Vec::new();
-    let mut stack = paths.to_vec();
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        } else {
-            files.push(p);
-        }
-    }
-    files.sort();
+    // The files the agent's loader would read (one walker for both).
+    let files = policy_model::load::policy_files(paths).files;
     let mut out = Vec::new();
     for f in files {
         let Ok(text) = std::fs::read_to_string(&f) else {
