@@ -552,7 +552,17 @@ fn forged_dns_answers_from_the_world_are_not_learned_through_the_redirect() {
         "the forged address is reachable before any answer"
     );
     let mut ports = std::collections::BTreeSet::new();
-    for round in 0..3 {
+    // A round counts when most forged answers reached the open query; on
+    // a loaded machine the forger may be too slow for some rounds, which
+    // are then run again (at most 8 rounds for 3 that count). Every round,
+    // counted or not, must give the client the real answer.
+    let mut counted = 0;
+    let mut rounds = 0;
+    for round in 0..8 {
+        if counted == 3 {
+            break;
+        }
+        rounds += 1;
         let mismatched_before = mismatched_answers(&lab);
         // The client asks; its query waits 1.7 s at the server.
         let dig = Command::new("ip")
@@ -592,14 +602,17 @@ fn forged_dns_answers_from_the_world_are_not_learned_through_the_redirect() {
         // forged address in the first round all the same.
         let dropped = mismatched_answers(&lab) - mismatched_before;
         eprintln!("round {round}: the proxy dropped {dropped} answers matching no query");
-        assert!(
-            dropped >= 40_000,
-            "round {round}: only {dropped} forged answers reached the open query"
-        );
+        if dropped >= 40_000 {
+            counted += 1;
+        }
     }
     assert_eq!(
+        counted, 3,
+        "fewer than 3 of {rounds} rounds got most forged answers to the open query"
+    );
+    assert_eq!(
         ports.len(),
-        3,
+        rounds,
         "each query gets a fresh upstream source port: {ports:?}"
     );
     assert!(
