@@ -11,6 +11,9 @@ use policy_model::l7::DnsRuleSet;
 use super::parse::{DnsQuery, ParseError, parse_query};
 use crate::policy::{ProxyPolicy, Refusal, Side};
 
+#[cfg(test)]
+mod tests;
+
 /// The DNS rules that apply to one query's flow under one snapshot.
 #[derive(Debug, Clone)]
 pub struct DnsRules {

@@ -14,6 +14,9 @@ use kafka_protocol::messages::ApiKey;
 use super::parse::{KafkaFrame, Topics};
 use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side};
 
+#[cfg(test)]
+mod tests;
+
 /// One side's Kafka rules for a connection.
 pub type KafkaSide = Side<KafkaRuleSet>;
 
