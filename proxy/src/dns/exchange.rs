@@ -125,12 +125,14 @@ pub(crate) fn judge(
             shared.metrics.query(label(transport), DnsVerdict::Invalid);
             Judged::Nothing
         }
-        Err(e) => {
+        Err(_) => {
+            // The judgement is the malformed query's denial.
+            let (verdict, reason) = decision.judgement.logged();
             let outcome = Outcome {
-                verdict: DnsVerdict::Invalid,
+                verdict,
                 rcode: ProxyRcode::FormErr.as_str().into(),
                 answers: String::new(),
-                reason: e.to_string(),
+                reason,
                 hold: None,
             };
             finish(shared, &asker, None, &outcome);
@@ -141,11 +143,12 @@ pub(crate) fn judge(
         }
         Ok(query) if !decision.judgement.is_allowed() => {
             let rcode = ProxyRcode::from(shared.config.deny_response);
+            let (verdict, reason) = decision.judgement.logged();
             let outcome = Outcome {
-                verdict: DnsVerdict::Denied,
+                verdict,
                 rcode: rcode.as_str().into(),
                 answers: String::new(),
-                reason: decision.judgement.reason(),
+                reason,
                 hold: None,
             };
             finish(shared, &asker, Some(&query), &outcome);

@@ -264,14 +264,15 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
             };
             (resp, outcome)
         }
-        Ok(Judgement::Denied { reason }) => {
+        Ok(Judgement::Denied(denial)) => {
             let mut resp = deny::response(Denial::Forbidden, grpc);
             if conn.protocol == Detected::Http1 && !drain_denied_body(&parts, body).await {
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
+            let (verdict, reason) = denial.logged();
             let outcome = Outcome {
-                verdict: VerdictLabel::Denied,
+                verdict,
                 status: resp.status(),
                 reason,
             };

@@ -241,7 +241,7 @@ async fn read_requests(
             topics: topic_list(&parsed),
             reason: match &judgement {
                 KafkaJudgement::Allowed { rules } => rules.join("; "),
-                KafkaJudgement::Denied { reason } => reason.clone(),
+                KafkaJudgement::Denied(denial) => denial.logged().1,
             },
             start,
             list_filter: None,
@@ -253,13 +253,13 @@ async fn read_requests(
         // A denied Metadata request is answered from the broker's answer
         // to a request for no topic, so the denial carries the cluster.
         let substitute = match &judgement {
-            KafkaJudgement::Denied { .. } => deny::brokers_only_request(&frame, &parsed),
+            KafkaJudgement::Denied(_) => deny::brokers_only_request(&frame, &parsed),
             KafkaJudgement::Allowed { .. } => None,
         };
         let forward: Option<&[u8]> = match (&judgement, &substitute) {
             (KafkaJudgement::Allowed { .. }, _) => Some(&frame),
-            (KafkaJudgement::Denied { .. }, Some(sub)) => Some(&sub[4..]),
-            (KafkaJudgement::Denied { .. }, None) => None,
+            (KafkaJudgement::Denied(_), Some(sub)) => Some(&sub[4..]),
+            (KafkaJudgement::Denied(_), None) => None,
         };
         if let Some(bytes) = forward {
             let denied = !judgement.is_allowed();

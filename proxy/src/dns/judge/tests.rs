@@ -24,8 +24,15 @@ fn rules(set: Result<DnsRuleSet, String>) -> DnsRules {
 
 /// The reason a denial carries, as the access log writes it.
 fn denial_reason(judgement: &DnsJudgement) -> String {
-    assert!(!judgement.is_allowed(), "expected a denial: {judgement:?}");
-    judgement.reason()
+    let (verdict, reason) = judgement.logged();
+    let want = match judgement {
+        DnsJudgement::Denied(DnsDenial::Malformed(_)) => DnsVerdict::Invalid,
+        DnsJudgement::Denied(_) => DnsVerdict::Denied,
+        DnsJudgement::Allowed { .. } => panic!("expected a denial: {judgement:?}"),
+    };
+    assert_eq!(verdict, want);
+    assert_eq!(judgement.reason(), reason);
+    reason
 }
 
 #[test]

@@ -286,8 +286,8 @@ fn decide_judges_with_the_connections_rules() {
     assert_eq!(authority.as_deref(), Some("svc"));
     let denied = decide(&p, &addrs, None, &parts("GET", "/private"));
     assert!(
-        matches!(&denied, Decision::Judged { judgement: Judgement::Denied { reason }, .. }
-            if reason.ends_with("no HTTP rule matches")),
+        matches!(&denied, Decision::Judged { judgement: Judgement::Denied(denial), .. }
+            if denial.to_string().ends_with("no HTTP rule matches")),
         "{denied:?}"
     );
     // A plaintext start on a port without TLS settings judges the same.
@@ -306,7 +306,11 @@ fn decide_judges_with_the_connections_rules() {
 /// The reason a denial carries, as the access log writes it.
 fn denial_reason(judgement: &Judgement) -> String {
     match judgement {
-        Judgement::Denied { reason } => reason.clone(),
+        Judgement::Denied(denial) => {
+            let (verdict, reason) = denial.logged();
+            assert_eq!(verdict, crate::http::metrics::VerdictLabel::Denied);
+            reason
+        }
         other => panic!("expected a denial, got {other:?}"),
     }
 }

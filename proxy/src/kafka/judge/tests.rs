@@ -49,7 +49,11 @@ fn topic(name: &str) -> Topics {
 /// The reason a denial carries, as the access log writes it.
 fn denial_reason(judgement: &KafkaJudgement) -> String {
     match judgement {
-        KafkaJudgement::Denied { reason } => reason.clone(),
+        KafkaJudgement::Denied(denial) => {
+            let (verdict, reason) = denial.logged();
+            assert_eq!(verdict, KafkaVerdictLabel::Denied);
+            reason
+        }
         other => panic!("expected a denial, got {other:?}"),
     }
 }
