@@ -6,12 +6,12 @@
 //! or number) and its message are a contract: [`AccessRecord::emit`] is
 //! the one place they are written.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use policy_model::NumericIdentity;
 use policy_model::api::MismatchAction;
 
+use crate::conn::ConnAddrs;
 use crate::dns::metrics::DnsVerdict;
 use crate::http::metrics::{ProtocolLabel, VerdictLabel};
 
@@ -34,8 +34,8 @@ pub enum AccessRecord<'a> {
         status: u16,
         verdict: VerdictLabel,
         protocol: ProtocolLabel,
-        src: SocketAddr,
-        dst: SocketAddr,
+        /// Logged as `src` (the client) and `dst` (the original destination).
+        addrs: ConnAddrs,
         /// Empty when the request was rejected before any lookup.
         src_identity: &'a str,
         dst_identity: &'a str,
@@ -44,14 +44,14 @@ pub enum AccessRecord<'a> {
     },
     /// An HTTP connection closed because a policy change revoked its flow.
     HttpRevoked {
-        src: SocketAddr,
-        dst: SocketAddr,
+        /// Logged as `src` (the client) and `dst` (the original destination).
+        addrs: ConnAddrs,
         reason: &'a str,
     },
     /// A `headerMatches` mismatch action applied to a forwarded request.
     HeaderMismatch {
-        client: SocketAddr,
-        dst: SocketAddr,
+        /// Logged as `client` and `dst` (the original destination).
+        addrs: ConnAddrs,
         header: &'a str,
         /// The value the rule expects, `[redacted]` for a secret.
         expected: &'a str,
@@ -61,15 +61,15 @@ pub enum AccessRecord<'a> {
     Tls {
         /// Empty without SNI.
         sni: &'a str,
-        src: SocketAddr,
-        dst: SocketAddr,
+        /// Logged as `src` (the client) and `dst` (the original destination).
+        addrs: ConnAddrs,
         outcome: TlsOutcome<'a>,
     },
     /// One DNS query's end (message `dns`).
     Dns {
         transport: &'a str,
-        src: SocketAddr,
-        dst: SocketAddr,
+        /// Logged as `src` (the client) and `dst` (the original destination).
+        addrs: ConnAddrs,
         src_identity: NumericIdentity,
         dst_identity: NumericIdentity,
         /// The question names, comma-separated.
@@ -85,8 +85,8 @@ pub enum AccessRecord<'a> {
     },
     /// One Kafka request's end (message `kafka request`).
     Kafka {
-        src: SocketAddr,
-        dst: SocketAddr,
+        /// Logged as `src` (the client) and `dst` (the original destination).
+        addrs: ConnAddrs,
         api_key: &'a str,
         api_version: i16,
         correlation_id: i32,
@@ -102,8 +102,8 @@ pub enum AccessRecord<'a> {
     /// A Kafka request that cannot be read: the connection is closed
     /// (logged as a warning, verdict `invalid`).
     KafkaUnreadable {
-        src: SocketAddr,
-        dst: SocketAddr,
+        /// Logged as `src` (the client) and `dst` (the original destination).
+        addrs: ConnAddrs,
         api_key: &'a str,
         reason: &'a str,
     },
@@ -135,8 +135,7 @@ impl AccessRecord<'_> {
                 status,
                 verdict,
                 protocol,
-                src,
-                dst,
+                addrs,
                 src_identity,
                 dst_identity,
                 latency,
@@ -149,32 +148,31 @@ impl AccessRecord<'_> {
                 status = status,
                 verdict = ?verdict,
                 protocol = ?protocol,
-                src = %src,
-                dst = %dst,
+                src = %addrs.client,
+                dst = %addrs.original_dst,
                 src_identity = %src_identity,
                 dst_identity = %dst_identity,
                 latency_us = micros(latency),
                 reason = %reason,
                 "request"
             ),
-            AccessRecord::HttpRevoked { src, dst, reason } => tracing::info!(
+            AccessRecord::HttpRevoked { addrs, reason } => tracing::info!(
                 target: TARGET,
                 verdict = "Denied",
-                src = %src,
-                dst = %dst,
+                src = %addrs.client,
+                dst = %addrs.original_dst,
                 reason = %reason,
                 "connection closed: the policy no longer allows its flow"
             ),
             AccessRecord::HeaderMismatch {
-                client,
-                dst,
+                addrs,
                 header,
                 expected,
                 action,
             } => tracing::info!(
                 target: TARGET,
-                client = %client,
-                dst = %dst,
+                client = %addrs.client,
+                dst = %addrs.original_dst,
                 header = %header,
                 expected = expected,
                 action = ?action,
@@ -182,14 +180,12 @@ impl AccessRecord<'_> {
             ),
             AccessRecord::Tls {
                 sni,
-                src,
-                dst,
+                addrs,
                 outcome,
-            } => emit_tls(sni, src, dst, outcome),
+            } => emit_tls(sni, addrs, outcome),
             AccessRecord::Dns {
                 transport,
-                src,
-                dst,
+                addrs,
                 src_identity,
                 dst_identity,
                 query,
@@ -204,8 +200,8 @@ impl AccessRecord<'_> {
                 target: TARGET,
                 protocol = "dns",
                 transport = transport,
-                src = %src,
-                dst = %dst,
+                src = %addrs.client,
+                dst = %addrs.original_dst,
                 src_identity = %src_identity,
                 dst_identity = %dst_identity,
                 query = %query,
@@ -219,8 +215,7 @@ impl AccessRecord<'_> {
                 "dns"
             ),
             AccessRecord::Kafka {
-                src,
-                dst,
+                addrs,
                 api_key,
                 api_version,
                 correlation_id,
@@ -233,8 +228,8 @@ impl AccessRecord<'_> {
             } => tracing::info!(
                 target: TARGET,
                 protocol = "kafka",
-                src = %src,
-                dst = %dst,
+                src = %addrs.client,
+                dst = %addrs.original_dst,
                 api_key = api_key,
                 api_version = api_version,
                 correlation_id = correlation_id,
@@ -247,15 +242,14 @@ impl AccessRecord<'_> {
                 "kafka request"
             ),
             AccessRecord::KafkaUnreadable {
-                src,
-                dst,
+                addrs,
                 api_key,
                 reason,
             } => tracing::warn!(
                 target: TARGET,
                 protocol = "kafka",
-                src = %src,
-                dst = %dst,
+                src = %addrs.client,
+                dst = %addrs.original_dst,
                 api_key = api_key,
                 verdict = "invalid",
                 reason = %reason,
@@ -266,15 +260,15 @@ impl AccessRecord<'_> {
 }
 
 /// The TLS events: one message per outcome, as the TLS proxy wrote them.
-fn emit_tls(sni: &str, src: SocketAddr, dst: SocketAddr, outcome: TlsOutcome<'_>) {
+fn emit_tls(sni: &str, addrs: ConnAddrs, outcome: TlsOutcome<'_>) {
     match outcome {
         TlsOutcome::Closed(reason) => tracing::info!(
             target: TARGET,
             protocol = "tls",
             sni = sni,
             verdict = "Denied",
-            src = %src,
-            dst = %dst,
+            src = %addrs.client,
+            dst = %addrs.original_dst,
             reason = %reason,
             "tls connection closed"
         ),
@@ -283,8 +277,8 @@ fn emit_tls(sni: &str, src: SocketAddr, dst: SocketAddr, outcome: TlsOutcome<'_>
             protocol = "tls",
             sni = sni,
             verdict = "UpstreamError",
-            src = %src,
-            dst = %dst,
+            src = %addrs.client,
+            dst = %addrs.original_dst,
             reason = %reason,
             "tls connection: upstream unreachable"
         ),
@@ -293,8 +287,8 @@ fn emit_tls(sni: &str, src: SocketAddr, dst: SocketAddr, outcome: TlsOutcome<'_>
             protocol = "tls",
             sni = sni,
             verdict = "Allowed",
-            src = %src,
-            dst = %dst,
+            src = %addrs.client,
+            dst = %addrs.original_dst,
             reason = "serverNames: passed through without termination",
             "tls connection"
         ),

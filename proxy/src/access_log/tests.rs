@@ -4,6 +4,7 @@
 //! string from a Display value by its quotes) and in JSON.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -54,6 +55,15 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().expect("literal socket address")
 }
 
+/// A connection's addresses; the upstream is never logged.
+fn addrs(src: SocketAddr, dst: SocketAddr) -> ConnAddrs {
+    ConnAddrs {
+        client: src,
+        original_dst: dst,
+        upstream: addr("192.0.2.1:1"),
+    }
+}
+
 #[test]
 fn http_records_are_todays_events() {
     let (src, dst) = (addr("10.0.1.2:40000"), addr("[fd00::1]:80"));
@@ -64,8 +74,7 @@ fn http_records_are_todays_events() {
         status: 403,
         verdict: VerdictLabel::Denied,
         protocol: ProtocolLabel::Http2,
-        src,
-        dst,
+        addrs: addrs(src, dst),
         src_identity: "1000",
         dst_identity: "",
         latency: Duration::from_micros(1234),
@@ -95,8 +104,7 @@ fn http_records_are_todays_events() {
     let why = "the client is not a local endpoint";
     assert_same(
         AccessRecord::HttpRevoked {
-            src,
-            dst,
+            addrs: addrs(src, dst),
             reason: why,
         },
         || {
@@ -111,8 +119,7 @@ fn http_records_are_todays_events() {
         },
     );
     let record = AccessRecord::HeaderMismatch {
-        client: src,
-        dst,
+        addrs: addrs(src, dst),
         header: "x-token",
         expected: "[redacted]",
         action: MismatchAction::Replace,
@@ -136,8 +143,7 @@ fn tls_records_are_todays_events() {
     let sni = Some("a.test");
     let record = |outcome| AccessRecord::Tls {
         sni: sni.unwrap_or(""),
-        src,
-        dst,
+        addrs: addrs(src, dst),
         outcome,
     };
     assert_same(record(TlsOutcome::Closed("no serverNames match")), || {
@@ -186,8 +192,7 @@ fn dns_records_are_todays_events() {
     for hold in [None, Some(Duration::from_micros(77))] {
         let record = AccessRecord::Dns {
             transport: "udp",
-            src,
-            dst,
+            addrs: addrs(src, dst),
             src_identity: NumericIdentity(1000),
             dst_identity: NumericIdentity(2),
             query: "a.test.,b.test.",
@@ -228,8 +233,7 @@ fn kafka_records_are_todays_events() {
     let (src, dst) = (addr("10.0.1.2:40000"), addr("10.0.1.3:9092"));
     for error in [None, Some("the upstream did not answer in time")] {
         let record = AccessRecord::Kafka {
-            src,
-            dst,
+            addrs: addrs(src, dst),
             api_key: "Produce",
             api_version: 9,
             correlation_id: -7,
@@ -261,8 +265,7 @@ fn kafka_records_are_todays_events() {
         });
     }
     let record = AccessRecord::KafkaUnreadable {
-        src,
-        dst,
+        addrs: addrs(src, dst),
         api_key: "unknown",
         reason: "unknown API key 999",
     };

@@ -23,6 +23,7 @@ use super::learn::{LearnLimits, LearnedNames, NameLearner, addresses};
 use super::metrics::{DnsMetrics, DnsVerdict, TransportLabel};
 use super::parse::{DnsAnswer, DnsQuery, ParseError};
 use super::sockets::{ReplySockets, UdpUpstreams};
+use crate::access_log::AccessRecord;
 use crate::conn::ConnAddrs;
 use crate::policy::PolicyHandle;
 
@@ -302,24 +303,21 @@ fn finish(shared: &DnsShared, asker: &Asker, query: Option<&DnsQuery>, outcome: 
         .metrics
         .query(label(asker.transport), outcome.verdict);
     let (names, qtypes) = query.map(|q| (q.names(), q.qtypes())).unwrap_or_default();
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        protocol = "dns",
-        transport = asker.transport.as_str(),
-        src = %asker.addrs.client,
-        dst = %asker.addrs.original_dst,
-        src_identity = %asker.src_identity,
-        dst_identity = %asker.dst_identity,
-        query = %names,
-        qtype = %qtypes,
-        rcode = %outcome.rcode,
-        answers = %outcome.answers,
-        verdict = ?outcome.verdict,
-        latency_us = asker.start.elapsed().as_micros() as u64,
-        hold_us = outcome.hold.map_or(0, |h| h.as_micros() as u64),
-        reason = %outcome.reason,
-        "dns"
-    );
+    AccessRecord::Dns {
+        transport: asker.transport.as_str(),
+        addrs: asker.addrs,
+        src_identity: asker.src_identity,
+        dst_identity: asker.dst_identity,
+        query: &names,
+        qtype: &qtypes,
+        rcode: &outcome.rcode,
+        answers: &outcome.answers,
+        verdict: outcome.verdict,
+        latency: asker.start.elapsed(),
+        hold: outcome.hold,
+        reason: &outcome.reason,
+    }
+    .emit();
 }
 
 pub(crate) fn label(transport: Transport) -> TransportLabel {

@@ -21,6 +21,7 @@ use super::judge::{KafkaJudgement, KafkaRules};
 use super::metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 use super::parse::{self, KafkaFrame, TopicNames};
 use super::{KafkaConfig, UPSTREAM_IDLE};
+use crate::access_log::AccessRecord;
 use crate::conn::{self, AcceptLog, ConnAddrs, FixedDestination};
 use crate::dns::budget::{BudgetGrant, BudgetRefusal, SourceBudget, SourceKey};
 use crate::policy::PolicyHandle;
@@ -218,10 +219,12 @@ async fn read_requests(
             Err(why) => {
                 let api = i16::from_be_bytes([frame[0], frame.get(1).copied().unwrap_or(0)]);
                 let name = policy_model::l7::kafka::api_key_name(api).unwrap_or("unknown");
-                tracing::warn!(target: "portcullis::proxy::access", protocol = "kafka",
-                    src = %addrs.client, dst = %addrs.original_dst, api_key = name,
-                    verdict = "invalid", reason = %why,
-                    "Kafka request cannot be read; closing the connection");
+                AccessRecord::KafkaUnreadable {
+                    addrs,
+                    api_key: name,
+                    reason: &why.to_string(),
+                }
+                .emit();
                 shared
                     .metrics
                     .request(name, KafkaVerdictLabel::Invalid, None);
@@ -646,20 +649,17 @@ fn topic_list(frame: &KafkaFrame) -> String {
 }
 
 fn access_log(addrs: &ConnAddrs, log: &LogEntry, verdict: &str, error: Option<&str>) {
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        protocol = "kafka",
-        src = %addrs.client,
-        dst = %addrs.original_dst,
-        api_key = api_name(log.api_key),
-        api_version = log.api_version,
-        correlation_id = log.correlation_id,
-        client_id = %log.client_id,
-        topics = %log.topics,
+    AccessRecord::Kafka {
+        addrs: *addrs,
+        api_key: api_name(log.api_key),
+        api_version: log.api_version,
+        correlation_id: log.correlation_id,
+        client_id: &log.client_id,
+        topics: &log.topics,
         verdict,
-        latency_us = log.start.elapsed().as_micros() as u64,
-        reason = %log.reason,
-        error = error.unwrap_or(""),
-        "kafka request"
-    );
+        latency: log.start.elapsed(),
+        reason: &log.reason,
+        error: error.unwrap_or(""),
+    }
+    .emit();
 }
