@@ -140,50 +140,51 @@ fn http_records_are_todays_events() {
 #[test]
 fn tls_records_are_todays_events() {
     let (src, dst) = (addr("10.0.1.2:40000"), addr("10.0.1.1:443"));
-    let sni = Some("a.test");
-    let record = |outcome| AccessRecord::Tls {
-        sni: sni.unwrap_or(""),
-        addrs: addrs(src, dst),
-        outcome,
-    };
-    assert_same(record(TlsOutcome::Closed("no serverNames match")), || {
-        tracing::info!(
-            target: "portcullis::proxy::access",
-            protocol = "tls",
-            sni = sni.unwrap_or(""),
-            verdict = "Denied",
-            src = %src,
-            dst = %dst,
-            reason = %"no serverNames match",
-            "tls connection closed"
-        );
-    });
-    let e = std::io::Error::other("refused");
-    let shown = e.to_string();
-    assert_same(record(TlsOutcome::UpstreamUnreachable(&shown)), || {
-        tracing::info!(
-            target: "portcullis::proxy::access",
-            protocol = "tls",
-            sni = sni.unwrap_or(""),
-            verdict = "UpstreamError",
-            src = %src,
-            dst = %dst,
-            reason = %e,
-            "tls connection: upstream unreachable"
-        );
-    });
-    assert_same(record(TlsOutcome::PassedThrough), || {
-        tracing::info!(
-            target: "portcullis::proxy::access",
-            protocol = "tls",
-            sni = sni.unwrap_or(""),
-            verdict = "Allowed",
-            src = %src,
-            dst = %dst,
-            reason = "serverNames: passed through without termination",
-            "tls connection"
-        );
-    });
+    for sni in [Some("a.test"), None] {
+        let record = |outcome| AccessRecord::Tls {
+            sni: sni.unwrap_or(""),
+            addrs: addrs(src, dst),
+            outcome,
+        };
+        assert_same(record(TlsOutcome::Closed("no serverNames match")), || {
+            tracing::info!(
+                target: "portcullis::proxy::access",
+                protocol = "tls",
+                sni = sni.unwrap_or(""),
+                verdict = "Denied",
+                src = %src,
+                dst = %dst,
+                reason = %"no serverNames match",
+                "tls connection closed"
+            );
+        });
+        let e = std::io::Error::other("refused");
+        let shown = e.to_string();
+        assert_same(record(TlsOutcome::UpstreamUnreachable(&shown)), || {
+            tracing::info!(
+                target: "portcullis::proxy::access",
+                protocol = "tls",
+                sni = sni.unwrap_or(""),
+                verdict = "UpstreamError",
+                src = %src,
+                dst = %dst,
+                reason = %e,
+                "tls connection: upstream unreachable"
+            );
+        });
+        assert_same(record(TlsOutcome::PassedThrough), || {
+            tracing::info!(
+                target: "portcullis::proxy::access",
+                protocol = "tls",
+                sni = sni.unwrap_or(""),
+                verdict = "Allowed",
+                src = %src,
+                dst = %dst,
+                reason = "serverNames: passed through without termination",
+                "tls connection"
+            );
+        });
+    }
 }
 
 #[test]
