@@ -15,7 +15,7 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
 /// Target of the proxy's access-log events.
-pub const ACCESS_TARGET: &str = "portcullis::proxy::access";
+pub const ACCESS_TARGET: &str = proxy::access_log::TARGET;
 
 static QUEUE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Bound on queued lines when nobody drains them.

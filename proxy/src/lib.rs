@@ -24,6 +24,7 @@
 //!   contract);
 //! - [`upstream`]: marked, optionally transparent upstream sockets;
 //! - [`secrets`]: the certificates of `terminatingTLS` / `originatingTLS`;
+//! - [`access_log`]: the typed access record every proxy logs with;
 //! - [`limits`]: per-source and global connection caps, idle timeouts;
 //! - [`metrics`]: the metrics skeleton; each proxy registers its own into
 //!   the caller's registry (`register`) or renders them alone;
@@ -32,6 +33,7 @@
 
 pub mod policy;
 
+pub mod access_log;
 pub mod conn;
 pub mod ports;
 

@@ -24,6 +24,7 @@ use super::metrics::{DnsMetrics, DnsVerdict, TransportLabel};
 use super::parse::{DnsAnswer, DnsQuery, ParseError};
 use super::reply::ReplySockets;
 use super::upstreams::UdpUpstreams;
+use crate::access_log::AccessRecord;
 use crate::conn::ConnAddrs;
 use crate::policy::PolicyHandle;
 
@@ -126,12 +127,14 @@ pub(crate) fn judge(
             shared.metrics.query(label(transport), DnsVerdict::Invalid);
             Judged::Nothing
         }
-        Err(e) => {
+        Err(_) => {
+            // The judgement is the malformed query's denial.
+            let (verdict, reason) = decision.judgement.logged();
             let outcome = Outcome {
-                verdict: DnsVerdict::Invalid,
+                verdict,
                 rcode: ProxyRcode::FormErr.as_str().into(),
                 answers: String::new(),
-                reason: e.to_string(),
+                reason,
                 hold: None,
             };
             finish(shared, &asker, None, &outcome);
@@ -142,11 +145,12 @@ pub(crate) fn judge(
         }
         Ok(query) if !decision.judgement.is_allowed() => {
             let rcode = ProxyRcode::from(shared.config.deny_response);
+            let (verdict, reason) = decision.judgement.logged();
             let outcome = Outcome {
-                verdict: DnsVerdict::Denied,
+                verdict,
                 rcode: rcode.as_str().into(),
                 answers: String::new(),
-                reason: decision.judgement.reason(),
+                reason,
                 hold: None,
             };
             finish(shared, &asker, Some(&query), &outcome);
@@ -300,24 +304,21 @@ fn finish(shared: &DnsShared, asker: &Asker, query: Option<&DnsQuery>, outcome: 
         .metrics
         .query(label(asker.transport), outcome.verdict);
     let (names, qtypes) = query.map(|q| (q.names(), q.qtypes())).unwrap_or_default();
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        protocol = "dns",
-        transport = asker.transport.as_str(),
-        src = %asker.addrs.client,
-        dst = %asker.addrs.original_dst,
-        src_identity = %asker.src_identity,
-        dst_identity = %asker.dst_identity,
-        query = %names,
-        qtype = %qtypes,
-        rcode = %outcome.rcode,
-        answers = %outcome.answers,
-        verdict = ?outcome.verdict,
-        latency_us = asker.start.elapsed().as_micros() as u64,
-        hold_us = outcome.hold.map_or(0, |h| h.as_micros() as u64),
-        reason = %outcome.reason,
-        "dns"
-    );
+    AccessRecord::Dns {
+        transport: asker.transport.as_str(),
+        addrs: asker.addrs,
+        src_identity: asker.src_identity,
+        dst_identity: asker.dst_identity,
+        query: &names,
+        qtype: &qtypes,
+        rcode: &outcome.rcode,
+        answers: &outcome.answers,
+        verdict: outcome.verdict,
+        latency: asker.start.elapsed(),
+        hold: outcome.hold,
+        reason: &outcome.reason,
+    }
+    .emit();
 }
 
 pub(crate) fn label(transport: Transport) -> TransportLabel {

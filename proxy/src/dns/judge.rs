@@ -8,8 +8,12 @@ use std::net::SocketAddr;
 use policy_model::NumericIdentity;
 use policy_model::l7::DnsRuleSet;
 
+use super::metrics::DnsVerdict;
 use super::parse::{DnsQuery, ParseError, parse_query};
-use crate::policy::{ProxyPolicy, Refusal, Side};
+use crate::policy::{ProxyPolicy, Refusal, Side, SideName};
+
+#[cfg(test)]
+mod tests;
 
 /// The DNS rules that apply to one query's flow under one snapshot.
 #[derive(Debug, Clone)]
@@ -46,8 +50,28 @@ impl ProxyPolicy {
 pub enum DnsJudgement {
     /// Forward; `rules` says which selector allowed each name.
     Allowed { rules: Vec<String> },
-    /// Answer with the configured denial.
-    Denied { reason: String },
+    /// Answer with the configured denial (FORMERR when malformed).
+    Denied(DnsDenial),
+}
+
+/// Why a query is denied. Its text is the access log's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsDenial {
+    /// The flow gets no DNS rules.
+    #[error("{0}")]
+    Refusal(#[from] Refusal),
+    /// The source's DNS rules did not compile: they allow nothing.
+    #[error("{side}: DNS rules do not compile: {why}")]
+    Uncompiled { side: SideName, why: String },
+    /// No rule of the source allows this question name.
+    #[error("{side}: no DNS rule matches {name}")]
+    NoRuleMatched { side: SideName, name: String },
+    /// The query asks nothing.
+    #[error("the query has no question")]
+    NoQuestion,
+    /// Not a query the proxy can judge.
+    #[error("{0}")]
+    Malformed(#[from] ParseError),
 }
 
 impl DnsJudgement {
@@ -56,25 +80,31 @@ impl DnsJudgement {
         matches!(self, DnsJudgement::Allowed { .. })
     }
 
+    /// The metrics verdict and the access-log reason (which rules allowed
+    /// the query, or why it was denied): the one place both are derived.
+    /// An allowed query's verdict holds until the server fails to answer.
+    pub fn logged(&self) -> (DnsVerdict, String) {
+        match self {
+            DnsJudgement::Allowed { rules } => (DnsVerdict::Allowed, rules.join("; ")),
+            DnsJudgement::Denied(denial @ DnsDenial::Malformed(_)) => {
+                (DnsVerdict::Invalid, denial.to_string())
+            }
+            DnsJudgement::Denied(denial) => (DnsVerdict::Denied, denial.to_string()),
+        }
+    }
+
     /// Which rules allowed it, or why it was denied (for the log).
     pub fn reason(&self) -> String {
-        match self {
-            DnsJudgement::Allowed { rules } => rules.join("; "),
-            DnsJudgement::Denied { reason } => reason.clone(),
-        }
+        self.logged().1
     }
 }
 
 impl DnsRules {
     /// Judges the question names of a query: every one must be allowed.
     pub fn judge<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> DnsJudgement {
-        let (endpoint, side) = match &self.side {
-            Ok(side) => (&side.endpoint, &side.policy),
-            Err(refusal) => {
-                return DnsJudgement::Denied {
-                    reason: refusal.to_string(),
-                };
-            }
+        let (source, side) = match &self.side {
+            Ok(source) => (source, &source.policy),
+            Err(refusal) => return DnsJudgement::Denied(refusal.clone().into()),
         };
         let mut rules = Vec::new();
         let mut any = false;
@@ -86,27 +116,27 @@ impl DnsRules {
             let set = match &side.set {
                 Ok(set) => set,
                 Err(why) => {
-                    return DnsJudgement::Denied {
-                        reason: format!("{endpoint} egress: DNS rules do not compile: {why}"),
-                    };
+                    return DnsJudgement::Denied(DnsDenial::Uncompiled {
+                        side: source.name(),
+                        why: why.clone(),
+                    });
                 }
             };
             match set.matching_rule(name) {
                 Some(i) => rules.push(side.origins[i].clone()),
                 None => {
-                    return DnsJudgement::Denied {
-                        reason: format!("{endpoint} egress: no DNS rule matches {name}"),
-                    };
+                    return DnsJudgement::Denied(DnsDenial::NoRuleMatched {
+                        side: source.name(),
+                        name: name.to_string(),
+                    });
                 }
             }
         }
         if !any {
-            return DnsJudgement::Denied {
-                reason: "the query has no question".to_string(),
-            };
+            return DnsJudgement::Denied(DnsDenial::NoQuestion);
         }
         if side.allow_all {
-            rules.push(format!("{endpoint} egress: allow-all"));
+            rules.push(format!("{}: allow-all", source.name()));
         }
         DnsJudgement::Allowed { rules }
     }
@@ -159,9 +189,7 @@ pub fn decide(
     let query = parse_query(bytes);
     let judgement = match &query {
         Ok(q) => rules.judge(q.questions.iter().map(|q| q.name.as_str())),
-        Err(e) => DnsJudgement::Denied {
-            reason: e.to_string(),
-        },
+        Err(e) => DnsJudgement::Denied(e.clone().into()),
     };
     Decision {
         rules,

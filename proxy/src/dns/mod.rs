@@ -46,7 +46,7 @@ mod upstreams;
 mod tests;
 
 pub use deny::DenyResponse;
-pub use judge::{DnsJudgement, DnsRules, Transport, decide};
+pub use judge::{DnsDenial, DnsJudgement, DnsRules, Transport, decide};
 pub use learn::{LearnedNames, NameLearner, NoLearner};
 pub use metrics::{DnsLimit, DnsMetrics, DnsVerdict, TransportLabel};
 

@@ -13,6 +13,7 @@ use policy_model::api::MismatchAction;
 use super::conn::Conn;
 use super::detect::Detected;
 use super::judge::HeaderEdit;
+use crate::access_log::AccessRecord;
 use crate::conn::ConnAddrs;
 use crate::upstream::{self, UpstreamConn, UpstreamError};
 
@@ -159,14 +160,12 @@ pub(crate) fn apply_edits(headers: &mut http::HeaderMap, edits: &[HeaderEdit], a
                 headers.insert(name, value);
             }
         }
-        tracing::info!(
-            target: "portcullis::proxy::access",
-            client = %addrs.client,
-            dst = %addrs.original_dst,
-            header = %edit.name,
-            expected = shown,
-            action = ?edit.action,
-            "headerMatches mismatch"
-        );
+        AccessRecord::HeaderMismatch {
+            addrs: *addrs,
+            header: &edit.name,
+            expected: shown,
+            action: edit.action,
+        }
+        .emit();
     }
 }

@@ -11,9 +11,10 @@ use policy_model::l7::tls::ClientStart;
 use policy_model::l7::{HttpRequest, HttpRuleSet, HttpVerdict};
 use policy_model::{L7Parser, NumericIdentity};
 
+use super::metrics::VerdictLabel;
 use super::request::{self, Rejection};
 use crate::conn::ConnAddrs;
-use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side};
+use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side, SideName};
 
 #[cfg(test)]
 mod tests;
@@ -45,8 +46,30 @@ pub enum Judgement {
         /// `allow-all`), for the access log.
         rules: Vec<String>,
     },
-    /// Answer with the protocol's denial; `reason` is for the log.
-    Denied { reason: String },
+    /// Answer with the protocol's denial.
+    Denied(HttpDenial),
+}
+
+/// Why the rules denied a request. Its text is the access log's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpDenial {
+    /// The flow gets no HTTP rules.
+    #[error("{0}")]
+    Refusal(#[from] Refusal),
+    /// A side's rules did not compile: that side allows nothing.
+    #[error("{side}: rules do not compile: {why}")]
+    Uncompiled { side: SideName, why: String },
+    /// No rule of a side matches the request.
+    #[error("{side}: no HTTP rule matches")]
+    NoRuleMatched { side: SideName },
+}
+
+impl HttpDenial {
+    /// The metrics verdict and the access-log reason of this denial: the
+    /// one place both are derived from it.
+    pub fn logged(&self) -> (VerdictLabel, String) {
+        (VerdictLabel::Denied, self.to_string())
+    }
 }
 
 impl Judgement {
@@ -74,14 +97,10 @@ impl FlowRules<HttpRuleSet> {
     /// Judges one request: every side must allow it.
     pub fn judge(&self, req: &HttpRequest<'_>) -> Judgement {
         if let Some(refusal) = &self.refusal {
-            return Judgement::Denied {
-                reason: refusal.to_string(),
-            };
+            return Judgement::Denied(refusal.clone().into());
         }
         if self.sides.is_empty() {
-            return Judgement::Denied {
-                reason: Refusal::NotRedirected(L7Parser::Http).to_string(),
-            };
+            return Judgement::Denied(Refusal::NotRedirected(L7Parser::Http).into());
         }
         let mut edits = Vec::new();
         let mut rules = Vec::new();
@@ -93,12 +112,10 @@ impl FlowRules<HttpRuleSet> {
             let set = match &side.policy.set {
                 Ok(set) => set,
                 Err(why) => {
-                    return Judgement::Denied {
-                        reason: format!(
-                            "{} {}: rules do not compile: {why}",
-                            side.endpoint, side.direction
-                        ),
-                    };
+                    return Judgement::Denied(HttpDenial::Uncompiled {
+                        side: side.name(),
+                        why: why.clone(),
+                    });
                 }
             };
             match set.judge(req) {
@@ -112,12 +129,7 @@ impl FlowRules<HttpRuleSet> {
                     }));
                 }
                 HttpVerdict::Denied => {
-                    return Judgement::Denied {
-                        reason: format!(
-                            "{} {}: no HTTP rule matches",
-                            side.endpoint, side.direction
-                        ),
-                    };
+                    return Judgement::Denied(HttpDenial::NoRuleMatched { side: side.name() });
                 }
             }
         }

@@ -23,6 +23,7 @@ use super::forward::{apply_edits, forward};
 use super::judge::{Decision, Judgement, decide};
 use super::metrics::{ClosedConnection, ProtocolLabel, RefusedRequest, VerdictLabel};
 use super::request;
+use crate::access_log::AccessRecord;
 use crate::conn::{ConnAddrs, stopped};
 use crate::limits::{ConnectionPermit, IdleTimeout, TimeoutKind};
 
@@ -178,14 +179,11 @@ pub(crate) fn flow_refusal(
 /// Logs and counts a connection closed because its flow was revoked.
 pub(crate) fn close_revoked(settings: &HttpSettings, addrs: &ConnAddrs, why: &str) {
     settings.metrics.closed(ClosedConnection::Revoked);
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        verdict = "Denied",
-        src = %addrs.client,
-        dst = %addrs.original_dst,
-        reason = %why,
-        "connection closed: the policy no longer allows its flow"
-    );
+    AccessRecord::HttpRevoked {
+        addrs: *addrs,
+        reason: why,
+    }
+    .emit();
 }
 
 /// What the access log says about a request.
@@ -264,14 +262,15 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
             };
             (resp, outcome)
         }
-        Ok(Judgement::Denied { reason }) => {
+        Ok(Judgement::Denied(denial)) => {
             let mut resp = deny::response(Denial::Forbidden, grpc);
             if conn.protocol == Detected::Http1 && !drain_denied_body(&parts, body).await {
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
+            let (verdict, reason) = denial.logged();
             let outcome = Outcome {
-                verdict: VerdictLabel::Denied,
+                verdict,
                 status: resp.status(),
                 reason,
             };
@@ -344,22 +343,20 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
     let (src_identity, dst_identity) = identities
         .map(|(s, d)| (s.to_string(), d.to_string()))
         .unwrap_or_default();
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        method = %method,
-        path = %target,
-        authority = authority_for_log.as_deref().unwrap_or(""),
-        status = outcome.status.as_u16(),
-        verdict = ?outcome.verdict,
-        protocol = ?protocol,
-        src = %conn.addrs.client,
-        dst = %conn.addrs.original_dst,
-        src_identity = %src_identity,
-        dst_identity = %dst_identity,
-        latency_us = latency.as_micros() as u64,
-        reason = %outcome.reason,
-        "request"
-    );
+    AccessRecord::Http {
+        method: &method,
+        path: &target,
+        authority: authority_for_log.as_deref().unwrap_or(""),
+        status: outcome.status.as_u16(),
+        verdict: outcome.verdict,
+        protocol,
+        addrs: conn.addrs,
+        src_identity: &src_identity,
+        dst_identity: &dst_identity,
+        latency,
+        reason: &outcome.reason,
+    }
+    .emit();
     let mut response = response;
     if method == "HEAD" && outcome.verdict != VerdictLabel::Allowed {
         // A response to HEAD carries no body (RFC 9110 §9.3.2); HTTP/2

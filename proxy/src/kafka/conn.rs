@@ -21,6 +21,7 @@ use super::judge::{KafkaJudgement, KafkaRules};
 use super::metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 use super::parse::{self, KafkaFrame, TopicNames};
 use super::{KafkaConfig, UPSTREAM_IDLE};
+use crate::access_log::AccessRecord;
 use crate::conn::{self, AcceptLog, ConnAddrs, FixedDestination};
 use crate::dns::budget::{BudgetGrant, BudgetRefusal, SourceBudget, SourceKey};
 use crate::policy::PolicyHandle;
@@ -218,10 +219,12 @@ async fn read_requests(
             Err(why) => {
                 let api = i16::from_be_bytes([frame[0], frame.get(1).copied().unwrap_or(0)]);
                 let name = policy_model::l7::kafka::api_key_name(api).unwrap_or("unknown");
-                tracing::warn!(target: "portcullis::proxy::access", protocol = "kafka",
-                    src = %addrs.client, dst = %addrs.original_dst, api_key = name,
-                    verdict = "invalid", reason = %why,
-                    "Kafka request cannot be read; closing the connection");
+                AccessRecord::KafkaUnreadable {
+                    addrs,
+                    api_key: name,
+                    reason: &why.to_string(),
+                }
+                .emit();
                 shared
                     .metrics
                     .request(name, KafkaVerdictLabel::Invalid, None);
@@ -241,7 +244,7 @@ async fn read_requests(
             topics: topic_list(&parsed),
             reason: match &judgement {
                 KafkaJudgement::Allowed { rules } => rules.join("; "),
-                KafkaJudgement::Denied { reason } => reason.clone(),
+                KafkaJudgement::Denied(denial) => denial.logged().1,
             },
             start,
             list_filter: None,
@@ -253,13 +256,13 @@ async fn read_requests(
         // A denied Metadata request is answered from the broker's answer
         // to a request for no topic, so the denial carries the cluster.
         let substitute = match &judgement {
-            KafkaJudgement::Denied { .. } => deny::brokers_only_request(&frame, &parsed),
+            KafkaJudgement::Denied(_) => deny::brokers_only_request(&frame, &parsed),
             KafkaJudgement::Allowed { .. } => None,
         };
         let forward: Option<&[u8]> = match (&judgement, &substitute) {
             (KafkaJudgement::Allowed { .. }, _) => Some(&frame),
-            (KafkaJudgement::Denied { .. }, Some(sub)) => Some(&sub[4..]),
-            (KafkaJudgement::Denied { .. }, None) => None,
+            (KafkaJudgement::Denied(_), Some(sub)) => Some(&sub[4..]),
+            (KafkaJudgement::Denied(_), None) => None,
         };
         if let Some(bytes) = forward {
             let denied = !judgement.is_allowed();
@@ -646,20 +649,17 @@ fn topic_list(frame: &KafkaFrame) -> String {
 }
 
 fn access_log(addrs: &ConnAddrs, log: &LogEntry, verdict: &str, error: Option<&str>) {
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        protocol = "kafka",
-        src = %addrs.client,
-        dst = %addrs.original_dst,
-        api_key = api_name(log.api_key),
-        api_version = log.api_version,
-        correlation_id = log.correlation_id,
-        client_id = %log.client_id,
-        topics = %log.topics,
+    AccessRecord::Kafka {
+        addrs: *addrs,
+        api_key: api_name(log.api_key),
+        api_version: log.api_version,
+        correlation_id: log.correlation_id,
+        client_id: &log.client_id,
+        topics: &log.topics,
         verdict,
-        latency_us = log.start.elapsed().as_micros() as u64,
-        reason = %log.reason,
-        error = error.unwrap_or(""),
-        "kafka request"
-    );
+        latency: log.start.elapsed(),
+        reason: &log.reason,
+        error: error.unwrap_or(""),
+    }
+    .emit();
 }

@@ -11,8 +11,12 @@ use policy_model::l7::{KafkaRequest, KafkaRuleSet, KafkaVerdict};
 
 use kafka_protocol::messages::ApiKey;
 
-use super::parse::{KafkaFrame, Topics};
-use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side};
+use super::metrics::KafkaVerdictLabel;
+use super::parse::{KafkaFrame, Topics, Unnamed};
+use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side, SideName};
+
+#[cfg(test)]
+mod tests;
 
 /// One side's Kafka rules for a connection.
 pub type KafkaSide = Side<KafkaRuleSet>;
@@ -36,8 +40,38 @@ impl ProxyPolicy {
 pub enum KafkaJudgement {
     /// Forward. `rules`: which rule of each side allowed it.
     Allowed { rules: Vec<String> },
-    /// Answer with the API's authorization error; `reason` is for the log.
-    Denied { reason: String },
+    /// Answer with the API's authorization error.
+    Denied(KafkaDenial),
+}
+
+/// Why a request is denied. Its text is the access log's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KafkaDenial {
+    /// The flow gets no Kafka rules.
+    #[error("{0}")]
+    Refusal(#[from] Refusal),
+    /// The request's topics cannot all be named.
+    #[error("{0}")]
+    Unnamed(Unnamed),
+    /// A side's rules did not compile: that side allows nothing.
+    #[error("{side}: rules do not compile: {why}")]
+    Uncompiled { side: SideName, why: String },
+    /// A side has rules for the request's API, but none for this topic.
+    #[error("{side}: no Kafka rule allows topic {topic}")]
+    TopicNotAllowed { side: SideName, topic: String },
+    /// No rule of a side matches the request's API key, version and
+    /// client ID.
+    #[error("{side}: no Kafka rule matches the request")]
+    NoRuleMatched { side: SideName },
+}
+
+impl KafkaDenial {
+    /// The metrics verdict and the access-log reason of this denial: the
+    /// one place both are derived from it. A denial the proxy cannot
+    /// encode closes the connection instead (`Invalid`, in `conn.rs`).
+    pub fn logged(&self) -> (KafkaVerdictLabel, String) {
+        (KafkaVerdictLabel::Denied, self.to_string())
+    }
 }
 
 impl KafkaJudgement {
@@ -51,12 +85,12 @@ impl FlowRules<KafkaRuleSet> {
     /// Judges one parsed request: its topics must all be named, and every
     /// side must allow it.
     pub fn judge(&self, frame: &KafkaFrame) -> KafkaJudgement {
-        let denied = |reason: String| KafkaJudgement::Denied { reason };
+        let denied = |denial: KafkaDenial| KafkaJudgement::Denied(denial);
         if let Some(refusal) = &self.refusal {
-            return denied(refusal.to_string());
+            return denied(refusal.clone().into());
         }
         if self.sides.is_empty() {
-            return denied(Refusal::NotRedirected(L7Parser::Kafka).to_string());
+            return denied(Refusal::NotRedirected(L7Parser::Kafka).into());
         }
         // A Metadata request for every topic names none, as in Cilium: any
         // rule whose API keys include Metadata allows it, and the proxy
@@ -67,7 +101,7 @@ impl FlowRules<KafkaRuleSet> {
         } else {
             match frame.topics.names() {
                 Ok(t) => t,
-                Err(why) => return denied(why.to_string()),
+                Err(why) => return denied(KafkaDenial::Unnamed(why)),
             }
         };
         self.judge_topics(frame, &topics)
@@ -81,12 +115,12 @@ impl FlowRules<KafkaRuleSet> {
     }
 
     fn judge_topics(&self, frame: &KafkaFrame, topics: &[&str]) -> KafkaJudgement {
-        let denied = |reason: String| KafkaJudgement::Denied { reason };
+        let denied = |denial: KafkaDenial| KafkaJudgement::Denied(denial);
         if let Some(refusal) = &self.refusal {
-            return denied(refusal.to_string());
+            return denied(refusal.clone().into());
         }
         if self.sides.is_empty() {
-            return denied(Refusal::NotRedirected(L7Parser::Kafka).to_string());
+            return denied(Refusal::NotRedirected(L7Parser::Kafka).into());
         }
         let req = KafkaRequest {
             api_key: frame.api_key as i16,
@@ -103,10 +137,10 @@ impl FlowRules<KafkaRuleSet> {
             let set = match &side.policy.set {
                 Ok(set) => set,
                 Err(why) => {
-                    return denied(format!(
-                        "{} {}: rules do not compile: {why}",
-                        side.endpoint, side.direction
-                    ));
+                    return denied(KafkaDenial::Uncompiled {
+                        side: side.name(),
+                        why: why.clone(),
+                    });
                 }
             };
             match set.judge(&req) {
@@ -115,14 +149,11 @@ impl FlowRules<KafkaRuleSet> {
                 }
                 KafkaVerdict::Denied { topic } => {
                     return denied(match topic {
-                        Some(t) => format!(
-                            "{} {}: no Kafka rule allows topic {t}",
-                            side.endpoint, side.direction
-                        ),
-                        None => format!(
-                            "{} {}: no Kafka rule matches the request",
-                            side.endpoint, side.direction
-                        ),
+                        Some(t) => KafkaDenial::TopicNotAllowed {
+                            side: side.name(),
+                            topic: t.to_string(),
+                        },
+                        None => KafkaDenial::NoRuleMatched { side: side.name() },
                     });
                 }
             }

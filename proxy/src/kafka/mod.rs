@@ -36,7 +36,7 @@ pub mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use judge::{KafkaJudgement, KafkaRules};
+pub use judge::{KafkaDenial, KafkaJudgement, KafkaRules};
 pub use metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 pub use parse::{KafkaFrame, ParseError, TopicRef, Topics, parse_request};
 

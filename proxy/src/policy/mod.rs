@@ -31,7 +31,7 @@ pub mod side;
 mod tests;
 
 use side::CompiledRules;
-pub use side::{FlowRules, Refusal, RuleSet, Side, SideFault, SidePolicy};
+pub use side::{FlowRules, Refusal, RuleSet, Side, SideFault, SideName, SidePolicy};
 
 /// One endpoint's precomputed policy.
 #[derive(Debug)]

@@ -207,6 +207,30 @@ pub struct Side<R> {
     pub(crate) policy: Arc<SidePolicy<R>>,
 }
 
+impl<R> Side<R> {
+    /// This side as denials name it.
+    pub fn name(&self) -> SideName {
+        SideName {
+            endpoint: self.endpoint.clone(),
+            direction: self.direction,
+        }
+    }
+}
+
+/// A local side of a flow as a denial names it: `ns1/a ingress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideName {
+    /// `namespace/name` of the endpoint.
+    pub endpoint: String,
+    pub direction: Direction,
+}
+
+impl fmt::Display for SideName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.endpoint, self.direction)
+    }
+}
+
 // Not derived: `R` itself need not be `Clone`.
 impl<R> Clone for Side<R> {
     fn clone(&self) -> Self {

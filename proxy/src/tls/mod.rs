@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::access_log::{AccessRecord, TlsOutcome};
 use crate::conn::ConnAddrs;
 use crate::http::detect::Rewind;
 use crate::http::metrics::ClosedConnection;
@@ -89,16 +90,12 @@ fn upstream_name(sni: Option<&str>, dst: SocketAddr) -> ServerName<'static> {
 
 /// Logs a closed TLS (or TLS-bound) connection as a denial.
 fn closed(addrs: &ConnAddrs, sni: Option<&str>, reason: &str) {
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        protocol = "tls",
-        sni = sni.unwrap_or(""),
-        verdict = "Denied",
-        src = %addrs.client,
-        dst = %addrs.original_dst,
-        reason = %reason,
-        "tls connection closed"
-    );
+    AccessRecord::Tls {
+        sni: sni.unwrap_or(""),
+        addrs: *addrs,
+        outcome: TlsOutcome::Closed(reason),
+    }
+    .emit();
 }
 
 async fn serve_tls(
@@ -205,29 +202,21 @@ async fn splice(
     {
         Ok(u) => u,
         Err(e) => {
-            tracing::info!(
-                target: "portcullis::proxy::access",
-                protocol = "tls",
-                sni = sni.unwrap_or(""),
-                verdict = "UpstreamError",
-                src = %addrs.client,
-                dst = %addrs.original_dst,
-                reason = %e,
-                "tls connection: upstream unreachable"
-            );
+            AccessRecord::Tls {
+                sni: sni.unwrap_or(""),
+                addrs,
+                outcome: TlsOutcome::UpstreamUnreachable(&e.to_string()),
+            }
+            .emit();
             return;
         }
     };
-    tracing::info!(
-        target: "portcullis::proxy::access",
-        protocol = "tls",
-        sni = sni.unwrap_or(""),
-        verdict = "Allowed",
-        src = %addrs.client,
-        dst = %addrs.original_dst,
-        reason = "serverNames: passed through without termination",
-        "tls connection"
-    );
+    AccessRecord::Tls {
+        sni: sni.unwrap_or(""),
+        addrs,
+        outcome: TlsOutcome::PassedThrough,
+    }
+    .emit();
     if upstream.write_all(&hello).await.is_err() {
         return;
     }

@@ -286,8 +286,8 @@ fn decide_judges_with_the_connections_rules() {
     assert_eq!(authority.as_deref(), Some("svc"));
     let denied = decide(&p, &addrs, None, &parts("GET", "/private"));
     assert!(
-        matches!(&denied, Decision::Judged { judgement: Judgement::Denied { reason }, .. }
-            if reason.ends_with("no HTTP rule matches")),
+        matches!(&denied, Decision::Judged { judgement: Judgement::Denied(denial), .. }
+            if denial.to_string().ends_with("no HTTP rule matches")),
         "{denied:?}"
     );
     // A plaintext start on a port without TLS settings judges the same.
@@ -300,5 +300,65 @@ fn decide_judges_with_the_connections_rules() {
     assert!(
         matches!(&plain, Decision::Judged { judgement, .. } if judgement.is_allowed()),
         "{plain:?}"
+    );
+}
+
+/// The reason a denial carries, as the access log writes it.
+fn denial_reason(judgement: &Judgement) -> String {
+    match judgement {
+        Judgement::Denied(denial) => {
+            let (verdict, reason) = denial.logged();
+            assert_eq!(verdict, crate::http::metrics::VerdictLabel::Denied);
+            reason
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[test]
+fn denial_reasons_keep_their_texts() {
+    let p = policy(INGRESS_A);
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    assert_eq!(
+        denial_reason(&rules.judge(&get("/admin"))),
+        "ns1/a ingress: no HTTP rule matches"
+    );
+    let mut uncompiled = rules.clone();
+    uncompiled.sides[0].policy = std::sync::Arc::new(crate::policy::SidePolicy {
+        allow_all: false,
+        set: Err("a bad regex".to_string()),
+        origins: Vec::new(),
+    });
+    assert_eq!(
+        denial_reason(&uncompiled.judge(&get("/public/x"))),
+        "ns1/a ingress: rules do not compile: a bad regex"
+    );
+    let unredirected = FlowRules {
+        sides: Vec::new(),
+        ..rules.clone()
+    };
+    assert_eq!(
+        denial_reason(&unredirected.judge(&get("/"))),
+        "no policy redirects this flow to the HTTP proxy"
+    );
+    let refused = |refusal| FlowRules {
+        refusal: Some(refusal),
+        ..rules.clone()
+    };
+    assert_eq!(
+        denial_reason(&refused(Refusal::NotLocal).judge(&get("/"))),
+        "the client is not a local endpoint"
+    );
+    let side = Refusal::Side {
+        endpoint: "ns1/a".to_string(),
+        direction: Direction::Ingress,
+        fault: SideFault::OtherParser {
+            found: L7Parser::Kafka,
+            wanted: L7Parser::Http,
+        },
+    };
+    assert_eq!(
+        denial_reason(&refused(side).judge(&get("/"))),
+        "ns1/a ingress: the port is redirected to the kafka proxy, not HTTP"
     );
 }
