@@ -70,19 +70,6 @@ fn families(metrics: &str) -> Result<Vec<String>, String> {
     }
 }
 
-fn scrape(lab: &TestLab) -> String {
-    lab.sh(
-        "node",
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "3",
-            "http://127.0.0.1:9876/metrics",
-        ],
-    )
-}
-
 fn check(mode: &str, extra: &[&str], want: &[&str]) {
     if Command::new("python3")
         .args(["-c", "import prometheus_client"])
@@ -95,7 +82,7 @@ fn check(mode: &str, extra: &[&str], want: &[&str]) {
     let mut metrics = String::new();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            metrics = scrape(&lab);
+            metrics = lab.metrics();
             metrics.contains("portcullis_policy_applied")
         }),
         "{mode}: /metrics did not answer: {metrics:?}"

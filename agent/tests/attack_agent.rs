@@ -206,16 +206,7 @@ fn an_oversized_policy_fails_closed_and_does_not_block_another_tenants_revocatio
         "no failure in observe:\n{flows}"
     );
     // The metrics say so too.
-    let metrics = lab.sh(
-        "node",
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "2",
-            "http://127.0.0.1:9876/metrics",
-        ],
-    );
+    let metrics = lab.metrics();
     assert!(
         metrics.contains("portcullis_endpoints_failed_closed 1"),
         "{metrics}"
@@ -369,16 +360,7 @@ fn a_flood_of_fresh_dns_addresses_stops_at_budgets_and_does_not_block_another_te
         .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
         .unwrap_or(0);
     assert!(refused > 0, "status shows no refused addresses:\n{st:#}");
-    let metrics = lab.sh(
-        "node",
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "2",
-            "http://127.0.0.1:9876/metrics",
-        ],
-    );
+    let metrics = lab.metrics();
     assert!(
         metrics.contains("portcullis_fqdn_learn_refused_total{reason=\"per-endpoint-budget\"}"),
         "no refusal metric:\n{metrics}"

@@ -409,7 +409,7 @@ fn a_denied_packet_flood_does_not_delay_policy_changes() {
     let _ = observer.kill();
     let _ = observer.wait();
     let rss_after = agent_rss_kib();
-    let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
+    let metrics = lab.metrics();
     for line in metrics
         .lines()
         .filter(|l| l.contains("flow_events_dropped"))

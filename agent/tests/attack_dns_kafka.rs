@@ -238,7 +238,7 @@ fn victim_keeps_working(lab: &TestLab, what: &str) {
         ) == 1),
         "{what}: the policy change back did not apply"
     );
-    let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
+    let metrics = lab.metrics();
     for line in metrics.lines().filter(|l| {
         l.starts_with("portcullis_proxy_dns_limit_refusals_total")
             || l.starts_with("portcullis_proxy_dns_queries_total")
@@ -403,7 +403,7 @@ fn kafka_oversized_and_slow_frames_from_one_pod_leave_another_pods_requests_answ
         start.elapsed()
     );
     assert!(applied, "a policy change did not apply within 10 s");
-    let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
+    let metrics = lab.metrics();
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("portcullis_proxy_kafka_limit_refusals_total"))
@@ -521,7 +521,7 @@ fn upstream_dns_sockets() -> Vec<String> {
 
 /// The DNS proxy's count of answers that matched no query in flight.
 fn mismatched_answers(lab: &TestLab) -> u64 {
-    let metrics = lab.sh("node", &["curl", "-s", "http://127.0.0.1:9876/metrics"]);
+    let metrics = lab.metrics();
     metrics
         .lines()
         .filter(|l| l.starts_with("portcullis_proxy_dns_mismatched_answers"))

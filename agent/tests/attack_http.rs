@@ -326,16 +326,7 @@ fn a_world_connection_flood_does_not_starve_pods() {
         curl_status(&lab, "/public/x") == "403"
     });
     let apply_time = changed.elapsed();
-    let metrics = lab.sh(
-        "node",
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "2",
-            "http://127.0.0.1:9876/metrics",
-        ],
-    );
+    let metrics = lab.metrics();
     eprintln!(
         "x/a: {ok}/{total} answered 200 in {took:?} ({codes:?}); policy change applied: {applied} after {apply_time:?}; agent RSS {rss_before} KiB -> {rss_during} KiB"
     );

@@ -160,6 +160,21 @@ impl TestLab {
         self.spawn(target, &["knotd", "-c", conf.to_str().expect("utf-8")]);
     }
 
+    /// The agent's `/metrics` text, as the node reaches its admin port
+    /// (empty when it does not answer within 10 s).
+    pub fn metrics(&self) -> String {
+        self.sh(
+            "node",
+            &[
+                "curl",
+                "-s",
+                "--max-time",
+                "3",
+                "http://127.0.0.1:9876/metrics",
+            ],
+        )
+    }
+
     /// `portcullis status --output json`.
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::from_str(&must(&["status", "--output", "json"])).expect("status json")
