@@ -169,7 +169,7 @@ impl TestLab {
                 "curl",
                 "-s",
                 "--max-time",
-                "3",
+                "10",
                 "http://127.0.0.1:9876/metrics",
             ],
         )
