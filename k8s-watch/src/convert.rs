@@ -176,6 +176,7 @@ pub fn pod_endpoint(pod: &Pod) -> Result<PodEndpoint, PodSkip> {
             ips,
             ports,
             service_account: spec.and_then(|s| s.service_account_name.clone()),
+            node: spec.and_then(|s| s.node_name.clone()),
         },
         node_name: spec.and_then(|s| s.node_name.clone()),
     })

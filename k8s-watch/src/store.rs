@@ -289,6 +289,7 @@ impl Store {
                 kube_apiserver: (!apiserver.ips.is_empty()).then_some(apiserver),
                 remote_nodes: (!remote.ips.is_empty()).then_some(remote),
                 world: None,
+                nodes: Vec::new(),
             },
             local_pods,
             policies,

@@ -33,6 +33,22 @@ pub struct Topology {
     /// Addresses the lab serves in its world namespace.
     #[serde(default)]
     pub world: Option<HostSpec>,
+    /// The cluster's nodes, by name. A pod's `node:` names one; an agent
+    /// sees its own as `host` and the others as `remote-node`
+    /// ([`Topology::for_node`]).
+    #[serde(default)]
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// A node of the cluster: its name, addresses and labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A namespace and its labels.
@@ -61,6 +77,10 @@ pub struct PodSpec {
     pub ports: Vec<ContainerPort>,
     #[serde(default)]
     pub service_account: Option<String>,
+    /// The node the pod runs on (Kubernetes' `spec.nodeName`). A pod
+    /// without one runs on every agent's node: it is local everywhere.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 impl PodSpec {
@@ -78,6 +98,12 @@ impl PodSpec {
     /// `namespace/name`.
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether the pod is a local endpoint of the agent on `node`: it
+    /// names that node, or none.
+    pub fn is_on(&self, node: &str) -> bool {
+        self.node.as_deref().is_none_or(|n| n == node)
     }
 }
 
@@ -164,6 +190,21 @@ impl Topology {
                 ));
             }
         }
+        let mut node_names = BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.name.is_empty() || n.name.contains('/') {
+                return Err(err(
+                    format!("nodes[{i}].name"),
+                    "must be a non-empty name without '/'".into(),
+                ));
+            }
+            if !node_names.insert(n.name.as_str()) {
+                return Err(err(
+                    format!("nodes[{i}].name"),
+                    format!("node {:?} listed twice", n.name),
+                ));
+            }
+        }
         let mut pods = BTreeSet::new();
         let mut ips: BTreeMap<IpAddr, String> = BTreeMap::new();
         for (i, p) in self.pods.iter().enumerate() {
@@ -180,6 +221,15 @@ impl Topology {
                 return Err(err(
                     format!("pods[{i}].name"),
                     "must be a non-empty name without '/'".into(),
+                ));
+            }
+            if let Some(node) = &p.node
+                && !self.nodes.is_empty()
+                && !node_names.contains(node.as_str())
+            {
+                return Err(err(
+                    format!("pods[{i}].node"),
+                    format!("node {node:?} is not listed under `nodes`"),
                 ));
             }
             if !pods.insert(p.full_name()) {
@@ -225,6 +275,36 @@ impl Topology {
         Ok(())
     }
 
+    /// The topology as the agent on `node` sees it: that node's addresses
+    /// and labels join `node` (the `host` entity), every other listed
+    /// node's addresses join `remoteNodes`. Pods are unchanged: which are
+    /// local is [`PodSpec::is_on`].
+    pub fn for_node(&self, node: &str) -> Topology {
+        let mut view = self.clone();
+        for n in &self.nodes {
+            let target = if n.name == node {
+                let host = view.node.get_or_insert_with(HostSpec::default);
+                for (k, v) in &n.labels {
+                    host.labels.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                host
+            } else {
+                view.remote_nodes.get_or_insert_with(HostSpec::default)
+            };
+            for ip in &n.ips {
+                if !target.ips.contains(ip) {
+                    target.ips.push(*ip);
+                }
+            }
+        }
+        view
+    }
+
+    /// The pods that are local endpoints of the agent on `node`.
+    pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodSpec> + 'a {
+        self.pods.iter().filter(move |p| p.is_on(node))
+    }
+
     /// The namespace object named `name`.
     pub fn namespace(&self, name: &str) -> Option<&NamespaceSpec> {
         self.namespaces.iter().find(|n| n.name == name)
@@ -264,3 +344,6 @@ pub fn namespace_labels(ns: &NamespaceSpec) -> BTreeMap<String, String> {
     l.insert(NAMESPACE_NAME_LABEL.to_string(), ns.name.clone());
     l
 }
+
+#[cfg(test)]
+mod tests;
