@@ -34,6 +34,7 @@
 pub mod policy;
 
 pub mod access_log;
+pub mod budget;
 pub mod conn;
 pub mod ports;
 

@@ -1,8 +1,9 @@
 //! Connection limits for the proxies: how many connections one source and
 //! the whole proxy may hold open, and how long a connection may stay silent
-//! or take to send a request head. Generic over the protocol: the HTTP
-//! proxy uses it now; the DNS (TCP) and Kafka proxies can hold the same
-//! [`ConnectionLimits`] (one per process shares the descriptor budget).
+//! or take to send a request head: the HTTP proxy's. The counting is the
+//! one [`SourceBudget`] every proxy uses ([`crate::budget`]); a source
+//! over its own share is refused as `source` even when the proxy is full
+//! too.
 //!
 //! A limit is applied **after** `accept`, when the datapath has said whose
 //! connection it is: the accepted socket's peer address is the real source
@@ -19,12 +20,10 @@
 //! [`MIN_PER_SOURCE`]. With the lab's limit of 20,000 descriptors that is
 //! 9,488 connections in all and 1,186 per source.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,6 +34,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::budget::{self, BudgetGrant, BudgetRefusal, SourceBudget};
 
 /// Descriptors kept for the agent's own work, never used by proxied
 /// connections.
@@ -213,12 +214,12 @@ impl LimitMetrics {
     }
 }
 
-/// The shared state of the limits: open connections per source and in all.
+/// The shared state of the limits: open connections per source and in all
+/// (one [`SourceBudget`] of connections), with their counters.
 #[derive(Debug)]
 pub struct ConnectionLimits {
     config: LimitConfig,
-    total: AtomicUsize,
-    per_source: Mutex<HashMap<SourceKey, usize>>,
+    budget: Arc<SourceBudget<SourceKey>>,
     metrics: LimitMetrics,
 }
 
@@ -226,9 +227,8 @@ impl ConnectionLimits {
     /// Limits with `config`, counting into `metrics`.
     pub fn new(config: LimitConfig, metrics: LimitMetrics) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
+            budget: SourceBudget::new(config.global as u64, config.per_source as u64),
             config,
-            total: AtomicUsize::new(0),
-            per_source: Mutex::new(HashMap::new()),
             metrics,
         })
     }
@@ -245,72 +245,55 @@ impl ConnectionLimits {
 
     /// Connections held now.
     pub fn held(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
+        usize::try_from(self.budget.held()).unwrap_or(usize::MAX)
     }
 
     /// Admits one more connection from `source`, or says which limit
     /// refuses it (and counts the refusal). The connection counts until
     /// the permit drops.
     pub fn admit(self: &Arc<Self>, source: SourceKey) -> Result<ConnectionPermit, LimitRefusal> {
-        let refused = |limit| {
+        let mut refusal = None;
+        let grant = budget::admit(&self.budget, source, |why, _| {
+            let limit = match why {
+                BudgetRefusal::PerSource => LimitRefusal::Source,
+                BudgetRefusal::Total => LimitRefusal::Global,
+            };
             self.metrics
                 .refused
                 .get_or_create(&RefusalLabels { limit })
                 .inc();
-            Err(limit)
-        };
-        // The map lock orders the two counts; a poisoned lock (a panic
-        // while holding it) refuses rather than admitting uncounted.
-        let Ok(mut map) = self.per_source.lock() else {
-            return refused(LimitRefusal::Global);
-        };
-        if self.total.load(Ordering::Relaxed) >= self.config.global {
-            return refused(LimitRefusal::Global);
-        }
-        let held = map.entry(source.clone()).or_insert(0);
-        if *held >= self.config.per_source {
-            return refused(LimitRefusal::Source);
-        }
-        *held += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
-        self.metrics.held.inc();
-        Ok(ConnectionPermit {
-            limits: self.clone(),
-            source,
-        })
-    }
-
-    fn release(&self, source: &SourceKey) {
-        if let Ok(mut map) = self.per_source.lock()
-            && let Some(held) = map.get_mut(source)
-        {
-            *held -= 1;
-            if *held == 0 {
-                map.remove(source);
+            refusal = Some(limit);
+        });
+        match grant {
+            Some(grant) => {
+                self.metrics.held.inc();
+                Ok(ConnectionPermit {
+                    grant,
+                    held: self.metrics.held.clone(),
+                })
             }
+            None => Err(refusal.unwrap_or(LimitRefusal::Global)),
         }
-        self.total.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.held.dec();
     }
 }
 
 /// One admitted connection; releases its place when dropped.
 #[derive(Debug)]
 pub struct ConnectionPermit {
-    limits: Arc<ConnectionLimits>,
-    source: SourceKey,
+    grant: BudgetGrant<SourceKey>,
+    held: Gauge,
 }
 
 impl ConnectionPermit {
     /// The source it was admitted for.
     pub fn source(&self) -> &SourceKey {
-        &self.source
+        self.grant.source()
     }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.limits.release(&self.source);
+        self.held.dec();
     }
 }
 

@@ -39,9 +39,9 @@ pub(crate) struct DnsShared {
     /// Transparent sockets the UDP answers are sent from.
     pub reply_sockets: Arc<ReplySockets>,
     /// UDP queries a second per source.
-    pub udp_rate: super::budget::SourceRate,
+    pub udp_rate: crate::budget::SourceRate,
     /// TCP connections held, per source and in total.
-    pub tcp_connections: Arc<super::budget::SourceBudget>,
+    pub tcp_connections: Arc<crate::budget::SourceBudget>,
 }
 
 /// Who asked, as the access log says it.

@@ -2,6 +2,7 @@
 //! queries by transport and verdict, how long answers are held for the
 //! learner, and learner timeouts.
 
+use crate::budget::BudgetRefusal;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,6 +48,16 @@ pub enum DnsLimit {
     /// A UDP query over its source's `udp_queries_per_second_per_source`,
     /// dropped unanswered.
     UdpRatePerSource,
+}
+
+impl DnsLimit {
+    /// The limit behind a refused TCP connection.
+    pub fn tcp_connections(why: BudgetRefusal) -> DnsLimit {
+        match why {
+            BudgetRefusal::PerSource => DnsLimit::TcpConnectionsPerSource,
+            BudgetRefusal::Total => DnsLimit::TcpConnectionsTotal,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -26,7 +26,6 @@ use crate::conn::{FixedDestination, ListenerSet, transparent_listener};
 use crate::policy::PolicyHandle;
 use crate::upstream::UpstreamConfig;
 
-pub mod budget;
 pub mod deny;
 mod exchange;
 pub mod fuzz;
@@ -266,11 +265,11 @@ impl DnsProxy {
                 },
                 self.metrics.clone(),
             ),
-            udp_rate: budget::SourceRate::new(
+            udp_rate: crate::budget::SourceRate::new(
                 config.udp_queries_per_second_per_source,
                 config.udp_burst_per_source,
             ),
-            tcp_connections: budget::SourceBudget::new(
+            tcp_connections: crate::budget::SourceBudget::new(
                 config.max_tcp_connections as u64,
                 config.max_tcp_connections_per_source as u64,
             ),

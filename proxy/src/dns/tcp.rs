@@ -12,11 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::budget::{BudgetRefusal, SourceKey};
 use super::exchange::{Answered, DnsShared, Judged, judge};
 use super::judge::Transport;
 use super::metrics::DnsLimit;
 use super::sockets::no_answer_within;
+use crate::budget;
 use crate::conn::{AcceptLog, ConnAddrs, FixedDestination, accept_loop, stopped};
 use crate::policy::ProxyPolicy;
 use crate::upstream::{UpstreamConfig, connect};
@@ -99,24 +99,14 @@ pub(crate) fn serve(
         fixed,
         ACCEPT_LOG,
         move |stream, addrs, shutdown| {
-            let identity = shared
-                .policy
-                .snapshot()
-                .dns_rules(addrs.client, addrs.original_dst, Transport::Tcp)
-                .src_identity;
-            let key = SourceKey::of(addrs.client.ip(), identity);
-            let permit = match shared.tcp_connections.try_take(key, 1) {
-                Ok(p) => p,
-                Err(refusal) => {
-                    let limit = match refusal {
-                        BudgetRefusal::PerSource => DnsLimit::TcpConnectionsPerSource,
-                        BudgetRefusal::Total => DnsLimit::TcpConnectionsTotal,
-                    };
-                    shared.metrics.limit_refusal(limit);
-                    tracing::debug!(client = %addrs.client, source = %key, ?limit,
+            let key = shared.policy.snapshot().budget_key(addrs.client.ip());
+            let Some(permit) = budget::admit(&shared.tcp_connections, key, |why, key| {
+                let limit = DnsLimit::tcp_connections(why);
+                shared.metrics.limit_refusal(limit);
+                tracing::debug!(client = %addrs.client, source = %key, ?limit,
                     "DNS TCP connection refused by a limit");
-                    return;
-                }
+            }) else {
+                return;
             };
             let shared = shared.clone();
             let shutdown = shutdown.clone();

@@ -20,7 +20,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::budget::SourceKey;
 use super::exchange::{self, Answered, DnsShared, Forwarding, Judged};
 use super::judge::Transport;
 use super::metrics::{DnsLimit, DnsVerdict, TransportLabel};
@@ -210,12 +209,7 @@ fn query(
 ) {
     // Whose query it is, from what the datapath knows of the source
     // address; over its rate it is dropped before any other work.
-    let identity = shared
-        .policy
-        .snapshot()
-        .dns_rules(addrs.client, addrs.original_dst, Transport::Udp)
-        .src_identity;
-    let key = SourceKey::of(addrs.client.ip(), identity);
+    let key = shared.policy.snapshot().budget_key(addrs.client.ip());
     if !shared.udp_rate.allow(key, std::time::Instant::now()) {
         shared.metrics.limit_refusal(DnsLimit::UdpRatePerSource);
         return;

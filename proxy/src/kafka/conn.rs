@@ -22,8 +22,8 @@ use super::metrics::{KafkaLimit, KafkaMetrics, KafkaVerdictLabel};
 use super::parse::{self, KafkaFrame, TopicNames};
 use super::{KafkaConfig, UPSTREAM_IDLE};
 use crate::access_log::AccessRecord;
+use crate::budget::{self, BudgetGrant, SourceBudget, SourceKey};
 use crate::conn::{self, AcceptLog, ConnAddrs, FixedDestination};
-use crate::dns::budget::{BudgetGrant, BudgetRefusal, SourceBudget, SourceKey};
 use crate::policy::PolicyHandle;
 use crate::upstream;
 
@@ -89,24 +89,14 @@ pub(crate) fn accept_loop(
         fixed,
         ACCEPT_LOG,
         move |stream, addrs, _| {
-            let identity = shared
-                .policy
-                .snapshot()
-                .kafka_rules(addrs.client, addrs.original_dst)
-                .src_identity;
-            let key = SourceKey::of(addrs.client.ip(), identity);
-            let permit = match shared.connections.try_take(key, 1) {
-                Ok(p) => p,
-                Err(refusal) => {
-                    let limit = match refusal {
-                        BudgetRefusal::PerSource => KafkaLimit::ConnectionsPerSource,
-                        BudgetRefusal::Total => KafkaLimit::ConnectionsTotal,
-                    };
-                    shared.metrics.limit_refusal(limit);
-                    tracing::debug!(src = %addrs.client, source = %key, ?limit,
+            let key = shared.policy.snapshot().budget_key(addrs.client.ip());
+            let Some(permit) = budget::admit(&shared.connections, key, |why, key| {
+                let limit = KafkaLimit::connections(why);
+                shared.metrics.limit_refusal(limit);
+                tracing::debug!(src = %addrs.client, source = %key, ?limit,
                     "Kafka connection refused by a limit");
-                    return;
-                }
+            }) else {
+                return;
             };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
@@ -603,12 +593,11 @@ async fn read_frame<R: AsyncRead + Unpin>(
             "frame of {n} bytes is shorter than a request header"
         )));
     }
-    let grant = shared.buffered.try_take(key, n as u64).map_err(|refusal| {
-        let limit = match refusal {
-            BudgetRefusal::PerSource => KafkaLimit::BufferPerSource,
-            BudgetRefusal::Total => KafkaLimit::BufferTotal,
-        };
-        FrameError::Limit(limit, format!("no buffer room for a frame of {n} bytes"))
+    let grant = shared.buffered.try_take(key, n as u64).map_err(|why| {
+        FrameError::Limit(
+            KafkaLimit::buffer(why),
+            format!("no buffer room for a frame of {n} bytes"),
+        )
     })?;
     // The first request's whole frame is bounded by the first-request
     // timeout too, so a client cannot hold a connection by trickling it.

@@ -1,6 +1,7 @@
 //! Kafka proxy metrics (prometheus-client, prefix `portcullis_proxy`):
 //! requests by API and verdict, request latency, connections.
 
+use crate::budget::BudgetRefusal;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,6 +43,24 @@ pub enum KafkaLimit {
     FrameTimeout,
     /// No new request for `idle_timeout`.
     IdleTimeout,
+}
+
+impl KafkaLimit {
+    /// The limit behind a refused connection.
+    pub fn connections(why: BudgetRefusal) -> KafkaLimit {
+        match why {
+            BudgetRefusal::PerSource => KafkaLimit::ConnectionsPerSource,
+            BudgetRefusal::Total => KafkaLimit::ConnectionsTotal,
+        }
+    }
+
+    /// The limit behind a frame refused buffer room.
+    pub fn buffer(why: BudgetRefusal) -> KafkaLimit {
+        match why {
+            BudgetRefusal::PerSource => KafkaLimit::BufferPerSource,
+            BudgetRefusal::Total => KafkaLimit::BufferTotal,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::budget::SourceBudget;
 use crate::conn::{FixedDestination, ListenerSet, transparent_listener};
-use crate::dns::budget::SourceBudget;
 use crate::policy::PolicyHandle;
 use crate::upstream::UpstreamConfig;
 

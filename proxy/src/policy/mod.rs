@@ -146,6 +146,14 @@ impl ProxyPolicy {
         }
     }
 
+    /// Whose share a DNS or Kafka connection (or datagram) is counted in
+    /// ([`crate::budget::SourceKey::of`]): what the datapath says of the
+    /// source address.
+    pub fn budget_key(&self, ip: IpAddr) -> crate::budget::SourceKey {
+        let ip = ip.to_canonical();
+        crate::budget::SourceKey::of(ip, self.identity(ip))
+    }
+
     /// Whose connection it is, for the connection limits: a local
     /// endpoint (by name, so all its addresses share one budget), else the
     /// remote address (IPv6 by its /64).

@@ -1,18 +1,22 @@
-//! Per-source budgets shared by the DNS and Kafka proxies: connections
-//! (or bytes) held at once, in total and per source, so one client cannot
-//! take what every other client needs.
+//! Per-source budgets shared by every proxy: connections (or bytes) held
+//! at once, in total and per source, so one client cannot take what every
+//! other client needs; and a per-source rate.
 //!
-//! Whose a connection is comes from the policy snapshot, i.e. from what
-//! the datapath says about its source address ([`SourceKey::of`]): a pod
-//! (an endpoint identity) is counted by its own address, everything else
-//! (world, host, CIDR identities) by its identity, so a world client with
-//! many addresses still shares one budget with the rest of the world and
-//! cannot take a pod's share.
+//! [`SourceBudget`] is the one counter, generic over who a source is. The
+//! DNS and Kafka proxies count by [`SourceKey`] (from what the datapath
+//! says about the source address, [`SourceKey::of`]): a pod (an endpoint
+//! identity) by its own address, everything else (world, host, CIDR
+//! identities) by its identity, so a world client with many addresses
+//! still shares one budget with the rest of the world and cannot take a
+//! pod's share. The HTTP proxy's connection limits
+//! ([`crate::limits::ConnectionLimits`]) count by endpoint name or remote
+//! address instead, since it serves ingress from many world clients.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use policy_model::NumericIdentity;
 
@@ -65,29 +69,38 @@ impl BudgetRefusal {
     }
 }
 
-#[derive(Debug, Default)]
-struct Held {
+#[derive(Debug)]
+struct Held<K> {
     total: u64,
-    by_source: HashMap<SourceKey, u64>,
+    by_source: HashMap<K, u64>,
 }
 
-/// A budget of `total` units, of which one source holds at most
-/// `per_source`. Units are connections or bytes.
+/// A budget of `total` units, of which one source (keyed by `K`) holds at
+/// most `per_source`. Units are connections or bytes.
 #[derive(Debug)]
-pub struct SourceBudget {
+pub struct SourceBudget<K = SourceKey> {
     total: u64,
     per_source: u64,
-    held: Mutex<Held>,
+    held: Mutex<Held<K>>,
 }
 
-impl SourceBudget {
+impl<K: Clone + Eq + Hash> SourceBudget<K> {
     /// A budget of `total` units, `per_source` at most for one source.
-    pub fn new(total: u64, per_source: u64) -> Arc<SourceBudget> {
+    pub fn new(total: u64, per_source: u64) -> Arc<SourceBudget<K>> {
         Arc::new(SourceBudget {
             total,
             per_source: per_source.min(total),
-            held: Mutex::new(Held::default()),
+            held: Mutex::new(Held {
+                total: 0,
+                by_source: HashMap::new(),
+            }),
         })
+    }
+
+    /// The counts. Nothing panics while holding them, so a poisoned lock
+    /// still counts right and is used as it is.
+    fn lock(&self) -> MutexGuard<'_, Held<K>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes `amount` units for `key`, given back when the grant drops;
@@ -95,10 +108,10 @@ impl SourceBudget {
     /// be exceeded.
     pub fn try_take(
         self: &Arc<Self>,
-        key: SourceKey,
+        key: K,
         amount: u64,
-    ) -> Result<BudgetGrant, BudgetRefusal> {
-        let mut held = self.held.lock().expect("budget lock is never poisoned");
+    ) -> Result<BudgetGrant<K>, BudgetRefusal> {
+        let mut held = self.lock();
         let mine = held.by_source.get(&key).copied().unwrap_or(0);
         if mine.saturating_add(amount) > self.per_source {
             return Err(BudgetRefusal::PerSource);
@@ -107,7 +120,7 @@ impl SourceBudget {
             return Err(BudgetRefusal::Total);
         }
         held.total += amount;
-        *held.by_source.entry(key).or_insert(0) += amount;
+        *held.by_source.entry(key.clone()).or_insert(0) += amount;
         Ok(BudgetGrant {
             budget: self.clone(),
             key,
@@ -117,30 +130,21 @@ impl SourceBudget {
 
     /// Units held by every source together.
     pub fn held(&self) -> u64 {
-        self.held
-            .lock()
-            .expect("budget lock is never poisoned")
-            .total
+        self.lock().total
     }
 
     /// Units held by `key`.
-    pub fn held_by(&self, key: SourceKey) -> u64 {
-        self.held
-            .lock()
-            .expect("budget lock is never poisoned")
-            .by_source
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
+    pub fn held_by(&self, key: &K) -> u64 {
+        self.lock().by_source.get(key).copied().unwrap_or(0)
     }
 
-    fn give_back(&self, key: SourceKey, amount: u64) {
-        let mut held = self.held.lock().expect("budget lock is never poisoned");
+    fn give_back(&self, key: &K, amount: u64) {
+        let mut held = self.lock();
         held.total = held.total.saturating_sub(amount);
-        if let Some(mine) = held.by_source.get_mut(&key) {
+        if let Some(mine) = held.by_source.get_mut(key) {
             *mine = mine.saturating_sub(amount);
             if *mine == 0 {
-                held.by_source.remove(&key);
+                held.by_source.remove(key);
             }
         }
     }
@@ -148,15 +152,39 @@ impl SourceBudget {
 
 /// Units taken from a [`SourceBudget`]; given back on drop.
 #[derive(Debug)]
-pub struct BudgetGrant {
-    budget: Arc<SourceBudget>,
-    key: SourceKey,
+pub struct BudgetGrant<K: Clone + Eq + Hash = SourceKey> {
+    budget: Arc<SourceBudget<K>>,
+    key: K,
     amount: u64,
 }
 
-impl Drop for BudgetGrant {
+impl<K: Clone + Eq + Hash> BudgetGrant<K> {
+    /// Who holds it.
+    pub fn source(&self) -> &K {
+        &self.key
+    }
+}
+
+impl<K: Clone + Eq + Hash> Drop for BudgetGrant<K> {
     fn drop(&mut self) {
-        self.budget.give_back(self.key, self.amount);
+        self.budget.give_back(&self.key, self.amount);
+    }
+}
+
+/// Takes one connection of `key`'s share of `budget`, or tells `refused`
+/// why not (to count and log it) and gives nothing: the accept loops'
+/// one admission step, before a byte of the connection is read.
+pub fn admit<K: Clone + Eq + Hash>(
+    budget: &Arc<SourceBudget<K>>,
+    key: K,
+    refused: impl FnOnce(BudgetRefusal, &K),
+) -> Option<BudgetGrant<K>> {
+    match budget.try_take(key.clone(), 1) {
+        Ok(grant) => Some(grant),
+        Err(why) => {
+            refused(why, &key);
+            None
+        }
     }
 }
 

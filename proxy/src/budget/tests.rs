@@ -40,7 +40,7 @@ fn one_source_cannot_take_another_sources_share() {
         .try_take(pod(2), 1)
         .expect("another pod's share is free");
     assert_eq!(budget.held(), 5);
-    assert_eq!(budget.held_by(pod(1)), 4);
+    assert_eq!(budget.held_by(&pod(1)), 4);
     drop(other);
     grants.pop();
     assert_eq!(budget.held(), 3);
@@ -59,7 +59,7 @@ fn the_total_is_enforced_across_sources_and_given_back() {
         BudgetRefusal::Total
     );
     drop(a);
-    assert_eq!(budget.held_by(pod(1)), 0);
+    assert_eq!(budget.held_by(&pod(1)), 0);
     budget
         .try_take(pod(3), 3)
         .expect("room after a grant dropped");
