@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use policy_model::l7::HttpRuleSet;
+use policy_model::resolve::{Endpoint, L7Policy};
 use policy_model::{Cluster, EndpointPolicy, L7Parser, MapKey, NumericIdentity};
 
 mod lookup;
@@ -67,30 +68,39 @@ impl ProxyPolicy {
     /// once. A rule set that does not compile is kept as deny-all and
     /// logged.
     pub fn new(cluster: &Cluster) -> ProxyPolicy {
+        ProxyPolicy::build(cluster, |_| true, None)
+    }
+
+    /// Resolves the endpoints of `cluster` that `is_local` says are this
+    /// node's (a remote pod's ingress is judged on its own node; here its
+    /// address is only an identity) and compiles their L7 rule sets. A rule
+    /// set equal to one `previous` compiled for the same endpoint and key,
+    /// or to one compiled for another endpoint in this build, is shared,
+    /// not compiled again: a change recompiles only what it changed.
+    pub fn build(
+        cluster: &Cluster,
+        is_local: impl Fn(&Endpoint) -> bool,
+        previous: Option<&ProxyPolicy>,
+    ) -> ProxyPolicy {
         let mut endpoints = Vec::new();
         let mut by_ip = HashMap::new();
-        for ep in cluster.endpoints() {
+        let mut compiled_here = CompileCache::default();
+        for ep in cluster.endpoints().iter().filter(|ep| is_local(ep)) {
             let policy = cluster.endpoint_policy(ep);
+            let name = ep.full_name();
+            let before = previous.and_then(|p| p.endpoints.iter().find(|e| e.name == name));
             let mut rules = BTreeMap::new();
             for (key, l7) in &policy.l7 {
-                let compiled = CompiledRules::compile(l7);
-                if let Some(why) = compiled.compile_error() {
-                    let endpoint = ep.full_name();
-                    match l7.parser {
-                        L7Parser::Http => tracing::error!(
-                            %endpoint, key = ?key, error = %why,
-                            "HTTP rules do not compile; every request on this key is denied"
-                        ),
-                        L7Parser::Dns => tracing::error!(
-                            %endpoint, key = ?key, error = %why,
-                            "DNS rules do not compile; every query on this key is denied"
-                        ),
-                        L7Parser::Kafka => tracing::error!(
-                            %endpoint, key = ?key, error = %why,
-                            "Kafka rules do not compile; every request on this key is denied"
-                        ),
-                    }
-                }
+                let reused = before
+                    .filter(|b| b.policy.l7.get(key) == Some(l7))
+                    .and_then(|b| b.rules.get(key).cloned())
+                    .or_else(|| compiled_here.get(l7));
+                let compiled = reused.unwrap_or_else(|| {
+                    let compiled = CompiledRules::compile(l7);
+                    log_compile_error(&name, key, l7.parser, &compiled);
+                    compiled
+                });
+                compiled_here.insert(l7, &compiled);
                 rules.insert(*key, compiled);
             }
             let index = endpoints.len();
@@ -98,7 +108,7 @@ impl ProxyPolicy {
                 by_ip.insert(*ip, index);
             }
             endpoints.push(EndpointEntry {
-                name: ep.full_name(),
+                name,
                 policy,
                 rules,
             });
@@ -166,6 +176,56 @@ impl ProxyPolicy {
     }
 }
 
+/// L7 rule sets compiled during one build, by content: endpoints with the
+/// same rules on a port (replicas of one deployment) share one compile.
+#[derive(Default)]
+struct CompileCache {
+    /// Bucketed by what is cheap to compare; searched by equality.
+    by_shape: HashMap<(L7Parser, bool, usize, usize), Vec<(L7Policy, CompiledRules)>>,
+}
+
+impl CompileCache {
+    fn shape(l7: &L7Policy) -> (L7Parser, bool, usize, usize) {
+        (l7.parser, l7.allow_all, l7.rules.len(), l7.tls.len())
+    }
+
+    fn get(&self, l7: &L7Policy) -> Option<CompiledRules> {
+        self.by_shape
+            .get(&Self::shape(l7))?
+            .iter()
+            .find(|(seen, _)| seen == l7)
+            .map(|(_, compiled)| compiled.clone())
+    }
+
+    fn insert(&mut self, l7: &L7Policy, compiled: &CompiledRules) {
+        let bucket = self.by_shape.entry(Self::shape(l7)).or_default();
+        if !bucket.iter().any(|(seen, _)| seen == l7) {
+            bucket.push((l7.clone(), compiled.clone()));
+        }
+    }
+}
+
+/// Logs a rule set that did not compile (it denies everything).
+fn log_compile_error(endpoint: &str, key: &MapKey, parser: L7Parser, compiled: &CompiledRules) {
+    let Some(why) = compiled.compile_error() else {
+        return;
+    };
+    match parser {
+        L7Parser::Http => tracing::error!(
+            %endpoint, key = ?key, error = %why,
+            "HTTP rules do not compile; every request on this key is denied"
+        ),
+        L7Parser::Dns => tracing::error!(
+            %endpoint, key = ?key, error = %why,
+            "DNS rules do not compile; every query on this key is denied"
+        ),
+        L7Parser::Kafka => tracing::error!(
+            %endpoint, key = ?key, error = %why,
+            "Kafka rules do not compile; every request on this key is denied"
+        ),
+    }
+}
+
 /// The current policy snapshot, swapped by the agent on every policy
 /// change and read by the proxy once per request (so a change applies to
 /// the next request of an existing connection). Cloning shares the
@@ -226,6 +286,14 @@ impl PolicyHandle {
     /// Builds a snapshot from `cluster` and swaps it in.
     pub fn update_from_cluster(&self, cluster: &Cluster) {
         self.update(ProxyPolicy::new(cluster));
+    }
+
+    /// Builds a snapshot of `cluster`'s local endpoints (`is_local`),
+    /// reusing what the current one compiled (see [`ProxyPolicy::build`]),
+    /// and swaps it in.
+    pub fn update_local(&self, cluster: &Cluster, is_local: impl Fn(&Endpoint) -> bool) {
+        let previous = self.snapshot();
+        self.update(ProxyPolicy::build(cluster, is_local, Some(&previous)));
     }
 
     /// Gives the current snapshot one more ipcache entry: an address

@@ -172,3 +172,70 @@ fn the_snapshot_knows_its_local_endpoints() {
     assert!(!p.is_local("10.201.0.1".parse().expect("literal")));
     assert!(!ProxyPolicy::empty().is_local("10.0.1.1".parse().expect("literal")));
 }
+
+/// Two replicas of `b` (one identity, the same rules) and `a`.
+const REPLICAS: &str = "
+namespaces:
+- {name: ns1}
+pods:
+- {namespace: ns1, name: a, labels: {app: a}, ip: 10.0.1.1}
+- {namespace: ns1, name: b, labels: {app: b}, ip: 10.0.1.2}
+- {namespace: ns1, name: b2, labels: {app: b}, ip: 10.0.1.3}
+";
+
+fn replicas(policy: &str) -> Cluster {
+    let set = load_str(policy, "p.yaml").expect("test policies load");
+    let topo = Topology::from_yaml(REPLICAS, "t.yaml").expect("test topology is valid");
+    Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default())
+}
+
+fn http_side(p: &ProxyPolicy, client: &str) -> Arc<SidePolicy<HttpRuleSet>> {
+    let rules = p.flow_rules::<HttpRuleSet>(addr(client), addr("10.0.1.1:80"));
+    assert_eq!(rules.refusal, None);
+    rules.sides[0].policy.clone()
+}
+
+#[test]
+fn replicas_share_one_compile_and_an_unchanged_endpoint_keeps_it() {
+    let cluster = replicas(POLICY);
+    let first = ProxyPolicy::build(&cluster, |_| true, None);
+    let (b, b2) = (
+        http_side(&first, "10.0.1.2:40000"),
+        http_side(&first, "10.0.1.3:40000"),
+    );
+    assert!(Arc::ptr_eq(&b, &b2), "equal rules compile once");
+    // The same rules again: the next snapshot keeps the compiled set.
+    let again = ProxyPolicy::build(&replicas(POLICY), |_| true, Some(&first));
+    assert!(Arc::ptr_eq(&b, &http_side(&again, "10.0.1.2:40000")));
+    // Changed rules are compiled anew, and judge by the new rules.
+    let changed = ProxyPolicy::build(
+        &replicas(&POLICY.replace("/x", "/y")),
+        |_| true,
+        Some(&first),
+    );
+    let fresh = http_side(&changed, "10.0.1.2:40000");
+    assert!(!Arc::ptr_eq(&b, &fresh));
+    assert!(fresh.origins[0].ends_with(".rules.http[0]"));
+    assert!(format!("{:?}", fresh.set).contains("\"/y\""));
+    assert!(format!("{:?}", b.set).contains("\"/x\""));
+}
+
+#[test]
+fn a_remote_endpoint_is_an_identity_not_a_local_endpoint() {
+    let cluster = replicas(POLICY);
+    let p = ProxyPolicy::build(&cluster, |ep| ep.name != "b2", None);
+    assert!(p.is_local("10.0.1.2".parse().expect("literal")));
+    assert!(!p.is_local("10.0.1.3".parse().expect("literal")));
+    // Its flows are judged by the local side only: b2's egress is its own
+    // node's business, a's ingress has no L7 rules, so nothing redirects.
+    let from_remote = p.flow_rules::<HttpRuleSet>(addr("10.0.1.3:40000"), addr("10.0.1.1:80"));
+    assert!(from_remote.sides.is_empty());
+    // It keeps its identity: the same as its local replica's.
+    assert_eq!(
+        p.budget_key("10.0.1.3".parse().expect("literal")),
+        crate::budget::SourceKey::of(
+            "10.0.1.3".parse().expect("literal"),
+            cluster.endpoint("ns1/b").expect("b").identity
+        )
+    );
+}
