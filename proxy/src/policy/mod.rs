@@ -176,16 +176,20 @@ impl ProxyPolicy {
     }
 }
 
+/// What of an L7 policy is cheap to compare: parser, allow-all, how many
+/// rule lists and TLS entries.
+type Shape = (L7Parser, bool, usize, usize);
+
 /// L7 rule sets compiled during one build, by content: endpoints with the
 /// same rules on a port (replicas of one deployment) share one compile.
 #[derive(Default)]
 struct CompileCache {
     /// Bucketed by what is cheap to compare; searched by equality.
-    by_shape: HashMap<(L7Parser, bool, usize, usize), Vec<(L7Policy, CompiledRules)>>,
+    by_shape: HashMap<Shape, Vec<(L7Policy, CompiledRules)>>,
 }
 
 impl CompileCache {
-    fn shape(l7: &L7Policy) -> (L7Parser, bool, usize, usize) {
+    fn shape(l7: &L7Policy) -> Shape {
         (l7.parser, l7.allow_all, l7.rules.len(), l7.tls.len())
     }
 
