@@ -12,6 +12,7 @@
 
 mod args;
 mod capacity;
+mod changes;
 mod datapath;
 mod endpoints;
 mod enforcer;
@@ -29,6 +30,7 @@ mod main_loop;
 mod netns;
 mod node_addrs;
 mod persist;
+mod policy_files;
 mod proxies;
 mod signal;
 pub mod status;
