@@ -16,6 +16,7 @@ mod changes;
 mod datapath;
 mod endpoints;
 mod enforcer;
+mod events;
 mod fdlimit;
 mod flows;
 mod fqdn;
@@ -34,6 +35,7 @@ mod policy_files;
 mod proxies;
 mod signal;
 pub mod status;
+mod watch;
 
 pub use args::AgentArgs;
 
