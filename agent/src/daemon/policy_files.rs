@@ -55,10 +55,26 @@ pub(super) struct PolicyFileCache {
 }
 
 impl PolicyFileCache {
-    /// Walks `inputs` and re-reads every listed file; re-parses only the
-    /// ones whose content changed.
-    pub(super) fn refresh(&mut self, inputs: &[PathBuf]) -> Refresh {
+    /// Walks `inputs` and reads the listed files again: all of them, or
+    /// with `only`, the ones it names and the ones not seen before; parses
+    /// only those whose content changed. When `only` names files already
+    /// known and still there (an edit), nothing is walked.
+    pub(super) fn refresh(
+        &mut self,
+        inputs: &[PathBuf],
+        only: Option<&BTreeSet<PathBuf>>,
+    ) -> Refresh {
         let mut out = Refresh::default();
+        if let Some(only) = only
+            && only
+                .iter()
+                .all(|p| self.files.contains_key(p) && p.is_file())
+        {
+            for p in only {
+                self.refresh_file(p, &mut out);
+            }
+            return out;
+        }
         let mut listed = Vec::new();
         // Files under an input that cannot be walked stay as they are.
         let mut unwalkable: Vec<&Path> = Vec::new();
@@ -79,8 +95,26 @@ impl PolicyFileCache {
             listed.extend(walk.files);
         }
         for f in &listed {
-            self.refresh_file(f, &mut out);
+            if only.is_none_or(|o| o.contains(f)) || !self.files.contains_key(f) {
+                self.refresh_file(f, &mut out);
+            }
         }
+        self.forget_gone(&listed, &unwalkable, &mut out);
+        // Unwalkable inputs keep their files in force, in their old place.
+        let mut order = listed;
+        order.extend(
+            self.order
+                .iter()
+                .filter(|p| self.files.contains_key(*p))
+                .filter(|p| unwalkable.iter().any(|u| p.starts_with(u)))
+                .cloned(),
+        );
+        self.order = order;
+        out
+    }
+
+    /// Drops the files no longer listed (except under `unwalkable` inputs).
+    fn forget_gone(&mut self, listed: &[PathBuf], unwalkable: &[&Path], out: &mut Refresh) {
         let gone: Vec<PathBuf> = self
             .files
             .keys()
@@ -93,17 +127,6 @@ impl PolicyFileCache {
             out.delta.file(&old, &BTreeSet::new());
             out.delta.files_removed.push(p);
         }
-        // Unwalkable inputs keep their files in force, in their old place.
-        let mut order = listed;
-        order.extend(
-            self.order
-                .iter()
-                .filter(|p| self.files.contains_key(*p))
-                .filter(|p| unwalkable.iter().any(|u| p.starts_with(u)))
-                .cloned(),
-        );
-        self.order = order;
-        out
     }
 
     fn refresh_file(&mut self, path: &Path, out: &mut Refresh) {
@@ -232,6 +255,8 @@ pub(super) struct TopologyFile {
     path: PathBuf,
     seen: u64,
     topology: Topology,
+    /// Why the content last read is not in force.
+    rejected: Option<String>,
 }
 
 /// What a topology refresh found.
@@ -253,7 +278,13 @@ impl TopologyFile {
             path: path.to_path_buf(),
             seen: hash_of(&bytes),
             topology,
+            rejected: None,
         })
+    }
+
+    /// Why the newest content is not in force, if it is not.
+    pub(super) fn rejection(&self) -> Option<String> {
+        self.rejected.clone()
     }
 
     pub(super) fn topology(&self) -> &Topology {
@@ -270,6 +301,7 @@ impl TopologyFile {
                 if super::fdlimit::is_resource_error(&e) {
                     return TopologyRefresh::Unreadable(e);
                 }
+                self.rejected = Some(e.clone());
                 return TopologyRefresh::Rejected(e);
             }
         };
@@ -282,9 +314,13 @@ impl TopologyFile {
             Ok(new) => {
                 let delta = TopologyDelta::between(&self.topology, &new);
                 self.topology = new;
+                self.rejected = None;
                 TopologyRefresh::Changed(delta)
             }
-            Err(e) => TopologyRefresh::Rejected(e),
+            Err(e) => {
+                self.rejected = Some(e.clone());
+                TopologyRefresh::Rejected(e)
+            }
         }
     }
 }

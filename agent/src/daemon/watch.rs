@@ -58,7 +58,7 @@ impl Debouncer {
         }
         let first = self.first.take()?;
         self.last = None;
-        let paths = std::mem::replace(&mut self.paths, Some(BTreeSet::new()));
+        let paths = self.paths.replace(BTreeSet::new());
         Some(FileBatch { first, paths })
     }
 }
