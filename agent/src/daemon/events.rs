@@ -1,6 +1,7 @@
 //! The daemon's one channel of events: input files changed, a new
-//! Kubernetes snapshot, DNS answers to learn. The loop blocks on it (with a
-//! deadline for its timers) instead of polling.
+//! Kubernetes snapshot, DNS answers to learn, a wake-up from the DNS
+//! thread. The loop blocks on it (with a deadline for its timers) instead
+//! of polling.
 
 use super::known_names::LearnRequest;
 use std::collections::BTreeSet;
@@ -16,6 +17,10 @@ pub(super) enum DaemonEvent {
     Kubernetes { at: Instant },
     /// A DNS answer the DNS thread could not learn in place.
     Learn(LearnRequest),
+    /// The DNS thread changed what the loop keeps timers for (learned in
+    /// place: state files due, names to expire): the loop recomputes its
+    /// deadline.
+    Wake,
 }
 
 /// A debounced batch of file events.

@@ -24,9 +24,21 @@ impl AgentLearner {
         let Ok(mut guard) = self.enforcer.try_lock() else {
             return false;
         };
-        guard
-            .as_mut()
-            .is_some_and(|e| e.learn_in_place(update, self.min_ttl, &self.known))
+        let Some(e) = guard.as_mut() else {
+            return false;
+        };
+        let idle = e.persist_due.is_none();
+        let learned = e.learn_in_place(update, self.min_ttl, &self.known);
+        // The loop sleeps until its next deadline: the state files just
+        // became due (and the names need expiring), so it must look again.
+        if learned
+            && idle
+            && e.persist_due.is_some()
+            && let Ok(tx) = self.tx.lock()
+        {
+            let _ = tx.send(DaemonEvent::Wake);
+        }
+        learned
     }
 }
 

@@ -75,6 +75,7 @@ impl Wake {
                 self.kubernetes = Some(self.kubernetes.map_or(at, |k| k.min(at)))
             }
             DaemonEvent::Learn(req) => self.learn.push(req),
+            DaemonEvent::Wake => {}
         }
     }
 }
