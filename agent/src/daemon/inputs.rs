@@ -112,9 +112,12 @@ impl Inputs {
         if args.kubernetes {
             return Self::kubernetes(rt, args, watch_metrics.unwrap_or_default());
         }
+        // Absolute, as the file watcher reports them.
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let topology = args.topology.as_ref().context("--topology is required")?;
         Ok(Inputs::Files(FileInputs {
-            topology_path: args.topology.clone().context("--topology is required")?,
-            policies: args.policies.clone(),
+            topology_path: absolute(topology),
+            policies: args.policies.iter().map(absolute).collect(),
             topology: None,
             cache: PolicyFileCache::default(),
             node: args.node_name.clone(),
