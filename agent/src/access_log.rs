@@ -18,6 +18,9 @@ use tracing_subscriber::layer::Context;
 pub const ACCESS_TARGET: &str = proxy::access_log::TARGET;
 
 static QUEUE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Woken when a line is queued into an empty queue: the flow stream waits
+/// on it instead of looking at the queue on a timer.
+pub static QUEUED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// Bound on queued lines when nobody drains them.
 const MAX_QUEUED: usize = 10_000;
 
@@ -161,6 +164,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLogLayer {
             && q.len() < MAX_QUEUED
         {
             q.push(line);
+            if q.len() == 1 {
+                QUEUED.notify_one();
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -51,8 +52,17 @@ pub struct AgentMetrics {
     /// Packets carrying a from-proxy or policy-done mark they could not
     /// prove (judged like any other packet).
     pub datapath_forged_marks: Gauge<u64, AtomicU64>,
+    /// Seconds from an input change (the first file event of a debounced
+    /// batch, or the Kubernetes change) to the last map write of it.
+    pub policy_realization: Histogram,
     /// Whether the first policy is in the kernel.
     pub ready: AtomicBool,
+}
+
+/// Buckets of [`AgentMetrics::policy_realization`]: 100 µs to ~13 s, each
+/// twice the last.
+fn realization_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, 18)
 }
 
 impl AgentMetrics {
@@ -146,7 +156,14 @@ impl AgentMetrics {
             "The agent's open-file limit (RLIMIT_NOFILE) after raising it",
             open_files_limit.clone(),
         );
+        let policy_realization = Histogram::new(realization_buckets());
+        registry.register(
+            "policy_realization_seconds",
+            "Seconds from an input change (file event or Kubernetes change) to the last kernel map write of it",
+            policy_realization.clone(),
+        );
         AgentMetrics {
+            policy_realization,
             datapath_packets,
             policy_applied,
             policy_rejected,

@@ -70,7 +70,9 @@ fn families(metrics: &str) -> Result<Vec<String>, String> {
     }
 }
 
-fn check(mode: &str, extra: &[&str], want: &[&str]) {
+/// Brings up a lab in `mode` and checks that `/metrics` is one valid
+/// OpenMetrics document with the families `want`; returns the lab.
+fn check(mode: &str, extra: &[&str], want: &[&str]) -> TestLab {
     if Command::new("python3")
         .args(["-c", "import prometheus_client"])
         .status()
@@ -100,6 +102,37 @@ fn check(mode: &str, extra: &[&str], want: &[&str]) {
             "{mode}: no family {w} in /metrics: {names:?}"
         );
     }
+    lab
+}
+
+/// The value of the sample line `name` (no labels) in `metrics`.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A policy change is timed: the realization histogram counts it.
+fn realization_counts_a_policy_change(lab: &TestLab) {
+    let count = "portcullis_policy_realization_seconds_count";
+    let before = sample(&lab.metrics(), count).expect("the histogram's count");
+    lab.write_policy(&POLICY.replace("method: GET", "method: PUT"));
+    let mut metrics = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            metrics = lab.metrics();
+            sample(&metrics, count).is_some_and(|n| n > before)
+        }),
+        "the policy change was not counted in {count}: {metrics}"
+    );
+    let sum = sample(&metrics, "portcullis_policy_realization_seconds_sum").expect("sum");
+    assert!(sum > 0.0, "a realization takes some time: {metrics}");
+    let names = families(&metrics).expect("valid OpenMetrics after the change");
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "portcullis_policy_realization_seconds")
+    );
 }
 
 #[test]
@@ -113,8 +146,11 @@ fn metrics_are_one_openmetrics_document_in_file_and_kubernetes_mode() {
         "portcullis_proxy_http_request_duration_seconds",
         "portcullis_proxy_dns_mismatched_answers",
         "portcullis_proxy_kafka_connections",
+        "portcullis_policy_realization_seconds",
     ];
-    check("files", &[], &common);
+    let files = check("files", &[], &common);
+    realization_counts_a_policy_change(&files);
+    drop(files);
     let mut k8s = common.to_vec();
     k8s.extend([
         "portcullis_k8s_watch_snapshots",

@@ -46,9 +46,16 @@ pub struct AgentArgs {
     /// Uplink interface of the node (programs attached at its ingress).
     #[arg(long)]
     pub uplink: Option<String>,
-    /// How often policy files are checked for changes, in milliseconds.
+    /// Fallback only: the input files are watched (inotify) and read when
+    /// they change, not polled. If the watcher cannot be started, the files
+    /// are re-checked this often instead, in milliseconds (at least 1000).
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
+    /// How long the file watcher waits for a burst of file events (an
+    /// editor's several writes) to go quiet before reading, in
+    /// milliseconds; a steady stream is read every ten such periods.
+    #[arg(long, default_value_t = 5)]
+    pub watch_debounce_ms: u64,
     /// DNS proxy: answer denied queries with NXDOMAIN instead of REFUSED.
     #[arg(long)]
     pub dns_nxdomain: bool,

@@ -18,7 +18,13 @@ impl Enforcer {
                 continue;
             }
             let Some(ip) = ep.ips.first() else { continue };
-            let ifname = match route_device(*ip) {
+            // A pod attached with the same addresses keeps its interface:
+            // no `ip route get` per pod on every change.
+            let known = self.attached.get(&ep.full_name());
+            let known = known
+                .filter(|(_, ips)| *ips == ep.ips)
+                .map(|(i, _)| i.clone());
+            let ifname = match known.map_or_else(|| route_device(*ip), Ok) {
                 Ok(i) => i,
                 Err(e) => {
                     // An attached pod stays attached and policed: a failed

@@ -185,6 +185,13 @@ impl Enforcer {
     /// first, so a newly redirected flow finds its rules).
     pub(super) fn enforce(&mut self, cluster: &Cluster) -> Result<()> {
         self.enforce_in_memory(cluster)?;
+        self.persist_applied();
+        Ok(())
+    }
+
+    /// Writes what was applied to the state files and waits until they
+    /// are written.
+    pub(super) fn persist_applied(&mut self) {
         // Learned names still due go with this write (applied is written
         // here anyway).
         if self.persist_due.take().is_some() {
@@ -192,7 +199,6 @@ impl Enforcer {
         }
         self.persist.applied(&self.applied, &self.state_dir);
         self.persist.flush();
-        Ok(())
     }
 
     /// Queues the state files learning changed, when they are due (or

@@ -57,8 +57,64 @@ pub(super) fn announce_failures(
     *announced = failed.clone();
 }
 
-/// Flow events read per turn of the agent loop.
-pub(super) const EVENT_BATCH: usize = 1024;
+/// The pod names flow and access lines are written with; the loop
+/// replaces them when the cluster changes.
+pub(super) type SharedNames = Arc<std::sync::RwLock<PodNames>>;
+
+/// Streams the kernel's flow events and the proxies' access lines to
+/// `observe`, on a thread of its own that waits on the ring buffer's
+/// descriptor and on the access log's queue: nothing is polled, and a
+/// slow `observe` client never holds up the daemon's loop.
+pub(super) fn start_pump(
+    events: redirect_ebpf::FlowEvents,
+    flows: SharedFlows,
+    names: SharedNames,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("building the flow stream's runtime")?;
+    std::thread::Builder::new()
+        .name("flows".into())
+        .spawn(move || rt.block_on(pump(events, flows, names)))
+        .context("starting the flow stream")?;
+    Ok(())
+}
+
+async fn pump(events: redirect_ebpf::FlowEvents, flows: SharedFlows, names: SharedNames) {
+    let mut events = match events.into_async() {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::error!(error = %e, "flow events cannot be waited on; observe shows access lines only");
+            None
+        }
+    };
+    loop {
+        let next_event = async {
+            match events.as_mut() {
+                Some(ev) => ev.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = next_event => match ev {
+                Ok(ev) => {
+                    let names = names.read().map(|n| n.clone()).unwrap_or_default();
+                    broadcast(&flows, flow_json(&ev, &names));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading flow events failed; observe shows access lines only");
+                    events = None;
+                }
+            },
+            () = crate::access_log::QUEUED.notified() => {
+                for line in crate::access_log::drain() {
+                    broadcast(&flows, line);
+                }
+            }
+        }
+    }
+}
 
 /// Observe clients and the recent flow lines a new client starts with.
 #[derive(Default)]

@@ -1,7 +1,11 @@
 //! Where the daemon's inputs come from: files or the Kubernetes API.
 
 use super::args::{AgentArgs, PodScope};
+use super::changes::{Changes, ObjectKey, TopologyDelta, object_keys};
+use super::events::FileBatch;
+use super::policy_files::{PolicyFileCache, TopologyFile, TopologyRefresh};
 use super::status::PolicyState;
+use super::watch::WatchedInputs;
 use anyhow::{Context, Result};
 use policy_model::{PolicySet, Topology};
 use std::collections::BTreeSet;
@@ -14,7 +18,8 @@ use std::time::{Duration, SystemTime};
 pub struct LocalPods(Option<BTreeSet<String>>);
 
 impl LocalPods {
-    /// Every pod of the topology (file mode: the topology is this node's).
+    /// Every pod of the topology.
+    #[cfg(test)]
     pub fn all() -> Self {
         LocalPods(None)
     }
@@ -35,24 +40,48 @@ pub(super) struct InputSnapshot {
     pub(super) topology: Topology,
     pub(super) policies: PolicySet,
     pub(super) local_pods: LocalPods,
-    /// File mode: the policy files' content hash (`applied.hash`).
+    /// File mode: the hash of the policy in force (`applied.hash`).
     pub(super) content_hash: Option<u64>,
+}
+
+/// What one look at the inputs found.
+#[derive(Default)]
+pub(super) struct InputUpdate {
+    /// The new inputs, when something in force changed.
+    pub(super) snapshot: Option<InputSnapshot>,
+    /// What changed, object by object.
+    pub(super) changes: Changes,
+    /// New rejections (the previous version of each object stays).
+    pub(super) rejected: Vec<String>,
+    /// Every rejection still standing, for `status`.
+    pub(super) standing: Vec<String>,
+    /// Reads that failed for lack of resources (retried).
+    pub(super) unreadable: Vec<String>,
 }
 
 /// Where the agent's inputs come from.
 pub(super) enum Inputs {
-    /// Topology and policy files, re-read when they change.
-    Files {
-        topology: PathBuf,
-        policies: Vec<PathBuf>,
-        stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
-    },
+    /// Topology and policy files, re-read by object when they change.
+    Files(FileInputs),
     /// The Kubernetes API, through a watcher's snapshots.
     Kubernetes {
         /// Kept alive: dropping it stops the watches.
         _watcher: k8s_watch::Watcher,
         rx: tokio::sync::watch::Receiver<Option<Arc<k8s_watch::Snapshot>>>,
+        /// What the last snapshot held, for the delta of the next.
+        last: Option<(Topology, BTreeSet<ObjectKey>)>,
     },
+}
+
+/// File mode: the paths, the files in force and this node's name.
+pub(super) struct FileInputs {
+    topology_path: PathBuf,
+    policies: Vec<PathBuf>,
+    topology: Option<TopologyFile>,
+    cache: PolicyFileCache,
+    node: String,
+    /// Times and sizes of the inputs at the last fallback re-check.
+    stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
 }
 
 pub(super) fn states_of(set: &PolicySet) -> Vec<PolicyState> {
@@ -83,11 +112,17 @@ impl Inputs {
         if args.kubernetes {
             return Self::kubernetes(rt, args, watch_metrics.unwrap_or_default());
         }
-        Ok(Inputs::Files {
-            topology: args.topology.clone().context("--topology is required")?,
-            policies: args.policies.clone(),
+        // Absolute, as the file watcher reports them.
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let topology = args.topology.as_ref().context("--topology is required")?;
+        Ok(Inputs::Files(FileInputs {
+            topology_path: absolute(topology),
+            policies: args.policies.iter().map(absolute).collect(),
+            topology: None,
+            cache: PolicyFileCache::default(),
+            node: args.node_name.clone(),
             stamp: Vec::new(),
-        })
+        }))
     }
 
     fn kubernetes(
@@ -119,15 +154,61 @@ impl Inputs {
             Ok(Inputs::Kubernetes {
                 _watcher: watcher,
                 rx,
+                last: None,
             })
         })
+    }
+
+    /// File mode: what the file watcher watches.
+    pub(super) fn watched(&self) -> Option<WatchedInputs> {
+        match self {
+            Inputs::Files(f) => Some(WatchedInputs {
+                topology: f.topology_path.clone(),
+                policies: f.policies.clone(),
+            }),
+            Inputs::Kubernetes { .. } => None,
+        }
+    }
+
+    /// The fallback re-check, when the file watcher is not running:
+    /// whether any input's time or size changed since the last call.
+    pub(super) fn files_touched(&mut self) -> bool {
+        let Inputs::Files(f) = self else { return false };
+        let mut paths = f.policies.clone();
+        paths.push(f.topology_path.clone());
+        let now = fingerprint(&paths);
+        let touched = now != f.stamp;
+        f.stamp = now;
+        touched
+    }
+
+    /// Kubernetes mode: the watcher's snapshots, for forwarding.
+    pub(super) fn snapshots(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<Option<Arc<k8s_watch::Snapshot>>>> {
+        match self {
+            Inputs::Files(_) => None,
+            Inputs::Kubernetes { rx, .. } => Some(rx.clone()),
+        }
     }
 
     /// Per-policy states of the newest input (k8s: the API's view,
     /// including invalid objects).
     pub(super) fn policy_states(&self, set: &PolicySet) -> Vec<PolicyState> {
         match self {
-            Inputs::Files { .. } => states_of(set),
+            Inputs::Files(f) => {
+                let kept = f.cache.kept_back();
+                let mut states = states_of(set);
+                for st in &mut states {
+                    let key = (st.kind.clone(), st.namespace.clone(), st.name.clone());
+                    if kept.contains(&key) {
+                        st.reason = Some(
+                            "its file's newest version was rejected (see last_error); this version stays in force".into(),
+                        );
+                    }
+                }
+                states
+            }
             Inputs::Kubernetes { rx, .. } => rx
                 .borrow()
                 .as_ref()
@@ -151,7 +232,7 @@ impl Inputs {
 
     pub(super) fn mode(&self) -> &'static str {
         match self {
-            Inputs::Files { .. } => "files",
+            Inputs::Files(_) => "files",
             Inputs::Kubernetes { .. } => "kubernetes",
         }
     }
@@ -177,98 +258,129 @@ impl Inputs {
         })
     }
 
-    /// The first inputs.
+    /// The first inputs (an error when any of them is invalid: there is no
+    /// previous version to keep).
     pub(super) fn initial(&mut self) -> Result<InputSnapshot, String> {
         match self {
-            Inputs::Files {
-                topology,
-                policies,
-                stamp,
-            } => {
-                *stamp = fingerprint(policies);
-                let topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
-                let hash = policy_model::load::content_hash(policies);
-                let set = load_policies(policies)?;
-                Ok(InputSnapshot {
-                    topology: topo,
-                    policies: set,
-                    local_pods: LocalPods::all(),
-                    content_hash: Some(hash),
-                })
-            }
-            Inputs::Kubernetes { rx, .. } => {
+            Inputs::Files(f) => f.initial(),
+            Inputs::Kubernetes { rx, last, .. } => {
                 let snap = rx.borrow_and_update().clone();
                 let snap = snap.ok_or("no snapshot yet")?;
-                Self::from_snapshot(&snap)
+                let first = Self::from_snapshot(&snap)?;
+                *last = Some((first.topology.clone(), object_keys(&first.policies)));
+                Ok(first)
             }
         }
     }
 
-    /// Whether [`Self::changed`] may have something (a cheap look: file
-    /// metadata, or the watch's flag).
-    pub(super) fn pending(&self) -> bool {
+    /// What changed since the last call. `files`: the file batch that woke
+    /// the loop (`None` in Kubernetes mode or for a look at everything).
+    pub(super) fn changed(&mut self, files: Option<&FileBatch>) -> Option<InputUpdate> {
         match self {
-            Inputs::Files {
-                policies, stamp, ..
-            } => fingerprint(policies) != *stamp,
-            Inputs::Kubernetes { rx, .. } => rx.has_changed().unwrap_or(false),
-        }
-    }
-
-    /// New inputs if something changed since the last call.
-    pub(super) fn changed(&mut self) -> Option<Result<InputSnapshot, String>> {
-        match self {
-            Inputs::Files {
-                topology,
-                policies,
-                stamp,
-            } => {
-                let now = fingerprint(policies);
-                if now == *stamp {
-                    return None;
-                }
-                *stamp = now;
-                let hash = policy_model::load::content_hash(policies);
-                let read = load_policies(policies).and_then(|set| {
-                    let topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
-                    Ok(InputSnapshot {
-                        topology: topo,
-                        policies: set,
-                        local_pods: LocalPods::all(),
-                        content_hash: Some(hash),
-                    })
-                });
-                if let Err(e) = &read
-                    && super::fdlimit::is_resource_error(e)
-                {
-                    // Read again on the next poll.
-                    stamp.clear();
-                }
-                Some(read)
-            }
-            Inputs::Kubernetes { rx, .. } => {
+            Inputs::Files(f) => Some(f.changed(files.and_then(|b| b.paths.as_ref()))),
+            Inputs::Kubernetes { rx, last, .. } => {
                 if !rx.has_changed().unwrap_or(false) {
                     return None;
                 }
                 let snap = rx.borrow_and_update().clone()?;
-                Some(Self::from_snapshot(&snap))
+                Some(kubernetes_update(Self::from_snapshot(&snap), last))
             }
         }
     }
 }
 
-fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, String> {
-    PolicySet::load_paths(paths).map_err(|errs| {
-        errs.iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    })
+/// A Kubernetes snapshot as an update, with its delta against `last`.
+fn kubernetes_update(
+    read: Result<InputSnapshot, String>,
+    last: &mut Option<(Topology, BTreeSet<ObjectKey>)>,
+) -> InputUpdate {
+    let snapshot = match read {
+        Ok(s) => s,
+        Err(e) => {
+            return InputUpdate {
+                rejected: vec![e.clone()],
+                standing: vec![e],
+                ..Default::default()
+            };
+        }
+    };
+    let keys = object_keys(&snapshot.policies);
+    let mut changes = Changes::default();
+    if let Some((topo, old)) = last.as_ref() {
+        // A snapshot says nothing of which objects changed: every object
+        // in both counts as maybe updated.
+        changes.policies.file(old, &keys);
+        changes.topology = Some(TopologyDelta::between(topo, &snapshot.topology));
+    }
+    *last = Some((snapshot.topology.clone(), keys));
+    InputUpdate {
+        snapshot: Some(snapshot),
+        changes,
+        ..Default::default()
+    }
+}
+
+impl FileInputs {
+    fn initial(&mut self) -> Result<InputSnapshot, String> {
+        self.topology = Some(TopologyFile::open(&self.topology_path)?);
+        let read = self.cache.refresh(&self.policies, None);
+        if let Some(e) = read.rejected.into_iter().chain(read.unreadable).next() {
+            return Err(e);
+        }
+        Ok(self.snapshot())
+    }
+
+    /// Reads again what `paths` names (`None`: everything): the topology
+    /// if named, the policy files named (or all whose content changed).
+    fn changed(&mut self, paths: Option<&BTreeSet<PathBuf>>) -> InputUpdate {
+        let mut update = InputUpdate::default();
+        let topology_named = paths.is_none_or(|p| p.contains(&self.topology_path));
+        let policies_named = paths.is_none_or(|p| p.iter().any(|p| *p != self.topology_path));
+        if let Some(topo) = self.topology.as_mut().filter(|_| topology_named) {
+            match topo.refresh() {
+                TopologyRefresh::Unchanged => {}
+                TopologyRefresh::Changed(d) => update.changes.topology = Some(d),
+                TopologyRefresh::Rejected(e) => update.rejected.push(e),
+                TopologyRefresh::Unreadable(e) => update.unreadable.push(e),
+            }
+        }
+        if policies_named {
+            let read = self.cache.refresh(&self.policies, paths);
+            update.changes.policies = read.delta;
+            update.rejected.extend(read.rejected);
+            update.unreadable.extend(read.unreadable);
+        }
+        update.standing = self.cache.rejections();
+        update
+            .standing
+            .extend(self.topology.as_ref().and_then(TopologyFile::rejection));
+        if !update.changes.is_empty() {
+            update.snapshot = Some(self.snapshot());
+        }
+        update
+    }
+
+    /// The inputs in force, as this node sees them: its pods are the local
+    /// endpoints, its addresses `host`, other nodes' `remote-node`.
+    fn snapshot(&self) -> InputSnapshot {
+        let topo = self
+            .topology
+            .as_ref()
+            .expect("read by initial()")
+            .topology();
+        InputSnapshot {
+            topology: topo.for_node(&self.node),
+            policies: self.cache.set(),
+            local_pods: LocalPods::only(topo.pods_on(&self.node).map(|p| p.full_name()).collect()),
+            content_hash: Some(self.cache.content_hash()),
+        }
+    }
 }
 
 /// Modification times and sizes of every policy file the loader reads
 /// (`policy_model::load::policy_files`, the one walker), and the inputs
-/// that cannot be read: a cheap change check.
+/// that cannot be read: a cheap change check for the fallback re-check
+/// (when the file watcher could not start).
 fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     let listed = policy_model::load::policy_files(paths);
     let mut out: Vec<_> = listed

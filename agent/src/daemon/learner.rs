@@ -3,15 +3,15 @@
 //! teach nothing new are released at once.
 
 use super::enforcer::SharedEnforcer;
+use super::events::{DaemonEvent, EventSender};
 use super::fqdn::now_secs;
-use super::known_names::{KnownNames, LearnRequest, Novelty};
-use std::sync::mpsc::Sender;
+use super::known_names::{KnownNames, Novelty};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Hands learned names from the DNS proxy to the agent's loop.
 pub(super) struct AgentLearner {
-    pub(super) tx: Mutex<Sender<LearnRequest>>,
+    pub(super) tx: Mutex<EventSender>,
     pub(super) known: Arc<RwLock<KnownNames>>,
     pub(super) enforcer: SharedEnforcer,
     pub(super) min_ttl: Duration,
@@ -24,9 +24,21 @@ impl AgentLearner {
         let Ok(mut guard) = self.enforcer.try_lock() else {
             return false;
         };
-        guard
-            .as_mut()
-            .is_some_and(|e| e.learn_in_place(update, self.min_ttl, &self.known))
+        let Some(e) = guard.as_mut() else {
+            return false;
+        };
+        let idle = e.persist_due.is_none();
+        let learned = e.learn_in_place(update, self.min_ttl, &self.known);
+        // The loop sleeps until its next deadline: the state files just
+        // became due (and the names need expiring), so it must look again.
+        if learned
+            && idle
+            && e.persist_due.is_some()
+            && let Ok(tx) = self.tx.lock()
+        {
+            let _ = tx.send(DaemonEvent::Wake);
+        }
+        learned
     }
 }
 
@@ -57,7 +69,7 @@ impl proxy::NameLearner for AgentLearner {
         if let Ok(sender) = self.tx.lock() {
             // If the loop is gone the sender is dropped and the proxy
             // releases the answer (its bounded wait).
-            let _ = sender.send((update, ack));
+            let _ = sender.send(DaemonEvent::Learn((update, ack)));
         }
         rx
     }

@@ -1,26 +1,36 @@
-//! The daemon's loop: flow lines out, new inputs in, node addresses, learned
-//! names and their expiry, state files and `status`, each at its own pace.
+//! The daemon's loop: it blocks on its one channel of events (input files
+//! changed, a Kubernetes change, DNS answers to learn) with a deadline for
+//! its timers (learned-name expiry, state files due, node addresses,
+//! datapath counters, `status`). Flow lines go out on a thread of their
+//! own ([`super::flows::start_pump`]).
 
-use super::enforcer::{SharedEnforcer, lock_enforcer};
-use super::fdlimit::{self, FdReserve};
-use super::flows::{self, SharedFlows};
-use super::inputs::Inputs;
+use super::enforcer::{Enforcer, SharedEnforcer, lock_enforcer};
+use super::events::{DaemonEvent, FileBatch};
+use super::fdlimit::FdReserve;
+use super::flows::{self, SharedFlows, SharedNames};
+use super::inputs::{InputSnapshot, InputUpdate, Inputs};
 use super::known_names::{KnownNames, LearnRequest};
 use super::persist::mark_applied;
 use super::status::StatusFile;
-use crate::access_log::PodNames;
 use crate::metrics::AgentMetrics;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// How often the node's addresses are re-read from the kernel.
-const NODE_ADDRESS_POLL: Duration = Duration::from_secs(2);
+/// How often the node's addresses are re-read from the kernel (a timer:
+/// address changes are rare and a 2 s delay only affects `host`).
+const NODE_ADDRESS_EVERY: Duration = Duration::from_secs(2);
 
-/// How often learned names are checked for expiry.
-const EXPIRY_POLL: Duration = Duration::from_secs(1);
+/// How often learned names are checked for expiry, while there are any.
+const EXPIRY_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the datapath counters are copied to the metrics.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
+/// When to read the inputs again after a read failed for lack of resources.
+const UNREADABLE_RETRY: Duration = Duration::from_millis(50);
 
 /// Everything the loop works with besides the enforcer.
 pub(super) struct MainLoop {
@@ -28,11 +38,10 @@ pub(super) struct MainLoop {
     pub(super) inputs: Inputs,
     pub(super) status: StatusFile,
     pub(super) flows: SharedFlows,
-    pub(super) events: redirect_ebpf::FlowEvents,
-    /// Pod names of the flow lines.
-    pub(super) names: PodNames,
-    /// Answers the DNS thread could not learn in place.
-    pub(super) learn_rx: Receiver<LearnRequest>,
+    /// Pod names of the flow lines (read by the flow stream).
+    pub(super) names: SharedNames,
+    /// The one channel of daemon events.
+    pub(super) rx: Receiver<DaemonEvent>,
     /// The learner's fast-path view of what the maps hold.
     pub(super) known: Arc<RwLock<KnownNames>>,
     pub(super) metrics: Arc<AgentMetrics>,
@@ -40,99 +49,108 @@ pub(super) struct MainLoop {
     /// (`--reserved-fds`); let go to read and apply.
     pub(super) reserved_fds: usize,
     pub(super) state_dir: PathBuf,
-    /// How often the inputs are looked at (`--poll-ms`).
-    pub(super) poll: Duration,
+    /// File mode without a watcher: how often the files are re-checked.
+    pub(super) fallback_poll: Option<Duration>,
     /// `--dns-min-ttl`.
     pub(super) min_ttl: Duration,
+}
+
+/// What one wake-up of the loop brought.
+#[derive(Default)]
+struct Wake {
+    files: Option<FileBatch>,
+    /// When a Kubernetes change was first seen.
+    kubernetes: Option<Instant>,
+    learn: Vec<LearnRequest>,
+}
+
+impl Wake {
+    fn add(&mut self, ev: DaemonEvent) {
+        match ev {
+            DaemonEvent::Files(b) => match &mut self.files {
+                Some(mine) => mine.merge(b),
+                None => self.files = Some(b),
+            },
+            DaemonEvent::Kubernetes { at } => {
+                self.kubernetes = Some(self.kubernetes.map_or(at, |k| k.min(at)))
+            }
+            DaemonEvent::Learn(req) => self.learn.push(req),
+            DaemonEvent::Wake => {}
+        }
+    }
+}
+
+/// When each timer is next due.
+struct Timers {
+    node: Instant,
+    expiry: Instant,
+    counters: Instant,
+    /// A read that failed for lack of resources, to try again.
+    retry: Option<Instant>,
+    /// The fallback re-check of the files (no watcher).
+    fallback: Option<Instant>,
 }
 
 impl MainLoop {
     /// Runs until the process is killed.
     pub(super) fn run(mut self) {
         let mut announced: BTreeMap<String, String> = BTreeMap::new();
-        let (mut last_input_check, mut last_node_check, mut last_expiry) =
-            (Instant::now(), Instant::now(), Instant::now());
+        let now = Instant::now();
+        let mut timers = Timers {
+            node: now + NODE_ADDRESS_EVERY,
+            expiry: now + EXPIRY_EVERY,
+            counters: now,
+            retry: None,
+            fallback: self.fallback_poll.map(|p| now + p),
+        };
         let mut reserve = FdReserve::new(self.reserved_fds);
         let shared = self.enforcer.clone();
         loop {
+            let deadline = self.next_deadline(&shared, &timers);
+            let mut wake = Wake::default();
+            match self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(ev) => wake.add(ev),
+                Err(RecvTimeoutError::Timeout) => {}
+                // The learner holds a sender for the process' life.
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_secs(1)),
+            }
+            for ev in self.rx.try_iter() {
+                wake.add(ev);
+            }
+            let now = Instant::now();
+            let mut look = timers.retry.take_if(|t| *t <= now).is_some();
+            if timers.fallback.is_some_and(|t| t <= now) {
+                timers.fallback = self.fallback_poll.map(|p| now + p);
+                look |= self.inputs.files_touched();
+            }
+            if look {
+                wake.add(match self.inputs.mode() {
+                    "kubernetes" => DaemonEvent::Kubernetes { at: now },
+                    _ => DaemonEvent::Files(FileBatch {
+                        first: now,
+                        paths: None,
+                    }),
+                });
+            }
             let mut guard = lock_enforcer(&shared);
             let enforcer = guard.as_mut().expect("the enforcer is set before the loop");
-            let mut any = false;
-            // Bounded: a flood of events must not starve the rest of the
-            // loop (policy changes); what is left is read on the next turn.
-            for ev in std::iter::from_fn(|| self.events.try_next()).take(flows::EVENT_BATCH) {
-                any = true;
-                flows::broadcast(&self.flows, flows::flow_json(&ev, &self.names));
-            }
-            for line in crate::access_log::drain() {
-                any = true;
-                flows::broadcast(&self.flows, line);
-            }
-            // Input files are looked at every poll interval, not on every
-            // loop turn (DNS learn requests can turn it thousands of times
-            // a second).
-            let check_inputs = last_input_check.elapsed() >= self.poll;
-            if check_inputs {
-                last_input_check = Instant::now();
-            }
-            if check_inputs && self.inputs.pending() {
+            if wake.files.is_some() || wake.kubernetes.is_some() {
                 // With the reserve let go, so a descriptor flood against the
                 // proxies cannot keep the agent from reading and applying.
-                reserve.released(|| self.handle_input_change(enforcer));
+                let retry = reserve.released(|| self.handle_inputs(enforcer, &wake));
+                if retry {
+                    timers.retry = Some(now + UNREADABLE_RETRY);
+                }
             } else {
                 reserve.refill();
             }
-            if last_node_check.elapsed() >= NODE_ADDRESS_POLL {
-                last_node_check = Instant::now();
-                let changed = reserve.released(|| enforcer.refresh_node_addresses());
-                if changed {
-                    let cluster = enforcer.cluster();
-                    if let Err(e) = enforcer.enforce(&cluster) {
-                        tracing::error!(error = %e, "applying new node addresses failed");
-                    }
-                    // Status shows the new set.
-                    enforcer.outcome_gen += 1;
-                }
+            if !wake.learn.is_empty() {
+                enforcer.learn_batch(std::mem::take(&mut wake.learn), self.min_ttl, &self.known);
             }
-            if last_expiry.elapsed() >= EXPIRY_POLL {
-                last_expiry = Instant::now();
-                enforcer.expire_names();
-                if std::mem::take(&mut enforcer.expired) {
-                    // Built and dropped outside the lock: the DNS thread
-                    // reads it for every answer.
-                    let fresh = enforcer.fqdn.expiries();
-                    let old = self
-                        .known
-                        .write()
-                        .map(|mut k| std::mem::replace(&mut k.0, fresh));
-                    drop(old);
-                }
-            }
-            let mut wait = None;
-            if !any {
-                if let Ok(c) = enforcer.dp.counters() {
-                    self.metrics.set_counters(&c);
-                }
-                wait = Some(enforcer.persist_due.map_or(self.poll, |due| {
-                    due.saturating_duration_since(Instant::now()).min(self.poll)
-                }));
-            }
-            // Sleep until the next poll (or state files due) without the
-            // enforcer, so the DNS thread can learn in place meanwhile; wake
-            // at once for an answer it could not learn in place.
-            drop(guard);
-            let mut batch: Vec<LearnRequest> = Vec::new();
-            if let Some(wait) = wait
-                && let Ok(req) = self.learn_rx.recv_timeout(wait)
-            {
-                batch.push(req);
-            }
-            batch.extend(self.learn_rx.try_iter());
-            let mut guard = lock_enforcer(&shared);
-            let enforcer = guard.as_mut().expect("the enforcer is set before the loop");
-            if !batch.is_empty() {
-                enforcer.learn_batch(batch, self.min_ttl, &self.known);
-            }
+            self.on_timers(enforcer, &mut timers, &mut reserve);
             enforcer.persist_learned(false);
             // Endpoints that failed closed (or recovered) since last time go
             // to the flow stream too.
@@ -141,52 +159,158 @@ impl MainLoop {
         }
     }
 
-    /// Handles new inputs, if any: applies them, or keeps the previous
-    /// policy when they are invalid. A read that failed for lack of
-    /// resources is not an invalid policy: it is retried on the next poll.
-    fn handle_input_change(&mut self, enforcer: &mut super::enforcer::Enforcer) {
-        match self.inputs.changed() {
-            None => {}
-            Some(Ok(snapshot)) => {
-                enforcer.topo = snapshot.topology;
-                enforcer.set = snapshot.policies;
-                enforcer.local = snapshot.local_pods;
+    /// The earliest timer, state files due or `status` rewrite.
+    fn next_deadline(&self, shared: &SharedEnforcer, timers: &Timers) -> Instant {
+        let guard = lock_enforcer(shared);
+        let enforcer = guard.as_ref().expect("the enforcer is set before the loop");
+        let mut next = timers.node.min(timers.counters);
+        // Addresses past their TTL stay learned while flows use them.
+        if enforcer.fqdn.len() > 0 {
+            next = next.min(timers.expiry);
+        }
+        for due in [
+            timers.retry,
+            timers.fallback,
+            enforcer.persist_due,
+            self.status.due(enforcer.outcome_gen),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = next.min(due);
+        }
+        next
+    }
+
+    /// Runs the timers that are due.
+    fn on_timers(&mut self, enforcer: &mut Enforcer, timers: &mut Timers, reserve: &mut FdReserve) {
+        let now = Instant::now();
+        if timers.node <= now {
+            timers.node = now + NODE_ADDRESS_EVERY;
+            if reserve.released(|| enforcer.refresh_node_addresses()) {
                 let cluster = enforcer.cluster();
-                enforcer.note_endpoints(&cluster);
-                let result = enforcer
-                    .attach_endpoints(&cluster)
-                    .and_then(|()| enforcer.enforce(&cluster));
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "applying the change failed");
+                if let Err(e) = enforcer.enforce(&cluster) {
+                    tracing::error!(error = %e, "applying new node addresses failed");
                 }
-                self.names = flows::pod_names(&cluster);
-                crate::access_log::set_pod_names(self.names.clone());
-                self.metrics.endpoints.set(enforcer.attached.len() as i64);
-                let policies = self.inputs.policy_states(&enforcer.set);
-                self.status
-                    .record_applied(policies, &enforcer.status_view());
-                if let Some(hash) = snapshot.content_hash
-                    && let Err(e) = mark_applied(&self.state_dir, hash)
-                {
-                    tracing::warn!(error = %e, "writing applied.hash failed");
-                }
+                // Status shows the new set.
+                enforcer.outcome_gen += 1;
             }
-            Some(Err(e)) if fdlimit::is_resource_error(&e) => {
-                self.metrics.inputs_unreadable.inc();
-                self.status.record_unreadable(&e);
-                tracing::warn!(
-                    error = %e,
-                    "reading the inputs failed for lack of resources; retrying (the previous policy stays in force)"
-                );
+        }
+        if timers.expiry <= now {
+            timers.expiry = now + EXPIRY_EVERY;
+            enforcer.expire_names();
+            if std::mem::take(&mut enforcer.expired) {
+                // Built and dropped outside the lock: the DNS thread
+                // reads it for every answer.
+                let fresh = enforcer.fqdn.expiries();
+                let old = self
+                    .known
+                    .write()
+                    .map(|mut k| std::mem::replace(&mut k.0, fresh));
+                drop(old);
             }
-            Some(Err(e)) => {
-                self.metrics.policy_rejected.inc();
-                self.status.record_rejected(&e);
+        }
+        if timers.counters <= now {
+            timers.counters = now + COUNTERS_EVERY;
+            if let Ok(c) = enforcer.dp.counters() {
+                self.metrics.set_counters(&c);
+            }
+        }
+    }
+
+    /// Reads what changed and applies it; reports rejections (the previous
+    /// version of each rejected object stays in force). Returns whether a
+    /// read failed for lack of resources (to be retried).
+    fn handle_inputs(&mut self, enforcer: &mut Enforcer, wake: &Wake) -> bool {
+        let since = match (&wake.files, wake.kubernetes) {
+            (Some(f), Some(k)) => f.first.min(k),
+            (Some(f), None) => f.first,
+            (None, Some(k)) => k,
+            (None, None) => return false,
+        };
+        let Some(update) = self.inputs.changed(wake.files.as_ref()) else {
+            return false;
+        };
+        for e in &update.unreadable {
+            self.metrics.inputs_unreadable.inc();
+            self.status.record_unreadable(e);
+            tracing::warn!(
+                error = %e,
+                "reading the inputs failed for lack of resources; retrying (the previous policy stays in force)"
+            );
+        }
+        if !update.rejected.is_empty() {
+            self.metrics
+                .policy_rejected
+                .inc_by(update.rejected.len() as u64);
+            for e in &update.rejected {
                 tracing::error!(
                     error = %e,
-                    "new policy is invalid; the previous policy stays in force"
-                )
+                    "new policy is invalid; the previous policy stays in force (for what it rejects; everything else updates)"
+                );
             }
+        }
+        let standing = (!update.standing.is_empty()).then(|| update.standing.join("\n"));
+        let retry = !update.unreadable.is_empty();
+        match update.snapshot {
+            Some(_) => self.apply(enforcer, update, since, standing),
+            None => self.status.set_last_error(standing),
+        }
+        retry
+    }
+
+    /// Puts new inputs in force; times it from `since` (the input event).
+    fn apply(
+        &mut self,
+        enforcer: &mut Enforcer,
+        update: InputUpdate,
+        since: Instant,
+        standing: Option<String>,
+    ) {
+        let InputUpdate {
+            snapshot, changes, ..
+        } = update;
+        let InputSnapshot {
+            topology,
+            policies,
+            local_pods,
+            content_hash,
+        } = snapshot.expect("called with a snapshot");
+        enforcer.topo = topology;
+        enforcer.set = policies;
+        enforcer.local = local_pods;
+        let cluster = enforcer.cluster();
+        enforcer.note_endpoints(&cluster);
+        let result = enforcer
+            .attach_endpoints(&cluster)
+            .and_then(|()| enforcer.enforce_in_memory(&cluster));
+        let elapsed = since.elapsed();
+        self.metrics
+            .policy_realization
+            .observe(elapsed.as_secs_f64());
+        tracing::debug!(
+            changed = %changes.summary(),
+            map_changes = enforcer.outcome.changes,
+            elapsed_us = elapsed.as_micros() as u64,
+            "input change realized"
+        );
+        if let Err(e) = result {
+            tracing::error!(error = %e, "applying the change failed");
+        }
+        enforcer.persist_applied();
+        let names = flows::pod_names(&cluster);
+        crate::access_log::set_pod_names(names.clone());
+        if let Ok(mut n) = self.names.write() {
+            *n = names;
+        }
+        self.metrics.endpoints.set(enforcer.attached.len() as i64);
+        let policies = self.inputs.policy_states(&enforcer.set);
+        self.status
+            .record_applied(policies, &enforcer.status_view(), standing);
+        if let Some(hash) = content_hash
+            && let Err(e) = mark_applied(&self.state_dir, hash)
+        {
+            tracing::warn!(error = %e, "writing applied.hash failed");
         }
     }
 }

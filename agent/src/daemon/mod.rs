@@ -1,20 +1,25 @@
 //! `portcullis agent`: owns the kernel maps. Resolves the policy files with
 //! policy-model, applies the result to the datapath as deltas, re-resolves
-//! when a file changes (keeping the previous policy in force when the new
-//! one is invalid), and streams flow events to `portcullis observe`.
+//! when a file changes (a file whose new version is invalid keeps its
+//! previous one in force; the others update), and streams flow events to
+//! `portcullis observe`.
 //!
 //! This file only wires; each responsibility has a file of its own:
 //! [`args`], [`datapath`] (opening the kernel side), [`proxies`],
-//! [`inputs`], [`enforcer`] (with [`endpoints`], [`fqdn_sync`] and
-//! [`lingering`]), [`known_names`], [`kernel`] (the pure plan of map writes, and its
-//! writer), [`learner`], [`persist`], [`signal`], [`status`], [`flows`] and the
-//! [`main_loop`].
+//! [`inputs`] (with [`policy_files`], by object, and [`changes`], the
+//! delta), [`watch`] (inotify) and [`events`] (the loop's one channel),
+//! [`enforcer`] (with [`endpoints`], [`fqdn_sync`] and [`lingering`]),
+//! [`known_names`], [`kernel`] (the pure plan of map writes, and its
+//! writer), [`learner`], [`persist`], [`signal`], [`status`], [`flows`] and
+//! the [`main_loop`].
 
 mod args;
 mod capacity;
+mod changes;
 mod datapath;
 mod endpoints;
 mod enforcer;
+mod events;
 mod fdlimit;
 mod flows;
 mod fqdn;
@@ -29,15 +34,17 @@ mod main_loop;
 mod netns;
 mod node_addrs;
 mod persist;
+mod policy_files;
 mod proxies;
 mod signal;
 pub mod status;
+mod watch;
 
 pub use args::AgentArgs;
 
 use anyhow::{Context, Result};
 use enforcer::{Enforcer, lock_enforcer};
-use known_names::{KnownNames, LearnRequest};
+use known_names::KnownNames;
 use learner::AgentLearner;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -54,16 +61,16 @@ pub fn run(args: AgentArgs) -> Result<()> {
     metrics.open_files_limit.set(opened.open_files as i64);
     tracing::info!(open_files = opened.open_files, "open-file limit");
 
-    // Learned names come back to the loop over a channel when the DNS
-    // thread cannot learn them in place; the enforcer, once built, is
-    // shared with that thread.
-    let (learn_tx, learn_rx) = std::sync::mpsc::channel::<LearnRequest>();
+    // The loop's one channel: file and Kubernetes changes, and learned
+    // names the DNS thread cannot learn in place; the enforcer, once
+    // built, is shared with that thread.
+    let (events_tx, events_rx) = std::sync::mpsc::channel::<events::DaemonEvent>();
     let known = Arc::new(RwLock::new(KnownNames::default()));
     let shared_enforcer: enforcer::SharedEnforcer = Arc::new(Mutex::new(None));
     let proxies = proxies::Proxies::start(
         &args,
         AgentLearner {
-            tx: Mutex::new(learn_tx),
+            tx: Mutex::new(events_tx.clone()),
             known: known.clone(),
             enforcer: shared_enforcer.clone(),
             min_ttl: Duration::from_secs(args.dns_min_ttl),
@@ -112,6 +119,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let names = flows::pod_names(&cluster);
     crate::access_log::set_pod_names(names.clone());
+    let names = Arc::new(RwLock::new(names));
     tracing::info!(
         endpoints = cluster.endpoints().len(),
         policies = enforcer.set.policies.len(),
@@ -133,7 +141,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
         tracing::warn!(error = %e, pointer = %pointer.display(), "recording the state directory failed");
     }
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
-    let events = enforcer.dp.take_flow_events()?;
+    flows::start_pump(
+        enforcer.dp.take_flow_events()?,
+        flows.clone(),
+        names.clone(),
+    )?;
+    // Watching starts after the first read: a change from then on is seen.
+    let (_watcher, fallback_poll) = watch_inputs(&inputs, &args, &proxies.runtime, events_tx);
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
     signal::write_state_on_signal(&proxies.runtime, shared_enforcer.clone());
     main_loop::MainLoop {
@@ -141,14 +155,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
         inputs,
         status,
         flows,
-        events,
         names,
-        learn_rx,
+        rx: events_rx,
         known,
         metrics,
         reserved_fds: args.reserved_fds,
         state_dir: args.state_dir.clone(),
-        poll: Duration::from_millis(args.poll_ms),
+        fallback_poll,
         min_ttl: Duration::from_secs(args.dns_min_ttl),
     }
     .run();
@@ -156,4 +169,35 @@ pub fn run(args: AgentArgs) -> Result<()> {
     // is killed.
     drop(proxies);
     Ok(())
+}
+
+/// Starts the watch of the inputs: inotify on the files, or the
+/// Kubernetes watcher's changes, into the loop's channel. Without a file
+/// watcher, the files are re-checked every `--poll-ms` (at least 1 s).
+fn watch_inputs(
+    inputs: &inputs::Inputs,
+    args: &AgentArgs,
+    rt: &tokio::runtime::Runtime,
+    tx: events::EventSender,
+) -> (Option<watch::FileWatcher>, Option<Duration>) {
+    if let Some(rx) = inputs.snapshots() {
+        events::forward_kubernetes(rt, rx, tx);
+        return (None, None);
+    }
+    let Some(files) = inputs.watched() else {
+        return (None, None);
+    };
+    let debounce = Duration::from_millis(args.watch_debounce_ms);
+    match watch::start(files, debounce, tx) {
+        Ok(w) => (Some(w), None),
+        Err(e) => {
+            let every = Duration::from_millis(args.poll_ms).max(Duration::from_secs(1));
+            tracing::warn!(
+                error = format!("{e:#}"),
+                every_ms = every.as_millis() as u64,
+                "the input files cannot be watched; re-checking them on a timer"
+            );
+            (None, Some(every))
+        }
+    }
 }

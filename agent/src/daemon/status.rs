@@ -124,14 +124,20 @@ impl StatusFile {
         file
     }
 
-    /// New inputs were applied.
-    pub(super) fn record_applied(&mut self, policies: Vec<PolicyState>, view: &StatusView<'_>) {
+    /// New inputs were applied; `last_error`: the rejections still
+    /// standing (their objects' previous versions are in force).
+    pub(super) fn record_applied(
+        &mut self,
+        policies: Vec<PolicyState>,
+        view: &StatusView<'_>,
+        last_error: Option<String>,
+    ) {
         let st = &mut self.status;
         st.updated = crate::time::now().to_string();
         st.endpoints = view.endpoints;
         st.learned_addresses = view.learned_addresses;
         st.policies = policies;
-        st.last_error = None;
+        st.last_error = last_error;
         st.inputs_unreadable = None;
         st.set_apply_state(view);
         self.generation = view.generation;
@@ -145,11 +151,21 @@ impl StatusFile {
         self.write();
     }
 
-    /// New inputs are invalid (the previous policy stays in force).
-    pub(super) fn record_rejected(&mut self, error: &str) {
+    /// The rejections standing now (`None`: none): the objects they name
+    /// keep their previous version in force. Written when it changed.
+    pub(super) fn set_last_error(&mut self, error: Option<String>) {
+        if self.status.last_error == error {
+            return;
+        }
         self.status.updated = crate::time::now().to_string();
-        self.status.last_error = Some(error.to_string());
+        self.status.last_error = error;
         self.write();
+    }
+
+    /// When [`Self::refresh`] will write a change of `generation` it has
+    /// not written yet.
+    pub(super) fn due(&self, generation: u64) -> Option<Instant> {
+        (generation != self.generation).then(|| self.last_refresh + REFRESH_EVERY)
     }
 
     /// Applies on learning or expiry change what failed: the file follows

@@ -1,0 +1,176 @@
+//! What one change of the inputs changed, object by object: the policy
+//! objects added, updated and removed (by origin), and the topology's pods
+//! and namespaces. The daemon still re-resolves the whole set; this delta
+//! is what an incremental engine takes instead.
+
+use policy_model::{PolicySet, Topology};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// A policy object's identity across versions: kind, namespace, name (not
+/// the file or document it sits in).
+pub(super) type ObjectKey = (String, Option<String>, String);
+
+/// The key of every policy object of `set`.
+pub(super) fn object_keys(set: &PolicySet) -> BTreeSet<ObjectKey> {
+    set.policies
+        .iter()
+        .map(|p| {
+            (
+                p.origin.kind.to_string(),
+                p.origin.namespace.clone(),
+                p.origin.name.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Policy objects changed by one change of the inputs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct PolicyDelta {
+    /// Files whose new content is in force (added or edited).
+    pub(super) files_changed: Vec<PathBuf>,
+    /// Files gone, with their objects.
+    pub(super) files_removed: Vec<PathBuf>,
+    pub(super) added: BTreeSet<ObjectKey>,
+    /// Objects in a file whose content changed (maybe not the object).
+    pub(super) updated: BTreeSet<ObjectKey>,
+    pub(super) removed: BTreeSet<ObjectKey>,
+}
+
+impl PolicyDelta {
+    /// Records one file's objects going from `old` to `new`.
+    pub(super) fn file(&mut self, old: &BTreeSet<ObjectKey>, new: &BTreeSet<ObjectKey>) {
+        self.added.extend(new.difference(old).cloned());
+        self.updated.extend(new.intersection(old).cloned());
+        self.removed.extend(old.difference(new).cloned());
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.files_changed.is_empty() && self.files_removed.is_empty()
+    }
+}
+
+/// Pods and namespaces changed by one change of the topology.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct TopologyDelta {
+    /// `ns/pod`.
+    pub(super) pods_added: BTreeSet<String>,
+    /// Labels, addresses, ports, service account or node changed.
+    pub(super) pods_changed: BTreeSet<String>,
+    pub(super) pods_removed: BTreeSet<String>,
+    pub(super) namespaces_added: BTreeSet<String>,
+    pub(super) namespaces_changed: BTreeSet<String>,
+    pub(super) namespaces_removed: BTreeSet<String>,
+    /// The node, nodes, remote nodes, API server or world changed.
+    pub(super) hosts_changed: bool,
+}
+
+impl TopologyDelta {
+    /// What differs from `old` to `new`.
+    pub(super) fn between(old: &Topology, new: &Topology) -> Self {
+        let pods = |t: &Topology| -> BTreeMap<String, _> {
+            t.pods.iter().map(|p| (p.full_name(), p.clone())).collect()
+        };
+        let namespaces = |t: &Topology| -> BTreeMap<String, _> {
+            t.namespaces
+                .iter()
+                .map(|n| (n.name.clone(), n.labels.clone()))
+                .collect()
+        };
+        let mut d = TopologyDelta::default();
+        diff(
+            &pods(old),
+            &pods(new),
+            (&mut d.pods_added, &mut d.pods_changed, &mut d.pods_removed),
+        );
+        diff(
+            &namespaces(old),
+            &namespaces(new),
+            (
+                &mut d.namespaces_added,
+                &mut d.namespaces_changed,
+                &mut d.namespaces_removed,
+            ),
+        );
+        d.hosts_changed = old.node != new.node
+            || old.nodes != new.nodes
+            || old.remote_nodes != new.remote_nodes
+            || old.kube_apiserver != new.kube_apiserver
+            || old.world != new.world;
+        d
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        *self == TopologyDelta::default()
+    }
+}
+
+type DiffSets<'a> = (
+    &'a mut BTreeSet<String>,
+    &'a mut BTreeSet<String>,
+    &'a mut BTreeSet<String>,
+);
+
+fn diff<V: PartialEq>(
+    old: &BTreeMap<String, V>,
+    new: &BTreeMap<String, V>,
+    (added, changed, removed): DiffSets<'_>,
+) {
+    for (k, v) in new {
+        match old.get(k) {
+            None => {
+                added.insert(k.clone());
+            }
+            Some(o) if o != v => {
+                changed.insert(k.clone());
+            }
+            Some(_) => {}
+        }
+    }
+    removed.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+}
+
+/// One change of the inputs: the per-object delta alongside the full new
+/// state (the daemon resolves the full state; an incremental engine can
+/// take the delta).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Changes {
+    pub(super) policies: PolicyDelta,
+    /// `None`: the topology did not change (or its new version was
+    /// rejected).
+    pub(super) topology: Option<TopologyDelta>,
+}
+
+impl Changes {
+    /// Whether anything in force changed.
+    pub(super) fn is_empty(&self) -> bool {
+        self.policies.is_empty() && self.topology.as_ref().is_none_or(TopologyDelta::is_empty)
+    }
+
+    /// One line for the log: what changed.
+    pub(super) fn summary(&self) -> String {
+        let p = &self.policies;
+        let mut out = format!(
+            "policy files changed {:?} removed {:?}; objects +{} ~{} -{}",
+            p.files_changed,
+            p.files_removed,
+            p.added.len(),
+            p.updated.len(),
+            p.removed.len()
+        );
+        if let Some(t) = &self.topology {
+            out.push_str(&format!(
+                "; topology pods +{} ~{} -{}, namespaces +{} ~{} -{}{}",
+                t.pods_added.len(),
+                t.pods_changed.len(),
+                t.pods_removed.len(),
+                t.namespaces_added.len(),
+                t.namespaces_changed.len(),
+                t.namespaces_removed.len(),
+                if t.hosts_changed { ", nodes/hosts" } else { "" }
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,336 @@
+//! The policy and topology files by object: each file is read and parsed
+//! once and kept with the hash of its content; a refresh re-parses only the
+//! files whose content changed. A file whose new content is invalid keeps
+//! its previous version in force (the rejection is reported) while every
+//! other file keeps updating; a file that is gone takes its objects with it.
+
+use super::changes::{ObjectKey, PolicyDelta, TopologyDelta, object_keys};
+use policy_model::{PolicySet, Topology};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// FNV-1a, as `policy_model::load::content_hash` hashes each file.
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn hash_of(bytes: &[u8]) -> u64 {
+    let mut h = FNV_START;
+    fnv(&mut h, bytes);
+    h
+}
+
+/// One policy file: what was last read of it and the version in force.
+#[derive(Default)]
+struct CachedFile {
+    /// Hash of the content last read (in force or rejected).
+    seen: u64,
+    /// The version in force: its bytes (for `applied.hash`) and objects.
+    in_force: Option<(Vec<u8>, PolicySet)>,
+    /// Why the content last read is not in force.
+    rejected: Option<String>,
+}
+
+/// What one refresh of the policy files found besides the delta.
+#[derive(Debug, Default)]
+pub(super) struct Refresh {
+    pub(super) delta: PolicyDelta,
+    /// New rejections: the loader's errors (file, object, field, reason).
+    pub(super) rejected: Vec<String>,
+    /// Reads that failed for lack of resources (retried; nothing changed).
+    pub(super) unreadable: Vec<String>,
+}
+
+/// The policy files in force, by path.
+#[derive(Default)]
+pub(super) struct PolicyFileCache {
+    files: BTreeMap<PathBuf, CachedFile>,
+    /// Load order of the last walk (`policy_model::load::policy_files`).
+    order: Vec<PathBuf>,
+}
+
+impl PolicyFileCache {
+    /// Walks `inputs` and reads the listed files again: all of them, or
+    /// with `only`, the ones it names and the ones not seen before; parses
+    /// only those whose content changed. When `only` names files already
+    /// known and still there (an edit), nothing is walked.
+    pub(super) fn refresh(
+        &mut self,
+        inputs: &[PathBuf],
+        only: Option<&BTreeSet<PathBuf>>,
+    ) -> Refresh {
+        let mut out = Refresh::default();
+        if let Some(only) = only
+            && only
+                .iter()
+                .all(|p| self.files.contains_key(p) && p.is_file())
+        {
+            for p in only {
+                self.refresh_file(p, &mut out);
+            }
+            return out;
+        }
+        let mut listed = Vec::new();
+        // Files under an input that cannot be walked stay as they are.
+        let mut unwalkable: Vec<&Path> = Vec::new();
+        for input in inputs {
+            let walk = policy_model::load::policy_files(std::slice::from_ref(input));
+            if !walk.errors.is_empty() {
+                unwalkable.push(input);
+                for e in walk.errors {
+                    let e = e.to_string();
+                    let sink = if super::fdlimit::is_resource_error(&e) {
+                        &mut out.unreadable
+                    } else {
+                        &mut out.rejected
+                    };
+                    sink.push(e);
+                }
+            }
+            listed.extend(walk.files);
+        }
+        for f in &listed {
+            if only.is_none_or(|o| o.contains(f)) || !self.files.contains_key(f) {
+                self.refresh_file(f, &mut out);
+            }
+        }
+        self.forget_gone(&listed, &unwalkable, &mut out);
+        // Unwalkable inputs keep their files in force, in their old place.
+        let mut order = listed;
+        order.extend(
+            self.order
+                .iter()
+                .filter(|p| self.files.contains_key(*p))
+                .filter(|p| unwalkable.iter().any(|u| p.starts_with(u)))
+                .cloned(),
+        );
+        self.order = order;
+        out
+    }
+
+    /// Drops the files no longer listed (except under `unwalkable` inputs).
+    fn forget_gone(&mut self, listed: &[PathBuf], unwalkable: &[&Path], out: &mut Refresh) {
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !listed.contains(p) && !unwalkable.iter().any(|u| p.starts_with(u)))
+            .cloned()
+            .collect();
+        for p in gone {
+            let old = self.files.remove(&p).and_then(|c| c.in_force);
+            let old = old.map(|(_, s)| object_keys(&s)).unwrap_or_default();
+            out.delta.file(&old, &BTreeSet::new());
+            out.delta.files_removed.push(p);
+        }
+    }
+
+    fn refresh_file(&mut self, path: &Path, out: &mut Refresh) {
+        let name = path.display().to_string();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                let e = policy_model::load::LoadError::Read {
+                    file: name,
+                    reason: e.to_string(),
+                }
+                .to_string();
+                if super::fdlimit::is_resource_error(&e) {
+                    out.unreadable.push(e);
+                } else {
+                    self.reject(path, e.clone(), None);
+                    out.rejected.push(e);
+                }
+                return;
+            }
+        };
+        let seen = hash_of(&bytes);
+        let entry = self.files.get(path);
+        if entry.is_some_and(|c| c.seen == seen) {
+            return;
+        }
+        if let Some((old, _)) = entry.and_then(|c| c.in_force.as_ref())
+            && *old == bytes
+        {
+            // Back to the version in force: nothing to re-parse.
+            let c = self.files.get_mut(path).expect("looked up above");
+            (c.seen, c.rejected) = (seen, None);
+            return;
+        }
+        let parsed = String::from_utf8(bytes.clone())
+            .map_err(|e| vec![read_error(&name, &e.to_string())])
+            .and_then(|text| policy_model::load::load_str(&text, &name));
+        match parsed {
+            Ok(set) => {
+                let c = self.files.entry(path.to_path_buf()).or_default();
+                let old = c.in_force.as_ref().map(|(_, s)| object_keys(s));
+                out.delta.file(&old.unwrap_or_default(), &object_keys(&set));
+                out.delta.files_changed.push(path.to_path_buf());
+                *c = CachedFile {
+                    seen,
+                    in_force: Some((bytes, set)),
+                    rejected: None,
+                };
+            }
+            Err(errs) => {
+                let e = errs
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                self.reject(path, e.clone(), Some(seen));
+                out.rejected.push(e);
+            }
+        }
+    }
+
+    /// Records why `path`'s newest content is not in force (its previous
+    /// version, if any, stays).
+    fn reject(&mut self, path: &Path, reason: String, seen: Option<u64>) {
+        let c = self.files.entry(path.to_path_buf()).or_default();
+        c.rejected = Some(reason);
+        // An unreadable file is read again on the next refresh.
+        c.seen = seen.unwrap_or(0);
+    }
+
+    /// Every policy object in force, in load order.
+    pub(super) fn set(&self) -> PolicySet {
+        let mut set = PolicySet::default();
+        for p in &self.order {
+            if let Some((_, s)) = self.files.get(p).and_then(|c| c.in_force.as_ref()) {
+                set.extend(s.clone());
+            }
+        }
+        set
+    }
+
+    /// The hash of the policy in force, as `policy_model::load::content_hash`
+    /// computes it from the files (equal to it when every file's newest
+    /// content is in force): what `applied.hash` records.
+    pub(super) fn content_hash(&self) -> u64 {
+        let mut h = FNV_START;
+        for p in &self.order {
+            if let Some((bytes, _)) = self.files.get(p).and_then(|c| c.in_force.as_ref()) {
+                fnv(&mut h, bytes);
+            }
+            fnv(&mut h, &[0xff]);
+        }
+        h
+    }
+
+    /// The files whose newest content is not in force, with why.
+    pub(super) fn rejections(&self) -> Vec<String> {
+        self.order
+            .iter()
+            .filter_map(|p| self.files.get(p)?.rejected.clone())
+            .collect()
+    }
+
+    /// Objects of the files whose newest content is rejected (their
+    /// previous version, if any, is in force).
+    pub(super) fn kept_back(&self) -> BTreeSet<ObjectKey> {
+        self.files
+            .values()
+            .filter(|c| c.rejected.is_some())
+            .filter_map(|c| c.in_force.as_ref().map(|(_, s)| object_keys(s)))
+            .flatten()
+            .collect()
+    }
+}
+
+fn read_error(file: &str, reason: &str) -> policy_model::load::LoadError {
+    policy_model::load::LoadError::Read {
+        file: file.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The topology file: parsed again only when its content changed; an
+/// invalid version keeps the previous one in force.
+pub(super) struct TopologyFile {
+    path: PathBuf,
+    seen: u64,
+    topology: Topology,
+    /// Why the content last read is not in force.
+    rejected: Option<String>,
+}
+
+/// What a topology refresh found.
+pub(super) enum TopologyRefresh {
+    Unchanged,
+    Changed(TopologyDelta),
+    Rejected(String),
+    Unreadable(String),
+}
+
+impl TopologyFile {
+    /// Reads and parses `path` (an error when it is invalid: there is no
+    /// previous version to keep).
+    pub(super) fn open(path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| read_error(&path.display().to_string(), &e.to_string()).to_string())?;
+        let topology = parse_topology(path, &bytes)?;
+        Ok(TopologyFile {
+            path: path.to_path_buf(),
+            seen: hash_of(&bytes),
+            topology,
+            rejected: None,
+        })
+    }
+
+    /// Why the newest content is not in force, if it is not.
+    pub(super) fn rejection(&self) -> Option<String> {
+        self.rejected.clone()
+    }
+
+    pub(super) fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Reads the file again; parses it when its content changed.
+    pub(super) fn refresh(&mut self) -> TopologyRefresh {
+        let name = self.path.display().to_string();
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) => {
+                let e = read_error(&name, &e.to_string()).to_string();
+                if super::fdlimit::is_resource_error(&e) {
+                    return TopologyRefresh::Unreadable(e);
+                }
+                self.rejected = Some(e.clone());
+                return TopologyRefresh::Rejected(e);
+            }
+        };
+        let seen = hash_of(&bytes);
+        if seen == self.seen {
+            return TopologyRefresh::Unchanged;
+        }
+        self.seen = seen;
+        match parse_topology(&self.path, &bytes) {
+            Ok(new) => {
+                let delta = TopologyDelta::between(&self.topology, &new);
+                self.topology = new;
+                self.rejected = None;
+                TopologyRefresh::Changed(delta)
+            }
+            Err(e) => {
+                self.rejected = Some(e.clone());
+                TopologyRefresh::Rejected(e)
+            }
+        }
+    }
+}
+
+fn parse_topology(path: &Path, bytes: &[u8]) -> Result<Topology, String> {
+    let name = path.display().to_string();
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| read_error(&name, &e.to_string()).to_string())?;
+    Topology::from_yaml(text, &name).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests;
