@@ -216,7 +216,11 @@ impl Enforcer {
     /// saves it later).
     pub(super) fn enforce_in_memory(&mut self, cluster: &Cluster) -> Result<()> {
         self.last = None;
-        self.proxy.update_from_cluster(cluster);
+        // Only this node's endpoints, reusing what the last snapshot
+        // compiled for rules that did not change.
+        let local = &self.local;
+        self.proxy
+            .update_local(cluster, |ep| local.contains(&ep.full_name()));
         let outcome = kernel::apply(
             &mut self.dp,
             cluster,
