@@ -53,6 +53,9 @@ pub fn up(
     require_root()?;
     let topo = Topology::from_file(topology).map_err(|e| anyhow::anyhow!("{e}"))?;
     net::check_lab_addresses(&topo)?;
+    // The lab's node as its agent sees it: a `nodes:` entry named
+    // `lab-node` adds its addresses to the node namespace.
+    let topo = topo.for_node(LAB_NODE);
     // Validate the policies before touching the system.
     policy_model::PolicySet::load_paths(policies).map_err(|errs| {
         anyhow::anyhow!(
@@ -73,9 +76,10 @@ pub fn up(
         .flat_map(|n| n.ips.iter())
         .find(|ip| ip.is_ipv4())
         .copied();
+    // Namespaces and veths for the pods of the lab's node only; pods of
+    // other nodes are addresses the agent knows as remote endpoints.
     let mut pods = Vec::new();
-    for (i, pod) in topo.pods.iter().enumerate() {
-        let id = u16::try_from(i + 1).context("too many pods")?;
+    for (id, pod) in net::local_pods(&topo)? {
         let ns = net::link_pod(id, pod, node_v4)?;
         pods.push((pod.full_name(), ns));
     }
@@ -87,6 +91,7 @@ pub fn up(
             .map(std::fs::canonicalize)
             .collect::<std::io::Result<_>>()?,
         pods,
+        remote_pods: net::remote_pods(&topo),
         agent_pid: None,
         kubernetes,
         agent_args: agent_args.to_vec(),

@@ -6,6 +6,7 @@ fn state(kubernetes: bool) -> LabState {
         topology: PathBuf::from("/t/topology.yaml"),
         policies: vec![PathBuf::from("/t/a.yaml"), PathBuf::from("/t/b")],
         pods: vec![("x/a".into(), "pc-pod1".into())],
+        remote_pods: vec![],
         agent_pid: None,
         kubernetes,
         agent_args: vec!["--dns-max-ips".into(), "8".into()],
