@@ -44,3 +44,14 @@ fn kubernetes_mode_watches_the_fake_api_server_instead() {
          --dns-max-ips 8"
     );
 }
+
+#[test]
+fn the_agent_binary_is_the_callers_unless_the_environment_names_another() {
+    let caller = Path::new("/bin/portcullis");
+    assert_eq!(agent_binary_from(caller, None), caller);
+    assert_eq!(agent_binary_from(caller, Some("".into())), caller);
+    assert_eq!(
+        agent_binary_from(caller, Some("/work/base/portcullis".into())),
+        Path::new("/work/base/portcullis")
+    );
+}
