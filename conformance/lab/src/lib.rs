@@ -69,20 +69,7 @@ pub fn up(
     down()?;
     std::fs::create_dir_all(STATE_DIR)?;
 
-    net::make_node_and_world(&topo)?;
-    let node_v4 = topo
-        .node
-        .iter()
-        .flat_map(|n| n.ips.iter())
-        .find(|ip| ip.is_ipv4())
-        .copied();
-    // Namespaces and veths for the pods of the lab's node only; pods of
-    // other nodes are addresses the agent knows as remote endpoints.
-    let mut pods = Vec::new();
-    for (id, pod) in net::local_pods(&topo)? {
-        let ns = net::link_pod(id, pod, node_v4)?;
-        pods.push((pod.full_name(), ns));
-    }
+    let pods = make_network(&topo)?;
 
     let mut state = LabState {
         topology: std::fs::canonicalize(topology)?,
@@ -102,6 +89,27 @@ pub fn up(
     state.agent_pid = Some(start_agent(&state, binary)?);
     state.write()?;
     Ok(state)
+}
+
+/// The lab's namespaces and links for `topo` (the lab node's view, see
+/// [`Topology::for_node`]): node and world, then a namespace and veth for
+/// each pod of the lab's node only; pods of other nodes are addresses the
+/// agent knows as remote endpoints. Returns each local pod (`ns/pod`) with
+/// its namespace. [`down`] removes what it made.
+pub fn make_network(topo: &Topology) -> Result<Vec<(String, String)>> {
+    net::make_node_and_world(topo)?;
+    let node_v4 = topo
+        .node
+        .iter()
+        .flat_map(|n| n.ips.iter())
+        .find(|ip| ip.is_ipv4())
+        .copied();
+    let mut pods = Vec::new();
+    for (id, pod) in net::local_pods(topo)? {
+        let ns = net::link_pod(id, pod, node_v4)?;
+        pods.push((pod.full_name(), ns));
+    }
+    Ok(pods)
 }
 
 /// `lab down`: removes everything a lab made, also after a crash.
