@@ -107,7 +107,7 @@ impl GenConfig {
     }
 
     fn is_local(&self, g: usize) -> bool {
-        g % self.local_stride() == 0 && g / self.local_stride() < self.local
+        g.is_multiple_of(self.local_stride()) && g / self.local_stride() < self.local
     }
 
     /// The pod the edits probe from (on the lab's node).
