@@ -19,6 +19,7 @@
 #          READY_SECS=600  how long `lab up` waits for the agent's first enforcement
 #          OUT=benches/results/policy_churn.md
 #          NOTE=text       a paragraph added to the report's preamble
+#          RAW=/tmp/policy-churn-raw   where the raw figures of the run are kept
 #   smoke: EDITS=4 REMOTE=6 COLD=1 CHECKS=1 POLICIES=300 PODS=200 NAMESPACES=10 LOCAL=10 \
 #          OUT=/tmp/churn.md sudo -E bash benches/policy_churn.sh
 #
@@ -52,9 +53,13 @@ GEN=(--policies "$POLICIES" --pods "$PODS" --namespaces "$NAMESPACES" --local "$
 
 WORK=$(mktemp -d /tmp/policy-churn.XXXXXX)
 SERVER=
+RAW=${RAW:-/tmp/policy-churn-raw}
 cleanup() {
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null || true
   "$LAB" lab down >/dev/null 2>&1 || true
+  # Keep the raw figures (JSON lines, agent logs, status) of the last run.
+  rm -rf "$RAW" && mkdir -p "$RAW"
+  cp -r "$WORK"/under-test "$WORK"/baseline "$WORK"/preamble.md "$WORK"/cluster/cluster.json "$RAW"/ 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -149,7 +154,7 @@ run_agent() {
   fi
   local log=$out/agent.log
   sed 's/\x1b\[[0-9;]*m//g' "$STATE/agent.log" >"$log" 2>/dev/null || true
-  echo "- agent log: $(wc -l <"$log") lines, $(grep -c ' WARN ' "$log" || true) warnings; most frequent messages: $(grep -E ' (WARN|ERROR) ' "$log" | sed -E 's/^.*(WARN|ERROR) [^ ]+: ([^=]*[a-z])( [a-z_]+=.*)?$/\1 \2/' | sort | uniq -c | sort -rn | head -n 3 | sed -E 's/^ *([0-9]+) (.*)$/\2 (\1x)/' | paste -sd ';' -)." >>"$notes"
+  echo "- agent log: $(wc -l <"$log") lines, $(grep -c ' WARN ' "$log" || true) warnings; most frequent messages: $(grep -E ' (WARN|ERROR) ' "$log" | sed -E 's/^.*(WARN|ERROR) [^ ]+: ([^=]*[^ =])( [a-z_]+=.*)?$/\1 \2/' | sort | uniq -c | sort -rn | head -n 3 | sed -E 's/^ *([0-9]+) (.*)$/\2 (\1x)/' | paste -sd ';' -)." >>"$notes"
   kill "$SERVER" 2>/dev/null || true; SERVER=
   "$LAB" lab down >/dev/null
   # `policy check` of the whole set (no lab needed).
@@ -190,7 +195,8 @@ Counts: under test $EDITS edits, $REMOTE remote changes, $COLD cold starts; base
   pod that is dropped.
 - **Policy edit**: the flip policy (the server pod's ingress from the client pod on 8080, or on 8081 only) is replaced
   (write + rename), alternately allowing and dropping the probe. Write-to-probe: from the rename to the start of the first
-  probe (TCP connect, 10 ms timeout, back to back, from the client pod's namespace) that sees the new verdict. Realization:
+  probe (TCP connect, 20 ms timeout, back to back, from the client pod's namespace) that sees the new verdict (a drop: the
+  first of 3 dropped probes in a row). Realization:
   the agent's \`portcullis_policy_realization_seconds\` (sum and count deltas around each edit).
 - **Remote pod change**: the topology file is replaced with one remote pod added (labels no other pod has), removed, or a
   remote pod relabelled to a new label value; timed by the same histogram (an agent without it: not timed).

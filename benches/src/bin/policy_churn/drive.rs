@@ -46,7 +46,7 @@ pub struct EditArgs {
     #[arg(long, default_value_t = 200)]
     pub count: usize,
     /// Connect timeout of one probe (a drop is seen after it).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub probe_timeout_ms: u64,
     /// Give up on one edit after this long.
     #[arg(long, default_value_t = 60)]
@@ -80,7 +80,7 @@ pub struct ProbeArgs {
     /// `allow` or `deny`.
     #[arg(long)]
     pub verdict: String,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub probe_timeout_ms: u64,
     #[arg(long, default_value_t = 60)]
     pub max_wait_s: u64,
@@ -205,7 +205,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Probes until the verdict is `want`; the start time of the first probe
-/// that saw it (it was in force by then), or `None` after `max`.
+/// that saw it (it was in force by then), or `None` after `max`. A drop is
+/// only taken when [`DROP_STREAK`] probes in a row see it: on a loaded
+/// machine one connect can miss its timeout without any policy change.
 fn first_probe_seeing(
     dst: SocketAddr,
     want: bool,
@@ -213,14 +215,27 @@ fn first_probe_seeing(
     max: Duration,
 ) -> Option<Instant> {
     let start = Instant::now();
+    let mut streak: Option<(Instant, usize)> = None;
     while start.elapsed() < max {
         let t = Instant::now();
-        if probe(dst, timeout) == want {
+        if probe(dst, timeout) != want {
+            streak = None;
+            continue;
+        }
+        if want {
             return Some(t);
         }
+        let (first, n) = streak.map_or((t, 1), |(f, n)| (f, n + 1));
+        if n >= DROP_STREAK {
+            return Some(first);
+        }
+        streak = Some((first, n));
     }
     None
 }
+
+/// Consecutive dropped probes that make a "drop" verdict.
+pub const DROP_STREAK: usize = 3;
 
 pub fn edits(a: &EditArgs) -> Result<()> {
     let allow = std::fs::read(&a.allow).with_context(|| format!("{}", a.allow.display()))?;
