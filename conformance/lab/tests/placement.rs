@@ -1,30 +1,20 @@
-//! Root-only, under the lab lock (`/run/portcullis-lab.lock`): a topology
-//! with pods on other nodes gets namespaces and veths for the lab node's
-//! pods only. The lab is removed on drop, also when an assertion fails.
-//! Prints SKIP and passes when not root, or when a lab is up already.
+//! Root-only: a topology with pods on other nodes gets namespaces and veths
+//! for the lab node's pods only. The lab's namespaces are removed on drop,
+//! also when an assertion fails. Prints SKIP and passes when not root, or
+//! when a lab is up already. Run it holding the lab lock, as every lab test:
+//! `flock -o /run/portcullis-lab.lock cargo test --release -p portcullis-lab --test placement`.
 
 use policy_model::Topology;
 use portcullis_lab::netns::{self, root_or_skip};
 use portcullis_lab::{LAB_NODE, NODE_NS, make_network};
 
-/// Holds the lab lock; removes the lab's namespaces on drop.
-struct LabGuard {
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
+/// Removes the lab's namespaces on drop (also when an assertion fails).
+struct LabGuard;
 
 impl LabGuard {
-    /// The lock, or `None` (after a SKIP line) when a lab is up: a lab
-    /// someone left up between two locked commands is not ours to remove.
+    /// `None` (after a SKIP line) when a lab is up: a lab someone left up
+    /// between two locked commands is not ours to remove.
     fn take() -> Option<LabGuard> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open("/run/portcullis-lab.lock")
-            .expect("open the lab lock");
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .expect("take the lab lock");
         if netns::list()
             .iter()
             .any(|n| n.starts_with(portcullis_lab::NS_PREFIX))
@@ -32,7 +22,7 @@ impl LabGuard {
             eprintln!("SKIP lab placement: a lab is up (run `portcullis lab down` first)");
             return None;
         }
-        Some(LabGuard { _lock: lock })
+        Some(LabGuard)
     }
 }
 
