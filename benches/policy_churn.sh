@@ -195,8 +195,8 @@ Counts: under test $EDITS edits, $REMOTE remote changes, $COLD cold starts; base
   pod that is dropped.
 - **Policy edit**: the flip policy (the server pod's ingress from the client pod on 8080, or on 8081 only) is replaced
   (write + rename), alternately allowing and dropping the probe. Write-to-probe: from the rename to the start of the first
-  probe (TCP connect, 20 ms timeout, back to back, from the client pod's namespace) that sees the new verdict (a drop: the
-  first of 3 dropped probes in a row). Realization:
+  probe (TCP connect, 20 ms timeout, back to back, from the client pod's namespace) that sees the new verdict (a connect:
+  the earliest of 4 probers started 5 ms apart; a drop: the first of 3 dropped probes in a row). Realization:
   the agent's \`portcullis_policy_realization_seconds\` (sum and count deltas around each edit).
 - **Remote pod change**: the topology file is replaced with one remote pod added (labels no other pod has), removed, or a
   remote pod relabelled to a new label value; timed by the same histogram (an agent without it: not timed).

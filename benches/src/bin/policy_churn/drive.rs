@@ -205,25 +205,26 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Probes until the verdict is `want`; the start time of the first probe
-/// that saw it (it was in force by then), or `None` after `max`. A drop is
-/// only taken when [`DROP_STREAK`] probes in a row see it: on a loaded
-/// machine one connect can miss its timeout without any policy change.
+/// that saw it (it was in force by then), or `None` after `max`. A connect
+/// is awaited by [`PROBERS`] staggered probers; a drop is only taken when
+/// [`DROP_STREAK`] probes in a row see it: on a loaded machine one connect
+/// can miss its timeout without any policy change.
 fn first_probe_seeing(
     dst: SocketAddr,
     want: bool,
     timeout: Duration,
     max: Duration,
 ) -> Option<Instant> {
+    if want {
+        return first_connect(dst, timeout, max);
+    }
     let start = Instant::now();
     let mut streak: Option<(Instant, usize)> = None;
     while start.elapsed() < max {
         let t = Instant::now();
-        if probe(dst, timeout) != want {
+        if probe(dst, timeout) {
             streak = None;
             continue;
-        }
-        if want {
-            return Some(t);
         }
         let (first, n) = streak.map_or((t, 1), |(f, n)| (f, n + 1));
         if n >= DROP_STREAK {
@@ -232,6 +233,42 @@ fn first_probe_seeing(
         streak = Some((first, n));
     }
     None
+}
+
+/// Probers that wait for a connect, started [`PROBERS`]-th of the timeout
+/// apart: while probes are dropped each one waits out its timeout, so one
+/// prober alone would see an allow up to a whole timeout late.
+pub const PROBERS: u32 = 4;
+
+/// The start of the earliest probe that connected, or `None` after `max`.
+/// Threads started here stay in the caller's network namespace.
+fn first_connect(dst: SocketAddr, timeout: Duration, max: Duration) -> Option<Instant> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let start = Instant::now();
+    let found: Mutex<Option<Instant>> = Mutex::new(None);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for k in 0..PROBERS {
+            let (found, done) = (&found, &done);
+            s.spawn(move || {
+                std::thread::sleep(timeout * k / PROBERS);
+                // A probe in flight is finished before looking at `done`, so
+                // one that started earlier than the first success counts.
+                while !done.load(Ordering::Relaxed) && start.elapsed() < max {
+                    let t = Instant::now();
+                    if probe(dst, timeout) {
+                        let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
+                        if f.is_none_or(|x| t < x) {
+                            *f = Some(t);
+                        }
+                        done.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    found.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Consecutive dropped probes that make a "drop" verdict.
