@@ -45,6 +45,27 @@ pub fn agent_command(state: &LabState, binary: &Path) -> Command {
     cmd
 }
 
+/// The agent executable the lab runs: `binary` (the `portcullis` that
+/// runs `lab up`), or `PORTCULLIS_LAB_AGENT` when set, so a bench can run
+/// another build of the agent (e.g. a baseline) in a lab made by this one.
+pub fn agent_binary(binary: &Path) -> std::path::PathBuf {
+    agent_binary_from(binary, std::env::var_os("PORTCULLIS_LAB_AGENT"))
+}
+
+fn agent_binary_from(binary: &Path, env: Option<std::ffi::OsString>) -> std::path::PathBuf {
+    env.filter(|s| !s.is_empty())
+        .map_or_else(|| binary.to_path_buf(), std::path::PathBuf::from)
+}
+
+/// How long [`start_agent`] waits for the agent's first enforcement: 20 s,
+/// or `PORTCULLIS_LAB_READY_SECS` (benches with large clusters).
+pub fn ready_timeout() -> Duration {
+    std::env::var("PORTCULLIS_LAB_READY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(20), Duration::from_secs)
+}
+
 /// Starts `portcullis agent` in the node namespace, detached, and waits
 /// until it reports its maps filled.
 pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
@@ -54,7 +75,7 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
         .create(true)
         .append(true)
         .open(paths::agent_log())?;
-    let mut cmd = agent_command(state, binary);
+    let mut cmd = agent_command(state, &agent_binary(binary));
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -63,11 +84,13 @@ pub fn start_agent(state: &LabState, binary: &Path) -> Result<u32> {
     let pid = child.id();
     std::fs::write(paths::state_file("agent.pid"), pid.to_string())?;
     let start = Instant::now();
+    let limit = ready_timeout();
     while !ready.exists() {
-        if start.elapsed() > Duration::from_secs(20) {
+        if start.elapsed() > limit {
             let tail = std::fs::read_to_string(paths::agent_log()).unwrap_or_default();
             bail!(
-                "the agent did not become ready in 20 s; its log:\n{}",
+                "the agent did not become ready in {} s (PORTCULLIS_LAB_READY_SECS); its log:\n{}",
+                limit.as_secs(),
                 tail.lines()
                     .rev()
                     .take(20)

@@ -42,7 +42,7 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
             "spec": {
-                "nodeName": LAB_NODE,
+                "nodeName": p.node.as_deref().unwrap_or(LAB_NODE),
                 "serviceAccountName": p.service_account.clone().unwrap_or_else(|| "default".into()),
                 "containers": [{"name": "main", "image": "lab", "ports": ports}],
             },
@@ -65,6 +65,20 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
             "labels": topo.node.as_ref().map(|n| n.labels.clone()).unwrap_or_default()},
         "status": {"addresses": node_addrs},
     }));
+    // The other nodes of the `nodes:` list (the lab's own is the one
+    // above, with `node:`'s addresses).
+    for n in topo.nodes.iter().filter(|n| n.name != LAB_NODE) {
+        let addrs: Vec<Value> = n
+            .ips
+            .iter()
+            .map(|a| json!({"type": "InternalIP", "address": a.to_string()}))
+            .collect();
+        out.push(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": n.name, "labels": n.labels},
+            "status": {"addresses": addrs},
+        }));
+    }
     if let Some(api) = &topo.kube_apiserver {
         let eps: Vec<Value> = api
             .ips

@@ -53,6 +53,9 @@ pub fn up(
     require_root()?;
     let topo = Topology::from_file(topology).map_err(|e| anyhow::anyhow!("{e}"))?;
     net::check_lab_addresses(&topo)?;
+    // The lab's node as its agent sees it: a `nodes:` entry named
+    // `lab-node` adds its addresses to the node namespace.
+    let topo = topo.for_node(LAB_NODE);
     // Validate the policies before touching the system.
     policy_model::PolicySet::load_paths(policies).map_err(|errs| {
         anyhow::anyhow!(
@@ -66,19 +69,7 @@ pub fn up(
     down()?;
     std::fs::create_dir_all(STATE_DIR)?;
 
-    net::make_node_and_world(&topo)?;
-    let node_v4 = topo
-        .node
-        .iter()
-        .flat_map(|n| n.ips.iter())
-        .find(|ip| ip.is_ipv4())
-        .copied();
-    let mut pods = Vec::new();
-    for (i, pod) in topo.pods.iter().enumerate() {
-        let id = u16::try_from(i + 1).context("too many pods")?;
-        let ns = net::link_pod(id, pod, node_v4)?;
-        pods.push((pod.full_name(), ns));
-    }
+    let pods = make_network(&topo)?;
 
     let mut state = LabState {
         topology: std::fs::canonicalize(topology)?,
@@ -87,6 +78,7 @@ pub fn up(
             .map(std::fs::canonicalize)
             .collect::<std::io::Result<_>>()?,
         pods,
+        remote_pods: net::remote_pods(&topo),
         agent_pid: None,
         kubernetes,
         agent_args: agent_args.to_vec(),
@@ -97,6 +89,27 @@ pub fn up(
     state.agent_pid = Some(start_agent(&state, binary)?);
     state.write()?;
     Ok(state)
+}
+
+/// The lab's namespaces and links for `topo` (the lab node's view, see
+/// [`Topology::for_node`]): node and world, then a namespace and veth for
+/// each pod of the lab's node only; pods of other nodes are addresses the
+/// agent knows as remote endpoints. Returns each local pod (`ns/pod`) with
+/// its namespace. [`down`] removes what it made.
+pub fn make_network(topo: &Topology) -> Result<Vec<(String, String)>> {
+    net::make_node_and_world(topo)?;
+    let node_v4 = topo
+        .node
+        .iter()
+        .flat_map(|n| n.ips.iter())
+        .find(|ip| ip.is_ipv4())
+        .copied();
+    let mut pods = Vec::new();
+    for (id, pod) in net::local_pods(topo)? {
+        let ns = net::link_pod(id, pod, node_v4)?;
+        pods.push((pod.full_name(), ns));
+    }
+    Ok(pods)
 }
 
 /// `lab down`: removes everything a lab made, also after a crash.

@@ -3,6 +3,7 @@
 //! (node and world first, then one link per pod).
 
 use crate::netns;
+use crate::paths::LAB_NODE;
 use anyhow::{Result, bail};
 use policy_model::Topology;
 use policy_model::topology::PodSpec;
@@ -73,6 +74,16 @@ pub fn check_lab_addresses(topo: &Topology) -> Result<()> {
     for ip in topo.node.iter().flat_map(|w| w.ips.iter()) {
         if !in_pods(ip) {
             bail!("node address {ip} is outside 10.200.0.0/16 and fd00:200::/64");
+        }
+    }
+    for n in &topo.nodes {
+        for ip in &n.ips {
+            if !in_pods(ip) {
+                bail!(
+                    "node {}: address {ip} is outside 10.200.0.0/16 and fd00:200::/64",
+                    n.name
+                );
+            }
         }
     }
     Ok(())
@@ -206,16 +217,39 @@ pub fn link_pod(id: u16, pod: &PodSpec, node_v4: Option<IpAddr>) -> Result<Strin
     Ok(ns)
 }
 
-/// Each pod of the topology (`ns/pod`) with the namespace `lab up` gives
-/// it: endpoint ids count from 1 in topology order.
+/// Each pod of the lab's node (`ns/pod`, [`Topology::pods_on`] the
+/// [`LAB_NODE`]: pods without `node:` or with `node: lab-node`) with the
+/// namespace `lab up` gives it: endpoint ids are the pod's position in the
+/// topology, counting from 1, so a file without `node:` numbers as before.
+/// Pods on other nodes get no namespace: they exist only as addresses.
 pub fn pod_namespaces(topo: &Topology) -> Result<Vec<(String, String)>> {
+    local_pods(topo)?
+        .into_iter()
+        .map(|(id, p)| Ok((p.full_name(), pod_ns(id))))
+        .collect()
+}
+
+/// The pods of the lab's node with their endpoint ids (see
+/// [`pod_namespaces`]).
+pub fn local_pods(topo: &Topology) -> Result<Vec<(u16, &PodSpec)>> {
     topo.pods
         .iter()
         .enumerate()
+        .filter(|(_, p)| p.is_on(LAB_NODE))
         .map(|(i, p)| {
             let id = u16::try_from(i + 1).map_err(|_| anyhow::anyhow!("too many pods"))?;
-            Ok((p.full_name(), pod_ns(id)))
+            Ok((id, p))
         })
+        .collect()
+}
+
+/// The pods of other nodes (`ns/pod`, node): no namespace, no veth, only
+/// addresses the agent keeps as remote endpoints.
+pub fn remote_pods(topo: &Topology) -> Vec<(String, String)> {
+    topo.pods
+        .iter()
+        .filter(|p| !p.is_on(LAB_NODE))
+        .map(|p| (p.full_name(), p.node.clone().unwrap_or_default()))
         .collect()
 }
 

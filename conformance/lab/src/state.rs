@@ -3,7 +3,7 @@
 //! it again.
 
 use crate::net::{NODE_NS, WORLD_NS};
-use crate::paths;
+use crate::paths::{self, LAB_NODE};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -15,6 +15,10 @@ pub struct LabState {
     pub policies: Vec<PathBuf>,
     /// `ns/pod` -> namespace.
     pub pods: Vec<(String, String)>,
+    /// Pods of other nodes (`ns/pod` -> node): addresses only, no
+    /// namespace, so nothing runs "in" them.
+    #[serde(default)]
+    pub remote_pods: Vec<(String, String)>,
     pub agent_pid: Option<u32>,
     /// Kubernetes mode: the agent watches a fake API server (in the node
     /// namespace) that serves the topology and policy files as API objects.
@@ -50,26 +54,34 @@ impl LabState {
         Ok(())
     }
 
-    /// The namespace of `node`, `world` or `ns/pod`.
+    /// The namespace of `node`, `world` or `ns/pod` (a pod of the lab's
+    /// node: a pod of another node has none, and says so).
     pub fn namespace_of(&self, target: &str) -> Result<String> {
         match target {
             "node" => Ok(NODE_NS.into()),
             "world" => Ok(WORLD_NS.into()),
-            t => self
-                .pods
-                .iter()
-                .find(|(p, _)| p == t)
-                .map(|(_, ns)| ns.clone())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no pod {t:?} in the lab (pods: {})",
-                        self.pods
-                            .iter()
-                            .map(|(p, _)| p.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }),
+            t => {
+                if let Some((_, ns)) = self.pods.iter().find(|(p, _)| p == t) {
+                    return Ok(ns.clone());
+                }
+                if let Some((_, node)) = self.remote_pods.iter().find(|(p, _)| p == t) {
+                    anyhow::bail!(
+                        "pod {t} is not on this node (it runs on {node:?}; the lab's node is {LAB_NODE:?}): \
+                         it exists only as an address, so nothing can run in it"
+                    );
+                }
+                anyhow::bail!(
+                    "no pod {t:?} in the lab (pods: {})",
+                    self.pods
+                        .iter()
+                        .map(|(p, _)| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@ fn state(kubernetes: bool) -> LabState {
         topology: PathBuf::from("/t/topology.yaml"),
         policies: vec![PathBuf::from("/t/a.yaml"), PathBuf::from("/t/b")],
         pods: vec![("x/a".into(), "pc-pod1".into())],
+        remote_pods: vec![],
         agent_pid: None,
         kubernetes,
         agent_args: vec!["--dns-max-ips".into(), "8".into()],
@@ -41,5 +42,16 @@ fn kubernetes_mode_watches_the_fake_api_server_instead() {
          --node-name lab-node --pod-cidr 10.200.0.0/16 --pod-cidr fd00:200::/64 \
          --pin-dir /run/portcullis/bpffs/lab --state-dir /run/portcullis/lab --uplink pcup \
          --dns-max-ips 8"
+    );
+}
+
+#[test]
+fn the_agent_binary_is_the_callers_unless_the_environment_names_another() {
+    let caller = Path::new("/bin/portcullis");
+    assert_eq!(agent_binary_from(caller, None), caller);
+    assert_eq!(agent_binary_from(caller, Some("".into())), caller);
+    assert_eq!(
+        agent_binary_from(caller, Some("/work/base/portcullis".into())),
+        Path::new("/work/base/portcullis")
     );
 }

@@ -82,3 +82,33 @@ fn secret_files_become_secrets_without_hidden_items() {
     assert!(secret_objects(&d.join("missing")).is_empty());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn every_pod_is_published_with_its_node_and_the_listed_nodes_too() {
+    let topo = Topology::from_yaml(
+        "
+namespaces: [{name: x}]
+nodes: [{name: node-2, ips: [10.200.0.2], labels: {zone: b}}]
+pods:
+  - {namespace: x, name: a, ip: 10.200.1.1}
+  - {namespace: x, name: far, ip: 10.200.1.2, node: node-2}
+",
+        "t.yaml",
+    )
+    .expect("topology");
+    let objs = topology_objects(&topo);
+    let node_of = |name: &str| {
+        objs.iter()
+            .find(|o| o["kind"] == "Pod" && o["metadata"]["name"] == name)
+            .map(|o| o["spec"]["nodeName"].clone())
+            .expect("pod published")
+    };
+    assert_eq!(node_of("a"), LAB_NODE);
+    assert_eq!(node_of("far"), "node-2");
+    let node2 = objs
+        .iter()
+        .find(|o| o["kind"] == "Node" && o["metadata"]["name"] == "node-2")
+        .expect("node-2 published");
+    assert_eq!(node2["status"]["addresses"][0]["address"], "10.200.0.2");
+    assert_eq!(node2["metadata"]["labels"]["zone"], "b");
+}

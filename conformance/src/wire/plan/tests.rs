@@ -20,6 +20,7 @@ fn lab(c: &Case) -> LabState {
         topology: PathBuf::from("topology.yaml"),
         policies: vec![],
         pods: pod_namespaces(&c.topology).expect("pods"),
+        remote_pods: vec![],
         agent_pid: None,
         kubernetes: false,
         agent_args: vec![],
