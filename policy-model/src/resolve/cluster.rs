@@ -4,10 +4,10 @@
 use super::identities::Endpoint;
 use crate::identity::{Identity, NumericIdentity};
 use crate::l7::dns::FqdnPattern;
-use crate::rules::{Peer, PolicyRule};
+use crate::rules::{Peer, PolicyRule, Protocol};
 use crate::topology::Topology;
 use ipnet::IpNet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -29,6 +29,8 @@ pub struct Cluster {
     pub(super) fqdn_patterns: Vec<(String, FqdnPattern)>,
     /// Every prefix the rules name (CIDRs and their exceptions).
     pub(super) cidr_prefixes: Vec<IpNet>,
+    /// Port name -> every (protocol, port) a pod gives it.
+    pub(super) named_ports: HashMap<String, BTreeSet<(Protocol, u16)>>,
 }
 
 impl Cluster {

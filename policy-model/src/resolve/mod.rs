@@ -41,7 +41,17 @@ impl Cluster {
             subjects: HashMap::new(),
             fqdn_patterns: ids.fqdn_patterns,
             cidr_prefixes: ids.cidr_prefixes,
+            named_ports: HashMap::new(),
         };
+        for e in &cluster.endpoints {
+            for (name, proto, port) in &e.named_ports {
+                cluster
+                    .named_ports
+                    .entry(name.clone())
+                    .or_default()
+                    .insert((*proto, *port));
+            }
+        }
         cluster.build_selector_cache();
         cluster
     }
