@@ -13,6 +13,7 @@
 pub mod api;
 pub mod explain;
 pub mod identity;
+pub mod incremental;
 pub mod l7;
 pub mod labels;
 pub mod load;

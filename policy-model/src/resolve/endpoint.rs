@@ -79,8 +79,7 @@ impl Table {
         out.map
             .entries
             .extend(self.entries.iter().map(|(k, v)| (*k, *v)));
-        out.l7
-            .extend(self.l7.iter().map(|(k, v)| (*k, v.clone())));
+        out.l7.extend(self.l7.iter().map(|(k, v)| (*k, v.clone())));
         out.provenance
             .extend(self.provenance.iter().map(|(k, v)| (*k, v.clone())));
         out.warnings.extend(self.warnings.iter().cloned());
@@ -146,7 +145,8 @@ impl DirectionPlan {
         }
         for r in selecting {
             for entry in &r.direction(dir).entries {
-                let port_keys = entry_port_keys(sel, ep, entry.ports.as_deref(), dir, &mut plan.warnings);
+                let port_keys =
+                    entry_port_keys(sel, ep, entry.ports.as_deref(), dir, &mut plan.warnings);
                 let mut peers = Vec::new();
                 for peer in &entry.peers {
                     let peer_text = peer.to_string();
@@ -342,10 +342,7 @@ impl Selections for Cluster {
     }
 
     fn named_ports(&self, name: &str) -> BTreeSet<(Protocol, u16)> {
-        self.named_ports
-            .get(name)
-            .cloned()
-            .unwrap_or_default()
+        self.named_ports.get(name).cloned().unwrap_or_default()
     }
 }
 
@@ -433,9 +430,9 @@ fn combine(key: MapKey, covering: &[&Contribution], out: &mut Table) {
             let mut tls_rules: Vec<TlsRule> = Vec::new();
             for c in covering {
                 if let (Some(tls), Some(o)) = (&c.tls, &c.origin) {
-                    let dup = tls_rules.iter().any(|t| {
-                        Arc::ptr_eq(&t.tls, tls) && t.origin == *o && t.rule == c.rule
-                    });
+                    let dup = tls_rules
+                        .iter()
+                        .any(|t| Arc::ptr_eq(&t.tls, tls) && t.origin == *o && t.rule == c.rule);
                     if !dup {
                         tls_rules.push(TlsRule {
                             tls: tls.clone(),
@@ -447,11 +444,11 @@ fn combine(key: MapKey, covering: &[&Contribution], out: &mut Table) {
                     continue;
                 }
                 if let (Some(l7), Some(o)) = (&c.l7, &c.origin)
-                    && !rules.iter().any(
-                        |(r, o2, p): &(Arc<L7Rules>, Arc<PolicyRef>, String)| {
+                    && !rules
+                        .iter()
+                        .any(|(r, o2, p): &(Arc<L7Rules>, Arc<PolicyRef>, String)| {
                             Arc::ptr_eq(r, l7) && o2 == o && *p == c.rule
-                        },
-                    )
+                        })
                 {
                     rules.push((l7.clone(), o.clone(), c.rule.clone()));
                 }

@@ -4,6 +4,7 @@
 //! ipcache that maps every address to its identity.
 
 use super::fqdn::{FqdnCache, fqdn_key, fqdn_keys_of};
+use super::numbering::{EndpointIds, Numbering};
 use crate::identity::{
     Identity, IdentityAllocator, IdentityKind, NumericIdentity, RESERVED, cidr_labels, fqdn_labels,
     reserved_labels,
@@ -54,8 +55,17 @@ pub(super) struct Allocation {
 
 /// Allocates the identities of `topology`, of the prefixes `rules` name
 /// and of the addresses in `fqdn` that a toFQDNs selector selects.
-pub(super) fn allocate(topology: &Topology, rules: &[PolicyRule], fqdn: &FqdnCache) -> Allocation {
-    let mut alloc = IdentityAllocator::new();
+pub(super) fn allocate(
+    topology: &Topology,
+    rules: &[PolicyRule],
+    fqdn: &FqdnCache,
+    numbering: Option<&Numbering>,
+) -> Allocation {
+    let mut alloc = match numbering {
+        Some(n) => IdentityAllocator::seeded(&n.identities, n.next_endpoint, n.next_local),
+        None => IdentityAllocator::new(),
+    };
+    let mut endpoint_ids = EndpointIds::new(numbering);
     let mut identities = BTreeMap::new();
     for (id, name) in RESERVED {
         identities.insert(
@@ -102,7 +112,7 @@ pub(super) fn allocate(topology: &Topology, rules: &[PolicyRule], fqdn: &FqdnCac
             })
             .collect();
         endpoints.push(Endpoint {
-            id: u16::try_from(i + 1).unwrap_or(u16::MAX),
+            id: endpoint_ids.id(i, &pod.full_name()),
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             identity: id,

@@ -13,6 +13,7 @@ mod endpoint;
 mod fqdn;
 mod identities;
 mod learned;
+mod numbering;
 mod policy;
 mod selectors;
 
@@ -20,6 +21,7 @@ pub use cluster::Cluster;
 pub use fqdn::{FqdnCache, fqdn_key};
 pub use identities::{Endpoint, NamedPort};
 pub use learned::LearnedAddress;
+pub use numbering::Numbering;
 pub use policy::{Contribution, EndpointPolicy, L7Policy};
 pub use selectors::peer_selects;
 
@@ -28,9 +30,31 @@ use crate::topology::Topology;
 use std::collections::HashMap;
 
 impl Cluster {
-    /// Builds identities and the selector cache.
+    /// Builds identities and the selector cache. Identities are numbered
+    /// in allocation order and endpoint ids are topology positions + 1.
     pub fn new(topology: Topology, rules: Vec<PolicyRule>, fqdn: &FqdnCache) -> Self {
-        let ids = identities::allocate(&topology, &rules, fqdn);
+        Self::build(topology, rules, fqdn, None)
+    }
+
+    /// As [`Cluster::new`], keeping the identity numbers and endpoint ids
+    /// of `numbering` (what an incremental resolution handed out, so the
+    /// two can be compared).
+    pub fn with_numbering(
+        topology: Topology,
+        rules: Vec<PolicyRule>,
+        fqdn: &FqdnCache,
+        numbering: &Numbering,
+    ) -> Self {
+        Self::build(topology, rules, fqdn, Some(numbering))
+    }
+
+    fn build(
+        topology: Topology,
+        rules: Vec<PolicyRule>,
+        fqdn: &FqdnCache,
+        numbering: Option<&Numbering>,
+    ) -> Self {
+        let ids = identities::allocate(&topology, &rules, fqdn, numbering);
         let mut cluster = Cluster {
             topology,
             rules,
