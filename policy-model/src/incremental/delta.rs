@@ -161,6 +161,7 @@ impl Realized {
 
 /// The delta between two whole states (what a full resolve followed by a
 /// diff gives).
+#[cfg(test)]
 pub(super) fn diff_states(old: &NodeState, new: &NodeState) -> Delta {
     let mut d = Delta::default();
     for (id, i) in &new.identities {

@@ -5,6 +5,7 @@
 
 use super::fqdn::{FqdnCache, fqdn_key, fqdn_keys_of};
 use super::numbering::{EndpointIds, Numbering};
+use crate::api::FqdnSelector;
 use crate::identity::{
     Identity, IdentityAllocator, IdentityKind, NumericIdentity, RESERVED, cidr_labels, fqdn_labels,
     reserved_labels,
@@ -14,7 +15,6 @@ use crate::labels::LabelSet;
 use crate::rules::{Peer, PolicyRule, Protocol};
 use crate::topology::Topology;
 use ipnet::IpNet;
-use crate::api::FqdnSelector;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
@@ -100,18 +100,7 @@ pub(super) fn allocate(
         for ip in pod.addresses() {
             ipcache.push((IpNet::from(ip), id));
         }
-        let named_ports = pod
-            .ports
-            .iter()
-            .filter_map(|p| {
-                let proto = p
-                    .protocol
-                    .as_deref()
-                    .and_then(Protocol::parse)
-                    .unwrap_or(Protocol::Tcp);
-                p.name.clone().map(|n| (n, proto, p.container_port))
-            })
-            .collect();
+        let named_ports = named_ports_of(pod);
         endpoints.push(Endpoint {
             id: endpoint_ids.id(i, &pod.full_name()),
             namespace: pod.namespace.clone(),
@@ -162,6 +151,21 @@ pub(super) fn allocate(
     }
 }
 
+/// The named container ports of a pod (TCP unless it says otherwise).
+pub(crate) fn named_ports_of(pod: &crate::topology::PodSpec) -> Vec<NamedPort> {
+    pod.ports
+        .iter()
+        .filter_map(|p| {
+            let proto = p
+                .protocol
+                .as_deref()
+                .and_then(Protocol::parse)
+                .unwrap_or(Protocol::Tcp);
+            p.name.clone().map(|n| (n, proto, p.container_port))
+        })
+        .collect()
+}
+
 /// Every prefix `rules` name (CIDRs and their exceptions).
 pub(crate) fn rule_prefixes(rules: &[PolicyRule]) -> BTreeSet<IpNet> {
     let mut prefixes = BTreeSet::new();
@@ -178,9 +182,9 @@ pub(crate) fn prefixes_of(r: &PolicyRule) -> impl Iterator<Item = IpNet> + '_ {
         .flat_map(|d| d.entries.iter())
         .flat_map(|e| e.peers.iter())
         .flat_map(|p| match p {
-            Peer::Cidr { cidr, except } => {
-                std::iter::once(*cidr).chain(except.iter().copied()).collect()
-            }
+            Peer::Cidr { cidr, except } => std::iter::once(*cidr)
+                .chain(except.iter().copied())
+                .collect(),
             _ => Vec::new(),
         })
 }

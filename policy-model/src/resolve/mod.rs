@@ -9,13 +9,13 @@
 //! [`Cluster`] they all read; this file builds it.
 
 mod cluster;
-mod endpoint;
+pub(crate) mod endpoint;
 mod fqdn;
-mod identities;
+pub(crate) mod identities;
 mod learned;
 mod numbering;
 mod policy;
-mod selectors;
+pub(crate) mod selectors;
 
 pub use cluster::Cluster;
 pub use fqdn::{FqdnCache, fqdn_key};

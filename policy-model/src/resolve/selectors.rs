@@ -47,13 +47,7 @@ impl Cluster {
     }
 
     fn node_labels(&self) -> LabelSet {
-        let mut l = LabelSet::new();
-        if let Some(n) = &self.topology.node {
-            for (k, v) in &n.labels {
-                l.insert(crate::labels::SOURCE_K8S, k, v);
-            }
-        }
-        l
+        node_labels(self.topology.node.as_ref())
     }
 
     /// Identities a peer selector selects.
@@ -79,6 +73,17 @@ impl Cluster {
             .flatten()
             .map(|i| &self.rules[*i])
     }
+}
+
+/// The labels `fromNodes` / `toNodes` selectors match against the node.
+pub(crate) fn node_labels(node: Option<&crate::topology::HostSpec>) -> LabelSet {
+    let mut l = LabelSet::new();
+    if let Some(n) = node {
+        for (k, v) in &n.labels {
+            l.insert(crate::labels::SOURCE_K8S, k, v);
+        }
+    }
+    l
 }
 
 /// Whether a peer selector selects an identity.
