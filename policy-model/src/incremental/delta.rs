@@ -33,7 +33,9 @@ pub enum EndpointChange {
 /// endpoint has none.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Delta {
-    /// Identities that appeared (with what they stand for).
+    /// Identities that appeared or changed what they stand for (same
+    /// number and labels: an FQDN identity's representative address, the
+    /// host's labels).
     pub identities_added: Vec<Identity>,
     /// Identities that went away (no ipcache entry or map key refers to
     /// them any more once the delta is applied).
@@ -83,6 +85,7 @@ impl NodeState {
     /// What a daemon holds after writing this state.
     pub fn realized(&self) -> Realized {
         Realized {
+            identities: self.identities.clone(),
             ipcache: self.ipcache.clone(),
             endpoints: self
                 .endpoints
@@ -107,6 +110,7 @@ impl NodeState {
 /// endpoints, their policy maps and their L7 rule sets.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Realized {
+    pub identities: BTreeMap<NumericIdentity, Identity>,
     pub ipcache: BTreeMap<IpNet, NumericIdentity>,
     pub endpoints: BTreeMap<u16, Endpoint>,
     pub maps: BTreeMap<u16, MapState>,
@@ -116,6 +120,12 @@ pub struct Realized {
 impl Realized {
     /// Applies a delta as a daemon would.
     pub fn apply(&mut self, d: &Delta) {
+        for i in &d.identities_added {
+            self.identities.insert(i.id, i.clone());
+        }
+        for id in &d.identities_removed {
+            self.identities.remove(id);
+        }
         for e in &d.endpoints {
             match e {
                 EndpointChange::Removed(ep) => {

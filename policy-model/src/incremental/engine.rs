@@ -797,6 +797,12 @@ impl IncrementalCluster {
         for id in std::mem::take(&mut w.endpoints) {
             self.refresh_endpoint(id, &mut w.delta);
         }
+        w.delta.identities_added = w
+            .added
+            .union(&w.changed)
+            .filter_map(|id| self.state.identities.get(id).cloned())
+            .collect();
+        w.delta.identities_removed = w.removed.into_iter().collect();
         w.delta
     }
 

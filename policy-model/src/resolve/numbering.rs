@@ -60,3 +60,6 @@ impl EndpointIds {
         id
     }
 }
+
+#[cfg(test)]
+mod tests;
