@@ -23,6 +23,7 @@ use super::delta::{Delta, EndpointChange, IpcacheChange, NodeState};
 use crate::api::FqdnSelector;
 use crate::identity::{Identity, IdentityKind, NumericIdentity};
 use crate::labels::{LabelSet, POD_NAMESPACE_LABEL};
+use crate::mapstate::{MapChange, MapKey};
 use crate::resolve::endpoint::{DirectionPlan, Selections, Table, add_direction, empty_policy};
 use crate::resolve::identities::{
     external_identities, fqdn_selectors_of, named_ports_of, patterns_of, prefixes_of,
@@ -722,12 +723,10 @@ impl IncrementalCluster {
         let evaluate: Vec<NumericIdentity> = w.added.union(&w.changed).copied().collect();
         if !(evaluate.is_empty() && w.removed.is_empty()) {
             for (peer, sel) in self.selections.iter_mut() {
-                let mut ids: Option<Vec<NumericIdentity>> = None;
+                let mut flips: Vec<(NumericIdentity, bool)> = Vec::new();
                 for id in &w.removed {
-                    let cur = ids.get_or_insert_with(|| sel.ids.as_ref().clone());
-                    if let Ok(at) = cur.binary_search(id) {
-                        cur.remove(at);
-                        flipped.entry(peer.clone()).or_default().insert(*id);
+                    if sel.ids.binary_search(id).is_ok() {
+                        flips.push((*id, false));
                     }
                 }
                 for id in &evaluate {
@@ -735,21 +734,27 @@ impl IncrementalCluster {
                         continue;
                     };
                     let wanted = peer_selects(peer, identity, &self.node_labels);
-                    let cur = ids.get_or_insert_with(|| sel.ids.as_ref().clone());
-                    match (cur.binary_search(id), wanted) {
-                        (Err(at), true) => cur.insert(at, *id),
-                        (Ok(at), false) => {
-                            cur.remove(at);
-                        }
-                        _ => continue,
+                    if sel.ids.binary_search(id).is_ok() != wanted {
+                        flips.push((*id, wanted));
                     }
-                    flipped.entry(peer.clone()).or_default().insert(*id);
                 }
-                if let Some(ids) = ids
-                    && flipped.contains_key(peer)
-                {
-                    sel.ids = Arc::new(ids);
+                if flips.is_empty() {
+                    continue;
                 }
+                let ids = Arc::make_mut(&mut sel.ids);
+                for (id, selected) in &flips {
+                    match (ids.binary_search(id), selected) {
+                        (Err(at), true) => ids.insert(at, *id),
+                        (Ok(at), false) => {
+                            ids.remove(at);
+                        }
+                        _ => {}
+                    }
+                }
+                flipped
+                    .entry(peer.clone())
+                    .or_default()
+                    .extend(flips.iter().map(|(id, _)| *id));
             }
         }
         if w.named_ports_changed {
@@ -782,8 +787,7 @@ impl IncrementalCluster {
                     }
                 }
                 if !ids.is_empty() {
-                    self.retable_owner(&k, &ids);
-                    touched_owners.insert(k);
+                    self.retable_owner(&k, &ids, &w.endpoints, &mut w.delta);
                 }
             }
         }
@@ -876,31 +880,76 @@ impl IncrementalCluster {
     }
 
     /// Recomputes the tables of `ids` of an owner (their selections
-    /// changed; nothing else did).
-    fn retable_owner(&mut self, k: &OwnerKey, ids: &BTreeSet<NumericIdentity>) {
+    /// changed; nothing else did), and writes the entries that changed
+    /// into its endpoints' policies and `delta` (but for the endpoints of
+    /// `refreshed`, which are written whole later).
+    fn retable_owner(
+        &mut self,
+        k: &OwnerKey,
+        ids: &BTreeSet<NumericIdentity>,
+        refreshed: &BTreeSet<u16>,
+        delta: &mut Delta,
+    ) {
         let identities = &self.state.identities;
         let node_labels = &self.node_labels;
         let owner = self.owners.get_mut(k).expect("owner exists");
+        let mut replaced: Vec<(Option<Table>, Option<Table>)> = Vec::new();
         for (plan, tables) in owner.plans.iter().zip(owner.tables.iter_mut()) {
             for id in ids {
                 let own = identities
                     .get(id)
                     .map(|i| plan.contributions_of(i, node_labels))
                     .unwrap_or_default();
-                tables.remove(id);
-                insert_table(tables, *id, plan.table(*id, &own));
+                let old = tables.remove(id);
+                let new = plan.table(*id, &own);
+                let new = (!(new.entries.is_empty() && new.warnings.is_empty())).then_some(new);
+                if old == new {
+                    if let Some(t) = old {
+                        tables.insert(*id, t);
+                    }
+                    continue;
+                }
+                if let Some(t) = &new {
+                    tables.insert(*id, t.clone());
+                }
+                replaced.push((old, new));
             }
         }
-        let mut policy = empty_policy(&Endpoint {
-            id: 0,
-            namespace: String::new(),
-            name: String::new(),
-            identity: k.0,
-            ips: Vec::new(),
-            named_ports: Vec::new(),
-        });
-        assemble(&owner.plans, &owner.tables, &mut policy);
-        owner.policy = policy;
+        if replaced.is_empty() {
+            return;
+        }
+        let mut changes = Vec::new();
+        let mut l7_changed = false;
+        for (old, new) in &replaced {
+            l7_changed |=
+                replace_table(&mut owner.policy, old.as_ref(), new.as_ref(), &mut changes);
+        }
+        let warned = replaced
+            .iter()
+            .any(|(o, n)| o.iter().chain(n).any(|t| !t.warnings.is_empty()));
+        if warned {
+            owner.policy.warnings = warnings_of(&owner.plans, &owner.tables);
+        }
+        for ep in owner.endpoints.difference(refreshed) {
+            if let Some((_, pol)) = self.state.endpoints.get_mut(ep) {
+                for (old, new) in &replaced {
+                    replace_table(pol, old.as_ref(), new.as_ref(), &mut Vec::new());
+                }
+                if warned {
+                    pol.warnings = owner.policy.warnings.clone();
+                }
+                if !changes.is_empty() {
+                    delta
+                        .policy
+                        .entry(*ep)
+                        .or_default()
+                        .extend(changes.iter().cloned());
+                }
+                if l7_changed {
+                    delta.l7.insert(*ep, pol.l7.clone());
+                }
+            }
+        }
     }
 
     /// Puts endpoint `id` (record and policy) into the state, adding what
@@ -1059,6 +1108,67 @@ fn count<K: Ord>(m: &mut BTreeMap<K, usize>, k: K, add: bool) -> bool {
             None => false,
         }
     }
+}
+
+/// Takes table `old` out of a policy and puts `new` in; appends the map
+/// changes (upserts, then deletes) to `changes`. Whether the L7 rules
+/// changed.
+fn replace_table(
+    policy: &mut EndpointPolicy,
+    old: Option<&Table>,
+    new: Option<&Table>,
+    changes: &mut Vec<MapChange>,
+) -> bool {
+    let mut l7_changed = false;
+    if let Some(new) = new {
+        for (k, v) in &new.entries {
+            if old.and_then(|o| o.entries.get(k)) != Some(v) {
+                changes.push(MapChange::Upsert(*k, *v));
+            }
+            policy.map.entries.insert(*k, *v);
+        }
+        for (k, v) in &new.provenance {
+            policy.provenance.insert(*k, v.clone());
+        }
+        for (k, v) in &new.l7 {
+            if old.and_then(|o| o.l7.get(k)) != Some(v) {
+                l7_changed = true;
+            }
+            policy.l7.insert(*k, v.clone());
+        }
+    }
+    if let Some(old) = old {
+        let kept = |k: &MapKey| new.is_some_and(|n| n.entries.contains_key(k));
+        for k in old.entries.keys() {
+            if !kept(k) {
+                changes.push(MapChange::Delete(*k));
+                policy.map.entries.remove(k);
+                policy.provenance.remove(k);
+            }
+        }
+        for k in old.l7.keys() {
+            if !new.is_some_and(|n| n.l7.contains_key(k)) {
+                l7_changed = true;
+                policy.l7.remove(k);
+            }
+        }
+    }
+    l7_changed
+}
+
+/// An owner's warnings in the order the resolution writes them.
+fn warnings_of(
+    plans: &[DirectionPlan],
+    tables: &[BTreeMap<NumericIdentity, Table>],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (plan, t) in plans.iter().zip(tables) {
+        out.extend(plan.warnings.iter().cloned());
+        for table in t.values() {
+            out.extend(table.warnings.iter().cloned());
+        }
+    }
+    out
 }
 
 fn insert_table(tables: &mut BTreeMap<NumericIdentity, Table>, id: NumericIdentity, t: Table) {
