@@ -460,11 +460,12 @@ impl IncrementalCluster {
         // The local endpoint.
         let old_local = old.as_ref().is_some_and(|p| p.is_on(&self.node));
         let new_local = new.as_ref().is_some_and(|p| p.is_on(&self.node));
-        if old_local && !new_local {
-            if let Some(id) = self.numbering.endpoints.remove(&name) {
-                self.detach_endpoint(id);
-                w.endpoints.insert(id);
-            }
+        if old_local
+            && !new_local
+            && let Some(id) = self.numbering.endpoints.remove(&name)
+        {
+            self.detach_endpoint(id);
+            w.endpoints.insert(id);
         }
         if let (true, Some(p), Some(identity)) = (new_local, &new, new_id) {
             let id = match self.numbering.endpoints.get(&name) {
