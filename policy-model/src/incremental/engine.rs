@@ -28,7 +28,7 @@ use crate::resolve::endpoint::{DirectionPlan, Selections, Table, add_direction, 
 use crate::resolve::identities::{
     external_identities, fqdn_selectors_of, named_ports_of, patterns_of, prefixes_of,
 };
-use crate::resolve::selectors::{node_labels, peer_selects};
+use crate::resolve::selectors::{identity_namespace, node_labels, peer_namespaces, peer_selects};
 use crate::resolve::{Endpoint, EndpointPolicy, FqdnCache, NamedPort, Numbering};
 use crate::rules::{Direction, Peer, PolicyRule, PortSpec, Protocol, Subject};
 use crate::topology::{HostSpec, NamespaceSpec, PodSpec, Topology};
@@ -138,6 +138,10 @@ pub struct IncrementalCluster {
     node_labels: LabelSet,
     /// The selector cache: every peer and requires selector of the rules.
     selections: HashMap<Peer, Selection>,
+    /// The cached selectors by the namespaces they are confined to
+    /// (`None`: not confined), so a new endpoint identity is matched only
+    /// against the selectors that can select it.
+    selectors_by_namespace: HashMap<Option<String>, HashSet<Peer>>,
     owners: BTreeMap<OwnerKey, Owner>,
     /// Local endpoints and their owners.
     endpoints: BTreeMap<u16, (Endpoint, OwnerKey)>,
@@ -213,6 +217,7 @@ impl IncrementalCluster {
             named_ports: HashMap::new(),
             node_labels: LabelSet::new(),
             selections: HashMap::new(),
+            selectors_by_namespace: HashMap::new(),
             owners: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             state: NodeState::default(),
@@ -387,6 +392,12 @@ impl IncrementalCluster {
                     .filter(|i| peer_selects(&p, i, &self.node_labels))
                     .map(|i| i.id)
                     .collect();
+                for scope in selector_scopes(&p) {
+                    self.selectors_by_namespace
+                        .entry(scope)
+                        .or_default()
+                        .insert(p.clone());
+                }
                 self.selections.insert(
                     p,
                     Selection {
@@ -398,6 +409,14 @@ impl IncrementalCluster {
                 s.users -= 1;
                 if s.users == 0 {
                     self.selections.remove(&p);
+                    for scope in selector_scopes(&p) {
+                        if let Some(set) = self.selectors_by_namespace.get_mut(&scope) {
+                            set.remove(&p);
+                            if set.is_empty() {
+                                self.selectors_by_namespace.remove(&scope);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -722,41 +741,53 @@ impl IncrementalCluster {
         // The selector cache: (selector, identity) pairs that flipped.
         let mut flipped: HashMap<Peer, BTreeSet<NumericIdentity>> = HashMap::new();
         let evaluate: Vec<NumericIdentity> = w.added.union(&w.changed).copied().collect();
-        if !(evaluate.is_empty() && w.removed.is_empty()) {
-            for (peer, sel) in self.selections.iter_mut() {
-                let mut flips: Vec<(NumericIdentity, bool)> = Vec::new();
+        let mut flips: HashMap<Peer, Vec<(NumericIdentity, bool)>> = HashMap::new();
+        if !w.removed.is_empty() {
+            for (peer, sel) in &self.selections {
                 for id in &w.removed {
                     if sel.ids.binary_search(id).is_ok() {
-                        flips.push((*id, false));
+                        flips.entry(peer.clone()).or_default().push((*id, false));
                     }
                 }
-                for id in &evaluate {
-                    let Some(identity) = self.state.identities.get(id) else {
-                        continue;
-                    };
-                    let wanted = peer_selects(peer, identity, &self.node_labels);
-                    if sel.ids.binary_search(id).is_ok() != wanted {
-                        flips.push((*id, wanted));
-                    }
-                }
-                if flips.is_empty() {
-                    continue;
-                }
-                let ids = Arc::make_mut(&mut sel.ids);
-                for (id, selected) in &flips {
-                    match (ids.binary_search(id), selected) {
-                        (Err(at), true) => ids.insert(at, *id),
-                        (Ok(at), false) => {
-                            ids.remove(at);
-                        }
-                        _ => {}
-                    }
-                }
-                flipped
-                    .entry(peer.clone())
-                    .or_default()
-                    .extend(flips.iter().map(|(id, _)| *id));
             }
+        }
+        let none: HashSet<Peer> = HashSet::new();
+        for id in &evaluate {
+            let Some(identity) = self.state.identities.get(id) else {
+                continue;
+            };
+            let unconfined = self.selectors_by_namespace.get(&None).unwrap_or(&none);
+            let confined = identity_namespace(identity)
+                .and_then(|ns| self.selectors_by_namespace.get(&Some(ns.to_string())))
+                .unwrap_or(&none);
+            for peer in unconfined.iter().chain(confined) {
+                let Some(sel) = self.selections.get(peer) else {
+                    continue;
+                };
+                let wanted = peer_selects(peer, identity, &self.node_labels);
+                if sel.ids.binary_search(id).is_ok() != wanted {
+                    flips.entry(peer.clone()).or_default().push((*id, wanted));
+                }
+            }
+        }
+        for (peer, list) in flips {
+            let Some(sel) = self.selections.get_mut(&peer) else {
+                continue;
+            };
+            let ids = Arc::make_mut(&mut sel.ids);
+            for (id, selected) in &list {
+                match (ids.binary_search(id), selected) {
+                    (Err(at), true) => ids.insert(at, *id),
+                    (Ok(at), false) => {
+                        ids.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            flipped
+                .entry(peer)
+                .or_default()
+                .extend(list.iter().map(|(id, _)| *id));
         }
         if w.named_ports_changed {
             for (k, o) in &self.owners {
@@ -1108,6 +1139,15 @@ fn count<K: Ord>(m: &mut BTreeMap<K, usize>, k: K, add: bool) -> bool {
             }
             None => false,
         }
+    }
+}
+
+/// The keys of [`IncrementalCluster::selectors_by_namespace`] a selector
+/// is filed under.
+fn selector_scopes(p: &Peer) -> Vec<Option<String>> {
+    match peer_namespaces(p) {
+        Some(nss) => nss.iter().map(|n| Some(n.clone())).collect(),
+        None => vec![None],
     }
 }
 
