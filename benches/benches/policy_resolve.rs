@@ -341,6 +341,12 @@ fn generate_objects(
     for i in 0..policies {
         policy(i, namespaces, &mut yaml);
     }
+    // `PORTCULLIS_BENCH_DUMP_DIR`: also write the policies there (to time
+    // `portcullis policy check` on the same set).
+    if let Ok(dir) = std::env::var("PORTCULLIS_BENCH_DUMP_DIR") {
+        let path = std::path::Path::new(&dir).join(format!("policies-{policies}.yaml"));
+        std::fs::write(&path, &yaml).expect("the dump directory is writable");
+    }
     let set = match policy_model::load::load_str(&yaml, "generated.yaml") {
         Ok(set) => set,
         Err(errors) => {

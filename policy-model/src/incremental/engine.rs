@@ -121,6 +121,8 @@ pub struct IncrementalCluster {
     numbering: Numbering,
     /// Endpoint identity -> how many pods have it.
     endpoint_users: HashMap<NumericIdentity, usize>,
+    /// Endpoint identities by pod namespace.
+    identities_by_namespace: HashMap<String, BTreeSet<NumericIdentity>>,
     /// Every pod's identity, by `namespace/name`.
     pod_identities: HashMap<String, NumericIdentity>,
     /// Pod addresses -> identity.
@@ -208,6 +210,7 @@ impl IncrementalCluster {
             fqdn,
             numbering,
             endpoint_users: HashMap::new(),
+            identities_by_namespace: HashMap::new(),
             pod_identities: HashMap::new(),
             pod_addresses: BTreeMap::new(),
             host_addresses: BTreeMap::new(),
@@ -385,13 +388,7 @@ impl IncrementalCluster {
                     s.users += 1;
                     continue;
                 }
-                let ids: Vec<NumericIdentity> = self
-                    .state
-                    .identities
-                    .values()
-                    .filter(|i| peer_selects(&p, i, &self.node_labels))
-                    .map(|i| i.id)
-                    .collect();
+                let ids = self.evaluate(&p);
                 for scope in selector_scopes(&p) {
                     self.selectors_by_namespace
                         .entry(scope)
@@ -572,14 +569,18 @@ impl IncrementalCluster {
                     }
                 };
                 self.numbering.identities.insert(labels.clone(), id);
-                self.state.identities.insert(
+                let identity = Identity {
                     id,
-                    Identity {
-                        id,
-                        labels,
-                        kind: IdentityKind::Endpoint,
-                    },
-                );
+                    labels,
+                    kind: IdentityKind::Endpoint,
+                };
+                if let Some(ns) = identity_namespace(&identity) {
+                    self.identities_by_namespace
+                        .entry(ns.to_string())
+                        .or_default()
+                        .insert(id);
+                }
+                self.state.identities.insert(id, identity);
                 w.identity_added(id);
                 id
             }
@@ -598,6 +599,14 @@ impl IncrementalCluster {
         }
         self.endpoint_users.remove(&id);
         if let Some(i) = self.state.identities.remove(&id) {
+            if let Some(ns) = identity_namespace(&i)
+                && let Some(set) = self.identities_by_namespace.get_mut(ns)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.identities_by_namespace.remove(ns);
+                }
+            }
             self.numbering.identities.remove(&i.labels);
         }
         w.identity_removed(id);
@@ -1081,18 +1090,41 @@ impl IncrementalCluster {
     }
 }
 
+impl IncrementalCluster {
+    /// The identities a selector selects, from scratch (a selector
+    /// confined to namespaces is matched against theirs only).
+    fn evaluate(&self, peer: &Peer) -> Vec<NumericIdentity> {
+        let Some(nss) = peer_namespaces(peer) else {
+            return self
+                .state
+                .identities
+                .values()
+                .filter(|i| peer_selects(peer, i, &self.node_labels))
+                .map(|i| i.id)
+                .collect();
+        };
+        let mut ids: Vec<NumericIdentity> = nss
+            .iter()
+            .flat_map(|ns| self.identities_by_namespace.get(ns).into_iter().flatten())
+            .filter(|id| {
+                self.state
+                    .identities
+                    .get(id)
+                    .is_some_and(|i| peer_selects(peer, i, &self.node_labels))
+            })
+            .copied()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
 impl Selections for IncrementalCluster {
     fn selected(&self, peer: &Peer) -> Arc<Vec<NumericIdentity>> {
         match self.selections.get(peer) {
             Some(s) => s.ids.clone(),
-            None => Arc::new(
-                self.state
-                    .identities
-                    .values()
-                    .filter(|i| peer_selects(peer, i, &self.node_labels))
-                    .map(|i| i.id)
-                    .collect(),
-            ),
+            None => Arc::new(self.evaluate(peer)),
         }
     }
 
