@@ -354,6 +354,9 @@ impl IncrementalCluster {
         }
         // Owners the old or new rules select are resolved again.
         for (okey, _) in self.owners.iter() {
+            if w.full.contains(okey) {
+                continue;
+            }
             let Some(identity) = self.state.identities.get(&okey.0) else {
                 continue;
             };

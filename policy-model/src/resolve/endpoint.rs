@@ -74,6 +74,14 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Adds this table to an endpoint's policy, consuming it.
+    pub fn move_into(self, out: &mut EndpointPolicy) {
+        out.map.entries.extend(self.entries);
+        out.l7.extend(self.l7);
+        out.provenance.extend(self.provenance);
+        out.warnings.extend(self.warnings);
+    }
+
     /// Adds this table to an endpoint's policy.
     pub fn merge_into(&self, out: &mut EndpointPolicy) {
         out.map
@@ -316,10 +324,9 @@ pub(crate) fn resolve_endpoint(
     for dir in [Direction::Ingress, Direction::Egress] {
         let plan = DirectionPlan::new(sel, ep, selecting, dir);
         add_direction(&plan, &mut out);
-        let wildcard = plan.table(NumericIdentity::ANY, &[]);
-        wildcard.merge_into(&mut out);
+        plan.table(NumericIdentity::ANY, &[]).move_into(&mut out);
         for (id, own) in plan.contributions(sel) {
-            plan.table(id, &own).merge_into(&mut out);
+            plan.table(id, &own).move_into(&mut out);
         }
     }
     out

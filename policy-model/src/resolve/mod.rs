@@ -66,7 +66,17 @@ impl Cluster {
             fqdn_patterns: ids.fqdn_patterns,
             cidr_prefixes: ids.cidr_prefixes,
             named_ports: HashMap::new(),
+            endpoint_by_name: HashMap::new(),
+            endpoint_by_ip: HashMap::new(),
         };
+        for (i, e) in cluster.endpoints.iter().enumerate() {
+            // The first endpoint of a name or address wins, as the scans
+            // these maps replace found it.
+            cluster.endpoint_by_name.entry(e.full_name()).or_insert(i);
+            for ip in &e.ips {
+                cluster.endpoint_by_ip.entry(*ip).or_insert(i);
+            }
+        }
         for e in &cluster.endpoints {
             for (name, proto, port) in &e.named_ports {
                 cluster
