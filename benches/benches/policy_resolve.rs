@@ -19,6 +19,15 @@
 //! Groups: `resolve_10k_rules_5k_pods` (10,000 policies, 100 namespaces,
 //! 5,000 pods) and `resolve_1k_rules_500_pods` (1,000 policies, 10
 //! namespaces, 500 pods) for quick runs.
+//!
+//! The incremental engine (`incremental_*` groups, same clusters): the
+//! first pod of every namespace runs on the bench's node (100 local
+//! endpoints at 10k), the others on other nodes. Cases: building the
+//! engine (cold start), one policy edit that changes a local endpoint's
+//! policy, one remote pod added with labels no pod has (a new identity),
+//! and one local pod relabelled. Before criterion runs, each change case is
+//! also timed 200 times one by one and its p50 / p99 / max printed (the
+//! issue's targets are p99 figures).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -28,9 +37,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
+use policy_model::incremental::{Change, IncrementalCluster, PolicyKey};
 use policy_model::rules::PolicyRule;
 use policy_model::topology::{ContainerPort, HostSpec, NamespaceSpec, PodSpec};
 use policy_model::{Cluster, FqdnCache, Topology};
+use std::time::Instant;
 
 const PODS_PER_NAMESPACE: usize = 50;
 const DEPLOYMENTS_PER_NAMESPACE: usize = 5;
@@ -289,9 +300,52 @@ spec:
 /// The generated cluster: its topology and the translated rules of
 /// `policies` policy objects.
 fn generate(namespaces: usize, policies: usize) -> (Topology, Vec<PolicyRule>) {
+    let (topo, objects) = generate_objects(namespaces, policies);
+    (topo, objects.into_iter().flat_map(|(_, r)| r).collect())
+}
+
+/// The node the incremental cases run on.
+const NODE: &str = "bench-node";
+
+/// The generated cluster with its policies by object, the first pod of
+/// each namespace on [`NODE`] and the others elsewhere.
+fn generate_placed(
+    namespaces: usize,
+    policies: usize,
+) -> (Topology, Vec<(PolicyKey, Vec<PolicyRule>)>) {
+    let (mut topo, objects) = generate_objects(namespaces, policies);
+    for (i, p) in topo.pods.iter_mut().enumerate() {
+        p.node = Some(if i % PODS_PER_NAMESPACE == 0 {
+            NODE.to_string()
+        } else {
+            "other-node".to_string()
+        });
+    }
+    (topo, objects)
+}
+
+/// Policy `i` as its own object (key and rules).
+fn policy_object(i: usize, namespaces: usize) -> (PolicyKey, Vec<PolicyRule>) {
+    let mut yaml = String::new();
+    policy(i, namespaces, &mut yaml);
+    let set = policy_model::load::load_str(&yaml, "edit.yaml").expect("generated policy loads");
+    let p = set.policies.into_iter().next().expect("one object");
+    (PolicyKey::of(&p.origin), p.rules)
+}
+
+fn generate_objects(
+    namespaces: usize,
+    policies: usize,
+) -> (Topology, Vec<(PolicyKey, Vec<PolicyRule>)>) {
     let mut yaml = String::new();
     for i in 0..policies {
         policy(i, namespaces, &mut yaml);
+    }
+    // `PORTCULLIS_BENCH_DUMP_DIR`: also write the policies there (to time
+    // `portcullis policy check` on the same set).
+    if let Ok(dir) = std::env::var("PORTCULLIS_BENCH_DUMP_DIR") {
+        let path = std::path::Path::new(&dir).join(format!("policies-{policies}.yaml"));
+        std::fs::write(&path, &yaml).expect("the dump directory is writable");
     }
     let set = match policy_model::load::load_str(&yaml, "generated.yaml") {
         Ok(set) => set,
@@ -312,10 +366,19 @@ fn generate(namespaces: usize, policies: usize) -> (Topology, Vec<PolicyRule>) {
             .map(|w| &w.message)
             .collect::<Vec<_>>()
     );
-    (topology(namespaces), set.rules().cloned().collect())
+    (
+        topology(namespaces),
+        set.policies
+            .into_iter()
+            .map(|p| (PolicyKey::of(&p.origin), p.rules))
+            .collect(),
+    )
 }
 
 fn bench_scale(c: &mut Criterion, group: &str, namespaces: usize, policies: usize) {
+    if !wanted(group) {
+        return;
+    }
     let (topo, rules) = generate(namespaces, policies);
     let fqdn = FqdnCache::default();
     let cluster = Cluster::new(topo.clone(), rules.clone(), &fqdn);
@@ -351,6 +414,189 @@ fn bench_scale(c: &mut Criterion, group: &str, namespaces: usize, policies: usiz
     g.finish();
 }
 
+/// One change case: `next(i)` is the i-th change to time, `undo(i)` (not
+/// timed) what puts the engine back.
+struct Case<'a> {
+    name: &'a str,
+    next: &'a dyn Fn(usize) -> Change,
+    undo: &'a dyn Fn(usize) -> Option<Change>,
+}
+
+fn run_case(engine: &mut IncrementalCluster, case: &Case, i: usize) -> Duration {
+    let change = (case.next)(i);
+    let start = Instant::now();
+    let delta = engine.apply(change);
+    let took = start.elapsed();
+    black_box(delta);
+    if let Some(u) = (case.undo)(i) {
+        engine.apply(u);
+    }
+    took
+}
+
+fn bench_incremental(c: &mut Criterion, group: &str, namespaces: usize, policies: usize) {
+    if !wanted(group) {
+        return;
+    }
+    let (topo, objects) = generate_placed(namespaces, policies);
+    let fqdn = FqdnCache::default();
+    let start = Instant::now();
+    let mut engine = IncrementalCluster::new(topo.clone(), objects.clone(), fqdn.clone(), NODE);
+    eprintln!(
+        "{group}: engine built in {:?}: {} local endpoints, {} identities, {} ipcache entries",
+        start.elapsed(),
+        engine.endpoints().count(),
+        engine.state().identities.len(),
+        engine.state().ipcache.len(),
+    );
+    // A policy edit: policy `k` (one that selects a local endpoint)
+    // replaced by the text of policy `k + 10` moved to its name, and back.
+    // The first CiliumNetworkPolicy (with fromEndpoints) whose edit
+    // changes some local endpoint's map.
+    let edited = (0..policies)
+        .filter(|i| i % 10 == 4 || i % 10 == 5)
+        .find(|i| {
+            let (key, rules) = policy_object(*i, namespaces);
+            let (_, other) = policy_object(i + 10, namespaces);
+            let mut probe = engine.clone();
+            let d = probe.apply(Change::PolicyUpsert {
+                key,
+                rules: other
+                    .into_iter()
+                    .map(|mut r| {
+                        r.origin = rules[0].origin.clone();
+                        r.subject = rules[0].subject.clone();
+                        r
+                    })
+                    .collect(),
+            });
+            !d.policy.is_empty()
+        })
+        .expect("some policy selects a local endpoint");
+    let (key, original) = policy_object(edited, namespaces);
+    let (_, other) = policy_object(edited + 10, namespaces);
+    let replaced: Vec<PolicyRule> = other
+        .into_iter()
+        .map(|mut r| {
+            r.origin = original[0].origin.clone();
+            r.subject = original[0].subject.clone();
+            r
+        })
+        .collect();
+    let edit = |i: usize| Change::PolicyUpsert {
+        key: key.clone(),
+        rules: if i.is_multiple_of(2) {
+            replaced.clone()
+        } else {
+            original.clone()
+        },
+    };
+    let no_undo = |_: usize| None;
+    let remote_ns = namespace_name(namespaces / 2);
+    let remote_pod = |i: usize| {
+        let mut p = topo.pods[PODS_PER_NAMESPACE * (namespaces / 2) + 1].clone();
+        p.name = format!("bench-{i}");
+        p.labels.insert("bench".into(), format!("b{i}"));
+        let n = u32::try_from(i).expect("few iterations");
+        p.ip = Some(IpAddr::V4(Ipv4Addr::new(10, 250, (n >> 8) as u8, n as u8)));
+        p
+    };
+    let add_remote = |i: usize| Change::PodUpsert(remote_pod(i));
+    let remove_remote = |i: usize| {
+        Some(Change::PodDelete {
+            namespace: remote_ns.clone(),
+            name: format!("bench-{i}"),
+        })
+    };
+    let local = topo.pods[0].clone();
+    let relabel = |i: usize| {
+        let mut p = local.clone();
+        if i.is_multiple_of(2) {
+            p.labels.insert("canary".into(), "yes".into());
+        }
+        Change::PodUpsert(p)
+    };
+    let cases = [
+        Case {
+            name: "policy_edit",
+            next: &edit,
+            undo: &no_undo,
+        },
+        Case {
+            name: "remote_pod_add_new_identity",
+            next: &add_remote,
+            undo: &remove_remote,
+        },
+        Case {
+            name: "local_pod_relabel",
+            next: &relabel,
+            undo: &no_undo,
+        },
+    ];
+    let first = engine.apply(edit(0));
+    engine.apply(edit(1));
+    eprintln!(
+        "{group}: the policy edit ({key:?}) changes the maps of {} local endpoints",
+        first.policy.len()
+    );
+    let mut counter = 0usize;
+    for case in &cases {
+        let mut times: Vec<Duration> = (0..200)
+            .map(|_| {
+                counter += 1;
+                run_case(&mut engine, case, counter)
+            })
+            .collect();
+        times.sort();
+        eprintln!(
+            "{group}/{}: 200 changes one by one: p50 {:?}, p99 {:?}, max {:?}",
+            case.name, times[100], times[197], times[199]
+        );
+    }
+
+    let mut g = c.benchmark_group(group);
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("engine_new", |b| {
+        b.iter_batched(
+            || (topo.clone(), objects.clone()),
+            |(t, o)| IncrementalCluster::new(t, o, fqdn.clone(), NODE),
+            BatchSize::LargeInput,
+        )
+    });
+    for case in &cases {
+        g.bench_function(case.name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    counter += 1;
+                    total += run_case(&mut engine, case, counter);
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Whether `group` is to run: `PORTCULLIS_BENCH_GROUPS` (comma-separated
+/// group names) picks groups before their (slow) setup; unset runs all.
+fn wanted(group: &str) -> bool {
+    std::env::var("PORTCULLIS_BENCH_GROUPS")
+        .map(|v| v.split(',').any(|g| g == group))
+        .unwrap_or(true)
+}
+
+fn incremental_small(c: &mut Criterion) {
+    bench_incremental(c, "incremental_1k_rules_500_pods", 10, 1_000);
+}
+
+fn incremental_large(c: &mut Criterion) {
+    bench_incremental(c, "incremental_10k_rules_5k_pods", 100, 10_000);
+}
+
 fn resolve_small(c: &mut Criterion) {
     bench_scale(c, "resolve_1k_rules_500_pods", 10, 1_000);
 }
@@ -359,5 +605,11 @@ fn resolve_large(c: &mut Criterion) {
     bench_scale(c, "resolve_10k_rules_5k_pods", 100, 10_000);
 }
 
-criterion_group!(benches, resolve_small, resolve_large);
+criterion_group!(
+    benches,
+    resolve_small,
+    resolve_large,
+    incremental_small,
+    incremental_large
+);
 criterion_main!(benches);

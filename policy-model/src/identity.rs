@@ -160,7 +160,8 @@ pub fn reserved_labels(name: &str) -> LabelSet {
 }
 
 /// Hands out identities: the same label set always gets the same number
-/// within a run, and numbers are never reused.
+/// within a run, and numbers are never reused (a seeded allocator
+/// continues a numbering, see [`IdentityAllocator::seeded`]).
 #[derive(Debug, Clone)]
 pub struct IdentityAllocator {
     by_labels: HashMap<LabelSet, NumericIdentity>,
@@ -193,6 +194,35 @@ impl IdentityAllocator {
         self.next_endpoint += 1;
         self.by_labels.insert(labels.clone(), id);
         id
+    }
+
+    /// An allocator that hands out `numbers` for their label sets and new
+    /// numbers from `next_endpoint` / `next_local` up (or above the
+    /// highest of `numbers`, whichever is higher), so a number given out
+    /// before is never handed to another label set.
+    pub fn seeded(
+        numbers: &std::collections::BTreeMap<LabelSet, NumericIdentity>,
+        next_endpoint: u32,
+        next_local: u32,
+    ) -> Self {
+        let mut a = Self::default();
+        a.next_endpoint = a.next_endpoint.max(next_endpoint);
+        a.next_local = a.next_local.max(next_local);
+        for (labels, id) in numbers {
+            if id.is_local() {
+                a.next_local = a.next_local.max(id.0 + 1);
+            } else {
+                a.next_endpoint = a.next_endpoint.max(id.0 + 1);
+            }
+            a.by_labels.insert(labels.clone(), *id);
+        }
+        a
+    }
+
+    /// The next numbers [`Self::endpoint`] and [`Self::local`] would hand
+    /// out for a new label set.
+    pub fn next_numbers(&self) -> (u32, u32) {
+        (self.next_endpoint, self.next_local)
     }
 
     /// The identity of a node-local label set (CIDR or FQDN).

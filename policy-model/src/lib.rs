@@ -8,11 +8,15 @@
 //! [`EndpointPolicy`](resolve::EndpointPolicy) holding the map state the
 //! kernel needs ([`mapstate`]) and the L7 rule sets of its redirected
 //! ports ([`l7`]); [`explain`] answers "is this flow allowed, and why".
+//! [`incremental`] keeps one node's resolution up to date one input change
+//! at a time and hands out deltas; the from-scratch resolution is its
+//! specification.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod explain;
 pub mod identity;
+pub mod incremental;
 pub mod l7;
 pub mod labels;
 pub mod load;

@@ -4,10 +4,10 @@
 use super::identities::Endpoint;
 use crate::identity::{Identity, NumericIdentity};
 use crate::l7::dns::FqdnPattern;
-use crate::rules::{Peer, PolicyRule};
+use crate::rules::{Peer, PolicyRule, Protocol};
 use crate::topology::Topology;
 use ipnet::IpNet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -29,6 +29,12 @@ pub struct Cluster {
     pub(super) fqdn_patterns: Vec<(String, FqdnPattern)>,
     /// Every prefix the rules name (CIDRs and their exceptions).
     pub(super) cidr_prefixes: Vec<IpNet>,
+    /// Port name -> every (protocol, port) a pod gives it.
+    pub(super) named_ports: HashMap<String, BTreeSet<(Protocol, u16)>>,
+    /// `namespace/name` -> position in `endpoints`.
+    pub(super) endpoint_by_name: HashMap<String, usize>,
+    /// Pod address -> position in `endpoints`.
+    pub(super) endpoint_by_ip: HashMap<IpAddr, usize>,
 }
 
 impl Cluster {
@@ -49,12 +55,14 @@ impl Cluster {
 
     /// The endpoint `namespace/name`.
     pub fn endpoint(&self, full_name: &str) -> Option<&Endpoint> {
-        self.endpoints.iter().find(|e| e.full_name() == full_name)
+        self.endpoint_by_name
+            .get(full_name)
+            .map(|i| &self.endpoints[*i])
     }
 
     /// The endpoint owning `ip`.
     pub fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&Endpoint> {
-        self.endpoints.iter().find(|e| e.ips.contains(&ip))
+        self.endpoint_by_ip.get(&ip).map(|i| &self.endpoints[*i])
     }
 
     /// The ipcache: prefix -> identity, longest prefixes first.

@@ -4,6 +4,8 @@
 //! ipcache that maps every address to its identity.
 
 use super::fqdn::{FqdnCache, fqdn_key, fqdn_keys_of};
+use super::numbering::{EndpointIds, Numbering};
+use crate::api::FqdnSelector;
 use crate::identity::{
     Identity, IdentityAllocator, IdentityKind, NumericIdentity, RESERVED, cidr_labels, fqdn_labels,
     reserved_labels,
@@ -13,7 +15,7 @@ use crate::labels::LabelSet;
 use crate::rules::{Peer, PolicyRule, Protocol};
 use crate::topology::Topology;
 use ipnet::IpNet;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 /// A named container port: (name, protocol, port).
@@ -54,8 +56,17 @@ pub(super) struct Allocation {
 
 /// Allocates the identities of `topology`, of the prefixes `rules` name
 /// and of the addresses in `fqdn` that a toFQDNs selector selects.
-pub(super) fn allocate(topology: &Topology, rules: &[PolicyRule], fqdn: &FqdnCache) -> Allocation {
-    let mut alloc = IdentityAllocator::new();
+pub(super) fn allocate(
+    topology: &Topology,
+    rules: &[PolicyRule],
+    fqdn: &FqdnCache,
+    numbering: Option<&Numbering>,
+) -> Allocation {
+    let mut alloc = match numbering {
+        Some(n) => IdentityAllocator::seeded(&n.identities, n.next_endpoint, n.next_local),
+        None => IdentityAllocator::new(),
+    };
+    let mut endpoint_ids = EndpointIds::new(numbering);
     let mut identities = BTreeMap::new();
     for (id, name) in RESERVED {
         identities.insert(
@@ -89,20 +100,9 @@ pub(super) fn allocate(topology: &Topology, rules: &[PolicyRule], fqdn: &FqdnCac
         for ip in pod.addresses() {
             ipcache.push((IpNet::from(ip), id));
         }
-        let named_ports = pod
-            .ports
-            .iter()
-            .filter_map(|p| {
-                let proto = p
-                    .protocol
-                    .as_deref()
-                    .and_then(Protocol::parse)
-                    .unwrap_or(Protocol::Tcp);
-                p.name.clone().map(|n| (n, proto, p.container_port))
-            })
-            .collect();
+        let named_ports = named_ports_of(pod);
         endpoints.push(Endpoint {
-            id: u16::try_from(i + 1).unwrap_or(u16::MAX),
+            id: endpoint_ids.id(i, &pod.full_name()),
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             identity: id,
@@ -123,53 +123,142 @@ pub(super) fn allocate(topology: &Topology, rules: &[PolicyRule], fqdn: &FqdnCac
         }
     }
 
-    // CIDR identities for every prefix policies name.
-    let mut prefixes = BTreeSet::new();
-    for r in rules {
-        for d in [&r.ingress, &r.egress] {
-            for e in &d.entries {
-                for p in &e.peers {
-                    if let Peer::Cidr { cidr, except } = p {
-                        prefixes.insert(*cidr);
-                        prefixes.extend(except.iter().copied());
-                    }
-                }
-            }
-        }
-    }
-    let cidr_prefixes: Vec<IpNet> = prefixes.iter().copied().collect();
-    for p in prefixes {
-        if p.prefix_len() == 0 || ipcache.iter().any(|(q, _)| *q == p) {
-            continue;
-        }
-        let labels = cidr_labels(&p);
-        let id = alloc.local(&labels);
+    let prefixes = rule_prefixes(rules);
+    let patterns = rule_patterns(rules);
+    let cluster: HashSet<IpNet> = ipcache.iter().map(|(p, _)| *p).collect();
+    let external = external_identities(&|p| cluster.contains(p), &prefixes, &patterns, fqdn);
+    for ext in external {
+        let id = alloc.local(&ext.labels);
         identities.insert(
             id,
             Identity {
                 id,
-                labels,
-                kind: IdentityKind::Cidr(p),
+                labels: ext.labels,
+                kind: ext.kind,
             },
         );
-        ipcache.push((p, id));
+        ipcache.extend(ext.members.into_iter().map(|p| (p, id)));
     }
+    let cidr_prefixes: Vec<IpNet> = prefixes.into_iter().collect();
+    ipcache.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
 
-    // FQDN identities for learned addresses that some toFQDNs selects.
-    let patterns: Vec<(String, FqdnPattern)> = rules
+    Allocation {
+        identities,
+        endpoints,
+        ipcache,
+        fqdn_patterns: patterns,
+        cidr_prefixes,
+    }
+}
+
+/// The named container ports of a pod (TCP unless it says otherwise).
+pub(crate) fn named_ports_of(pod: &crate::topology::PodSpec) -> Vec<NamedPort> {
+    pod.ports
         .iter()
-        .flat_map(|r| r.egress.entries.iter())
+        .filter_map(|p| {
+            let proto = p
+                .protocol
+                .as_deref()
+                .and_then(Protocol::parse)
+                .unwrap_or(Protocol::Tcp);
+            p.name.clone().map(|n| (n, proto, p.container_port))
+        })
+        .collect()
+}
+
+/// Every prefix `rules` name (CIDRs and their exceptions).
+pub(crate) fn rule_prefixes(rules: &[PolicyRule]) -> BTreeSet<IpNet> {
+    let mut prefixes = BTreeSet::new();
+    for r in rules {
+        prefixes.extend(prefixes_of(r));
+    }
+    prefixes
+}
+
+/// The prefixes one rule names, with repeats.
+pub(crate) fn prefixes_of(r: &PolicyRule) -> impl Iterator<Item = IpNet> + '_ {
+    [&r.ingress, &r.egress]
+        .into_iter()
+        .flat_map(|d| d.entries.iter())
+        .flat_map(|e| e.peers.iter())
+        .flat_map(|p| match p {
+            Peer::Cidr { cidr, except } => std::iter::once(*cidr)
+                .chain(except.iter().copied())
+                .collect(),
+            _ => Vec::new(),
+        })
+}
+
+/// The toFQDNs selectors one rule names, with repeats.
+pub(crate) fn fqdn_selectors_of(r: &PolicyRule) -> impl Iterator<Item = &FqdnSelector> + '_ {
+    r.egress
+        .entries
+        .iter()
         .flat_map(|e| e.peers.iter())
         .filter_map(|p| match p {
-            Peer::Fqdn(sel) => FqdnPattern::from_selector(sel)
-                .ok()
-                .map(|pat| (fqdn_key(sel), pat)),
+            Peer::Fqdn(sel) => Some(sel),
             _ => None,
         })
-        .collect();
+}
+
+/// Every toFQDNs selector of `rules`: label key and matcher.
+pub(crate) fn rule_patterns(rules: &[PolicyRule]) -> Vec<(String, FqdnPattern)> {
+    patterns_of(rules.iter().flat_map(fqdn_selectors_of))
+}
+
+/// The label keys and matchers of toFQDNs selectors (those that do not
+/// compile select nothing).
+pub(crate) fn patterns_of<'a>(
+    sels: impl Iterator<Item = &'a FqdnSelector>,
+) -> Vec<(String, FqdnPattern)> {
+    sels.filter_map(|sel| {
+        FqdnPattern::from_selector(sel)
+            .ok()
+            .map(|pat| (fqdn_key(sel), pat))
+    })
+    .collect()
+}
+
+/// A node-local identity to be: its labels, what it stands for and the
+/// ipcache prefixes that map to it.
+pub(crate) struct ExternalIdentity {
+    pub labels: LabelSet,
+    pub kind: IdentityKind,
+    pub members: Vec<IpNet>,
+}
+
+/// The CIDR and FQDN identities of a cluster, in allocation order (CIDR
+/// ones by prefix, then FQDN ones by labels): one per prefix the rules
+/// name (`prefixes`), except the zero-length ones and the cluster's own
+/// addresses (`is_cluster`), and one per label set of the learned
+/// addresses some toFQDNs selector (`patterns`) selects. One function
+/// for [`Cluster`](super::Cluster) and the incremental engine.
+pub(crate) fn external_identities(
+    is_cluster: &dyn Fn(&IpNet) -> bool,
+    prefixes: &BTreeSet<IpNet>,
+    patterns: &[(String, FqdnPattern)],
+    fqdn: &FqdnCache,
+) -> Vec<ExternalIdentity> {
+    let mut out: Vec<ExternalIdentity> = Vec::new();
+    let mut cidr_at: BTreeMap<IpNet, usize> = BTreeMap::new();
+    for p in prefixes {
+        if p.prefix_len() == 0 || is_cluster(p) {
+            continue;
+        }
+        cidr_at.insert(*p, out.len());
+        out.push(ExternalIdentity {
+            labels: cidr_labels(p),
+            kind: IdentityKind::Cidr(*p),
+            members: vec![*p],
+        });
+    }
+    if patterns.is_empty() {
+        return out;
+    }
+    let cidr_prefixes: Vec<IpNet> = prefixes.iter().copied().collect();
     let mut by_ip: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
     for (name, ips) in &fqdn.names {
-        let keys = fqdn_keys_of(&patterns, name);
+        let keys = fqdn_keys_of(patterns, name);
         if keys.is_empty() {
             continue;
         }
@@ -185,16 +274,13 @@ pub(super) fn allocate(topology: &Topology, rules: &[PolicyRule], fqdn: &FqdnCac
     let mut groups: BTreeMap<LabelSet, (IpNet, BTreeSet<String>, Vec<IpNet>)> = BTreeMap::new();
     for (ip, keys) in by_ip {
         let prefix = IpNet::from(ip);
-        if let Some(i) = ipcache.iter().position(|(p, _)| *p == prefix) {
-            if !identities
-                .get(&ipcache[i].1)
-                .is_some_and(|id| matches!(id.kind, IdentityKind::Cidr(_)))
-            {
-                // A cluster address (pod, node) keeps its own identity.
-                continue;
-            }
+        if is_cluster(&prefix) {
+            // A cluster address (pod, node) keeps its own identity.
+            continue;
+        }
+        if let Some(i) = cidr_at.get(&prefix) {
             // A /32 a policy names: the learned labels join its own.
-            ipcache.remove(i);
+            out[*i].members.clear();
         }
         let labels = fqdn_labels(ip, &keys, &cidr_prefixes);
         groups
@@ -204,29 +290,16 @@ pub(super) fn allocate(topology: &Topology, rules: &[PolicyRule], fqdn: &FqdnCac
             .push(prefix);
     }
     for (labels, (representative, names, members)) in groups {
-        let id = alloc.local(&labels);
-        identities.insert(
-            id,
-            Identity {
-                id,
-                labels,
-                kind: IdentityKind::Fqdn {
-                    prefix: representative,
-                    names,
-                },
+        out.push(ExternalIdentity {
+            labels,
+            kind: IdentityKind::Fqdn {
+                prefix: representative,
+                names,
             },
-        );
-        ipcache.extend(members.into_iter().map(|p| (p, id)));
+            members,
+        });
     }
-    ipcache.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
-
-    Allocation {
-        identities,
-        endpoints,
-        ipcache,
-        fqdn_patterns: patterns,
-        cidr_prefixes,
-    }
+    out
 }
 
 #[cfg(test)]

@@ -9,17 +9,19 @@
 //! [`Cluster`] they all read; this file builds it.
 
 mod cluster;
-mod endpoint;
+pub(crate) mod endpoint;
 mod fqdn;
-mod identities;
+pub(crate) mod identities;
 mod learned;
+mod numbering;
 mod policy;
-mod selectors;
+pub(crate) mod selectors;
 
 pub use cluster::Cluster;
 pub use fqdn::{FqdnCache, fqdn_key};
 pub use identities::{Endpoint, NamedPort};
 pub use learned::LearnedAddress;
+pub use numbering::Numbering;
 pub use policy::{Contribution, EndpointPolicy, L7Policy};
 pub use selectors::peer_selects;
 
@@ -28,9 +30,31 @@ use crate::topology::Topology;
 use std::collections::HashMap;
 
 impl Cluster {
-    /// Builds identities and the selector cache.
+    /// Builds identities and the selector cache. Identities are numbered
+    /// in allocation order and endpoint ids are topology positions + 1.
     pub fn new(topology: Topology, rules: Vec<PolicyRule>, fqdn: &FqdnCache) -> Self {
-        let ids = identities::allocate(&topology, &rules, fqdn);
+        Self::build(topology, rules, fqdn, None)
+    }
+
+    /// As [`Cluster::new`], keeping the identity numbers and endpoint ids
+    /// of `numbering` (what an incremental resolution handed out, so the
+    /// two can be compared).
+    pub fn with_numbering(
+        topology: Topology,
+        rules: Vec<PolicyRule>,
+        fqdn: &FqdnCache,
+        numbering: &Numbering,
+    ) -> Self {
+        Self::build(topology, rules, fqdn, Some(numbering))
+    }
+
+    fn build(
+        topology: Topology,
+        rules: Vec<PolicyRule>,
+        fqdn: &FqdnCache,
+        numbering: Option<&Numbering>,
+    ) -> Self {
+        let ids = identities::allocate(&topology, &rules, fqdn, numbering);
         let mut cluster = Cluster {
             topology,
             rules,
@@ -41,7 +65,27 @@ impl Cluster {
             subjects: HashMap::new(),
             fqdn_patterns: ids.fqdn_patterns,
             cidr_prefixes: ids.cidr_prefixes,
+            named_ports: HashMap::new(),
+            endpoint_by_name: HashMap::new(),
+            endpoint_by_ip: HashMap::new(),
         };
+        for (i, e) in cluster.endpoints.iter().enumerate() {
+            // The first endpoint of a name or address wins, as the scans
+            // these maps replace found it.
+            cluster.endpoint_by_name.entry(e.full_name()).or_insert(i);
+            for ip in &e.ips {
+                cluster.endpoint_by_ip.entry(*ip).or_insert(i);
+            }
+        }
+        for e in &cluster.endpoints {
+            for (name, proto, port) in &e.named_ports {
+                cluster
+                    .named_ports
+                    .entry(name.clone())
+                    .or_default()
+                    .insert((*proto, *port));
+            }
+        }
         cluster.build_selector_cache();
         cluster
     }

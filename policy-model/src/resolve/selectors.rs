@@ -4,10 +4,11 @@
 
 use super::cluster::Cluster;
 use super::fqdn::fqdn_key;
+use crate::api::SelectorOperator;
 use crate::identity::{Identity, IdentityKind, NumericIdentity};
 use crate::labels::LabelSet;
 use crate::rules::{Entity, Peer, PolicyRule, Subject};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 impl Cluster {
@@ -24,13 +25,35 @@ impl Cluster {
             }
         }
         let ids: Vec<&Identity> = self.identities.values().collect();
+        // Endpoint identities by namespace: a selector that names its
+        // namespaces is evaluated against theirs only.
+        let mut by_namespace: HashMap<&str, Vec<&Identity>> = HashMap::new();
+        for i in &ids {
+            if let Some(ns) = identity_namespace(i) {
+                by_namespace.entry(ns).or_default().push(i);
+            }
+        }
         let node_labels = self.node_labels();
         for p in peers {
-            let sel: Vec<NumericIdentity> = ids
-                .iter()
-                .filter(|i| peer_selects(&p, i, &node_labels))
-                .map(|i| i.id)
-                .collect();
+            let mut sel: Vec<NumericIdentity> = match peer_namespaces(&p) {
+                Some(nss) => {
+                    let mut v: Vec<NumericIdentity> = nss
+                        .iter()
+                        .flat_map(|ns| by_namespace.get(ns.as_str()).into_iter().flatten())
+                        .filter(|i| peer_selects(&p, i, &node_labels))
+                        .map(|i| i.id)
+                        .collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                }
+                None => ids
+                    .iter()
+                    .filter(|i| peer_selects(&p, i, &node_labels))
+                    .map(|i| i.id)
+                    .collect(),
+            };
+            sel.shrink_to_fit();
             self.selections.insert(p, Arc::new(sel));
         }
         let endpoint_ids: BTreeSet<NumericIdentity> =
@@ -47,13 +70,7 @@ impl Cluster {
     }
 
     fn node_labels(&self) -> LabelSet {
-        let mut l = LabelSet::new();
-        if let Some(n) = &self.topology.node {
-            for (k, v) in &n.labels {
-                l.insert(crate::labels::SOURCE_K8S, k, v);
-            }
-        }
-        l
+        node_labels(self.topology.node.as_ref())
     }
 
     /// Identities a peer selector selects.
@@ -79,6 +96,43 @@ impl Cluster {
             .flatten()
             .map(|i| &self.rules[*i])
     }
+}
+
+/// The namespaces outside which a peer selector selects nothing: an
+/// endpoint selector requiring the pod namespace label to be one of
+/// them (only endpoint identities carry that label). `None`: it may
+/// select identities anywhere.
+pub(crate) fn peer_namespaces(peer: &Peer) -> Option<&[String]> {
+    match peer {
+        Peer::Endpoints(sel) => sel
+            .requirements
+            .iter()
+            .find(|r| r.is_namespace_requirement() && r.op == SelectorOperator::In)
+            .map(|r| r.values.as_slice()),
+        _ => None,
+    }
+}
+
+/// The pod namespace of an endpoint identity.
+pub(crate) fn identity_namespace(id: &Identity) -> Option<&str> {
+    match id.kind {
+        IdentityKind::Endpoint => id
+            .labels
+            .get(crate::labels::POD_NAMESPACE_LABEL)
+            .map(|v| v.value.as_str()),
+        _ => None,
+    }
+}
+
+/// The labels `fromNodes` / `toNodes` selectors match against the node.
+pub(crate) fn node_labels(node: Option<&crate::topology::HostSpec>) -> LabelSet {
+    let mut l = LabelSet::new();
+    if let Some(n) = node {
+        for (k, v) in &n.labels {
+            l.insert(crate::labels::SOURCE_K8S, k, v);
+        }
+    }
+    l
 }
 
 /// Whether a peer selector selects an identity.
