@@ -90,17 +90,10 @@ impl PolicySet {
     pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Self, Vec<LoadError>> {
         let PolicyFiles { files, mut errors } = policy_files(paths);
         let mut set = PolicySet::default();
-        for f in files {
-            let name = f.display().to_string();
-            match std::fs::read_to_string(&f) {
-                Ok(text) => match load_str(&text, &name) {
-                    Ok(s) => set.extend(s),
-                    Err(mut e) => errors.append(&mut e),
-                },
-                Err(e) => errors.push(LoadError::Read {
-                    file: name,
-                    reason: e.to_string(),
-                }),
+        for loaded in load_files(&files) {
+            match loaded {
+                Ok(s) => set.extend(s),
+                Err(mut e) => errors.append(&mut e),
             }
         }
         if errors.is_empty() {
@@ -109,6 +102,49 @@ impl PolicySet {
             Err(errors)
         }
     }
+}
+
+/// Reads and loads each of `files`, in their order. Files are independent,
+/// so large sets are read on every core (each thread takes a contiguous
+/// share; the results keep the files' order, so the set and its errors do
+/// not depend on the number of threads).
+fn load_files(files: &[PathBuf]) -> Vec<Result<PolicySet, Vec<LoadError>>> {
+    let load_one = |f: &PathBuf| {
+        let name = f.display().to_string();
+        match std::fs::read_to_string(f) {
+            Ok(text) => load_str(&text, &name),
+            Err(e) => Err(vec![LoadError::Read {
+                file: name,
+                reason: e.to_string(),
+            }]),
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    // Small sets are not worth a thread.
+    if threads < 2 || files.len() < 64 {
+        return files.iter().map(load_one).collect();
+    }
+    let share = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(share)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(load_one).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| match w.join() {
+                Ok(loaded) => loaded,
+                // A panic while loading is a bug; it still fails the load
+                // rather than dropping the share's policies silently.
+                Err(_) => vec![Err(vec![LoadError::Read {
+                    file: "(policy files)".to_string(),
+                    reason: "a loader thread panicked".to_string(),
+                }])],
+            })
+            .collect()
+    })
 }
 
 /// The files a list of policy inputs stands for, and the inputs that

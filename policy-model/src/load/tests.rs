@@ -512,3 +512,45 @@ fn content_hash_follows_the_loaded_files_only() {
     std::fs::remove_file(d.0.join("b.json")).expect("rm");
     assert_ne!(content_hash(&dir), two, "a loaded file went away");
 }
+
+#[test]
+fn a_large_set_loads_in_file_order_with_every_error() {
+    let dir = std::env::temp_dir().join(format!("pc-load-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for i in 0..200 {
+        let body = if i == 77 || i == 150 {
+            // Invalid: a port out of range.
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{i:03}, namespace: ns}}\nspec:\n  podSelector: {{}}\n  ingress: [{{ports: [{{port: 70000}}]}}]\n"
+            )
+        } else {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{i:03}, namespace: ns}}\nspec:\n  podSelector: {{}}\n"
+            )
+        };
+        std::fs::write(dir.join(format!("p{i:03}.yaml")), body).expect("write");
+    }
+    let errors = PolicySet::load_paths(&[&dir]).expect_err("two files are invalid");
+    let files: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].contains("p077.yaml") && files[1].contains("p150.yaml"),
+        "{files:?}"
+    );
+    for bad in [77, 150] {
+        std::fs::remove_file(dir.join(format!("p{bad:03}.yaml"))).expect("remove");
+    }
+    let set = PolicySet::load_paths(&[&dir]).expect("the rest loads");
+    let names: Vec<&str> = set
+        .policies
+        .iter()
+        .map(|p| p.origin.name.as_str())
+        .collect();
+    let expected: Vec<String> = (0..200)
+        .filter(|i| *i != 77 && *i != 150)
+        .map(|i| format!("p{i:03}"))
+        .collect();
+    assert_eq!(names, expected, "the files' order, whatever the threads");
+    let _ = std::fs::remove_dir_all(&dir);
+}

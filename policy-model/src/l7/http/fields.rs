@@ -3,6 +3,8 @@
 //! regexes in one `RegexSet`, so one lookup finds every accepting rule.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use regex::{Regex, RegexSet, RegexSetBuilder};
 
@@ -102,16 +104,13 @@ impl FieldBuilder {
         for rule in self.unconstrained {
             set_bit(&mut unconstrained, rule);
         }
-        let regexes = RegexSetBuilder::new(&self.regexes)
-            .size_limit(REGEX_SIZE_LIMIT.saturating_mul(self.regexes.len().max(1)))
-            .build()
-            .map_err(|e| L7RuleError::InvalidRegex {
-                protocol: L7Protocol::Http,
-                rule: self.regex_rules.first().copied().unwrap_or(0),
-                field: "(all rules)".to_string(),
-                pattern: String::new(),
-                reason: format!("the rules' regexes together are too large: {e}"),
-            })?;
+        let regexes = compiled_set(&self.regexes).map_err(|e| L7RuleError::InvalidRegex {
+            protocol: L7Protocol::Http,
+            rule: self.regex_rules.first().copied().unwrap_or(0),
+            field: "(all rules)".to_string(),
+            pattern: String::new(),
+            reason: format!("the rules' regexes together are too large: {e}"),
+        })?;
         Ok(FieldIndex {
             unconstrained,
             literals: self.literals,
@@ -121,24 +120,91 @@ impl FieldBuilder {
     }
 }
 
+/// Compiled values by what they were compiled from, shared by every rule
+/// set of the process: thousands of policies repeat the same patterns, and
+/// each is compiled once (loading validates every rule set, the proxies
+/// compile them again). Bounded: past [`CACHE_ENTRIES`] it starts over
+/// rather than growing with a stream of distinct patterns.
+struct CompileCache<K, V> {
+    map: OnceLock<Mutex<HashMap<K, V>>>,
+}
+
+/// Entries one [`CompileCache`] holds at most.
+const CACHE_ENTRIES: usize = 4096;
+
+impl<K: Eq + Hash, V: Clone> CompileCache<K, V> {
+    const fn new() -> Self {
+        CompileCache {
+            map: OnceLock::new(),
+        }
+    }
+
+    /// The value for `key`, compiled by `compile` when it is not cached.
+    /// Compiling happens outside the lock.
+    fn get_or_compile(&self, key: K, compile: impl FnOnce(&K) -> V) -> V {
+        let map = self.map.get_or_init(Default::default);
+        if let Some(v) = map.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return v.clone();
+        }
+        let v = compile(&key);
+        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, v.clone());
+        v
+    }
+
+    #[cfg(test)]
+    fn contains(&self, key: &K) -> bool {
+        self.map.get().is_some_and(|m| {
+            m.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(key)
+        })
+    }
+}
+
+/// A pattern's anchored regex, or why it does not compile (alone, or
+/// anchored).
+static PATTERNS: CompileCache<String, Result<Regex, (bool, String)>> = CompileCache::new();
+
+/// One field's non-literal patterns as a set.
+static SETS: CompileCache<Vec<String>, Result<RegexSet, String>> = CompileCache::new();
+
+fn compiled_set(patterns: &[String]) -> Result<RegexSet, String> {
+    SETS.get_or_compile(patterns.to_vec(), |patterns| {
+        RegexSetBuilder::new(patterns)
+            .size_limit(REGEX_SIZE_LIMIT.saturating_mul(patterns.len().max(1)))
+            .build()
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// Compiles `pattern` alone (so that it cannot unbalance the anchoring
 /// group), then anchored to match whole values only.
 fn anchored_regex(rule: usize, field: &str, pattern: &str) -> Result<Regex, L7RuleError> {
-    let invalid = |reason: String| L7RuleError::InvalidRegex {
+    let compiled = PATTERNS.get_or_compile(pattern.to_string(), |pattern| {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| (false, e.to_string()))?;
+        regex::RegexBuilder::new(&format!(r"\A(?:{pattern})\z"))
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| (true, e.to_string()))
+    });
+    compiled.map_err(|(anchoring, e)| L7RuleError::InvalidRegex {
         protocol: L7Protocol::Http,
         rule,
         field: field.to_string(),
         pattern: pattern.to_string(),
-        reason,
-    };
-    regex::RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| invalid(e.to_string()))?;
-    regex::RegexBuilder::new(&format!(r"\A(?:{pattern})\z"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| invalid(format!("cannot be anchored: {e}")))
+        reason: if anchoring {
+            format!("cannot be anchored: {e}")
+        } else {
+            e
+        },
+    })
 }
 
 /// The strings a pattern matches when it is a literal or an alternation of
@@ -163,3 +229,6 @@ pub(super) fn literal_alternatives(pattern: &str) -> Option<Vec<String>> {
     }
     Some(alternatives)
 }
+
+#[cfg(test)]
+mod tests;
