@@ -1,7 +1,6 @@
 //! What the watcher publishes: a topology and the valid policy objects.
 
 use policy_model::rules::PolicyKind;
-use policy_model::topology::{NamespaceSpec, PodSpec};
 use policy_model::{LoadError, PolicySet, Topology};
 use std::collections::BTreeMap;
 
@@ -109,97 +108,27 @@ impl Snapshot {
 /// A policy object's key: kind, namespace (`None`: cluster-wide), name.
 pub type PolicyKey = (PolicyKind, Option<String>, String);
 
-/// What changed between two snapshots, object by object: what an
-/// incremental consumer applies instead of the whole new snapshot. Policy
-/// objects are compared by resource version (the API server changes it on
-/// every write), pods and namespaces by value.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SnapshotChanges {
-    /// Policy objects new or with a new version in force.
-    pub policies_upserted: Vec<PolicyObject>,
-    /// Policy objects no longer in force.
-    pub policies_removed: Vec<PolicyKey>,
-    /// Pods new or changed (labels, addresses, ports, node).
-    pub pods_upserted: Vec<PodSpec>,
-    /// Pods gone, by `namespace/name`.
-    pub pods_removed: Vec<String>,
-    /// Namespaces new or relabelled.
-    pub namespaces_upserted: Vec<NamespaceSpec>,
-    /// Namespaces gone, by name.
-    pub namespaces_removed: Vec<String>,
-    /// The node, the other nodes or the kube-apiserver's addresses changed.
-    pub hosts_changed: bool,
-    /// The set of this node's pods changed.
-    pub local_pods_changed: bool,
-}
-
-impl SnapshotChanges {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        *self == SnapshotChanges::default()
-    }
-}
-
-/// The upserted and removed values of two keyed collections.
-fn keyed_diff<'a, K: Ord, V: PartialEq + Clone + 'a>(
-    before: impl Iterator<Item = (K, &'a V)>,
-    after: impl Iterator<Item = (K, &'a V)>,
-) -> (Vec<V>, Vec<K>) {
-    let mut old: BTreeMap<K, &V> = before.collect();
-    let mut upserted = Vec::new();
-    for (k, v) in after {
-        if old.remove(&k) != Some(v) {
-            upserted.push(v.clone());
-        }
-    }
-    (upserted, old.into_keys().collect())
-}
-
 impl Snapshot {
-    /// What changed from `before` to this snapshot.
-    pub fn changes_since(&self, before: &Snapshot) -> SnapshotChanges {
+    /// The policy objects whose version in force changed from `before` to
+    /// this snapshot (new, or a new resource version: the API server
+    /// changes it on every write), and the keys of those no longer in
+    /// force: what an incremental consumer parses and drops, instead of
+    /// every object again. Pods and namespaces are compared by value by
+    /// whoever holds both topologies.
+    pub fn policy_changes_since(&self, before: &Snapshot) -> (Vec<PolicyObject>, Vec<PolicyKey>) {
         let key = |p: &PolicyObject| -> PolicyKey { (p.kind, p.namespace.clone(), p.name.clone()) };
         let mut old: BTreeMap<PolicyKey, &str> = before
             .policies
             .iter()
             .map(|p| (key(p), p.resource_version.as_str()))
             .collect();
-        let mut policies_upserted = Vec::new();
+        let mut upserted = Vec::new();
         for p in &self.policies {
             if old.remove(&key(p)) != Some(p.resource_version.as_str()) {
-                policies_upserted.push(p.clone());
+                upserted.push(p.clone());
             }
         }
-        let (pods_upserted, pods_removed) = keyed_diff(
-            before.topology.pods.iter().map(|p| (p.full_name(), p)),
-            self.topology.pods.iter().map(|p| (p.full_name(), p)),
-        );
-        let (namespaces_upserted, namespaces_removed) = keyed_diff(
-            before
-                .topology
-                .namespaces
-                .iter()
-                .map(|n| (n.name.clone(), n)),
-            self.topology.namespaces.iter().map(|n| (n.name.clone(), n)),
-        );
-        let hosts = |t: &Topology| {
-            (
-                t.node.clone(),
-                t.remote_nodes.clone(),
-                t.kube_apiserver.clone(),
-                t.nodes.clone(),
-            )
-        };
-        SnapshotChanges {
-            policies_upserted,
-            policies_removed: old.into_keys().collect(),
-            pods_upserted,
-            pods_removed,
-            namespaces_upserted,
-            namespaces_removed,
-            hosts_changed: hosts(&self.topology) != hosts(&before.topology),
-            local_pods_changed: self.local_pods != before.local_pods,
-        }
+        (upserted, old.into_keys().collect())
     }
 }
 

@@ -1,8 +1,9 @@
 //! Where the daemon's inputs come from: files or the Kubernetes API.
 
 use super::args::{AgentArgs, PodScope};
-use super::changes::{Changes, ObjectKey, TopologyDelta, object_keys};
+use super::changes::Changes;
 use super::events::FileBatch;
+use super::kube_inputs::KubeObjects;
 use super::policy_files::{PolicyFileCache, TopologyFile, TopologyRefresh};
 use super::status::PolicyState;
 use super::watch::WatchedInputs;
@@ -62,14 +63,14 @@ pub(super) struct InputUpdate {
 /// Where the agent's inputs come from.
 pub(super) enum Inputs {
     /// Topology and policy files, re-read by object when they change.
-    Files(FileInputs),
+    Files(Box<FileInputs>),
     /// The Kubernetes API, through a watcher's snapshots.
     Kubernetes {
         /// Kept alive: dropping it stops the watches.
         _watcher: k8s_watch::Watcher,
         rx: tokio::sync::watch::Receiver<Option<Arc<k8s_watch::Snapshot>>>,
-        /// What the last snapshot held, for the delta of the next.
-        last: Option<(Topology, BTreeSet<ObjectKey>)>,
+        /// The last snapshot read, its policy objects parsed.
+        objects: KubeObjects,
     },
 }
 
@@ -115,14 +116,14 @@ impl Inputs {
         // Absolute, as the file watcher reports them.
         let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         let topology = args.topology.as_ref().context("--topology is required")?;
-        Ok(Inputs::Files(FileInputs {
+        Ok(Inputs::Files(Box::new(FileInputs {
             topology_path: absolute(topology),
             policies: args.policies.iter().map(absolute).collect(),
             topology: None,
             cache: PolicyFileCache::default(),
             node: args.node_name.clone(),
             stamp: Vec::new(),
-        }))
+        })))
     }
 
     fn kubernetes(
@@ -154,7 +155,7 @@ impl Inputs {
             Ok(Inputs::Kubernetes {
                 _watcher: watcher,
                 rx,
-                last: None,
+                objects: KubeObjects::default(),
             })
         })
     }
@@ -237,38 +238,19 @@ impl Inputs {
         }
     }
 
-    fn from_snapshot(snap: &k8s_watch::Snapshot) -> Result<InputSnapshot, String> {
-        for st in snap.status.iter().filter(|s| !s.valid) {
-            tracing::warn!(
-                kind = %st.kind, namespace = ?st.namespace, name = %st.name,
-                reason = ?st.reason, "invalid policy (not enforced)"
-            );
-        }
-        let set = snap.policy_set().map_err(|errs| {
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-        Ok(InputSnapshot {
-            topology: snap.topology.clone(),
-            policies: set,
-            local_pods: LocalPods::only(snap.local_pods.iter().cloned().collect()),
-            content_hash: None,
-        })
-    }
-
     /// The first inputs (an error when any of them is invalid: there is no
     /// previous version to keep).
     pub(super) fn initial(&mut self) -> Result<InputSnapshot, String> {
         match self {
             Inputs::Files(f) => f.initial(),
-            Inputs::Kubernetes { rx, last, .. } => {
+            Inputs::Kubernetes { rx, objects, .. } => {
                 let snap = rx.borrow_and_update().clone();
                 let snap = snap.ok_or("no snapshot yet")?;
-                let first = Self::from_snapshot(&snap)?;
-                *last = Some((first.topology.clone(), object_keys(&first.policies)));
-                Ok(first)
+                let read = objects.read(&snap);
+                match (read.snapshot, read.rejected.into_iter().next()) {
+                    (Some(first), None) => Ok(first),
+                    (_, e) => Err(e.unwrap_or_else(|| "no snapshot yet".into())),
+                }
             }
         }
     }
@@ -278,45 +260,14 @@ impl Inputs {
     pub(super) fn changed(&mut self, files: Option<&FileBatch>) -> Option<InputUpdate> {
         match self {
             Inputs::Files(f) => Some(f.changed(files.and_then(|b| b.paths.as_ref()))),
-            Inputs::Kubernetes { rx, last, .. } => {
+            Inputs::Kubernetes { rx, objects, .. } => {
                 if !rx.has_changed().unwrap_or(false) {
                     return None;
                 }
                 let snap = rx.borrow_and_update().clone()?;
-                Some(kubernetes_update(Self::from_snapshot(&snap), last))
+                Some(objects.read(&snap))
             }
         }
-    }
-}
-
-/// A Kubernetes snapshot as an update, with its delta against `last`.
-fn kubernetes_update(
-    read: Result<InputSnapshot, String>,
-    last: &mut Option<(Topology, BTreeSet<ObjectKey>)>,
-) -> InputUpdate {
-    let snapshot = match read {
-        Ok(s) => s,
-        Err(e) => {
-            return InputUpdate {
-                rejected: vec![e.clone()],
-                standing: vec![e],
-                ..Default::default()
-            };
-        }
-    };
-    let keys = object_keys(&snapshot.policies);
-    let mut changes = Changes::default();
-    if let Some((topo, old)) = last.as_ref() {
-        // A snapshot says nothing of which objects changed: every object
-        // in both counts as maybe updated.
-        changes.policies.file(old, &keys);
-        changes.topology = Some(TopologyDelta::between(topo, &snapshot.topology));
-    }
-    *last = Some((snapshot.topology.clone(), keys));
-    InputUpdate {
-        snapshot: Some(snapshot),
-        changes,
-        ..Default::default()
     }
 }
 

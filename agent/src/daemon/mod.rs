@@ -27,6 +27,7 @@ mod fqdn_sync;
 mod inputs;
 mod kernel;
 mod known_names;
+mod kube_inputs;
 mod learn_guard;
 mod learner;
 mod lingering;

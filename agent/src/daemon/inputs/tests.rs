@@ -71,14 +71,14 @@ pods:
 fn file_inputs(d: &Dir, node: &str) -> Inputs {
     std::fs::write(d.0.join("topology.yaml"), PLACED).unwrap();
     std::fs::write(d.0.join("policy.yaml"), "").unwrap();
-    Inputs::Files(FileInputs {
+    Inputs::Files(Box::new(FileInputs {
         topology_path: d.0.join("topology.yaml"),
         policies: vec![d.0.join("policy.yaml")],
         topology: None,
         cache: Default::default(),
         node: node.into(),
         stamp: Vec::new(),
-    })
+    }))
 }
 
 #[test]
