@@ -82,11 +82,11 @@ namespaces:
   - {name: back, labels: {tier: data}}
   - {name: front, labels: {tier: web}}
 pods:
-  - {namespace: back, name: cache, labels: {app: cache}, ips: [10.200.2.30], serviceAccount: default,
+  - {namespace: back, name: cache, labels: {app: cache}, ips: [10.200.2.30], serviceAccount: default, node: n2,
      ports: [{name: redis, containerPort: 6379, protocol: TCP}]}
-  - {namespace: back, name: db, labels: {app: db}, ips: [10.200.1.20], serviceAccount: db,
+  - {namespace: back, name: db, labels: {app: db}, ips: [10.200.1.20], serviceAccount: db, node: n1,
      ports: [{name: pg, containerPort: 5432, protocol: TCP}, {name: metrics, containerPort: 9090, protocol: TCP}]}
-  - {namespace: front, name: web, labels: {app: web}, ips: [10.200.1.10], serviceAccount: web,
+  - {namespace: front, name: web, labels: {app: web}, ips: [10.200.1.10], serviceAccount: web, node: n1,
      ports: [{name: http, containerPort: 8080, protocol: TCP}]}
 node: {ips: [10.0.0.1], labels: {kubernetes.io/hostname: n1, role: edge}}
 kubeApiserver: {ips: [10.0.0.100]}

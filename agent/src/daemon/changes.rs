@@ -1,6 +1,6 @@
-//! What one change of the inputs changed, object by object: the policy
-//! objects added, updated and removed (by origin), and the topology's pods
-//! and namespaces. The daemon still re-resolves the whole set; this delta
+//! What one look at the inputs found (the new inputs, [`InputUpdate`]) and
+//! what it changed, object by object: the policy objects added, updated and
+//! removed (by origin), and the topology's pods and namespaces. The daemon still re-resolves the whole set; this delta
 //! is what an incremental engine takes instead.
 
 use policy_model::{PolicySet, Topology};
@@ -173,4 +173,50 @@ impl Changes {
         }
         out
     }
+}
+
+/// The pods this node enforces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalPods(Option<BTreeSet<String>>);
+
+impl LocalPods {
+    /// Every pod of the topology.
+    #[cfg(test)]
+    pub fn all() -> Self {
+        LocalPods(None)
+    }
+
+    /// Only these pods (`ns/pod`).
+    pub fn only(pods: BTreeSet<String>) -> Self {
+        LocalPods(Some(pods))
+    }
+
+    /// Whether the pod `ns/pod` is enforced here.
+    pub fn contains(&self, full_name: &str) -> bool {
+        self.0.as_ref().is_none_or(|l| l.contains(full_name))
+    }
+}
+
+/// One complete reading of the inputs.
+pub(super) struct InputSnapshot {
+    pub(super) topology: Topology,
+    pub(super) policies: PolicySet,
+    pub(super) local_pods: LocalPods,
+    /// File mode: the hash of the policy in force (`applied.hash`).
+    pub(super) content_hash: Option<u64>,
+}
+
+/// What one look at the inputs found.
+#[derive(Default)]
+pub(super) struct InputUpdate {
+    /// The new inputs, when something in force changed.
+    pub(super) snapshot: Option<InputSnapshot>,
+    /// What changed, object by object.
+    pub(super) changes: Changes,
+    /// New rejections (the previous version of each object stays).
+    pub(super) rejected: Vec<String>,
+    /// Every rejection still standing, for `status`.
+    pub(super) standing: Vec<String>,
+    /// Reads that failed for lack of resources (retried).
+    pub(super) unreadable: Vec<String>,
 }

@@ -4,8 +4,7 @@
 //! changed ([`k8s_watch::Snapshot::policy_changes_since`]), so one edited
 //! policy costs one parse, not one per object of the cluster.
 
-use super::changes::{Changes, ObjectKey, TopologyDelta};
-use super::inputs::{InputSnapshot, InputUpdate, LocalPods};
+use super::changes::{Changes, InputSnapshot, InputUpdate, LocalPods, ObjectKey, TopologyDelta};
 use k8s_watch::{PolicyKey, Snapshot};
 use policy_model::PolicySet;
 use std::collections::BTreeMap;
