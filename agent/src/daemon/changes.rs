@@ -1,7 +1,8 @@
 //! What one look at the inputs found (the new inputs, [`InputUpdate`]) and
 //! what it changed, object by object: the policy objects added, updated and
-//! removed (by origin), and the topology's pods and namespaces. The daemon still re-resolves the whole set; this delta
-//! is what an incremental engine takes instead.
+//! removed (by origin), and the topology's pods and namespaces. The daemon
+//! still re-resolves the whole set; this delta is what an incremental
+//! engine takes instead.
 
 use policy_model::{PolicySet, Topology};
 use std::collections::{BTreeMap, BTreeSet};
