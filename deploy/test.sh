@@ -13,7 +13,7 @@ if ! bash deploy/tansu.sh wait; then
   # Counted as a skip in the summary, not a silent pass.
   echo "test result: ok. 0 passed; 0 failed; 1 ignored (Kafka lab: tansu missing, SKIP)" >> "$log"
 fi
-cargo test --workspace --release "$@" 2>&1 | tee -a "$log"
+cargo test --workspace --release --no-fail-fast "$@" 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
 # The Kubernetes manifests, checked with kubernetes-validate (PyPI); counted
 # as one test. The script skips (exit 0, "SKIP") if the tool can't install.
