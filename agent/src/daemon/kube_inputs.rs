@@ -48,8 +48,9 @@ impl KubeObjects {
         let empty = Snapshot::default();
         let before = self.last.as_deref().unwrap_or(&empty);
         let (upserted, removed) = snap.policy_changes_since(before);
-        let mut parsed = self.parsed.clone();
-        let mut changes = Changes::default();
+        // Parse every new version first: one that does not parse leaves
+        // the kept objects untouched (no copy of them is needed).
+        let mut fresh = Vec::with_capacity(upserted.len());
         for p in &upserted {
             let set = policy_model::load::load_str(&p.json, &p.source_name()).map_err(|errs| {
                 errs.iter()
@@ -57,10 +58,13 @@ impl KubeObjects {
                     .collect::<Vec<_>>()
                     .join("\n")
             })?;
-            let key = (p.kind, p.namespace.clone(), p.name.clone());
-            let fresh = parsed.insert(key.clone(), set).is_none();
+            fresh.push(((p.kind, p.namespace.clone(), p.name.clone()), set));
+        }
+        let mut changes = Changes::default();
+        for (key, set) in fresh {
             let delta = &mut changes.policies;
-            if fresh {
+            let added = self.parsed.insert(key.clone(), set).is_none();
+            if added {
                 &mut delta.added
             } else {
                 &mut delta.updated
@@ -68,7 +72,7 @@ impl KubeObjects {
             .insert(object_key(&key));
         }
         for key in &removed {
-            parsed.remove(key);
+            self.parsed.remove(key);
             changes.policies.removed.insert(object_key(key));
         }
         if self.last.is_some() {
@@ -78,11 +82,13 @@ impl KubeObjects {
         // The set in the snapshot's order (kind, namespace, name).
         let mut policies = PolicySet::default();
         for p in &snap.policies {
-            if let Some(set) = parsed.get(&(p.kind, p.namespace.clone(), p.name.clone())) {
+            if let Some(set) = self
+                .parsed
+                .get(&(p.kind, p.namespace.clone(), p.name.clone()))
+            {
                 policies.extend(set.clone());
             }
         }
-        self.parsed = parsed;
         self.last = Some(snap.clone());
         Ok(InputUpdate {
             snapshot: Some(InputSnapshot {
