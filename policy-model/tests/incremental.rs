@@ -424,7 +424,27 @@ fn change(engine: &IncrementalCluster, d: &mut Dice) -> Change {
             name: d.pick(&NAMES).to_string(),
             ips: (0..1 + d.below(2)).map(|_| learned_ip(d)).collect(),
         },
-        88..=95 => {
+        88..=91 => {
+            // The whole store at once: one name learned, one address gone.
+            let mut cache = engine.fqdn().clone();
+            cache.learn(d.pick(&NAMES), learned_ip(d));
+            let known: Vec<(String, IpAddr)> = cache
+                .names
+                .iter()
+                .flat_map(|(n, ips)| ips.iter().map(move |ip| (n.clone(), *ip)))
+                .collect();
+            if !known.is_empty() && d.chance(50) {
+                let (name, ip) = d.pick(&known);
+                if let Some(set) = cache.names.get_mut(&name) {
+                    set.remove(&ip);
+                    if set.is_empty() {
+                        cache.names.remove(&name);
+                    }
+                }
+            }
+            Change::Names(cache)
+        }
+        92..=95 => {
             let known: Vec<(String, IpAddr)> = engine
                 .fqdn()
                 .names
@@ -504,6 +524,45 @@ fn check_against_oracle(engine: &IncrementalCluster, step: usize, what: &str) {
         local,
         "step {step} ({what}): extra endpoints"
     );
+    // The lookups a daemon makes of the engine instead of a cluster.
+    let learned = engine.fqdn().names.values().flatten().copied();
+    let pod_ips = topo.pods.iter().flat_map(|p| p.addresses());
+    let probes: Vec<IpAddr> = learned
+        .chain(pod_ips)
+        .chain(["8.8.8.8", "10.0.0.77", "2001:db8::9"].map(|s| s.parse().expect("valid")))
+        .collect();
+    for ip in probes {
+        assert_eq!(
+            engine.identity_of_ip(ip),
+            oracle.identity_of_ip(ip),
+            "step {step} ({what}): identity of {ip} differs"
+        );
+        assert_eq!(
+            engine.learned_and_fallback_identity(ip),
+            oracle.learned_and_fallback_identity(ip),
+            "step {step} ({what}): learned/fallback identity of {ip} differs"
+        );
+    }
+    for ep in oracle.endpoints() {
+        let mine: Vec<_> = engine
+            .rules_selecting(ep.identity)
+            .into_iter()
+            .map(|r| &r.origin)
+            .collect();
+        let mut want: Vec<_> = oracle
+            .rules_selecting(ep.identity)
+            .map(|r| &r.origin)
+            .collect();
+        let mut mine_sorted = mine.clone();
+        mine_sorted.sort_by_key(|o| format!("{o:?}"));
+        want.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(
+            mine_sorted,
+            want,
+            "step {step} ({what}): rules selecting {} differ",
+            ep.full_name()
+        );
+    }
     let count = |c: &AtomicUsize, yes: bool| {
         if yes {
             c.fetch_add(1, Ordering::Relaxed);

@@ -64,6 +64,9 @@ pub enum Change {
     Learned { name: String, ips: Vec<IpAddr> },
     /// These addresses of `name` expired.
     Expired { name: String, ips: Vec<IpAddr> },
+    /// Every learned name as it is now (what a daemon's store holds after
+    /// a batch of answers and expiries): one change for many.
+    Names(crate::resolve::FqdnCache),
     /// The node's, the kube-apiserver's or the other nodes' addresses (or
     /// the node's labels) changed.
     Hosts(Hosts),

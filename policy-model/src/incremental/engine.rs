@@ -316,6 +316,12 @@ impl IncrementalCluster {
                 }
                 w.external = true;
             }
+            Change::Names(cache) => {
+                if cache != self.fqdn {
+                    self.fqdn = cache;
+                    w.external = true;
+                }
+            }
             Change::Hosts(h) => self.set_hosts(h, &mut w),
         }
         self.finish(w)
@@ -1090,6 +1096,99 @@ impl IncrementalCluster {
     /// The resolved policy of local endpoint `id`.
     pub fn endpoint_policy(&self, id: u16) -> Option<&EndpointPolicy> {
         self.state.endpoints.get(&id).map(|(_, p)| p)
+    }
+
+    /// The node this engine resolves for.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Every pod (local and remote), by `namespace/name`.
+    pub fn pods(&self) -> impl Iterator<Item = &PodSpec> {
+        self.pods.values()
+    }
+
+    /// Every namespace, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceSpec> {
+        self.namespaces.values()
+    }
+
+    /// The node's, the kube-apiserver's and the other nodes' addresses.
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
+
+    /// The topology's `world` entry (fixed for the engine's life).
+    pub fn world(&self) -> Option<&HostSpec> {
+        self.world.as_ref()
+    }
+
+    /// The rules of one policy object, if it is in force.
+    pub fn policy(&self, key: &PolicyKey) -> Option<&[PolicyRule]> {
+        self.policies.get(key).map(|v| v.as_slice())
+    }
+
+    /// Longest-prefix identity of an address (world when no prefix holds
+    /// it), as [`Cluster::identity_of_ip`](crate::Cluster::identity_of_ip).
+    pub fn identity_of_ip(&self, ip: std::net::IpAddr) -> NumericIdentity {
+        self.longest_prefix(ip, None)
+            .unwrap_or(NumericIdentity::WORLD)
+    }
+
+    /// The identity of the longest ipcache prefix holding `ip`, other than
+    /// `except`.
+    fn longest_prefix(
+        &self,
+        ip: std::net::IpAddr,
+        except: Option<IpNet>,
+    ) -> Option<NumericIdentity> {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| {
+            let p = IpNet::new(ip, len).ok()?.trunc();
+            if Some(p) == except {
+                return None;
+            }
+            self.state.ipcache.get(&p).copied()
+        })
+    }
+
+    /// For a learned address: its identity (an FQDN one) and the identity
+    /// it has without its names, as
+    /// [`Cluster::learned_and_fallback_identity`](crate::Cluster::learned_and_fallback_identity).
+    pub fn learned_and_fallback_identity(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Option<(NumericIdentity, NumericIdentity)> {
+        let prefix = IpNet::from(ip);
+        let id = *self.state.ipcache.get(&prefix)?;
+        if !self
+            .state
+            .identities
+            .get(&id)
+            .is_some_and(|x| matches!(x.kind, IdentityKind::Fqdn { .. }))
+        {
+            return None;
+        }
+        let fallback = self
+            .longest_prefix(ip, Some(prefix))
+            .unwrap_or(NumericIdentity::WORLD);
+        Some((id, fallback))
+    }
+
+    /// The rules that select an endpoint identity (their subject), in
+    /// policy key order.
+    pub fn rules_selecting(&self, id: NumericIdentity) -> Vec<&PolicyRule> {
+        let Some(identity) = self.state.identities.get(&id) else {
+            return Vec::new();
+        };
+        self.policies
+            .values()
+            .flat_map(|v| v.iter())
+            .filter(|r| match &r.subject {
+                Subject::Endpoints(sel) => sel.matches(&identity.labels),
+                Subject::Nodes(_) => false,
+            })
+            .collect()
     }
 }
 
