@@ -17,6 +17,7 @@
 //!
 //! [`MapState::lookup`]: policy_model::MapState::lookup
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,8 +27,11 @@ use policy_model::l7::HttpRuleSet;
 use policy_model::resolve::{Endpoint, L7Policy};
 use policy_model::{Cluster, EndpointPolicy, L7Parser, MapKey, NumericIdentity};
 
+mod ipcache;
 mod lookup;
 pub mod side;
+
+pub use ipcache::IpcacheLookup;
 #[cfg(test)]
 mod tests;
 
@@ -51,14 +55,16 @@ type TlsMemo = std::sync::Mutex<HashMap<(usize, MapKey, String), Arc<SidePolicy<
 /// endpoint's map state and compiled L7 rules, and the ipcache.
 #[derive(Debug)]
 pub struct ProxyPolicy {
-    cluster: Cluster,
-    pub(crate) endpoints: Vec<EndpointEntry>,
+    /// Every address's identity, as the kernel's ipcache has it.
+    ipcache: Arc<IpcacheLookup>,
+    /// Shared with the snapshots before and after it while unchanged.
+    pub(crate) endpoints: Vec<Arc<EndpointEntry>>,
     by_ip: HashMap<IpAddr, usize>,
     /// HTTP rules of TLS-scoped ports per (endpoint, key, SNI), built on
     /// first use (see `tls/plan.rs`).
     pub(crate) tls_memo: TlsMemo,
-    /// Addresses learned from DNS since `cluster` was resolved, each with
-    /// an identity `cluster` already has (see
+    /// Addresses learned from DNS (or expired) since `ipcache` was built,
+    /// each with an identity the snapshot already has (see
     /// [`PolicyHandle::add_learned_address`]).
     learned: std::sync::RwLock<HashMap<IpAddr, NumericIdentity>>,
 }
@@ -82,39 +88,53 @@ impl ProxyPolicy {
         is_local: impl Fn(&Endpoint) -> bool,
         previous: Option<&ProxyPolicy>,
     ) -> ProxyPolicy {
+        let endpoints = cluster
+            .endpoints()
+            .iter()
+            .filter(|ep| is_local(ep))
+            .map(|ep| (ep, Cow::Owned(cluster.endpoint_policy(ep))));
+        let ipcache = IpcacheLookup::new(cluster.ipcache().iter().copied());
+        ProxyPolicy::assemble(endpoints, Arc::new(ipcache), previous, |_| false)
+    }
+
+    /// A snapshot of these local endpoints (each with its resolved policy)
+    /// and this ipcache. An endpoint `unchanged` says did not change since
+    /// `previous` keeps `previous`'s entry as it is (nothing cloned or
+    /// compiled); any other reuses the rule sets `previous` compiled for
+    /// the same endpoint and key, or one this build compiled for another
+    /// endpoint, when equal: a change recompiles only what it changed.
+    pub fn assemble<'a>(
+        local: impl IntoIterator<Item = (&'a Endpoint, Cow<'a, EndpointPolicy>)>,
+        ipcache: Arc<IpcacheLookup>,
+        previous: Option<&ProxyPolicy>,
+        unchanged: impl Fn(&Endpoint) -> bool,
+    ) -> ProxyPolicy {
+        let before: HashMap<&str, &Arc<EndpointEntry>> = previous
+            .map(|p| p.endpoints.iter().map(|e| (e.name.as_str(), e)).collect())
+            .unwrap_or_default();
         let mut endpoints = Vec::new();
         let mut by_ip = HashMap::new();
         let mut compiled_here = CompileCache::default();
-        for ep in cluster.endpoints().iter().filter(|ep| is_local(ep)) {
-            let policy = cluster.endpoint_policy(ep);
+        for (ep, policy) in local {
             let name = ep.full_name();
-            let before = previous.and_then(|p| p.endpoints.iter().find(|e| e.name == name));
-            let mut rules = BTreeMap::new();
-            for (key, l7) in &policy.l7 {
-                let reused = before
-                    .filter(|b| b.policy.l7.get(key) == Some(l7))
-                    .and_then(|b| b.rules.get(key).cloned())
-                    .or_else(|| compiled_here.get(l7));
-                let compiled = reused.unwrap_or_else(|| {
-                    let compiled = CompiledRules::compile(l7);
-                    log_compile_error(&name, key, l7.parser, &compiled);
-                    compiled
-                });
-                compiled_here.insert(l7, &compiled);
-                rules.insert(*key, compiled);
-            }
+            let before = before.get(name.as_str()).copied();
+            let entry = match before {
+                Some(b) if unchanged(ep) => b.clone(),
+                _ => Arc::new(compile_entry(
+                    name,
+                    policy.into_owned(),
+                    before,
+                    &mut compiled_here,
+                )),
+            };
             let index = endpoints.len();
             for ip in &ep.ips {
                 by_ip.insert(*ip, index);
             }
-            endpoints.push(EndpointEntry {
-                name,
-                policy,
-                rules,
-            });
+            endpoints.push(entry);
         }
         ProxyPolicy {
-            cluster: cluster.clone(),
+            ipcache,
             endpoints,
             by_ip,
             tls_memo: Default::default(),
@@ -125,7 +145,7 @@ impl ProxyPolicy {
     /// A snapshot with no endpoints: every connection is denied.
     pub fn empty() -> ProxyPolicy {
         ProxyPolicy {
-            cluster: Cluster::new(Default::default(), Vec::new(), &Default::default()),
+            ipcache: Default::default(),
             endpoints: Vec::new(),
             by_ip: HashMap::new(),
             tls_memo: Default::default(),
@@ -134,7 +154,7 @@ impl ProxyPolicy {
     }
 
     fn endpoint(&self, ip: IpAddr) -> Option<&EndpointEntry> {
-        self.by_ip.get(&ip).map(|i| &self.endpoints[*i])
+        self.by_ip.get(&ip).map(|i| &*self.endpoints[*i])
     }
 
     /// Whether `ip` is one of this snapshot's local endpoints. Upstream
@@ -152,7 +172,7 @@ impl ProxyPolicy {
                 .read()
                 .ok()
                 .and_then(|l| l.get(&ip).copied())
-                .unwrap_or_else(|| self.cluster.identity_of_ip(ip)),
+                .unwrap_or_else(|| self.ipcache.identity_of(ip)),
         }
     }
 
@@ -173,6 +193,36 @@ impl ProxyPolicy {
             Some(e) => crate::limits::SourceKey::Endpoint(e.name.as_str().into()),
             None => crate::limits::SourceKey::remote(ip),
         }
+    }
+}
+
+/// One endpoint's entry: its policy and its compiled rule sets (shared
+/// with `before`, the same endpoint's last entry, or with another endpoint
+/// of this build, when equal).
+fn compile_entry(
+    name: String,
+    policy: EndpointPolicy,
+    before: Option<&Arc<EndpointEntry>>,
+    compiled_here: &mut CompileCache,
+) -> EndpointEntry {
+    let mut rules = BTreeMap::new();
+    for (key, l7) in &policy.l7 {
+        let reused = before
+            .filter(|b| b.policy.l7.get(key) == Some(l7))
+            .and_then(|b| b.rules.get(key).cloned())
+            .or_else(|| compiled_here.get(l7));
+        let compiled = reused.unwrap_or_else(|| {
+            let compiled = CompiledRules::compile(l7);
+            log_compile_error(&name, key, l7.parser, &compiled);
+            compiled
+        });
+        compiled_here.insert(l7, &compiled);
+        rules.insert(*key, compiled);
+    }
+    EndpointEntry {
+        name,
+        policy,
+        rules,
     }
 }
 
@@ -301,9 +351,10 @@ impl PolicyHandle {
     }
 
     /// Gives the current snapshot one more ipcache entry: an address
-    /// learned from DNS whose identity the snapshot already has
-    /// (`Cluster::learned_address`), so no rule changes. The next
-    /// [`update`](Self::update) replaces it with a resolve that has it.
+    /// learned from DNS (or expired, with the identity it falls back to)
+    /// whose identity the snapshot already has, so no rule changes. The
+    /// next [`update`](Self::update) replaces it with an ipcache that has
+    /// it.
     pub fn add_learned_address(&self, ip: IpAddr, id: NumericIdentity) {
         if let Ok(mut learned) = self.current.load().learned.write() {
             learned.insert(ip.to_canonical(), id);
