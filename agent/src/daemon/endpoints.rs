@@ -2,7 +2,6 @@
 
 use super::enforcer::Enforcer;
 use anyhow::{Context, Result};
-use policy_model::Cluster;
 use redirect_ebpf::EndpointInfo;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,12 +10,15 @@ impl Enforcer {
     /// Attaches the programs to every local pod's host-side interface (found
     /// from the pod's address in the routing table) and fills the
     /// endpoints map; detaches pods that are gone.
-    pub(super) fn attach_endpoints(&mut self, cluster: &Cluster) -> Result<()> {
+    pub(super) fn attach_endpoints(&mut self) -> Result<()> {
         let mut now = BTreeMap::new();
-        for ep in cluster.endpoints() {
-            if !self.is_local(ep) {
-                continue;
-            }
+        let endpoints: Vec<policy_model::resolve::Endpoint> = self
+            .engine
+            .endpoints()
+            .filter(|ep| self.is_local(ep))
+            .cloned()
+            .collect();
+        for ep in &endpoints {
             let Some(ip) = ep.ips.first() else { continue };
             // A pod attached with the same addresses keeps its interface:
             // no `ip route get` per pod on every change.

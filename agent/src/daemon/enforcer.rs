@@ -1,8 +1,9 @@
-//! The enforcer: resolves the inputs and hands the result to the proxies
-//! and the kernel maps.
+//! The enforcer: keeps the node's policy in the incremental engine and
+//! hands what each change did to the proxies and the kernel maps.
 
 use super::args::AgentArgs;
 use super::capacity::MapLimits;
+use super::engine_input::{hosts_of, policies_by_key};
 use super::fqdn::FqdnStore;
 use super::inputs::{InputSnapshot, LocalPods};
 use super::kernel::{self, ApplyOutcome, KernelState};
@@ -12,8 +13,11 @@ use super::persist::Persister;
 use super::status::StatusView;
 use crate::metrics::AgentMetrics;
 use anyhow::Result;
-use policy_model::{Cluster, PolicySet, Topology};
+use policy_model::PolicySet;
+use policy_model::incremental::{Change, Delta, EndpointChange, Hosts, IncrementalCluster};
+use proxy::policy::IpcacheLookup;
 use redirect_ebpf::Datapath;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -36,7 +40,12 @@ pub(super) fn lock_enforcer(
 /// policies, learned names) and what it last wrote.
 pub(super) struct Enforcer {
     pub(super) dp: Datapath,
-    pub(super) topo: Topology,
+    /// The node's policy, resolved and kept up to date change by change.
+    pub(super) engine: IncrementalCluster,
+    /// The hosts of the inputs (the node's addresses from the kernel are
+    /// added to them for the engine).
+    pub(super) input_hosts: Hosts,
+    /// The policy objects in force (for `status`).
     pub(super) set: PolicySet,
     pub(super) fqdn: FqdnStore,
     pub(super) applied: KernelState,
@@ -53,12 +62,8 @@ pub(super) struct Enforcer {
     /// When the state files are due after learned addresses changed them
     /// (learning writes at most every [`super::persist::PERSIST_DELAY`], not per answer).
     pub(super) persist_due: Option<Instant>,
-    /// Set when learning in place wrote part of an answer and failed: the
-    /// next learn batch resolves.
-    pub(super) resolve_pending: bool,
-    /// The cluster last enforced (with the learned addresses added since),
-    /// for learning without a resolve; `None` when the last enforce failed.
-    pub(super) last: Option<Cluster>,
+    /// The proxies' copy of the ipcache, rebuilt when the ipcache changes.
+    pub(super) proxy_ipcache: Arc<IpcacheLookup>,
     /// Endpoints whose interface has the programs: `ns/pod` -> (interface,
     /// addresses).
     pub(super) attached: BTreeMap<String, (String, Vec<IpAddr>)>,
@@ -97,11 +102,42 @@ impl Enforcer {
         } else {
             KernelState::default()
         };
-        let mut enforcer = Enforcer {
+        let fqdn = FqdnStore::load(&args.state_dir.join("fqdn.json"));
+        let node_addrs = match super::node_addrs::discover() {
+            Ok(a) => {
+                tracing::info!(addresses = ?a, "node addresses (host)");
+                a
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the node's addresses failed");
+                BTreeSet::new()
+            }
+        };
+        let started = Instant::now();
+        let input_hosts = hosts_of(&first.topology, &BTreeSet::new());
+        let engine = build_engine(&first, &fqdn, &node_addrs, &args.node_name);
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            endpoints = engine.state().endpoints.len(),
+            identities = engine.state().identities.len(),
+            ipcache = engine.state().ipcache.len(),
+            "policy engine built"
+        );
+        let mut guard = LearnGuard::new(
+            LearnLimits {
+                per_name: args.fqdn_max_ips_per_name,
+                per_endpoint: args.fqdn_max_ips_per_endpoint,
+                node: args.fqdn_max_ips.unwrap_or(limits.ipcache / 2),
+            },
+            args.pod_cidrs.clone(),
+        );
+        guard.set_node_addresses(node_addrs.clone());
+        Ok(Enforcer {
             dp,
-            topo: first.topology,
+            engine,
+            input_hosts,
             set: first.policies,
-            fqdn: FqdnStore::load(&args.state_dir.join("fqdn.json")),
+            fqdn,
             applied,
             proxy,
             metrics,
@@ -109,57 +145,105 @@ impl Enforcer {
             local: first.local_pods,
             attached: BTreeMap::new(),
             expired: false,
-            last: None,
+            proxy_ipcache: Arc::new(IpcacheLookup::default()),
             persist: Persister::start()?,
             persist_due: None,
-            resolve_pending: false,
             lingering: Lingering::default(),
             limits,
             outcome: ApplyOutcome::default(),
             outcome_gen: 0,
-            guard: LearnGuard::new(
-                LearnLimits {
-                    per_name: args.fqdn_max_ips_per_name,
-                    per_endpoint: args.fqdn_max_ips_per_endpoint,
-                    node: args.fqdn_max_ips.unwrap_or(limits.ipcache / 2),
-                },
-                args.pod_cidrs.clone(),
-            ),
-            node_addrs: BTreeSet::new(),
-        };
-        enforcer.refresh_node_addresses();
-        Ok(enforcer)
+            guard,
+            node_addrs,
+        })
     }
 
-    /// Resolves the current inputs.
-    pub(super) fn cluster(&self) -> Cluster {
-        let mut topo = self.topo.clone();
-        // Every address the node owns is `host`, not only the topology's.
-        let node = topo.node.get_or_insert_with(Default::default);
-        for ip in &self.node_addrs {
-            if !node.ips.contains(ip) {
-                node.ips.push(*ip);
-            }
-        }
-        Cluster::new(
-            topo,
-            self.set.rules().cloned().collect(),
-            &self.fqdn.cache(),
-        )
-    }
-
-    /// Tells the learn guard whose addresses are the cluster's.
-    pub(super) fn note_endpoints(&mut self, cluster: &Cluster) {
-        self.guard.set_endpoints(
-            cluster
-                .endpoints()
-                .iter()
-                .map(|e| (e.full_name(), e.ips.as_slice())),
+    /// Builds the engine again from `snapshot` (what it takes only at
+    /// build changed), keeping its numbers, and writes the whole state.
+    pub(super) fn rebuild(&mut self, snapshot: &InputSnapshot) -> Result<()> {
+        let numbering = self.engine.numbering().clone();
+        let node = self.engine.node().to_string();
+        let mut topology = snapshot.topology.clone();
+        topology.node = hosts_of(&topology, &self.node_addrs).node;
+        self.engine = IncrementalCluster::with_numbering(
+            topology,
+            policies_by_key(snapshot),
+            self.fqdn.cache(),
+            &node,
+            numbering,
         );
+        self.input_hosts = hosts_of(&snapshot.topology, &BTreeSet::new());
+        self.write_all()
+    }
+
+    /// Writes the engine's whole state: endpoints, proxies, kernel maps
+    /// (every endpoint compared with what the maps hold).
+    pub(super) fn write_all(&mut self) -> Result<()> {
+        self.note_endpoints();
+        let attached = self.attach_endpoints();
+        self.proxy_ipcache = Arc::new(IpcacheLookup::new(
+            self.engine.state().ipcache.iter().map(|(p, i)| (*p, *i)),
+        ));
+        self.update_proxy(None);
+        self.write_kernel(None);
+        attached
+    }
+
+    /// Feeds `changes` to the engine and writes what they did: the proxies
+    /// first (so a newly redirected flow finds its rules), then the kernel
+    /// maps, comparing only the endpoints the changes touched. Returns what
+    /// changed.
+    pub(super) fn realize(&mut self, changes: Vec<Change>) -> Result<Realized> {
+        let mut r = Realized::default();
+        for c in changes {
+            r.pods_changed |= matches!(
+                c,
+                Change::PodUpsert(_)
+                    | Change::PodDelete { .. }
+                    | Change::NamespaceUpsert(_)
+                    | Change::NamespaceDelete(_)
+            );
+            let d = self.engine.apply(c);
+            r.add(&d);
+        }
+        if r.pods_changed {
+            self.note_endpoints();
+        }
+        if r.is_empty() {
+            return Ok(r);
+        }
+        let attached = if r.endpoints_changed {
+            self.attach_endpoints()
+        } else {
+            Ok(())
+        };
+        if r.ipcache_changed {
+            self.proxy_ipcache = Arc::new(IpcacheLookup::new(
+                self.engine.state().ipcache.iter().map(|(p, i)| (*p, *i)),
+            ));
+        }
+        self.update_proxy(Some(&r.touched));
+        // Endpoints that failed closed are planned again (they may fit now).
+        let mut touched = r.touched.clone();
+        touched.extend(self.outcome.failed_ids.iter().copied());
+        self.write_kernel(Some(&touched));
+        attached.map(|()| r)
+    }
+
+    /// Tells the learn guard whose addresses are the cluster's (every
+    /// pod's, local or not).
+    pub(super) fn note_endpoints(&mut self) {
+        let pods: Vec<(String, Vec<IpAddr>)> = self
+            .engine
+            .pods()
+            .map(|p| (p.full_name(), p.addresses()))
+            .collect();
+        self.guard
+            .set_endpoints(pods.iter().map(|(n, ips)| (n.clone(), ips.as_slice())));
     }
 
     /// Re-reads the node's addresses from the kernel; `true` when they
-    /// changed (the caller re-resolves). A failed read keeps the last set.
+    /// changed (the caller hands them to the engine with
+    /// [`Self::node_hosts`]). A failed read keeps the last set.
     pub(super) fn refresh_node_addresses(&mut self) -> bool {
         match super::node_addrs::discover() {
             Ok(now) if now != self.node_addrs => {
@@ -176,17 +260,21 @@ impl Enforcer {
         }
     }
 
+    /// The hosts for the engine: the inputs' with the node's addresses.
+    pub(super) fn node_hosts(&self) -> Change {
+        let mut hosts = self.input_hosts.clone();
+        let node = hosts.node.get_or_insert_with(Default::default);
+        for ip in &self.node_addrs {
+            if !node.ips.contains(ip) {
+                node.ips.push(*ip);
+            }
+        }
+        Change::Hosts(hosts)
+    }
+
     /// Whether `ep` is one of this node's pods.
     pub(super) fn is_local(&self, ep: &policy_model::resolve::Endpoint) -> bool {
         self.local.contains(&ep.full_name())
-    }
-
-    /// Hands a resolved cluster to the proxy, then to the kernel (the proxy
-    /// first, so a newly redirected flow finds its rules).
-    pub(super) fn enforce(&mut self, cluster: &Cluster) -> Result<()> {
-        self.enforce_in_memory(cluster)?;
-        self.persist_applied();
-        Ok(())
     }
 
     /// Writes what was applied to the state files and waits until they
@@ -212,21 +300,38 @@ impl Enforcer {
         }
     }
 
-    /// [`Self::enforce`] without persisting what was applied (the caller
-    /// saves it later).
-    pub(super) fn enforce_in_memory(&mut self, cluster: &Cluster) -> Result<()> {
-        self.last = None;
-        // Only this node's endpoints, reusing what the last snapshot
-        // compiled for rules that did not change.
+    /// Gives the proxies a new snapshot: every local endpoint, rebuilt for
+    /// the endpoints of `touched` (`None`: all; the others keep their
+    /// entries), with the current ipcache copy.
+    fn update_proxy(&mut self, touched: Option<&BTreeSet<u16>>) {
         let local = &self.local;
-        self.proxy
-            .update_local(cluster, |ep| local.contains(&ep.full_name()));
+        let endpoints = self
+            .engine
+            .state()
+            .endpoints
+            .values()
+            .filter(|(e, _)| local.contains(&e.full_name()))
+            .map(|(e, p)| (e, Cow::Borrowed(p)));
+        let previous = self.proxy.snapshot();
+        let snapshot = proxy::ProxyPolicy::assemble(
+            endpoints,
+            self.proxy_ipcache.clone(),
+            Some(&previous),
+            |ep| touched.is_some_and(|t| !t.contains(&ep.id)),
+        );
+        self.proxy.update(snapshot);
+    }
+
+    /// Writes the engine's state to the kernel maps, comparing the
+    /// endpoints of `touched` (`None`: all) with what the maps hold.
+    fn write_kernel(&mut self, touched: Option<&BTreeSet<u16>>) {
         let outcome = kernel::apply(
             &mut self.dp,
-            cluster,
+            &self.engine,
             &mut self.applied,
             &self.local,
             &self.limits,
+            touched,
         );
         let n = outcome.changes;
         self.metrics.map_changes.inc_by(n as u64);
@@ -238,13 +343,7 @@ impl Enforcer {
             outcome.policy_entries,
             outcome.ipcache_entries,
         );
-        // Learning in place plans against the last cluster's ipcache: only
-        // when it is what the kernel holds (nothing left out).
-        if outcome.ipcache_refused == 0 && outcome.errors.is_empty() {
-            self.last = Some(cluster.clone());
-        }
-        self.lingering.forget_rewritten(cluster);
-        self.mark_lingering_in(cluster);
+        self.lingering.forget_rewritten(&self.engine);
         if outcome.is_clean() {
             tracing::info!(changes = n, "policy in force");
         } else {
@@ -258,24 +357,16 @@ impl Enforcer {
         }
         self.outcome = outcome;
         self.outcome_gen += 1;
-        Ok(())
+        self.mark_lingering();
     }
 
     /// Marks learned addresses past their TTL that open flows still use so
     /// the kernel admits no new flow to them, and unmarks addresses learned
-    /// again (against the last cluster enforced).
+    /// again.
     pub(super) fn mark_lingering(&mut self) {
-        if let Some(cluster) = self.last.take() {
-            self.mark_lingering_in(&cluster);
-            self.last = Some(cluster);
-        }
-    }
-
-    /// [`Self::mark_lingering`] against `cluster` (what was just applied).
-    pub(super) fn mark_lingering_in(&mut self, cluster: &Cluster) {
         let past_ttl = self.fqdn.lingering();
         self.lingering
-            .mark(&mut self.dp, cluster, past_ttl, &self.applied.ipcache);
+            .mark(&mut self.dp, &self.engine, past_ttl, &self.applied.ipcache);
     }
 
     /// After an answer for `update` was learned: its addresses that
@@ -292,10 +383,7 @@ impl Enforcer {
         }
         let still = self.fqdn.lingering();
         let ips = again.into_iter().filter(|ip| !still.contains(ip)).collect();
-        if let Some(cluster) = self.last.take() {
-            self.lingering.unmark(&mut self.dp, &cluster, ips);
-            self.last = Some(cluster);
-        }
+        self.lingering.unmark(&mut self.dp, &self.engine, ips);
     }
 
     /// What `status` shows of the enforcer.
@@ -311,5 +399,55 @@ impl Enforcer {
             learn_refused: self.guard.refused(),
             node_addresses: self.node_addrs.iter().copied().collect(),
         }
+    }
+}
+
+/// The engine of the inputs `first`, the learned names of `fqdn` and the
+/// node's addresses, for the node `node`.
+fn build_engine(
+    first: &InputSnapshot,
+    fqdn: &FqdnStore,
+    node_addrs: &BTreeSet<IpAddr>,
+    node: &str,
+) -> IncrementalCluster {
+    let mut topology = first.topology.clone();
+    topology.node = hosts_of(&topology, node_addrs).node;
+    IncrementalCluster::new(topology, policies_by_key(first), fqdn.cache(), node)
+}
+
+/// What a batch of changes did, summed over their deltas.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Realized {
+    /// Local endpoints whose policy, L7 rules or record changed.
+    pub(super) touched: BTreeSet<u16>,
+    pub(super) endpoints_changed: bool,
+    pub(super) ipcache_changed: bool,
+    /// Pods or namespaces changed (names, learn guard).
+    pub(super) pods_changed: bool,
+    /// Policy map changes and ipcache writes the engine asked for.
+    pub(super) map_changes: usize,
+    pub(super) ipcache_changes: usize,
+}
+
+impl Realized {
+    fn add(&mut self, d: &Delta) {
+        for e in &d.endpoints {
+            self.endpoints_changed = true;
+            match e {
+                EndpointChange::Upsert(ep) | EndpointChange::Removed(ep) => {
+                    self.touched.insert(ep.id);
+                }
+            }
+        }
+        self.touched.extend(d.policy.keys().copied());
+        self.touched.extend(d.l7.keys().copied());
+        self.map_changes += d.policy.values().map(Vec::len).sum::<usize>();
+        self.ipcache_changes += d.ipcache.len();
+        self.ipcache_changed |= !d.ipcache.is_empty();
+    }
+
+    /// Whether nothing is to be written.
+    pub(super) fn is_empty(&self) -> bool {
+        self.touched.is_empty() && !self.endpoints_changed && !self.ipcache_changed
     }
 }

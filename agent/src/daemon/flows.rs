@@ -4,7 +4,7 @@
 use crate::access_log::PodNames;
 use crate::time::monotonic_to_wall;
 use anyhow::{Context, Result};
-use policy_model::Cluster;
+use policy_model::incremental::IncrementalCluster;
 use redirect_ebpf::FlowEvent;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Names for flow and access lines: address -> `ns/pod`.
-pub(super) fn pod_names(cluster: &Cluster) -> PodNames {
+pub(super) fn pod_names(engine: &IncrementalCluster) -> PodNames {
     Arc::new(
-        cluster
-            .endpoints()
-            .iter()
-            .flat_map(|e| e.ips.iter().map(move |ip| (*ip, e.full_name())))
+        engine
+            .pods()
+            .flat_map(|p| {
+                let name = p.full_name();
+                p.addresses().into_iter().map(move |ip| (ip, name.clone()))
+            })
             .collect(),
     )
 }

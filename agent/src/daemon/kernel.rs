@@ -27,8 +27,8 @@ pub(super) use state::KernelState;
 use super::capacity::MapLimits;
 use super::inputs::LocalPods;
 use plan::plan;
-use policy_model::Cluster;
-use std::collections::BTreeMap;
+use policy_model::incremental::IncrementalCluster;
+use std::collections::{BTreeMap, BTreeSet};
 use write::{KernelMaps, write};
 
 /// What one apply did: counts for metrics, failures for `status`.
@@ -39,6 +39,8 @@ pub(super) struct ApplyOutcome {
     /// Endpoints (`ns/pod`) whose policy could not be written whole, with
     /// why. Their entries were removed: all their traffic is dropped.
     pub(super) failed: BTreeMap<String, String>,
+    /// The endpoint ids of `failed` (planned again on every apply).
+    pub(super) failed_ids: BTreeSet<u16>,
     /// Policies selecting a failed endpoint -> the endpoints.
     pub(super) failed_policies: BTreeMap<(String, Option<String>, String), Vec<String>>,
     /// Learned addresses left out of the ipcache (map full).
@@ -56,16 +58,18 @@ impl ApplyOutcome {
     }
 }
 
-/// Plans and writes `cluster` (see [`plan`] and [`write`]); reports what
+/// Plans and writes `engine`'s state (see [`plan`] and [`write`]),
+/// comparing only the endpoints of `touched` (`None`: all); reports what
 /// did not go in.
 pub(super) fn apply(
     dp: &mut impl KernelMaps,
-    cluster: &Cluster,
+    engine: &IncrementalCluster,
     state: &mut KernelState,
     local: &LocalPods,
     limits: &MapLimits,
+    touched: Option<&BTreeSet<u16>>,
 ) -> ApplyOutcome {
-    let plan = plan(state, cluster, local, limits);
+    let plan = plan(state, engine, local, limits, touched);
     let written = write(dp, &plan, state);
     let mut out = ApplyOutcome {
         changes: written.changes,
@@ -79,8 +83,9 @@ pub(super) fn apply(
         };
         tracing::error!(endpoint = %e.name, reason = %reason, "endpoint policy not applied; its traffic is denied");
         out.failed.insert(e.name.clone(), reason.clone());
+        out.failed_ids.insert(e.id);
         if let Some(identity) = e.identity {
-            for rule in cluster.rules_selecting(identity) {
+            for rule in engine.rules_selecting(identity) {
                 let o = &rule.origin;
                 let pods = out
                     .failed_policies

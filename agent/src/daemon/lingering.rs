@@ -4,7 +4,7 @@
 //! learned again or gone.
 
 use ipnet::IpNet;
-use policy_model::Cluster;
+use policy_model::incremental::IncrementalCluster;
 use redirect_ebpf::Datapath;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ impl Lingering {
 
     /// After an apply, which rewrote changed entries without the mark:
     /// forgets the marks whose identity changed.
-    pub(super) fn forget_rewritten(&mut self, cluster: &Cluster) {
+    pub(super) fn forget_rewritten(&mut self, cluster: &IncrementalCluster) {
         self.0.retain(|ip, (id, _)| {
             cluster
                 .learned_and_fallback_identity(*ip)
@@ -36,7 +36,7 @@ impl Lingering {
     pub(super) fn mark(
         &mut self,
         dp: &mut Datapath,
-        cluster: &Cluster,
+        cluster: &IncrementalCluster,
         past_ttl: BTreeSet<IpAddr>,
         ipcache: &[(IpNet, u32)],
     ) {
@@ -67,11 +67,16 @@ impl Lingering {
     }
 
     /// Gives `ips` back their plain entry.
-    pub(super) fn unmark(&mut self, dp: &mut Datapath, cluster: &Cluster, ips: Vec<IpAddr>) {
+    pub(super) fn unmark(
+        &mut self,
+        dp: &mut Datapath,
+        cluster: &IncrementalCluster,
+        ips: Vec<IpAddr>,
+    ) {
         for ip in ips {
             self.0.remove(&ip);
             let prefix = IpNet::from(ip);
-            let Some((_, id)) = cluster.ipcache().iter().find(|(p, _)| *p == prefix) else {
+            let Some(id) = cluster.state().ipcache.get(&prefix) else {
                 continue;
             };
             if let Err(e) = dp.set_ipcache(prefix, id.0) {

@@ -5,6 +5,7 @@
 //! own ([`super::flows::start_pump`]).
 
 use super::enforcer::{Enforcer, SharedEnforcer, lock_enforcer};
+use super::engine_input::{EngineInput, changes_for, hosts_of};
 use super::events::{DaemonEvent, FileBatch};
 use super::fdlimit::FdReserve;
 use super::flows::{self, SharedFlows, SharedNames};
@@ -13,6 +14,7 @@ use super::known_names::{KnownNames, LearnRequest};
 use super::persist::mark_applied;
 use super::status::StatusFile;
 use crate::metrics::AgentMetrics;
+use policy_model::incremental::Change;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -188,10 +190,11 @@ impl MainLoop {
         if timers.node <= now {
             timers.node = now + NODE_ADDRESS_EVERY;
             if reserve.released(|| enforcer.refresh_node_addresses()) {
-                let cluster = enforcer.cluster();
-                if let Err(e) = enforcer.enforce(&cluster) {
+                let hosts = enforcer.node_hosts();
+                if let Err(e) = enforcer.realize(vec![hosts]) {
                     tracing::error!(error = %e, "applying new node addresses failed");
                 }
+                enforcer.persist_applied();
                 // Status shows the new set.
                 enforcer.outcome_gen += 1;
             }
@@ -276,32 +279,58 @@ impl MainLoop {
             local_pods,
             content_hash,
         } = snapshot.expect("called with a snapshot");
-        enforcer.topo = topology;
-        enforcer.set = policies;
-        enforcer.local = local_pods;
-        let cluster = enforcer.cluster();
-        enforcer.note_endpoints(&cluster);
-        let result = enforcer
-            .attach_endpoints(&cluster)
-            .and_then(|()| enforcer.enforce_in_memory(&cluster));
+        let snapshot = InputSnapshot {
+            topology,
+            policies,
+            local_pods,
+            content_hash,
+        };
+        enforcer.local = snapshot.local_pods.clone();
+        enforcer.input_hosts = hosts_of(&snapshot.topology, &Default::default());
+        let hosts = match enforcer.node_hosts() {
+            Change::Hosts(h) => h,
+            _ => unreachable!("node_hosts is a hosts change"),
+        };
+        let input = changes_for(&enforcer.engine, &snapshot, &changes, hosts);
+        let engine_changes = match &input {
+            EngineInput::Changes(c) => c.len(),
+            EngineInput::Rebuild => 0,
+        };
+        let (result, pods_changed, map_changes) = match input {
+            EngineInput::Rebuild => (enforcer.rebuild(&snapshot), true, 0),
+            EngineInput::Changes(c) => match enforcer.realize(c) {
+                Ok(r) => (Ok(()), r.pods_changed, r.map_changes),
+                Err(e) => (Err(e), true, 0),
+            },
+        };
         let elapsed = since.elapsed();
         self.metrics
             .policy_realization
             .observe(elapsed.as_secs_f64());
         tracing::debug!(
             changed = %changes.summary(),
-            map_changes = enforcer.outcome.changes,
+            engine_changes,
+            map_changes,
+            written = enforcer.outcome.changes,
             elapsed_us = elapsed.as_micros() as u64,
             "input change realized"
         );
         if let Err(e) = result {
             tracing::error!(error = %e, "applying the change failed");
         }
+        let InputSnapshot {
+            policies,
+            content_hash,
+            ..
+        } = snapshot;
+        enforcer.set = policies;
         enforcer.persist_applied();
-        let names = flows::pod_names(&cluster);
-        crate::access_log::set_pod_names(names.clone());
-        if let Ok(mut n) = self.names.write() {
-            *n = names;
+        if pods_changed {
+            let names = flows::pod_names(&enforcer.engine);
+            crate::access_log::set_pod_names(names.clone());
+            if let Ok(mut n) = self.names.write() {
+                *n = names;
+            }
         }
         self.metrics.endpoints.set(enforcer.attached.len() as i64);
         let policies = self.inputs.policy_states(&enforcer.set);

@@ -19,6 +19,7 @@ mod changes;
 mod datapath;
 mod endpoints;
 mod enforcer;
+mod engine_input;
 mod events;
 mod fdlimit;
 mod flows;
@@ -101,28 +102,26 @@ pub fn run(args: AgentArgs) -> Result<()> {
     if let Ok(mut k) = known.write() {
         k.0 = enforcer.fqdn.expiries();
     }
-    let cluster = enforcer.cluster();
-    enforcer.note_endpoints(&cluster);
     if let Some(up) = args.uplink.as_deref() {
         enforcer
             .dp
             .attach_uplink(up)
             .with_context(|| format!("attaching to uplink {up}"))?;
     }
-    enforcer.attach_endpoints(&cluster)?;
-    enforcer.enforce(&cluster)?;
+    enforcer.write_all()?;
+    enforcer.persist_applied();
     if let Some(hash) = content_hash {
         persist::mark_applied(&args.state_dir, hash)?;
     }
-    metrics.endpoints.set(cluster.endpoints().len() as i64);
+    metrics.endpoints.set(enforcer.attached.len() as i64);
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let names = flows::pod_names(&cluster);
+    let names = flows::pod_names(&enforcer.engine);
     crate::access_log::set_pod_names(names.clone());
     let names = Arc::new(RwLock::new(names));
     tracing::info!(
-        endpoints = cluster.endpoints().len(),
+        endpoints = enforcer.attached.len(),
         policies = enforcer.set.policies.len(),
         learned_addresses = enforcer.fqdn.len(),
         "policy applied"

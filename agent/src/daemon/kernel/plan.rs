@@ -4,7 +4,8 @@ use super::state::KernelState;
 use crate::daemon::capacity::{self, Admission, EndpointDemand, IpcacheClass, MapLimits};
 use crate::daemon::inputs::LocalPods;
 use ipnet::IpNet;
-use policy_model::{Cluster, MapChange, MapKey, MapState, MapVerdict, NumericIdentity};
+use policy_model::incremental::IncrementalCluster;
+use policy_model::{MapChange, MapKey, MapState, MapVerdict, NumericIdentity};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One write to the kernel maps; [`plan`] lists them in the order they are
@@ -86,15 +87,37 @@ pub(in crate::daemon) fn phase_of(old: &MapState, change: &MapChange) -> bool {
     }
 }
 
-/// The map writes that take the kernel from `state` to `cluster`'s
+/// The map writes that take the kernel from `state` to `engine`'s
 /// ipcache and the map state of every endpoint of `local`, within
 /// `limits` (see the module's documentation for the order).
+///
+/// `touched`: the endpoints whose policy may have changed since `state`
+/// was written (the others are taken as they are, and only counted for
+/// capacity); `None`: every endpoint is compared. A plan in which an
+/// endpoint not compared would fail is made again with every endpoint.
 pub(in crate::daemon) fn plan(
     state: &KernelState,
-    cluster: &Cluster,
+    engine: &IncrementalCluster,
     local: &LocalPods,
     limits: &MapLimits,
+    touched: Option<&BTreeSet<u16>>,
 ) -> KernelPlan {
+    let planned = plan_some(state, engine, local, limits, touched);
+    match planned {
+        Some(p) => p,
+        None => plan_some(state, engine, local, limits, None)
+            .expect("a plan comparing every endpoint is always made"),
+    }
+}
+
+/// [`plan`]; `None` when an endpoint not in `touched` would fail.
+fn plan_some(
+    state: &KernelState,
+    engine: &IncrementalCluster,
+    local: &LocalPods,
+    limits: &MapLimits,
+    touched: Option<&BTreeSet<u16>>,
+) -> Option<KernelPlan> {
     let old_state = |id: u16| MapState {
         entries: state
             .policies
@@ -102,12 +125,21 @@ pub(in crate::daemon) fn plan(
             .map(|v| v.iter().copied().collect())
             .unwrap_or_default(),
     };
+    let is_touched = |id: u16| touched.is_none_or(|t| t.contains(&id));
     let mut eps: Vec<EndpointPlan> = Vec::new();
-    for ep in cluster.endpoints() {
+    // Endpoints taken as they are: id -> entries held.
+    let mut kept: BTreeMap<u16, usize> = BTreeMap::new();
+    for ep in engine.endpoints() {
         if !local.contains(&ep.full_name()) {
             continue;
         }
-        let pol = cluster.endpoint_policy(ep);
+        if !is_touched(ep.id) && state.policies.contains_key(&ep.id) {
+            kept.insert(ep.id, state.policies.get(&ep.id).map_or(0, Vec::len));
+            continue;
+        }
+        let Some(pol) = engine.endpoint_policy(ep.id) else {
+            continue;
+        };
         for w in &pol.warnings {
             tracing::warn!(endpoint = %ep.full_name(), "{w}");
         }
@@ -116,7 +148,7 @@ pub(in crate::daemon) fn plan(
             name: ep.full_name(),
             identity: Some(ep.identity),
             old: old_state(ep.id),
-            new: pol.map,
+            new: pol.map.clone(),
         });
     }
     // Endpoints that are gone: their entries leave the policy map.
@@ -124,7 +156,7 @@ pub(in crate::daemon) fn plan(
         .policies
         .keys()
         .copied()
-        .filter(|id| !eps.iter().any(|e| e.id == *id))
+        .filter(|id| !eps.iter().any(|e| e.id == *id) && !kept.contains_key(id))
         .collect();
     for id in gone {
         eps.push(EndpointPlan {
@@ -138,12 +170,12 @@ pub(in crate::daemon) fn plan(
 
     // The ipcache: pods and reserved addresses first, then policy CIDRs,
     // then learned addresses (the ones left out when it is full).
-    let mut new_ipc: Vec<(IpNet, u32, IpcacheClass, u8)> = cluster
+    let mut new_ipc: Vec<(IpNet, u32, IpcacheClass, u8)> = engine
         .ipcache()
         .iter()
         .map(|(p, id)| {
             use policy_model::identity::IdentityKind;
-            let (class, rank) = match cluster.identity(*id).map(|i| &i.kind) {
+            let (class, rank) = match engine.identity(*id).map(|i| &i.kind) {
                 Some(IdentityKind::Fqdn { .. }) => (IpcacheClass::Learned, 2),
                 Some(IdentityKind::Cidr(_)) => (IpcacheClass::Cluster, 1),
                 _ => (IpcacheClass::Cluster, 0),
@@ -167,6 +199,11 @@ pub(in crate::daemon) fn plan(
         .map(|(_, id, _)| *id)
         .collect();
 
+    if touched.is_some() && !ipc.unwritable.is_empty() {
+        // Endpoints not compared may name those identities.
+        return None;
+    }
+
     // 1. Capacity.
     let demands: Vec<EndpointDemand> = eps
         .iter()
@@ -175,8 +212,19 @@ pub(in crate::daemon) fn plan(
             old: e.old.len(),
             new: e.new.len(),
         })
+        .chain(kept.iter().map(|(id, n)| EndpointDemand {
+            id: *id,
+            old: *n,
+            new: *n,
+        }))
         .collect();
     let admissions = capacity::admit_endpoints(&demands, limits);
+    if kept
+        .keys()
+        .any(|id| admissions.get(id).and_then(Admission::reason).is_some())
+    {
+        return None;
+    }
     let mut failed: BTreeMap<u16, String> = BTreeMap::new();
     for e in &mut eps {
         if let Some(reason) = admissions.get(&e.id).and_then(Admission::reason) {
@@ -243,12 +291,12 @@ pub(in crate::daemon) fn plan(
             ipc.unwritable[0]
         ));
     }
-    KernelPlan {
+    Some(KernelPlan {
         ops,
         endpoints: eps,
         failed,
         ipcache_order: new_ipc.iter().map(|e| e.0).collect(),
         ipcache_left_out: ipc.refused_learned.len(),
         errors,
-    }
+    })
 }

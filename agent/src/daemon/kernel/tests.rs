@@ -4,6 +4,7 @@ use super::write::KernelMaps;
 use super::*;
 use anyhow::Result;
 use ipnet::IpNet;
+use policy_model::incremental::IncrementalCluster;
 use policy_model::{
     Direction, FqdnCache, L7Parser, MapChange, MapKey, MapState, MapValue, MapVerdict,
     NumericIdentity, PolicySet, PortKey, Topology,
@@ -48,23 +49,28 @@ spec:
   - toCIDR: [10.201.0.53/32]
 "#;
 
-fn cluster(policies: &[&str]) -> Cluster {
+fn cluster(policies: &[&str]) -> IncrementalCluster {
     let topology = Topology::from_yaml(TOPOLOGY, "topology.yaml").expect("topology");
     let mut set = PolicySet::default();
     for (n, text) in policies.iter().enumerate() {
         set.extend(policy_model::load::load_str(text, &format!("p{n}.yaml")).expect("policy"));
     }
-    Cluster::new(
+    IncrementalCluster::new(
         topology,
-        set.rules().cloned().collect(),
-        &FqdnCache::default(),
+        set.policies
+            .into_iter()
+            .map(|p| (policy_model::incremental::PolicyKey::of(&p.origin), p.rules)),
+        FqdnCache::default(),
+        "lab-node",
     )
 }
 
-fn endpoint<'a>(cluster: &'a Cluster, name: &str) -> &'a policy_model::resolve::Endpoint {
+fn endpoint<'a>(
+    cluster: &'a IncrementalCluster,
+    name: &str,
+) -> &'a policy_model::resolve::Endpoint {
     cluster
         .endpoints()
-        .iter()
         .find(|e| e.full_name() == name)
         .expect("endpoint")
 }
@@ -178,7 +184,7 @@ fn a_pods_address_with_another_identity_replaces_its_ipcache_entry() {
         policies: BTreeMap::new(),
         ipcache: vec![(net("10.200.1.10/32"), 99_999), (net("10.9.9.9/32"), 300)],
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY);
+    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None);
     let delete = plan
         .ops
         .iter()
@@ -221,7 +227,7 @@ fn an_endpoint_that_is_gone_has_its_entries_deleted_and_forgotten() {
         policies: [(999, vec![(key, value)])].into_iter().collect(),
         ipcache: Vec::new(),
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY);
+    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None);
     let gone = plan
         .endpoints
         .iter()
@@ -243,7 +249,13 @@ fn an_l7_rule_redirects_to_its_proxys_port() {
     let cluster = cluster(&[B_FROM_A_HTTP]);
     let a = endpoint(&cluster, "t1/a");
     let b = endpoint(&cluster, "t1/b");
-    let plan = plan(&KernelState::default(), &cluster, &LocalPods::all(), &ROOMY);
+    let plan = plan(
+        &KernelState::default(),
+        &cluster,
+        &LocalPods::all(),
+        &ROOMY,
+        None,
+    );
     let redirect = plan
         .ops
         .iter()
@@ -272,7 +284,13 @@ fn an_l7_rule_redirects_to_its_proxys_port() {
 fn a_deny_is_written_first_and_the_allow_after_the_ipcache() {
     let cluster = cluster(&[A_WORLD_BUT_ONE]);
     let a = endpoint(&cluster, "t1/a");
-    let plan = plan(&KernelState::default(), &cluster, &LocalPods::all(), &ROOMY);
+    let plan = plan(
+        &KernelState::default(),
+        &cluster,
+        &LocalPods::all(),
+        &ROOMY,
+        None,
+    );
     let position = |narrowing: bool| {
         plan.ops.iter().position(|op| {
             matches!(op, KernelOp::Policy { endpoint, narrowing: n, .. } if *endpoint == a.id && *n == narrowing)
@@ -311,7 +329,7 @@ fn an_endpoint_over_its_budget_fails_closed_before_anything_is_written() {
         policy_per_endpoint: 1,
         ..ROOMY
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &limits);
+    let plan = plan(&state, &cluster, &LocalPods::all(), &limits, None);
     let reason = plan.failed.get(&a.id).expect("a fails closed");
     assert!(reason.contains("per-endpoint budget of 1"), "{reason}");
     // Its old allow goes in the first phase; nothing of it widens.
@@ -336,13 +354,20 @@ fn an_endpoint_whose_write_fails_has_every_entry_removed_and_the_others_go_on() 
     let cluster = cluster(&[A_WORLD_BUT_ONE, B_FROM_A_HTTP]);
     let (a, b) = (endpoint(&cluster, "t1/a"), endpoint(&cluster, "t1/b"));
     let mut state = KernelState::default();
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY);
+    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None);
     assert!(plan.failed.is_empty());
     let mut maps = FakeMaps {
         fail_upserts_of: Some(a.id),
         ..FakeMaps::default()
     };
-    let outcome = apply(&mut maps, &cluster, &mut state, &LocalPods::all(), &ROOMY);
+    let outcome = apply(
+        &mut maps,
+        &cluster,
+        &mut state,
+        &LocalPods::all(),
+        &ROOMY,
+        None,
+    );
     assert!(
         outcome.failed["t1/a"].starts_with("writing its policy failed: map full"),
         "{outcome:?}"

@@ -121,8 +121,9 @@ pub(in crate::daemon) fn write(
         .iter()
         .filter_map(|p| ipc.get(p).map(|id| (*p, *id)))
         .collect();
+    let ordered: std::collections::HashSet<IpNet> = state.ipcache.iter().map(|(p, _)| *p).collect();
     for (p, id) in &ipc {
-        if !state.ipcache.iter().any(|(q, _)| q == p) {
+        if !ordered.contains(p) {
             // Still in the map (a delete failed): remembered, retried.
             state.ipcache.push((*p, *id));
         }
