@@ -27,7 +27,7 @@ impl IpcacheLookup {
         }
         let ordered = |m: HashMap<u8, HashMap<IpNet, NumericIdentity>>| {
             let mut v: Vec<_> = m.into_iter().collect();
-            v.sort_by(|a, b| b.0.cmp(&a.0));
+            v.sort_by_key(|e| std::cmp::Reverse(e.0));
             v
         };
         IpcacheLookup {
