@@ -23,9 +23,10 @@
 //! The incremental engine (`incremental_*` groups, same clusters): the
 //! first pod of every namespace runs on the bench's node (100 local
 //! endpoints at 10k), the others on other nodes. Cases: building the
-//! engine (cold start), one policy edit that changes a local endpoint's
-//! policy, one remote pod added with labels no pod has (a new identity),
-//! and one local pod relabelled. Before criterion runs, each change case is
+//! engine (cold start), one DNS answer learned (the whole name store
+//! handed over, as the daemon does), one policy edit that changes a local
+//! endpoint's policy, one remote pod added with labels no pod has (a new
+//! identity), and one local pod relabelled. Before criterion runs, each change case is
 //! also timed 200 times one by one and its p50 / p99 / max printed (the
 //! issue's targets are p99 figures).
 #![forbid(unsafe_code)]
@@ -516,7 +517,24 @@ fn bench_incremental(c: &mut Criterion, group: &str, namespaces: usize, policies
         }
         Change::PodUpsert(p)
     };
+    // A DNS answer learned (the daemon hands the whole store over): the
+    // CIDR and FQDN identities are recomputed.
+    let learned = |i: usize| {
+        let mut cache = FqdnCache::default();
+        let n = u32::try_from(i).expect("few iterations");
+        cache.learn(
+            &format!("bench-{i}.example"),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, n as u8)),
+        );
+        Change::Names(cache)
+    };
+    let forget = |_: usize| Some(Change::Names(FqdnCache::default()));
     let cases = [
+        Case {
+            name: "learned_name",
+            next: &learned,
+            undo: &forget,
+        },
         Case {
             name: "policy_edit",
             next: &edit,

@@ -3,7 +3,6 @@
 
 use super::identities::Endpoint;
 use crate::identity::{Identity, NumericIdentity};
-use crate::l7::dns::FqdnPattern;
 use crate::rules::{Peer, PolicyRule, Protocol};
 use crate::topology::Topology;
 use ipnet::IpNet;
@@ -25,10 +24,6 @@ pub struct Cluster {
     pub(super) selections: HashMap<Peer, Arc<Vec<NumericIdentity>>>,
     /// Endpoint identity -> indices of rules that select it.
     pub(super) subjects: HashMap<NumericIdentity, Vec<usize>>,
-    /// Every toFQDNs selector of the rules: label key and matcher.
-    pub(super) fqdn_patterns: Vec<(String, FqdnPattern)>,
-    /// Every prefix the rules name (CIDRs and their exceptions).
-    pub(super) cidr_prefixes: Vec<IpNet>,
     /// Port name -> every (protocol, port) a pod gives it.
     pub(super) named_ports: HashMap<String, BTreeSet<(Protocol, u16)>>,
     /// `namespace/name` -> position in `endpoints`.

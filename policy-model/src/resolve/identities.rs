@@ -48,10 +48,6 @@ pub(super) struct Allocation {
     pub endpoints: Vec<Endpoint>,
     /// Prefix -> identity, longest prefixes first.
     pub ipcache: Vec<(IpNet, NumericIdentity)>,
-    /// Every toFQDNs selector of the rules: label key and matcher.
-    pub fqdn_patterns: Vec<(String, FqdnPattern)>,
-    /// Every prefix the rules name (CIDRs and their exceptions).
-    pub cidr_prefixes: Vec<IpNet>,
 }
 
 /// Allocates the identities of `topology`, of the prefixes `rules` name
@@ -139,15 +135,12 @@ pub(super) fn allocate(
         );
         ipcache.extend(ext.members.into_iter().map(|p| (p, id)));
     }
-    let cidr_prefixes: Vec<IpNet> = prefixes.into_iter().collect();
     ipcache.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
 
     Allocation {
         identities,
         endpoints,
         ipcache,
-        fqdn_patterns: patterns,
-        cidr_prefixes,
     }
 }
 

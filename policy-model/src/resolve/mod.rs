@@ -20,7 +20,6 @@ pub(crate) mod selectors;
 pub use cluster::Cluster;
 pub use fqdn::{FqdnCache, fqdn_key};
 pub use identities::{Endpoint, NamedPort};
-pub use learned::LearnedAddress;
 pub use numbering::Numbering;
 pub use policy::{Contribution, EndpointPolicy, L7Policy};
 pub use selectors::peer_selects;
@@ -63,8 +62,6 @@ impl Cluster {
             ipcache: ids.ipcache,
             selections: HashMap::new(),
             subjects: HashMap::new(),
-            fqdn_patterns: ids.fqdn_patterns,
-            cidr_prefixes: ids.cidr_prefixes,
             named_ports: HashMap::new(),
             endpoint_by_name: HashMap::new(),
             endpoint_by_ip: HashMap::new(),

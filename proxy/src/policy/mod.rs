@@ -63,10 +63,6 @@ pub struct ProxyPolicy {
     /// HTTP rules of TLS-scoped ports per (endpoint, key, SNI), built on
     /// first use (see `tls/plan.rs`).
     pub(crate) tls_memo: TlsMemo,
-    /// Addresses learned from DNS (or expired) since `ipcache` was built,
-    /// each with an identity the snapshot already has (see
-    /// [`PolicyHandle::add_learned_address`]).
-    learned: std::sync::RwLock<HashMap<IpAddr, NumericIdentity>>,
 }
 
 impl ProxyPolicy {
@@ -138,7 +134,6 @@ impl ProxyPolicy {
             endpoints,
             by_ip,
             tls_memo: Default::default(),
-            learned: Default::default(),
         }
     }
 
@@ -149,7 +144,6 @@ impl ProxyPolicy {
             endpoints: Vec::new(),
             by_ip: HashMap::new(),
             tls_memo: Default::default(),
-            learned: Default::default(),
         }
     }
 
@@ -167,12 +161,7 @@ impl ProxyPolicy {
     fn identity(&self, ip: IpAddr) -> NumericIdentity {
         match self.endpoint(ip) {
             Some(e) => e.policy.identity,
-            None => self
-                .learned
-                .read()
-                .ok()
-                .and_then(|l| l.get(&ip).copied())
-                .unwrap_or_else(|| self.ipcache.identity_of(ip)),
+            None => self.ipcache.identity_of(ip),
         }
     }
 
@@ -312,8 +301,7 @@ impl PolicyHandle {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// Changes when the snapshot is replaced (not when a learned address
-    /// is added: that changes no rule).
+    /// Changes when the snapshot is replaced.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()
     }
@@ -348,17 +336,6 @@ impl PolicyHandle {
     pub fn update_local(&self, cluster: &Cluster, is_local: impl Fn(&Endpoint) -> bool) {
         let previous = self.snapshot();
         self.update(ProxyPolicy::build(cluster, is_local, Some(&previous)));
-    }
-
-    /// Gives the current snapshot one more ipcache entry: an address
-    /// learned from DNS (or expired, with the identity it falls back to)
-    /// whose identity the snapshot already has, so no rule changes. The
-    /// next [`update`](Self::update) replaces it with an ipcache that has
-    /// it.
-    pub fn add_learned_address(&self, ip: IpAddr, id: NumericIdentity) {
-        if let Ok(mut learned) = self.current.load().learned.write() {
-            learned.insert(ip.to_canonical(), id);
-        }
     }
 
     /// The current snapshot.

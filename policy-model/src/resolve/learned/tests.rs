@@ -1,9 +1,10 @@
-use super::*;
 use crate::identity::NumericIdentity;
+use crate::incremental::{Change, IncrementalCluster, IpcacheChange, PolicyKey};
 use crate::mapstate::MapVerdict::Allow;
 use crate::resolve::FqdnCache;
 use crate::resolve::testing::*;
 use crate::rules::Direction;
+use ipnet::IpNet;
 
 #[test]
 fn to_fqdns_allows_learned_addresses_only() {
@@ -65,52 +66,68 @@ fn learned_addresses_share_the_identity_of_their_selector_set_and_cidrs() {
     assert_eq!(world, NumericIdentity::WORLD_IPV4);
     assert_eq!(verdict(&p, e, world, UDP, 53), None);
 
-    // A new address of a known selector set: one ipcache entry, and the
-    // cluster resolved with it learned is the same, entry for entry.
+    // A new address of a known selector set: one ipcache entry, no policy
+    // map change (the engine's delta), and the same as a resolution with
+    // the address learned.
+    let engine = engine_of(&c, &fq);
     for (name, addr, expect) in [
         ("c.example.com.", "9.9.9.11", plain),
         ("d.example.com.", "8.8.4.4", in_cidr),
         ("api.example.com.", "5.5.5.5", api),
     ] {
-        let mut incremental = c.clone();
-        let LearnedAddress::Ipcache(prefix, id) = c.learned_address(ip(addr), &[name]) else {
-            panic!("{addr} should need only an ipcache entry");
-        };
-        assert_eq!(id, expect, "{addr}");
-        incremental.add_learned_address(prefix, id);
+        let mut e = engine.clone();
+        let d = e.apply(Change::Learned {
+            name: name.into(),
+            ips: vec![ip(addr)],
+        });
+        assert_eq!(
+            d.ipcache,
+            [IpcacheChange::Upsert(IpNet::from(ip(addr)), expect)],
+            "{addr}"
+        );
+        // No new number: at most the identity's record (its representative
+        // address) is restated.
+        assert!(d.policy.is_empty(), "{addr}: {d:?}");
+        assert!(
+            d.identities_added.iter().all(|i| i.id == expect),
+            "{addr}: {d:?}"
+        );
         let mut fq2 = fq.clone();
         fq2.learn(name, ip(addr));
         let full = cluster_with(&policies, &fq2);
-        assert_eq!(incremental.ipcache(), full.ipcache(), "{addr}");
+        assert_eq!(e.ipcache(), full.ipcache().to_vec(), "{addr}");
         assert_eq!(
             pol(&full, "ns1/a").map,
             p.map,
             "{addr}: no policy map change"
         );
     }
-    // Names no selector selects, and addresses that keep their identity.
-    assert_eq!(
-        c.learned_address(ip("7.7.7.8"), &["other.org."]),
-        LearnedAddress::Unchanged
-    );
-    assert_eq!(
-        c.learned_address(ip("9.9.9.9"), &["b.example.com.", "x.example.com."]),
-        LearnedAddress::Unchanged
-    );
-    assert_eq!(
-        c.learned_address(ip("10.0.2.1"), &["b.example.com."]),
-        LearnedAddress::Unchanged,
-        "a pod address keeps its identity"
-    );
-    // A new label set, or an address whose set grows: resolve again.
-    assert_eq!(
-        c.learned_address(ip("2001:db8::1"), &["a.example.com."]),
-        LearnedAddress::Resolve
-    );
-    assert_eq!(
-        c.learned_address(ip("9.9.9.9"), &["b.example.com.", "api.example.com."]),
-        LearnedAddress::Resolve
-    );
+    // Names no selector selects, and addresses that keep their identity:
+    // nothing changes.
+    for (name, addr) in [
+        ("other.org.", "7.7.7.8"),
+        ("x.example.com.", "9.9.9.9"),
+        ("b.example.com.", "10.0.2.1"),
+    ] {
+        let mut e = engine.clone();
+        let d = e.apply(Change::Learned {
+            name: name.into(),
+            ips: vec![ip(addr)],
+        });
+        assert!(d.is_empty(), "{name} {addr}: {d:?}");
+    }
+}
+
+/// The engine of `c`'s inputs with the names of `fq`.
+fn engine_of(c: &crate::Cluster, fq: &FqdnCache) -> IncrementalCluster {
+    IncrementalCluster::new(
+        c.topology.clone(),
+        c.rules
+            .iter()
+            .map(|r| (PolicyKey::of(&r.origin), vec![r.clone()])),
+        fq.clone(),
+        "node",
+    )
 }
 
 #[test]
@@ -132,25 +149,44 @@ fn forgetting_a_learned_address_matches_a_resolve_without_it() {
         fq.learn(name, ip(addr));
     }
     let c = cluster_with(&policies, &fq);
+    let engine = engine_of(&c, &fq);
     for (name, addr) in [
         ("c.example.com.", "9.9.9.11"),
         ("d.example.com.", "8.8.4.4"),
     ] {
-        let mut incremental = c.clone();
-        let fallback = incremental
-            .forget_learned_address(ip(addr))
-            .expect("its identity keeps another address");
+        // Its identity keeps another address: one ipcache delete.
+        let mut e = engine.clone();
+        let d = e.apply(Change::Expired {
+            name: name.into(),
+            ips: vec![ip(addr)],
+        });
+        assert_eq!(
+            d.ipcache,
+            [IpcacheChange::Delete(IpNet::from(ip(addr)))],
+            "{addr}"
+        );
+        assert!(
+            d.policy.is_empty() && d.identities_removed.is_empty(),
+            "{addr}: {d:?}"
+        );
         let mut fq2 = fq.clone();
         fq2.names.remove(name);
         let full = cluster_with(&policies, &fq2);
-        assert_eq!(incremental.ipcache(), full.ipcache(), "{addr}");
-        assert_eq!(fallback, full.identity_of_ip(ip(addr)), "{addr}");
+        assert_eq!(e.ipcache(), full.ipcache().to_vec(), "{addr}");
+        assert_eq!(
+            e.identity_of_ip(ip(addr)),
+            full.identity_of_ip(ip(addr)),
+            "{addr}"
+        );
         assert_eq!(pol(&full, "ns1/a").map, pol(&c, "ns1/a").map, "{addr}");
+        // Before it expired: learned, falling back to what it is now.
+        assert_eq!(
+            c.learned_and_fallback_identity(ip(addr)).map(|(_, f)| f),
+            Some(full.identity_of_ip(ip(addr))),
+            "{addr}"
+        );
     }
-    // The last address of an identity, a pod, an unknown address: no.
-    let mut c2 = c.clone();
-    assert_eq!(c2.forget_learned_address(ip("9.9.9.10")), None);
-    assert_eq!(c2.forget_learned_address(ip("10.0.1.1")), None);
-    assert_eq!(c2.forget_learned_address(ip("1.1.1.1")), None);
-    assert_eq!(c2.ipcache(), c.ipcache(), "nothing changed");
+    // A pod or an unknown address has no learned identity.
+    assert_eq!(c.learned_and_fallback_identity(ip("10.0.1.1")), None);
+    assert_eq!(c.learned_and_fallback_identity(ip("1.1.1.1")), None);
 }
