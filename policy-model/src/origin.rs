@@ -13,13 +13,20 @@ pub enum PolicyKind {
     CiliumClusterwideNetworkPolicy,
 }
 
-impl fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl PolicyKind {
+    /// The kind as the API spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
             PolicyKind::NetworkPolicy => "NetworkPolicy",
             PolicyKind::CiliumNetworkPolicy => "CiliumNetworkPolicy",
             PolicyKind::CiliumClusterwideNetworkPolicy => "CiliumClusterwideNetworkPolicy",
-        })
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

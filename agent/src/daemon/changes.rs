@@ -4,9 +4,29 @@
 //! still re-resolves the whole set; this delta is what an incremental
 //! engine takes instead.
 
+use policy_model::load::LoadedPolicy;
 use policy_model::{PolicySet, Topology};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The policy objects in force, in load order: each file's (or watched
+/// object's) parsed set, shared with the cache that parsed it, so a
+/// reading of the inputs copies no policy.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Policies(pub(super) Vec<Arc<PolicySet>>);
+
+impl Policies {
+    /// Every policy object, in load order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &LoadedPolicy> {
+        self.0.iter().flat_map(|s| s.policies.iter())
+    }
+
+    /// How many policy objects.
+    pub(super) fn len(&self) -> usize {
+        self.0.iter().map(|s| s.policies.len()).sum()
+    }
+}
 
 /// A policy object's identity across versions: kind, namespace, name (not
 /// the file or document it sits in).
@@ -201,10 +221,8 @@ impl LocalPods {
 /// One complete reading of the inputs.
 pub(super) struct InputSnapshot {
     pub(super) topology: Topology,
-    pub(super) policies: PolicySet,
+    pub(super) policies: Policies,
     pub(super) local_pods: LocalPods,
-    /// File mode: the hash of the policy in force (`applied.hash`).
-    pub(super) content_hash: Option<u64>,
 }
 
 /// What one look at the inputs found.

@@ -5,7 +5,7 @@ use super::args::AgentArgs;
 use super::capacity::MapLimits;
 use super::engine_input::{hosts_of, policies_by_key};
 use super::fqdn::FqdnStore;
-use super::inputs::{InputSnapshot, LocalPods};
+use super::inputs::{InputSnapshot, LocalPods, Policies};
 use super::kernel::{self, ApplyOutcome, KernelState};
 use super::learn_guard::{LearnGuard, LearnLimits};
 use super::lingering::Lingering;
@@ -13,7 +13,6 @@ use super::persist::Persister;
 use super::status::StatusView;
 use crate::metrics::AgentMetrics;
 use anyhow::Result;
-use policy_model::PolicySet;
 use policy_model::incremental::{Change, Delta, EndpointChange, Hosts, IncrementalCluster};
 use proxy::policy::IpcacheLookup;
 use redirect_ebpf::Datapath;
@@ -46,7 +45,7 @@ pub(super) struct Enforcer {
     /// added to them for the engine).
     pub(super) input_hosts: Hosts,
     /// The policy objects in force (for `status`).
-    pub(super) set: PolicySet,
+    pub(super) set: Policies,
     pub(super) fqdn: FqdnStore,
     pub(super) applied: KernelState,
     pub(super) proxy: proxy::PolicyHandle,

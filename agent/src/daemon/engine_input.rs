@@ -4,11 +4,11 @@
 //! when the topology changed; the node's and other hosts' addresses
 //! always, as they are cheap to compare).
 
-use super::changes::{Changes, InputSnapshot, ObjectKey};
+use super::changes::{Changes, InputSnapshot};
 use policy_model::Topology;
 use policy_model::incremental::{Change, Hosts, IncrementalCluster, PolicyKey};
-use policy_model::rules::PolicyRule;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use policy_model::rules::{PolicyKind, PolicyRule};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// What the engine is to do with a reading.
@@ -44,16 +44,12 @@ pub(super) fn hosts_of(topology: &Topology, node_addrs: &BTreeSet<IpAddr>) -> Ho
 /// the order the snapshot lists them.
 pub(super) fn policies_by_key(snapshot: &InputSnapshot) -> BTreeMap<PolicyKey, Vec<PolicyRule>> {
     let mut out: BTreeMap<PolicyKey, Vec<PolicyRule>> = BTreeMap::new();
-    for p in &snapshot.policies.policies {
+    for p in snapshot.policies.iter() {
         out.entry(PolicyKey::of(&p.origin))
             .or_default()
             .extend(p.rules.iter().cloned());
     }
     out
-}
-
-fn object_key(k: &PolicyKey) -> ObjectKey {
-    (k.kind.to_string(), k.namespace.clone(), k.name.clone())
 }
 
 /// The changes that take `engine` to `snapshot`, given what the inputs
@@ -133,20 +129,33 @@ fn policy_changes(
     out: &mut Vec<Change>,
 ) {
     let p = &delta.policies;
-    let named: BTreeSet<&ObjectKey> = p.added.iter().chain(&p.updated).chain(&p.removed).collect();
+    // Looked up without allocating: every policy object of the snapshot
+    // is checked against them.
+    let named: HashSet<(&str, Option<&str>, &str)> = p
+        .added
+        .iter()
+        .chain(&p.updated)
+        .chain(&p.removed)
+        .map(|(kind, ns, name)| (kind.as_str(), ns.as_deref(), name.as_str()))
+        .collect();
     if named.is_empty() {
         return;
     }
+    let is_named = |kind: PolicyKind, ns: &Option<String>, name: &str| {
+        named.contains(&(kind.as_str(), ns.as_deref(), name))
+    };
     let mut now: BTreeMap<PolicyKey, Vec<PolicyRule>> = BTreeMap::new();
-    for lp in &snapshot.policies.policies {
-        let key = PolicyKey::of(&lp.origin);
-        if named.contains(&object_key(&key)) {
-            now.entry(key).or_default().extend(lp.rules.iter().cloned());
+    for lp in snapshot.policies.iter() {
+        let o = &lp.origin;
+        if is_named(o.kind, &o.namespace, &o.name) {
+            now.entry(PolicyKey::of(o))
+                .or_default()
+                .extend(lp.rules.iter().cloned());
         }
     }
     let gone: Vec<PolicyKey> = engine
         .policy_keys()
-        .filter(|k| !now.contains_key(*k) && named.contains(&object_key(k)))
+        .filter(|k| !now.contains_key(*k) && is_named(k.kind, &k.namespace, &k.name))
         .cloned()
         .collect();
     out.extend(gone.into_iter().map(Change::PolicyDelete));

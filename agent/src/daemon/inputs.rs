@@ -1,14 +1,13 @@
 //! Where the daemon's inputs come from: files or the Kubernetes API.
 
 use super::args::{AgentArgs, PodScope};
-pub(super) use super::changes::{InputSnapshot, InputUpdate, LocalPods};
+pub(super) use super::changes::{InputSnapshot, InputUpdate, LocalPods, Policies};
 use super::events::FileBatch;
 use super::kube_inputs::KubeObjects;
 use super::policy_files::{PolicyFileCache, TopologyFile, TopologyRefresh};
 use super::status::PolicyState;
 use super::watch::WatchedInputs;
 use anyhow::{Context, Result};
-use policy_model::PolicySet;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,9 +38,8 @@ pub(super) struct FileInputs {
     stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
 }
 
-pub(super) fn states_of(set: &PolicySet) -> Vec<PolicyState> {
-    set.policies
-        .iter()
+pub(super) fn states_of(set: &Policies) -> Vec<PolicyState> {
+    set.iter()
         .map(|p| PolicyState {
             kind: p.origin.kind.to_string(),
             namespace: p.origin.namespace.clone(),
@@ -149,7 +147,7 @@ impl Inputs {
 
     /// Per-policy states of the newest input (k8s: the API's view,
     /// including invalid objects).
-    pub(super) fn policy_states(&self, set: &PolicySet) -> Vec<PolicyState> {
+    pub(super) fn policy_states(&self, set: &Policies) -> Vec<PolicyState> {
         match self {
             Inputs::Files(f) => {
                 let kept = f.cache.kept_back();
@@ -182,6 +180,16 @@ impl Inputs {
                         .collect()
                 })
                 .unwrap_or_default(),
+        }
+    }
+
+    /// File mode: the hash of the policy files in force (what
+    /// `applied.hash` records once they are applied); computed after the
+    /// apply, off the change's path (it reads every file's bytes).
+    pub(super) fn applied_hash(&self) -> Option<u64> {
+        match self {
+            Inputs::Files(f) => Some(f.cache.content_hash()),
+            Inputs::Kubernetes { .. } => None,
         }
     }
 
@@ -277,7 +285,6 @@ impl FileInputs {
             topology: topo.for_node(&self.node),
             policies: self.cache.set(),
             local_pods: LocalPods::only(topo.pods_on(&self.node).map(|p| p.full_name()).collect()),
-            content_hash: Some(self.cache.content_hash()),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! changed ([`k8s_watch::Snapshot::policy_changes_since`]), so one edited
 //! policy costs one parse, not one per object of the cluster.
 
-use super::changes::{Changes, InputSnapshot, InputUpdate, LocalPods, ObjectKey, TopologyDelta};
+use super::changes::{
+    Changes, InputSnapshot, InputUpdate, LocalPods, ObjectKey, Policies, TopologyDelta,
+};
 use k8s_watch::{PolicyKey, Snapshot};
 use policy_model::PolicySet;
 use std::collections::BTreeMap;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 pub(super) struct KubeObjects {
     last: Option<Arc<Snapshot>>,
     /// Each policy object in force, parsed.
-    parsed: BTreeMap<PolicyKey, PolicySet>,
+    parsed: BTreeMap<PolicyKey, Arc<PolicySet>>,
 }
 
 fn object_key(key: &PolicyKey) -> ObjectKey {
@@ -63,7 +65,7 @@ impl KubeObjects {
         let mut changes = Changes::default();
         for (key, set) in fresh {
             let delta = &mut changes.policies;
-            let added = self.parsed.insert(key.clone(), set).is_none();
+            let added = self.parsed.insert(key.clone(), Arc::new(set)).is_none();
             if added {
                 &mut delta.added
             } else {
@@ -80,13 +82,13 @@ impl KubeObjects {
             changes.topology = (!topology.is_empty()).then_some(topology);
         }
         // The set in the snapshot's order (kind, namespace, name).
-        let mut policies = PolicySet::default();
+        let mut policies = Policies::default();
         for p in &snap.policies {
             if let Some(set) = self
                 .parsed
                 .get(&(p.kind, p.namespace.clone(), p.name.clone()))
             {
-                policies.extend(set.clone());
+                policies.0.push(set.clone());
             }
         }
         self.last = Some(snap.clone());
@@ -95,7 +97,6 @@ impl KubeObjects {
                 topology: snap.topology.clone(),
                 policies,
                 local_pods: LocalPods::only(snap.local_pods.iter().cloned().collect()),
-                content_hash: None,
             }),
             changes,
             ..Default::default()

@@ -9,7 +9,7 @@ use super::engine_input::{EngineInput, changes_for, hosts_of};
 use super::events::{DaemonEvent, FileBatch};
 use super::fdlimit::FdReserve;
 use super::flows::{self, SharedFlows, SharedNames};
-use super::inputs::{InputSnapshot, InputUpdate, Inputs};
+use super::inputs::{InputUpdate, Inputs};
 use super::known_names::{KnownNames, LearnRequest};
 use super::persist::mark_applied;
 use super::status::StatusFile;
@@ -273,18 +273,7 @@ impl MainLoop {
         let InputUpdate {
             snapshot, changes, ..
         } = update;
-        let InputSnapshot {
-            topology,
-            policies,
-            local_pods,
-            content_hash,
-        } = snapshot.expect("called with a snapshot");
-        let snapshot = InputSnapshot {
-            topology,
-            policies,
-            local_pods,
-            content_hash,
-        };
+        let snapshot = snapshot.expect("called with a snapshot");
         enforcer.local = snapshot.local_pods.clone();
         enforcer.input_hosts = hosts_of(&snapshot.topology, &Default::default());
         let hosts = match enforcer.node_hosts() {
@@ -318,12 +307,7 @@ impl MainLoop {
         if let Err(e) = result {
             tracing::error!(error = %e, "applying the change failed");
         }
-        let InputSnapshot {
-            policies,
-            content_hash,
-            ..
-        } = snapshot;
-        enforcer.set = policies;
+        enforcer.set = snapshot.policies;
         enforcer.persist_applied();
         if pods_changed {
             let names = flows::pod_names(&enforcer.engine);
@@ -336,7 +320,7 @@ impl MainLoop {
         let policies = self.inputs.policy_states(&enforcer.set);
         self.status
             .record_applied(policies, &enforcer.status_view(), standing);
-        if let Some(hash) = content_hash
+        if let Some(hash) = self.inputs.applied_hash()
             && let Err(e) = mark_applied(&self.state_dir, hash)
         {
             tracing::warn!(error = %e, "writing applied.hash failed");

@@ -89,7 +89,6 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let first = inputs
         .initial()
         .map_err(|e| anyhow::anyhow!("initial inputs are invalid:\n{e}"))?;
-    let content_hash = first.content_hash;
     let mut enforcer = Enforcer::new(
         opened.dp,
         first,
@@ -110,7 +109,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     }
     enforcer.write_all()?;
     enforcer.persist_applied();
-    if let Some(hash) = content_hash {
+    if let Some(hash) = inputs.applied_hash() {
         persist::mark_applied(&args.state_dir, hash)?;
     }
     metrics.endpoints.set(enforcer.attached.len() as i64);
@@ -122,7 +121,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let names = Arc::new(RwLock::new(names));
     tracing::info!(
         endpoints = enforcer.attached.len(),
-        policies = enforcer.set.policies.len(),
+        policies = enforcer.set.len(),
         learned_addresses = enforcer.fqdn.len(),
         "policy applied"
     );

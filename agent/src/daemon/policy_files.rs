@@ -4,10 +4,11 @@
 //! its previous version in force (the rejection is reported) while every
 //! other file keeps updating; a file that is gone takes its objects with it.
 
-use super::changes::{ObjectKey, PolicyDelta, TopologyDelta, object_keys};
+use super::changes::{ObjectKey, Policies, PolicyDelta, TopologyDelta, object_keys};
 use policy_model::{PolicySet, Topology};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// FNV-1a, as `policy_model::load::content_hash` hashes each file.
 fn fnv(h: &mut u64, bytes: &[u8]) {
@@ -31,7 +32,7 @@ struct CachedFile {
     /// Hash of the content last read (in force or rejected).
     seen: u64,
     /// The version in force: its bytes (for `applied.hash`) and objects.
-    in_force: Option<(Vec<u8>, PolicySet)>,
+    in_force: Option<(Vec<u8>, Arc<PolicySet>)>,
     /// Why the content last read is not in force.
     rejected: Option<String>,
 }
@@ -172,7 +173,7 @@ impl PolicyFileCache {
                 out.delta.files_changed.push(path.to_path_buf());
                 *c = CachedFile {
                     seen,
-                    in_force: Some((bytes, set)),
+                    in_force: Some((bytes, Arc::new(set))),
                     rejected: None,
                 };
             }
@@ -198,14 +199,14 @@ impl PolicyFileCache {
     }
 
     /// Every policy object in force, in load order.
-    pub(super) fn set(&self) -> PolicySet {
-        let mut set = PolicySet::default();
-        for p in &self.order {
-            if let Some((_, s)) = self.files.get(p).and_then(|c| c.in_force.as_ref()) {
-                set.extend(s.clone());
-            }
-        }
-        set
+    pub(super) fn set(&self) -> Policies {
+        Policies(
+            self.order
+                .iter()
+                .filter_map(|p| self.files.get(p)?.in_force.as_ref())
+                .map(|(_, s)| s.clone())
+                .collect(),
+        )
     }
 
     /// The hash of the policy in force, as `policy_model::load::content_hash`

@@ -1,5 +1,5 @@
 use super::*;
-use crate::daemon::changes::{LocalPods, PolicyDelta, TopologyDelta, object_keys};
+use crate::daemon::changes::{LocalPods, Policies, PolicyDelta, TopologyDelta, object_keys};
 use policy_model::{FqdnCache, PolicySet};
 
 const TOPOLOGY: &str = r#"
@@ -54,8 +54,7 @@ fn snapshot(topology: &str, policies: &[&str]) -> InputSnapshot {
     InputSnapshot {
         local_pods: LocalPods::only(topology.pods_on(NODE).map(|p| p.full_name()).collect()),
         topology,
-        policies: set,
-        content_hash: None,
+        policies: Policies(vec![std::sync::Arc::new(set)]),
     }
 }
 
@@ -74,7 +73,10 @@ fn engine_of(s: &InputSnapshot) -> IncrementalCluster {
 /// of both as if in one changed file).
 fn delta(old: &InputSnapshot, new: &InputSnapshot) -> Changes {
     let mut policies = PolicyDelta::default();
-    policies.file(&object_keys(&old.policies), &object_keys(&new.policies));
+    policies.file(
+        &object_keys(&old.policies.0[0]),
+        &object_keys(&new.policies.0[0]),
+    );
     policies.files_changed.push("p.yaml".into());
     let topology = TopologyDelta::between(&old.topology, &new.topology);
     Changes {

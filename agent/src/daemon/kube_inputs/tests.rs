@@ -34,8 +34,7 @@ fn key(name: &str) -> ObjectKey {
 
 fn ports(update: &InputUpdate) -> Vec<String> {
     let set = &update.snapshot.as_ref().expect("a snapshot").policies;
-    set.policies
-        .iter()
+    set.iter()
         .map(|p| {
             format!(
                 "{}:{:?}",

@@ -39,16 +39,11 @@ fn policy(name: &str, port: u16) -> String {
 const INVALID: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: broken, namespace: x}\nspec: {endpointSelector: {}, nodeSelector: {}}\n";
 
 fn names(cache: &PolicyFileCache) -> Vec<String> {
-    cache
-        .set()
-        .policies
-        .iter()
-        .map(|p| p.origin.name.clone())
-        .collect()
+    cache.set().iter().map(|p| p.origin.name.clone()).collect()
 }
 
 fn ports(cache: &PolicyFileCache) -> String {
-    format!("{:?}", cache.set().policies)
+    format!("{:?}", cache.set().iter().collect::<Vec<_>>())
 }
 
 fn keys(names: &[&str]) -> std::collections::BTreeSet<super::ObjectKey> {
