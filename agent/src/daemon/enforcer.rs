@@ -193,6 +193,7 @@ impl Enforcer {
     /// changed.
     pub(super) fn realize(&mut self, changes: Vec<Change>) -> Result<Realized> {
         let mut r = Realized::default();
+        let started = Instant::now();
         for c in changes {
             r.pods_changed |= matches!(
                 c,
@@ -204,12 +205,14 @@ impl Enforcer {
             let d = self.engine.apply(c);
             r.add(&d);
         }
+        r.engine_us = started.elapsed().as_micros() as u64;
         if r.pods_changed {
             self.note_endpoints();
         }
         if r.is_empty() {
             return Ok(r);
         }
+        let started = Instant::now();
         let attached = if r.endpoints_changed {
             self.attach_endpoints()
         } else {
@@ -221,10 +224,13 @@ impl Enforcer {
             ));
         }
         self.update_proxy(Some(&r.touched));
+        r.proxy_us = started.elapsed().as_micros() as u64;
+        let started = Instant::now();
         // Endpoints that failed closed are planned again (they may fit now).
         let mut touched = r.touched.clone();
         touched.extend(self.outcome.failed_ids.iter().copied());
         self.write_kernel(Some(&touched));
+        r.kernel_us = started.elapsed().as_micros() as u64;
         attached.map(|()| r)
     }
 
@@ -426,6 +432,11 @@ pub(super) struct Realized {
     /// Policy map changes and ipcache writes the engine asked for.
     pub(super) map_changes: usize,
     pub(super) ipcache_changes: usize,
+    /// Time in the engine; then the learn guard, endpoints and proxy
+    /// snapshot; then the kernel plan and writes (µs, for the debug log).
+    pub(super) engine_us: u64,
+    pub(super) proxy_us: u64,
+    pub(super) kernel_us: u64,
 }
 
 impl Realized {

@@ -285,13 +285,16 @@ impl MainLoop {
             EngineInput::Changes(c) => c.len(),
             EngineInput::Rebuild => 0,
         };
-        let (result, pods_changed, map_changes) = match input {
-            EngineInput::Rebuild => (enforcer.rebuild(&snapshot), true, 0),
+        let read_us = since.elapsed().as_micros() as u64;
+        let (result, realized) = match input {
+            EngineInput::Rebuild => (enforcer.rebuild(&snapshot), None),
             EngineInput::Changes(c) => match enforcer.realize(c) {
-                Ok(r) => (Ok(()), r.pods_changed, r.map_changes),
-                Err(e) => (Err(e), true, 0),
+                Ok(r) => (Ok(()), Some(r)),
+                Err(e) => (Err(e), None),
             },
         };
+        let pods_changed = realized.as_ref().is_none_or(|r| r.pods_changed);
+        let r = realized.unwrap_or_default();
         let elapsed = since.elapsed();
         self.metrics
             .policy_realization
@@ -299,8 +302,13 @@ impl MainLoop {
         tracing::debug!(
             changed = %changes.summary(),
             engine_changes,
-            map_changes,
+            map_changes = r.map_changes,
+            ipcache_changes = r.ipcache_changes,
             written = enforcer.outcome.changes,
+            read_us,
+            engine_us = r.engine_us,
+            proxy_us = r.proxy_us,
+            kernel_us = r.kernel_us,
             elapsed_us = elapsed.as_micros() as u64,
             "input change realized"
         );
