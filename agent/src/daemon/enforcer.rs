@@ -202,13 +202,26 @@ impl Enforcer {
                     | Change::NamespaceUpsert(_)
                     | Change::NamespaceDelete(_)
             );
+            // A pod's addresses before and after, for the learn guard.
+            let pod = match &c {
+                Change::PodUpsert(p) => Some(p.full_name()),
+                Change::PodDelete { namespace, name } => Some(format!("{namespace}/{name}")),
+                _ => None,
+            };
+            let addresses = |e: &IncrementalCluster, name: &str| {
+                e.pod(name).map(|p| p.addresses()).unwrap_or_default()
+            };
+            let before = pod.as_deref().map(|n| addresses(&self.engine, n));
             let d = self.engine.apply(c);
+            if let (Some(name), Some(before)) = (pod, before) {
+                let after = addresses(&self.engine, &name);
+                if before != after {
+                    self.guard.update_endpoint(&name, &before, &after);
+                }
+            }
             r.add(&d);
         }
         r.engine_us = started.elapsed().as_micros() as u64;
-        if r.pods_changed {
-            self.note_endpoints();
-        }
         if r.is_empty() {
             return Ok(r);
         }

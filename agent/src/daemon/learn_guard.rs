@@ -155,6 +155,21 @@ impl LearnGuard {
         }
     }
 
+    /// One endpoint's addresses changed: `old` (its addresses before) are
+    /// forgotten unless another endpoint holds them, `new` are its.
+    pub fn update_endpoint(&mut self, name: &str, old: &[IpAddr], new: &[IpAddr]) {
+        for ip in old {
+            if self.endpoint_of.get(ip).is_some_and(|n| n == name) {
+                self.endpoint_of.remove(ip);
+                self.cluster_addrs.remove(ip);
+            }
+        }
+        for ip in new {
+            self.cluster_addrs.insert(*ip);
+            self.endpoint_of.insert(*ip, name.to_string());
+        }
+    }
+
     /// Why `ip` may never be learned, whoever asks.
     pub fn never_learned(&self, ip: IpAddr) -> Option<Refusal> {
         if let Some(class) = unlearnable_class(ip) {

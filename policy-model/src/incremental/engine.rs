@@ -1108,6 +1108,11 @@ impl IncrementalCluster {
         self.pods.values()
     }
 
+    /// One pod, by `namespace/name`.
+    pub fn pod(&self, full_name: &str) -> Option<&PodSpec> {
+        self.pods.get(full_name)
+    }
+
     /// Every namespace, by name.
     pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceSpec> {
         self.namespaces.values()

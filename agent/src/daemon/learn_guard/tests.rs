@@ -109,3 +109,46 @@ fn the_node_budget_counts_what_is_learned_already() {
     assert_eq!(ok.len(), 2);
     assert_eq!(refused, vec![(ip("10.201.0.3"), Refusal::Node)]);
 }
+
+#[test]
+fn an_endpoint_update_moves_only_its_own_addresses() {
+    // No pod ranges: only the endpoints' own addresses are the cluster's.
+    let mut g = LearnGuard::new(
+        LearnLimits {
+            per_name: 50,
+            per_endpoint: 1000,
+            node: 10_000,
+        },
+        Vec::new(),
+    );
+    let a = [ip("10.201.1.10")];
+    let b = [ip("10.201.1.11")];
+    g.set_endpoints([("t1/a".to_string(), &a[..]), ("t1/b".to_string(), &b[..])].into_iter());
+    assert_eq!(
+        g.never_learned(ip("10.201.1.10")),
+        Some(Refusal::ClusterAddress)
+    );
+    // a moves to a new address; b's address is not a's to forget.
+    g.update_endpoint(
+        "t1/a",
+        &[ip("10.201.1.10"), ip("10.201.1.11")],
+        &[ip("10.201.1.12")],
+    );
+    assert_eq!(
+        g.never_learned(ip("10.201.1.10")),
+        None,
+        "a's old address is free"
+    );
+    assert_eq!(
+        g.never_learned(ip("10.201.1.11")),
+        Some(Refusal::ClusterAddress),
+        "b's"
+    );
+    assert_eq!(
+        g.never_learned(ip("10.201.1.12")),
+        Some(Refusal::ClusterAddress)
+    );
+    // a deleted.
+    g.update_endpoint("t1/a", &[ip("10.201.1.12")], &[]);
+    assert_eq!(g.never_learned(ip("10.201.1.12")), None);
+}
