@@ -133,11 +133,10 @@ pub struct IpcachePlan {
 /// learned addresses already in the map, then new learned ones, up to
 /// `capacity` entries.
 pub fn plan_ipcache(
-    old: &[(IpNet, u32)],
+    old_map: &BTreeMap<IpNet, u32>,
     new: &[(IpNet, u32, IpcacheClass)],
     capacity: usize,
 ) -> IpcachePlan {
-    let old_map: BTreeMap<IpNet, u32> = old.iter().copied().collect();
     let cluster = new.iter().filter(|e| e.2 == IpcacheClass::Cluster);
     let (learned_old, learned_new): (Vec<_>, Vec<_>) = new
         .iter()
@@ -161,10 +160,10 @@ pub fn plan_ipcache(
             plan.upserts.push((*prefix, *id));
         }
     }
-    plan.deletes = old
-        .iter()
-        .map(|(p, _)| *p)
-        .filter(|p| !kept.contains(p))
+    plan.deletes = old_map
+        .keys()
+        .filter(|p| !kept.contains(*p))
+        .copied()
         .collect();
     plan
 }

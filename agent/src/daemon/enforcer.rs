@@ -13,7 +13,9 @@ use super::persist::Persister;
 use super::status::StatusView;
 use crate::metrics::AgentMetrics;
 use anyhow::Result;
-use policy_model::incremental::{Change, Delta, EndpointChange, Hosts, IncrementalCluster};
+use policy_model::incremental::{
+    Change, Delta, EndpointChange, Hosts, IncrementalCluster, IpcacheChange,
+};
 use proxy::policy::IpcacheLookup;
 use redirect_ebpf::Datapath;
 use std::borrow::Cow;
@@ -183,7 +185,7 @@ impl Enforcer {
             self.engine.state().ipcache.iter().map(|(p, i)| (*p, *i)),
         ));
         self.update_proxy(None);
-        self.write_kernel(None);
+        self.write_kernel(None, None);
         attached
     }
 
@@ -242,7 +244,11 @@ impl Enforcer {
         // Endpoints that failed closed are planned again (they may fit now).
         let mut touched = r.touched.clone();
         touched.extend(self.outcome.failed_ids.iter().copied());
-        self.write_kernel(Some(&touched));
+        // The ipcache by the prefixes the changes touched while the maps
+        // hold every other entry (nothing left out, no write failed).
+        let ipcache_complete = self.outcome.ipcache_refused == 0 && self.outcome.errors.is_empty();
+        let prefixes = ipcache_complete.then_some(&r.prefixes);
+        self.write_kernel(Some(&touched), prefixes);
         r.kernel_us = started.elapsed().as_micros() as u64;
         attached.map(|()| r)
     }
@@ -341,15 +347,20 @@ impl Enforcer {
     }
 
     /// Writes the engine's state to the kernel maps, comparing the
-    /// endpoints of `touched` (`None`: all) with what the maps hold.
-    fn write_kernel(&mut self, touched: Option<&BTreeSet<u16>>) {
+    /// endpoints of `touched` and the ipcache `prefixes` (`None`: all)
+    /// with what the maps hold.
+    fn write_kernel(
+        &mut self,
+        touched: Option<&BTreeSet<u16>>,
+        prefixes: Option<&BTreeSet<ipnet::IpNet>>,
+    ) {
         let outcome = kernel::apply(
             &mut self.dp,
             &self.engine,
             &mut self.applied,
             &self.local,
             &self.limits,
-            touched,
+            (touched, prefixes),
         );
         let n = outcome.changes;
         self.metrics.map_changes.inc_by(n as u64);
@@ -445,6 +456,8 @@ pub(super) struct Realized {
     /// Policy map changes and ipcache writes the engine asked for.
     pub(super) map_changes: usize,
     pub(super) ipcache_changes: usize,
+    /// The ipcache prefixes the changes rewrote.
+    pub(super) prefixes: BTreeSet<ipnet::IpNet>,
     /// Time in the engine; then the learn guard, endpoints and proxy
     /// snapshot; then the kernel plan and writes (µs, for the debug log).
     pub(super) engine_us: u64,
@@ -466,6 +479,9 @@ impl Realized {
         self.touched.extend(d.l7.keys().copied());
         self.map_changes += d.policy.values().map(Vec::len).sum::<usize>();
         self.ipcache_changes += d.ipcache.len();
+        self.prefixes.extend(d.ipcache.iter().map(|c| match c {
+            IpcacheChange::Upsert(p, _) | IpcacheChange::Delete(p) => *p,
+        }));
         self.ipcache_changed |= !d.ipcache.is_empty();
     }
 

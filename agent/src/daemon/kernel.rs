@@ -59,17 +59,17 @@ impl ApplyOutcome {
 }
 
 /// Plans and writes `engine`'s state (see [`plan`] and [`write`]),
-/// comparing only the endpoints of `touched` (`None`: all); reports what
-/// did not go in.
+/// comparing only the endpoints of `touched` and the ipcache `prefixes`
+/// (`None`: all); reports what did not go in.
 pub(super) fn apply(
     dp: &mut impl KernelMaps,
     engine: &IncrementalCluster,
     state: &mut KernelState,
     local: &LocalPods,
     limits: &MapLimits,
-    touched: Option<&BTreeSet<u16>>,
+    (touched, prefixes): (Option<&BTreeSet<u16>>, Option<&BTreeSet<ipnet::IpNet>>),
 ) -> ApplyOutcome {
-    let plan = plan(state, engine, local, limits, touched);
+    let plan = plan(state, engine, local, limits, touched, prefixes);
     let written = write(dp, &plan, state);
     let mut out = ApplyOutcome {
         changes: written.changes,

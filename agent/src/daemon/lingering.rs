@@ -38,12 +38,12 @@ impl Lingering {
         dp: &mut Datapath,
         cluster: &IncrementalCluster,
         past_ttl: BTreeSet<IpAddr>,
-        ipcache: &[(IpNet, u32)],
+        ipcache: &BTreeMap<IpNet, u32>,
     ) {
         let mut target = BTreeMap::new();
         for ip in past_ttl {
             if let Some((id, fallback)) = cluster.learned_and_fallback_identity(ip)
-                && ipcache.contains(&(IpNet::from(ip), id.0))
+                && ipcache.get(&IpNet::from(ip)) == Some(&id.0)
             {
                 target.insert(ip, (id.0, fallback.0));
             }

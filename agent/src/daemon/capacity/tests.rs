@@ -66,7 +66,7 @@ fn p(s: &str) -> IpNet {
 #[test]
 fn learned_addresses_are_left_out_before_cluster_entries() {
     use IpcacheClass::*;
-    let old = vec![(p("10.201.0.1/32"), 300), (p("10.201.0.2/32"), 300)];
+    let old: BTreeMap<IpNet, u32> = [(p("10.201.0.1/32"), 300), (p("10.201.0.2/32"), 300)].into();
     let new = vec![
         (p("10.200.1.10/32"), 256, Cluster),
         (p("10.0.0.0/8"), 16_777_217, Cluster),
@@ -96,7 +96,7 @@ fn cluster_entries_that_do_not_fit_are_reported() {
         (p("10.200.1.10/32"), 256, Cluster),
         (p("10.200.1.11/32"), 257, Cluster),
     ];
-    let plan = plan_ipcache(&[], &new, 1);
+    let plan = plan_ipcache(&BTreeMap::new(), &new, 1);
     assert_eq!(plan.unwritable, vec![p("10.200.1.11/32")]);
     assert_eq!(plan.upserts.len(), 1);
 }
@@ -104,7 +104,7 @@ fn cluster_entries_that_do_not_fit_are_reported() {
 #[test]
 fn unchanged_entries_are_not_rewritten_and_stale_ones_go() {
     use IpcacheClass::*;
-    let old = vec![(p("10.200.1.10/32"), 256), (p("10.200.1.11/32"), 257)];
+    let old: BTreeMap<IpNet, u32> = [(p("10.200.1.10/32"), 256), (p("10.200.1.11/32"), 257)].into();
     let new = vec![
         (p("10.200.1.10/32"), 256, Cluster),
         (p("10.200.1.12/32"), 258, Cluster),

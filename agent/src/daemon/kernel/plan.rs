@@ -66,9 +66,6 @@ pub(in crate::daemon) struct KernelPlan {
     pub(in crate::daemon) endpoints: Vec<EndpointPlan>,
     /// Endpoints failing closed before anything is written, with why.
     pub(in crate::daemon) failed: BTreeMap<u16, String>,
-    /// The ipcache prefixes the model wants, in its order (longest
-    /// prefixes first): the order [`KernelState::ipcache`] keeps.
-    pub(in crate::daemon) ipcache_order: Vec<IpNet>,
     /// Learned addresses left out because the ipcache is full.
     pub(in crate::daemon) ipcache_left_out: usize,
     /// Cluster entries that do not fit in the ipcache.
@@ -95,17 +92,23 @@ pub(in crate::daemon) fn phase_of(old: &MapState, change: &MapChange) -> bool {
 /// was written (the others are taken as they are, and only counted for
 /// capacity); `None`: every endpoint is compared. A plan in which an
 /// endpoint not compared would fail is made again with every endpoint.
+///
+/// `prefixes`: the ipcache prefixes that may have changed since `state`
+/// was written, when it holds every other entry the engine has (nothing
+/// was left out); compared alone while the whole ipcache fits. `None`:
+/// the whole ipcache is planned (capacity, learned addresses left out).
 pub(in crate::daemon) fn plan(
     state: &KernelState,
     engine: &IncrementalCluster,
     local: &LocalPods,
     limits: &MapLimits,
     touched: Option<&BTreeSet<u16>>,
+    prefixes: Option<&BTreeSet<IpNet>>,
 ) -> KernelPlan {
-    let planned = plan_some(state, engine, local, limits, touched);
+    let planned = plan_some(state, engine, local, limits, touched, prefixes);
     match planned {
         Some(p) => p,
-        None => plan_some(state, engine, local, limits, None)
+        None => plan_some(state, engine, local, limits, None, None)
             .expect("a plan comparing every endpoint is always made"),
     }
 }
@@ -117,6 +120,7 @@ fn plan_some(
     local: &LocalPods,
     limits: &MapLimits,
     touched: Option<&BTreeSet<u16>>,
+    prefixes: Option<&BTreeSet<IpNet>>,
 ) -> Option<KernelPlan> {
     let old_state = |id: u16| MapState {
         entries: state
@@ -168,42 +172,17 @@ fn plan_some(
         });
     }
 
-    // The ipcache: pods and reserved addresses first, then policy CIDRs,
-    // then learned addresses (the ones left out when it is full).
-    let mut new_ipc: Vec<(IpNet, u32, IpcacheClass, u8)> = engine
-        .ipcache()
-        .iter()
-        .map(|(p, id)| {
-            use policy_model::identity::IdentityKind;
-            let (class, rank) = match engine.identity(*id).map(|i| &i.kind) {
-                Some(IdentityKind::Fqdn { .. }) => (IpcacheClass::Learned, 2),
-                Some(IdentityKind::Cidr(_)) => (IpcacheClass::Cluster, 1),
-                _ => (IpcacheClass::Cluster, 0),
-            };
-            (*p, id.0, class, rank)
-        })
-        .collect();
-    new_ipc.sort_by_key(|e| e.3);
-    let new_ipc: Vec<(IpNet, u32, IpcacheClass)> = new_ipc
-        .into_iter()
-        .map(|(p, id, c, _)| (p, id, c))
-        .collect();
-    let ipc = capacity::plan_ipcache(&state.ipcache, &new_ipc, limits.ipcache);
-    // Identities some of whose addresses cannot be written: an endpoint
-    // whose policy names one would see those addresses as a wider
-    // identity (e.g. a deny CIDR falling back to an allowed world), so it
-    // fails closed.
-    let unwritable_ids: BTreeSet<u32> = new_ipc
-        .iter()
-        .filter(|(p, _, _)| ipc.unwritable.contains(p))
-        .map(|(_, id, _)| *id)
-        .collect();
+    let (ipc, unwritable_ids) = match prefixes {
+        Some(ps) if engine.state().ipcache.len() <= limits.ipcache => {
+            (plan_prefixes(state, engine, ps), BTreeSet::new())
+        }
+        _ => plan_whole_ipcache(state, engine, limits),
+    };
 
     if touched.is_some() && !ipc.unwritable.is_empty() {
         // Endpoints not compared may name those identities.
         return None;
     }
-
     // 1. Capacity.
     let demands: Vec<EndpointDemand> = eps
         .iter()
@@ -265,15 +244,10 @@ fn plan_some(
     ops.extend(eps.iter().filter_map(|e| phase(e, true)));
     // 3. The ipcache.
     ops.extend(ipc.deletes.iter().map(|p| KernelOp::IpcacheDelete(*p)));
-    let learned: BTreeSet<IpNet> = new_ipc
-        .iter()
-        .filter(|e| e.2 == IpcacheClass::Learned)
-        .map(|e| e.0)
-        .collect();
     ops.extend(ipc.upserts.iter().map(|(p, id)| KernelOp::IpcacheUpsert {
         prefix: *p,
         identity: *id,
-        learned: learned.contains(p),
+        learned: is_learned(engine, *id),
     }));
     // 4. Widening changes of the endpoints that fit.
     ops.extend(
@@ -295,8 +269,77 @@ fn plan_some(
         ops,
         endpoints: eps,
         failed,
-        ipcache_order: new_ipc.iter().map(|e| e.0).collect(),
         ipcache_left_out: ipc.refused_learned.len(),
         errors,
     })
+}
+
+/// Whether `id` is a learned address's (FQDN) identity: such an entry only
+/// widens what is allowed, so it is the one left out when the ipcache is
+/// full.
+fn is_learned(engine: &IncrementalCluster, id: u32) -> bool {
+    use policy_model::identity::IdentityKind;
+    matches!(
+        engine.identity(NumericIdentity(id)).map(|i| &i.kind),
+        Some(IdentityKind::Fqdn { .. })
+    )
+}
+
+/// The ipcache writes of the prefixes a change touched, when `state`
+/// holds every other entry and the whole ipcache fits.
+fn plan_prefixes(
+    state: &KernelState,
+    engine: &IncrementalCluster,
+    prefixes: &BTreeSet<IpNet>,
+) -> capacity::IpcachePlan {
+    let mut plan = capacity::IpcachePlan::default();
+    for p in prefixes {
+        let want = engine.state().ipcache.get(p).map(|id| id.0);
+        match (want, state.ipcache.get(p)) {
+            (Some(id), have) if have != Some(&id) => plan.upserts.push((*p, id)),
+            (None, Some(_)) => plan.deletes.push(*p),
+            _ => {}
+        }
+    }
+    plan
+}
+
+/// The whole ipcache against `limits`: pods and reserved addresses first,
+/// then policy CIDRs, then learned addresses (the ones left out when it is
+/// full); with the identities some of whose addresses cannot be written.
+fn plan_whole_ipcache(
+    state: &KernelState,
+    engine: &IncrementalCluster,
+    limits: &MapLimits,
+) -> (capacity::IpcachePlan, BTreeSet<u32>) {
+    let mut new_ipc: Vec<(IpNet, u32, IpcacheClass, u8)> = engine
+        .ipcache()
+        .iter()
+        .map(|(p, id)| {
+            use policy_model::identity::IdentityKind;
+            let (class, rank) = match engine.identity(*id).map(|i| &i.kind) {
+                Some(IdentityKind::Fqdn { .. }) => (IpcacheClass::Learned, 2),
+                Some(IdentityKind::Cidr(_)) => (IpcacheClass::Cluster, 1),
+                _ => (IpcacheClass::Cluster, 0),
+            };
+            (*p, id.0, class, rank)
+        })
+        .collect();
+    new_ipc.sort_by_key(|e| e.3);
+    let new_ipc: Vec<(IpNet, u32, IpcacheClass)> = new_ipc
+        .into_iter()
+        .map(|(p, id, c, _)| (p, id, c))
+        .collect();
+    let ipc = capacity::plan_ipcache(&state.ipcache, &new_ipc, limits.ipcache);
+    // Identities some of whose addresses cannot be written: an endpoint
+    // whose policy names one would see those addresses as a wider
+    // identity (e.g. a deny CIDR falling back to an allowed world), so it
+    // fails closed.
+    let unwritable_ids: BTreeSet<u32> = new_ipc
+        .iter()
+        .filter(|(p, _, _)| ipc.unwritable.contains(p))
+        .map(|(_, id, _)| *id)
+        .collect();
+
+    (ipc, unwritable_ids)
 }

@@ -46,5 +46,30 @@ pub(in crate::daemon) fn kernel_entry(
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(in crate::daemon) struct KernelState {
     pub(in crate::daemon) policies: BTreeMap<u16, Vec<(MapKey, MapValue)>>,
-    pub(in crate::daemon) ipcache: Vec<(IpNet, u32)>,
+    /// Prefix -> identity (saved as a list of pairs).
+    #[serde(with = "pairs")]
+    pub(in crate::daemon) ipcache: BTreeMap<IpNet, u32>,
+}
+
+/// A map saved as a list of `[key, value]` pairs (the file format the
+/// ipcache always had).
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub(super) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub(super) fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }

@@ -182,9 +182,9 @@ fn a_pods_address_with_another_identity_replaces_its_ipcache_entry() {
     let a = endpoint(&cluster, "t1/a");
     let state = KernelState {
         policies: BTreeMap::new(),
-        ipcache: vec![(net("10.200.1.10/32"), 99_999), (net("10.9.9.9/32"), 300)],
+        ipcache: [(net("10.200.1.10/32"), 99_999), (net("10.9.9.9/32"), 300)].into(),
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None);
+    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None, None);
     let delete = plan
         .ops
         .iter()
@@ -207,12 +207,11 @@ fn a_pods_address_with_another_identity_replaces_its_ipcache_entry() {
     let mut state = state;
     let written = write(&mut maps, &plan, &mut state);
     assert!(written.errors.is_empty(), "{written:?}");
-    assert!(
-        state
-            .ipcache
-            .contains(&(net("10.200.1.10/32"), a.identity.0))
+    assert_eq!(
+        state.ipcache.get(&net("10.200.1.10/32")),
+        Some(&a.identity.0)
     );
-    assert!(!state.ipcache.iter().any(|(p, _)| *p == net("10.9.9.9/32")));
+    assert!(!state.ipcache.contains_key(&net("10.9.9.9/32")));
     assert_eq!(
         maps.ipcache.get(&net("10.200.1.10/32")),
         Some(&a.identity.0)
@@ -225,9 +224,9 @@ fn an_endpoint_that_is_gone_has_its_entries_deleted_and_forgotten() {
     let (key, value) = allow_key(300);
     let mut state = KernelState {
         policies: [(999, vec![(key, value)])].into_iter().collect(),
-        ipcache: Vec::new(),
+        ipcache: BTreeMap::new(),
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None);
+    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None, None);
     let gone = plan
         .endpoints
         .iter()
@@ -254,6 +253,7 @@ fn an_l7_rule_redirects_to_its_proxys_port() {
         &cluster,
         &LocalPods::all(),
         &ROOMY,
+        None,
         None,
     );
     let redirect = plan
@@ -290,6 +290,7 @@ fn a_deny_is_written_first_and_the_allow_after_the_ipcache() {
         &LocalPods::all(),
         &ROOMY,
         None,
+        None,
     );
     let position = |narrowing: bool| {
         plan.ops.iter().position(|op| {
@@ -323,13 +324,13 @@ fn an_endpoint_over_its_budget_fails_closed_before_anything_is_written() {
     let (key, value) = allow_key(300);
     let mut state = KernelState {
         policies: [(a.id, vec![(key, value)])].into_iter().collect(),
-        ipcache: Vec::new(),
+        ipcache: BTreeMap::new(),
     };
     let limits = MapLimits {
         policy_per_endpoint: 1,
         ..ROOMY
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &limits, None);
+    let plan = plan(&state, &cluster, &LocalPods::all(), &limits, None, None);
     let reason = plan.failed.get(&a.id).expect("a fails closed");
     assert!(reason.contains("per-endpoint budget of 1"), "{reason}");
     // Its old allow goes in the first phase; nothing of it widens.
@@ -354,7 +355,7 @@ fn an_endpoint_whose_write_fails_has_every_entry_removed_and_the_others_go_on() 
     let cluster = cluster(&[A_WORLD_BUT_ONE, B_FROM_A_HTTP]);
     let (a, b) = (endpoint(&cluster, "t1/a"), endpoint(&cluster, "t1/b"));
     let mut state = KernelState::default();
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None);
+    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None, None);
     assert!(plan.failed.is_empty());
     let mut maps = FakeMaps {
         fail_upserts_of: Some(a.id),
@@ -366,7 +367,7 @@ fn an_endpoint_whose_write_fails_has_every_entry_removed_and_the_others_go_on() 
         &mut state,
         &LocalPods::all(),
         &ROOMY,
-        None,
+        (None, None),
     );
     assert!(
         outcome.failed["t1/a"].starts_with("writing its policy failed: map full"),
@@ -405,7 +406,6 @@ fn a_learned_address_that_does_not_fit_is_left_out_not_an_error() {
             identity: 16_777_300,
             learned: true,
         }],
-        ipcache_order: vec![net("10.201.7.7/32")],
         ..KernelPlan::default()
     };
     let mut state = KernelState::default();
@@ -420,5 +420,61 @@ fn the_proxy_and_the_datapath_agree_on_the_from_proxy_mark() {
     assert_eq!(
         proxy::ports::FROM_PROXY_MARK,
         redirect_ebpf::DEFAULT_FROM_PROXY_MARK
+    );
+}
+
+#[test]
+fn a_change_compares_only_what_it_touched() {
+    let cluster = cluster(&[A_WORLD_BUT_ONE]);
+    let (a, b) = (endpoint(&cluster, "t1/a"), endpoint(&cluster, "t1/b"));
+    // Everything written once.
+    let mut state = KernelState::default();
+    let mut maps = FakeMaps::default();
+    let all = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None, None);
+    write(&mut maps, &all, &mut state);
+    // The maps change behind the planner's back for b and one prefix; a
+    // plan touching a and another prefix leaves them alone.
+    let stray = net("10.9.9.9/32");
+    state.ipcache.insert(stray, 300);
+    state.policies.entry(b.id).or_default().push(allow_key(300));
+    let pod = net("10.200.1.10/32");
+    state.ipcache.insert(pod, 99_999);
+    let touched: BTreeSet<u16> = [a.id].into();
+    let prefixes: BTreeSet<IpNet> = [pod].into();
+    let some = plan(
+        &state,
+        &cluster,
+        &LocalPods::all(),
+        &ROOMY,
+        Some(&touched),
+        Some(&prefixes),
+    );
+    assert_eq!(
+        some.ops,
+        vec![KernelOp::IpcacheUpsert {
+            prefix: pod,
+            identity: a.identity.0,
+            learned: false,
+        }],
+        "only a's unchanged map and the touched prefix are compared"
+    );
+    assert!(some.endpoints.iter().all(|e| e.id == a.id));
+    // Over the ipcache's capacity the whole ipcache is planned again.
+    let tight = MapLimits {
+        ipcache: 3,
+        ..ROOMY
+    };
+    let whole = plan(
+        &state,
+        &cluster,
+        &LocalPods::all(),
+        &tight,
+        Some(&touched),
+        Some(&prefixes),
+    );
+    assert!(
+        whole.ops.contains(&KernelOp::IpcacheDelete(stray)),
+        "{:?}",
+        whole.ops
     );
 }

@@ -64,7 +64,6 @@ pub(in crate::daemon) fn write(
         ipcache_refused: plan.ipcache_left_out,
         ..Written::default()
     };
-    let mut ipc: BTreeMap<IpNet, u32> = state.ipcache.iter().copied().collect();
     for op in &plan.ops {
         match op {
             KernelOp::Policy {
@@ -91,7 +90,7 @@ pub(in crate::daemon) fn write(
             }
             KernelOp::IpcacheDelete(p) => match maps.remove_ipcache(*p) {
                 Ok(()) => {
-                    ipc.remove(p);
+                    state.ipcache.remove(p);
                     out.changes += 1;
                 }
                 Err(e) => out
@@ -104,7 +103,7 @@ pub(in crate::daemon) fn write(
                 learned,
             } => match maps.set_ipcache(*prefix, *identity) {
                 Ok(()) => {
-                    ipc.insert(*prefix, *identity);
+                    state.ipcache.insert(*prefix, *identity);
                     out.changes += 1;
                 }
                 Err(_) if *learned => out.ipcache_refused += 1,
@@ -115,19 +114,6 @@ pub(in crate::daemon) fn write(
         }
     }
     out.errors.extend(plan.errors.iter().cloned());
-    // Kept in the model's order (longest prefixes first).
-    state.ipcache = plan
-        .ipcache_order
-        .iter()
-        .filter_map(|p| ipc.get(p).map(|id| (*p, *id)))
-        .collect();
-    let ordered: std::collections::HashSet<IpNet> = state.ipcache.iter().map(|(p, _)| *p).collect();
-    for (p, id) in &ipc {
-        if !ordered.contains(p) {
-            // Still in the map (a delete failed): remembered, retried.
-            state.ipcache.push((*p, *id));
-        }
-    }
     for e in &plan.endpoints {
         let held = if out.failed.contains_key(&e.id) {
             fail_closed(maps, e)
