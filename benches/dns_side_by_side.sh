@@ -117,11 +117,13 @@ cat >"$WORK/h.py" <<'PY'
 import sys, os, json, re, time
 cmd = sys.argv[1]
 if cmd == "hash":
-    h = 0xcbf29ce484222325; M = (1 << 64) - 1
-    for b in open(sys.argv[2], "rb").read():
-        h = ((h ^ b) * 0x100000001b3) & M
-    h = ((h ^ 0xff) * 0x100000001b3) & M
-    print(f"{h:016x}")
+    M = (1 << 64) - 1
+    def fnv(h, data):
+        for b in data:
+            h = ((h ^ b) * 0x100000001b3) & M
+        return h
+    f = fnv(0xcbf29ce484222325, open(sys.argv[2], "rb").read())
+    print(f"{fnv(0xcbf29ce484222325, f.to_bytes(8, 'little') + bytes([0xff])):016x}")
 elif cmd == "rcvbuf":  # SO_RCVBUFFORCE on every UDP socket of a process (via pidfd_getfd)
     import ctypes, socket
     pid, size = int(sys.argv[2]), int(sys.argv[3])

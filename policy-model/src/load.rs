@@ -178,14 +178,18 @@ pub fn policy_files<P: AsRef<Path>>(paths: &[P]) -> PolicyFiles {
 /// that cannot be read hashes as empty; an input that cannot be walked
 /// adds nothing (its load fails, so no hash of it is ever put in force).
 pub fn content_hash(paths: &[PathBuf]) -> u64 {
+    let fnv = |h: &mut u64, bytes: &[u8]| {
+        for b in bytes {
+            *h ^= u64::from(*b);
+            *h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in policy_files(paths).files {
-        for b in std::fs::read(&f).unwrap_or_default() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        let mut file: u64 = 0xcbf2_9ce4_8422_2325;
+        fnv(&mut file, &std::fs::read(&f).unwrap_or_default());
+        fnv(&mut h, &file.to_le_bytes());
+        fnv(&mut h, &[0xff]);
     }
     h
 }

@@ -220,7 +220,8 @@ impl LocalPods {
 
 /// One complete reading of the inputs.
 pub(super) struct InputSnapshot {
-    pub(super) topology: Topology,
+    /// The node's view of the topology (shared until the topology changes).
+    pub(super) topology: Arc<Topology>,
     pub(super) policies: Policies,
     pub(super) local_pods: LocalPods,
 }

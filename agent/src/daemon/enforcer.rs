@@ -49,7 +49,8 @@ pub(super) struct Enforcer {
     /// The policy objects in force (for `status`).
     pub(super) set: Policies,
     pub(super) fqdn: FqdnStore,
-    pub(super) applied: KernelState,
+    /// What the kernel maps hold (shared with the state-file writer).
+    pub(super) applied: Arc<KernelState>,
     pub(super) proxy: proxy::PolicyHandle,
     pub(super) metrics: Arc<AgentMetrics>,
     pub(super) state_dir: PathBuf,
@@ -98,11 +99,11 @@ impl Enforcer {
         maps_pinned: bool,
         args: &AgentArgs,
     ) -> Result<Self> {
-        let applied = if maps_pinned {
+        let applied = Arc::new(if maps_pinned {
             KernelState::load(&args.state_dir)
         } else {
             KernelState::default()
-        };
+        });
         let fqdn = FqdnStore::load(&args.state_dir.join("fqdn.json"));
         let node_addrs = match super::node_addrs::discover() {
             Ok(a) => {
@@ -163,7 +164,7 @@ impl Enforcer {
     pub(super) fn rebuild(&mut self, snapshot: &InputSnapshot) -> Result<()> {
         let numbering = self.engine.numbering().clone();
         let node = self.engine.node().to_string();
-        let mut topology = snapshot.topology.clone();
+        let mut topology = (*snapshot.topology).clone();
         topology.node = hosts_of(&topology, &self.node_addrs).node;
         self.engine = IncrementalCluster::with_numbering(
             topology,
@@ -303,14 +304,23 @@ impl Enforcer {
 
     /// Writes what was applied to the state files and waits until they
     /// are written.
-    pub(super) fn persist_applied(&mut self) {
+    ///
+    /// `hash`: the policy files' hash (`applied.hash`), written after
+    /// `applied.json`; `wait`: return only once both are on disk (startup:
+    /// before the agent says it is ready).
+    pub(super) fn persist_applied(&mut self, hash: Option<u64>, wait: bool) {
         // Learned names still due go with this write (applied is written
         // here anyway).
         if self.persist_due.take().is_some() {
             self.persist.fqdn(&self.fqdn);
         }
         self.persist.applied(&self.applied, &self.state_dir);
-        self.persist.flush();
+        if let Some(h) = hash {
+            self.persist.hash(h, &self.state_dir);
+        }
+        if wait {
+            self.persist.flush();
+        }
     }
 
     /// Queues the state files learning changed, when they are due (or
@@ -357,7 +367,7 @@ impl Enforcer {
         let outcome = kernel::apply(
             &mut self.dp,
             &self.engine,
-            &mut self.applied,
+            Arc::make_mut(&mut self.applied),
             &self.local,
             &self.limits,
             (touched, prefixes),
@@ -439,7 +449,7 @@ fn build_engine(
     node_addrs: &BTreeSet<IpAddr>,
     node: &str,
 ) -> IncrementalCluster {
-    let mut topology = first.topology.clone();
+    let mut topology = (*first.topology).clone();
     topology.node = hosts_of(&topology, node_addrs).node;
     IncrementalCluster::new(topology, policies_by_key(first), fqdn.cache(), node)
 }

@@ -32,6 +32,9 @@ pub(super) struct FileInputs {
     topology_path: PathBuf,
     policies: Vec<PathBuf>,
     topology: Option<TopologyFile>,
+    /// This node's view of the topology and its pods, until the topology
+    /// changes.
+    view: Option<(Arc<policy_model::Topology>, LocalPods)>,
     cache: PolicyFileCache,
     node: String,
     /// Times and sizes of the inputs at the last fallback re-check.
@@ -72,6 +75,7 @@ impl Inputs {
             topology_path: absolute(topology),
             policies: args.policies.iter().map(absolute).collect(),
             topology: None,
+            view: None,
             cache: PolicyFileCache::default(),
             node: args.node_name.clone(),
             stamp: Vec::new(),
@@ -252,7 +256,10 @@ impl FileInputs {
         if let Some(topo) = self.topology.as_mut().filter(|_| topology_named) {
             match topo.refresh() {
                 TopologyRefresh::Unchanged => {}
-                TopologyRefresh::Changed(d) => update.changes.topology = Some(d),
+                TopologyRefresh::Changed(d) => {
+                    update.changes.topology = Some(d);
+                    self.view = None;
+                }
                 TopologyRefresh::Rejected(e) => update.rejected.push(e),
                 TopologyRefresh::Unreadable(e) => update.unreadable.push(e),
             }
@@ -275,16 +282,27 @@ impl FileInputs {
 
     /// The inputs in force, as this node sees them: its pods are the local
     /// endpoints, its addresses `host`, other nodes' `remote-node`.
-    fn snapshot(&self) -> InputSnapshot {
-        let topo = self
-            .topology
-            .as_ref()
-            .expect("read by initial()")
-            .topology();
+    fn snapshot(&mut self) -> InputSnapshot {
+        let (topology, local_pods) = match &self.view {
+            Some(v) => v.clone(),
+            None => {
+                let topo = self
+                    .topology
+                    .as_ref()
+                    .expect("read by initial()")
+                    .topology();
+                let view = (
+                    Arc::new(topo.for_node(&self.node)),
+                    LocalPods::only(topo.pods_on(&self.node).map(|p| p.full_name()).collect()),
+                );
+                self.view = Some(view.clone());
+                view
+            }
+        };
         InputSnapshot {
-            topology: topo.for_node(&self.node),
+            topology,
             policies: self.cache.set(),
-            local_pods: LocalPods::only(topo.pods_on(&self.node).map(|p| p.full_name()).collect()),
+            local_pods,
         }
     }
 }

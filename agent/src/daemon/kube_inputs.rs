@@ -94,7 +94,7 @@ impl KubeObjects {
         self.last = Some(snap.clone());
         Ok(InputUpdate {
             snapshot: Some(InputSnapshot {
-                topology: snap.topology.clone(),
+                topology: Arc::new(snap.topology.clone()),
                 policies,
                 local_pods: LocalPods::only(snap.local_pods.iter().cloned().collect()),
             }),

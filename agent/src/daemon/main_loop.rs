@@ -11,12 +11,10 @@ use super::fdlimit::FdReserve;
 use super::flows::{self, SharedFlows, SharedNames};
 use super::inputs::{InputUpdate, Inputs};
 use super::known_names::{KnownNames, LearnRequest};
-use super::persist::mark_applied;
 use super::status::StatusFile;
 use crate::metrics::AgentMetrics;
 use policy_model::incremental::Change;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -50,7 +48,6 @@ pub(super) struct MainLoop {
     /// Descriptors held back from the proxies' connections
     /// (`--reserved-fds`); let go to read and apply.
     pub(super) reserved_fds: usize,
-    pub(super) state_dir: PathBuf,
     /// File mode without a watcher: how often the files are re-checked.
     pub(super) fallback_poll: Option<Duration>,
     /// `--dns-min-ttl`.
@@ -194,7 +191,7 @@ impl MainLoop {
                 if let Err(e) = enforcer.realize(vec![hosts]) {
                     tracing::error!(error = %e, "applying new node addresses failed");
                 }
-                enforcer.persist_applied();
+                enforcer.persist_applied(None, false);
                 // Status shows the new set.
                 enforcer.outcome_gen += 1;
             }
@@ -316,7 +313,7 @@ impl MainLoop {
             tracing::error!(error = %e, "applying the change failed");
         }
         enforcer.set = snapshot.policies;
-        enforcer.persist_applied();
+        enforcer.persist_applied(self.inputs.applied_hash(), false);
         if pods_changed {
             let names = flows::pod_names(&enforcer.engine);
             crate::access_log::set_pod_names(names.clone());
@@ -328,10 +325,5 @@ impl MainLoop {
         let policies = self.inputs.policy_states(&enforcer.set);
         self.status
             .record_applied(policies, &enforcer.status_view(), standing);
-        if let Some(hash) = self.inputs.applied_hash()
-            && let Err(e) = mark_applied(&self.state_dir, hash)
-        {
-            tracing::warn!(error = %e, "writing applied.hash failed");
-        }
     }
 }

@@ -108,10 +108,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             .with_context(|| format!("attaching to uplink {up}"))?;
     }
     enforcer.write_all()?;
-    enforcer.persist_applied();
-    if let Some(hash) = inputs.applied_hash() {
-        persist::mark_applied(&args.state_dir, hash)?;
-    }
+    enforcer.persist_applied(inputs.applied_hash(), true);
     metrics.endpoints.set(enforcer.attached.len() as i64);
     metrics
         .ready
@@ -159,7 +156,6 @@ pub fn run(args: AgentArgs) -> Result<()> {
         known,
         metrics,
         reserved_fds: args.reserved_fds,
-        state_dir: args.state_dir.clone(),
         fallback_poll,
         min_ttl: Duration::from_secs(args.dns_min_ttl),
     }

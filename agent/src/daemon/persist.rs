@@ -5,6 +5,7 @@ use super::fqdn::FqdnStore;
 use super::kernel::KernelState;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long learned addresses may wait to be written to the state files
@@ -22,8 +23,10 @@ pub(super) struct Persister {
 }
 
 enum Persist {
-    Applied(Box<KernelState>, PathBuf),
+    Applied(Arc<KernelState>, PathBuf),
     Fqdn(Box<FqdnStore>),
+    /// `applied.hash`, written after the `applied.json` asked before it.
+    Hash(u64, PathBuf),
     Flush(std::sync::mpsc::Sender<()>),
 }
 
@@ -34,11 +37,13 @@ impl Persister {
             .name("persist".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let (mut applied, mut fqdn, mut flushed) = (None, None, Vec::new());
+                    let (mut applied, mut fqdn, mut hash, mut flushed) =
+                        (None, None, None, Vec::new());
                     for job in std::iter::once(first).chain(rx.try_iter()) {
                         match job {
                             Persist::Applied(a, dir) => applied = Some((a, dir)),
                             Persist::Fqdn(f) => fqdn = Some(f),
+                            Persist::Hash(h, dir) => hash = Some((h, dir)),
                             Persist::Flush(done) => flushed.push(done),
                         }
                     }
@@ -46,6 +51,12 @@ impl Persister {
                         && let Err(e) = a.save(&dir)
                     {
                         tracing::warn!(error = %e, "persisting the applied policy failed");
+                    }
+                    // After the applied state it describes.
+                    if let Some((h, dir)) = hash
+                        && let Err(e) = mark_applied(&dir, h)
+                    {
+                        tracing::warn!(error = %e, "writing applied.hash failed");
                     }
                     if let Some(f) = fqdn
                         && let Err(e) = f.save()
@@ -61,11 +72,17 @@ impl Persister {
         Ok(Persister { tx })
     }
 
-    pub(super) fn applied(&self, applied: &KernelState, dir: &Path) {
-        let _ = self.tx.send(Persist::Applied(
-            Box::new(applied.clone()),
-            dir.to_path_buf(),
-        ));
+    /// Queues `applied.json` (the writer holds the state until written;
+    /// the enforcer's next write copies it only if still held).
+    pub(super) fn applied(&self, applied: &Arc<KernelState>, dir: &Path) {
+        let _ = self
+            .tx
+            .send(Persist::Applied(applied.clone(), dir.to_path_buf()));
+    }
+
+    /// Queues `applied.hash` after what was queued before it.
+    pub(super) fn hash(&self, hash: u64, dir: &Path) {
+        let _ = self.tx.send(Persist::Hash(hash, dir.to_path_buf()));
     }
 
     pub(super) fn fqdn(&self, fqdn: &FqdnStore) {

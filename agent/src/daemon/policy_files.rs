@@ -6,11 +6,12 @@
 
 use super::changes::{ObjectKey, Policies, PolicyDelta, TopologyDelta, object_keys};
 use policy_model::{PolicySet, Topology};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// FNV-1a, as `policy_model::load::content_hash` hashes each file.
+/// FNV-1a, as `policy_model::load::content_hash` hashes each file and
+/// then the files' hashes.
 fn fnv(h: &mut u64, bytes: &[u8]) {
     for b in bytes {
         *h ^= u64::from(*b);
@@ -26,13 +27,21 @@ fn hash_of(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The version of a policy file in force.
+struct InForce {
+    bytes: Vec<u8>,
+    /// FNV-1a of `bytes` (what `applied.hash` is made of).
+    hash: u64,
+    set: Arc<PolicySet>,
+}
+
 /// One policy file: what was last read of it and the version in force.
 #[derive(Default)]
 struct CachedFile {
     /// Hash of the content last read (in force or rejected).
     seen: u64,
-    /// The version in force: its bytes (for `applied.hash`) and objects.
-    in_force: Option<(Vec<u8>, Arc<PolicySet>)>,
+    /// The version in force.
+    in_force: Option<InForce>,
     /// Why the content last read is not in force.
     rejected: Option<String>,
 }
@@ -50,9 +59,11 @@ pub(super) struct Refresh {
 /// The policy files in force, by path.
 #[derive(Default)]
 pub(super) struct PolicyFileCache {
-    files: BTreeMap<PathBuf, CachedFile>,
+    files: HashMap<PathBuf, CachedFile>,
     /// Load order of the last walk (`policy_model::load::policy_files`).
     order: Vec<PathBuf>,
+    /// [`Self::set`] until a file's version in force or the order changes.
+    policies: Option<Policies>,
 }
 
 impl PolicyFileCache {
@@ -101,6 +112,7 @@ impl PolicyFileCache {
             }
         }
         self.forget_gone(&listed, &unwalkable, &mut out);
+        self.policies = None;
         // Unwalkable inputs keep their files in force, in their old place.
         let mut order = listed;
         order.extend(
@@ -116,15 +128,17 @@ impl PolicyFileCache {
 
     /// Drops the files no longer listed (except under `unwalkable` inputs).
     fn forget_gone(&mut self, listed: &[PathBuf], unwalkable: &[&Path], out: &mut Refresh) {
-        let gone: Vec<PathBuf> = self
+        let listed: HashSet<&PathBuf> = listed.iter().collect();
+        let mut gone: Vec<PathBuf> = self
             .files
             .keys()
             .filter(|p| !listed.contains(p) && !unwalkable.iter().any(|u| p.starts_with(u)))
             .cloned()
             .collect();
+        gone.sort();
         for p in gone {
             let old = self.files.remove(&p).and_then(|c| c.in_force);
-            let old = old.map(|(_, s)| object_keys(&s)).unwrap_or_default();
+            let old = old.map(|f| object_keys(&f.set)).unwrap_or_default();
             out.delta.file(&old, &BTreeSet::new());
             out.delta.files_removed.push(p);
         }
@@ -154,8 +168,8 @@ impl PolicyFileCache {
         if entry.is_some_and(|c| c.seen == seen) {
             return;
         }
-        if let Some((old, _)) = entry.and_then(|c| c.in_force.as_ref())
-            && *old == bytes
+        if let Some(old) = entry.and_then(|c| c.in_force.as_ref())
+            && old.bytes == bytes
         {
             // Back to the version in force: nothing to re-parse.
             let c = self.files.get_mut(path).expect("looked up above");
@@ -168,14 +182,19 @@ impl PolicyFileCache {
         match parsed {
             Ok(set) => {
                 let c = self.files.entry(path.to_path_buf()).or_default();
-                let old = c.in_force.as_ref().map(|(_, s)| object_keys(s));
+                let old = c.in_force.as_ref().map(|f| object_keys(&f.set));
                 out.delta.file(&old.unwrap_or_default(), &object_keys(&set));
                 out.delta.files_changed.push(path.to_path_buf());
                 *c = CachedFile {
                     seen,
-                    in_force: Some((bytes, Arc::new(set))),
+                    in_force: Some(InForce {
+                        bytes,
+                        hash: seen,
+                        set: Arc::new(set),
+                    }),
                     rejected: None,
                 };
+                self.policies = None;
             }
             Err(errs) => {
                 let e = errs
@@ -198,26 +217,33 @@ impl PolicyFileCache {
         c.seen = seen.unwrap_or(0);
     }
 
-    /// Every policy object in force, in load order.
-    pub(super) fn set(&self) -> Policies {
-        Policies(
+    /// Every policy object in force, in load order (each file's parsed
+    /// set shared, not copied).
+    pub(super) fn set(&mut self) -> Policies {
+        if let Some(p) = &self.policies {
+            return p.clone();
+        }
+        let p = Policies(
             self.order
                 .iter()
                 .filter_map(|p| self.files.get(p)?.in_force.as_ref())
-                .map(|(_, s)| s.clone())
+                .map(|f| f.set.clone())
                 .collect(),
-        )
+        );
+        self.policies = Some(p.clone());
+        p
     }
 
     /// The hash of the policy in force, as `policy_model::load::content_hash`
     /// computes it from the files (equal to it when every file's newest
-    /// content is in force): what `applied.hash` records.
+    /// content is in force): what `applied.hash` records. Made of each
+    /// file's hash, kept since it was read.
     pub(super) fn content_hash(&self) -> u64 {
+        let empty = hash_of(&[]);
         let mut h = FNV_START;
         for p in &self.order {
-            if let Some((bytes, _)) = self.files.get(p).and_then(|c| c.in_force.as_ref()) {
-                fnv(&mut h, bytes);
-            }
+            let file = self.files.get(p).and_then(|c| c.in_force.as_ref());
+            fnv(&mut h, &file.map_or(empty, |f| f.hash).to_le_bytes());
             fnv(&mut h, &[0xff]);
         }
         h
@@ -237,7 +263,7 @@ impl PolicyFileCache {
         self.files
             .values()
             .filter(|c| c.rejected.is_some())
-            .filter_map(|c| c.in_force.as_ref().map(|(_, s)| object_keys(s)))
+            .filter_map(|c| c.in_force.as_ref().map(|f| object_keys(&f.set)))
             .flatten()
             .collect()
     }

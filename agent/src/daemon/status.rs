@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What `portcullis status` shows: per-policy state and what is in force.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub mode: String,
     pub updated: String,
@@ -87,10 +88,14 @@ pub(super) struct StatusView<'a> {
 /// How often, at most, applies on learning or expiry rewrite the file.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
 
-/// The daemon's `status.json` and what it was last written from.
+/// The daemon's `status.json` and what it was last written from. The file
+/// is serialised and written on a thread of its own (the newest status
+/// wins), off the agent's loop: with 10,000 policies it is megabytes.
 pub(super) struct StatusFile {
     dir: PathBuf,
-    status: AgentStatus,
+    /// Shared with the writer until written (changed copy-on-write).
+    status: Arc<AgentStatus>,
+    writer: std::sync::mpsc::Sender<Arc<AgentStatus>>,
     /// The enforcer's `outcome_gen` the file shows.
     generation: u64,
     last_refresh: Instant,
@@ -106,7 +111,8 @@ impl StatusFile {
     ) -> Self {
         let mut file = StatusFile {
             dir: dir.to_path_buf(),
-            status: AgentStatus {
+            writer: start_writer(dir),
+            status: Arc::new(AgentStatus {
                 mode: mode.into(),
                 updated: crate::time::now().to_string(),
                 endpoints: view.endpoints,
@@ -114,13 +120,14 @@ impl StatusFile {
                 policies,
                 last_error: None,
                 ..Default::default()
-            },
+            }),
             generation: 0,
             last_refresh: Instant::now(),
         };
-        file.status.set_apply_state(view);
+        Arc::make_mut(&mut file.status).set_apply_state(view);
         file.generation = view.generation;
-        file.write();
+        // At once: the agent says it is ready after this.
+        write_file(&file.dir, &file.status);
         file
     }
 
@@ -132,7 +139,7 @@ impl StatusFile {
         view: &StatusView<'_>,
         last_error: Option<String>,
     ) {
-        let st = &mut self.status;
+        let st = Arc::make_mut(&mut self.status);
         st.updated = crate::time::now().to_string();
         st.endpoints = view.endpoints;
         st.learned_addresses = view.learned_addresses;
@@ -146,8 +153,9 @@ impl StatusFile {
 
     /// New inputs could not be read for lack of resources (retried).
     pub(super) fn record_unreadable(&mut self, error: &str) {
-        self.status.updated = crate::time::now().to_string();
-        self.status.inputs_unreadable = Some(error.to_string());
+        let st = Arc::make_mut(&mut self.status);
+        st.updated = crate::time::now().to_string();
+        st.inputs_unreadable = Some(error.to_string());
         self.write();
     }
 
@@ -157,8 +165,9 @@ impl StatusFile {
         if self.status.last_error == error {
             return;
         }
-        self.status.updated = crate::time::now().to_string();
-        self.status.last_error = error;
+        let st = Arc::make_mut(&mut self.status);
+        st.updated = crate::time::now().to_string();
+        st.last_error = error;
         self.write();
     }
 
@@ -176,19 +185,48 @@ impl StatusFile {
         }
         self.last_refresh = Instant::now();
         self.generation = view.generation;
-        self.status.updated = crate::time::now().to_string();
-        self.status.learned_addresses = view.learned_addresses;
-        self.status.set_apply_state(view);
+        let st = Arc::make_mut(&mut self.status);
+        st.updated = crate::time::now().to_string();
+        st.learned_addresses = view.learned_addresses;
+        st.set_apply_state(view);
         self.write();
     }
 
+    /// Hands the status to the writer (written in the background; if the
+    /// writer is gone, here).
     fn write(&self) {
-        let tmp = self.dir.join("status.json.tmp");
-        let text = serde_json::to_vec_pretty(&self.status).unwrap_or_default();
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(tmp, self.dir.join("status.json"));
+        if self.writer.send(self.status.clone()).is_err() {
+            write_file(&self.dir, &self.status);
         }
     }
+}
+
+/// Writes `status.json` in `dir` (through a temporary file and a rename).
+fn write_file(dir: &Path, status: &AgentStatus) {
+    let tmp = dir.join("status.json.tmp");
+    let text = serde_json::to_vec_pretty(status).unwrap_or_default();
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(tmp, dir.join("status.json"));
+    }
+}
+
+/// The thread that writes `status.json`: of the statuses waiting, only the
+/// newest is written.
+fn start_writer(dir: &Path) -> std::sync::mpsc::Sender<Arc<AgentStatus>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Arc<AgentStatus>>();
+    let dir = dir.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let newest = rx.try_iter().last().unwrap_or(first);
+                write_file(&dir, &newest);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no status writer thread; status.json is written on the loop");
+    }
+    tx
 }
 
 impl AgentStatus {

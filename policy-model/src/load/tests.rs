@@ -464,22 +464,24 @@ fn policy_files_lists_what_the_loader_reads_in_load_order() {
     );
 }
 
-/// FNV-1a of each file's bytes with a 0xff separator after each, written
-/// out independently of `content_hash` (the bench scripts compute the
-/// same in Python).
+/// FNV-1a over each file's own FNV-1a (8 bytes, little-endian) with a 0xff
+/// separator after each, written out independently of `content_hash` (the
+/// bench scripts compute the same in Python).
 fn fnv1a_files(contents: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for c in contents {
-        for b in c.iter().chain(std::iter::once(&0xff)) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+    fn fnv1a(h: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+        bytes
+            .into_iter()
+            .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     }
-    h
+    const START: u64 = 0xcbf2_9ce4_8422_2325;
+    contents.iter().fold(START, |h, c| {
+        let file = fnv1a(START, c.iter().copied());
+        fnv1a(h, file.to_le_bytes().into_iter().chain([0xff]))
+    })
 }
 
 #[test]
-fn content_hash_of_one_file_is_fnv1a_of_its_bytes_and_a_separator() {
+fn content_hash_of_one_file_is_fnv1a_of_its_hash_and_a_separator() {
     let d = ScratchDir::new("hash-one");
     let f = d.0.join("policy.yaml");
     std::fs::write(&f, NP).expect("write");

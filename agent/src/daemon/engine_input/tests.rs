@@ -53,7 +53,7 @@ fn snapshot(topology: &str, policies: &[&str]) -> InputSnapshot {
     }
     InputSnapshot {
         local_pods: LocalPods::only(topology.pods_on(NODE).map(|p| p.full_name()).collect()),
-        topology,
+        topology: std::sync::Arc::new(topology),
         policies: Policies(vec![std::sync::Arc::new(set)]),
     }
 }
@@ -62,7 +62,7 @@ const NODE: &str = "lab-node";
 
 fn engine_of(s: &InputSnapshot) -> IncrementalCluster {
     IncrementalCluster::new(
-        s.topology.clone(),
+        (*s.topology).clone(),
         policies_by_key(s),
         FqdnCache::default(),
         NODE,
@@ -98,7 +98,7 @@ fn step(engine: &mut IncrementalCluster, old: &InputSnapshot, new: &InputSnapsho
         engine.apply(c);
     }
     let scratch = IncrementalCluster::with_numbering(
-        new.topology.clone(),
+        (*new.topology).clone(),
         policies_by_key(new),
         FqdnCache::default(),
         NODE,

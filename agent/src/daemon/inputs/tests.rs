@@ -75,6 +75,7 @@ fn file_inputs(d: &Dir, node: &str) -> Inputs {
         topology_path: d.0.join("topology.yaml"),
         policies: vec![d.0.join("policy.yaml")],
         topology: None,
+        view: None,
         cache: Default::default(),
         node: node.into(),
         stamp: Vec::new(),

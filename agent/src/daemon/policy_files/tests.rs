@@ -38,11 +38,11 @@ fn policy(name: &str, port: u16) -> String {
 
 const INVALID: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: broken, namespace: x}\nspec: {endpointSelector: {}, nodeSelector: {}}\n";
 
-fn names(cache: &PolicyFileCache) -> Vec<String> {
+fn names(cache: &mut PolicyFileCache) -> Vec<String> {
     cache.set().iter().map(|p| p.origin.name.clone()).collect()
 }
 
-fn ports(cache: &PolicyFileCache) -> String {
+fn ports(cache: &mut PolicyFileCache) -> String {
     format!("{:?}", cache.set().iter().collect::<Vec<_>>())
 }
 
@@ -67,7 +67,7 @@ fn only_files_whose_content_changed_are_parsed_again() {
     let mut cache = PolicyFileCache::default();
     let first = cache.refresh(std::slice::from_ref(&d.0), None);
     assert_eq!(first.delta.added, keys(&["a", "b"]));
-    assert_eq!(names(&cache), ["a", "b"]);
+    assert_eq!(names(&mut cache), ["a", "b"]);
     // Nothing changed: nothing re-parsed.
     let again = cache.refresh(std::slice::from_ref(&d.0), None);
     assert!(again.delta.is_empty(), "{again:?}");
@@ -85,8 +85,8 @@ fn only_files_whose_content_changed_are_parsed_again() {
     assert_eq!(edit.delta.files_changed, vec![a.clone()]);
     assert_eq!(edit.delta.updated, keys(&["a"]));
     assert!(edit.delta.added.is_empty() && edit.delta.removed.is_empty());
-    assert!(ports(&cache).contains("8080"), "{}", ports(&cache));
-    assert_eq!(names(&cache), ["a", "b"]);
+    assert!(ports(&mut cache).contains("8080"), "{}", ports(&mut cache));
+    assert_eq!(names(&mut cache), ["a", "b"]);
 }
 
 #[test]
@@ -104,8 +104,8 @@ fn an_invalid_file_keeps_its_previous_version_while_another_file_updates() {
     assert!(r.rejected[0].contains("a.yaml"), "names the file: {r:?}");
     assert_eq!(r.delta.files_changed, vec![b.clone()]);
     // a's previous version stays, b's new one is in force.
-    assert_eq!(names(&cache), ["a", "b"]);
-    let text = ports(&cache);
+    assert_eq!(names(&mut cache), ["a", "b"]);
+    let text = ports(&mut cache);
     assert!(text.contains("9090") && !text.contains("81"), "{text}");
     assert_eq!(cache.rejections().len(), 1);
     assert_eq!(cache.kept_back(), keys(&["a"]));
@@ -123,7 +123,7 @@ fn an_invalid_file_keeps_its_previous_version_while_another_file_updates() {
     assert!(fixed.rejected.is_empty());
     assert_eq!(fixed.delta.updated, keys(&["a"]));
     assert!(cache.rejections().is_empty());
-    assert!(ports(&cache).contains("7070"));
+    assert!(ports(&mut cache).contains("7070"));
 }
 
 #[test]
@@ -136,13 +136,13 @@ fn an_invalid_new_file_adds_nothing_and_a_removed_file_removes_its_objects() {
     let c = d.write("c.yaml", INVALID);
     let r = cache.refresh(std::slice::from_ref(&d.0), None);
     assert_eq!(r.rejected.len(), 1);
-    assert_eq!(names(&cache), ["a", "b"]);
+    assert_eq!(names(&mut cache), ["a", "b"]);
     std::fs::remove_file(&b).unwrap();
     std::fs::remove_file(&c).unwrap();
     let r = cache.refresh(std::slice::from_ref(&d.0), None);
     assert_eq!(r.delta.removed, keys(&["b"]));
     assert_eq!(r.delta.files_removed.len(), 2, "{r:?}");
-    assert_eq!(names(&cache), ["a"]);
+    assert_eq!(names(&mut cache), ["a"]);
     assert!(cache.rejections().is_empty());
 }
 
@@ -161,7 +161,7 @@ fn a_rename_over_the_file_is_its_new_content() {
     let r = cache.refresh(std::slice::from_ref(&a), None);
     assert_eq!(r.delta.added, keys(&["renamed"]));
     assert_eq!(r.delta.removed, keys(&["a"]));
-    assert_eq!(names(&cache), ["renamed"]);
+    assert_eq!(names(&mut cache), ["renamed"]);
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn the_hash_in_force_is_the_loaders_content_hash() {
     let r = one.refresh(std::slice::from_ref(&single), None);
     // A named file that is gone is an error of the walk: kept, reported.
     assert_eq!(r.rejected.len(), 1, "{r:?}");
-    assert_eq!(names(&one), ["b"]);
+    assert_eq!(names(&mut one), ["b"]);
 }
 
 fn topo(pods: &str) -> String {
@@ -235,7 +235,7 @@ fn a_refresh_of_named_files_reads_only_those_and_new_files() {
     let only_a: std::collections::BTreeSet<_> = [a.clone()].into_iter().collect();
     let r = cache.refresh(std::slice::from_ref(&d.0), Some(&only_a));
     assert_eq!(r.delta.files_changed, vec![a.clone()], "b is not read");
-    let text = ports(&cache);
+    let text = ports(&mut cache);
     assert!(text.contains("8080") && !text.contains("8181"), "{text}");
     // A new file named: the directory is walked, the new file read, b
     // (not named) still not.
@@ -243,8 +243,8 @@ fn a_refresh_of_named_files_reads_only_those_and_new_files() {
     let only_c: std::collections::BTreeSet<_> = [c.clone()].into_iter().collect();
     let r = cache.refresh(std::slice::from_ref(&d.0), Some(&only_c));
     assert_eq!(r.delta.added, keys(&["c"]));
-    assert_eq!(names(&cache), ["a", "b", "c"]);
-    assert!(!ports(&cache).contains("8181"));
+    assert_eq!(names(&mut cache), ["a", "b", "c"]);
+    assert!(!ports(&mut cache).contains("8181"));
     // Everything: b's edit is seen.
     let r = cache.refresh(std::slice::from_ref(&d.0), None);
     assert_eq!(r.delta.files_changed, vec![b]);
