@@ -27,10 +27,10 @@ fn hash_of(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The version of a policy file in force.
+/// The version of a policy file in force (its bytes are not kept: their
+/// hash tells a return to this version).
 struct InForce {
-    bytes: Vec<u8>,
-    /// FNV-1a of `bytes` (what `applied.hash` is made of).
+    /// FNV-1a of the file's bytes (what `applied.hash` is made of).
     hash: u64,
     set: Arc<PolicySet>,
 }
@@ -169,7 +169,7 @@ impl PolicyFileCache {
             return;
         }
         if let Some(old) = entry.and_then(|c| c.in_force.as_ref())
-            && old.bytes == bytes
+            && old.hash == seen
         {
             // Back to the version in force: nothing to re-parse.
             let c = self.files.get_mut(path).expect("looked up above");
@@ -188,7 +188,6 @@ impl PolicyFileCache {
                 *c = CachedFile {
                     seen,
                     in_force: Some(InForce {
-                        bytes,
                         hash: seen,
                         set: Arc::new(set),
                     }),

@@ -118,7 +118,7 @@ impl ProxyPolicy {
                 Some(b) if unchanged(ep) => b.clone(),
                 _ => Arc::new(compile_entry(
                     name,
-                    policy.into_owned(),
+                    slim(policy),
                     before,
                     &mut compiled_here,
                 )),
@@ -182,6 +182,32 @@ impl ProxyPolicy {
             Some(e) => crate::limits::SourceKey::Endpoint(e.name.as_str().into()),
             None => crate::limits::SourceKey::remote(ip),
         }
+    }
+}
+
+/// What the proxy keeps of an endpoint's resolved policy: its identity,
+/// map state and L7 rules (the lookups repeat the kernel's), not why each
+/// entry is there (provenance, enforcing policies, warnings: for
+/// `explain` and the agent's log, and most of its size).
+fn slim(policy: Cow<'_, EndpointPolicy>) -> EndpointPolicy {
+    match policy {
+        Cow::Owned(mut p) => {
+            p.provenance.clear();
+            p.enforcing.clear();
+            p.warnings.clear();
+            p
+        }
+        Cow::Borrowed(p) => EndpointPolicy {
+            endpoint_id: p.endpoint_id,
+            identity: p.identity,
+            ingress_enforced: p.ingress_enforced,
+            egress_enforced: p.egress_enforced,
+            map: p.map.clone(),
+            l7: p.l7.clone(),
+            provenance: Default::default(),
+            enforcing: Default::default(),
+            warnings: Vec::new(),
+        },
     }
 }
 
