@@ -264,19 +264,28 @@ impl FileInputs {
                 TopologyRefresh::Unreadable(e) => update.unreadable.push(e),
             }
         }
+        let started = std::time::Instant::now();
         if policies_named {
             let read = self.cache.refresh(&self.policies, paths);
             update.changes.policies = read.delta;
             update.rejected.extend(read.rejected);
             update.unreadable.extend(read.unreadable);
         }
+        let refreshed = started.elapsed();
         update.standing = self.cache.rejections();
         update
             .standing
             .extend(self.topology.as_ref().and_then(TopologyFile::rejection));
+        let standing = started.elapsed();
         if !update.changes.is_empty() {
             update.snapshot = Some(self.snapshot());
         }
+        tracing::debug!(
+            refresh_us = refreshed.as_micros() as u64,
+            rejections_us = (standing - refreshed).as_micros() as u64,
+            snapshot_us = (started.elapsed() - standing).as_micros() as u64,
+            "inputs read"
+        );
         update
     }
 

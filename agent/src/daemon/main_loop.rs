@@ -228,9 +228,11 @@ impl MainLoop {
             (None, Some(k)) => k,
             (None, None) => return false,
         };
+        let waited = since.elapsed();
         let Some(update) = self.inputs.changed(wake.files.as_ref()) else {
             return false;
         };
+        let waited_us = waited.as_micros() as u64;
         for e in &update.unreadable {
             self.metrics.inputs_unreadable.inc();
             self.status.record_unreadable(e);
@@ -253,7 +255,7 @@ impl MainLoop {
         let standing = (!update.standing.is_empty()).then(|| update.standing.join("\n"));
         let retry = !update.unreadable.is_empty();
         match update.snapshot {
-            Some(_) => self.apply(enforcer, update, since, standing),
+            Some(_) => self.apply(enforcer, update, since, standing, waited_us),
             None => self.status.set_last_error(standing),
         }
         retry
@@ -266,6 +268,7 @@ impl MainLoop {
         update: InputUpdate,
         since: Instant,
         standing: Option<String>,
+        waited_us: u64,
     ) {
         let InputUpdate {
             snapshot, changes, ..
@@ -302,7 +305,8 @@ impl MainLoop {
             map_changes = r.map_changes,
             ipcache_changes = r.ipcache_changes,
             written = enforcer.outcome.changes,
-            read_us,
+            waited_us,
+            read_us = read_us.saturating_sub(waited_us),
             engine_us = r.engine_us,
             proxy_us = r.proxy_us,
             kernel_us = r.kernel_us,

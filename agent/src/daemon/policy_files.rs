@@ -62,8 +62,16 @@ pub(super) struct PolicyFileCache {
     files: HashMap<PathBuf, CachedFile>,
     /// Load order of the last walk (`policy_model::load::policy_files`).
     order: Vec<PathBuf>,
-    /// [`Self::set`] until a file's version in force or the order changes.
-    policies: Option<Policies>,
+    /// Each file's set in force, in load order, and each path's position
+    /// there (for [`Self::set`]; kept until the order changes, a file's
+    /// slot replaced when its version in force changes).
+    slots: Option<Slots>,
+}
+
+/// The sets in force in load order, and where each path is.
+struct Slots {
+    sets: Vec<Option<Arc<PolicySet>>>,
+    at: HashMap<PathBuf, usize>,
 }
 
 impl PolicyFileCache {
@@ -112,7 +120,7 @@ impl PolicyFileCache {
             }
         }
         self.forget_gone(&listed, &unwalkable, &mut out);
-        self.policies = None;
+        self.slots = None;
         // Unwalkable inputs keep their files in force, in their old place.
         let mut order = listed;
         order.extend(
@@ -185,15 +193,21 @@ impl PolicyFileCache {
                 let old = c.in_force.as_ref().map(|f| object_keys(&f.set));
                 out.delta.file(&old.unwrap_or_default(), &object_keys(&set));
                 out.delta.files_changed.push(path.to_path_buf());
+                let set = Arc::new(set);
                 *c = CachedFile {
                     seen,
                     in_force: Some(InForce {
                         hash: seen,
-                        set: Arc::new(set),
+                        set: set.clone(),
                     }),
                     rejected: None,
                 };
-                self.policies = None;
+                if let Some(s) = &mut self.slots {
+                    match s.at.get(path) {
+                        Some(i) => s.sets[*i] = Some(set),
+                        None => self.slots = None,
+                    }
+                }
             }
             Err(errs) => {
                 let e = errs
@@ -219,18 +233,20 @@ impl PolicyFileCache {
     /// Every policy object in force, in load order (each file's parsed
     /// set shared, not copied).
     pub(super) fn set(&mut self) -> Policies {
-        if let Some(p) = &self.policies {
-            return p.clone();
-        }
-        let p = Policies(
-            self.order
+        let files = &self.files;
+        let order = &self.order;
+        let slots = self.slots.get_or_insert_with(|| Slots {
+            sets: order
                 .iter()
-                .filter_map(|p| self.files.get(p)?.in_force.as_ref())
-                .map(|f| f.set.clone())
+                .map(|p| Some(files.get(p)?.in_force.as_ref()?.set.clone()))
                 .collect(),
-        );
-        self.policies = Some(p.clone());
-        p
+            at: order
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.clone(), i))
+                .collect(),
+        });
+        Policies(slots.sets.iter().flatten().cloned().collect())
     }
 
     /// The hash of the policy in force, as `policy_model::load::content_hash`
@@ -248,12 +264,15 @@ impl PolicyFileCache {
         h
     }
 
-    /// The files whose newest content is not in force, with why.
+    /// The files whose newest content is not in force, with why (by path).
     pub(super) fn rejections(&self) -> Vec<String> {
-        self.order
+        let mut out: Vec<(&PathBuf, String)> = self
+            .files
             .iter()
-            .filter_map(|p| self.files.get(p)?.rejected.clone())
-            .collect()
+            .filter_map(|(p, c)| Some((p, c.rejected.clone()?)))
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, r)| r).collect()
     }
 
     /// Objects of the files whose newest content is rejected (their
