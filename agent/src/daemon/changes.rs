@@ -47,7 +47,7 @@ pub(super) fn object_keys(set: &PolicySet) -> BTreeSet<ObjectKey> {
 }
 
 /// Policy objects changed by one change of the inputs.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct PolicyDelta {
     /// Files whose new content is in force (added or edited).
     pub(super) files_changed: Vec<PathBuf>,
@@ -57,6 +57,9 @@ pub(super) struct PolicyDelta {
     /// Objects in a file whose content changed (maybe not the object).
     pub(super) updated: BTreeSet<ObjectKey>,
     pub(super) removed: BTreeSet<ObjectKey>,
+    /// The new parsed sets of the files (or watched objects) added or
+    /// changed: where the rules of `added` and `updated` are.
+    pub(super) upserted: Vec<Arc<PolicySet>>,
 }
 
 impl PolicyDelta {

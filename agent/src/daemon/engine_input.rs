@@ -4,7 +4,7 @@
 //! when the topology changed; the node's and other hosts' addresses
 //! always, as they are cheap to compare).
 
-use super::changes::{Changes, InputSnapshot};
+use super::changes::{Changes, InputSnapshot, ObjectKey};
 use policy_model::Topology;
 use policy_model::incremental::{Change, Hosts, IncrementalCluster, PolicyKey};
 use policy_model::rules::{PolicyKind, PolicyRule};
@@ -121,7 +121,11 @@ fn topology_changes(engine: &IncrementalCluster, topology: &Topology, out: &mut 
 }
 
 /// The policy objects `delta` names: upserted when their rules differ
-/// from the engine's, deleted when the snapshot no longer has them.
+/// from the engine's, deleted when the snapshot no longer has them. Their
+/// new rules are read from the sets the change brought (`upserted`); an
+/// object that another, unchanged file defines too (the same kind,
+/// namespace and name twice) is gathered from the whole snapshot, in load
+/// order, as a resolution from scratch reads it.
 fn policy_changes(
     engine: &IncrementalCluster,
     snapshot: &InputSnapshot,
@@ -129,41 +133,94 @@ fn policy_changes(
     out: &mut Vec<Change>,
 ) {
     let p = &delta.policies;
-    // Looked up without allocating: every policy object of the snapshot
-    // is checked against them.
-    let named: HashSet<(&str, Option<&str>, &str)> = p
+    let keys: BTreeSet<PolicyKey> = p
         .added
         .iter()
         .chain(&p.updated)
         .chain(&p.removed)
-        .map(|(kind, ns, name)| (kind.as_str(), ns.as_deref(), name.as_str()))
+        .filter_map(policy_key)
         .collect();
-    if named.is_empty() {
+    if keys.is_empty() {
         return;
     }
-    let is_named = |kind: PolicyKind, ns: &Option<String>, name: &str| {
-        named.contains(&(kind.as_str(), ns.as_deref(), name))
+    // The files (or watched objects) this change replaced or removed.
+    let replaced: HashSet<&str> = p
+        .upserted
+        .iter()
+        .flat_map(|s| s.policies.iter())
+        .filter_map(|lp| lp.origin.file.as_deref())
+        .collect();
+    let removed_files: Vec<String> = p
+        .files_removed
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    let kept_elsewhere = |key: &PolicyKey| {
+        engine.policy(key).is_some_and(|rules| {
+            rules.iter().any(|r| {
+                r.origin
+                    .file
+                    .as_deref()
+                    .is_none_or(|f| !replaced.contains(f) && !removed_files.iter().any(|g| g == f))
+            })
+        })
     };
     let mut now: BTreeMap<PolicyKey, Vec<PolicyRule>> = BTreeMap::new();
-    for lp in snapshot.policies.iter() {
-        let o = &lp.origin;
-        if is_named(o.kind, &o.namespace, &o.name) {
-            now.entry(PolicyKey::of(o))
-                .or_default()
-                .extend(lp.rules.iter().cloned());
+    let mut whole: BTreeSet<PolicyKey> = BTreeSet::new();
+    for key in &keys {
+        if kept_elsewhere(key) {
+            whole.insert(key.clone());
         }
     }
-    let gone: Vec<PolicyKey> = engine
-        .policy_keys()
-        .filter(|k| !now.contains_key(*k) && is_named(k.kind, &k.namespace, &k.name))
-        .cloned()
-        .collect();
-    out.extend(gone.into_iter().map(Change::PolicyDelete));
-    for (key, rules) in now {
-        if engine.policy(&key) != Some(rules.as_slice()) {
-            out.push(Change::PolicyUpsert { key, rules });
+    for lp in p.upserted.iter().flat_map(|s| s.policies.iter()) {
+        let key = PolicyKey::of(&lp.origin);
+        if keys.contains(&key) && !whole.contains(&key) {
+            now.entry(key).or_default().extend(lp.rules.iter().cloned());
         }
     }
+    if !whole.is_empty() {
+        for lp in snapshot.policies.iter() {
+            let o = &lp.origin;
+            if whole
+                .iter()
+                .any(|k| k.kind == o.kind && k.name == o.name && k.namespace == o.namespace)
+            {
+                now.entry(PolicyKey::of(o))
+                    .or_default()
+                    .extend(lp.rules.iter().cloned());
+            }
+        }
+    }
+    for key in keys {
+        match now.remove(&key) {
+            Some(rules) => {
+                if engine.policy(&key) != Some(rules.as_slice()) {
+                    out.push(Change::PolicyUpsert { key, rules });
+                }
+            }
+            None => {
+                if engine.policy(&key).is_some() {
+                    out.push(Change::PolicyDelete(key));
+                }
+            }
+        }
+    }
+}
+
+/// The engine's key of an object key (kind as the API spells it).
+fn policy_key((kind, namespace, name): &ObjectKey) -> Option<PolicyKey> {
+    let kind = [
+        PolicyKind::NetworkPolicy,
+        PolicyKind::CiliumNetworkPolicy,
+        PolicyKind::CiliumClusterwideNetworkPolicy,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == kind)?;
+    Some(PolicyKey {
+        kind,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -65,7 +65,9 @@ impl KubeObjects {
         let mut changes = Changes::default();
         for (key, set) in fresh {
             let delta = &mut changes.policies;
-            let added = self.parsed.insert(key.clone(), Arc::new(set)).is_none();
+            let set = Arc::new(set);
+            delta.upserted.push(set.clone());
+            let added = self.parsed.insert(key.clone(), set).is_none();
             if added {
                 &mut delta.added
             } else {

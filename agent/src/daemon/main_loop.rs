@@ -280,7 +280,9 @@ impl MainLoop {
             Change::Hosts(h) => h,
             _ => unreachable!("node_hosts is a hosts change"),
         };
+        let compared = Instant::now();
         let input = changes_for(&enforcer.engine, &snapshot, &changes, hosts);
+        let compare_us = compared.elapsed().as_micros() as u64;
         let engine_changes = match &input {
             EngineInput::Changes(c) => c.len(),
             EngineInput::Rebuild => 0,
@@ -307,6 +309,7 @@ impl MainLoop {
             written = enforcer.outcome.changes,
             waited_us,
             read_us = read_us.saturating_sub(waited_us),
+            compare_us,
             engine_us = r.engine_us,
             proxy_us = r.proxy_us,
             kernel_us = r.kernel_us,

@@ -194,6 +194,7 @@ impl PolicyFileCache {
                 out.delta.file(&old.unwrap_or_default(), &object_keys(&set));
                 out.delta.files_changed.push(path.to_path_buf());
                 let set = Arc::new(set);
+                out.delta.upserted.push(set.clone());
                 *c = CachedFile {
                     seen,
                     in_force: Some(InForce {

@@ -78,6 +78,7 @@ fn delta(old: &InputSnapshot, new: &InputSnapshot) -> Changes {
         &object_keys(&new.policies.0[0]),
     );
     policies.files_changed.push("p.yaml".into());
+    policies.upserted = new.policies.0.clone();
     let topology = TopologyDelta::between(&old.topology, &new.topology);
     Changes {
         policies,
@@ -163,4 +164,59 @@ fn a_new_world_entry_rebuilds_and_node_addresses_are_the_nodes() {
         panic!("no rebuild expected");
     };
     assert!(matches!(c.as_slice(), [Change::Hosts(_)]), "{c:?}");
+}
+
+/// The sets of `texts`, one per file `f{i}.yaml`.
+fn per_file(texts: &[&str]) -> Vec<std::sync::Arc<PolicySet>> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            std::sync::Arc::new(
+                policy_model::load::load_str(t, &format!("f{i}.yaml")).expect("policy"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_object_two_files_define_keeps_the_unchanged_files_rules() {
+    let topology = Topology::from_yaml(TOPOLOGY, "topology.yaml").expect("topology");
+    let snap = |sets: Vec<std::sync::Arc<PolicySet>>| InputSnapshot {
+        local_pods: LocalPods::only(topology.pods_on(NODE).map(|p| p.full_name()).collect()),
+        topology: std::sync::Arc::new(topology.clone()),
+        policies: Policies(sets),
+    };
+    // a-out in two files; the second file is edited.
+    let old = snap(per_file(&[A, A_EDITED]));
+    let edited = A_EDITED.replace("8080", "9090");
+    let new_sets = per_file(&[A, &edited]);
+    let new = snap(new_sets.clone());
+    let mut engine = engine_of(&old);
+    let mut delta = Changes::default();
+    delta.policies.files_changed.push("f1.yaml".into());
+    delta.policies.upserted = vec![new_sets[1].clone()];
+    delta.policies.updated = object_keys(&new_sets[1]);
+    let hosts = hosts_of(&new.topology, &BTreeSet::new());
+    let EngineInput::Changes(changes) = changes_for(&engine, &new, &delta, hosts) else {
+        panic!("no rebuild expected");
+    };
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    for c in changes {
+        engine.apply(c);
+    }
+    let scratch = IncrementalCluster::with_numbering(
+        (*new.topology).clone(),
+        policies_by_key(&new),
+        FqdnCache::default(),
+        NODE,
+        engine.numbering().clone(),
+    );
+    assert_eq!(engine.state(), scratch.state());
+    let key = policy_model::incremental::PolicyKey::of(&new_sets[0].policies[0].origin);
+    assert_eq!(
+        engine.policy(&key).map(<[_]>::len),
+        Some(2),
+        "both files' rules"
+    );
 }
