@@ -190,7 +190,7 @@ impl Inputs {
     /// File mode: the hash of the policy files in force (what
     /// `applied.hash` records once they are applied); computed after the
     /// apply, off the change's path (it reads every file's bytes).
-    pub(super) fn applied_hash(&self) -> Option<u64> {
+    pub(super) fn applied_hash(&mut self) -> Option<u64> {
         match self {
             Inputs::Files(f) => Some(f.cache.content_hash()),
             Inputs::Kubernetes { .. } => None,

@@ -71,6 +71,8 @@ pub(super) struct PolicyFileCache {
 /// The sets in force in load order, and where each path is.
 struct Slots {
     sets: Vec<Option<Arc<PolicySet>>>,
+    /// Each file's hash in force (of nothing when none is).
+    hashes: Vec<u64>,
     at: HashMap<PathBuf, usize>,
 }
 
@@ -205,7 +207,7 @@ impl PolicyFileCache {
                 };
                 if let Some(s) = &mut self.slots {
                     match s.at.get(path) {
-                        Some(i) => s.sets[*i] = Some(set),
+                        Some(i) => (s.sets[*i], s.hashes[*i]) = (Some(set), seen),
                         None => self.slots = None,
                     }
                 }
@@ -234,32 +236,41 @@ impl PolicyFileCache {
     /// Every policy object in force, in load order (each file's parsed
     /// set shared, not copied).
     pub(super) fn set(&mut self) -> Policies {
+        Policies(self.slots().sets.iter().flatten().cloned().collect())
+    }
+
+    /// The files in force in load order (built when the order changed).
+    fn slots(&mut self) -> &Slots {
         let files = &self.files;
         let order = &self.order;
-        let slots = self.slots.get_or_insert_with(|| Slots {
-            sets: order
-                .iter()
-                .map(|p| Some(files.get(p)?.in_force.as_ref()?.set.clone()))
-                .collect(),
-            at: order
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p.clone(), i))
-                .collect(),
-        });
-        Policies(slots.sets.iter().flatten().cloned().collect())
+        self.slots.get_or_insert_with(|| {
+            let in_force = |p: &PathBuf| files.get(p).and_then(|c| c.in_force.as_ref());
+            Slots {
+                sets: order
+                    .iter()
+                    .map(|p| Some(in_force(p)?.set.clone()))
+                    .collect(),
+                hashes: order
+                    .iter()
+                    .map(|p| in_force(p).map_or_else(|| hash_of(&[]), |f| f.hash))
+                    .collect(),
+                at: order
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.clone(), i))
+                    .collect(),
+            }
+        })
     }
 
     /// The hash of the policy in force, as `policy_model::load::content_hash`
     /// computes it from the files (equal to it when every file's newest
     /// content is in force): what `applied.hash` records. Made of each
     /// file's hash, kept since it was read.
-    pub(super) fn content_hash(&self) -> u64 {
-        let empty = hash_of(&[]);
+    pub(super) fn content_hash(&mut self) -> u64 {
         let mut h = FNV_START;
-        for p in &self.order {
-            let file = self.files.get(p).and_then(|c| c.in_force.as_ref());
-            fnv(&mut h, &file.map_or(empty, |f| f.hash).to_le_bytes());
+        for file in &self.slots().hashes {
+            fnv(&mut h, &file.to_le_bytes());
             fnv(&mut h, &[0xff]);
         }
         h
