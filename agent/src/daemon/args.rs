@@ -53,7 +53,8 @@ pub struct AgentArgs {
     pub poll_ms: u64,
     /// How long the file watcher waits for a burst of file events (an
     /// editor's several writes) to go quiet before reading, in
-    /// milliseconds; a steady stream is read every ten such periods.
+    /// milliseconds; a steady stream is read every ten such periods. A
+    /// file closed after writing or renamed into place is read at once.
     #[arg(long, default_value_t = 5)]
     pub watch_debounce_ms: u64,
     /// DNS proxy: answer denied queries with NXDOMAIN instead of REFUSED.

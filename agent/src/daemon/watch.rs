@@ -13,13 +13,18 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// Collects events until they have been quiet for `quiet` (or the first
-/// is `max` old): one batch for an editor's several writes.
+/// is `max` old): one batch for an editor's several writes. An event that
+/// completes a file (closed after writing, or renamed into place, as
+/// config syncers and editors replace files) makes the batch due at once,
+/// with whatever else is already queued.
 #[derive(Debug)]
 pub(super) struct Debouncer {
     quiet: Duration,
     max: Duration,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// The last event completed a file.
+    complete: bool,
     paths: Option<BTreeSet<PathBuf>>,
 }
 
@@ -31,14 +36,17 @@ impl Debouncer {
             max: (quiet * 10).max(Duration::from_millis(1)),
             first: None,
             last: None,
+            complete: false,
             paths: Some(BTreeSet::new()),
         }
     }
 
-    /// An event at `now` naming `paths` (`None`: everything).
-    pub(super) fn note(&mut self, now: Instant, paths: Option<Vec<PathBuf>>) {
+    /// An event at `now` naming `paths` (`None`: everything); `complete`:
+    /// it completed a file.
+    pub(super) fn note(&mut self, now: Instant, paths: Option<Vec<PathBuf>>, complete: bool) {
         self.first.get_or_insert(now);
         self.last = Some(now);
+        self.complete = complete;
         match (&mut self.paths, paths) {
             (Some(mine), Some(new)) => mine.extend(new),
             (mine, _) => *mine = None,
@@ -48,6 +56,9 @@ impl Debouncer {
     /// When the pending batch is due, if one is pending.
     pub(super) fn deadline(&self) -> Option<Instant> {
         let (first, last) = (self.first?, self.last?);
+        if self.complete {
+            return Some(last);
+        }
         Some((last + self.quiet).min(first + self.max))
     }
 
@@ -58,6 +69,7 @@ impl Debouncer {
         }
         let first = self.first.take()?;
         self.last = None;
+        self.complete = false;
         let paths = self.paths.replace(BTreeSet::new());
         Some(FileBatch { first, paths })
     }
@@ -100,10 +112,11 @@ pub(super) fn start(
     debounce: Duration,
     tx: EventSender,
 ) -> Result<FileWatcher> {
-    let (raw_tx, raw_rx) = std::sync::mpsc::channel::<(Instant, Option<Vec<PathBuf>>)>();
+    let (raw_tx, raw_rx) = std::sync::mpsc::channel::<RawEvent>();
     let filter = inputs.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<Event>| {
         let now = Instant::now();
+        let complete = ev.as_ref().is_ok_and(|e| completes_file(&e.kind));
         let paths = match ev {
             Ok(ev) if ev.need_rescan() => None,
             Ok(ev) if !changes_content(&ev.kind) => return,
@@ -123,7 +136,7 @@ pub(super) fn start(
                 None
             }
         };
-        let _ = raw_tx.send((now, paths));
+        let _ = raw_tx.send((now, paths, complete));
     })
     .context("starting the file watcher (inotify)")?;
     for (dir, mode) in watch_list(&inputs) {
@@ -161,7 +174,22 @@ fn watch_list(inputs: &WatchedInputs) -> Vec<(PathBuf, RecursiveMode)> {
     out
 }
 
-fn debounce_loop(raw: Receiver<(Instant, Option<Vec<PathBuf>>)>, quiet: Duration, tx: EventSender) {
+/// One watch event: when, which paths (`None`: everything), whether it
+/// completed a file.
+type RawEvent = (Instant, Option<Vec<PathBuf>>, bool);
+
+/// Whether an event kind means a file is complete: closed after writing,
+/// or renamed into place.
+fn completes_file(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+    )
+}
+
+fn debounce_loop(raw: Receiver<RawEvent>, quiet: Duration, tx: EventSender) {
     let mut d = Debouncer::new(quiet);
     loop {
         let got = match d.deadline() {
@@ -169,7 +197,13 @@ fn debounce_loop(raw: Receiver<(Instant, Option<Vec<PathBuf>>)>, quiet: Duration
             None => raw.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match got {
-            Ok((at, paths)) => d.note(at, paths),
+            Ok((at, paths, complete)) => {
+                d.note(at, paths, complete);
+                // What is queued already joins this batch.
+                for (at, paths, complete) in raw.try_iter() {
+                    d.note(at, paths, complete);
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }

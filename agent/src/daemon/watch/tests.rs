@@ -8,10 +8,11 @@ fn events_close_together_make_one_batch_with_the_first_events_time() {
     let mut d = Debouncer::new(quiet);
     assert_eq!(d.deadline(), None, "nothing pending");
     let t0 = Instant::now();
-    d.note(t0, Some(vec![PathBuf::from("/p/a.yaml")]));
+    d.note(t0, Some(vec![PathBuf::from("/p/a.yaml")]), false);
     d.note(
         t0 + Duration::from_millis(3),
         Some(vec![PathBuf::from("/p/b.yaml")]),
+        false,
     );
     // Not quiet long enough after the second event.
     assert!(d.take_due(t0 + Duration::from_millis(6)).is_none());
@@ -35,7 +36,7 @@ fn a_steady_stream_is_cut_at_ten_quiet_periods_and_a_rescan_covers_everything() 
     let mut t = t0;
     let mut batch = None;
     for _ in 0..100 {
-        d.note(t, Some(vec![PathBuf::from("/p/a.yaml")]));
+        d.note(t, Some(vec![PathBuf::from("/p/a.yaml")]), false);
         t += Duration::from_millis(2);
         if let Some(b) = d.take_due(t) {
             batch = Some(b);
@@ -46,9 +47,9 @@ fn a_steady_stream_is_cut_at_ten_quiet_periods_and_a_rescan_covers_everything() 
     assert_eq!(batch.first, t0);
     assert!(t - t0 <= quiet * 10 + Duration::from_millis(2));
     // A rescan (lost events) makes the batch cover everything.
-    d.note(t, Some(vec![PathBuf::from("/p/a.yaml")]));
-    d.note(t, None);
-    d.note(t, Some(vec![PathBuf::from("/p/b.yaml")]));
+    d.note(t, Some(vec![PathBuf::from("/p/a.yaml")]), false);
+    d.note(t, None, false);
+    d.note(t, Some(vec![PathBuf::from("/p/b.yaml")]), false);
     let batch = d.take_due(t + quiet).expect("due");
     assert_eq!(batch.paths, None);
 }
@@ -102,4 +103,23 @@ fn a_rename_over_a_watched_file_reaches_the_loop() {
     };
     assert_eq!(batch.paths, Some([topology].into_iter().collect()));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_event_that_completes_a_file_makes_the_batch_due_at_once() {
+    let quiet = Duration::from_millis(5);
+    let mut d = Debouncer::new(quiet);
+    let t0 = Instant::now();
+    // Written (not yet complete), then renamed into place.
+    d.note(t0, Some(vec![PathBuf::from("/p/a.yaml")]), false);
+    assert_eq!(d.deadline(), Some(t0 + quiet));
+    let t1 = t0 + Duration::from_millis(1);
+    d.note(t1, Some(vec![PathBuf::from("/p/a.yaml")]), true);
+    assert_eq!(d.deadline(), Some(t1), "due at the completing event");
+    let batch = d.take_due(t1).expect("due");
+    assert_eq!(batch.first, t0);
+    // A write after a completed one waits for quiet again.
+    d.note(t1, Some(vec![PathBuf::from("/p/b.yaml")]), true);
+    d.note(t1, Some(vec![PathBuf::from("/p/c.yaml")]), false);
+    assert_eq!(d.deadline(), Some(t1 + quiet));
 }
