@@ -1,8 +1,8 @@
 //! What one look at the inputs found (the new inputs, [`InputUpdate`]) and
 //! what it changed, object by object: the policy objects added, updated and
-//! removed (by origin), and the topology's pods and namespaces. The daemon
-//! still re-resolves the whole set; this delta is what an incremental
-//! engine takes instead.
+//! removed (by origin, with the sets that bring their new rules), and the
+//! topology's pods and namespaces. `engine_input.rs` turns the two into the
+//! incremental engine's changes.
 
 use policy_model::load::LoadedPolicy;
 use policy_model::{PolicySet, Topology};
@@ -156,8 +156,7 @@ fn diff<V: PartialEq>(
 }
 
 /// One change of the inputs: the per-object delta alongside the full new
-/// state (the daemon resolves the full state; an incremental engine can
-/// take the delta).
+/// state (shared, not copied), which the engine's changes are read from.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Changes {
     pub(super) policies: PolicyDelta,

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 /// takes it when free to learn an address in place).
 pub(super) type SharedEnforcer = Arc<Mutex<Option<Enforcer>>>;
 
-/// The enforcer's lock; a panic while it was held leaves it usable (its
-/// maps are rewritten whole by the next resolve).
+/// The enforcer's lock; a panic while it was held leaves it usable (the
+/// kernel writer compares what it plans with what it recorded, and an
+/// endpoint whose write failed is planned whole again).
 pub(super) fn lock_enforcer(
     m: &Mutex<Option<Enforcer>>,
 ) -> std::sync::MutexGuard<'_, Option<Enforcer>> {

@@ -1,5 +1,7 @@
-//! Learned DNS addresses into and out of the kernel maps, without a
-//! resolve when ipcache writes alone will do.
+//! Learned DNS addresses into and out of the kernel maps: the learn guard
+//! admits them, the store keeps them with their TTLs, and the engine takes
+//! the store's names as one change (a new address of a known selector set
+//! comes out as one ipcache entry).
 
 use super::enforcer::{Enforcer, FLOW_IDLE};
 use super::known_names::{KnownNames, LearnRequest};

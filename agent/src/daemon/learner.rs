@@ -18,8 +18,8 @@ pub(super) struct AgentLearner {
 }
 
 impl AgentLearner {
-    /// Learns `update` on the calling (DNS) thread when the enforcer is free
-    /// and no resolve is needed: no wake-up of the agent loop and back.
+    /// Learns `update` on the calling (DNS) thread when the enforcer is
+    /// free: no wake-up of the agent loop and back.
     fn learn_in_place(&self, update: &proxy::LearnedNames) -> bool {
         let Ok(mut guard) = self.enforcer.try_lock() else {
             return false;

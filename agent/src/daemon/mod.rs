@@ -1,8 +1,8 @@
-//! `portcullis agent`: owns the kernel maps. Resolves the policy files with
-//! policy-model, applies the result to the datapath as deltas, re-resolves
-//! when a file changes (a file whose new version is invalid keeps its
-//! previous one in force; the others update), and streams flow events to
-//! `portcullis observe`.
+//! `portcullis agent`: owns the kernel maps. Keeps the node's policy in
+//! policy-model's incremental engine, feeds it every change of the inputs
+//! (a file whose new version is invalid keeps its previous one in force;
+//! the others update), writes each change's delta to the proxies and the
+//! datapath, and streams flow events to `portcullis observe`.
 //!
 //! This file only wires; each responsibility has a file of its own:
 //! [`args`], [`datapath`] (opening the kernel side), [`proxies`],

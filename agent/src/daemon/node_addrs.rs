@@ -4,7 +4,7 @@
 //! node, so it is `host` (identity 1), not `world`, whatever the topology
 //! or the Node object lists: the pod gateway on every pod veth, the uplink
 //! addresses, loopback, link-local ones. The agent re-reads them on a
-//! timer and re-resolves when they change.
+//! timer and hands them to the engine when they change.
 
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
