@@ -93,15 +93,12 @@ pub(super) struct TopologyDelta {
 impl TopologyDelta {
     /// What differs from `old` to `new`.
     pub(super) fn between(old: &Topology, new: &Topology) -> Self {
-        let pods = |t: &Topology| -> BTreeMap<String, _> {
-            t.pods.iter().map(|p| (p.full_name(), p.clone())).collect()
-        };
-        let namespaces = |t: &Topology| -> BTreeMap<String, _> {
-            t.namespaces
-                .iter()
-                .map(|n| (n.name.clone(), n.labels.clone()))
-                .collect()
-        };
+        fn pods(t: &Topology) -> BTreeMap<String, &policy_model::topology::PodSpec> {
+            t.pods.iter().map(|p| (p.full_name(), p)).collect()
+        }
+        fn namespaces(t: &Topology) -> BTreeMap<String, &policy_model::topology::NamespaceSpec> {
+            t.namespaces.iter().map(|n| (n.name.clone(), n)).collect()
+        }
         let mut d = TopologyDelta::default();
         diff(
             &pods(old),

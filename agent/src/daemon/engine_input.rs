@@ -4,10 +4,11 @@
 //! when the topology changed; the node's and other hosts' addresses
 //! always, as they are cheap to compare).
 
-use super::changes::{Changes, InputSnapshot, ObjectKey};
+use super::changes::{Changes, InputSnapshot, ObjectKey, TopologyDelta};
 use policy_model::Topology;
 use policy_model::incremental::{Change, Hosts, IncrementalCluster, PolicyKey};
 use policy_model::rules::{PolicyKind, PolicyRule};
+use policy_model::topology::PodSpec;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -64,8 +65,8 @@ pub(super) fn changes_for(
         return EngineInput::Rebuild;
     }
     let mut out = Vec::new();
-    if delta.topology.is_some() {
-        topology_changes(engine, &snapshot.topology, &mut out);
+    if let Some(t) = &delta.topology {
+        topology_changes(engine, &snapshot.topology, t, &mut out);
     }
     if &hosts != engine.hosts() {
         out.push(Change::Hosts(hosts));
@@ -74,47 +75,62 @@ pub(super) fn changes_for(
     EngineInput::Changes(out)
 }
 
-/// Namespaces first (a pod's identity takes its namespace's labels), then
-/// pods.
-fn topology_changes(engine: &IncrementalCluster, topology: &Topology, out: &mut Vec<Change>) {
-    let namespaces: HashMap<&str, _> = topology
-        .namespaces
-        .iter()
-        .map(|n| (n.name.as_str(), n))
-        .collect();
-    let mut held: BTreeSet<&str> = BTreeSet::new();
-    for n in engine.namespaces() {
-        held.insert(n.name.as_str());
-        match namespaces.get(n.name.as_str()) {
-            None => out.push(Change::NamespaceDelete(n.name.clone())),
-            Some(new) if *new != n => out.push(Change::NamespaceUpsert((*new).clone())),
-            Some(_) => {}
+/// The namespaces and pods `delta` names (namespaces first: a pod's
+/// identity takes its namespace's labels), each upserted when it differs
+/// from the engine's and deleted when the topology no longer has it; pod
+/// deletes before upserts (a pod's address may move to another pod).
+fn topology_changes(
+    engine: &IncrementalCluster,
+    topology: &Topology,
+    delta: &TopologyDelta,
+    out: &mut Vec<Change>,
+) {
+    let names = |a: &BTreeSet<String>, c: &BTreeSet<String>, r: &BTreeSet<String>| {
+        a.iter()
+            .chain(c)
+            .chain(r)
+            .cloned()
+            .collect::<BTreeSet<String>>()
+    };
+    for name in names(
+        &delta.namespaces_added,
+        &delta.namespaces_changed,
+        &delta.namespaces_removed,
+    ) {
+        let held = engine.namespaces().find(|n| n.name == name);
+        match (topology.namespace(&name), held) {
+            (None, Some(_)) => out.push(Change::NamespaceDelete(name)),
+            (Some(new), held) if held != Some(new) => {
+                out.push(Change::NamespaceUpsert(new.clone()))
+            }
+            _ => {}
         }
     }
-    for n in &topology.namespaces {
-        if !held.contains(n.name.as_str()) {
-            out.push(Change::NamespaceUpsert(n.clone()));
+    let named = names(&delta.pods_added, &delta.pods_changed, &delta.pods_removed);
+    // Looked up by name when many changed, else found by a pass each.
+    let by_name: Option<HashMap<String, &PodSpec>> =
+        (named.len() > 8).then(|| topology.pods.iter().map(|p| (p.full_name(), p)).collect());
+    let find = |full: &str| -> Option<&PodSpec> {
+        match &by_name {
+            Some(m) => m.get(full).copied(),
+            None => {
+                let (ns, name) = full.split_once('/')?;
+                topology
+                    .pods
+                    .iter()
+                    .find(|p| p.namespace == ns && p.name == name)
+            }
         }
-    }
-    let pods: HashMap<String, _> = topology.pods.iter().map(|p| (p.full_name(), p)).collect();
-    let mut held: BTreeSet<String> = BTreeSet::new();
-    // Deletes first: a pod's address may move to another pod.
+    };
     let mut upserts = Vec::new();
-    for p in engine.pods() {
-        let name = p.full_name();
-        match pods.get(&name) {
-            None => out.push(Change::PodDelete {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
+    for full in &named {
+        match (find(full), engine.pod(full)) {
+            (None, Some(old)) => out.push(Change::PodDelete {
+                namespace: old.namespace.clone(),
+                name: old.name.clone(),
             }),
-            Some(new) if *new != p => upserts.push(Change::PodUpsert((*new).clone())),
-            Some(_) => {}
-        }
-        held.insert(name);
-    }
-    for (name, p) in &pods {
-        if !held.contains(name) {
-            upserts.push(Change::PodUpsert((*p).clone()));
+            (Some(new), held) if held != Some(new) => upserts.push(Change::PodUpsert(new.clone())),
+            _ => {}
         }
     }
     out.extend(upserts);
