@@ -171,27 +171,42 @@ pub fn policy_files<P: AsRef<Path>>(paths: &[P]) -> PolicyFiles {
     out
 }
 
-/// A hash of the policy in `paths`: FNV-1a over the bytes of each file
-/// [`policy_files`] lists, in load order, with a separator after each. The
-/// agent records the hash of the policy it put in force (`applied.hash`),
-/// and the wire runner waits for the hash of the one file it wrote. A file
-/// that cannot be read hashes as empty; an input that cannot be walked
+/// A hash of the policy in `paths`: FNV-1a over each file's own hash
+/// ([`file_hash`], 8 bytes little-endian) with a 0xff separator after each,
+/// for the files [`policy_files`] lists, in load order
+/// ([`combine_file_hashes`]). The agent records the hash of the policy it
+/// put in force (`applied.hash`), keeping each file's hash since it read
+/// it, and the wire runner waits for the hash of the one file it wrote. A
+/// file that cannot be read hashes as empty; an input that cannot be walked
 /// adds nothing (its load fails, so no hash of it is ever put in force).
 pub fn content_hash(paths: &[PathBuf]) -> u64 {
-    let fnv = |h: &mut u64, bytes: &[u8]| {
-        for b in bytes {
-            *h ^= u64::from(*b);
-            *h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for f in policy_files(paths).files {
-        let mut file: u64 = 0xcbf2_9ce4_8422_2325;
-        fnv(&mut file, &std::fs::read(&f).unwrap_or_default());
-        fnv(&mut h, &file.to_le_bytes());
-        fnv(&mut h, &[0xff]);
-    }
-    h
+    combine_file_hashes(
+        policy_files(paths)
+            .files
+            .iter()
+            .map(|f| file_hash(&std::fs::read(f).unwrap_or_default())),
+    )
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// One file's part of [`content_hash`]: FNV-1a of its bytes.
+pub fn file_hash(bytes: &[u8]) -> u64 {
+    fnv(FNV_START, bytes)
+}
+
+/// [`content_hash`] of the files whose [`file_hash`]es are `files`, in
+/// load order.
+pub fn combine_file_hashes(files: impl IntoIterator<Item = u64>) -> u64 {
+    files
+        .into_iter()
+        .fold(FNV_START, |h, f| fnv(fnv(h, &f.to_le_bytes()), &[0xff]))
 }
 
 fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {

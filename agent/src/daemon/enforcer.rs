@@ -3,7 +3,7 @@
 
 use super::args::AgentArgs;
 use super::capacity::MapLimits;
-use super::engine_input::{hosts_of, policies_by_key};
+use super::engine_input::{engine_topology, hosts_of, policies_by_key, with_node_addresses};
 use super::fqdn::FqdnStore;
 use super::inputs::{InputSnapshot, LocalPods, Policies};
 use super::kernel::{self, ApplyOutcome, KernelState};
@@ -117,8 +117,13 @@ impl Enforcer {
             }
         };
         let started = Instant::now();
-        let input_hosts = hosts_of(&first.topology, &BTreeSet::new());
-        let engine = build_engine(&first, &fqdn, &node_addrs, &args.node_name);
+        let input_hosts = hosts_of(&first.topology);
+        let engine = IncrementalCluster::new(
+            engine_topology(&first.topology, &node_addrs),
+            policies_by_key(&first),
+            fqdn.cache(),
+            &args.node_name,
+        );
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             endpoints = engine.state().endpoints.len(),
@@ -165,16 +170,14 @@ impl Enforcer {
     pub(super) fn rebuild(&mut self, snapshot: &InputSnapshot) -> Result<()> {
         let numbering = self.engine.numbering().clone();
         let node = self.engine.node().to_string();
-        let mut topology = (*snapshot.topology).clone();
-        topology.node = hosts_of(&topology, &self.node_addrs).node;
         self.engine = IncrementalCluster::with_numbering(
-            topology,
+            engine_topology(&snapshot.topology, &self.node_addrs),
             policies_by_key(snapshot),
             self.fqdn.cache(),
             &node,
             numbering,
         );
-        self.input_hosts = hosts_of(&snapshot.topology, &BTreeSet::new());
+        self.input_hosts = hosts_of(&snapshot.topology);
         self.write_all()
     }
 
@@ -183,9 +186,7 @@ impl Enforcer {
     pub(super) fn write_all(&mut self) -> Result<()> {
         self.note_endpoints();
         let attached = self.attach_endpoints();
-        self.proxy_ipcache = Arc::new(IpcacheLookup::new(
-            self.engine.state().ipcache.iter().map(|(p, i)| (*p, *i)),
-        ));
+        self.copy_ipcache_for_proxies();
         self.update_proxy(None);
         self.write_kernel(None, None);
         attached
@@ -236,9 +237,7 @@ impl Enforcer {
             Ok(())
         };
         if r.ipcache_changed {
-            self.proxy_ipcache = Arc::new(IpcacheLookup::new(
-                self.engine.state().ipcache.iter().map(|(p, i)| (*p, *i)),
-            ));
+            self.copy_ipcache_for_proxies();
         }
         self.update_proxy(Some(&r.touched));
         r.proxy_us = started.elapsed().as_micros() as u64;
@@ -287,15 +286,8 @@ impl Enforcer {
     }
 
     /// The hosts for the engine: the inputs' with the node's addresses.
-    pub(super) fn node_hosts(&self) -> Change {
-        let mut hosts = self.input_hosts.clone();
-        let node = hosts.node.get_or_insert_with(Default::default);
-        for ip in &self.node_addrs {
-            if !node.ips.contains(ip) {
-                node.ips.push(*ip);
-            }
-        }
-        Change::Hosts(hosts)
+    pub(super) fn node_hosts(&self) -> Hosts {
+        with_node_addresses(self.input_hosts.clone(), &self.node_addrs)
     }
 
     /// Whether `ep` is one of this node's pods.
@@ -303,8 +295,8 @@ impl Enforcer {
         self.local.contains(&ep.full_name())
     }
 
-    /// Writes what was applied to the state files and waits until they
-    /// are written.
+    /// Queues what was applied to the state writer (with the learned
+    /// names when they are due).
     ///
     /// `hash`: the policy files' hash (`applied.hash`), written after
     /// `applied.json`; `wait`: return only once both are on disk (startup:
@@ -333,6 +325,14 @@ impl Enforcer {
             self.persist.applied(&self.applied, &self.state_dir);
             self.persist.fqdn(&self.fqdn);
         }
+    }
+
+    /// Copies the engine's ipcache into the lookup the proxies' snapshots
+    /// share.
+    fn copy_ipcache_for_proxies(&mut self) {
+        self.proxy_ipcache = Arc::new(IpcacheLookup::new(
+            self.engine.state().ipcache.iter().map(|(p, i)| (*p, *i)),
+        ));
     }
 
     /// Gives the proxies a new snapshot: every local endpoint, rebuilt for
@@ -440,19 +440,6 @@ impl Enforcer {
             node_addresses: self.node_addrs.iter().copied().collect(),
         }
     }
-}
-
-/// The engine of the inputs `first`, the learned names of `fqdn` and the
-/// node's addresses, for the node `node`.
-fn build_engine(
-    first: &InputSnapshot,
-    fqdn: &FqdnStore,
-    node_addrs: &BTreeSet<IpAddr>,
-    node: &str,
-) -> IncrementalCluster {
-    let mut topology = (*first.topology).clone();
-    topology.node = hosts_of(&topology, node_addrs).node;
-    IncrementalCluster::new(topology, policies_by_key(first), fqdn.cache(), node)
 }
 
 /// What a batch of changes did, summed over their deltas.

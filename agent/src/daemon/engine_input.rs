@@ -22,23 +22,36 @@ pub(super) enum EngineInput {
     Changes(Vec<Change>),
 }
 
-/// The hosts of `topology` as the engine takes them, with every address
-/// the node owns (`node_addrs`, from the kernel) as the node's.
-pub(super) fn hosts_of(topology: &Topology, node_addrs: &BTreeSet<IpAddr>) -> Hosts {
-    let mut node = topology.node.clone();
+/// The hosts of `topology` as the engine takes them (the node's own
+/// addresses are added by [`with_node_addresses`]).
+pub(super) fn hosts_of(topology: &Topology) -> Hosts {
+    Hosts {
+        node: topology.node.clone(),
+        kube_apiserver: topology.kube_apiserver.clone(),
+        remote_nodes: topology.remote_nodes.clone(),
+    }
+}
+
+/// `hosts` with every address the node owns (`node_addrs`, from the
+/// kernel) as the node's.
+pub(super) fn with_node_addresses(mut hosts: Hosts, node_addrs: &BTreeSet<IpAddr>) -> Hosts {
     if !node_addrs.is_empty() {
-        let n = node.get_or_insert_with(Default::default);
+        let n = hosts.node.get_or_insert_with(Default::default);
         for ip in node_addrs {
             if !n.ips.contains(ip) {
                 n.ips.push(*ip);
             }
         }
     }
-    Hosts {
-        node,
-        kube_apiserver: topology.kube_apiserver.clone(),
-        remote_nodes: topology.remote_nodes.clone(),
-    }
+    hosts
+}
+
+/// `topology` as the engine is built from it: the node with its own
+/// addresses.
+pub(super) fn engine_topology(topology: &Topology, node_addrs: &BTreeSet<IpAddr>) -> Topology {
+    let mut t = topology.clone();
+    t.node = with_node_addresses(hosts_of(topology), node_addrs).node;
+    t
 }
 
 /// The policy objects of `snapshot` by engine key, with their rules in

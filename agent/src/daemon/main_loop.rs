@@ -187,7 +187,7 @@ impl MainLoop {
         if timers.node <= now {
             timers.node = now + NODE_ADDRESS_EVERY;
             if reserve.released(|| enforcer.refresh_node_addresses()) {
-                let hosts = enforcer.node_hosts();
+                let hosts = Change::Hosts(enforcer.node_hosts());
                 if let Err(e) = enforcer.realize(vec![hosts]) {
                     tracing::error!(error = %e, "applying new node addresses failed");
                 }
@@ -275,11 +275,8 @@ impl MainLoop {
         } = update;
         let snapshot = snapshot.expect("called with a snapshot");
         enforcer.local = snapshot.local_pods.clone();
-        enforcer.input_hosts = hosts_of(&snapshot.topology, &Default::default());
-        let hosts = match enforcer.node_hosts() {
-            Change::Hosts(h) => h,
-            _ => unreachable!("node_hosts is a hosts change"),
-        };
+        enforcer.input_hosts = hosts_of(&snapshot.topology);
+        let hosts = enforcer.node_hosts();
         let compared = Instant::now();
         let input = changes_for(&enforcer.engine, &snapshot, &changes, hosts);
         let compare_us = compared.elapsed().as_micros() as u64;

@@ -5,27 +5,11 @@
 //! other file keeps updating; a file that is gone takes its objects with it.
 
 use super::changes::{ObjectKey, Policies, PolicyDelta, TopologyDelta, object_keys};
+use policy_model::load::{combine_file_hashes, file_hash};
 use policy_model::{PolicySet, Topology};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// FNV-1a, as `policy_model::load::content_hash` hashes each file and
-/// then the files' hashes.
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *h ^= u64::from(*b);
-        *h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-}
-
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
-
-fn hash_of(bytes: &[u8]) -> u64 {
-    let mut h = FNV_START;
-    fnv(&mut h, bytes);
-    h
-}
 
 /// The version of a policy file in force (its bytes are not kept: their
 /// hash tells a return to this version).
@@ -173,7 +157,7 @@ impl PolicyFileCache {
                 return;
             }
         };
-        let seen = hash_of(&bytes);
+        let seen = file_hash(&bytes);
         let entry = self.files.get(path);
         if entry.is_some_and(|c| c.seen == seen) {
             return;
@@ -186,7 +170,7 @@ impl PolicyFileCache {
             (c.seen, c.rejected) = (seen, None);
             return;
         }
-        let parsed = String::from_utf8(bytes.clone())
+        let parsed = String::from_utf8(bytes)
             .map_err(|e| vec![read_error(&name, &e.to_string())])
             .and_then(|text| policy_model::load::load_str(&text, &name));
         match parsed {
@@ -252,7 +236,7 @@ impl PolicyFileCache {
                     .collect(),
                 hashes: order
                     .iter()
-                    .map(|p| in_force(p).map_or_else(|| hash_of(&[]), |f| f.hash))
+                    .map(|p| in_force(p).map_or_else(|| file_hash(&[]), |f| f.hash))
                     .collect(),
                 at: order
                     .iter()
@@ -268,12 +252,7 @@ impl PolicyFileCache {
     /// content is in force): what `applied.hash` records. Made of each
     /// file's hash, kept since it was read.
     pub(super) fn content_hash(&mut self) -> u64 {
-        let mut h = FNV_START;
-        for file in &self.slots().hashes {
-            fnv(&mut h, &file.to_le_bytes());
-            fnv(&mut h, &[0xff]);
-        }
-        h
+        combine_file_hashes(self.slots().hashes.iter().copied())
     }
 
     /// The files whose newest content is not in force, with why (by path).
@@ -333,7 +312,7 @@ impl TopologyFile {
         let topology = parse_topology(path, &bytes)?;
         Ok(TopologyFile {
             path: path.to_path_buf(),
-            seen: hash_of(&bytes),
+            seen: file_hash(&bytes),
             topology,
             rejected: None,
         })
@@ -362,7 +341,7 @@ impl TopologyFile {
                 return TopologyRefresh::Rejected(e);
             }
         };
-        let seen = hash_of(&bytes);
+        let seen = file_hash(&bytes);
         if seen == self.seen {
             return TopologyRefresh::Unchanged;
         }

@@ -89,7 +89,7 @@ fn delta(old: &InputSnapshot, new: &InputSnapshot) -> Changes {
 /// Takes `engine` from `old` to `new` with the changes `changes_for`
 /// gives; checks the result equals a build from scratch (same numbers).
 fn step(engine: &mut IncrementalCluster, old: &InputSnapshot, new: &InputSnapshot) -> usize {
-    let hosts = hosts_of(&new.topology, &BTreeSet::new());
+    let hosts = hosts_of(&new.topology);
     let changes = match changes_for(engine, new, &delta(old, new), hosts) {
         EngineInput::Changes(c) => c,
         EngineInput::Rebuild => panic!("no rebuild expected"),
@@ -149,13 +149,13 @@ fn a_new_world_entry_rebuilds_and_node_addresses_are_the_nodes() {
     let s0 = snapshot(TOPOLOGY, &[A]);
     let engine = engine_of(&s0);
     let other = snapshot(&TOPOLOGY.replace("10.201.0.53", "10.201.0.54"), &[A]);
-    let hosts = hosts_of(&other.topology, &BTreeSet::new());
+    let hosts = hosts_of(&other.topology);
     assert_eq!(
         changes_for(&engine, &other, &delta(&s0, &other), hosts),
         EngineInput::Rebuild
     );
     let addrs: BTreeSet<IpAddr> = ["10.201.255.254".parse().expect("address")].into();
-    let hosts = hosts_of(&s0.topology, &addrs);
+    let hosts = with_node_addresses(hosts_of(&s0.topology), &addrs);
     assert_eq!(
         hosts.node.as_ref().map(|n| n.ips.clone()),
         Some(vec!["10.201.255.254".parse().expect("address")])
@@ -197,7 +197,7 @@ fn an_object_two_files_define_keeps_the_unchanged_files_rules() {
     delta.policies.files_changed.push("f1.yaml".into());
     delta.policies.upserted = vec![new_sets[1].clone()];
     delta.policies.updated = object_keys(&new_sets[1]);
-    let hosts = hosts_of(&new.topology, &BTreeSet::new());
+    let hosts = hosts_of(&new.topology);
     let EngineInput::Changes(changes) = changes_for(&engine, &new, &delta, hosts) else {
         panic!("no rebuild expected");
     };

@@ -137,8 +137,8 @@ fn plan_some(
         if !local.contains(&ep.full_name()) {
             continue;
         }
-        if !is_touched(ep.id) && state.policies.contains_key(&ep.id) {
-            kept.insert(ep.id, state.policies.get(&ep.id).map_or(0, Vec::len));
+        if let Some(held) = state.policies.get(&ep.id).filter(|_| !is_touched(ep.id)) {
+            kept.insert(ep.id, held.len());
             continue;
         }
         let Some(pol) = engine.endpoint_policy(ep.id) else {

@@ -75,6 +75,11 @@ fn endpoint<'a>(
         .expect("endpoint")
 }
 
+/// The plan comparing every endpoint and the whole ipcache.
+fn plan_all(state: &KernelState, cluster: &IncrementalCluster, limits: &MapLimits) -> KernelPlan {
+    plan(state, cluster, &LocalPods::all(), limits, None, None)
+}
+
 const ROOMY: MapLimits = MapLimits {
     ipcache: 1000,
     policy: 1000,
@@ -184,7 +189,7 @@ fn a_pods_address_with_another_identity_replaces_its_ipcache_entry() {
         policies: BTreeMap::new(),
         ipcache: [(net("10.200.1.10/32"), 99_999), (net("10.9.9.9/32"), 300)].into(),
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None, None);
+    let plan = plan_all(&state, &cluster, &ROOMY);
     let delete = plan
         .ops
         .iter()
@@ -226,7 +231,7 @@ fn an_endpoint_that_is_gone_has_its_entries_deleted_and_forgotten() {
         policies: [(999, vec![(key, value)])].into_iter().collect(),
         ipcache: BTreeMap::new(),
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None, None);
+    let plan = plan_all(&state, &cluster, &ROOMY);
     let gone = plan
         .endpoints
         .iter()
@@ -248,14 +253,7 @@ fn an_l7_rule_redirects_to_its_proxys_port() {
     let cluster = cluster(&[B_FROM_A_HTTP]);
     let a = endpoint(&cluster, "t1/a");
     let b = endpoint(&cluster, "t1/b");
-    let plan = plan(
-        &KernelState::default(),
-        &cluster,
-        &LocalPods::all(),
-        &ROOMY,
-        None,
-        None,
-    );
+    let plan = plan_all(&KernelState::default(), &cluster, &ROOMY);
     let redirect = plan
         .ops
         .iter()
@@ -284,14 +282,7 @@ fn an_l7_rule_redirects_to_its_proxys_port() {
 fn a_deny_is_written_first_and_the_allow_after_the_ipcache() {
     let cluster = cluster(&[A_WORLD_BUT_ONE]);
     let a = endpoint(&cluster, "t1/a");
-    let plan = plan(
-        &KernelState::default(),
-        &cluster,
-        &LocalPods::all(),
-        &ROOMY,
-        None,
-        None,
-    );
+    let plan = plan_all(&KernelState::default(), &cluster, &ROOMY);
     let position = |narrowing: bool| {
         plan.ops.iter().position(|op| {
             matches!(op, KernelOp::Policy { endpoint, narrowing: n, .. } if *endpoint == a.id && *n == narrowing)
@@ -330,7 +321,7 @@ fn an_endpoint_over_its_budget_fails_closed_before_anything_is_written() {
         policy_per_endpoint: 1,
         ..ROOMY
     };
-    let plan = plan(&state, &cluster, &LocalPods::all(), &limits, None, None);
+    let plan = plan_all(&state, &cluster, &limits);
     let reason = plan.failed.get(&a.id).expect("a fails closed");
     assert!(reason.contains("per-endpoint budget of 1"), "{reason}");
     // Its old allow goes in the first phase; nothing of it widens.
@@ -355,7 +346,7 @@ fn an_endpoint_whose_write_fails_has_every_entry_removed_and_the_others_go_on() 
     let cluster = cluster(&[A_WORLD_BUT_ONE, B_FROM_A_HTTP]);
     let (a, b) = (endpoint(&cluster, "t1/a"), endpoint(&cluster, "t1/b"));
     let mut state = KernelState::default();
-    let plan = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None, None);
+    let plan = plan_all(&state, &cluster, &ROOMY);
     assert!(plan.failed.is_empty());
     let mut maps = FakeMaps {
         fail_upserts_of: Some(a.id),
@@ -430,7 +421,7 @@ fn a_change_compares_only_what_it_touched() {
     // Everything written once.
     let mut state = KernelState::default();
     let mut maps = FakeMaps::default();
-    let all = plan(&state, &cluster, &LocalPods::all(), &ROOMY, None, None);
+    let all = plan_all(&state, &cluster, &ROOMY);
     write(&mut maps, &all, &mut state);
     // The maps change behind the planner's back for b and one prefix; a
     // plan touching a and another prefix leaves them alone.
