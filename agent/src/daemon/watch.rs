@@ -93,10 +93,14 @@ impl WatchedInputs {
 /// Whether an event kind can change a file's content or presence (not a
 /// read: the agent's own reads must not wake it).
 fn changes_content(kind: &EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode};
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,
+        // inotify's rename pair, sent after the `From` and `To` events that
+        // name the same paths: counted again it made a second batch when it
+        // came after a renamed-in file's batch had gone.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => false,
         _ => true,
     }
 }
