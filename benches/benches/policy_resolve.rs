@@ -29,17 +29,24 @@
 //! identity), and one local pod relabelled. Before criterion runs, each change case is
 //! also timed 200 times one by one and its p50 / p99 / max printed (the
 //! issue's targets are p99 figures).
+//!
+//! Reading the topology file (`topology_read_5k_pods`, the 10k cluster's
+//! 5,000 pods written one flow mapping per line as the churn bench writes
+//! them): the whole parse, a `TopologyReader`'s first read, and its read
+//! of the file with one pod relabelled (what a remote pod change costs).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
 use policy_model::incremental::{Change, IncrementalCluster, PolicyKey};
 use policy_model::rules::PolicyRule;
+use policy_model::topology::reader::TopologyReader;
 use policy_model::topology::{ContainerPort, HostSpec, NamespaceSpec, PodSpec};
 use policy_model::{Cluster, FqdnCache, Topology};
 use std::time::Instant;
@@ -105,7 +112,7 @@ fn topology(namespaces: usize) -> Topology {
             let d = p % DEPLOYMENTS_PER_NAMESPACE;
             let ns_octet = u8::try_from(ns).expect("fewer than 256 namespaces");
             let pod_octet = u8::try_from(p + 1).expect("fewer than 255 pods per namespace");
-            topo.pods.push(PodSpec {
+            topo.pods.push(Arc::new(PodSpec {
                 namespace: namespace_name(ns),
                 name: format!("{}-{p}", app(ns, d)),
                 labels: labels(&[
@@ -127,7 +134,7 @@ fn topology(namespaces: usize) -> Topology {
                     },
                 ],
                 ..PodSpec::default()
-            });
+            }));
         }
     }
     topo
@@ -316,7 +323,7 @@ fn generate_placed(
 ) -> (Topology, Vec<(PolicyKey, Vec<PolicyRule>)>) {
     let (mut topo, objects) = generate_objects(namespaces, policies);
     for (i, p) in topo.pods.iter_mut().enumerate() {
-        p.node = Some(if i % PODS_PER_NAMESPACE == 0 {
+        Arc::make_mut(p).node = Some(if i % PODS_PER_NAMESPACE == 0 {
             NODE.to_string()
         } else {
             "other-node".to_string()
@@ -495,12 +502,12 @@ fn bench_incremental(c: &mut Criterion, group: &str, namespaces: usize, policies
     let no_undo = |_: usize| None;
     let remote_ns = namespace_name(namespaces / 2);
     let remote_pod = |i: usize| {
-        let mut p = topo.pods[PODS_PER_NAMESPACE * (namespaces / 2) + 1].clone();
+        let mut p = PodSpec::clone(&topo.pods[PODS_PER_NAMESPACE * (namespaces / 2) + 1]);
         p.name = format!("bench-{i}");
         p.labels.insert("bench".into(), format!("b{i}"));
         let n = u32::try_from(i).expect("few iterations");
         p.ip = Some(IpAddr::V4(Ipv4Addr::new(10, 250, (n >> 8) as u8, n as u8)));
-        p
+        Arc::new(p)
     };
     let add_remote = |i: usize| Change::PodUpsert(remote_pod(i));
     let remove_remote = |i: usize| {
@@ -511,11 +518,11 @@ fn bench_incremental(c: &mut Criterion, group: &str, namespaces: usize, policies
     };
     let local = topo.pods[0].clone();
     let relabel = |i: usize| {
-        let mut p = local.clone();
+        let mut p = PodSpec::clone(&local);
         if i.is_multiple_of(2) {
             p.labels.insert("canary".into(), "yes".into());
         }
-        Change::PodUpsert(p)
+        Change::PodUpsert(Arc::new(p))
     };
     // A DNS answer learned (the daemon hands the whole store over): the
     // CIDR and FQDN identities are recomputed.
@@ -615,6 +622,72 @@ fn incremental_large(c: &mut Criterion) {
     bench_incremental(c, "incremental_10k_rules_5k_pods", 100, 10_000);
 }
 
+/// `topo` as YAML, one flow mapping per namespace and per pod.
+fn topology_yaml(topo: &Topology, relabel: Option<usize>) -> String {
+    let map = |m: &BTreeMap<String, String>| {
+        let v: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        format!("{{{}}}", v.join(", "))
+    };
+    let mut s = String::from("namespaces:\n");
+    for ns in &topo.namespaces {
+        let _ = writeln!(s, "  - {{name: {}, labels: {}}}", ns.name, map(&ns.labels));
+    }
+    s.push_str("pods:\n");
+    for (i, p) in topo.pods.iter().enumerate() {
+        let mut labels = p.labels.clone();
+        if relabel == Some(i) {
+            labels.insert("app".into(), "relabelled".into());
+        }
+        let ip = p.ip.expect("generated pods have an address");
+        let _ = writeln!(
+            s,
+            "  - {{namespace: {}, name: {}, ip: {ip}, labels: {}, ports: [{{name: http, containerPort: 8080}}, {{name: metrics, containerPort: 9090}}]}}",
+            p.namespace,
+            p.name,
+            map(&labels)
+        );
+    }
+    s.push_str("node: {ips: [192.168.255.1]}\n");
+    s
+}
+
+fn topology_read(c: &mut Criterion) {
+    let group = "topology_read_5k_pods";
+    if !wanted(group) {
+        return;
+    }
+    let topo = topology(100);
+    let text = topology_yaml(&topo, None);
+    let edited = topology_yaml(&topo, Some(2_500));
+    println!("{group}: {} pods, {} bytes", topo.pods.len(), text.len());
+    let mut g = c.benchmark_group(group);
+    g.sample_size(20);
+    g.bench_function("whole_parse", |b| {
+        b.iter(|| black_box(Topology::from_yaml(&text, "t.yaml").expect("valid")))
+    });
+    g.bench_function("reader_first_read", |b| {
+        b.iter(|| {
+            let mut reader = TopologyReader::default();
+            black_box(reader.parse(&text, "t.yaml").expect("valid"))
+        })
+    });
+    // Alternating the two texts: every read finds one entry it has not
+    // seen (the relabelled pod, or its old version back).
+    let mut reader = TopologyReader::default();
+    reader.parse(&text, "t.yaml").expect("valid");
+    let mut flip = false;
+    g.bench_function("reader_one_pod_relabelled", |b| {
+        b.iter(|| {
+            flip = !flip;
+            let t = if flip { &edited } else { &text };
+            let read = reader.parse(t, "t.yaml").expect("valid");
+            assert_eq!(reader.entries_parsed(), Some(1));
+            black_box(read)
+        })
+    });
+    g.finish();
+}
+
 fn resolve_small(c: &mut Criterion) {
     bench_scale(c, "resolve_1k_rules_500_pods", 10, 1_000);
 }
@@ -628,6 +701,7 @@ criterion_group!(
     resolve_small,
     resolve_large,
     incremental_small,
-    incremental_large
+    incremental_large,
+    topology_read
 );
 criterion_main!(benches);

@@ -91,7 +91,8 @@ pub fn namespace_spec(ns: &Namespace) -> NamespaceSpec {
 /// A pod that is an endpoint: what the topology needs and the node it runs on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodEndpoint {
-    pub spec: PodSpec,
+    /// Shared with every snapshot that holds the pod.
+    pub spec: std::sync::Arc<PodSpec>,
     pub node_name: Option<String>,
 }
 
@@ -164,7 +165,7 @@ pub fn pod_endpoint(pod: &Pod) -> Result<PodEndpoint, PodSkip> {
         }
     }
     Ok(PodEndpoint {
-        spec: PodSpec {
+        spec: std::sync::Arc::new(PodSpec {
             namespace: pod
                 .metadata
                 .namespace
@@ -177,7 +178,7 @@ pub fn pod_endpoint(pod: &Pod) -> Result<PodEndpoint, PodSkip> {
             ports,
             service_account: spec.and_then(|s| s.service_account_name.clone()),
             node: spec.and_then(|s| s.node_name.clone()),
-        },
+        }),
         node_name: spec.and_then(|s| s.node_name.clone()),
     })
 }

@@ -6,9 +6,10 @@ use crate::labels::{
     SERVICE_ACCOUNT_LABEL, SOURCE_K8S,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The name of the (single) cluster.
 pub const CLUSTER_NAME: &str = "default";
@@ -19,8 +20,10 @@ pub const CLUSTER_NAME: &str = "default";
 pub struct Topology {
     #[serde(default)]
     pub namespaces: Vec<NamespaceSpec>,
+    /// Shared: a topology read again after an edit, and each node's view
+    /// of it, hold the pods that did not change without copying them.
     #[serde(default)]
-    pub pods: Vec<PodSpec>,
+    pub pods: Vec<Arc<PodSpec>>,
     /// The local node: the `host` entity.
     #[serde(default)]
     pub node: Option<HostSpec>,
@@ -175,7 +178,7 @@ impl Topology {
             path,
             reason,
         };
-        let mut ns_names = BTreeSet::new();
+        let mut ns_names = HashSet::with_capacity(self.namespaces.len());
         for (i, ns) in self.namespaces.iter().enumerate() {
             if ns.name.is_empty() || ns.name.contains('/') {
                 return Err(err(
@@ -190,7 +193,7 @@ impl Topology {
                 ));
             }
         }
-        let mut node_names = BTreeSet::new();
+        let mut node_names = HashSet::with_capacity(self.nodes.len());
         for (i, n) in self.nodes.iter().enumerate() {
             if n.name.is_empty() || n.name.contains('/') {
                 return Err(err(
@@ -205,8 +208,8 @@ impl Topology {
                 ));
             }
         }
-        let mut pods = BTreeSet::new();
-        let mut ips: BTreeMap<IpAddr, String> = BTreeMap::new();
+        let mut pods = HashSet::with_capacity(self.pods.len());
+        let mut ips: HashMap<IpAddr, usize> = HashMap::with_capacity(self.pods.len());
         for (i, p) in self.pods.iter().enumerate() {
             if !ns_names.contains(p.namespace.as_str()) {
                 return Err(err(
@@ -232,24 +235,30 @@ impl Topology {
                     format!("node {node:?} is not listed under `nodes`"),
                 ));
             }
-            if !pods.insert(p.full_name()) {
+            if !pods.insert((p.namespace.as_str(), p.name.as_str())) {
                 return Err(err(
                     format!("pods[{i}].name"),
                     format!("pod {} listed twice", p.full_name()),
                 ));
             }
-            for ip in p.addresses() {
-                if let Some(other) = ips.insert(ip, p.full_name()) {
-                    return Err(err(
-                        format!("pods[{i}].ips"),
-                        format!("address {ip} is already used by {other}"),
-                    ));
+            for ip in p.ip.iter().chain(&p.ips) {
+                match ips.insert(*ip, i) {
+                    Some(other) if other != i => {
+                        return Err(err(
+                            format!("pods[{i}].ips"),
+                            format!(
+                                "address {ip} is already used by {}",
+                                self.pods[other].full_name()
+                            ),
+                        ));
+                    }
+                    _ => {}
                 }
             }
             let mut names = BTreeSet::new();
             for (j, port) in p.ports.iter().enumerate() {
                 if let Some(n) = &port.name
-                    && !names.insert(n.clone())
+                    && !names.insert(n.as_str())
                 {
                     return Err(err(
                         format!("pods[{i}].ports[{j}].name"),
@@ -302,7 +311,10 @@ impl Topology {
 
     /// The pods that are local endpoints of the agent on `node`.
     pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodSpec> + 'a {
-        self.pods.iter().filter(move |p| p.is_on(node))
+        self.pods
+            .iter()
+            .map(|p| &**p)
+            .filter(move |p| p.is_on(node))
     }
 
     /// The namespace object named `name`.
@@ -312,7 +324,10 @@ impl Topology {
 
     /// The pod `ns/name`.
     pub fn pod(&self, full_name: &str) -> Option<&PodSpec> {
-        self.pods.iter().find(|p| p.full_name() == full_name)
+        self.pods
+            .iter()
+            .map(|p| &**p)
+            .find(|p| p.full_name() == full_name)
     }
 
     /// The security labels Cilium derives for a pod: its own labels, its
@@ -344,6 +359,8 @@ pub fn namespace_labels(ns: &NamespaceSpec) -> BTreeMap<String, String> {
     l.insert(NAMESPACE_NAME_LABEL.to_string(), ns.name.clone());
     l
 }
+
+pub mod reader;
 
 #[cfg(test)]
 mod tests;

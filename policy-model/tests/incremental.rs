@@ -163,7 +163,7 @@ fn initial(d: &mut Dice) -> Topology {
         t.namespaces.push(namespace(ns, d));
         for i in 0..PODS_PER_NAMESPACE {
             if d.chance(60) {
-                t.pods.push(pod(ns, i, d));
+                t.pods.push(pod(ns, i, d).into());
             }
         }
     }
@@ -405,7 +405,7 @@ fn change(engine: &IncrementalCluster, d: &mut Dice) -> Change {
                     name: p.name,
                 }
             } else {
-                Change::PodUpsert(p)
+                Change::PodUpsert(p.into())
             }
         }
         60..=67 => Change::PodDelete {

@@ -5,8 +5,9 @@
 //! incremental engine's changes.
 
 use policy_model::load::LoadedPolicy;
+use policy_model::topology::PodSpec;
 use policy_model::{PolicySet, Topology};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -93,18 +94,36 @@ pub(super) struct TopologyDelta {
 impl TopologyDelta {
     /// What differs from `old` to `new`.
     pub(super) fn between(old: &Topology, new: &Topology) -> Self {
-        fn pods(t: &Topology) -> BTreeMap<String, &policy_model::topology::PodSpec> {
-            t.pods.iter().map(|p| (p.full_name(), p)).collect()
+        let mut d = TopologyDelta::default();
+        // Pods: a pod shared by both versions (the topology reader keeps
+        // unchanged entries) is unchanged without comparing it.
+        let held: HashMap<(&str, &str), &Arc<PodSpec>> = old
+            .pods
+            .iter()
+            .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
+            .collect();
+        let mut seen = HashSet::with_capacity(new.pods.len());
+        for p in &new.pods {
+            let key = (p.namespace.as_str(), p.name.as_str());
+            seen.insert(key);
+            match held.get(&key) {
+                None => {
+                    d.pods_added.insert(p.full_name());
+                }
+                Some(o) if !Arc::ptr_eq(o, p) && ***o != **p => {
+                    d.pods_changed.insert(p.full_name());
+                }
+                Some(_) => {}
+            }
+        }
+        for (key, p) in &held {
+            if !seen.contains(key) {
+                d.pods_removed.insert(p.full_name());
+            }
         }
         fn namespaces(t: &Topology) -> BTreeMap<String, &policy_model::topology::NamespaceSpec> {
             t.namespaces.iter().map(|n| (n.name.clone(), n)).collect()
         }
-        let mut d = TopologyDelta::default();
-        diff(
-            &pods(old),
-            &pods(new),
-            (&mut d.pods_added, &mut d.pods_changed, &mut d.pods_removed),
-        );
         diff(
             &namespaces(old),
             &namespaces(new),

@@ -11,6 +11,7 @@ use policy_model::rules::{PolicyKind, PolicyRule};
 use policy_model::topology::PodSpec;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// What the engine is to do with a reading.
 #[derive(Debug, PartialEq)]
@@ -121,9 +122,9 @@ fn topology_changes(
     }
     let named = names(&delta.pods_added, &delta.pods_changed, &delta.pods_removed);
     // Looked up by name when many changed, else found by a pass each.
-    let by_name: Option<HashMap<String, &PodSpec>> =
+    let by_name: Option<HashMap<String, &Arc<PodSpec>>> =
         (named.len() > 8).then(|| topology.pods.iter().map(|p| (p.full_name(), p)).collect());
-    let find = |full: &str| -> Option<&PodSpec> {
+    let find = |full: &str| -> Option<&Arc<PodSpec>> {
         match &by_name {
             Some(m) => m.get(full).copied(),
             None => {
@@ -142,7 +143,9 @@ fn topology_changes(
                 namespace: old.namespace.clone(),
                 name: old.name.clone(),
             }),
-            (Some(new), held) if held != Some(new) => upserts.push(Change::PodUpsert(new.clone())),
+            (Some(new), held) if held != Some(&**new) => {
+                upserts.push(Change::PodUpsert(new.clone()))
+            }
             _ => {}
         }
     }

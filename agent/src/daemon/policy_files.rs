@@ -6,6 +6,7 @@
 
 use super::changes::{ObjectKey, Policies, PolicyDelta, TopologyDelta, object_keys};
 use policy_model::load::{combine_file_hashes, file_hash};
+use policy_model::topology::reader::TopologyReader;
 use policy_model::{PolicySet, Topology};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -291,6 +292,8 @@ pub(super) struct TopologyFile {
     path: PathBuf,
     seen: u64,
     topology: Topology,
+    /// Keeps the pods parsed by entry: an edit parses only what changed.
+    reader: TopologyReader,
     /// Why the content last read is not in force.
     rejected: Option<String>,
 }
@@ -309,11 +312,13 @@ impl TopologyFile {
     pub(super) fn open(path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path)
             .map_err(|e| read_error(&path.display().to_string(), &e.to_string()).to_string())?;
-        let topology = parse_topology(path, &bytes)?;
+        let mut reader = TopologyReader::default();
+        let topology = parse_topology(&mut reader, path, &bytes)?;
         Ok(TopologyFile {
             path: path.to_path_buf(),
             seen: file_hash(&bytes),
             topology,
+            reader,
             rejected: None,
         })
     }
@@ -346,7 +351,7 @@ impl TopologyFile {
             return TopologyRefresh::Unchanged;
         }
         self.seen = seen;
-        match parse_topology(&self.path, &bytes) {
+        match parse_topology(&mut self.reader, &self.path, &bytes) {
             Ok(new) => {
                 let delta = TopologyDelta::between(&self.topology, &new);
                 self.topology = new;
@@ -361,11 +366,15 @@ impl TopologyFile {
     }
 }
 
-fn parse_topology(path: &Path, bytes: &[u8]) -> Result<Topology, String> {
+fn parse_topology(
+    reader: &mut TopologyReader,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Topology, String> {
     let name = path.display().to_string();
     let text =
         std::str::from_utf8(bytes).map_err(|e| read_error(&name, &e.to_string()).to_string())?;
-    Topology::from_yaml(text, &name).map_err(|e| e.to_string())
+    reader.parse(text, &name).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

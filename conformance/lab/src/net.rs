@@ -238,7 +238,7 @@ pub fn local_pods(topo: &Topology) -> Result<Vec<(u16, &PodSpec)>> {
         .filter(|(_, p)| p.is_on(LAB_NODE))
         .map(|(i, p)| {
             let id = u16::try_from(i + 1).map_err(|_| anyhow::anyhow!("too many pods"))?;
-            Ok((id, p))
+            Ok((id, &**p))
         })
         .collect()
 }

@@ -19,12 +19,12 @@ fn ns(name: &str) -> Update {
 
 fn pod_value(ns: &str, name: &str, ip: &str, node: &str) -> Value {
     Value::Pod(Some(PodEndpoint {
-        spec: PodSpec {
+        spec: std::sync::Arc::new(PodSpec {
             namespace: ns.into(),
             name: name.into(),
             ips: vec![ip.parse().expect("ip")],
             ..PodSpec::default()
-        },
+        }),
         node_name: Some(node.into()),
     }))
 }

@@ -5,6 +5,7 @@ use crate::origin::{PolicyKind, PolicyRef};
 use crate::rules::PolicyRule;
 use crate::topology::{HostSpec, NamespaceSpec, PodSpec};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Which policy object rules came from: kind, namespace and name (the file
 /// it was read from is not part of it, so a policy moved between files is
@@ -52,7 +53,7 @@ pub enum Change {
     /// A policy object deleted.
     PolicyDelete(PolicyKey),
     /// A pod added or replaced (labels, addresses, ports, node).
-    PodUpsert(PodSpec),
+    PodUpsert(Arc<PodSpec>),
     /// A pod deleted.
     PodDelete { namespace: String, name: String },
     /// A namespace added or relabelled: every pod in it may change

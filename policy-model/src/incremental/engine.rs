@@ -110,7 +110,7 @@ pub struct IncrementalCluster {
     node: String,
     namespaces: BTreeMap<String, NamespaceSpec>,
     /// Pods by `namespace/name`.
-    pods: BTreeMap<String, PodSpec>,
+    pods: BTreeMap<String, Arc<PodSpec>>,
     hosts: Hosts,
     world: Option<HostSpec>,
     policies: BTreeMap<PolicyKey, Arc<Vec<PolicyRule>>>,
@@ -448,11 +448,11 @@ impl IncrementalCluster {
         }
     }
 
-    fn set_pod(&mut self, name: String, new: Option<PodSpec>, w: &mut Work) {
+    fn set_pod(&mut self, name: String, new: Option<Arc<PodSpec>>, w: &mut Work) {
         let old = self.pods.remove(&name);
         // Named ports of every pod (egress named ports resolve over them).
         for (pod, add) in [(&new, true), (&old, false)] {
-            for (n, proto, port) in pod.iter().flat_map(named_ports_of) {
+            for (n, proto, port) in pod.iter().flat_map(|p| named_ports_of(p)) {
                 let ports = self.named_ports.entry(n.clone()).or_default();
                 w.named_ports_changed |= count(ports, (proto, port), add);
                 if ports.is_empty() {
@@ -1105,12 +1105,12 @@ impl IncrementalCluster {
 
     /// Every pod (local and remote), by `namespace/name`.
     pub fn pods(&self) -> impl Iterator<Item = &PodSpec> {
-        self.pods.values()
+        self.pods.values().map(|p| &**p)
     }
 
     /// One pod, by `namespace/name`.
     pub fn pod(&self, full_name: &str) -> Option<&PodSpec> {
-        self.pods.get(full_name)
+        self.pods.get(full_name).map(|p| &**p)
     }
 
     /// Every namespace, by name.

@@ -6,6 +6,7 @@ use crate::resolve::{Cluster, FqdnCache, Numbering};
 use crate::rules::Direction;
 use crate::topology::{NamespaceSpec, PodSpec, Topology};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const TOPO: &str = "
 namespaces:
@@ -36,15 +37,15 @@ spec:
   ingress: [{fromEndpoints: [{matchLabels: {app: b}}]}]
 ";
 
-fn pod(ns: &str, name: &str, app: &str, ip: &str, node: &str) -> PodSpec {
-    PodSpec {
+fn pod(ns: &str, name: &str, app: &str, ip: &str, node: &str) -> Arc<PodSpec> {
+    Arc::new(PodSpec {
         namespace: ns.into(),
         name: name.into(),
         labels: BTreeMap::from([("app".to_string(), app.to_string())]),
         ip: Some(ip.parse().expect("literal address")),
         node: Some(node.into()),
         ..PodSpec::default()
-    }
+    })
 }
 
 fn engine(policies: &[&str]) -> IncrementalCluster {
@@ -166,7 +167,9 @@ fn a_new_remote_identity_adds_only_its_entries() {
     let a = id_of(&e, "ns1/a");
     let d = e.apply(Change::PodUpsert({
         let mut p = pod("ns1", "d", "b", "10.0.1.7", "n2");
-        p.labels.insert("extra".into(), "1".into());
+        Arc::make_mut(&mut p)
+            .labels
+            .insert("extra".into(), "1".into());
         p
     }));
     let [added] = &d.identities_added[..] else {

@@ -1,0 +1,191 @@
+//! Reading a topology file again after an edit without parsing it all
+//! again: each entry of the `pods:` list is kept parsed by its text, so an
+//! edit that adds, removes or changes a few pods parses only those.
+//!
+//! The file is cut along YAML's block structure, which makes an entry of a
+//! block sequence self-contained: a line at column 0 starts a top-level
+//! key; under `pods:`, a line at the first entry's indentation starting
+//! with `- ` starts the next entry. Whatever this cut cannot read with
+//! certainty (documents markers, directives, flow style at the top,
+//! anchors used across entries, a `pods:` written inline or twice, any
+//! entry that does not parse on its own) is parsed whole by
+//! [`Topology::from_yaml`], so errors read exactly as they always did.
+
+use super::{PodSpec, Topology, TopologyError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Parses topology texts, remembering the last text's pods by entry.
+#[derive(Debug, Default)]
+pub struct TopologyReader {
+    /// Each `pods:` entry of the last text read (its exact lines) and the
+    /// pod it parsed to.
+    entries: HashMap<String, Arc<PodSpec>>,
+    /// Entries parsed by the last [`TopologyReader::parse`] (not found in
+    /// the previous text), or `None` if the text was parsed whole.
+    last_parsed: Option<usize>,
+}
+
+impl TopologyReader {
+    /// Parses and validates `text` (named `file` in errors); the result is
+    /// the same as [`Topology::from_yaml`]'s.
+    pub fn parse(&mut self, text: &str, file: &str) -> Result<Topology, TopologyError> {
+        match self.by_entry(text) {
+            Some(topology) => {
+                topology.validate(file)?;
+                Ok(topology)
+            }
+            None => {
+                self.entries.clear();
+                self.last_parsed = None;
+                Topology::from_yaml(text, file)
+            }
+        }
+    }
+
+    /// How many `pods:` entries the last parse had to parse (the others
+    /// were known from the text before); `None` when it parsed the whole
+    /// text at once.
+    pub fn entries_parsed(&self) -> Option<usize> {
+        self.last_parsed
+    }
+
+    /// The topology read entry by entry, or `None` where the cut is not
+    /// certain (the caller then parses the whole text).
+    fn by_entry(&mut self, text: &str) -> Option<Topology> {
+        let layout = Layout::of(text)?;
+        let mut topology: Topology = if layout.rest.trim().is_empty() {
+            Topology::default()
+        } else {
+            serde_yaml_ng::from_str(&layout.rest).ok()?
+        };
+        let mut previous = std::mem::take(&mut self.entries);
+        let mut kept = HashMap::with_capacity(layout.pods.len());
+        let mut parsed = 0;
+        let mut pods = Vec::with_capacity(layout.pods.len());
+        for entry in &layout.pods {
+            let pod = match previous
+                .remove(*entry)
+                .or_else(|| kept.get(*entry).cloned())
+            {
+                Some(pod) => pod,
+                None => {
+                    parsed += 1;
+                    let mut one: Vec<PodSpec> = serde_yaml_ng::from_str(entry).ok()?;
+                    if one.len() != 1 {
+                        return None;
+                    }
+                    Arc::new(one.pop()?)
+                }
+            };
+            kept.insert((*entry).to_string(), pod.clone());
+            pods.push(pod);
+        }
+        topology.pods = pods;
+        self.entries = kept;
+        self.last_parsed = Some(parsed);
+        Some(topology)
+    }
+}
+
+/// A topology text cut in two: the `pods:` entries (each its exact lines)
+/// and everything else.
+struct Layout<'a> {
+    pods: Vec<&'a str>,
+    rest: String,
+}
+
+impl<'a> Layout<'a> {
+    fn of(text: &'a str) -> Option<Layout<'a>> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut rest = String::new();
+        let mut pods = Vec::new();
+        let mut seen_pods = false;
+        let mut in_pods = false;
+        // The indentation of the entries under `pods:` and where the
+        // current entry starts (a byte offset into `text`).
+        let mut indent: Option<usize> = None;
+        let mut entry_start: Option<usize> = None;
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            let start = offset;
+            offset += line.len();
+            let content = line.trim_end_matches(['\n', '\r']);
+            let trimmed = content.trim_start_matches(' ');
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                // Blank and comment lines belong to what surrounds them.
+                if !in_pods {
+                    rest.push_str(line);
+                }
+                continue;
+            }
+            let spaces = content.len() - trimmed.len();
+            if spaces == 0 {
+                // A top-level key: `name:` alone or `name: value`.
+                let key = top_level_key(content)?;
+                if let Some(s) = entry_start.take() {
+                    pods.push(&text[s..start]);
+                }
+                in_pods = false;
+                if key == "pods" {
+                    let value = content["pods:".len()..].trim();
+                    if seen_pods || !(value.is_empty() || value.starts_with('#')) {
+                        return None;
+                    }
+                    seen_pods = true;
+                    in_pods = true;
+                } else {
+                    rest.push_str(line);
+                }
+                continue;
+            }
+            if !in_pods {
+                rest.push_str(line);
+                continue;
+            }
+            if trimmed.starts_with('\t') {
+                return None;
+            }
+            let starts_entry = trimmed == "-" || trimmed.starts_with("- ");
+            match indent {
+                None if starts_entry => indent = Some(spaces),
+                None => return None,
+                Some(i) if spaces < i => return None,
+                Some(_) => {}
+            }
+            if starts_entry
+                && Some(spaces) == indent
+                && let Some(s) = entry_start.replace(start)
+            {
+                pods.push(&text[s..start]);
+            }
+        }
+        if let Some(s) = entry_start {
+            pods.push(&text[s..]);
+        }
+        // `pods:` with nothing under it is null, which the whole parse
+        // reports (or accepts) as it always did.
+        if seen_pods && pods.is_empty() {
+            return None;
+        }
+        Some(Layout { pods, rest })
+    }
+}
+
+/// The key a top-level line starts, if it is a plain `key:` the topology
+/// may hold; `None` for anything else (document markers, directives, flow
+/// or quoted keys, anchors, sequences at the top).
+fn top_level_key(line: &str) -> Option<&str> {
+    let colon = line.find(':')?;
+    let key = &line[..colon];
+    let after = &line[colon + 1..];
+    let plain = !key.is_empty()
+        && key.starts_with(|c: char| c.is_ascii_alphabetic())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    (plain && (after.is_empty() || after.starts_with([' ', '\t']))).then_some(key)
+}
+
+#[cfg(test)]
+mod tests;
