@@ -326,7 +326,12 @@ impl MainLoop {
             }
         }
         self.metrics.endpoints.set(enforcer.attached.len() as i64);
-        let policies = self.inputs.policy_states(&enforcer.set);
+        // Per-policy states change with the policy files or with a
+        // rejection (file mode); the API's statuses with any snapshot.
+        let states_stale = !changes.policies.is_empty()
+            || self.status.last_error() != standing.as_deref()
+            || self.inputs.mode() == "kubernetes";
+        let policies = states_stale.then(|| self.inputs.policy_states(&enforcer.set));
         self.status
             .record_applied(policies, &enforcer.status_view(), standing);
     }

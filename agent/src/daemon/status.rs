@@ -133,9 +133,13 @@ impl StatusFile {
 
     /// New inputs were applied; `last_error`: the rejections still
     /// standing (their objects' previous versions are in force).
+    ///
+    /// `policies`: the per-policy states, `None` when they are as last
+    /// recorded (building them for 10,000 objects on every pod change
+    /// costs more than the change).
     pub(super) fn record_applied(
         &mut self,
-        policies: Vec<PolicyState>,
+        policies: Option<Vec<PolicyState>>,
         view: &StatusView<'_>,
         last_error: Option<String>,
     ) {
@@ -143,7 +147,9 @@ impl StatusFile {
         st.updated = crate::time::now().to_string();
         st.endpoints = view.endpoints;
         st.learned_addresses = view.learned_addresses;
-        st.policies = policies;
+        if let Some(policies) = policies {
+            st.policies = policies;
+        }
         st.last_error = last_error;
         st.inputs_unreadable = None;
         st.set_apply_state(view);
@@ -161,6 +167,11 @@ impl StatusFile {
 
     /// The rejections standing now (`None`: none): the objects they name
     /// keep their previous version in force. Written when it changed.
+    /// The rejections standing as last recorded.
+    pub(super) fn last_error(&self) -> Option<&str> {
+        self.status.last_error.as_deref()
+    }
+
     pub(super) fn set_last_error(&mut self, error: Option<String>) {
         if self.status.last_error == error {
             return;
