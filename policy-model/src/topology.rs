@@ -272,7 +272,9 @@ impl Topology {
                     ));
                 }
                 if let Some(proto) = &port.protocol
-                    && !["TCP", "UDP", "SCTP"].contains(&proto.to_ascii_uppercase().as_str())
+                    && !["TCP", "UDP", "SCTP"]
+                        .iter()
+                        .any(|p| p.eq_ignore_ascii_case(proto))
                 {
                     return Err(err(
                         format!("pods[{i}].ports[{j}].protocol"),

@@ -13,14 +13,44 @@
 
 use super::{PodSpec, Topology, TopologyError};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+
+/// Entries by their text. The text is hashed a word at a time (the
+/// multiply-rotate of rustc's FxHash): every read hashes the whole file, and
+/// the file is the operator's own, not input a pod controls.
+type Entries = HashMap<String, Arc<PodSpec>, BuildHasherDefault<EntryHasher>>;
+
+#[derive(Default)]
+struct EntryHasher(u64);
+
+impl Hasher for EntryHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h = self.0;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = (h.rotate_left(26) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            h = (h.rotate_left(26) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+}
 
 /// Parses topology texts, remembering the last text's pods by entry.
 #[derive(Debug, Default)]
 pub struct TopologyReader {
     /// Each `pods:` entry of the last text read (its exact lines) and the
     /// pod it parsed to.
-    entries: HashMap<String, Arc<PodSpec>>,
+    entries: Entries,
     /// Entries parsed by the last [`TopologyReader::parse`] (not found in
     /// the previous text), or `None` if the text was parsed whole.
     last_parsed: Option<usize>,
@@ -60,25 +90,29 @@ impl TopologyReader {
             serde_yaml_ng::from_str(&layout.rest).ok()?
         };
         let mut previous = std::mem::take(&mut self.entries);
-        let mut kept = HashMap::with_capacity(layout.pods.len());
+        let mut kept = Entries::with_capacity_and_hasher(layout.pods.len(), Default::default());
         let mut parsed = 0;
         let mut pods = Vec::with_capacity(layout.pods.len());
         for entry in &layout.pods {
-            let pod = match previous
-                .remove(*entry)
-                .or_else(|| kept.get(*entry).cloned())
-            {
-                Some(pod) => pod,
+            // The previous text's entry moves over, its key's text too.
+            if let Some((text, pod)) = previous.remove_entry(*entry) {
+                pods.push(pod.clone());
+                kept.insert(text, pod);
+                continue;
+            }
+            let pod = match kept.get(*entry) {
+                Some(pod) => pod.clone(),
                 None => {
                     parsed += 1;
                     let mut one: Vec<PodSpec> = serde_yaml_ng::from_str(entry).ok()?;
                     if one.len() != 1 {
                         return None;
                     }
-                    Arc::new(one.pop()?)
+                    let pod = Arc::new(one.pop()?);
+                    kept.insert((*entry).to_string(), pod.clone());
+                    pod
                 }
             };
-            kept.insert((*entry).to_string(), pod.clone());
             pods.push(pod);
         }
         topology.pods = pods;
