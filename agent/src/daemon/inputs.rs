@@ -253,6 +253,7 @@ impl FileInputs {
         let mut update = InputUpdate::default();
         let topology_named = paths.is_none_or(|p| p.contains(&self.topology_path));
         let policies_named = paths.is_none_or(|p| p.iter().any(|p| *p != self.topology_path));
+        let topology_started = std::time::Instant::now();
         if let Some(topo) = self.topology.as_mut().filter(|_| topology_named) {
             match topo.refresh() {
                 TopologyRefresh::Unchanged => {}
@@ -264,6 +265,7 @@ impl FileInputs {
                 TopologyRefresh::Unreadable(e) => update.unreadable.push(e),
             }
         }
+        let topology_us = topology_started.elapsed().as_micros() as u64;
         let started = std::time::Instant::now();
         if policies_named {
             let read = self.cache.refresh(&self.policies, paths);
@@ -281,6 +283,7 @@ impl FileInputs {
             update.snapshot = Some(self.snapshot());
         }
         tracing::debug!(
+            topology_us,
             refresh_us = refreshed.as_micros() as u64,
             rejections_us = (standing - refreshed).as_micros() as u64,
             snapshot_us = (started.elapsed() - standing).as_micros() as u64,

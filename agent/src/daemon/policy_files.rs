@@ -351,9 +351,17 @@ impl TopologyFile {
             return TopologyRefresh::Unchanged;
         }
         self.seen = seen;
+        let started = std::time::Instant::now();
         match parse_topology(&mut self.reader, &self.path, &bytes) {
             Ok(new) => {
+                let parsed = started.elapsed();
                 let delta = TopologyDelta::between(&self.topology, &new);
+                tracing::debug!(
+                    parse_us = parsed.as_micros() as u64,
+                    entries_parsed = ?self.reader.entries_parsed(),
+                    delta_us = (started.elapsed() - parsed).as_micros() as u64,
+                    "topology read"
+                );
                 self.topology = new;
                 self.rejected = None;
                 TopologyRefresh::Changed(delta)
