@@ -1010,15 +1010,17 @@ impl IncrementalCluster {
             pol.endpoint_id = id;
             (ep.clone(), pol)
         });
-        let old = match &new {
-            Some(n) => self.state.endpoints.insert(id, n.clone()),
+        // The new record goes into the state as it is (no second copy);
+        // the delta is read from it there.
+        let old = match new {
+            Some(n) => self.state.endpoints.insert(id, n),
             None => self.state.endpoints.remove(&id),
         };
-        match (old, new) {
+        match (old, self.state.endpoints.get(&id)) {
             (Some((ep, _)), None) => delta.endpoints.push(EndpointChange::Removed(ep)),
             (old, Some((ep, pol))) => {
-                if old.as_ref().map(|(e, _)| e) != Some(&ep) {
-                    delta.endpoints.push(EndpointChange::Upsert(ep));
+                if old.as_ref().map(|(e, _)| e) != Some(ep) {
+                    delta.endpoints.push(EndpointChange::Upsert(ep.clone()));
                 }
                 let empty = crate::mapstate::MapState::default();
                 let changes = old.as_ref().map_or(&empty, |(_, p)| &p.map).diff(&pol.map);
@@ -1026,7 +1028,7 @@ impl IncrementalCluster {
                     delta.policy.insert(id, changes);
                 }
                 if old.as_ref().is_none_or(|(_, p)| p.l7 != pol.l7) {
-                    delta.l7.insert(id, pol.l7);
+                    delta.l7.insert(id, pol.l7.clone());
                 }
             }
             (None, None) => {}
