@@ -6,6 +6,7 @@
 
 use policy_model::load::LoadedPolicy;
 use policy_model::topology::PodSpec;
+use policy_model::topology::reader::PodChanges;
 use policy_model::{PolicySet, Topology};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -95,6 +96,45 @@ impl TopologyDelta {
     /// What differs from `old` to `new`.
     pub(super) fn between(old: &Topology, new: &Topology) -> Self {
         let mut d = TopologyDelta::default();
+        d.pods_between(old, new);
+        d.others_between(old, new);
+        d
+    }
+
+    /// What differs from `old` to `new` when the topology reader knows
+    /// which pods it changed: only those pods are compared.
+    pub(super) fn from_pod_changes(old: &Topology, new: &Topology, pods: &PodChanges) -> Self {
+        let mut d = TopologyDelta::default();
+        let gone: HashMap<(&str, &str), &Arc<PodSpec>> = pods
+            .gone
+            .iter()
+            .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
+            .collect();
+        let mut fresh = HashSet::with_capacity(pods.fresh.len());
+        for p in &pods.fresh {
+            let key = (p.namespace.as_str(), p.name.as_str());
+            fresh.insert(key);
+            match gone.get(&key) {
+                None => {
+                    d.pods_added.insert(p.full_name());
+                }
+                Some(o) if ***o != **p => {
+                    d.pods_changed.insert(p.full_name());
+                }
+                Some(_) => {}
+            }
+        }
+        for (key, p) in &gone {
+            if !fresh.contains(key) {
+                d.pods_removed.insert(p.full_name());
+            }
+        }
+        d.others_between(old, new);
+        d
+    }
+
+    fn pods_between(&mut self, old: &Topology, new: &Topology) {
+        let d = self;
         // Pods: a pod shared by both versions (the topology reader keeps
         // unchanged entries) is unchanged without comparing it.
         let held: HashMap<(&str, &str), &Arc<PodSpec>> = old
@@ -121,6 +161,10 @@ impl TopologyDelta {
                 d.pods_removed.insert(p.full_name());
             }
         }
+    }
+
+    fn others_between(&mut self, old: &Topology, new: &Topology) {
+        let d = self;
         fn namespaces(t: &Topology) -> BTreeMap<String, &policy_model::topology::NamespaceSpec> {
             t.namespaces.iter().map(|n| (n.name.clone(), n)).collect()
         }
@@ -138,7 +182,6 @@ impl TopologyDelta {
             || old.remote_nodes != new.remote_nodes
             || old.kube_apiserver != new.kube_apiserver
             || old.world != new.world;
-        d
     }
 
     pub(super) fn is_empty(&self) -> bool {

@@ -355,7 +355,10 @@ impl TopologyFile {
         match parse_topology(&mut self.reader, &self.path, &bytes) {
             Ok(new) => {
                 let parsed = started.elapsed();
-                let delta = TopologyDelta::between(&self.topology, &new);
+                let delta = match self.reader.pod_changes() {
+                    Some(pods) => TopologyDelta::from_pod_changes(&self.topology, &new, pods),
+                    None => TopologyDelta::between(&self.topology, &new),
+                };
                 tracing::debug!(
                     parse_us = parsed.as_micros() as u64,
                     entries_parsed = ?self.reader.entries_parsed(),

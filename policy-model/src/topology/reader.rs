@@ -54,15 +54,35 @@ pub struct TopologyReader {
     /// Entries parsed by the last [`TopologyReader::parse`] (not found in
     /// the previous text), or `None` if the text was parsed whole.
     last_parsed: Option<usize>,
+    /// Whether `entries` are exactly the pods of the topology the last
+    /// parse returned (read by entry, valid).
+    baseline: bool,
+    /// What the last parse changed, when it is known (see
+    /// [`TopologyReader::pod_changes`]).
+    changes: Option<PodChanges>,
+}
+
+/// The pods one parse changed from the topology the parse before it
+/// returned: the entries it did not find in that text (added or changed
+/// pods, and pods only rewritten) and that text's entries it no longer
+/// has (removed or changed pods, in their old version).
+#[derive(Debug, Default, Clone)]
+pub struct PodChanges {
+    pub fresh: Vec<Arc<PodSpec>>,
+    pub gone: Vec<Arc<PodSpec>>,
 }
 
 impl TopologyReader {
     /// Parses and validates `text` (named `file` in errors); the result is
     /// the same as [`Topology::from_yaml`]'s.
     pub fn parse(&mut self, text: &str, file: &str) -> Result<Topology, TopologyError> {
+        let had_baseline = std::mem::take(&mut self.baseline);
+        self.changes = None;
         match self.by_entry(text) {
-            Some(topology) => {
+            Some((topology, changes)) => {
                 topology.validate(file)?;
+                self.baseline = true;
+                self.changes = had_baseline.then_some(changes);
                 Ok(topology)
             }
             None => {
@@ -71,6 +91,14 @@ impl TopologyReader {
                 Topology::from_yaml(text, file)
             }
         }
+    }
+
+    /// The pods the last parse changed from the topology the parse before
+    /// it returned, when both were read by entry and valid; `None` when
+    /// that is not known (the first parse, a whole parse, a rejected text
+    /// before): the caller compares the topologies.
+    pub fn pod_changes(&self) -> Option<&PodChanges> {
+        self.changes.as_ref()
     }
 
     /// How many `pods:` entries the last parse had to parse (the others
@@ -82,7 +110,7 @@ impl TopologyReader {
 
     /// The topology read entry by entry, or `None` where the cut is not
     /// certain (the caller then parses the whole text).
-    fn by_entry(&mut self, text: &str) -> Option<Topology> {
+    fn by_entry(&mut self, text: &str) -> Option<(Topology, PodChanges)> {
         let layout = Layout::of(text)?;
         let mut topology: Topology = if layout.rest.trim().is_empty() {
             Topology::default()
@@ -93,6 +121,7 @@ impl TopologyReader {
         let mut kept = Entries::with_capacity_and_hasher(layout.pods.len(), Default::default());
         let mut parsed = 0;
         let mut pods = Vec::with_capacity(layout.pods.len());
+        let mut fresh = Vec::new();
         for entry in &layout.pods {
             // The previous text's entry moves over, its key's text too.
             if let Some((text, pod)) = previous.remove_entry(*entry) {
@@ -113,12 +142,14 @@ impl TopologyReader {
                     pod
                 }
             };
+            fresh.push(pod.clone());
             pods.push(pod);
         }
         topology.pods = pods;
         self.entries = kept;
         self.last_parsed = Some(parsed);
-        Some(topology)
+        let gone = previous.into_values().collect();
+        Some((topology, PodChanges { fresh, gone }))
     }
 }
 

@@ -227,21 +227,26 @@ fn plan_some(
     }
 
     let mut ops = Vec::new();
-    let phase = |e: &EndpointPlan, narrowing: bool| -> Option<KernelOp> {
-        let changes: Vec<MapChange> = e
+    // Each endpoint's changes, compared once and split by phase.
+    let mut widening: Vec<(u16, Vec<MapChange>)> = Vec::new();
+    // 2. Narrowing changes, every endpoint (those failing closed too).
+    for e in &eps {
+        let (narrow, widen): (Vec<MapChange>, Vec<MapChange>) = e
             .old
             .diff(&e.new)
             .into_iter()
-            .filter(|c| phase_of(&e.old, c) == narrowing)
-            .collect();
-        (!changes.is_empty()).then_some(KernelOp::Policy {
-            endpoint: e.id,
-            narrowing,
-            changes,
-        })
-    };
-    // 2. Narrowing changes, every endpoint (those failing closed too).
-    ops.extend(eps.iter().filter_map(|e| phase(e, true)));
+            .partition(|c| phase_of(&e.old, c));
+        if !narrow.is_empty() {
+            ops.push(KernelOp::Policy {
+                endpoint: e.id,
+                narrowing: true,
+                changes: narrow,
+            });
+        }
+        if !widen.is_empty() && !failed.contains_key(&e.id) {
+            widening.push((e.id, widen));
+        }
+    }
     // 3. The ipcache.
     ops.extend(ipc.deletes.iter().map(|p| KernelOp::IpcacheDelete(*p)));
     ops.extend(ipc.upserts.iter().map(|(p, id)| KernelOp::IpcacheUpsert {
@@ -251,9 +256,13 @@ fn plan_some(
     }));
     // 4. Widening changes of the endpoints that fit.
     ops.extend(
-        eps.iter()
-            .filter(|e| !failed.contains_key(&e.id))
-            .filter_map(|e| phase(e, false)),
+        widening
+            .into_iter()
+            .map(|(endpoint, changes)| KernelOp::Policy {
+                endpoint,
+                narrowing: false,
+                changes,
+            }),
     );
 
     let mut errors = Vec::new();

@@ -236,6 +236,56 @@ fn the_topology_is_parsed_again_only_when_it_changed_and_an_invalid_one_is_kept_
 }
 
 #[test]
+fn the_delta_the_reader_knows_is_the_delta_of_the_whole_topologies() {
+    use super::super::changes::TopologyDelta;
+    let d = Dir::new("topology-delta");
+    let pod = |name: &str, label: &str, ip: u8| {
+        format!(
+            "  - {{namespace: x, name: {name}, labels: {{pod: {label}}}, ips: [10.200.1.{ip}]}}\n"
+        )
+    };
+    // Each step's pods; the fourth is rejected (a duplicate address), the
+    // fifth only rewrites an entry (same pod, other spelling).
+    let steps = [
+        format!(
+            "{}{}{}",
+            pod("a", "a", 1),
+            pod("b", "b", 2),
+            pod("c", "c", 3)
+        ),
+        format!(
+            "{}{}{}",
+            pod("a", "a2", 1),
+            pod("c", "c", 3),
+            pod("d", "d", 4)
+        ),
+        format!("{}{}", pod("a", "a2", 1), pod("d", "d", 4)),
+        format!("{}{}", pod("a", "a2", 1), pod("e", "e", 1)),
+        format!(
+            "{}  - {{ namespace: x, name: d, labels: {{pod: d}}, ips: [10.200.1.4] }}\n{}",
+            pod("a", "a3", 1),
+            pod("f", "f", 6)
+        ),
+        format!("{}{}", pod("d", "d", 4), pod("b", "b", 2)),
+    ];
+    let path = d.write("topology.yaml", &topo(&steps[0]));
+    let mut file = TopologyFile::open(&path).expect("valid");
+    for (i, step) in steps.iter().enumerate().skip(1) {
+        let before = file.topology().clone();
+        std::fs::write(&path, topo(step)).unwrap();
+        match file.refresh() {
+            TopologyRefresh::Changed(delta) => {
+                let whole = TopologyDelta::between(&before, file.topology());
+                assert_eq!(delta, whole, "step {i}");
+                assert!(!delta.is_empty(), "step {i}");
+            }
+            TopologyRefresh::Rejected(_) => assert_eq!(i, 3, "only step 3 is invalid"),
+            _ => panic!("step {i}: a change"),
+        }
+    }
+}
+
+#[test]
 fn a_refresh_of_named_files_reads_only_those_and_new_files() {
     let d = Dir::new("only");
     let a = d.write("a.yaml", &policy("a", 80));

@@ -108,10 +108,29 @@ fn an_edit_parses_only_the_entries_that_changed() {
     let (a, b) = both(&mut reader, &edited);
     assert_eq!(a, b);
     assert_eq!(reader.entries_parsed(), Some(2));
-    // Unchanged: nothing parsed.
+    let names = |pods: &[Arc<PodSpec>]| {
+        let mut v: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+        v.sort();
+        v
+    };
+    let changes = reader.pod_changes().expect("both texts read by entry");
+    assert_eq!(names(&changes.fresh), ["new", "p7"]);
+    assert_eq!(names(&changes.gone), ["p7", "p9"]);
+    // Unchanged: nothing parsed, nothing changed.
     let (a, b) = both(&mut reader, &edited);
     assert_eq!(a, b);
     assert_eq!(reader.entries_parsed(), Some(0));
+    let changes = reader.pod_changes().expect("read by entry");
+    assert!(changes.fresh.is_empty() && changes.gone.is_empty());
+    // A rejected text: the next read's changes are not known (they would
+    // be relative to the rejected text, not to the topology in force).
+    let dup = edited.clone() + "  - {namespace: a, name: p1, ip: 10.200.9.9}\n";
+    assert!(reader.parse(&dup, "t.yaml").is_err());
+    assert!(reader.pod_changes().is_none());
+    reader.parse(&edited, "t.yaml").expect("valid");
+    assert!(reader.pod_changes().is_none());
+    reader.parse(&edited, "t.yaml").expect("valid");
+    assert!(reader.pod_changes().is_some());
     // A text that must be parsed whole forgets the entries; the next plain
     // text parses them all again.
     both(&mut reader, &format!("---\n{edited}"));
