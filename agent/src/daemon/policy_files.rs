@@ -290,7 +290,8 @@ fn read_error(file: &str, reason: &str) -> policy_model::load::LoadError {
 /// invalid version keeps the previous one in force.
 pub(super) struct TopologyFile {
     path: PathBuf,
-    seen: u64,
+    /// The content last read (compared whole: cheaper than hashing it).
+    seen: Vec<u8>,
     topology: Topology,
     /// Keeps the pods parsed by entry: an edit parses only what changed.
     reader: TopologyReader,
@@ -316,7 +317,7 @@ impl TopologyFile {
         let topology = parse_topology(&mut reader, path, &bytes)?;
         Ok(TopologyFile {
             path: path.to_path_buf(),
-            seen: file_hash(&bytes),
+            seen: bytes,
             topology,
             reader,
             rejected: None,
@@ -346,13 +347,13 @@ impl TopologyFile {
                 return TopologyRefresh::Rejected(e);
             }
         };
-        let seen = file_hash(&bytes);
-        if seen == self.seen {
+        if bytes == self.seen {
             return TopologyRefresh::Unchanged;
         }
-        self.seen = seen;
         let started = std::time::Instant::now();
-        match parse_topology(&mut self.reader, &self.path, &bytes) {
+        let read = parse_topology(&mut self.reader, &self.path, &bytes);
+        self.seen = bytes;
+        match read {
             Ok(new) => {
                 let parsed = started.elapsed();
                 let delta = match self.reader.pod_changes() {
