@@ -98,6 +98,26 @@ impl PodSpec {
         v
     }
 
+    /// Whether the checks of [`Topology::validate`] that concern this pod
+    /// alone pass: its name, and its ports (names unique in the pod,
+    /// numbers 1..65535, protocol TCP, UDP or SCTP).
+    pub fn is_sound(&self) -> bool {
+        let name_ok = !(self.name.is_empty() || self.name.contains('/'));
+        let ports_ok = self.ports.iter().enumerate().all(|(j, port)| {
+            let unique = port
+                .name
+                .as_ref()
+                .is_none_or(|n| !self.ports[..j].iter().any(|o| o.name.as_ref() == Some(n)));
+            let protocol = port.protocol.as_ref().is_none_or(|proto| {
+                ["TCP", "UDP", "SCTP"]
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(proto))
+            });
+            unique && port.container_port != 0 && protocol
+        });
+        name_ok && ports_ok
+    }
+
     /// `namespace/name`.
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -173,41 +193,12 @@ impl Topology {
 
     /// Checks references and uniqueness.
     pub fn validate(&self, file: &str) -> Result<(), TopologyError> {
+        let (ns_names, node_names) = self.validate_names(file)?;
         let err = |path: String, reason: String| TopologyError::Invalid {
             file: file.to_string(),
             path,
             reason,
         };
-        let mut ns_names = HashSet::with_capacity(self.namespaces.len());
-        for (i, ns) in self.namespaces.iter().enumerate() {
-            if ns.name.is_empty() || ns.name.contains('/') {
-                return Err(err(
-                    format!("namespaces[{i}].name"),
-                    "must be a non-empty name without '/'".into(),
-                ));
-            }
-            if !ns_names.insert(ns.name.as_str()) {
-                return Err(err(
-                    format!("namespaces[{i}].name"),
-                    format!("namespace {:?} listed twice", ns.name),
-                ));
-            }
-        }
-        let mut node_names = HashSet::with_capacity(self.nodes.len());
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.name.is_empty() || n.name.contains('/') {
-                return Err(err(
-                    format!("nodes[{i}].name"),
-                    "must be a non-empty name without '/'".into(),
-                ));
-            }
-            if !node_names.insert(n.name.as_str()) {
-                return Err(err(
-                    format!("nodes[{i}].name"),
-                    format!("node {:?} listed twice", n.name),
-                ));
-            }
-        }
         let mut pods = HashSet::with_capacity(self.pods.len());
         let mut ips: HashMap<IpAddr, usize> = HashMap::with_capacity(self.pods.len());
         for (i, p) in self.pods.iter().enumerate() {
@@ -284,6 +275,50 @@ impl Topology {
             }
         }
         Ok(())
+    }
+
+    /// The checks of [`Topology::validate`] on the namespaces and nodes
+    /// lists (names valid and unique); their names.
+    pub fn validate_names(
+        &self,
+        file: &str,
+    ) -> Result<(HashSet<&str>, HashSet<&str>), TopologyError> {
+        let err = |path: String, reason: String| TopologyError::Invalid {
+            file: file.to_string(),
+            path,
+            reason,
+        };
+        let mut ns_names = HashSet::with_capacity(self.namespaces.len());
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            if ns.name.is_empty() || ns.name.contains('/') {
+                return Err(err(
+                    format!("namespaces[{i}].name"),
+                    "must be a non-empty name without '/'".into(),
+                ));
+            }
+            if !ns_names.insert(ns.name.as_str()) {
+                return Err(err(
+                    format!("namespaces[{i}].name"),
+                    format!("namespace {:?} listed twice", ns.name),
+                ));
+            }
+        }
+        let mut node_names = HashSet::with_capacity(self.nodes.len());
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.name.is_empty() || n.name.contains('/') {
+                return Err(err(
+                    format!("nodes[{i}].name"),
+                    "must be a non-empty name without '/'".into(),
+                ));
+            }
+            if !node_names.insert(n.name.as_str()) {
+                return Err(err(
+                    format!("nodes[{i}].name"),
+                    format!("node {:?} listed twice", n.name),
+                ));
+            }
+        }
+        Ok((ns_names, node_names))
     }
 
     /// The topology as the agent on `node` sees it: that node's addresses

@@ -60,6 +60,104 @@ pub struct TopologyReader {
     /// What the last parse changed, when it is known (see
     /// [`TopologyReader::pod_changes`]).
     changes: Option<PodChanges>,
+    /// What the checks across pods need, kept for the pods of the last
+    /// text read by entry: see [`Tally`].
+    tally: Tally,
+}
+
+/// How often each pod name and address occurs among the pods of the last
+/// text read by entry, and how many of those pods fail the checks that
+/// concern them alone. Kept up to date from each read's changes, so a
+/// read that changed a few pods knows at once whether the uniqueness
+/// checks can fail; only then is the whole topology validated (for the
+/// exact error).
+#[derive(Debug, Default)]
+struct Tally {
+    /// Whether the counts are those of `entries` (a text with the same
+    /// entry written twice is counted again from its pods next time).
+    valid: bool,
+    names: HashMap<(String, String), u32>,
+    addresses: HashMap<std::net::IpAddr, u32>,
+    /// Names and addresses that occur more than once.
+    clashes: usize,
+    /// Pods that fail [`PodSpec::is_sound`].
+    unsound: usize,
+}
+
+impl Tally {
+    fn count(&mut self, pod: &PodSpec, add: bool) {
+        fn bump<K: std::hash::Hash + Eq>(
+            map: &mut HashMap<K, u32>,
+            key: K,
+            add: bool,
+            clashes: &mut usize,
+        ) {
+            use std::collections::hash_map::Entry;
+            match (map.entry(key), add) {
+                (Entry::Occupied(mut e), true) => {
+                    *e.get_mut() += 1;
+                    if *e.get() == 2 {
+                        *clashes += 1;
+                    }
+                }
+                (Entry::Vacant(e), true) => {
+                    e.insert(1);
+                }
+                (Entry::Occupied(mut e), false) => {
+                    if *e.get() == 2 {
+                        *clashes = clashes.saturating_sub(1);
+                    }
+                    if *e.get() <= 1 {
+                        // Gone: the key goes too (no growth with churn).
+                        e.remove();
+                    } else {
+                        *e.get_mut() -= 1;
+                    }
+                }
+                (Entry::Vacant(_), false) => {}
+            }
+        }
+        bump(
+            &mut self.names,
+            (pod.namespace.clone(), pod.name.clone()),
+            add,
+            &mut self.clashes,
+        );
+        for a in pod.addresses() {
+            bump(&mut self.addresses, a, add, &mut self.clashes);
+        }
+        if !pod.is_sound() {
+            if add {
+                self.unsound += 1;
+            } else {
+                self.unsound = self.unsound.saturating_sub(1);
+            }
+        }
+    }
+
+    fn recount(&mut self, pods: &[Arc<PodSpec>]) {
+        *self = Tally::default();
+        for p in pods {
+            self.count(p, true);
+        }
+        self.valid = true;
+    }
+
+    /// Whether [`Topology::validate`] passes on `topology`, whose pods are
+    /// the ones counted: the lists' names, each pod's namespace and node
+    /// listed, no clash, no unsound pod.
+    fn passes(&self, topology: &Topology, file: &str) -> bool {
+        let Ok((namespaces, nodes)) = topology.validate_names(file) else {
+            return false;
+        };
+        self.clashes == 0
+            && self.unsound == 0
+            && topology.pods.iter().all(|p| {
+                namespaces.contains(p.namespace.as_str())
+                    && (topology.nodes.is_empty()
+                        || p.node.as_deref().is_none_or(|n| nodes.contains(n)))
+            })
+    }
 }
 
 /// The pods one parse changed from the topology the parse before it
@@ -79,14 +177,28 @@ impl TopologyReader {
         let had_baseline = std::mem::take(&mut self.baseline);
         self.changes = None;
         match self.by_entry(text) {
-            Some((topology, changes)) => {
-                topology.validate(file)?;
+            Some((topology, changes, repeated)) => {
+                if self.tally.valid && !repeated {
+                    for p in &changes.gone {
+                        self.tally.count(p, false);
+                    }
+                    for p in &changes.fresh {
+                        self.tally.count(p, true);
+                    }
+                } else {
+                    self.tally.recount(&topology.pods);
+                }
+                self.tally.valid = !repeated;
+                if !self.tally.passes(&topology, file) {
+                    topology.validate(file)?;
+                }
                 self.baseline = true;
                 self.changes = had_baseline.then_some(changes);
                 Ok(topology)
             }
             None => {
                 self.entries.clear();
+                self.tally = Tally::default();
                 self.last_parsed = None;
                 Topology::from_yaml(text, file)
             }
@@ -110,7 +222,8 @@ impl TopologyReader {
 
     /// The topology read entry by entry, or `None` where the cut is not
     /// certain (the caller then parses the whole text).
-    fn by_entry(&mut self, text: &str) -> Option<(Topology, PodChanges)> {
+    /// Also whether an entry's text occurs twice (the same pod twice).
+    fn by_entry(&mut self, text: &str) -> Option<(Topology, PodChanges, bool)> {
         let layout = Layout::of(text)?;
         let mut topology: Topology = if layout.rest.trim().is_empty() {
             Topology::default()
@@ -122,6 +235,7 @@ impl TopologyReader {
         let mut parsed = 0;
         let mut pods = Vec::with_capacity(layout.pods.len());
         let mut fresh = Vec::new();
+        let mut repeated = false;
         for entry in &layout.pods {
             // The previous text's entry moves over, its key's text too.
             if let Some((text, pod)) = previous.remove_entry(*entry) {
@@ -130,7 +244,10 @@ impl TopologyReader {
                 continue;
             }
             let pod = match kept.get(*entry) {
-                Some(pod) => pod.clone(),
+                Some(pod) => {
+                    repeated = true;
+                    pod.clone()
+                }
                 None => {
                     parsed += 1;
                     let mut one: Vec<PodSpec> = serde_yaml_ng::from_str(entry).ok()?;
@@ -149,7 +266,7 @@ impl TopologyReader {
         self.entries = kept;
         self.last_parsed = Some(parsed);
         let gone = previous.into_values().collect();
-        Some((topology, PodChanges { fresh, gone }))
+        Some((topology, PodChanges { fresh, gone }, repeated))
     }
 }
 

@@ -139,9 +139,28 @@ fn an_edit_parses_only_the_entries_that_changed() {
     assert_eq!(reader.entries_parsed(), Some(50));
 }
 
-/// One pod entry written in one of several styles.
-fn entry(i: usize, labels: &[(u8, u8)], style: u8, comment: bool) -> String {
-    let ip = format!("10.200.{}.{}", i / 200, i % 200 + 1);
+/// One pod entry written in one of several styles, with a flaw the
+/// validation must find (`flaw` 1..=6) or none (0, 7: valid ports).
+fn entry(i: usize, labels: &[(u8, u8)], style: u8, comment: bool, flaw: u8) -> String {
+    let ip = match flaw {
+        2 => "10.200.0.1".to_string(),
+        _ => format!("10.200.{}.{}", i / 200, i % 200 + 1),
+    };
+    let name = match flaw {
+        1 => "p0".to_string(),
+        _ => format!("p{i}"),
+    };
+    let ns = match flaw {
+        3 => "ns9".to_string(),
+        _ => format!("ns{}", i % 3),
+    };
+    let ports = match flaw {
+        4 => "[{containerPort: 0}]",
+        5 => "[{containerPort: 80, protocol: ICMP}]",
+        6 => "[{name: a, containerPort: 80}, {name: a, containerPort: 81}]",
+        7 => "[{name: a, containerPort: 80, protocol: udp}, {containerPort: 81}]",
+        _ => "[]",
+    };
     let mut s = String::new();
     if comment {
         s.push_str("  # pod\n");
@@ -150,40 +169,37 @@ fn entry(i: usize, labels: &[(u8, u8)], style: u8, comment: bool) -> String {
         0 => {
             let l: Vec<String> = labels.iter().map(|(k, v)| format!("k{k}: v{v}")).collect();
             s.push_str(&format!(
-                "  - {{namespace: ns{}, name: p{i}, ip: {ip}, labels: {{{}}}}}\n",
-                i % 3,
+                "  - {{namespace: {ns}, name: {name}, ip: {ip}, labels: {{{}}}, ports: {ports}}}\n",
                 l.join(", ")
             ));
         }
         1 => {
-            s.push_str(&format!("  - namespace: ns{}\n    name: p{i}\n", i % 3));
+            s.push_str(&format!("  - namespace: {ns}\n    name: {name}\n"));
             if !labels.is_empty() {
                 s.push_str("    labels:\n");
                 for (k, v) in labels {
                     s.push_str(&format!("      k{k}: \"v{v}\"\n"));
                 }
             }
-            s.push_str(&format!("    ips:\n      - {ip}\n"));
+            s.push_str(&format!("    ips:\n      - {ip}\n    ports: {ports}\n"));
         }
         _ => {
-            s.push_str(&format!(
-                "  -\n    namespace: ns{}\n    name: p{i}\n",
-                i % 3
-            ));
-            s.push_str(&format!("    ip: {ip}\n\n"));
+            s.push_str(&format!("  -\n    namespace: {ns}\n    name: {name}\n"));
+            s.push_str(&format!("    ip: {ip}\n    ports: {ports}\n\n"));
         }
     }
     s
 }
 
-/// A generated pod: label pairs, entry style, whether a comment precedes it.
-type GenPod = (Vec<(u8, u8)>, u8, bool);
+/// A generated pod: label pairs, entry style, whether a comment precedes
+/// it, its flaw (see [`entry`]).
+type GenPod = (Vec<(u8, u8)>, u8, bool, u8);
 
 fn render(pods: &[GenPod], tail: bool) -> String {
     let mut s =
         String::from("namespaces:\n  - {name: ns0}\n  - {name: ns1}\n  - {name: ns2}\npods:\n");
-    for (i, (labels, style, comment)) in pods.iter().enumerate() {
-        s.push_str(&entry(i, labels, *style, *comment));
+    for (i, (labels, style, comment, flaw)) in pods.iter().enumerate() {
+        s.push_str(&entry(i, labels, *style, *comment, *flaw));
     }
     if tail {
         s.push_str("# the node\nnode:\n  ips: [10.200.0.1]\n");
@@ -196,6 +212,7 @@ fn pod() -> impl Strategy<Value = GenPod> {
         prop::collection::vec((0u8..4, 0u8..4), 0..3),
         0u8..3,
         prop::bool::weighted(0.1),
+        prop_oneof![40 => Just(0u8), 1 => 1u8..8],
     )
 }
 
