@@ -63,6 +63,8 @@ pub struct TopologyReader {
     /// What the checks across pods need, kept for the pods of the last
     /// text read by entry: see [`Tally`].
     tally: Tally,
+    /// The text of everything but the pods, and what it parsed to.
+    rest: Option<(String, Topology)>,
 }
 
 /// How often each pod name and address occurs among the pods of the last
@@ -225,10 +227,18 @@ impl TopologyReader {
     /// Also whether an entry's text occurs twice (the same pod twice).
     fn by_entry(&mut self, text: &str) -> Option<(Topology, PodChanges, bool)> {
         let layout = Layout::of(text)?;
-        let mut topology: Topology = if layout.rest.trim().is_empty() {
-            Topology::default()
-        } else {
-            serde_yaml_ng::from_str(&layout.rest).ok()?
+        // Everything but the pods, parsed again only when its text changed.
+        let mut topology: Topology = match &self.rest {
+            Some((text, parsed)) if *text == layout.rest => parsed.clone(),
+            _ => {
+                let parsed: Topology = if layout.rest.trim().is_empty() {
+                    Topology::default()
+                } else {
+                    serde_yaml_ng::from_str(&layout.rest).ok()?
+                };
+                self.rest = Some((layout.rest.clone(), parsed.clone()));
+                parsed
+            }
         };
         let mut previous = std::mem::take(&mut self.entries);
         let mut kept = Entries::with_capacity_and_hasher(layout.pods.len(), Default::default());
