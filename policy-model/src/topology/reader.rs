@@ -26,7 +26,12 @@ struct EntryHasher(u64);
 
 impl Hasher for EntryHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // Spread every word's bits over the whole hash (the table picks
+        // buckets with the low bits and tags with the high ones).
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -65,6 +70,8 @@ pub struct TopologyReader {
     tally: Tally,
     /// The text of everything but the pods, and what it parsed to.
     rest: Option<(String, Topology)>,
+    /// Whether the last text read by entry passed validation.
+    passed: bool,
 }
 
 /// How often each pod name and address occurs among the pods of the last
@@ -148,13 +155,16 @@ impl Tally {
     /// Whether [`Topology::validate`] passes on `topology`, whose pods are
     /// the ones counted: the lists' names, each pod's namespace and node
     /// listed, no clash, no unsound pod.
-    fn passes(&self, topology: &Topology, file: &str) -> bool {
+    ///
+    /// `only`: the pods whose namespace and node are to be looked up (the
+    /// others were, against the same lists, by a read that passed).
+    fn passes(&self, topology: &Topology, file: &str, only: Option<&[Arc<PodSpec>]>) -> bool {
         let Ok((namespaces, nodes)) = topology.validate_names(file) else {
             return false;
         };
         self.clashes == 0
             && self.unsound == 0
-            && topology.pods.iter().all(|p| {
+            && only.unwrap_or(&topology.pods).iter().all(|p| {
                 namespaces.contains(p.namespace.as_str())
                     && (topology.nodes.is_empty()
                         || p.node.as_deref().is_none_or(|n| nodes.contains(n)))
@@ -179,7 +189,10 @@ impl TopologyReader {
         let had_baseline = std::mem::take(&mut self.baseline);
         self.changes = None;
         match self.by_entry(text) {
-            Some((topology, changes, repeated)) => {
+            Some((topology, changes, repeated, rest_same)) => {
+                let passed_before = std::mem::take(&mut self.passed);
+                let only = (rest_same && passed_before && self.tally.valid && !repeated)
+                    .then_some(changes.fresh.as_slice());
                 if self.tally.valid && !repeated {
                     for p in &changes.gone {
                         self.tally.count(p, false);
@@ -191,9 +204,10 @@ impl TopologyReader {
                     self.tally.recount(&topology.pods);
                 }
                 self.tally.valid = !repeated;
-                if !self.tally.passes(&topology, file) {
+                if !self.tally.passes(&topology, file, only) {
                     topology.validate(file)?;
                 }
+                self.passed = true;
                 self.baseline = true;
                 self.changes = had_baseline.then_some(changes);
                 Ok(topology)
@@ -201,6 +215,7 @@ impl TopologyReader {
             None => {
                 self.entries.clear();
                 self.tally = Tally::default();
+                self.passed = false;
                 self.last_parsed = None;
                 Topology::from_yaml(text, file)
             }
@@ -225,9 +240,11 @@ impl TopologyReader {
     /// The topology read entry by entry, or `None` where the cut is not
     /// certain (the caller then parses the whole text).
     /// Also whether an entry's text occurs twice (the same pod twice).
-    fn by_entry(&mut self, text: &str) -> Option<(Topology, PodChanges, bool)> {
+    /// And whether everything but the pods reads as the text before.
+    fn by_entry(&mut self, text: &str) -> Option<(Topology, PodChanges, bool, bool)> {
         let layout = Layout::of(text)?;
         // Everything but the pods, parsed again only when its text changed.
+        let rest_same = self.rest.as_ref().is_some_and(|(t, _)| *t == layout.rest);
         let mut topology: Topology = match &self.rest {
             Some((text, parsed)) if *text == layout.rest => parsed.clone(),
             _ => {
@@ -276,7 +293,7 @@ impl TopologyReader {
         self.entries = kept;
         self.last_parsed = Some(parsed);
         let gone = previous.into_values().collect();
-        Some((topology, PodChanges { fresh, gone }, repeated))
+        Some((topology, PodChanges { fresh, gone }, repeated, rest_same))
     }
 }
 
