@@ -96,7 +96,7 @@ impl TopologyDelta {
     /// What differs from `old` to `new`.
     pub(super) fn between(old: &Topology, new: &Topology) -> Self {
         let mut d = TopologyDelta::default();
-        d.pods_between(old, new);
+        d.pods_between(&old.pods, &new.pods);
         d.others_between(old, new);
         d
     }
@@ -105,60 +105,37 @@ impl TopologyDelta {
     /// which pods it changed: only those pods are compared.
     pub(super) fn from_pod_changes(old: &Topology, new: &Topology, pods: &PodChanges) -> Self {
         let mut d = TopologyDelta::default();
-        let gone: HashMap<(&str, &str), &Arc<PodSpec>> = pods
-            .gone
-            .iter()
-            .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
-            .collect();
-        let mut fresh = HashSet::with_capacity(pods.fresh.len());
-        for p in &pods.fresh {
-            let key = (p.namespace.as_str(), p.name.as_str());
-            fresh.insert(key);
-            match gone.get(&key) {
-                None => {
-                    d.pods_added.insert(p.full_name());
-                }
-                Some(o) if ***o != **p => {
-                    d.pods_changed.insert(p.full_name());
-                }
-                Some(_) => {}
-            }
-        }
-        for (key, p) in &gone {
-            if !fresh.contains(key) {
-                d.pods_removed.insert(p.full_name());
-            }
-        }
+        d.pods_between(&pods.gone, &pods.fresh);
         d.others_between(old, new);
         d
     }
 
-    fn pods_between(&mut self, old: &Topology, new: &Topology) {
-        let d = self;
-        // Pods: a pod shared by both versions (the topology reader keeps
-        // unchanged entries) is unchanged without comparing it.
+    /// Pods in `new` and not in `old` by name are added, the other way
+    /// removed, in both and different changed. A pod shared by both (the
+    /// topology reader keeps unchanged entries) is the same without
+    /// comparing it.
+    fn pods_between(&mut self, old: &[Arc<PodSpec>], new: &[Arc<PodSpec>]) {
         let held: HashMap<(&str, &str), &Arc<PodSpec>> = old
-            .pods
             .iter()
             .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
             .collect();
-        let mut seen = HashSet::with_capacity(new.pods.len());
-        for p in &new.pods {
+        let mut seen = HashSet::with_capacity(new.len());
+        for p in new {
             let key = (p.namespace.as_str(), p.name.as_str());
             seen.insert(key);
             match held.get(&key) {
                 None => {
-                    d.pods_added.insert(p.full_name());
+                    self.pods_added.insert(p.full_name());
                 }
                 Some(o) if !Arc::ptr_eq(o, p) && ***o != **p => {
-                    d.pods_changed.insert(p.full_name());
+                    self.pods_changed.insert(p.full_name());
                 }
                 Some(_) => {}
             }
         }
         for (key, p) in &held {
             if !seen.contains(key) {
-                d.pods_removed.insert(p.full_name());
+                self.pods_removed.insert(p.full_name());
             }
         }
     }
