@@ -214,24 +214,20 @@ fn knot_lab() -> Option<(std::sync::MutexGuard<'static, ()>, TestLab)> {
 /// During a flood: the victim's UDP and TCP queries, the agent's RSS, and
 /// a policy change (web.allowed.example denied, then allowed again).
 fn victim_keeps_working(lab: &TestLab, what: &str) {
-    let udp = ask_many(
-        lab,
-        "x/victim",
-        "web.allowed.example",
-        false,
-        100,
-        "NOERROR",
-    );
+    let victim_udp = |tries| {
+        ask_many_tries(
+            lab,
+            "x/victim",
+            "web.allowed.example",
+            false,
+            100,
+            "NOERROR",
+            tries,
+        )
+    };
+    let udp = victim_udp(1);
     // With a stub resolver's retries (2 attempts, glibc's default).
-    let udp_retried = ask_many_tries(
-        lab,
-        "x/victim",
-        "web.allowed.example",
-        false,
-        100,
-        "NOERROR",
-        2,
-    );
+    let udp_retried = victim_udp(2);
     let tcp = ask_many(lab, "x/victim", "web.allowed.example", true, 100, "NOERROR");
     let rss = agent_rss_kib();
     eprintln!(

@@ -141,7 +141,6 @@ impl TopologyDelta {
     }
 
     fn others_between(&mut self, old: &Topology, new: &Topology) {
-        let d = self;
         fn namespaces(t: &Topology) -> BTreeMap<String, &policy_model::topology::NamespaceSpec> {
             t.namespaces.iter().map(|n| (n.name.clone(), n)).collect()
         }
@@ -149,12 +148,12 @@ impl TopologyDelta {
             &namespaces(old),
             &namespaces(new),
             (
-                &mut d.namespaces_added,
-                &mut d.namespaces_changed,
-                &mut d.namespaces_removed,
+                &mut self.namespaces_added,
+                &mut self.namespaces_changed,
+                &mut self.namespaces_removed,
             ),
         );
-        d.hosts_changed = old.node != new.node
+        self.hosts_changed = old.node != new.node
             || old.nodes != new.nodes
             || old.remote_nodes != new.remote_nodes
             || old.kube_apiserver != new.kube_apiserver

@@ -330,7 +330,7 @@ impl MainLoop {
         // rejection (file mode); the API's statuses with any snapshot.
         let states_stale = !changes.policies.is_empty()
             || self.status.last_error() != standing.as_deref()
-            || self.inputs.mode() == "kubernetes";
+            || matches!(self.inputs, Inputs::Kubernetes { .. });
         let policies = states_stale.then(|| self.inputs.policy_states(&enforcer.set));
         self.status
             .record_applied(policies, &enforcer.status_view(), standing);
