@@ -59,8 +59,12 @@ enum Command {
         follow: bool,
         /// The agent's state directory (default: the one the agent
         /// recorded in /run/portcullis/state-dir, else /run/portcullis/agent).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "node")]
         state_dir: Option<PathBuf>,
+        /// A lab node's agent by name, or `all` for every node's, merged
+        /// (each event names its node).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -90,6 +94,17 @@ fn main() -> ExitCode {
             output,
             follow,
             state_dir,
+            node: Some(node),
+        } => {
+            let _ = state_dir;
+            cli::lab::observed_nodes(&node)
+                .and_then(|nodes| cli::observe::run_nodes(&nodes, output == "json", follow))
+        }
+        Command::Observe {
+            output,
+            follow,
+            state_dir,
+            node: None,
         } => cli::observe::run(&state_dir::resolve(state_dir), output == "json", follow),
         Command::Lab { command } => cli::lab::run(command),
         Command::Status { output, state_dir } => {

@@ -4,29 +4,67 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `portcullis observe`: prints the agent's flow events.
 pub fn run(state_dir: &Path, json: bool, follow: bool) -> Result<()> {
+    run_nodes(&[(None, state_dir.to_path_buf())], json, follow)
+}
+
+/// `portcullis observe --node NAME|all`: the flow events of several
+/// agents (a lab's nodes, each `(name, state dir)`), merged as they come;
+/// each event names its node (`node` in JSON, a `[node]` prefix in text).
+pub fn run_nodes(agents: &[(Option<String>, PathBuf)], json: bool, follow: bool) -> Result<()> {
     use std::io::BufRead;
-    let path = state_dir.join("observe.sock");
-    let s = UnixStream::connect(&path)
-        .with_context(|| format!("connecting to {} (is the agent running?)", path.display()))?;
-    if !follow {
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut streams = Vec::new();
+    for (node, dir) in agents {
+        let path = dir.join("observe.sock");
+        let s = UnixStream::connect(&path).with_context(|| {
+            format!(
+                "connecting to {} (is the agent{} running?)",
+                path.display(),
+                node.as_deref()
+                    .map(|n| format!(" of node {n}"))
+                    .unwrap_or_default()
+            )
+        })?;
+        if !follow {
+            s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        }
+        streams.push((node.clone(), s));
     }
-    let reader = std::io::BufReader::new(s);
+    let (tx, rx) = std::sync::mpsc::channel::<(Option<String>, String)>();
+    for (node, s) in streams {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(s).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((node.clone(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for line in reader.lines() {
-        let Ok(line) = line else { break };
+    for (node, line) in rx {
+        let mut v: Value = serde_json::from_str(&line).unwrap_or_default();
+        if let (Some(n), Some(obj)) = (&node, v.as_object_mut()) {
+            obj.insert("node".into(), Value::String(n.clone()));
+        }
         if json {
-            writeln!(out, "{line}")?;
+            match &node {
+                Some(_) => writeln!(out, "{v}")?,
+                None => writeln!(out, "{line}")?,
+            }
             continue;
         }
-        let v: Value = serde_json::from_str(&line).unwrap_or_default();
-        writeln!(out, "{}", text_line(&v))?;
+        match &node {
+            Some(n) => writeln!(out, "[{n}] {}", text_line(&v))?,
+            None => writeln!(out, "{}", text_line(&v))?,
+        }
     }
     Ok(())
 }

@@ -53,20 +53,44 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
             },
         }));
     }
-    let node_addrs: Vec<Value> = topo
-        .node
-        .iter()
-        .flat_map(|n| n.ips.iter())
-        .map(|a| json!({"type": "InternalIP", "address": a.to_string()}))
-        .collect();
-    out.push(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": LAB_NODE,
-            "labels": topo.node.as_ref().map(|n| n.labels.clone()).unwrap_or_default()},
-        "status": {"addresses": node_addrs},
-    }));
-    // The other nodes of the `nodes:` list (the lab's own is the one
-    // above, with `node:`'s addresses).
+    // The lab's one node, with `node:`'s addresses (and those of its
+    // `nodes:` entry, if any), unless `nodes:` names every node and not it
+    // (a cluster lab).
+    let lab_entry = topo.nodes.iter().find(|n| n.name == LAB_NODE);
+    if topo.nodes.is_empty() || lab_entry.is_some() {
+        let mut ips: Vec<std::net::IpAddr> = topo
+            .node
+            .iter()
+            .flat_map(|n| n.ips.iter().copied())
+            .collect();
+        let mut labels = topo
+            .node
+            .as_ref()
+            .map(|n| n.labels.clone())
+            .unwrap_or_default();
+        if let Some(n) = lab_entry {
+            ips.extend(
+                n.ips
+                    .iter()
+                    .filter(|ip| !ips.contains(ip))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+            for (k, v) in &n.labels {
+                labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let node_addrs: Vec<Value> = ips
+            .iter()
+            .map(|a| json!({"type": "InternalIP", "address": a.to_string()}))
+            .collect();
+        out.push(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": LAB_NODE, "labels": labels},
+            "status": {"addresses": node_addrs},
+        }));
+    }
+    // The other nodes of the `nodes:` list.
     for n in topo.nodes.iter().filter(|n| n.name != LAB_NODE) {
         let addrs: Vec<Value> = n
             .ips
@@ -180,32 +204,96 @@ fn object_key(v: &Value) -> (String, String, String) {
     )
 }
 
+/// Where `lab fake-apiserver` writes and listens.
+#[derive(Debug, Clone)]
+pub struct ApiServerPaths {
+    /// The agents' kubeconfig (pointing at `agents_listen`).
+    pub kubeconfig_out: PathBuf,
+    /// The user's kubeconfig (127.0.0.1 of the caller's namespace).
+    pub user_kubeconfig_out: PathBuf,
+    /// The namespace and address of the agents' listener.
+    pub agents_netns: String,
+    pub agents_listen: std::net::SocketAddr,
+}
+
+fn write_kubeconfig(path: &Path, url: &str) -> Result<()> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: portcullis-lab\n  cluster:\n    server: {url}\n\
+         users:\n- name: portcullis-lab\n  user: {{}}\ncontexts:\n- name: portcullis-lab\n  context:\n    cluster: portcullis-lab\n    user: portcullis-lab\n\
+         current-context: portcullis-lab\n"
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Binds `at` in network namespace `ns` (a socket keeps the namespace it
+/// was made in).
+fn bind_in(ns: &str, at: std::net::SocketAddr) -> Result<std::net::TcpListener> {
+    let listener = crate::netns::in_netns(ns, move || std::net::TcpListener::bind(at))?
+        .map_err(|e| anyhow::anyhow!("binding {at} in namespace {ns}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Relays each connection accepted on `listener` (in the agents'
+/// namespace) to the API server at `to` (127.0.0.1 of this process's
+/// namespace), byte for byte both ways.
+async fn relay(listener: tokio::net::TcpListener, to: std::net::SocketAddr) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
 /// `portcullis lab fake-apiserver`: serves the topology and the policy
-/// files as API objects, writes a kubeconfig for the agent, and keeps the
-/// policies and the TLS secret files under `secrets_dir` in step with the
-/// files (apply on change, delete on removal).
+/// files as API objects on 127.0.0.1 (the user's kubectl) and, relayed,
+/// at the agents' address in their namespace; writes both kubeconfigs;
+/// keeps the policies and the TLS secret files under `secrets_dir` in step
+/// with the files (apply on change, delete on removal). Objects made
+/// through the API (kubectl) stay until deleted through it.
 pub fn run_fake_apiserver(
     topology: &Path,
     policies: &[PathBuf],
-    kubeconfig_out: &Path,
+    out: &ApiServerPaths,
     secrets_dir: &Path,
 ) -> Result<()> {
+    // Bound before the runtime starts: the namespace switch happens on a
+    // thread of its own.
+    let agents = bind_in(&out.agents_netns, out.agents_listen)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let topo = Topology::from_file(topology).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (_url, handle) = k8s_watch::fake::FakeApiServer::start()
+        let (url, handle) = k8s_watch::fake::FakeApiServer::start()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let local: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the API server's own URL {url}: {e}"))?;
+        tokio::spawn(relay(tokio::net::TcpListener::from_std(agents)?, local));
         for obj in topology_objects(&topo) {
             handle.apply(obj).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let mut applied: BTreeSet<(String, String, String)> = BTreeSet::new();
         let mut last = String::new();
-        let tmp = kubeconfig_out.with_extension("tmp");
-        std::fs::write(&tmp, handle.kubeconfig_yaml())?;
-        std::fs::rename(&tmp, kubeconfig_out)?;
+        write_kubeconfig(&out.user_kubeconfig_out, &url)?;
+        write_kubeconfig(
+            &out.kubeconfig_out,
+            &format!("http://{}", out.agents_listen),
+        )?;
         loop {
             let mut objs = policy_objects(policies);
             objs.extend(secret_objects(secrets_dir));

@@ -99,7 +99,7 @@ pub fn host_prefix(ip: &IpAddr) -> String {
 
 /// `ip addr add ADDR/len dev DEV` in `ns`, without duplicate address
 /// detection for IPv6 (the lab's addresses are usable at once).
-fn add_addr(ns: &str, prefix: &str, dev: &str, v6: bool) -> Result<()> {
+pub(crate) fn add_addr(ns: &str, prefix: &str, dev: &str, v6: bool) -> Result<()> {
     if v6 {
         netns::ip_in(ns, &["addr", "add", prefix, "dev", dev, "nodad"])
     } else {
@@ -151,13 +151,24 @@ pub fn make_node_and_world(topo: &Topology) -> Result<()> {
 /// (IPv4 ones with the node's first IPv4 address as source, if any).
 /// Returns the pod's namespace.
 pub fn link_pod(id: u16, pod: &PodSpec, node_v4: Option<IpAddr>) -> Result<String> {
+    link_pod_on(id, pod, NODE_NS, node_v4)
+}
+
+/// [`link_pod`] on the node whose namespace is `node_ns` (a cluster lab's
+/// node).
+pub fn link_pod_on(
+    id: u16,
+    pod: &PodSpec,
+    node_ns: &str,
+    node_v4: Option<IpAddr>,
+) -> Result<String> {
     let ns = pod_ns(id);
     let hif = host_ifname(id);
     netns::ip(&["netns", "add", &ns])?;
     netns::ip_in(&ns, &["link", "set", "lo", "up"])?;
     netns::sysctl_in(&ns, "net.ipv6.conf.all.accept_dad", "0")?;
     netns::ip(&[
-        "link", "add", &hif, "netns", NODE_NS, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        "link", "add", &hif, "netns", node_ns, "type", "veth", "peer", "name", "eth0", "netns", &ns,
     ])?;
     for ip in pod.addresses() {
         add_addr(&ns, &host_prefix(&ip), "eth0", ip.is_ipv6())?;
@@ -200,18 +211,18 @@ pub fn link_pod(id: u16, pod: &PodSpec, node_v4: Option<IpAddr>) -> Result<Strin
             "eth0",
         ],
     )?;
-    add_addr(NODE_NS, &format!("{POD_GATEWAY_V4}/32"), &hif, false)?;
-    add_addr(NODE_NS, &format!("{POD_GATEWAY_V6}/64"), &hif, true)?;
-    netns::ip_in(NODE_NS, &["link", "set", &hif, "up"])?;
+    add_addr(node_ns, &format!("{POD_GATEWAY_V4}/32"), &hif, false)?;
+    add_addr(node_ns, &format!("{POD_GATEWAY_V6}/64"), &hif, true)?;
+    netns::ip_in(node_ns, &["link", "set", &hif, "up"])?;
     for ip in pod.addresses() {
         let p = host_prefix(&ip);
         match (ip, node_v4) {
             (IpAddr::V4(_), Some(src)) => netns::ip_in(
-                NODE_NS,
+                node_ns,
                 &["route", "add", &p, "dev", &hif, "src", &src.to_string()],
             )?,
-            (IpAddr::V4(_), None) => netns::ip_in(NODE_NS, &["route", "add", &p, "dev", &hif])?,
-            (IpAddr::V6(_), _) => netns::ip_in(NODE_NS, &["-6", "route", "add", &p, "dev", &hif])?,
+            (IpAddr::V4(_), None) => netns::ip_in(node_ns, &["route", "add", &p, "dev", &hif])?,
+            (IpAddr::V6(_), _) => netns::ip_in(node_ns, &["-6", "route", "add", &p, "dev", &hif])?,
         }
     }
     Ok(ns)

@@ -11,6 +11,30 @@ pub const PIN_DIR: &str = "/run/portcullis/bpffs/lab";
 /// The node name the lab's objects use.
 pub const LAB_NODE: &str = "lab-node";
 
+/// The state directory of node `name`'s agent in a cluster lab (a
+/// one-node lab's agent uses [`STATE_DIR`] itself).
+pub fn node_state_dir(name: &str) -> PathBuf {
+    Path::new(STATE_DIR).join("nodes").join(name)
+}
+
+/// The bpffs directory of node `name`'s agent in a cluster lab (a
+/// one-node lab's agent uses [`PIN_DIR`] itself).
+pub fn node_pin_dir(name: &str) -> PathBuf {
+    Path::new(PIN_DIR).join(name)
+}
+
+/// The kubeconfig `lab up` writes for the user's kubectl (the API server
+/// on 127.0.0.1 of the caller's namespace).
+pub fn user_kubeconfig() -> PathBuf {
+    state_file("kubeconfig")
+}
+
+/// The cluster's topology as `lab up` built it (every pod placed and
+/// addressed, every node with its underlay addresses).
+pub fn built_topology() -> PathBuf {
+    state_file("cluster-topology.yaml")
+}
+
 /// Where the lab's agent reads TLS secrets (`DIR/<namespace>/<name>/`).
 pub fn secrets_dir() -> PathBuf {
     Path::new(STATE_DIR).join("tls-secrets")
@@ -21,14 +45,16 @@ pub fn state_file(name: &str) -> PathBuf {
     Path::new(STATE_DIR).join(name)
 }
 
-/// The agent's log (stdout and stderr, appended across restarts).
+/// The (first) agent's log (stdout and stderr, appended across
+/// restarts); each node's is `agent.log` in its [`crate::LabNode::state_dir`].
 pub fn agent_log() -> PathBuf {
     state_file("agent.log")
 }
 
-/// The kubeconfig the fake API server writes for the agent.
+/// The kubeconfig the fake API server writes for the agents (its listener
+/// in the agents' namespace: the node's, or the cluster's underlay).
 pub fn kubeconfig() -> PathBuf {
-    state_file("kubeconfig")
+    state_file("agent-kubeconfig")
 }
 
 /// The hash of the policy files the agent last applied (the agent writes

@@ -3,23 +3,77 @@
 //! it again.
 
 use crate::net::{NODE_NS, WORLD_NS};
-use crate::paths::{self, LAB_NODE};
+use crate::paths::{self, LAB_NODE, PIN_DIR, STATE_DIR};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// A node of the lab and its agent: where it runs and keeps its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabNode {
+    /// The node's name (`spec.nodeName` of its pods).
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its agent's state directory (log, pid, `agent.ready`, observe
+    /// socket, `applied.hash`).
+    pub state_dir: PathBuf,
+    /// Its agent's bpffs directory.
+    pub pin_dir: PathBuf,
+    /// Its agent's process, while running.
+    #[serde(default)]
+    pub agent_pid: Option<u32>,
+}
+
+impl LabNode {
+    /// The one node of a one-node lab: today's fixed names.
+    pub fn single() -> LabNode {
+        LabNode {
+            name: LAB_NODE.into(),
+            netns: NODE_NS.into(),
+            state_dir: STATE_DIR.into(),
+            pin_dir: PIN_DIR.into(),
+            agent_pid: None,
+        }
+    }
+
+    /// The file `name` in the agent's state directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.state_dir.join(name)
+    }
+
+    /// The agent's log (stdout and stderr, appended across restarts).
+    pub fn agent_log(&self) -> PathBuf {
+        self.file("agent.log")
+    }
+
+    /// The hash of the policy files the agent last applied (file mode).
+    pub fn applied_hash(&self) -> PathBuf {
+        self.file("applied.hash")
+    }
+}
 
 /// What `lab up` made, so `down` and `exec` find it again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabState {
     pub topology: PathBuf,
     pub policies: Vec<PathBuf>,
-    /// `ns/pod` -> namespace.
+    /// `ns/pod` -> namespace, for every pod with a namespace (every node's).
     pub pods: Vec<(String, String)>,
-    /// Pods of other nodes (`ns/pod` -> node): addresses only, no
-    /// namespace, so nothing runs "in" them.
+    /// Pods of nodes the lab did not build (`ns/pod` -> node): addresses
+    /// only, no namespace, so nothing runs "in" them.
     #[serde(default)]
     pub remote_pods: Vec<(String, String)>,
-    pub agent_pid: Option<u32>,
+    /// The nodes the lab built, each with its agent; the first is the one
+    /// `node` names. One for a one-node lab.
+    pub nodes: Vec<LabNode>,
+    /// `ns/pod` -> node, for every pod with a namespace (a cluster lab).
+    #[serde(default)]
+    pub pod_nodes: Vec<(String, String)>,
+    /// A cluster lab: several node namespaces joined by an underlay; the
+    /// agents read [`paths::built_topology`].
+    #[serde(default)]
+    pub cluster: bool,
     /// Kubernetes mode: the agent watches a fake API server (in the node
     /// namespace) that serves the topology and policy files as API objects.
     #[serde(default)]
@@ -54,12 +108,43 @@ impl LabState {
         Ok(())
     }
 
-    /// The namespace of `node`, `world` or `ns/pod` (a pod of the lab's
-    /// node: a pod of another node has none, and says so).
+    /// The node named `name` (or the first, for `node`).
+    pub fn node(&self, name: &str) -> Result<&LabNode> {
+        if name == "node" {
+            return self.nodes.first().context("the lab has no node");
+        }
+        self.nodes.iter().find(|n| n.name == name).with_context(|| {
+            format!(
+                "no node {name:?} in the lab (nodes: {})",
+                self.nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+
+    /// The node a pod (`ns/pod`) runs on.
+    pub fn node_of_pod(&self, pod: &str) -> Option<&LabNode> {
+        match self.pod_nodes.iter().find(|(p, _)| p == pod) {
+            Some((_, n)) => self.nodes.iter().find(|node| &node.name == n),
+            None if self.pods.iter().any(|(p, _)| p == pod) => self.nodes.first(),
+            None => None,
+        }
+    }
+
+    /// The namespace of `node` (the first node), a node by name, `world`
+    /// or `ns/pod` (a pod the lab built: a pod of a node it did not build
+    /// has none, and says so).
     pub fn namespace_of(&self, target: &str) -> Result<String> {
         match target {
-            "node" => Ok(NODE_NS.into()),
+            "node" => Ok(self
+                .nodes
+                .first()
+                .map_or_else(|| NODE_NS.into(), |n| n.netns.clone())),
             "world" => Ok(WORLD_NS.into()),
+            t if self.nodes.iter().any(|n| n.name == t) => Ok(self.node(t)?.netns.clone()),
             t => {
                 if let Some((_, ns)) = self.pods.iter().find(|(p, _)| p == t) {
                     return Ok(ns.clone());
@@ -71,7 +156,12 @@ impl LabState {
                     );
                 }
                 anyhow::bail!(
-                    "no pod {t:?} in the lab (pods: {})",
+                    "no node or pod {t:?} in the lab (nodes: {}; pods: {})",
+                    self.nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     self.pods
                         .iter()
                         .map(|(p, _)| p.as_str())

@@ -6,7 +6,9 @@ fn state() -> LabState {
         policies: vec![],
         pods: vec![("x/a".into(), "pc-pod1".into())],
         remote_pods: vec![("x/far".into(), "node-2".into())],
-        agent_pid: None,
+        nodes: vec![LabNode::single()],
+        pod_nodes: vec![],
+        cluster: false,
         kubernetes: false,
         agent_args: vec![],
     }
@@ -31,7 +33,7 @@ fn a_remote_pod_is_refused_by_name_with_its_node() {
 #[test]
 fn an_unknown_pod_lists_the_local_ones() {
     let e = state().namespace_of("x/nope").expect_err("unknown");
-    assert!(e.to_string().contains("no pod \"x/nope\""), "{e}");
+    assert!(e.to_string().contains("no node or pod \"x/nope\""), "{e}");
     assert!(e.to_string().contains("pods: x/a"), "{e}");
 }
 
@@ -41,4 +43,32 @@ fn a_state_file_without_remote_pods_still_reads() {
     v.as_object_mut().expect("object").remove("remote_pods");
     let s: LabState = serde_json::from_value(v).expect("older state file");
     assert!(s.remote_pods.is_empty());
+}
+
+#[test]
+fn a_cluster_names_its_nodes_and_the_first_is_node() {
+    let mut s = state();
+    s.cluster = true;
+    s.nodes = vec![
+        LabNode {
+            name: "n1".into(),
+            netns: "pc-node-n1".into(),
+            state_dir: "/s/n1".into(),
+            pin_dir: "/p/n1".into(),
+            agent_pid: None,
+        },
+        LabNode {
+            name: "n2".into(),
+            netns: "pc-node-n2".into(),
+            state_dir: "/s/n2".into(),
+            pin_dir: "/p/n2".into(),
+            agent_pid: None,
+        },
+    ];
+    s.pod_nodes = vec![("x/a".into(), "n2".into())];
+    assert_eq!(s.namespace_of("node").expect("node"), "pc-node-n1");
+    assert_eq!(s.namespace_of("n2").expect("n2"), "pc-node-n2");
+    assert_eq!(s.node_of_pod("x/a").expect("placed").name, "n2");
+    let e = s.node("n3").expect_err("unknown node");
+    assert!(e.to_string().contains("nodes: n1, n2"), "{e}");
 }
