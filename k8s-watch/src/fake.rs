@@ -1,116 +1,104 @@
-//! An in-process fake Kubernetes API server speaking the list/watch
-//! protocol over plain HTTP/1.1, for tests (enabled by the `fake` feature).
+//! An in-process fake Kubernetes API server over plain HTTP/1.1, for tests
+//! and the lab (enabled by the `fake` feature). The agent's watcher and
+//! an unmodified `kubectl` (1.20 to 1.33, default flags) work against it.
 //!
-//! It serves what the watcher calls, as kube-apiserver does:
-//! - lists: `GET /api/v1/pods?fieldSelector=spec.nodeName%3Dn1` answers a
-//!   `PodList` with `metadata.resourceVersion`; items carry no `apiVersion`
-//!   or `kind` (as the real server's JSON lists);
-//! - watches: `?watch=true&resourceVersion=N&allowWatchBookmarks=true`
+//! What it serves, as kube-apiserver does:
+//! - **reads**: `GET` of one object (`/api/v1/namespaces/NS/pods/NAME`,
+//!   `/api/v1/namespaces/NAME`, `/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies/NAME`)
+//!   and of lists, in one namespace or across all, filtered by
+//!   `labelSelector` (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`, `>`,
+//!   `<`) and `fieldSelector` (`=`, `==`, `!=` on string fields). List
+//!   items carry no `apiVersion` or `kind`. `limit` is honoured by
+//!   answering everything in one page. An `Accept` asking for
+//!   `as=Table` gets a `meta.k8s.io/v1` `Table` (pods: NAME, READY,
+//!   STATUS, RESTARTS, AGE, IP, NODE; others NAME, AGE and a column or two).
+//! - **watches**: `?watch=true&resourceVersion=N&allowWatchBookmarks=true`
 //!   streams chunked JSON lines `{"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":...}`:
 //!   first every stored event after N, then live ones; an N older than the
 //!   last compaction gets one `ERROR` event with a `Status` of code 410;
-//!   `timeoutSeconds` ends the stream;
-//! - discovery: `/api`, `/apis`, `/api/v1`, `/apis/GROUP/VERSION`, `/version`.
+//!   `timeoutSeconds` ends the stream; selectors apply; Table on request.
+//! - **writes**: `POST` (create; `generateName`), `PUT` (replace, `409
+//!   Conflict` on a stale `metadata.resourceVersion`), `PATCH` as
+//!   `application/merge-patch+json` (RFC 7386), `application/json-patch+json`
+//!   (RFC 6902), `application/strategic-merge-patch+json` (built-in kinds
+//!   only; custom resources get `415` as from the real server, so kubectl
+//!   falls back to a merge patch) and `application/apply-patch+yaml`
+//!   (server-side apply, simplified: `fieldManager` is required, a missing
+//!   object is created, an existing one gets the given fields merged in
+//!   as a strategic merge patch would; see below), `DELETE` (returns the
+//!   deleted object; preconditions honoured) and `DELETE` of a collection.
+//!   `dryRun=All` checks without storing. `fieldValidation=Strict` refuses
+//!   unknown fields (`strict decoding error: unknown field "spec.foo"`),
+//!   `Warn` (the default) answers with a `Warning: 299` header, `Ignore`
+//!   accepts; unknown fields are never stored. Every write bumps the
+//!   resourceVersion, create sets `uid` and `creationTimestamp`, a change
+//!   outside `metadata` and `status` bumps `metadata.generation`, and the
+//!   watch event (ADDED, MODIFIED, DELETED) is the one the test hooks
+//!   send. An update that changes nothing stores nothing and sends
+//!   nothing. Errors are the API server's `Status` objects: `NotFound`
+//!   (404, also for a namespaced create in a namespace that does not
+//!   exist), `AlreadyExists` and `Conflict` (409), `BadRequest` (400:
+//!   malformed bodies, wrong types, a kind, apiVersion, name or namespace
+//!   that does not match the URL), `Invalid` (422: a missing or malformed
+//!   name, bad labels, the validator's verdict), `UnsupportedMediaType`
+//!   (415), `RequestEntityTooLarge` (413, bodies over 3 MiB).
+//! - **validation hook**: [`FakeHandle::set_validator`] is called on the
+//!   object every write would store; [`policy_validator`] judges policy
+//!   objects exactly as the watcher does.
+//! - **discovery**: `/api`, `/apis` (legacy, or `apidiscovery.k8s.io/v2`
+//!   and `v2beta1` aggregated documents when `Accept` asks), `/api/v1`,
+//!   `/apis/GROUP/VERSION` with every verb, short names (`po`, `ns`, `no`,
+//!   `netpol`, `cnp`/`ciliumnp`, `ccnp`), singular names and categories;
+//!   `/version`.
+//! - **OpenAPI**: `/openapi/v3` (index) and `/openapi/v3/api/v1`,
+//!   `/openapi/v3/apis/GROUP/VERSION`; `/openapi/v2` as JSON or as
+//!   gnostic protobuf. Each kind's schema carries
+//!   `x-kubernetes-group-version-kind` and the merge keys of its lists;
+//!   PATCH, POST and PUT list `fieldValidation`. The schemas of the
+//!   built-in kinds list their usual fields and leave rarely used subtrees
+//!   (probes, affinity, volume sources, statuses) open; the Cilium schemas
+//!   type the rule's top-level fields only.
 //!
-//! Test hooks on [`FakeHandle`]: apply and delete objects, drop every open
-//! watch, hold new watches (to open a gap), compact the history, send
-//! bookmarks, stop serving a resource (a cluster without Cilium CRDs).
+//! Not implemented: authentication and authorization (no TLS, no RBAC;
+//! anyone reaching the socket is cluster-admin), admission (no defaults:
+//! a pod created through the API stays `Pending` with no address, as
+//! without a kubelet; statuses change only through the test hooks),
+//! subresources (`/status`, `/log`, `/exec`...), graceful deletion and
+//! finalizers (deletion is immediate; deleting a namespace deletes its
+//! objects at once), `managedFields` and server-side apply's field
+//! ownership (apply never removes a field and never conflicts; `force` is
+//! ignored), pagination (`continue`), protobuf and CBOR bodies, the
+//! `status` of NetworkPolicy, and any kind not listed in [`kinds`]. Writes
+//! into the namespaces `default`, `kube-system`, `kube-public` and
+//! `kube-node-lease` need no Namespace object.
+//!
+//! Test hooks on [`FakeHandle`]: apply and delete objects (bypassing the
+//! API's checks and the validator), drop every open watch, hold new
+//! watches (to open a gap), compact the history, send bookmarks, stop
+//! serving a resource (a cluster without Cilium CRDs), list the requests
+//! served.
 
-use bytes::Bytes;
-use futures::StreamExt;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+mod discovery;
+mod kinds;
+mod openapi;
+mod patch;
+mod schema;
+mod selector;
+mod serve;
+mod status;
+mod table;
+mod validate;
+mod write;
+
+pub use validate::{Validator, policy_validator};
+
+use kinds::{KINDS, Kind, kind_named};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
-
-/// A resource type the fake serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Kind {
-    kind: &'static str,
-    api_version: &'static str,
-    plural: &'static str,
-    namespaced: bool,
-}
-
-impl Kind {
-    /// `/api/v1` or `/apis/GROUP/VERSION`.
-    fn prefix(&self) -> String {
-        if self.api_version.contains('/') {
-            format!("/apis/{}", self.api_version)
-        } else {
-            format!("/api/{}", self.api_version)
-        }
-    }
-}
-
-const KINDS: &[Kind] = &[
-    Kind {
-        kind: "Namespace",
-        api_version: "v1",
-        plural: "namespaces",
-        namespaced: false,
-    },
-    Kind {
-        kind: "Pod",
-        api_version: "v1",
-        plural: "pods",
-        namespaced: true,
-    },
-    Kind {
-        kind: "Node",
-        api_version: "v1",
-        plural: "nodes",
-        namespaced: false,
-    },
-    Kind {
-        kind: "Secret",
-        api_version: "v1",
-        plural: "secrets",
-        namespaced: true,
-    },
-    Kind {
-        kind: "Endpoints",
-        api_version: "v1",
-        plural: "endpoints",
-        namespaced: true,
-    },
-    Kind {
-        kind: "EndpointSlice",
-        api_version: "discovery.k8s.io/v1",
-        plural: "endpointslices",
-        namespaced: true,
-    },
-    Kind {
-        kind: "NetworkPolicy",
-        api_version: "networking.k8s.io/v1",
-        plural: "networkpolicies",
-        namespaced: true,
-    },
-    Kind {
-        kind: "CiliumNetworkPolicy",
-        api_version: "cilium.io/v2",
-        plural: "ciliumnetworkpolicies",
-        namespaced: true,
-    },
-    Kind {
-        kind: "CiliumClusterwideNetworkPolicy",
-        api_version: "cilium.io/v2",
-        plural: "ciliumclusterwidenetworkpolicies",
-        namespaced: false,
-    },
-];
-
-fn kind_named(kind: &str) -> Option<Kind> {
-    KINDS.iter().copied().find(|k| k.kind == kind)
-}
+use tokio::sync::{broadcast, watch};
 
 /// A misuse of the fake (an object it cannot store).
 #[derive(Debug, thiserror::Error)]
@@ -145,16 +133,29 @@ enum Live {
     Bookmark(u64),
 }
 
+/// (plural, namespace or "", name): where an object is stored.
+type ObjectKey = (&'static str, String, String);
+
 #[derive(Debug, Default)]
 struct State {
     rv: u64,
-    /// (plural, namespace or "", name) -> object
-    objects: BTreeMap<(&'static str, String, String), Value>,
+    objects: BTreeMap<ObjectKey, Value>,
     history: Vec<Arc<StoredEvent>>,
     /// Watches from a resourceVersion below this get 410 Gone.
     compacted: u64,
     not_served: BTreeSet<&'static str>,
     uid: u64,
+}
+
+/// The validator in force, if any.
+#[derive(Default)]
+struct ValidatorSlot(Mutex<Option<Validator>>);
+
+impl std::fmt::Debug for ValidatorSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = lock(&self.0).is_some();
+        f.debug_struct("ValidatorSlot").field("set", &set).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -166,6 +167,7 @@ struct Shared {
     /// While true, new watch requests wait before they are answered.
     hold: watch::Sender<bool>,
     requests: Mutex<Vec<String>>,
+    validator: ValidatorSlot,
 }
 
 /// The fake API server. [`FakeApiServer::start`] runs it on 127.0.0.1.
@@ -177,6 +179,18 @@ pub struct FakeApiServer;
 pub struct FakeHandle {
     url: String,
     shared: Arc<Shared>,
+}
+
+/// Serves every connection of a listener, each on its own task.
+fn spawn_accept(shared: Arc<Shared>, listener: TcpListener) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(serve::connection(shared.clone(), stream));
+        }
+    });
 }
 
 impl FakeApiServer {
@@ -194,25 +208,9 @@ impl FakeApiServer {
             drop_watches: watch::channel(0).0,
             hold: watch::channel(false).0,
             requests: Mutex::new(Vec::new()),
+            validator: ValidatorSlot::default(),
         });
-        let accept_shared = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let shared = accept_shared.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(serve(&shared, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        spawn_accept(shared.clone(), listener);
         Ok((url.clone(), FakeHandle { url, shared }))
     }
 }
@@ -237,14 +235,39 @@ impl FakeHandle {
     }
 
     /// A kubeconfig file's text pointing at this server (for running the
-    /// agent binary against it with `KUBECONFIG`).
+    /// agent binary or kubectl against it with `KUBECONFIG`).
     pub fn kubeconfig_yaml(&self) -> String {
+        Self::kubeconfig_yaml_for(&self.url)
+    }
+
+    /// A kubeconfig file's text pointing at `url` (another listener of
+    /// this server, see [`serve_listener`](Self::serve_listener)): plain
+    /// HTTP, no credentials.
+    pub fn kubeconfig_yaml_for(url: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
              users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
-             current-context: fake\n",
-            url = self.url
+             current-context: fake\n"
         )
+    }
+
+    /// Serves the same state on another socket (e.g. one bound inside
+    /// another network namespace), until the runtime stops.
+    pub fn serve_listener(&self, listener: TcpListener) {
+        spawn_accept(self.shared.clone(), listener);
+    }
+
+    /// Installs the validator every write through the API passes:
+    /// `Err(message)` refuses the write with `422 Invalid`, nothing stored,
+    /// no event. The [`apply`](Self::apply) hook does not run it. See
+    /// [`policy_validator`].
+    pub fn set_validator(&self, validator: Validator) {
+        *lock(&self.shared.validator.0) = Some(validator);
+    }
+
+    /// Removes the validator.
+    pub fn clear_validator(&self) {
+        *lock(&self.shared.validator.0) = None;
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -252,7 +275,8 @@ impl FakeHandle {
     }
 
     /// Creates or replaces an object (by `kind`, `metadata.namespace`,
-    /// `metadata.name`), as `kubectl apply` would; returns its new
+    /// `metadata.name`) as it is, without the API's checks or the
+    /// validator (tests inject invalid objects with it); returns its new
     /// resourceVersion.
     pub fn apply(&self, mut obj: Value) -> Result<u64, FakeError> {
         let kind_name = obj.get("kind").and_then(Value::as_str).map(str::to_string);
@@ -409,377 +433,4 @@ fn record(shared: &Shared, st: &mut State, kind: Kind, event_type: &'static str,
     // Sent under the state lock, so a watch that copied the history under
     // the same lock and then subscribed sees each event exactly once.
     let _ = shared.live.send(Live::Event(ev));
-}
-
-type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())).boxed_unsync())
-        .expect("static response parts are valid")
-}
-
-fn status_response(code: u16, reason: &str, message: &str) -> Response<Body> {
-    json_response(
-        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &status_object(code, reason, message),
-    )
-}
-
-fn status_object(code: u16, reason: &str, message: &str) -> Value {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": message, "reason": reason, "code": code
-    })
-}
-
-/// The decoded query parameters.
-fn query(uri: &http::Uri) -> BTreeMap<String, String> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Whether an object matches a `fieldSelector` (`a=b,c=d`, also `==` and
-/// `!=`; the fields kube-apiserver supports for the kinds served here).
-fn fields_match(obj: &Value, selector: Option<&String>) -> bool {
-    let Some(selector) = selector else {
-        return true;
-    };
-    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
-        let (field, want, negate) = if let Some((f, v)) = term.split_once("!=") {
-            (f, v, true)
-        } else if let Some((f, v)) = term.split_once("==") {
-            (f, v, false)
-        } else if let Some((f, v)) = term.split_once('=') {
-            (f, v, false)
-        } else {
-            return false;
-        };
-        let pointer = format!("/{}", field.replace('.', "/"));
-        let have = obj.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
-        (have == want) != negate
-    })
-}
-
-/// A list item or watch object: as stored, or (lists) without type meta.
-fn without_type_meta(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("apiVersion");
-        m.remove("kind");
-    }
-    o
-}
-
-/// Where a request points: a kind, and a namespace for namespaced URLs.
-fn route(path: &str) -> Option<(Kind, Option<String>)> {
-    for k in KINDS {
-        let prefix = k.prefix();
-        let Some(rest) = path.strip_prefix(&prefix) else {
-            continue;
-        };
-        let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
-        match parts.as_slice() {
-            [plural] if *plural == k.plural => return Some((*k, None)),
-            ["namespaces", ns, plural] if *plural == k.plural && k.namespaced => {
-                return Some((*k, Some(ns.to_string())));
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-async fn serve(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    let line = format!(
-        "{} {}",
-        req.method(),
-        req.uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
-    lock(&shared.requests).push(line);
-    if req.method() != Method::GET {
-        return status_response(405, "MethodNotAllowed", "the fake serves GET only");
-    }
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let q = query(req.uri());
-    if let Some(body) = discovery(&path) {
-        return json_response(StatusCode::OK, &body);
-    }
-    let Some((kind, namespace)) = route(&path) else {
-        return status_response(
-            404,
-            "NotFound",
-            &format!("the server could not find {path}"),
-        );
-    };
-    if lock(&shared.state).not_served.contains(kind.plural) {
-        return status_response(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        );
-    }
-    let watching = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
-    if watching {
-        watch_response(shared, kind, namespace, q).await
-    } else {
-        list_response(shared, kind, namespace.as_deref(), &q)
-    }
-}
-
-fn selected(
-    kind: Kind,
-    namespace: Option<&str>,
-    q: &BTreeMap<String, String>,
-    obj: &Value,
-) -> bool {
-    let ns_ok = match namespace {
-        Some(ns) => obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns),
-        None => true,
-    };
-    let _ = kind;
-    ns_ok && fields_match(obj, q.get("fieldSelector"))
-}
-
-fn list_response(
-    shared: &Shared,
-    kind: Kind,
-    namespace: Option<&str>,
-    q: &BTreeMap<String, String>,
-) -> Response<Body> {
-    let st = lock(&shared.state);
-    let items: Vec<Value> = st
-        .objects
-        .iter()
-        .filter(|((plural, _, _), _)| *plural == kind.plural)
-        .map(|(_, o)| o)
-        .filter(|o| selected(kind, namespace, q, o))
-        .map(without_type_meta)
-        .collect();
-    // `limit` is honoured by returning everything in one page without a
-    // `continue` token, which the API allows.
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "kind": format!("{}List", kind.kind),
-            "apiVersion": kind.api_version,
-            "metadata": {"resourceVersion": st.rv.to_string()},
-            "items": items,
-        }),
-    )
-}
-
-fn watch_line(event_type: &str, object: &Value) -> Bytes {
-    let mut line = json!({"type": event_type, "object": object}).to_string();
-    line.push('\n');
-    Bytes::from(line)
-}
-
-async fn watch_response(
-    shared: &Arc<Shared>,
-    kind: Kind,
-    namespace: Option<String>,
-    q: BTreeMap<String, String>,
-) -> Response<Body> {
-    let mut hold = shared.hold.subscribe();
-    // A closed channel cannot happen: `shared` owns the sender.
-    let _ = hold.wait_for(|h| !*h).await;
-
-    let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(1800));
-    let from: Option<u64> = q
-        .get("resourceVersion")
-        .filter(|v| !v.is_empty() && *v != "0")
-        .and_then(|v| v.parse().ok());
-    let (tx, rx) = mpsc::channel::<Bytes>(1024);
-    let mut initial = Vec::new();
-    let mut expired = false;
-    let mut live;
-    {
-        let st = lock(&shared.state);
-        live = shared.live.subscribe();
-        match from {
-            Some(rv) if rv < st.compacted => {
-                expired = true;
-                initial.push(watch_line(
-                    "ERROR",
-                    &status_object(
-                        410,
-                        "Expired",
-                        &format!("too old resource version: {rv} ({})", st.compacted),
-                    ),
-                ));
-            }
-            Some(rv) => {
-                for ev in st.history.iter().filter(|e| e.rv > rv && e.kind == kind) {
-                    if selected(kind, namespace.as_deref(), &q, &ev.object) {
-                        initial.push(watch_line(ev.event_type, &ev.object));
-                    }
-                }
-            }
-            None => {
-                // No resourceVersion: synthetic ADDED events for the
-                // current state first, then changes.
-                for ((plural, _, _), o) in &st.objects {
-                    if *plural == kind.plural && selected(kind, namespace.as_deref(), &q, o) {
-                        initial.push(watch_line("ADDED", o));
-                    }
-                }
-            }
-        }
-    }
-    let mut dropped = shared.drop_watches.subscribe();
-    dropped.mark_unchanged();
-    tokio::spawn(async move {
-        for line in initial {
-            if tx.send(line).await.is_err() {
-                return;
-            }
-        }
-        if expired {
-            return;
-        }
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        loop {
-            let line = tokio::select! {
-                _ = &mut deadline => return,
-                _ = dropped.changed() => return,
-                ev = live.recv() => match ev {
-                    Ok(Live::Event(e)) => {
-                        if e.kind != kind || !selected(kind, namespace.as_deref(), &q, &e.object) {
-                            continue;
-                        }
-                        watch_line(e.event_type, &e.object)
-                    }
-                    Ok(Live::Bookmark(rv)) => {
-                        if !bookmarks {
-                            continue;
-                        }
-                        watch_line("BOOKMARK", &json!({
-                            "kind": kind.kind,
-                            "apiVersion": kind.api_version,
-                            "metadata": {"resourceVersion": rv.to_string()},
-                        }))
-                    }
-                    // Lagged: end the stream, the client resumes from its
-                    // last resourceVersion as from any dropped watch.
-                    Err(_) => return,
-                },
-            };
-            if tx.send(line).await.is_err() {
-                return;
-            }
-        }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/json")
-        .header("transfer-encoding", "chunked")
-        .body(StreamBody::new(stream.boxed()).boxed_unsync())
-        .expect("static response parts are valid")
-}
-
-/// The discovery documents.
-fn discovery(path: &str) -> Option<Value> {
-    let resources = |prefix: &str| -> Vec<Value> {
-        KINDS
-            .iter()
-            .filter(|k| k.prefix() == prefix)
-            .map(|k| {
-                json!({
-                    "name": k.plural, "singularName": k.kind.to_lowercase(),
-                    "namespaced": k.namespaced, "kind": k.kind,
-                    "verbs": ["get", "list", "watch"],
-                })
-            })
-            .collect()
-    };
-    let groups: BTreeSet<&str> = KINDS
-        .iter()
-        .filter_map(|k| k.api_version.split_once('/').map(|(g, _)| g))
-        .collect();
-    match path {
-        "/version" => Some(json!({
-            "major": "1", "minor": "33", "gitVersion": "v1.33.0-portcullis-fake",
-            "platform": "linux/amd64"
-        })),
-        "/api" => Some(json!({"kind": "APIVersions", "versions": ["v1"]})),
-        "/apis" => Some(json!({
-            "kind": "APIGroupList", "apiVersion": "v1",
-            "groups": groups.iter().map(|g| {
-                let version = KINDS.iter()
-                    .find_map(|k| k.api_version.strip_prefix(&format!("{g}/")))
-                    .unwrap_or("v1");
-                let gv = format!("{g}/{version}");
-                json!({"name": g, "versions": [{"groupVersion": gv, "version": version}],
-                       "preferredVersion": {"groupVersion": gv, "version": version}})
-            }).collect::<Vec<_>>(),
-        })),
-        _ => {
-            let list = resources(path);
-            if list.is_empty() {
-                return None;
-            }
-            let gv = path
-                .strip_prefix("/apis/")
-                .or_else(|| path.strip_prefix("/api/"))?;
-            Some(
-                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
-            )
-        }
-    }
 }
