@@ -47,14 +47,18 @@ pub enum LabCommand {
         command: Vec<String>,
     },
     /// Run the multi-tenant isolation scenario end to end with real traffic
-    /// and print the observed matrix next to the expected one.
+    /// on a two-node cluster lab (pods 1-4 on node-1, 5-8 on node-2) and
+    /// print the observed matrix next to the expected one.
     Demo {
         /// Leave the lab up afterwards.
         #[arg(long)]
         keep: bool,
-        /// Run it from Kubernetes API objects (fake API server, list+watch).
+        /// Run it from Kubernetes API objects (the default on two nodes).
         #[arg(long)]
         kubernetes: bool,
+        /// Run it on the one-node lab (file mode unless --kubernetes).
+        #[arg(long)]
+        one_node: bool,
     },
     /// (internal) the lab's API server of Kubernetes mode.
     #[command(hide = true)]
@@ -168,7 +172,11 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             let status = lab::exec(&target, &command)?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        LabCommand::Demo { keep, kubernetes } => wire::demo::run(&me, keep, kubernetes),
+        LabCommand::Demo {
+            keep,
+            kubernetes,
+            one_node,
+        } => wire::demo::run(&me, keep, kubernetes, one_node),
         LabCommand::FakeApiserver {
             topology,
             policies,

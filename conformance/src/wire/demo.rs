@@ -1,7 +1,9 @@
 //! `portcullis lab demo`: the multi-tenant isolation scenario end to end.
-//! Builds the lab from the conformance case `multi-tenant/cnp`, starts
+//! Builds a two-node cluster lab (pods 1-4 on `node-1`, 5-8 on `node-2`,
+//! one agent per node fed by the lab's API server) from the conformance
+//! case `multi-tenant/cnp`, or the one-node lab with `--one-node`; starts
 //! responders in every pod, probes every pod pair with real TCP connects
-//! (IPv4 and IPv6) and UDP exchanges, and prints the observed matrix next
+//! and UDP exchanges (IPv4 and IPv6), and prints the observed matrix next
 //! to the expected one.
 
 use anyhow::{Context, Result, bail};
@@ -16,23 +18,61 @@ use std::time::Duration;
 const TOPOLOGY: &str = include_str!("../../topologies/multi-tenant.yaml");
 const CASE: &str = include_str!("../../cases/multi-tenant/cnp.yaml");
 
-/// Runs the demo with the agent binary `me`.
-pub fn run(me: &Path, keep: bool, kubernetes: bool) -> Result<()> {
+/// The seed's cluster: the multi-tenant topology on two nodes, its pods
+/// 1-4 on `node-1` and 5-8 on `node-2` (the one-node `node:` becomes
+/// `node-1`'s entry).
+pub fn two_nodes(topo: &Topology) -> Topology {
+    let mut t = topo.clone();
+    let host = t.node.take().unwrap_or_default();
+    let mut second = policy_model::topology::NodeSpec {
+        name: "node-2".into(),
+        ips: vec![
+            "10.200.0.2".parse().expect("literal"),
+            "fd00:200::2".parse().expect("literal"),
+        ],
+        labels: host.labels.clone(),
+    };
+    second
+        .labels
+        .insert("kubernetes.io/hostname".into(), "node2".into());
+    t.nodes = vec![
+        policy_model::topology::NodeSpec {
+            name: "node-1".into(),
+            ips: host.ips,
+            labels: host.labels,
+        },
+        second,
+    ];
+    let half = t.pods.len().div_ceil(2);
+    for (i, pod) in t.pods.iter_mut().enumerate() {
+        std::sync::Arc::make_mut(pod).node =
+            Some(if i < half { "node-1" } else { "node-2" }.into());
+    }
+    t
+}
+
+/// Runs the demo with the agent binary `me`: on two nodes (Kubernetes
+/// mode), or with `one_node` on the one-node lab (file mode, or
+/// Kubernetes mode with `kubernetes`).
+pub fn run(me: &Path, keep: bool, kubernetes: bool, one_node: bool) -> Result<()> {
     let dir = paths::work_dir("demo");
     std::fs::create_dir_all(&dir)?;
     let case: serde_yaml_ng::Value = serde_yaml_ng::from_str(CASE).context("embedded case")?;
     let policies = case["policies"].as_str().context("case has policies")?;
     let topo_path = dir.join("topology.yaml");
     let pol_path = dir.join("policy.yaml");
-    std::fs::write(&topo_path, TOPOLOGY)?;
-    std::fs::write(&pol_path, policies)?;
-    let topo =
+    let mut topo =
         Topology::from_yaml(TOPOLOGY, "multi-tenant.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !one_node {
+        topo = two_nodes(&topo);
+    }
+    std::fs::write(&topo_path, serde_yaml_ng::to_string(&topo)?)?;
+    std::fs::write(&pol_path, policies)?;
 
     println!(
         "portcullis lab demo: multi-tenant isolation (CiliumNetworkPolicy){}",
-        if kubernetes {
-            ", from Kubernetes API objects (fake API server, list+watch)"
+        if kubernetes || !one_node {
+            ", from Kubernetes API objects (the lab's API server, list+watch)"
         } else {
             ""
         }
@@ -53,6 +93,24 @@ pub fn run(me: &Path, keep: bool, kubernetes: bool) -> Result<()> {
         kubernetes,
         &[],
     )?;
+    if state.cluster {
+        for node in &state.nodes {
+            let pods: Vec<String> = topo
+                .pods
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.node.as_deref() == Some(node.name.as_str()))
+                .map(|(i, p)| format!("{} {}", i + 1, p.full_name()))
+                .collect();
+            println!(
+                "{}: its own agent (pid {}), pods {}",
+                node.name,
+                node.agent_pid.unwrap_or(0),
+                pods.join(", ")
+            );
+        }
+        println!("egress policy is enforced on the client's node, ingress policy on the server's");
+    }
     let result = (|| -> Result<bool> {
         let mut servers = Processes::new();
         let (tcp, udp) = (BTreeSet::from([80, 9090]), BTreeSet::from([80]));
@@ -78,10 +136,24 @@ pub fn run(me: &Path, keep: bool, kubernetes: bool) -> Result<()> {
             ),
             ("TCP/80 over IPv6", policy_model::Protocol::Tcp, 80, true),
             ("UDP/80 over IPv4", policy_model::Protocol::Udp, 80, false),
+            ("UDP/80 over IPv6", policy_model::Protocol::Udp, 80, true),
         ] {
             let expected = policy_model::matrix::reachability(&cluster, proto, port);
             let observed = observe_matrix(&state, &topo, proto, port, v6)?;
-            all_ok &= print_side_by_side(label, &expected, &observed);
+            all_ok &= print_side_by_side(label, &expected, &observed, &topo);
+        }
+        if state.cluster {
+            let n = topo.pods.len();
+            let node = |i: usize| topo.pods[i].node.clone();
+            let cross = (0..n)
+                .flat_map(|i| (0..n).map(move |j| (i, j)))
+                .filter(|(i, j)| i != j && node(*i) != node(*j))
+                .count();
+            println!(
+                "\n{} of the {} ordered pod pairs cross nodes (probed 4 ways each: TCP and UDP, IPv4 and IPv6)",
+                cross,
+                n * (n - 1)
+            );
         }
         drop(servers);
         Ok(all_ok)
@@ -149,15 +221,24 @@ fn observe_matrix(
     Ok(m)
 }
 
+/// Prints the model's matrix and the observed one side by side; rows name
+/// the pod's node when `topo` places pods (`[node-1] ta/web`).
 fn print_side_by_side(
     label: &str,
     expected: &policy_model::matrix::Reachability,
     observed: &[Vec<Option<bool>>],
+    topo: &Topology,
 ) -> bool {
     let short: Vec<String> = expected
         .pods
         .iter()
-        .map(|p| p.replace("tenant-", "t"))
+        .map(|p| {
+            let name = p.replace("tenant-", "t");
+            match topo.pod(p).and_then(|pod| pod.node.as_deref()) {
+                Some(node) => format!("[{node}] {name}"),
+                None => name,
+            }
+        })
         .collect();
     let w = short.iter().map(|s| s.len()).max().unwrap_or(4);
     println!(
