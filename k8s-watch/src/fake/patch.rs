@@ -62,7 +62,19 @@ pub(crate) fn merge_patch(target: &Value, patch: &Value) -> Result<Value, PatchE
             kind_of(patch)
         )));
     }
+    too_deep(patch)?;
     Ok(merge_value(target.clone(), patch))
+}
+
+/// Refuses a patch nested deeper than [`MAX_DEPTH`] (the merges recurse
+/// along the patch).
+fn too_deep(patch: &Value) -> Result<(), PatchError> {
+    if measure(patch).0 > MAX_DEPTH {
+        return Err(Malformed(format!(
+            "the patch is nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    Ok(())
 }
 
 fn merge_value(target: Value, patch: &Value) -> Value {
@@ -347,6 +359,7 @@ pub(crate) fn strategic_merge(
             kind_of(patch)
         )));
     };
+    too_deep(patch)?;
     let o = match original {
         Value::Object(m) => m.clone(),
         _ => Map::new(),
