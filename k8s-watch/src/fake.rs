@@ -67,7 +67,8 @@
 //! finalizers (deletion is immediate; deleting a namespace deletes its
 //! objects at once), `managedFields` and server-side apply's field
 //! ownership (apply never removes a field and never conflicts; `force` is
-//! ignored), pagination (`continue`), protobuf and CBOR bodies, the
+//! ignored), pagination (`continue`), CBOR bodies and protobuf bodies but
+//! for Namespace and Secret (what `kubectl create namespace|secret` send), the
 //! `status` of NetworkPolicy, and any kind not listed in [`kinds`]. Writes
 //! into the namespaces `default`, `kube-system`, `kube-public` and
 //! `kube-node-lease` need no Namespace object.
@@ -82,6 +83,7 @@ mod discovery;
 mod kinds;
 mod openapi;
 mod patch;
+mod protobuf;
 mod schema;
 mod selector;
 mod serve;

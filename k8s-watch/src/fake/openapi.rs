@@ -57,6 +57,21 @@ fn list_name(kind: &Kind) -> String {
     format!("{}List", schema::definition_name(kind))
 }
 
+/// The patch media types a kind takes: custom resources take no strategic
+/// merge patch, and kubectl 1.27+ reads that from the PATCH operation's
+/// request body to choose a merge patch.
+fn patch_types(kind: &Kind) -> Vec<&'static str> {
+    let mut out = vec![
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
+    if !kind.custom {
+        out.push("application/strategic-merge-patch+json");
+    }
+    out
+}
+
 /// One operation of a path.
 fn operation(flavor: Flavor, kind: &Kind, action: &str, id: &str) -> Value {
     let def = schema::definition_name(kind);
@@ -114,12 +129,7 @@ fn operation(flavor: Flavor, kind: &Kind, action: &str, id: &str) -> Value {
                                    "schema": body_schema}));
             }
             op["consumes"] = if action == "patch" {
-                json!([
-                    "application/json-patch+json",
-                    "application/merge-patch+json",
-                    "application/strategic-merge-patch+json",
-                    "application/apply-patch+yaml"
-                ])
+                json!(patch_types(kind))
             } else {
                 json!(["*/*"])
             };
@@ -129,15 +139,10 @@ fn operation(flavor: Flavor, kind: &Kind, action: &str, id: &str) -> Value {
         }
         Flavor::V3 => {
             if matches!(action, "post" | "put" | "patch") {
-                let types: &[&str] = if action == "patch" {
-                    &[
-                        "application/json-patch+json",
-                        "application/merge-patch+json",
-                        "application/strategic-merge-patch+json",
-                        "application/apply-patch+yaml",
-                    ]
+                let types = if action == "patch" {
+                    patch_types(kind)
                 } else {
-                    &["*/*"]
+                    vec!["*/*"]
                 };
                 let content: Map<String, Value> = types
                     .iter()

@@ -6,7 +6,7 @@ use super::kinds::{KINDS, Kind};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, status_object};
 use super::write::{self, FieldValidation, PatchType, Target};
-use super::{Live, Shared, State, discovery, lock, openapi, table};
+use super::{Live, Shared, State, discovery, lock, openapi, protobuf, table};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -531,12 +531,17 @@ fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("error decoding the request body as YAML: {e}")))
 }
 
-/// A create or replace body: JSON, or YAML by content type.
+/// A create or replace body: JSON, YAML or (Namespace, Secret) protobuf
+/// by content type.
 fn decode_body(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     match essence {
         "" | "application/json" | "*/*" => decode_json(body),
         "application/yaml" => decode_yaml(body),
+        protobuf::MEDIA_TYPE => protobuf::decode(body).map_err(|e| match e {
+            protobuf::ProtobufError::Malformed(m) => ApiError::BadRequest(m),
+            protobuf::ProtobufError::Unsupported(m) => ApiError::UnsupportedMediaType(m),
+        }),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format ({other}) - accepted media types include: application/json, application/yaml"
         ))),
