@@ -81,9 +81,13 @@ struct Kubectl {
 
 impl Kubectl {
     fn new(label: &'static str, bin: &Path, fake: &FakeHandle) -> Kubectl {
+        Kubectl::with_kubeconfig(label, bin, &fake.kubeconfig_yaml())
+    }
+
+    fn with_kubeconfig(label: &'static str, bin: &Path, kubeconfig_text: &str) -> Kubectl {
         let dir = TempDir::new(label);
         let kubeconfig = dir.0.join("kubeconfig");
-        std::fs::write(&kubeconfig, fake.kubeconfig_yaml()).expect("write the kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_text).expect("write the kubeconfig");
         Kubectl {
             label,
             bin: bin.to_path_buf(),
@@ -601,9 +605,10 @@ async fn kubectl_validates_the_project_policy_examples() {
         );
         let err = k.fails(&["apply", "-f", &wrong]).await;
         assert!(err.contains("podSelector"), "{label}: {err}");
+        // Dry runs and refusals stored nothing: only the namespaces.
         assert_eq!(
             fake.resource_version() as usize,
-            0 + namespaces_count(&policies)
+            namespaces_count(&policies)
         );
     }
 }
@@ -614,4 +619,65 @@ fn namespaces_count(policies: &[Value]) -> usize {
         .filter_map(|p| p.pointer("/metadata/namespace").and_then(Value::as_str))
         .collect::<BTreeSet<_>>()
         .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_apply_and_field_validation_on_a_second_listener() {
+    for (label, bin) in kubectls() {
+        let (_url, fake) = FakeApiServer::start().await.expect("the fake starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a second listener");
+        let second = format!("http://{}", listener.local_addr().expect("an address"));
+        fake.serve_listener(listener);
+        let k = Kubectl::with_kubeconfig(label, &bin, &FakeHandle::kubeconfig_yaml_for(&second));
+
+        // Server-side apply: created, then the edited fields merged in.
+        let ccnp = k.file("ccnp.yaml", &clusterwide_policy("host"));
+        let out = k.ok(&["apply", "--server-side", "-f", &ccnp]).await;
+        assert!(out.contains("serverside-applied"), "{label}: {out}");
+        k.file("ccnp.yaml", &clusterwide_policy("world"));
+        k.ok(&["apply", "--server-side", "-f", &ccnp]).await;
+        let got = k.json(&["get", "ccnp", "from-host"]).await;
+        assert_eq!(got["spec"]["ingress"][0]["fromEntities"], json!(["world"]));
+        assert_eq!(got["metadata"]["generation"], 2);
+
+        // Unknown fields: refused by default (by kubectl 1.20 itself,
+        // which validates against /openapi/v2), stored without them when
+        // validation is off.
+        let unknown = k.file(
+            "unknown.yaml",
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+             metadata: {name: u, namespace: default}\nspec: {podSelector: {}, foo: 1}\n",
+        );
+        let err = k.fails(&["apply", "-f", &unknown]).await;
+        assert!(
+            err.contains("unknown field") && err.contains("foo"),
+            "{label}: {err}"
+        );
+        let out = k.run(&["apply", "--validate=false", "-f", &unknown]).await;
+        assert!(out.status.success(), "{label}: {out:?}");
+        let got = k.json(&["get", "netpol", "u"]).await;
+        assert_eq!(got["spec"], json!({"podSelector": {}}));
+        if label == "kubectl" {
+            let err = k
+                .fails(&["apply", "-f", &unknown, "--dry-run=server"])
+                .await;
+            assert!(
+                err.contains("strict decoding error: unknown field \"spec.foo\""),
+                "{err}"
+            );
+            k.ok(&["delete", "netpol", "u"]).await;
+            let out = k.run(&["apply", "--validate=warn", "-f", &unknown]).await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{err}");
+            assert!(err.contains("unknown field \"spec.foo\""), "{err}");
+        }
+        // Every request came through the second listener.
+        assert!(
+            fake.requests()
+                .iter()
+                .any(|r| r.starts_with("PATCH /apis/cilium.io"))
+        );
+    }
 }

@@ -102,6 +102,10 @@ pub(crate) enum ApiError {
         /// own words).
         message: Option<String>,
     },
+    /// A well-formed patch that does not apply to the object (422, as the
+    /// real server's generic "unprocessable" response).
+    #[error("{0}")]
+    PatchDoesNotApply(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -138,7 +142,7 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute => 404,
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::BadRequest(_) => 400,
-            ApiError::Invalid { .. } => 422,
+            ApiError::Invalid { .. } | ApiError::PatchDoesNotApply(_) => 422,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::MethodNotSupported(_) => 405,
             ApiError::RequestEntityTooLarge(_) => 413,
@@ -152,7 +156,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::BadRequest(_) => "BadRequest",
-            ApiError::Invalid { .. } => "Invalid",
+            ApiError::Invalid { .. } | ApiError::PatchDoesNotApply(_) => "Invalid",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::MethodNotSupported(_) => "MethodNotAllowed",
             ApiError::RequestEntityTooLarge(_) => "RequestEntityTooLarge",
@@ -187,6 +191,7 @@ impl ApiError {
                 }
                 Some(d)
             }
+            ApiError::PatchDoesNotApply(m) => Some(json!({"causes": [{"message": m}]})),
             _ => None,
         }
     }

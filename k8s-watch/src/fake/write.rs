@@ -488,12 +488,7 @@ pub(crate) fn replace(
 fn patch_error(e: PatchError) -> ApiError {
     match e {
         PatchError::Malformed(m) => ApiError::BadRequest(m),
-        PatchError::DoesNotApply(m) => ApiError::Invalid {
-            kind: PATCH_OPTIONS,
-            name: String::new(),
-            causes: Vec::new(),
-            message: Some(m),
-        },
+        PatchError::DoesNotApply(m) => ApiError::PatchDoesNotApply(m),
     }
 }
 
