@@ -24,5 +24,5 @@ pub mod fake;
 
 pub use metrics::WatchMetrics;
 pub use policy_model::rules::PolicyKind;
-pub use snapshot::{PolicyKey, PolicyObject, PolicyStatus, Snapshot};
+pub use snapshot::{PolicyKey, PolicyObject, PolicyStatus, Snapshot, policy_digest};
 pub use watch::{PodScope, WatchConfig, WatchError, Watcher};

@@ -108,6 +108,43 @@ impl Snapshot {
 /// A policy object's key: kind, namespace (`None`: cluster-wide), name.
 pub type PolicyKey = (PolicyKind, Option<String>, String);
 
+/// A digest of a set of policy objects by kind, namespace, name and
+/// resourceVersion (FNV-1a over their sorted `KIND/NAMESPACE/NAME@RV`
+/// lines): two views of the API's policies agree exactly when their
+/// digests do. An agent in Kubernetes mode records the digest of the
+/// policies it applied (`applied.hash`), the lab's API server the digest
+/// of what it stores, so a test can wait for every agent to catch up.
+pub fn policy_digest<'a>(
+    objects: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'a str, &'a str)>,
+) -> u64 {
+    let mut lines: Vec<String> = objects
+        .into_iter()
+        .map(|(kind, ns, name, rv)| format!("{kind}/{}/{name}@{rv}\n", ns.unwrap_or("")))
+        .collect();
+    lines.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in lines.iter().flat_map(|l| l.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Snapshot {
+    /// [`policy_digest`] of the policy objects in force.
+    pub fn policy_digest(&self) -> u64 {
+        let kinds: Vec<String> = self.policies.iter().map(|p| p.kind.to_string()).collect();
+        policy_digest(self.policies.iter().zip(&kinds).map(|(p, k)| {
+            (
+                k.as_str(),
+                p.namespace.as_deref(),
+                p.name.as_str(),
+                p.resource_version.as_str(),
+            )
+        }))
+    }
+}
+
 impl Snapshot {
     /// The policy objects whose version in force changed from `before` to
     /// this snapshot (new, or a new resource version: the API server

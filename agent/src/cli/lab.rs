@@ -82,6 +82,13 @@ pub enum LabCommand {
     },
     /// List the lab's nodes and their agents (pid, running or not).
     Status,
+    /// Wait until every node's agent has applied the lab's policy files as
+    /// they are now (through the lab's API server in Kubernetes mode).
+    WaitApplied {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Restart the lab's agents, or one node's (pinned maps keep enforcing
     /// meanwhile).
     RestartAgent {
@@ -156,6 +163,16 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             };
             let state = lab::up_with(&topology, &policies, &me, &options)?;
             print_up(&state);
+            Ok(())
+        }
+        LabCommand::WaitApplied { timeout } => {
+            let state = lab::LabState::read()?;
+            let took = state.wait_applied(std::time::Duration::from_secs(timeout))?;
+            println!(
+                "every agent ({}) applied the policy files in {} ms",
+                state.nodes.len(),
+                took.as_millis()
+            );
             Ok(())
         }
         LabCommand::Status => {

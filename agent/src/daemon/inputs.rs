@@ -187,13 +187,15 @@ impl Inputs {
         }
     }
 
-    /// File mode: the hash of the policy files in force (what
-    /// `applied.hash` records once they are applied); computed after the
-    /// apply, off the change's path (it reads every file's bytes).
+    /// What `applied.hash` records once the inputs are applied: in file
+    /// mode the hash of the policy files in force, computed after the
+    /// apply, off the change's path (it reads every file's bytes); in
+    /// Kubernetes mode the digest of the policy objects' versions in force
+    /// ([`k8s_watch::policy_digest`]).
     pub(super) fn applied_hash(&mut self) -> Option<u64> {
         match self {
             Inputs::Files(f) => Some(f.cache.content_hash()),
-            Inputs::Kubernetes { .. } => None,
+            Inputs::Kubernetes { objects, .. } => objects.digest(),
         }
     }
 

@@ -25,6 +25,13 @@ fn object_key(key: &PolicyKey) -> ObjectKey {
 }
 
 impl KubeObjects {
+    /// The digest of the policy objects of the last snapshot read
+    /// ([`Snapshot::policy_digest`]): what `applied.hash` records in
+    /// Kubernetes mode once they are applied.
+    pub(super) fn digest(&self) -> Option<u64> {
+        self.last.as_ref().map(|s| s.policy_digest())
+    }
+
     /// Reads `snap`: the full inputs (for the resolution from scratch)
     /// and what changed since the last snapshot read, object by object.
     /// An object that does not parse (the watcher checked it already, so a

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::paths::LAB_NODE;
+use crate::paths::{self, LAB_NODE};
 
 /// The topology's namespaces, pods and node as API objects.
 pub fn topology_objects(topo: &Topology) -> Vec<Value> {
@@ -294,11 +294,15 @@ pub fn run_fake_apiserver(
             &out.kubeconfig_out,
             &format!("http://{}", out.agents_listen),
         )?;
+        let client = handle.client();
+        let mut last_hash = None;
         loop {
+            let files_hash = policy_model::load::content_hash(policies);
             let mut objs = policy_objects(policies);
             objs.extend(secret_objects(secrets_dir));
             let text = serde_json::to_string(&objs)?;
-            if text != last {
+            let changed = text != last;
+            if changed {
                 last = text;
                 let now: BTreeSet<_> = objs.iter().map(object_key).collect();
                 for obj in objs {
@@ -312,9 +316,72 @@ pub fn run_fake_apiserver(
                 }
                 applied = now;
             }
+            // The files' hash with the digest of the policies stored once
+            // they are in: the files did not change meanwhile.
+            if (changed || last_hash != Some(files_hash))
+                && policy_model::load::content_hash(policies) == files_hash
+            {
+                match stored_policy_digest(&client).await {
+                    Ok(digest) => {
+                        let tmp = paths::api_policies_hash().with_extension("tmp");
+                        std::fs::write(&tmp, format!("{files_hash:016x} {digest:016x}\n"))?;
+                        std::fs::rename(&tmp, paths::api_policies_hash())?;
+                        last_hash = Some(files_hash);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "listing the stored policies failed"),
+                }
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
+}
+
+/// [`k8s_watch::policy_digest`] of every policy object the API server
+/// stores, listed through its own API (what an agent that applied them all
+/// records as its `applied.hash`).
+async fn stored_policy_digest(client: &kube::Client) -> Result<u64> {
+    use kube::api::{Api, ApiResource, DynamicObject};
+    let mut items = Vec::new();
+    for (group, version, kind, plural) in [
+        (
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+        ),
+        (
+            "cilium.io",
+            "v2",
+            "CiliumNetworkPolicy",
+            "ciliumnetworkpolicies",
+        ),
+        (
+            "cilium.io",
+            "v2",
+            "CiliumClusterwideNetworkPolicy",
+            "ciliumclusterwidenetworkpolicies",
+        ),
+    ] {
+        let resource = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: format!("{group}/{version}"),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        for o in api.list(&Default::default()).await?.items {
+            items.push((
+                kind,
+                o.metadata.namespace,
+                o.metadata.name.unwrap_or_default(),
+                o.metadata.resource_version.unwrap_or_default(),
+            ));
+        }
+    }
+    Ok(k8s_watch::policy_digest(items.iter().map(
+        |(k, ns, n, rv)| (*k, ns.as_deref(), n.as_str(), rv.as_str()),
+    )))
 }
 
 #[cfg(test)]

@@ -63,6 +63,14 @@ pub fn applied_hash() -> PathBuf {
     state_file("applied.hash")
 }
 
+/// What the lab's API server last took from the policy files: their
+/// content hash and the digest of the policies it then stored
+/// (`HASH DIGEST`, hex); an agent in Kubernetes mode that applied them
+/// records the same digest as its `applied.hash`.
+pub fn api_policies_hash() -> PathBuf {
+    state_file("api-policies.hash")
+}
+
 /// The agent's learned-name store (DNS-learned addresses).
 pub fn learned_names() -> PathBuf {
     state_file("fqdn.json")

@@ -108,6 +108,51 @@ impl LabState {
         Ok(())
     }
 
+    /// Waits until every node's agent has applied the policy files as they
+    /// are now: in file mode each agent's `applied.hash` is the files'
+    /// content hash; in Kubernetes mode the lab's API server first takes
+    /// the files in ([`paths::api_policies_hash`]), then each agent's
+    /// `applied.hash` is the digest of the policies it stored. Returns how
+    /// long it took.
+    pub fn wait_applied(&self, timeout: std::time::Duration) -> Result<std::time::Duration> {
+        let start = std::time::Instant::now();
+        let want = format!("{:016x}", policy_model::load::content_hash(&self.policies));
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        let digest = loop {
+            if !self.kubernetes {
+                break want.clone();
+            }
+            let line = read(paths::api_policies_hash());
+            if let Some((files, digest)) = line.trim().split_once(' ')
+                && files == want
+            {
+                break digest.to_string();
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!(
+                    "the lab's API server did not take the policy files in within {} s (see {})",
+                    timeout.as_secs(),
+                    paths::state_file("apiserver.log").display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        for node in &self.nodes {
+            while read(node.applied_hash()).trim() != digest {
+                if start.elapsed() > timeout {
+                    anyhow::bail!(
+                        "the agent of node {} did not apply the policies within {} s (see {})",
+                        node.name,
+                        timeout.as_secs(),
+                        node.agent_log().display()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        Ok(start.elapsed())
+    }
+
     /// The node named `name` (or the first, for `node`).
     pub fn node(&self, name: &str) -> Result<&LabNode> {
         if name == "node" {

@@ -55,3 +55,21 @@ fn a_cluster_wide_and_a_namespaced_object_of_one_name_are_two_objects() {
     assert_eq!(upserted[0].namespace, None);
     assert!(removed.is_empty());
 }
+
+#[test]
+fn the_policy_digest_follows_versions_not_order() {
+    let a = [
+        ("NetworkPolicy", Some("x"), "p", "5"),
+        ("CiliumClusterwideNetworkPolicy", None, "c", "7"),
+    ];
+    let b = [a[1], a[0]];
+    assert_eq!(policy_digest(a), policy_digest(b));
+    let newer = [a[0], ("CiliumClusterwideNetworkPolicy", None, "c", "8")];
+    assert_ne!(policy_digest(a), policy_digest(newer));
+    assert_ne!(policy_digest(a), policy_digest([a[0]]));
+    // The namespace is part of the key: x/p is not p cluster-wide.
+    assert_ne!(
+        policy_digest([("NetworkPolicy", Some("x"), "p", "5")]),
+        policy_digest([("NetworkPolicy", None, "xp", "5")])
+    );
+}
