@@ -89,7 +89,9 @@ run_agent() {
   : >"$STATE/agent.log" 2>/dev/null || true
   local t0 t1
   t0=$(now_ms)
-  if ! "$LAB" lab up --topology "$run/topology.yaml" --policy "$run/policies" >"$out/up.txt" 2>&1; then
+  # Only the lab's node is built: the other nodes' pods are addresses (a
+  # cluster lab would build a namespace per pod of every node).
+  if ! "$LAB" lab up --node lab-node --topology "$run/topology.yaml" --policy "$run/policies" >"$out/up.txt" 2>&1; then
     { echo "- \`lab up\` failed:"; echo '```'; tail -n 30 "$out/up.txt"; echo '```'; } >>"$notes"
     "$LAB" lab down >/dev/null 2>&1 || true
     return 0
