@@ -46,12 +46,14 @@ impl Drop for TempDir {
     }
 }
 
-/// The kubectl binaries present, by label.
-fn kubectls() -> Vec<(&'static str, PathBuf)> {
+/// The kubectl binaries present, by label: `/usr/bin/kubectl`, kubectl
+/// 1.20, and any listed in `PORTCULLIS_KUBECTL_EXTRA` (colon-separated
+/// paths, e.g. the versioned binaries of the Google Cloud SDK).
+fn kubectls() -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     let current = PathBuf::from("/usr/bin/kubectl");
     if current.exists() {
-        out.push(("kubectl", current));
+        out.push(("kubectl".to_string(), current));
     } else {
         eprintln!("SKIP /usr/bin/kubectl: not installed");
     }
@@ -59,7 +61,7 @@ fn kubectls() -> Vec<(&'static str, PathBuf)> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp/kubectl120/usr/bin/kubectl"));
     if old.exists() {
-        out.push(("kubectl-1.20", old));
+        out.push((OLD.to_string(), old));
     } else {
         eprintln!(
             "SKIP kubectl 1.20: {} is missing (cd /tmp && apt-get download kubernetes-client && \
@@ -67,29 +69,38 @@ fn kubectls() -> Vec<(&'static str, PathBuf)> {
             old.display()
         );
     }
+    if let Some(extra) = std::env::var_os("PORTCULLIS_KUBECTL_EXTRA") {
+        for p in std::env::split_paths(&extra).filter(|p| p.exists()) {
+            out.push((p.display().to_string(), p));
+        }
+    }
     out
 }
+
+/// The label of kubectl 1.20, which validates on the client (OpenAPI v2)
+/// and sends no `fieldValidation`.
+const OLD: &str = "kubectl-1.20";
 
 /// One kubectl against one fake server, with its own HOME (discovery
 /// cache) and kubeconfig.
 struct Kubectl {
-    label: &'static str,
+    label: String,
     bin: PathBuf,
     dir: TempDir,
     kubeconfig: PathBuf,
 }
 
 impl Kubectl {
-    fn new(label: &'static str, bin: &Path, fake: &FakeHandle) -> Kubectl {
+    fn new(label: &str, bin: &Path, fake: &FakeHandle) -> Kubectl {
         Kubectl::with_kubeconfig(label, bin, &fake.kubeconfig_yaml())
     }
 
-    fn with_kubeconfig(label: &'static str, bin: &Path, kubeconfig_text: &str) -> Kubectl {
-        let dir = TempDir::new(label);
+    fn with_kubeconfig(label: &str, bin: &Path, kubeconfig_text: &str) -> Kubectl {
+        let dir = TempDir::new("kubectl");
         let kubeconfig = dir.0.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_text).expect("write the kubeconfig");
         Kubectl {
-            label,
+            label: label.to_string(),
             bin: bin.to_path_buf(),
             dir,
             kubeconfig,
@@ -326,7 +337,7 @@ fn labels(pod: &Value) -> BTreeMap<String, String> {
     serde_json::from_value(pod["metadata"]["labels"].clone()).unwrap_or_default()
 }
 
-async fn drive(label: &'static str, bin: &Path) {
+async fn drive(label: &str, bin: &Path) {
     let (_url, fake) = FakeApiServer::start().await.expect("the fake starts");
     fake.set_validator(policy_validator());
     let recorder = record_watches(&fake).await;
@@ -521,7 +532,7 @@ async fn drive(label: &'static str, bin: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_manages_objects_and_the_watch_sees_every_change() {
     for (label, bin) in kubectls() {
-        drive(label, &bin).await;
+        drive(&label, &bin).await;
     }
 }
 
@@ -584,7 +595,7 @@ async fn kubectl_validates_the_project_policy_examples() {
             fake.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
                 .expect("a namespace");
         }
-        let k = Kubectl::new(label, &bin, &fake);
+        let k = Kubectl::new(&label, &bin, &fake);
         // One JSON List: kubectl's YAML 1.1 would read the cases'
         // unquoted `y` and `n` as booleans.
         let list = json!({"apiVersion": "v1", "kind": "List", "items": policies});
@@ -630,7 +641,7 @@ async fn kubectl_server_side_apply_and_field_validation_on_a_second_listener() {
             .expect("bind a second listener");
         let second = format!("http://{}", listener.local_addr().expect("an address"));
         fake.serve_listener(listener);
-        let k = Kubectl::with_kubeconfig(label, &bin, &FakeHandle::kubeconfig_yaml_for(&second));
+        let k = Kubectl::with_kubeconfig(&label, &bin, &FakeHandle::kubeconfig_yaml_for(&second));
 
         // Server-side apply: created, then the edited fields merged in.
         let ccnp = k.file("ccnp.yaml", &clusterwide_policy("host"));
@@ -659,7 +670,7 @@ async fn kubectl_server_side_apply_and_field_validation_on_a_second_listener() {
         assert!(out.status.success(), "{label}: {out:?}");
         let got = k.json(&["get", "netpol", "u"]).await;
         assert_eq!(got["spec"], json!({"podSelector": {}}));
-        if label == "kubectl" {
+        if label != OLD {
             let err = k
                 .fails(&["apply", "-f", &unknown, "--dry-run=server"])
                 .await;
