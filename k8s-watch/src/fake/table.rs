@@ -294,3 +294,6 @@ pub(crate) fn table(
         "rows": rows,
     })
 }
+
+#[cfg(test)]
+mod tests;
