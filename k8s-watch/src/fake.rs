@@ -59,20 +59,27 @@
 //!   built-in kinds list their usual fields and leave rarely used subtrees
 //!   (probes, affinity, volume sources, statuses) open; the Cilium schemas
 //!   type the rule's top-level fields only.
+//! - **status**: writes to an object keep its stored `status` (a pod
+//!   created through the API is `Pending` with no address, as without a
+//!   kubelet); `GET`, `PUT` and `PATCH` of the `status` subresource
+//!   (`.../pods/NAME/status`, `kubectl patch --subresource=status`)
+//!   change the status alone.
+//! - **bodies**: JSON; YAML (`application/yaml`, and server-side apply);
+//!   protobuf for Namespace and Secret only (what `kubectl create
+//!   namespace|secret` send).
 //!
 //! Not implemented: authentication and authorization (no TLS, no RBAC;
-//! anyone reaching the socket is cluster-admin), admission (no defaults:
-//! a pod created through the API stays `Pending` with no address, as
-//! without a kubelet; statuses change only through the test hooks),
-//! subresources (`/status`, `/log`, `/exec`...), graceful deletion and
-//! finalizers (deletion is immediate; deleting a namespace deletes its
-//! objects at once), `managedFields` and server-side apply's field
-//! ownership (apply never removes a field and never conflicts; `force` is
-//! ignored), pagination (`continue`), CBOR bodies and protobuf bodies but
-//! for Namespace and Secret (what `kubectl create namespace|secret` send), the
-//! `status` of NetworkPolicy, and any kind not listed in [`kinds`]. Writes
-//! into the namespaces `default`, `kube-system`, `kube-public` and
-//! `kube-node-lease` need no Namespace object.
+//! anyone reaching the socket is cluster-admin), admission (no defaults,
+//! no quotas), other subresources (`/log`, `/exec`, `/eviction`...),
+//! graceful deletion and finalizers (deletion is immediate; deleting a
+//! namespace deletes its objects at once), `managedFields` and
+//! server-side apply's field ownership (apply never removes a field and
+//! never conflicts; `force` is ignored), pagination (`continue`), CBOR
+//! bodies and other protobuf bodies, the `status` of NetworkPolicy, and
+//! any kind not in `fake/kinds.rs`. Writes into the namespaces `default`,
+//! `kube-system`, `kube-public` and `kube-node-lease` need no Namespace
+//! object. Objects stored through the test hooks carry no
+//! `creationTimestamp` unless given one (their AGE is `<unknown>`).
 //!
 //! Test hooks on [`FakeHandle`]: apply and delete objects (bypassing the
 //! API's checks and the validator), drop every open watch, hold new

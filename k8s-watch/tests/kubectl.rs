@@ -684,6 +684,33 @@ async fn kubectl_server_side_apply_and_field_validation_on_a_second_listener() {
             assert!(out.status.success(), "{err}");
             assert!(err.contains("unknown field \"spec.foo\""), "{err}");
         }
+        // The status subresource (kubectl 1.24+): a pod gets an address.
+        if label != OLD {
+            let pod = k.file(
+                "pod.yaml",
+                &POD.replace("namespace: x", "namespace: default"),
+            );
+            k.ok(&["apply", "-f", &pod]).await;
+            k.ok(&[
+                "patch",
+                "pod",
+                "a",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status": {"phase": "Running", "podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}]}}"#,
+            ])
+            .await;
+            let wide = k.ok(&["get", "pod", "a", "-o", "wide"]).await;
+            assert!(
+                wide.contains("Running") && wide.contains("10.1.2.3"),
+                "{wide}"
+            );
+            // Writes to the object keep the status.
+            k.ok(&["label", "pod", "a", "seen=yes"]).await;
+            let got = k.json(&["get", "pod", "a"]).await;
+            assert_eq!(got["status"]["podIP"], "10.1.2.3");
+        }
         // Every request came through the second listener.
         assert!(
             fake.requests()

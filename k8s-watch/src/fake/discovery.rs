@@ -17,6 +17,9 @@ const VERBS: &[&str] = &[
     "watch",
 ];
 
+/// The verbs of the `status` subresource.
+const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
+
 /// The aggregated discovery version an `Accept` header asks for.
 pub(crate) fn aggregated_version(accept: &str) -> Option<&'static str> {
     let asks = |v: &str| {
@@ -78,7 +81,7 @@ pub(crate) fn resource_list(path: &str, not_served: &dyn Fn(&Kind) -> bool) -> O
         .or_else(|| path.strip_prefix("/api/"))?;
     let resources: Vec<Value> = served(not_served)
         .filter(|k| k.prefix() == path)
-        .map(|k| {
+        .flat_map(|k| {
             let mut r = json!({
                 "name": k.plural, "singularName": k.singular,
                 "namespaced": k.namespaced, "kind": k.kind, "verbs": VERBS,
@@ -90,7 +93,11 @@ pub(crate) fn resource_list(path: &str, not_served: &dyn Fn(&Kind) -> bool) -> O
             if !k.categories.is_empty() {
                 r["categories"] = json!(k.categories);
             }
-            r
+            let status = k.has_status.then(|| {
+                json!({"name": format!("{}/status", k.plural), "singularName": "",
+                       "namespaced": k.namespaced, "kind": k.kind, "verbs": STATUS_VERBS})
+            });
+            std::iter::once(r).chain(status)
         })
         .collect();
     if resources.is_empty() {
@@ -123,6 +130,13 @@ pub(crate) fn aggregated(core: bool, version: &str, not_served: &dyn Fn(&Kind) -
                     }
                     if !k.categories.is_empty() {
                         r["categories"] = json!(k.categories);
+                    }
+                    if k.has_status {
+                        r["subresources"] = json!([{
+                            "subresource": "status",
+                            "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+                            "verbs": STATUS_VERBS,
+                        }]);
                     }
                     r
                 })

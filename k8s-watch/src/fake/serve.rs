@@ -167,6 +167,12 @@ enum Route {
         namespace: Option<String>,
         name: String,
     },
+    /// The `status` subresource of an object.
+    Status {
+        kind: Kind,
+        namespace: Option<String>,
+        name: String,
+    },
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -200,6 +206,28 @@ fn route(path: &str) -> Option<Route> {
                 if *plural == k.plural && k.namespaced && !ns.is_empty() && !name.is_empty() =>
             {
                 Some(Route::Object {
+                    kind: *k,
+                    namespace: Some(ns.to_string()),
+                    name: name.to_string(),
+                })
+            }
+            [plural, name, "status"]
+                if *plural == k.plural && !k.namespaced && k.has_status && !name.is_empty() =>
+            {
+                Some(Route::Status {
+                    kind: *k,
+                    namespace: None,
+                    name: name.to_string(),
+                })
+            }
+            ["namespaces", ns, plural, name, "status"]
+                if *plural == k.plural
+                    && k.namespaced
+                    && k.has_status
+                    && !ns.is_empty()
+                    && !name.is_empty() =>
+            {
+                Some(Route::Status {
                     kind: *k,
                     namespace: Some(ns.to_string()),
                     name: name.to_string(),
@@ -297,12 +325,35 @@ async fn handle(
     }
     let route = route(path).ok_or(ApiError::NoRoute)?;
     let kind = match &route {
-        Route::Collection { kind, .. } | Route::Object { kind, .. } => *kind,
+        Route::Collection { kind, .. }
+        | Route::Object { kind, .. }
+        | Route::Status { kind, .. } => *kind,
     };
     if lock(&shared.state).not_served.contains(kind.plural) {
         return Err(ApiError::NoRoute);
     }
     let table = table::wanted(accept).then(|| q.get("includeObject").cloned().unwrap_or_default());
+    let (route, status_only) = match route {
+        Route::Status {
+            kind,
+            namespace,
+            name,
+        } => {
+            if !matches!(parts.method, Method::GET | Method::PUT | Method::PATCH) {
+                return Err(ApiError::MethodNotSupported(format!(
+                    "the status subresource takes GET, PUT and PATCH, not {}",
+                    parts.method
+                )));
+            }
+            let object = Route::Object {
+                kind,
+                namespace,
+                name,
+            };
+            (object, true)
+        }
+        r => (r, false),
+    };
     match (&parts.method, route) {
         (&Method::GET, Route::Collection { kind, namespace }) => {
             let sel = Selection::parse(namespace, &q)?;
@@ -345,7 +396,8 @@ async fn handle(
             },
         ) => {
             let obj = decode_body(body, header(&parts.headers, "content-type"))?;
-            let t = target(shared, kind, namespace.as_deref(), Some(&name), &q)?;
+            let mut t = target(shared, kind, namespace.as_deref(), Some(&name), &q)?;
+            t.status_only = status_only;
             let mut st = lock(&shared.state);
             Ok(written(write::replace(shared, &mut st, &t, obj)?))
         }
@@ -367,7 +419,8 @@ async fn handle(
                 PatchType::Apply => decode_yaml(body)?,
                 _ => decode_json(body)?,
             };
-            let t = target(shared, kind, namespace.as_deref(), Some(&name), &q)?;
+            let mut t = target(shared, kind, namespace.as_deref(), Some(&name), &q)?;
+            t.status_only = status_only;
             let mut st = lock(&shared.state);
             let w = write::apply_patch(
                 shared,
@@ -505,6 +558,7 @@ fn target<'a>(
         dry_run,
         field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?,
         validator: lock(&shared.validator.0).clone(),
+        status_only: false,
     })
 }
 

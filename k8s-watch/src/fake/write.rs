@@ -66,6 +66,8 @@ pub(crate) struct Target<'a> {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
     pub validator: Option<Validator>,
+    /// A write to the `status` subresource: only `status` changes.
+    pub status_only: bool,
 }
 
 impl Target<'_> {
@@ -300,7 +302,7 @@ fn admit(
             }
         }
     }
-    if kind.has_status {
+    if kind.has_status && !t.status_only {
         let status = match old {
             Some(old) => old.get("status").cloned(),
             None => match kind.kind {
@@ -460,6 +462,19 @@ fn update(
     old: &Value,
 ) -> Result<Written, ApiError> {
     precondition(t, name, &new, old)?;
+    let new = if t.status_only {
+        // The status subresource: the stored object with the new status.
+        let mut o = old.clone();
+        match new.get("status") {
+            Some(s) if !s.is_null() => o["status"] = s.clone(),
+            _ => {
+                o.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+        o
+    } else {
+        new
+    };
     let (obj, warnings) = admit(st, t, new, Some(old))?;
     let object = commit(shared, st, t, obj, Some(old));
     Ok(Written {
@@ -533,6 +548,7 @@ pub(crate) fn apply_patch(
                 });
             }
             match &old {
+                None if t.status_only => return Err(t.not_found(name)),
                 None => {
                     if !patch.is_object() {
                         return Err(ApiError::BadRequest(

@@ -27,9 +27,16 @@ fn routes_name_collections_and_objects() {
         }
         other => panic!("{other:?}"),
     }
+    match route("/api/v1/namespaces/x/pods/a/status") {
+        Some(Route::Status { kind, name, .. }) => {
+            assert_eq!((kind.kind, name.as_str()), ("Pod", "a"))
+        }
+        other => panic!("{other:?}"),
+    }
     for nothing in [
         "/api/v1/pods/a",
-        "/api/v1/namespaces/x/pods/a/status",
+        "/api/v1/namespaces/x/pods/a/log",
+        "/apis/networking.k8s.io/v1/namespaces/x/networkpolicies/a/status",
         "/apis/cilium.io/v2/namespaces/x/ciliumclusterwidenetworkpolicies",
         "/api/v2/pods",
         "/api/v1/namespaces//pods",

@@ -22,6 +22,7 @@ fn target<'a>(kind: &str, namespace: Option<&'a str>, name: Option<&'a str>) -> 
         dry_run: false,
         field_validation: FieldValidation::Strict,
         validator: None,
+        status_only: false,
     }
 }
 
@@ -316,4 +317,37 @@ fn delete_returns_the_object_and_a_namespace_takes_its_objects() {
     assert_eq!(types, ["ADDED", "ADDED", "DELETED", "DELETED"]);
     let e = delete(&sh, &mut st, &t, &json!({})).expect_err("gone");
     assert_eq!(e.to_string(), "namespaces \"x\" not found");
+}
+
+#[test]
+fn the_status_subresource_changes_only_the_status() {
+    let sh = shared();
+    let mut st = State::default();
+    create(
+        &sh,
+        &mut st,
+        &target("Pod", Some("default"), None),
+        pod("a"),
+    )
+    .expect("created");
+    let mut t = target("Pod", Some("default"), Some("a"));
+    t.status_only = true;
+    let w = apply_patch(
+        &sh,
+        &mut st,
+        &t,
+        PatchType::Merge,
+        json!({"metadata": {"labels": {"ignored": "x"}},
+               "status": {"phase": "Running", "podIP": "10.0.0.9"}}),
+        None,
+    )
+    .expect("patched");
+    assert_eq!(w.object["status"]["podIP"], "10.0.0.9");
+    assert!(w.object["metadata"]["labels"].get("ignored").is_none());
+    assert_eq!(w.object["metadata"]["generation"], 1);
+    assert_eq!(st.history.last().map(|e| e.event_type), Some("MODIFIED"));
+    let mut t = target("Pod", Some("default"), Some("zz"));
+    t.status_only = true;
+    let e = apply_patch(&sh, &mut st, &t, PatchType::Merge, json!({}), None).expect_err("404");
+    assert_eq!(e.code(), 404);
 }
