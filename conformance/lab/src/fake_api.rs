@@ -48,6 +48,9 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
             },
             "status": {
                 "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "main", "ready": true, "restartCount": 0,
+                    "image": "lab", "imageID": "", "state": {"running": {}}}],
                 "podIP": p.addresses().first().map(|a| a.to_string()),
                 "podIPs": ips,
             },
@@ -87,7 +90,7 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
         out.push(json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": LAB_NODE, "labels": labels},
-            "status": {"addresses": node_addrs},
+            "status": {"addresses": node_addrs, "conditions": [{"type": "Ready", "status": "True"}]},
         }));
     }
     // The other nodes of the `nodes:` list.
@@ -100,7 +103,7 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
         out.push(json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": n.name, "labels": n.labels},
-            "status": {"addresses": addrs},
+            "status": {"addresses": addrs, "conditions": [{"type": "Ready", "status": "True"}]},
         }));
     }
     if let Some(api) = &topo.kube_apiserver {
@@ -228,6 +231,22 @@ fn write_kubeconfig(path: &Path, url: &str) -> Result<()> {
     Ok(())
 }
 
+/// `obj` with `metadata.creationTimestamp` now, unless it has one (the
+/// objects the lab puts in through the in-process hook, so kubectl shows
+/// their age).
+fn stamped(mut obj: Value) -> Value {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.entry("creationTimestamp").or_insert_with(|| {
+            json!(
+                k8s_openapi::jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            )
+        });
+    }
+    obj
+}
+
 /// Binds `at` in network namespace `ns` (a socket keeps the namespace it
 /// was made in).
 fn bind_in(ns: &str, at: std::net::SocketAddr) -> Result<std::net::TcpListener> {
@@ -237,28 +256,11 @@ fn bind_in(ns: &str, at: std::net::SocketAddr) -> Result<std::net::TcpListener> 
     Ok(listener)
 }
 
-/// Relays each connection accepted on `listener` (in the agents'
-/// namespace) to the API server at `to` (127.0.0.1 of this process's
-/// namespace), byte for byte both ways.
-async fn relay(listener: tokio::net::TcpListener, to: std::net::SocketAddr) {
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        tokio::spawn(async move {
-            if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                let _ = inbound.set_nodelay(true);
-                let _ = outbound.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
-}
-
 /// `portcullis lab fake-apiserver`: serves the topology and the policy
-/// files as API objects on 127.0.0.1 (the user's kubectl) and, relayed,
-/// at the agents' address in their namespace; writes both kubeconfigs;
+/// files as API objects on 127.0.0.1 (the user's kubectl) and at the
+/// agents' address in their namespace; writes both kubeconfigs; refuses a
+/// written policy object the agents would reject (422, with their reason:
+/// [`k8s_watch::fake::policy_validator`]);
 /// keeps the policies and the TLS secret files under `secrets_dir` in step
 /// with the files (apply on change, delete on removal). Objects made
 /// through the API (kubectl) stay until deleted through it.
@@ -279,13 +281,12 @@ pub fn run_fake_apiserver(
         let (url, handle) = k8s_watch::fake::FakeApiServer::start()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let local: std::net::SocketAddr = url
-            .trim_start_matches("http://")
-            .parse()
-            .map_err(|e| anyhow::anyhow!("the API server's own URL {url}: {e}"))?;
-        tokio::spawn(relay(tokio::net::TcpListener::from_std(agents)?, local));
+        handle.serve_listener(tokio::net::TcpListener::from_std(agents)?);
+        handle.set_validator(k8s_watch::fake::policy_validator());
         for obj in topology_objects(&topo) {
-            handle.apply(obj).map_err(|e| anyhow::anyhow!("{e}"))?;
+            handle
+                .apply(stamped(obj))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let mut applied: BTreeSet<(String, String, String)> = BTreeSet::new();
         let mut last = String::new();
@@ -306,7 +307,7 @@ pub fn run_fake_apiserver(
                 last = text;
                 let now: BTreeSet<_> = objs.iter().map(object_key).collect();
                 for obj in objs {
-                    if let Err(e) = handle.apply(obj) {
+                    if let Err(e) = handle.apply(stamped(obj)) {
                         tracing::warn!(error = %e, "fake apiserver rejected an object");
                     }
                 }
