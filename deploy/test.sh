@@ -13,6 +13,11 @@ if ! bash deploy/tansu.sh wait; then
   # Counted as a skip in the summary, not a silent pass.
   echo "test result: ok. 0 passed; 0 failed; 1 ignored (Kafka lab: tansu missing, SKIP)" >> "$log"
 fi
+# Debian's kubectl 1.20 for the kubectl tests (k8s-watch/tests/kubectl.rs)
+# beside the machine's own; they SKIP it when it cannot be fetched.
+if kubectl120=$(bash deploy/debian-kubectl.sh); then
+  export PORTCULLIS_KUBECTL_120=$kubectl120
+fi
 cargo test --workspace --release --no-fail-fast "$@" 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
 # The Kubernetes manifests, checked with kubernetes-validate (PyPI); counted

@@ -11,7 +11,10 @@
 //!   the API server's error (422 with a Status) and exits non-zero, and
 //!   both nodes keep enforcing the previous version.
 //!
-//! Skips (SKIP line, pass) without root or without kubectl.
+//! Runs with the machine's kubectl and, when `PORTCULLIS_KUBECTL_120`
+//! names one (deploy/test.sh unpacks Debian's package kubernetes-client,
+//! kubectl 1.20), with that one too, each on a lab of its own. Skips (SKIP
+//! line, pass) without root or without any kubectl.
 
 #[path = "support/lab.rs"]
 mod support;
@@ -70,16 +73,36 @@ spec:
   - fromEndpoints: [{matchExpressions: [{key: app, operator: Near, values: [a]}]}]
 ";
 
-fn kubectl_available() -> bool {
-    Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// The kubectl binaries to drive: the machine's, and Debian's 1.20.
+fn kubectls() -> Vec<String> {
+    let works = |bin: &str| {
+        Command::new(bin)
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut out = Vec::new();
+    if works("kubectl") {
+        out.push("kubectl".to_string());
+    } else {
+        eprintln!("SKIP: kubectl is not installed");
+    }
+    match std::env::var("PORTCULLIS_KUBECTL_120") {
+        Ok(bin) if works(&bin) => out.push(bin),
+        _ => eprintln!(
+            "SKIP kubectl 1.20: PORTCULLIS_KUBECTL_120 unset or not runnable (bash deploy/debian-kubectl.sh)"
+        ),
+    }
+    out
+}
+
+thread_local! {
+    static KUBECTL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Runs kubectl against the lab; (success, stdout + stderr).
 fn kubectl(lab: &TestLab, args: &[&str], stdin_file: Option<&str>) -> (bool, String) {
-    let mut cmd = Command::new("kubectl");
+    let mut cmd = Command::new(KUBECTL.with(|k| k.borrow().clone()));
     cmd.env("KUBECONFIG", "/run/portcullis/lab/kubeconfig")
         .env("HOME", &lab.dir)
         .args(args);
@@ -127,11 +150,18 @@ fn until(lab: &TestLab, from: &str, to: IpAddr, want: bool, limit: Duration) -> 
 #[test]
 fn kubectl_changes_are_enforced_on_every_node_and_a_broken_policy_keeps_the_old_one() {
     let Some(_guard) = lab_guard() else { return };
-    if !kubectl_available() {
-        eprintln!("SKIP: kubectl is not installed");
-        return;
+    for bin in kubectls() {
+        println!("== with {bin}");
+        KUBECTL.with(|k| *k.borrow_mut() = bin.clone());
+        drive(&bin);
     }
+}
+
+/// The whole scenario with the kubectl `bin`, on a lab of its own.
+fn drive(bin: &str) {
     let mut lab = TestLab::up("kubectl", TOPOLOGY, "", &[]);
+    let (ok, out) = kubectl(&lab, &["version", "--client"], None);
+    assert!(ok, "{bin}: {out}");
     let status = must(&["lab", "status"]);
     assert!(status.contains("cluster lab, Kubernetes"), "{status}");
     for pod in ["x/b", "x/c", "x/a"] {
