@@ -46,8 +46,11 @@ enum Command {
         output: String,
         /// The agent's state directory (default: the one the agent
         /// recorded in /run/portcullis/state-dir, else /run/portcullis/agent).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "node")]
         state_dir: Option<PathBuf>,
+        /// A lab node's agent by name (`node`: the first).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Stream flow events (verdicts of the datapath) from the agent.
     Observe {
@@ -107,9 +110,15 @@ fn main() -> ExitCode {
             node: None,
         } => cli::observe::run(&state_dir::resolve(state_dir), output == "json", follow),
         Command::Lab { command } => cli::lab::run(command),
-        Command::Status { output, state_dir } => {
-            cli::status::run(&state_dir::resolve(state_dir), output == "json")
-        }
+        Command::Status {
+            output,
+            state_dir,
+            node,
+        } => match node {
+            Some(node) => cli::lab::node_state_dir(&node)
+                .and_then(|dir| cli::status::run(&dir, output == "json")),
+            None => cli::status::run(&state_dir::resolve(state_dir), output == "json"),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

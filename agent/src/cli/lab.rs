@@ -384,3 +384,9 @@ pub fn observed_nodes(name: &str) -> anyhow::Result<Vec<(Option<String>, std::pa
         .map(|n| (Some(n.name.clone()), n.state_dir.clone()))
         .collect())
 }
+
+/// The state directory of the lab node `name`'s agent (`portcullis status
+/// --node NAME`).
+pub fn node_state_dir(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    Ok(lab::LabState::read()?.node(name)?.state_dir.clone())
+}
