@@ -135,9 +135,10 @@ fn text_line(v: &Value) -> String {
     let side = |x: &Value| {
         let ip = x["ip"].as_str().unwrap_or("?");
         let port = x["port"].as_u64().unwrap_or(0);
-        match x["pod"].as_str() {
-            Some(p) => format!("{p} ({ip}:{port})"),
-            None => format!("{ip}:{port}"),
+        match (x["pod"].as_str(), reserved_name(&x["identity"])) {
+            (Some(p), _) => format!("{p} ({ip}:{port})"),
+            (None, Some(name)) => format!("{name} ({ip}:{port})"),
+            (None, None) => format!("{ip}:{port}"),
         }
     };
     format!(
@@ -149,6 +150,16 @@ fn text_line(v: &Value) -> String {
         str_of(&v["reason"]),
         str_of(&v["direction"])
     )
+}
+
+/// `reserved:NAME` for one of Cilium's reserved identities (`host`,
+/// `remote-node`, `world`, ...).
+fn reserved_name(identity: &Value) -> Option<String> {
+    let id = u32::try_from(identity.as_u64()?).ok()?;
+    policy_model::identity::RESERVED
+        .iter()
+        .find(|(n, _)| n.0 == id)
+        .map(|(_, name)| format!("reserved:{name}"))
 }
 
 fn str_of(v: &Value) -> &str {

@@ -89,3 +89,18 @@ fn flow_events_and_agent_events_keep_their_shape() {
         "T  agent: endpoint-failed-closed t1/a: over budget"
     );
 }
+
+#[test]
+fn a_kernel_flow_names_reserved_identities_that_are_no_pod() {
+    let v: serde_json::Value = serde_json::from_str(
+        r#"{"destination":{"identity":257,"ip":"10.200.1.11","pod":"x/b","port":80},"direction":"ingress",
+            "protocol":"TCP","reason":"DropNoPolicy","source":{"identity":6,"ip":"10.201.255.254","pod":null,"port":47650},
+            "time":"t","verdict":"DROPPED"}"#,
+    )
+    .expect("json");
+    let line = text_line(&v);
+    assert!(
+        line.contains("reserved:remote-node (10.201.255.254:47650) -> x/b (10.200.1.11:80)"),
+        "{line}"
+    );
+}
