@@ -33,7 +33,14 @@ pub enum TopologyRef {
     Inline(Box<Topology>),
 }
 
-/// One probe.
+/// How a probe names a node as its source or destination: `node/NAME`
+/// (`from: node/node-2`), for a node listed under the topology's `nodes:`.
+/// The model takes the node's first address; the lab sends from (or to)
+/// that node's namespace, from its address of each family.
+pub const NODE_PREFIX: &str = "node/";
+
+/// One probe. `from` and `to` name a pod (`ns/pod`) or a node
+/// ([`NODE_PREFIX`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Probe {

@@ -1,9 +1,11 @@
 //! Runs cases against the policy model (`policy_model::explain`).
 
-use crate::case::{Case, Expect, Probe, yaml_scalar};
+use crate::case::{Case, Expect, NODE_PREFIX, Probe, yaml_scalar};
 use policy_model::explain::{HttpRequestSpec, KafkaRequestSpec, TlsRequestSpec};
+use policy_model::topology::NodeSpec;
 use policy_model::{
-    Cluster, Explanation, FlowPeer, FlowQuery, FqdnCache, L7Request, PolicySet, Protocol, Verdict,
+    Cluster, Explanation, FlowPeer, FlowQuery, FqdnCache, L7Request, PolicySet, Protocol, Topology,
+    Verdict,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -39,12 +41,26 @@ pub fn probe_protocol(p: &Probe) -> Result<Protocol, String> {
     }
 }
 
-/// Builds the model's flow question for a probe.
-pub fn to_query(p: &Probe) -> Result<FlowQuery, String> {
+/// The node a probe side names as `node/NAME`, when `topology` lists it
+/// under `nodes:`.
+pub fn named_node<'a>(topology: &'a Topology, side: &str) -> Option<&'a NodeSpec> {
+    let name = side.strip_prefix(NODE_PREFIX)?;
+    topology.nodes.iter().find(|n| n.name == name)
+}
+
+/// Builds the model's flow question for a probe. A side `node/NAME` is
+/// the node's first address in `topology` (any of them has the node's
+/// identity).
+pub fn to_query(p: &Probe, topology: &Topology) -> Result<FlowQuery, String> {
     let peer =
         |pod: &Option<String>, ip: &Option<String>, what: &str| -> Result<FlowPeer, String> {
             match (pod, ip) {
-                (Some(pod), None) => Ok(FlowPeer::Pod(pod.clone())),
+                (Some(side), None) => match named_node(topology, side) {
+                    Some(node) => node.ips.first().copied().map(FlowPeer::Ip).ok_or_else(|| {
+                        format!("{what} {side:?}: the node has no address in the topology")
+                    }),
+                    None => Ok(FlowPeer::Pod(side.clone())),
+                },
                 (None, Some(ip)) => ip
                     .parse::<IpAddr>()
                     .map(FlowPeer::Ip)
@@ -124,27 +140,63 @@ pub fn case_policies(case: &Case) -> Result<PolicySet, String> {
     })
 }
 
+/// The models of one case, built on demand: one per node whose agent
+/// judges a probe (see [`judging_node`]) and per name learned for a
+/// `to-fqdn` probe.
+pub type CaseClusters = BTreeMap<(Option<String>, Option<(String, String)>), Cluster>;
+
+/// The node whose agent judges a probe in a topology with `nodes:`: the
+/// source pod's (it judges egress), else the destination pod's (ingress);
+/// a pod without `node:` runs on the first node, as the lab places it.
+/// `None` without `nodes:` or when no side is a pod (no policy applies).
+///
+/// One node's view is exact for both directions: a pod's identity is the
+/// same on every node, and only node addresses (`host` on their own node,
+/// `remote-node` elsewhere) depend on which agent looks. A flow between
+/// two pods judges the other pod by identity; a flow with a node on one
+/// side has a single pod, whose node's view it takes.
+pub fn judging_node(topology: &Topology, q: &FlowQuery) -> Option<String> {
+    let first = topology.nodes.first()?;
+    let node_of = |peer: &FlowPeer| {
+        let pod = match peer {
+            FlowPeer::Pod(name) => topology.pod(name),
+            FlowPeer::Ip(ip) => topology
+                .pods
+                .iter()
+                .map(|p| &**p)
+                .find(|p| p.addresses().contains(ip)),
+        }?;
+        Some(pod.node.clone().unwrap_or_else(|| first.name.clone()))
+    };
+    node_of(&q.from).or_else(|| node_of(&q.to))
+}
+
 /// The model's answer to one probe of a case.
 pub fn explain_probe(
     case: &Case,
     set: &PolicySet,
-    clusters: &mut BTreeMap<Option<(String, String)>, Cluster>,
+    clusters: &mut CaseClusters,
     p: &Probe,
 ) -> Result<Explanation, String> {
-    let q = to_query(p)?;
-    let key = match (&p.to_fqdn, &p.to_ip) {
+    let q = to_query(p, &case.topology)?;
+    let learned = match (&p.to_fqdn, &p.to_ip) {
         (Some(f), Some(ip)) => Some((f.clone(), ip.clone())),
         (Some(_), None) => return Err("to-fqdn needs to-ip".into()),
         _ => None,
     };
+    let key = (judging_node(&case.topology, &q), learned);
     let cluster = clusters.entry(key.clone()).or_insert_with(|| {
         let mut fq = FqdnCache::default();
-        if let Some((name, ip)) = &key
+        if let Some((name, ip)) = &key.1
             && let Ok(ip) = ip.parse()
         {
             fq.learn(name, ip);
         }
-        Cluster::new(case.topology.clone(), set.rules().cloned().collect(), &fq)
+        let topology = match &key.0 {
+            Some(node) => case.topology.for_node(node),
+            None => case.topology.clone(),
+        };
+        Cluster::new(topology, set.rules().cloned().collect(), &fq)
     });
     policy_model::explain(cluster, &q).map_err(|e| e.to_string())
 }
@@ -166,7 +218,7 @@ pub fn run_case(case: &Case) -> Vec<ProbeOutcome> {
                 .collect();
         }
     };
-    let mut clusters = BTreeMap::new();
+    let mut clusters = CaseClusters::new();
     case.probes
         .iter()
         .map(|p| {
