@@ -355,6 +355,36 @@ fn conformance_l3_l4_end_to_end_matches_the_model() {
         .and_then(|n| n.trim().parse().ok())
         .expect("family line");
     assert!(v6 >= 100, "only {v6} IPv6 probes ran");
+    // The cluster runs: the k8s-e2e cases on two-node clusters, and the
+    // node-entity cases.
+    let cross: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("cross-node probes: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("cross-node line");
+    assert!(cross >= 3000, "only {cross} cross-node probes ran");
+    let coverage: Vec<usize> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("cross-node coverage: "))
+        .expect("coverage line")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    assert!(
+        coverage.len() == 2 && coverage[0] == coverage[1] && coverage[1] >= 72,
+        "every probed pair of the nine e2e pods crosses nodes: {coverage:?}"
+    );
+    for case in [
+        "cluster/from-entities-remote-node",
+        "cluster/to-entities-host-and-remote-node",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(case)),
+            "{case} did not run"
+        );
+    }
 }
 
 /// x/b serves HTTP on 80 (haproxy) and gRPC on 50051 (grpcio); x/a may

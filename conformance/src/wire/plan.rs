@@ -10,9 +10,8 @@ use crate::case::{Case, Expect, Probe};
 use crate::model;
 use policy_model::{Layer, Protocol, Topology, Verdict};
 use portcullis_lab::LabState;
-use portcullis_lab::net::{NODE_NS, WORLD_NS, WORLD_V4, WORLD_V6, world_nets};
+use portcullis_lab::net::{WORLD_NS, WORLD_V4, WORLD_V6, world_nets};
 use portcullis_lab::probe::{DNS_ANSWERED, DNS_REFUSED, Outcome};
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// The DNS port: served by knot (a real authoritative server) wherever a
@@ -61,6 +60,13 @@ pub struct WireProbe {
     /// namespaces (which hold several).
     pub src_ip: Option<IpAddr>,
     pub dst: IpAddr,
+    /// The pods on either side (`ns/pod`), when they are pods.
+    pub src_pod: Option<String>,
+    pub dst_pod: Option<String>,
+    /// The nodes of either side (a pod's node, or the node itself); `None`
+    /// for the world.
+    pub src_node: Option<String>,
+    pub dst_node: Option<String>,
     pub protocol: Protocol,
     pub port: u16,
     pub model: Verdict,
@@ -80,6 +86,23 @@ pub fn runnable(p: &Probe) -> bool {
     p.e2e != Some(false)
 }
 
+/// Whether the lab sends probes of `proto` to `port`: not SCTP, and of
+/// ICMP only echo requests.
+pub fn sends(proto: Protocol, port: u16) -> bool {
+    match proto {
+        Protocol::Icmp => port == 8,
+        Protocol::Icmpv6 => port == 128,
+        Protocol::Sctp => false,
+        _ => true,
+    }
+}
+
+/// Whether a probe reaches the wire (Kafka probes aside, which need a
+/// broker): runnable, and of a protocol the lab sends.
+pub fn sendable(p: &Probe) -> bool {
+    runnable(p) && model::probe_protocol(p).is_ok_and(|proto| sends(proto, p.port))
+}
+
 /// The cluster's DNS server: a pod labelled `k8s-app: kube-dns`, else the
 /// world namespace's 10.201.0.1.
 pub fn dns_server(topo: &Topology) -> Option<(Option<String>, IpAddr)> {
@@ -94,37 +117,76 @@ pub fn dns_server(topo: &Topology) -> Option<(Option<String>, IpAddr)> {
     Some((None, WORLD_V4))
 }
 
-/// The address of a probe side for one family, and the namespace to send
-/// from (for a source).
+/// One side of a wire probe in the lab, for one address family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    /// The namespace it is in (where a source sends from).
+    pub ns: String,
+    pub addr: IpAddr,
+    /// The pod (`ns/pod`), when the side is one.
+    pub pod: Option<String>,
+    /// The pod's node, or the node itself; `None` for the world.
+    pub node: Option<String>,
+    /// The namespace holds several addresses (a node's, the world's): a
+    /// source binds [`Located::addr`].
+    pub binds: bool,
+}
+
+/// Where a probe side (`side`: a pod or `node/NAME`; else `ip`) is in the
+/// lab `state` built from `topo`, with its address of one family; `None`
+/// when the lab has no such side or it has no address of the family.
 pub fn locate(
     state: &LabState,
     topo: &Topology,
-    pod: &Option<String>,
+    side: &Option<String>,
     ip: &Option<String>,
     v6: bool,
-) -> Option<(String, IpAddr)> {
-    if let Some(pod) = pod {
-        let addr = topo
-            .pod(pod)?
-            .addresses()
-            .into_iter()
-            .find(|a| a.is_ipv6() == v6)?;
-        return Some((state.namespace_of(pod).ok()?, addr));
+) -> Option<Located> {
+    let of_family = |a: &IpAddr| a.is_ipv6() == v6;
+    let node_side = |name: &str, addr: IpAddr| {
+        Some(Located {
+            ns: state.namespace_of(name).ok()?,
+            addr,
+            pod: None,
+            node: Some(state.node(name).ok()?.name.clone()),
+            binds: true,
+        })
+    };
+    let pod_side = |pod: &str, addr: IpAddr| {
+        Some(Located {
+            ns: state.namespace_of(pod).ok()?,
+            addr,
+            pod: Some(pod.to_string()),
+            node: state.node_of_pod(pod).map(|n| n.name.clone()),
+            binds: false,
+        })
+    };
+    if let Some(side) = side {
+        if let Some(node) = model::named_node(topo, side) {
+            let addr = node.ips.iter().copied().find(of_family)?;
+            return node_side(&node.name, addr);
+        }
+        let addr = topo.pod(side)?.addresses().into_iter().find(of_family)?;
+        return pod_side(side, addr);
     }
     let addr: IpAddr = ip.as_ref()?.parse().ok()?;
-    if addr.is_ipv6() != v6 {
+    if !of_family(&addr) {
         return None;
     }
     if let Some(p) = topo.pods.iter().find(|p| p.addresses().contains(&addr)) {
-        return Some((state.namespace_of(&p.full_name()).ok()?, addr));
+        return pod_side(&p.full_name(), addr);
     }
+    if let Some(node) = topo.nodes.iter().find(|n| n.ips.contains(&addr)) {
+        return node_side(&node.name, addr);
+    }
+    // A topology's `node:` is the lab's (first) node.
     if topo
         .node
         .iter()
         .flat_map(|n| n.ips.iter())
         .any(|a| *a == addr)
     {
-        return Some((NODE_NS.to_string(), addr));
+        return node_side("node", addr);
     }
     let in_world_ns = [WORLD_V4, WORLD_V6].contains(&addr)
         || topo
@@ -133,7 +195,13 @@ pub fn locate(
             .flat_map(|w| w.ips.iter())
             .any(|a| *a == addr);
     if world_nets().iter().any(|n| n.contains(&addr)) && in_world_ns {
-        return Some((WORLD_NS.to_string(), addr));
+        return Some(Located {
+            ns: WORLD_NS.to_string(),
+            addr,
+            pod: None,
+            node: None,
+            binds: true,
+        });
     }
     None
 }
@@ -201,7 +269,7 @@ pub fn plan_case(
     kafka_ok: bool,
 ) -> anyhow::Result<CasePlan> {
     let set = model::case_policies(case).map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
-    let mut clusters = BTreeMap::new();
+    let mut clusters = model::CaseClusters::new();
     let mut plan = CasePlan::default();
     for p in case.probes.iter().filter(|p| runnable(p)) {
         let kafka = kafka::call(p);
@@ -213,13 +281,7 @@ pub fn plan_case(
             plan.skipped += 1;
             continue;
         };
-        let icmp_ok = match proto {
-            Protocol::Icmp => p.port == 8,
-            Protocol::Icmpv6 => p.port == 128,
-            Protocol::Sctp => false,
-            _ => true,
-        };
-        if !icmp_ok {
+        if !sends(proto, p.port) {
             plan.skipped += 1;
             continue;
         }
@@ -255,23 +317,26 @@ pub fn plan_case(
                 Protocol::Icmpv6 if !v6 => continue,
                 _ => {}
             }
-            let (Some((src_ns, src_ip)), Some((_, dst))) = (
+            let (Some(src), Some(dst)) = (
                 locate(state, topo, &p.from, &p.from_ip, v6),
                 locate(state, topo, &p.to, &p.to_ip, v6),
             ) else {
                 continue;
             };
             any = true;
-            let src_ip = (src_ns == WORLD_NS || src_ns == NODE_NS).then_some(src_ip);
             let probe = |family, call, want| WireProbe {
                 describe: p.describe(),
                 family,
                 call,
                 want,
                 resolve_first: resolve_first.clone(),
-                src_ns: src_ns.clone(),
-                src_ip,
-                dst,
+                src_ns: src.ns.clone(),
+                src_ip: src.binds.then_some(src.addr),
+                dst: dst.addr,
+                src_pod: src.pod.clone(),
+                dst_pod: dst.pod.clone(),
+                src_node: src.node.clone(),
+                dst_node: dst.node.clone(),
                 protocol: proto,
                 port: p.port,
                 model: verdict,

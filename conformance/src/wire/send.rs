@@ -6,6 +6,7 @@ use super::{kafka, tls};
 use anyhow::Result;
 use policy_model::Protocol;
 use portcullis_lab::probe::{self, Observed, Outcome};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Sends one probe and reports what came back.
@@ -69,27 +70,47 @@ pub fn send(w: &WireProbe, timeout: Duration) -> Result<Outcome> {
     }
 }
 
-/// Sends `wire` in chunks of `parallel` probes at once (a thread each);
-/// the outcomes in the same order.
+/// Sends `wire` with `parallel` probes in flight (a thread each, each
+/// taking the next probe as soon as its last one is done: a denied probe
+/// waiting out its timeout holds up no other); the outcomes in the same
+/// order.
 pub fn send_all(wire: &[&WireProbe], timeout: Duration, parallel: usize) -> Result<Vec<Outcome>> {
-    let mut out = Vec::with_capacity(wire.len());
-    for chunk in wire.chunks(parallel.max(1)) {
-        let results: Vec<Result<Outcome>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|w| s.spawn(move || send(w, timeout)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("probe panicked")))
+    let next = AtomicUsize::new(0);
+    let workers = parallel.max(1).min(wire.len());
+    let done: Vec<Vec<(usize, Result<Outcome>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(w) = wire.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, send(w, timeout)));
+                    }
                 })
-                .collect()
-        });
-        for r in results {
-            out.push(r?);
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![(usize::MAX, Err(anyhow::anyhow!("probe panicked")))])
+            })
+            .collect()
+    });
+    let mut out: Vec<Option<Outcome>> = vec![None; wire.len()];
+    for (i, r) in done.into_iter().flatten() {
+        let outcome = r?;
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(outcome);
         }
     }
-    Ok(out)
+    out.into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            o.ok_or_else(|| anyhow::anyhow!("probe {i} was not sent (a sender panicked)"))
+        })
+        .collect()
 }

@@ -1,15 +1,15 @@
 //! The peers a topology group's probes go to, started in the lab: haproxy
 //! on every probed TCP port (HTTP/1.1 and h2c), the lab's UDP responders,
 //! knot where DNS probes go, nginx on TLS-probed ports and tansu on
-//! Kafka-probed ports. All of it is stopped when the returned
-//! [`Processes`] is dropped.
+//! Kafka-probed ports, in the pod, node and world namespaces. All of it is
+//! stopped when the returned [`Processes`] is dropped.
 
 use super::plan::{DNS_PORT, dns_server, runnable};
 use super::{kafka, tls};
 use crate::case::Case;
 use anyhow::Result;
 use policy_model::Topology;
-use portcullis_lab::net::{NODE_NS, WORLD_NS, WORLD_V4, WORLD_V6};
+use portcullis_lab::net::{WORLD_NS, WORLD_V4, WORLD_V6};
 use portcullis_lab::servers::{self, Processes};
 use portcullis_lab::{LabState, paths};
 use std::collections::BTreeSet;
@@ -82,7 +82,10 @@ fn dns_namespaces(state: &LabState, topo: &Topology, cases: &[Case]) -> BTreeSet
             continue;
         }
         let dst = match (&p.to, p.to_fqdn.is_some()) {
-            (Some(pod), false) => state.namespace_of(pod).ok(),
+            (Some(side), false) => match crate::model::named_node(topo, side) {
+                Some(node) => state.namespace_of(&node.name).ok(),
+                None => state.namespace_of(side).ok(),
+            },
             (None, false) => Some(WORLD_NS.to_string()),
             (_, true) => dns_server(topo)
                 .and_then(|(pod, _)| pod.and_then(|p| state.namespace_of(&p).ok()))
@@ -99,8 +102,9 @@ pub fn start(me: &Path, state: &LabState, topo: &Topology, cases: &[Case]) -> Re
     let (mut tcp, mut udp) = probed_ports(cases);
     tcp.remove(&DNS_PORT);
     udp.remove(&DNS_PORT);
-    // Every pod, the world (its own and the topology's addresses) and the
-    // node (when it has addresses) serve; UDP binds those addresses.
+    // Every pod, the world (its own and the topology's addresses) and
+    // each node (when it has addresses: the `host` of its own view) serve;
+    // UDP binds those addresses.
     let mut namespaces: Vec<(String, Vec<IpAddr>)> = state
         .pods
         .iter()
@@ -109,13 +113,16 @@ pub fn start(me: &Path, state: &LabState, topo: &Topology, cases: &[Case]) -> Re
     let mut world: Vec<IpAddr> = vec![WORLD_V4, WORLD_V6];
     world.extend(topo.world.iter().flat_map(|w| w.ips.iter().copied()));
     namespaces.push((WORLD_NS.to_string(), world));
-    let node: Vec<IpAddr> = topo
-        .node
-        .iter()
-        .flat_map(|n| n.ips.iter().copied())
-        .collect();
-    if !node.is_empty() {
-        namespaces.push((NODE_NS.to_string(), node));
+    for node in &state.nodes {
+        let view = topo.for_node(&node.name);
+        let ips: Vec<IpAddr> = view
+            .node
+            .iter()
+            .flat_map(|n| n.ips.iter().copied())
+            .collect();
+        if !ips.is_empty() {
+            namespaces.push((node.netns.clone(), ips));
+        }
     }
     let mut procs = Processes::new();
     // TLS-probed ports are served by nginx (HTTPS), Kafka-probed ports by

@@ -1,5 +1,6 @@
 use super::*;
 use crate::case::{default_root, load_case};
+use portcullis_lab::LabNode;
 use portcullis_lab::net::pod_namespaces;
 use std::path::PathBuf;
 
@@ -21,7 +22,9 @@ fn lab(c: &Case) -> LabState {
         policies: vec![],
         pods: pod_namespaces(&c.topology).expect("pods"),
         remote_pods: vec![],
-        agent_pid: None,
+        nodes: vec![LabNode::single()],
+        pod_nodes: vec![],
+        cluster: false,
         kubernetes: false,
         agent_args: vec![],
     }
@@ -213,4 +216,110 @@ fn the_dns_server_is_the_kube_dns_pod_else_the_world() {
     let mut topo = c.topology.clone();
     topo.pods.retain(|p| p.name != "dns");
     assert_eq!(dns_server(&topo), Some((None, WORLD_V4)));
+}
+
+/// The cluster lab `lab up` would build for a topology with `nodes:`
+/// (pod namespaces named after the pods).
+fn cluster_lab(c: &Case) -> LabState {
+    let plan = portcullis_lab::cluster::plan(&c.topology).expect("cluster plan");
+    let pods: Vec<(String, String, String)> = plan
+        .topology
+        .pods
+        .iter()
+        .map(|p| {
+            let name = p.full_name();
+            let ns = format!("pod-{}", name.replace('/', "-"));
+            (name, ns, p.node.clone().expect("placed"))
+        })
+        .collect();
+    LabState {
+        topology: PathBuf::from("topology.yaml"),
+        policies: vec![],
+        pods: pods
+            .iter()
+            .map(|(p, ns, _)| (p.clone(), ns.clone()))
+            .collect(),
+        remote_pods: vec![],
+        nodes: plan.nodes.iter().map(|n| n.lab_node()).collect(),
+        pod_nodes: pods.into_iter().map(|(p, _, n)| (p, n)).collect(),
+        cluster: true,
+        kubernetes: false,
+        agent_args: vec![],
+    }
+}
+
+#[test]
+fn a_node_side_sends_from_its_namespace_and_address_and_its_own_node_is_host() {
+    let c = case(
+        "cluster/to-entities-host-and-remote-node.yaml",
+        "- {from: node/node-2, to: app/server-1, port: 80, expect: allowed}
+         - {from: app/client-1, to: node/node-1, port: 80, expect: allowed}
+         - {from: app/client-1, to: node/node-2, port: 80, expect: denied}
+         - {from: app/client-2, to: node/node-2, port: 80, expect: allowed}",
+    );
+    let state = cluster_lab(&c);
+    let p = plan_case(&c, &c.topology, &state, false).expect("plan");
+    let rows: Vec<String> = p
+        .probes
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {} {:?} -> {} {:?}>{:?} {}",
+                w.family,
+                w.src_ns,
+                w.src_ip,
+                w.dst,
+                w.src_node.as_deref(),
+                w.dst_node.as_deref(),
+                w.want
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            // No ingress policy on the servers.
+            r#"v4 pc-node-node-2 Some(10.200.0.12) -> 10.200.31.10 Some("node-2")>Some("node-1") connected"#,
+            r#"v6 pc-node-node-2 Some(fd00:200::12) -> fd00:200::31:10 Some("node-2")>Some("node-1") connected"#,
+            // The clients may reach `host`: their own node only.
+            r#"v4 pod-app-client-1 None -> 10.200.0.11 Some("node-1")>Some("node-1") connected"#,
+            r#"v6 pod-app-client-1 None -> fd00:200::11 Some("node-1")>Some("node-1") connected"#,
+            r#"v4 pod-app-client-1 None -> 10.200.0.12 Some("node-1")>Some("node-2") blocked"#,
+            r#"v6 pod-app-client-1 None -> fd00:200::12 Some("node-1")>Some("node-2") blocked"#,
+            r#"v4 pod-app-client-2 None -> 10.200.0.12 Some("node-2")>Some("node-2") connected"#,
+            r#"v6 pod-app-client-2 None -> fd00:200::12 Some("node-2")>Some("node-2") connected"#,
+        ]
+    );
+    assert_eq!(p.probes[0].src_pod, None);
+    assert_eq!(p.probes[0].dst_pod.as_deref(), Some("app/server-1"));
+}
+
+#[test]
+fn a_node_address_locates_in_that_nodes_namespace() {
+    let c = case("cluster/entities-cluster.yaml", "[]");
+    let state = cluster_lab(&c);
+    let side = locate(
+        &state,
+        &c.topology,
+        &None,
+        &Some("10.200.0.12".into()),
+        false,
+    )
+    .expect("node-2");
+    assert_eq!(
+        (side.ns.as_str(), side.node.as_deref(), side.binds),
+        ("pc-node-node-2", Some("node-2"), true)
+    );
+    let pod = locate(
+        &state,
+        &c.topology,
+        &Some("app/client-2".into()),
+        &None,
+        true,
+    )
+    .expect("client-2");
+    assert_eq!(
+        (pod.addr.to_string(), pod.node.as_deref(), pod.binds),
+        ("fd00:200::32:11".to_string(), Some("node-2"), false)
+    );
 }
