@@ -39,7 +39,7 @@ use policy_model::{Topology, Verdict};
 use portcullis_lab::{self as lab, Inputs, LabState, UpOptions, paths};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The case group run again on two-node clusters (`cases/<group>/`).
 pub const PLACED_GROUP: &str = "k8s-e2e";
@@ -302,10 +302,10 @@ fn run_group(
     write_atomic(&pol_path, "")?;
     let policies = std::slice::from_ref(&pol_path);
     let mut state = if group.cluster() {
-        // File mode: each agent reads the topology as built and the policy
-        // file (see `wait_applied` for the switch to Kubernetes mode).
+        // The cluster lab's default: every agent list+watches the lab's
+        // API server, which takes the policy file in (`wait_applied`).
         let options = UpOptions {
-            inputs: Inputs::Files,
+            inputs: Inputs::Kubernetes,
             ..UpOptions::default()
         };
         lab::up_with(&topo_path, policies, me, &options)?
@@ -408,32 +408,16 @@ pub fn apply_policy(state: &LabState, pol_path: &Path, text: &str) -> Result<Dur
 }
 
 /// Waits until every node's agent has applied the policy files whose
-/// content hash is `want`. File mode: each agent writes the hash to
-/// `applied.hash` in its state directory. Kubernetes mode has no such
-/// file: waiting for it is this function's other branch, to come.
+/// content hash is `want` (the lab's policy files as they are now): in
+/// file mode each agent's `applied.hash`; in Kubernetes mode the lab's API
+/// server takes the files in first, then each agent records the digest of
+/// the policies it stored ([`LabState::wait_applied`]).
 pub fn wait_applied(state: &LabState, want: &str) -> Result<Duration> {
-    if state.kubernetes {
-        bail!(
-            "waiting for a policy in Kubernetes mode is not supported yet: run the lab with files"
-        );
+    let now = format!("{:016x}", policy_model::load::content_hash(&state.policies));
+    if now != want {
+        bail!("the policy files changed again while waiting for {want} (now {now})");
     }
-    let start = Instant::now();
-    let limit = Duration::from_secs(10);
-    for node in &state.nodes {
-        let applied = node.applied_hash();
-        while !std::fs::read_to_string(&applied).is_ok_and(|s| s.trim() == want) {
-            if start.elapsed() > limit {
-                bail!(
-                    "the agent of node {} did not apply the policy within {} s (see {})",
-                    node.name,
-                    limit.as_secs(),
-                    node.agent_log().display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    Ok(start.elapsed())
+    state.wait_applied(Duration::from_secs(10))
 }
 
 /// What one case's row counted.
