@@ -583,13 +583,12 @@ fn http_rules_are_judged_by_node_1_egress_and_node_2_ingress_proxies() {
 }
 
 /// The same request judged twice: by node-1's egress proxy, then by
-/// node-2's ingress proxy. Fails today: node-1's proxy connects to a pod
-/// on another node from node-1's own address (proxy/src/upstream.rs,
-/// `bind_client_address`: the client's address only towards local
-/// endpoints), so node-2 sees `remote-node` (identity 6), not the client,
-/// and drops the connection (`DropNoPolicy`) before its proxy sees it.
+/// node-2's ingress proxy. Node-1's proxy connects upstream from the
+/// client's address (`bind_client_address`: towards any pod of the
+/// cluster), so node-2 sees the client's identity, not `remote-node`; the
+/// reply finds node-1's proxy through the entry `to_uplink` made. (Before
+/// that, node-2 dropped the connection as `DropNoPolicy` from identity 6.)
 #[test]
-#[ignore = "product gap: an egress-proxied request to a pod on another node leaves from the node's address, so the destination node's ingress policy cannot admit the client (see the report of lab_cluster.rs)"]
 fn http_rules_on_both_nodes_judge_one_flow() {
     let Some(_guard) = lab_guard() else { return };
     if !have("haproxy") || !have("curl") {
@@ -861,12 +860,12 @@ spec:
 }
 
 /// A query node-2's DNS proxy forwards to a DNS pod on node-1 whose
-/// ingress policy admits the asking pods. Fails today, for the reason
-/// [`http_rules_on_both_nodes_judge_one_flow`] does: the proxy asks from
-/// node-2's own address (`remote-node`), which node-1 drops
-/// (`DropNoPolicy`), and the pod gets SERVFAIL.
+/// ingress policy admits the asking pods: the proxy asks from the asking
+/// pod's address, so node-1 admits it by the pod's identity (before the
+/// proxy did so, node-1 dropped the query from `remote-node` and the pod
+/// got SERVFAIL), as [`http_rules_on_both_nodes_judge_one_flow`] does for
+/// HTTP.
 #[test]
-#[ignore = "product gap: a DNS query proxied to a pod on another node leaves from the node's address, so the DNS pod's ingress policy cannot admit the asking pod (see the report of lab_cluster.rs)"]
 fn dns_queries_proxied_to_another_node_keep_the_asking_pods_identity() {
     let Some(_guard) = lab_guard() else { return };
     if !have("knotd") || !have("dig") {

@@ -62,13 +62,17 @@ impl UpstreamConfig {
 }
 
 /// Whether an upstream connection to `dst` comes from the client's
-/// address: with [`UpstreamSource::ClientIp`], only towards a local
-/// endpoint of `policy` (the snapshot the request was judged under). The
-/// reply of a local destination comes back through its pod veth, where the
-/// datapath hands it to the proxy, while a reply from outside the node
-/// would be routed to the client pod itself.
+/// address: with [`UpstreamSource::ClientIp`], only towards a pod of the
+/// cluster under `policy` (the snapshot the request was judged under), so
+/// the destination's ingress policy (on its own node, for a pod on another
+/// node) judges the client's identity, as without the proxy. The reply of
+/// a local destination comes back through its pod veth, that of a pod on
+/// another node through the uplink, and in both the datapath hands it to
+/// the proxy (`to_pod` and `to_uplink` remember the proxy's flow). Towards
+/// the world the node's own address is the source: a reply from outside
+/// the cluster would be routed to the client pod itself.
 pub fn bind_client_address(cfg: &UpstreamConfig, policy: &ProxyPolicy, dst: IpAddr) -> bool {
-    cfg.source == UpstreamSource::ClientIp && policy.is_local(dst)
+    cfg.source == UpstreamSource::ClientIp && policy.is_pod(dst)
 }
 
 /// Opens a TCP connection to `dst` as configured, for client `client`,

@@ -4,7 +4,9 @@
  *
  *   from_pod    TC ingress on the node side of a pod veth (packets leaving a pod)
  *   to_pod      TC egress on the same veth (packets entering a pod)
- *   from_uplink TC ingress on the node's uplink (packets from the world)
+ *   from_uplink TC ingress on the node's uplink (packets from the world and other nodes)
+ *   to_uplink   TC egress on the uplink: remembers the proxy's upstream flows
+ *               to pods on other nodes, so their replies reach the proxy
  *
  * Each program: parse -> identities -> conntrack -> policy -> drop | pass |
  * hand to the proxy (BPF TPROXY). The rule everywhere: when in doubt about
@@ -1250,6 +1252,46 @@ int from_uplink(struct __sk_buff *skb)
 	if (d.proxy_port)
 		return redirect_or_drop(skb, &f, &d, 1);
 	return pass_new_flow(skb, &f, &d);
+}
+
+/*
+ * The uplink's outgoing side decides nothing: pods' packets were judged by
+ * from_pod, the node's own are not ours. It only remembers the proxy's
+ * upstream connections that leave the node with a local client's address
+ * (towards a pod on another node, whose ingress is judged there by that
+ * client's identity): their replies come back through from_uplink
+ * addressed to the client, and the entry made here (PC_CT_PROXY_UPSTREAM)
+ * is what hands them to the proxy's socket instead of the client pod. The
+ * mark is proven by the sending socket's cgroup (from_proxy), so a node
+ * process cannot plant such an entry; a forged one would only make replies
+ * look for a proxy socket, and pass as plain replies without one.
+ */
+SEC("classifier")
+int to_uplink(struct __sk_buff *skb)
+{
+	struct decision d = { .hook = PC_HOOK_TO_UPLINK, .direction = PC_DIR_EGRESS };
+	struct ct_key found = {};
+	struct ct_entry *e;
+	struct flow f = {};
+	int ct;
+
+	if (parse(skb, &f) != PARSE_OK || f.fragment)
+		return pass(PC_REASON_PASS_UNMANAGED);
+	if (!from_proxy(skb, config_get()))
+		return pass(PC_REASON_PASS_UNMANAGED);
+	/* Only an upstream flow from a local client's address needs its
+	 * replies steered; from the node's own address they reach the
+	 * proxy's socket by routing. */
+	if (!endpoint_lookup(f.family, f.saddr))
+		return pass(PC_REASON_PASS_MARKED);
+	d.src_identity = PC_IDENTITY_HOST;
+	d.ct_flags = PC_CT_PROXY_UPSTREAM;
+	ct = ct_lookup(&f, &e, &found);
+	if (ct == CT_NEW)
+		ct_create(&f, &d);
+	else if (ct == CT_ESTABLISHED && e)
+		e->flags |= PC_CT_PROXY_UPSTREAM;
+	return pass(PC_REASON_PASS_MARKED);
 }
 
 SEC("classifier")

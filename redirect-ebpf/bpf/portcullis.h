@@ -44,6 +44,7 @@
 #define PC_HOOK_FROM_POD 0
 #define PC_HOOK_TO_POD 1
 #define PC_HOOK_FROM_UPLINK 2
+#define PC_HOOK_TO_UPLINK 3
 
 /* Flow event verdicts. */
 #define PC_EVENT_FORWARDED 0

@@ -185,9 +185,11 @@ impl Datapath {
         self.attach(ifname, Hook::ToPod, TcAttachType::Egress)
     }
 
-    /// Attaches `from_uplink` (TC ingress) to the node's uplink `ifname`.
+    /// Attaches `from_uplink` (TC ingress) and `to_uplink` (TC egress) to
+    /// the node's uplink `ifname`.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<(), DatapathError> {
-        self.attach(ifname, Hook::FromUplink, TcAttachType::Ingress)
+        self.attach(ifname, Hook::FromUplink, TcAttachType::Ingress)?;
+        self.attach(ifname, Hook::ToUplink, TcAttachType::Egress)
     }
 
     /// Removes every portcullis program from `ifname` (removing the link

@@ -6,7 +6,9 @@
 //!
 //! * `from_pod`: TC ingress on the node side of a pod veth;
 //! * `to_pod`: TC egress on the same veth;
-//! * `from_uplink`: TC ingress on the node's uplink.
+//! * `from_uplink`: TC ingress on the node's uplink;
+//! * `to_uplink`: TC egress on the uplink (the proxy's upstream flows to
+//!   pods on other nodes, remembered so their replies reach the proxy).
 //!
 //! [`Datapath`] loads them, pins their maps (reusing pins from an earlier
 //! run so enforcement never pauses), attaches them with pinned TCX links that

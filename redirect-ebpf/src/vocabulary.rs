@@ -99,13 +99,16 @@ pub enum Hook {
     FromPod,
     /// TC egress on a pod veth (packets entering the pod).
     ToPod,
-    /// TC ingress on the uplink (packets from the world).
+    /// TC ingress on the uplink (packets from the world and other nodes).
     FromUplink,
+    /// TC egress on the uplink: remembers the proxy's upstream flows to
+    /// pods on other nodes (decides nothing).
+    ToUplink,
 }
 
 impl Hook {
     /// All hooks.
-    pub const ALL: [Hook; 3] = [Hook::FromPod, Hook::ToPod, Hook::FromUplink];
+    pub const ALL: [Hook; 4] = [Hook::FromPod, Hook::ToPod, Hook::FromUplink, Hook::ToUplink];
 
     /// The code used in events.
     pub const fn code(self) -> u8 {
@@ -113,6 +116,7 @@ impl Hook {
             Self::FromPod => 0,
             Self::ToPod => 1,
             Self::FromUplink => 2,
+            Self::ToUplink => 3,
         }
     }
 
@@ -122,6 +126,7 @@ impl Hook {
             0 => Some(Self::FromPod),
             1 => Some(Self::ToPod),
             2 => Some(Self::FromUplink),
+            3 => Some(Self::ToUplink),
             _ => None,
         }
     }
@@ -132,6 +137,7 @@ impl Hook {
             Self::FromPod => "from_pod",
             Self::ToPod => "to_pod",
             Self::FromUplink => "from_uplink",
+            Self::ToUplink => "to_uplink",
         }
     }
 }

@@ -151,11 +151,21 @@ impl ProxyPolicy {
         self.by_ip.get(&ip).map(|i| &*self.endpoints[*i])
     }
 
-    /// Whether `ip` is one of this snapshot's local endpoints. Upstream
-    /// connections from the client's address go only to these (see
-    /// [`crate::upstream::bind_client_address`]).
+    /// Whether `ip` is one of this snapshot's local endpoints.
     pub fn is_local(&self, ip: IpAddr) -> bool {
         self.by_ip.contains_key(&ip.to_canonical())
+    }
+
+    /// Whether `ip` is a pod of the cluster: a local endpoint, or an
+    /// address the ipcache gives a pod's label identity (a pod on another
+    /// node). Upstream connections from the client's address go only to
+    /// these (see [`crate::upstream::bind_client_address`]).
+    pub fn is_pod(&self, ip: IpAddr) -> bool {
+        if self.is_local(ip) {
+            return true;
+        }
+        let id = self.ipcache.identity_of(ip.to_canonical()).0;
+        (NumericIdentity::FIRST_ENDPOINT..NumericIdentity::FIRST_LOCAL).contains(&id)
     }
 
     fn identity(&self, ip: IpAddr) -> NumericIdentity {

@@ -1,5 +1,6 @@
 //! Upstream sockets come from the client's address only towards the
-//! local endpoints of the snapshot a request was judged under.
+//! pods of the cluster (local endpoints and pods on other nodes) of the
+//! snapshot a request was judged under.
 
 use std::net::IpAddr;
 
@@ -43,4 +44,32 @@ fn each_handle_keeps_its_own_local_destinations() {
         &with_pods.snapshot(),
         pod
     ));
+}
+
+const TWO_NODES: &str = "
+namespaces:
+- {name: ns1}
+nodes:
+- {name: lab-node}
+- {name: n2, ips: [10.0.9.2]}
+pods:
+- {namespace: ns1, name: a, labels: {app: a}, ip: 10.0.1.1, node: lab-node}
+- {namespace: ns1, name: b, labels: {app: b}, ip: 10.0.2.1, node: n2}
+";
+
+#[test]
+fn a_pod_on_another_node_gets_the_clients_address_the_world_and_nodes_do_not() {
+    let topo = Topology::from_yaml(TWO_NODES, "t.yaml")
+        .expect("test topology is valid")
+        .for_node("lab-node");
+    let cluster = Cluster::new(topo, Vec::new(), &FqdnCache::default());
+    let policy = ProxyPolicy::new(&cluster);
+    let cfg = UpstreamConfig::datapath();
+    let ip = |s: &str| s.parse::<IpAddr>().expect("literal");
+    // Its ingress is judged on its own node, by the client's identity.
+    assert!(bind_client_address(&cfg, &policy, ip("10.0.2.1")));
+    assert!(bind_client_address(&cfg, &policy, ip("10.0.1.1")));
+    // Another node (remote-node) and the world are no pods.
+    assert!(!bind_client_address(&cfg, &policy, ip("10.0.9.2")));
+    assert!(!bind_client_address(&cfg, &policy, ip("10.201.0.1")));
 }
