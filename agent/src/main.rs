@@ -5,6 +5,7 @@
 mod access_log;
 mod cli;
 mod daemon;
+mod hubble;
 mod k8s;
 mod metrics;
 mod service_map;
@@ -52,23 +53,38 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
-    /// Stream flow events (verdicts of the datapath) from the agent.
+    /// Flows from the agent's Hubble Observer API, with Hubble's filter
+    /// flags: compact lines, or `-o json` as `hubble observe -o json`.
     Observe {
-        /// `text` (one line per flow) or `json`.
-        #[arg(long, default_value = "text")]
-        output: String,
-        /// Keep streaming new events instead of printing the recent ones.
-        #[arg(long, short)]
-        follow: bool,
+        #[command(flatten)]
+        args: cli::observe::ObserveArgs,
         /// The agent's state directory (default: the one the agent
         /// recorded in /run/portcullis/state-dir, else /run/portcullis/agent).
-        #[arg(long, conflicts_with = "node")]
+        #[arg(long, conflicts_with_all = ["node", "server"])]
         state_dir: Option<PathBuf>,
         /// A lab node's agent by name, or `all` for every node's, merged
-        /// (each event names its node).
-        #[arg(long)]
+        /// (each flow names its node).
+        #[arg(long, conflicts_with = "server")]
         node: Option<String>,
     },
+}
+
+/// The observers `observe` asks: `--server`, a lab node's (or every
+/// node's) socket, or the agent's socket in its state directory.
+fn observe_servers(
+    args: &cli::observe::ObserveArgs,
+    state_dir: Option<PathBuf>,
+    node: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let socket = |dir: &std::path::Path| format!("unix://{}", dir.join("hubble.sock").display());
+    Ok(match (&args.server, node) {
+        (Some(s), _) => vec![s.clone()],
+        (None, Some(node)) => cli::lab::observed_nodes(node)?
+            .iter()
+            .map(|(_, dir)| socket(dir))
+            .collect(),
+        (None, None) => vec![socket(&state_dir::resolve(state_dir))],
+    })
 }
 
 fn main() -> ExitCode {
@@ -94,21 +110,11 @@ fn main() -> ExitCode {
         Command::Policy { command } => return cli::policy::run(command),
         Command::Agent(args) => daemon::run(*args),
         Command::Observe {
-            output,
-            follow,
+            args,
             state_dir,
-            node: Some(node),
-        } => {
-            let _ = state_dir;
-            cli::lab::observed_nodes(&node)
-                .and_then(|nodes| cli::observe::run_nodes(&nodes, output == "json", follow))
-        }
-        Command::Observe {
-            output,
-            follow,
-            state_dir,
-            node: None,
-        } => cli::observe::run(&state_dir::resolve(state_dir), output == "json", follow),
+            node,
+        } => observe_servers(&args, state_dir, node.as_deref())
+            .and_then(|servers| cli::observe::run(&servers, &args)),
         Command::Lab { command } => cli::lab::run(command),
         Command::Status {
             output,

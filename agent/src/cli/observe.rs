@@ -1,207 +1,464 @@
-//! `portcullis observe`: the agent's flow stream, as text or JSON lines.
+//! `portcullis observe`: a client of the agent's Hubble Observer API with
+//! Hubble's common flags: the flows as `hubble observe -o json` prints
+//! them (one `GetFlowsResponse` per line, proto3 JSON with proto field
+//! names) or as compact lines.
 
-use anyhow::{Context, Result};
-use serde_json::Value;
+// Hubble still fills `drop_reason` and `Summary`, which its proto marks
+// deprecated; so do these flows.
+#![allow(deprecated)]
+
+use crate::hubble::flow::{self, Flow, FlowFilter};
+use crate::hubble::observer::observer_client::ObserverClient;
+use crate::hubble::observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response};
+use anyhow::{Context, Result, bail};
+use clap::Args;
 use std::io::Write;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-/// `portcullis observe`: prints the agent's flow events.
-pub fn run(state_dir: &Path, json: bool, follow: bool) -> Result<()> {
-    run_nodes(&[(None, state_dir.to_path_buf())], json, follow)
+/// The flags of `portcullis observe` (Hubble's names).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ObserveArgs {
+    /// `compact` (default; `text` is the same), `json` or `jsonpb` (one
+    /// GetFlowsResponse per line, as `hubble observe -o json`).
+    #[arg(long, short = 'o', default_value = "compact")]
+    pub output: String,
+    /// Keep streaming new flows after the stored ones.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// The last N stored flows (default 20 without --follow).
+    #[arg(long)]
+    pub last: Option<u64>,
+    /// The first N stored flows.
+    #[arg(long, conflicts_with_all = ["last", "follow"])]
+    pub first: Option<u64>,
+    /// Every stored flow.
+    #[arg(long, conflicts_with_all = ["last", "first"])]
+    pub all: bool,
+    /// Flows from or to this pod (`[namespace/]name-prefix`).
+    #[arg(long)]
+    pub pod: Vec<String>,
+    #[arg(long)]
+    pub from_pod: Vec<String>,
+    #[arg(long)]
+    pub to_pod: Vec<String>,
+    /// Flows from or to pods of this namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: Vec<String>,
+    #[arg(long)]
+    pub from_namespace: Vec<String>,
+    #[arg(long)]
+    pub to_namespace: Vec<String>,
+    /// Flows from or to endpoints with these labels (a selector).
+    #[arg(long, short = 'l')]
+    pub label: Vec<String>,
+    #[arg(long)]
+    pub from_label: Vec<String>,
+    #[arg(long)]
+    pub to_label: Vec<String>,
+    /// Flows from or to this address or CIDR.
+    #[arg(long)]
+    pub ip: Vec<String>,
+    #[arg(long)]
+    pub from_ip: Vec<String>,
+    #[arg(long)]
+    pub to_ip: Vec<String>,
+    /// Flows from or to this security identity.
+    #[arg(long)]
+    pub identity: Vec<u32>,
+    #[arg(long)]
+    pub from_identity: Vec<u32>,
+    #[arg(long)]
+    pub to_identity: Vec<u32>,
+    /// Flows from or to this port.
+    #[arg(long)]
+    pub port: Vec<String>,
+    #[arg(long)]
+    pub from_port: Vec<String>,
+    #[arg(long)]
+    pub to_port: Vec<String>,
+    /// FORWARDED, DROPPED, AUDIT, REDIRECTED, ERROR.
+    #[arg(long)]
+    pub verdict: Vec<String>,
+    /// tcp, udp, sctp, icmp(v4|v6), http, dns, kafka.
+    #[arg(long)]
+    pub protocol: Vec<String>,
+    /// HTTP path (a regular expression).
+    #[arg(long)]
+    pub http_path: Vec<String>,
+    #[arg(long)]
+    pub http_method: Vec<String>,
+    /// HTTP status (`404`, `5+`).
+    #[arg(long)]
+    pub http_status: Vec<String>,
+    /// DNS query (a regular expression).
+    #[arg(long)]
+    pub dns_query: Vec<String>,
+    /// Event type: drop, trace, policy-verdict, l7.
+    #[arg(long, short = 't')]
+    pub r#type: Vec<String>,
+    /// ingress or egress.
+    #[arg(long)]
+    pub traffic_direction: Vec<String>,
+    /// Node name patterns (`node-*`).
+    #[arg(long)]
+    pub node_name: Vec<String>,
+    /// Print the filters sent, as JSON, and stop.
+    #[arg(long)]
+    pub print_raw_filters: bool,
+    /// The observer to ask: `unix:///path`, or `host:port` (default: the
+    /// agent's `hubble.sock` in its state directory).
+    #[arg(long)]
+    pub server: Option<String>,
 }
 
-/// `portcullis observe --node NAME|all`: the flow events of several
-/// agents (a lab's nodes, each `(name, state dir)`), merged as they come;
-/// each event names its node (`node` in JSON, a `[node]` prefix in text).
-pub fn run_nodes(agents: &[(Option<String>, PathBuf)], json: bool, follow: bool) -> Result<()> {
-    use std::io::BufRead;
-    let mut streams = Vec::new();
-    for (node, dir) in agents {
-        let path = dir.join("observe.sock");
-        let s = UnixStream::connect(&path).with_context(|| {
-            format!(
-                "connecting to {} (is the agent{} running?)",
-                path.display(),
-                node.as_deref()
-                    .map(|n| format!(" of node {n}"))
-                    .unwrap_or_default()
-            )
-        })?;
-        if !follow {
-            s.set_read_timeout(Some(Duration::from_millis(500)))?;
-        }
-        streams.push((node.clone(), s));
+fn verdict(v: &str) -> Result<i32> {
+    flow::Verdict::from_str_name(&v.to_ascii_uppercase())
+        .map(|v| v as i32)
+        .with_context(|| {
+            format!("--verdict {v:?}: not one of FORWARDED, DROPPED, AUDIT, REDIRECTED, ERROR")
+        })
+}
+
+fn event_type(t: &str) -> Result<flow::EventTypeFilter> {
+    use crate::hubble::convert::event_type as et;
+    let base = t.split(':').next().unwrap_or(t);
+    let n = match base {
+        "drop" => et::DROP,
+        "trace" => et::TRACE,
+        "policy-verdict" => et::POLICY_VERDICT,
+        "l7" => et::ACCESS_LOG,
+        _ => bail!("--type {t:?}: not one of drop, trace, policy-verdict, l7"),
+    };
+    Ok(flow::EventTypeFilter {
+        r#type: n,
+        match_sub_type: false,
+        sub_type: 0,
+    })
+}
+
+fn direction(d: &str) -> Result<i32> {
+    match d.to_ascii_lowercase().as_str() {
+        "ingress" => Ok(flow::TrafficDirection::Ingress as i32),
+        "egress" => Ok(flow::TrafficDirection::Egress as i32),
+        _ => bail!("--traffic-direction {d:?}: ingress or egress"),
     }
-    let (tx, rx) = std::sync::mpsc::channel::<(Option<String>, String)>();
-    for (node, s) in streams {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(s).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((node.clone(), line)).is_err() {
-                    break;
-                }
+}
+
+/// Hubble's way: `--from-*`/`--to-*` and the flags without a side go into
+/// every filter; an "either" flag (`--pod`, `--namespace`, `--label`,
+/// `--ip`, `--identity`, `--port`) makes two filters, one with it as the
+/// source and one with it as the destination.
+pub fn filters(a: &ObserveArgs) -> Result<Vec<FlowFilter>> {
+    let scoped = |pods: &[String], namespaces: &[String]| -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in pods {
+            if p.contains('/') || namespaces.is_empty() {
+                out.push(p.clone());
+            } else {
+                out.extend(namespaces.iter().map(|n| format!("{n}/{p}")));
             }
+        }
+        if pods.is_empty() {
+            out.extend(namespaces.iter().map(|n| format!("{n}/")));
+        }
+        out
+    };
+    let mut base = FlowFilter {
+        source_pod: scoped(&a.from_pod, &a.from_namespace),
+        destination_pod: scoped(&a.to_pod, &a.to_namespace),
+        source_label: a.from_label.clone(),
+        destination_label: a.to_label.clone(),
+        source_ip: a.from_ip.clone(),
+        destination_ip: a.to_ip.clone(),
+        source_identity: a.from_identity.clone(),
+        destination_identity: a.to_identity.clone(),
+        source_port: a.from_port.clone(),
+        destination_port: a.to_port.clone(),
+        protocol: a.protocol.clone(),
+        http_path: a.http_path.clone(),
+        http_method: a.http_method.clone(),
+        http_status_code: a.http_status.clone(),
+        dns_query: a.dns_query.clone(),
+        node_name: a.node_name.clone(),
+        ..FlowFilter::default()
+    };
+    base.verdict = a
+        .verdict
+        .iter()
+        .map(|v| verdict(v))
+        .collect::<Result<_>>()?;
+    base.event_type = a
+        .r#type
+        .iter()
+        .map(|t| event_type(t))
+        .collect::<Result<_>>()?;
+    base.traffic_direction = a
+        .traffic_direction
+        .iter()
+        .map(|d| direction(d))
+        .collect::<Result<_>>()?;
+    let either_pods = scoped(&a.pod, &a.namespace);
+    let either = !either_pods.is_empty()
+        || !a.label.is_empty()
+        || !a.ip.is_empty()
+        || !a.identity.is_empty()
+        || !a.port.is_empty();
+    if !either {
+        return Ok(if base == FlowFilter::default() {
+            vec![]
+        } else {
+            vec![base]
         });
     }
-    drop(tx);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for (node, line) in rx {
-        let mut v: Value = serde_json::from_str(&line).unwrap_or_default();
-        if let (Some(n), Some(obj)) = (&node, v.as_object_mut()) {
-            obj.insert("node".into(), Value::String(n.clone()));
-        }
-        if json {
-            match &node {
-                Some(_) => writeln!(out, "{v}")?,
-                None => writeln!(out, "{line}")?,
-            }
-            continue;
-        }
-        match &node {
-            Some(n) => writeln!(out, "[{n}] {}", text_line(&v))?,
-            None => writeln!(out, "{}", text_line(&v))?,
-        }
-    }
-    Ok(())
+    let mut src = base.clone();
+    src.source_pod.extend(either_pods.iter().cloned());
+    src.source_label.extend(a.label.iter().cloned());
+    src.source_ip.extend(a.ip.iter().cloned());
+    src.source_identity.extend(a.identity.iter().copied());
+    src.source_port.extend(a.port.iter().cloned());
+    let mut dst = base;
+    dst.destination_pod.extend(either_pods);
+    dst.destination_label.extend(a.label.iter().cloned());
+    dst.destination_ip.extend(a.ip.iter().cloned());
+    dst.destination_identity.extend(a.identity.iter().copied());
+    dst.destination_port.extend(a.port.iter().cloned());
+    Ok(vec![src, dst])
 }
 
-/// One line of the flow stream as text: agent events, the proxies' access
-/// lines (each protocol in its own shape) and the kernel's flow events.
-fn text_line(v: &Value) -> String {
-    let time = str_of(&v["time"]);
-    if v["type"] == "agent" {
-        return format!(
-            "{time}  agent: {} {}{}",
-            str_of(&v["event"]),
-            str_of(&v["endpoint"]),
-            v["reason"]
-                .as_str()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        );
-    }
-    if v["type"] == "l7" {
-        let flow = format!(
-            "{}  {} -> {}",
-            time,
-            who(&v["src_pod"], v.get("src").or(v.get("client"))),
-            who(&v["dst_pod"], v.get("dst")),
-        );
-        let verdict = str_of(&v["verdict"]);
-        return match v["protocol"].as_str() {
-            Some("dns") => format!(
-                "{flow}  DNS/{}  {} {}  {}{}  [{verdict}]",
-                str_of(&v["transport"]),
-                str_of(&v["qtype"]),
-                str_of(&v["query"]),
-                str_of(&v["rcode"]),
-                space_before(str_of(&v["answers"])),
-            ),
-            Some("kafka") => format!(
-                "{flow}  Kafka  {}{}{}{}{}  [{verdict}]",
-                str_of(&v["api_key"]),
-                v["api_version"]
-                    .as_u64()
-                    .map(|n| format!(" v{n}"))
-                    .unwrap_or_default(),
-                space_before(str_of(&v["topics"])),
-                match str_of(&v["client_id"]) {
-                    "" => String::new(),
-                    id => format!(" (client {id})"),
-                },
-                match str_of(&v["error"]) {
-                    "" => String::new(),
-                    e => format!(" error {e}"),
-                },
-            ),
-            Some("tls") => format!("{flow}  TLS  sni {}  [{verdict}]", str_of(&v["sni"])),
-            _ if v.get("method").is_some() => format!(
-                "{flow}  {}  {} {} {}  http {}  [{verdict}]",
-                v["protocol"].as_str().unwrap_or("HTTP"),
-                str_of(&v["method"]),
-                str_of(&v["authority"]),
-                str_of(&v["path"]),
-                v["status"],
-            ),
-            // Other proxy events (a connection closed on a policy change,
-            // a header mismatch): their fields as they are.
-            _ => format!("{flow}  {}  [{verdict}]", other_fields(v)),
-        };
-    }
-    let side = |x: &Value| {
-        let ip = x["ip"].as_str().unwrap_or("?");
-        let port = x["port"].as_u64().unwrap_or(0);
-        match (x["pod"].as_str(), reserved_name(&x["identity"])) {
-            (Some(p), _) => format!("{p} ({ip}:{port})"),
-            (None, Some(name)) => format!("{name} ({ip}:{port})"),
-            (None, None) => format!("{ip}:{port}"),
-        }
+/// The request the flags ask for.
+pub fn request(a: &ObserveArgs) -> Result<GetFlowsRequest> {
+    let number = if a.all {
+        u64::MAX
+    } else if let Some(n) = a.first {
+        n
+    } else if let Some(n) = a.last {
+        n
+    } else if a.follow {
+        0
+    } else {
+        20
     };
-    format!(
-        "{time}  {} -> {}  {}  {}  {}  [{}]",
-        side(&v["source"]),
-        side(&v["destination"]),
-        str_of(&v["protocol"]),
-        str_of(&v["verdict"]),
-        str_of(&v["reason"]),
-        str_of(&v["direction"])
-    )
+    Ok(GetFlowsRequest {
+        number,
+        first: a.first.is_some(),
+        follow: a.follow,
+        whitelist: filters(a)?,
+        ..GetFlowsRequest::default()
+    })
 }
 
-/// `reserved:NAME` for one of Cilium's reserved identities (`host`,
-/// `remote-node`, `world`, ...).
-fn reserved_name(identity: &Value) -> Option<String> {
-    let id = u32::try_from(identity.as_u64()?).ok()?;
-    policy_model::identity::RESERVED
-        .iter()
-        .find(|(n, _)| n.0 == id)
-        .map(|(_, name)| format!("reserved:{name}"))
+/// A channel to an observer: `unix:///path` or `host:port`.
+pub async fn connect(server: &str) -> Result<tonic::transport::Channel> {
+    if let Some(path) = server.strip_prefix("unix://") {
+        let path = PathBuf::from(path);
+        let shown = path.display().to_string();
+        return tonic::transport::Endpoint::from_static("http://observer")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))
+            .await
+            .with_context(|| format!("connecting to {shown} (is the agent running?)"));
+    }
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    tonic::transport::Endpoint::from_shared(url.clone())
+        .with_context(|| format!("--server {server:?}: not an address"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))
 }
 
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
+/// `portcullis observe` against the observers in `servers` (one per node;
+/// several are merged as they come).
+pub fn run(servers: &[String], args: &ObserveArgs) -> Result<()> {
+    let req = request(args)?;
+    if args.print_raw_filters {
+        println!("{}", serde_json::to_string(&req.whitelist)?);
+        return Ok(());
+    }
+    let json = match args.output.as_str() {
+        "json" | "jsonpb" => true,
+        "compact" | "text" => false,
+        o => bail!("--output {o:?}: compact, json or jsonpb"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<GetFlowsResponse>>(1024);
+        for server in servers {
+            let channel = connect(server).await?;
+            let mut client = ObserverClient::new(channel).max_decoding_message_size(64 << 20);
+            let mut stream = client
+                .get_flows(req.clone())
+                .await
+                .map_err(|s| anyhow::anyhow!("{server}: {}", s.message()))?
+                .into_inner();
+            let tx = tx.clone();
+            let server = server.clone();
+            tokio::spawn(async move {
+                loop {
+                    match stream.message().await {
+                        Ok(Some(r)) => {
+                            if tx.send(Ok(r)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(s) => {
+                            let _ = tx
+                                .send(Err(anyhow::anyhow!("{server}: {}", s.message())))
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let stdout = std::io::stdout();
+        while let Some(r) = rx.recv().await {
+            let r = r?;
+            let mut out = stdout.lock();
+            let line = if json {
+                serde_json::to_string(&r)?
+            } else {
+                compact(&r)
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
 }
 
-/// ` text`, or nothing for an empty text.
-fn space_before(text: &str) -> String {
-    if text.is_empty() {
+/// `Dec  7 20:39:11.123` of a timestamp.
+fn short_time(t: Option<&pbjson_types::Timestamp>) -> String {
+    let Some(t) = t else { return String::new() };
+    let ns = u128::try_from(t.seconds).unwrap_or(0) * 1_000_000_000
+        + u128::try_from(t.nanos).unwrap_or(0);
+    let full = crate::time::Rfc3339(ns).to_string(); // 2026-12-07T20:39:11.123Z
+    let month = full
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| {
+            [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ]
+            .get(m.wrapping_sub(1))
+            .copied()
+        })
+        .unwrap_or("???");
+    let day: u32 = full.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(0);
+    let clock = full.get(11..23).unwrap_or("");
+    format!("{month} {day:>2} {clock}")
+}
+
+fn side(ep: Option<&flow::Endpoint>, ip: &str, port: Option<u16>) -> String {
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+    let Some(ep) = ep else {
+        return format!("{ip}{port}");
+    };
+    let id = match ep.labels.iter().find_map(|l| l.strip_prefix("reserved:")) {
+        Some(name) if ep.pod_name.is_empty() => name.to_string(),
+        _ => format!("ID:{}", ep.identity),
+    };
+    if ep.pod_name.is_empty() {
+        format!("{ip}{port} ({id})")
+    } else {
+        format!("{}/{}{port} ({id})", ep.namespace, ep.pod_name)
+    }
+}
+
+fn policies(list: &[flow::Policy]) -> Vec<String> {
+    list.iter()
+        .map(|p| match p.namespace.as_str() {
+            "" => format!("{} {}", p.kind, p.name),
+            ns => format!("{} {ns}/{}", p.kind, p.name),
+        })
+        .collect()
+}
+
+/// One flow as a compact line, in Hubble's shape (plus the deciding
+/// policies, which Hubble's compact lines leave out).
+pub fn compact(r: &GetFlowsResponse) -> String {
+    let f: &Flow = match &r.response_types {
+        Some(get_flows_response::ResponseTypes::Flow(f)) => f,
+        Some(get_flows_response::ResponseTypes::LostEvents(l)) => {
+            return format!(
+                "EVENTS LOST: HUBBLE_RING_BUFFER {} events",
+                l.num_events_lost
+            );
+        }
+        Some(get_flows_response::ResponseTypes::NodeStatus(n)) => {
+            return format!("NODE STATUS: {} {}", n.node_names.join(","), n.message);
+        }
+        None => return String::new(),
+    };
+    let (sport, dport) = crate::hubble::filter::l4_ports(f);
+    let ip = f.ip.clone().unwrap_or_default();
+    let dir = flow::TrafficDirection::try_from(f.traffic_direction)
+        .map(|d| match d {
+            flow::TrafficDirection::Ingress => "INGRESS",
+            flow::TrafficDirection::Egress => "EGRESS",
+            flow::TrafficDirection::Unknown => "",
+        })
+        .unwrap_or("");
+    let verdict = flow::Verdict::try_from(f.verdict)
+        .map(|v| v.as_str_name())
+        .unwrap_or("VERDICT_UNKNOWN");
+    let kind = match f.event_type.as_ref().map(|e| e.r#type) {
+        Some(crate::hubble::convert::event_type::DROP) => {
+            let reason = flow::DropReason::try_from(f.drop_reason_desc)
+                .map(|r| r.as_str_name().to_ascii_lowercase().replace('_', "-"))
+                .unwrap_or_default();
+            format!("{reason} {dir}")
+        }
+        Some(crate::hubble::convert::event_type::ACCESS_LOG) => {
+            let what = match f.l7.as_ref().and_then(|l| l.record.as_ref()) {
+                Some(flow::layer7::Record::Http(_)) => "http",
+                Some(flow::layer7::Record::Dns(_)) => "dns",
+                Some(flow::layer7::Record::Kafka(_)) => "kafka",
+                None => "l7",
+            };
+            format!("{what}-response {dir}")
+        }
+        _ => format!("policy-verdict:L3-L4 {dir}"),
+    };
+    let by: Vec<String> = [
+        &f.ingress_allowed_by,
+        &f.egress_allowed_by,
+        &f.ingress_denied_by,
+        &f.egress_denied_by,
+    ]
+    .iter()
+    .flat_map(|l| policies(l))
+    .collect();
+    let by = if by.is_empty() {
         String::new()
     } else {
-        format!(" {text}")
-    }
-}
-
-/// `ns/pod (address)`, or the address of something that is no pod.
-fn who(pod: &Value, addr: Option<&Value>) -> String {
-    let addr = addr.and_then(Value::as_str).unwrap_or("?");
-    match pod.as_str() {
-        Some(p) => format!("{p} ({addr})"),
-        None => addr.to_string(),
-    }
-}
-
-/// `key=value` for the fields of an access event no shape above knows.
-fn other_fields(v: &Value) -> String {
-    const SHOWN: [&str; 8] = [
-        "type", "time", "src", "dst", "client", "src_pod", "dst_pod", "verdict",
-    ];
-    v.as_object()
-        .map(|fields| {
-            fields
-                .iter()
-                .filter(|(k, _)| !SHOWN.contains(&k.as_str()))
-                .map(|(k, v)| match v.as_str() {
-                    Some(s) => format!("{k}={s}"),
-                    None => format!("{k}={v}"),
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
+        format!(" by {}", by.join(", "))
+    };
+    let node = if r.node_name.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", r.node_name)
+    };
+    format!(
+        "{}{node}: {} -> {} {kind} {verdict} ({}){by}",
+        short_time(f.time.as_ref()),
+        side(f.source.as_ref(), &ip.source, sport),
+        side(f.destination.as_ref(), &ip.destination, dport),
+        f.summary,
+    )
 }
 
 #[cfg(test)]

@@ -43,6 +43,15 @@ pub struct AgentArgs {
     /// Directory for the agent's state (applied maps, observe socket).
     #[arg(long, default_value = crate::state_dir::DEFAULT)]
     pub state_dir: PathBuf,
+    /// Flows kept for Hubble's `GetFlows` (the ring's capacity).
+    #[arg(long, default_value_t = crate::hubble::ring::DEFAULT_MAX_FLOWS)]
+    pub hubble_max_flows: usize,
+    /// TCP address of Hubble's Observer API (besides the unix socket
+    /// `hubble.sock` in the state directory); empty: none. Flows name
+    /// every pod of the node: the default is reachable from the node only,
+    /// not from its pods.
+    #[arg(long, default_value = "127.0.0.1:4244")]
+    pub hubble_listen_address: String,
     /// Uplink interface of the node (programs attached at its ingress).
     #[arg(long)]
     pub uplink: Option<String>,

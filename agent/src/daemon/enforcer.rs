@@ -78,6 +78,9 @@ pub(super) struct Enforcer {
     pub(super) outcome: ApplyOutcome,
     /// Bumped whenever `outcome` changes: the loop rewrites `status`.
     pub(super) outcome_gen: u64,
+    /// What the flows' context must look at again (written with the
+    /// kernel; taken by the loop).
+    pub(super) flow_dirty: FlowDirty,
     /// Which learned addresses are admitted (finding 1a, 6).
     pub(super) guard: LearnGuard,
     /// The node's own addresses, from the kernel: `host`.
@@ -160,6 +163,11 @@ impl Enforcer {
             limits,
             outcome: ApplyOutcome::default(),
             outcome_gen: 0,
+            flow_dirty: FlowDirty {
+                all: true,
+                pods: true,
+                touched: BTreeSet::new(),
+            },
             guard,
             node_addrs,
         })
@@ -184,6 +192,7 @@ impl Enforcer {
     /// Writes the engine's whole state: endpoints, proxies, kernel maps
     /// (every endpoint compared with what the maps hold).
     pub(super) fn write_all(&mut self) -> Result<()> {
+        self.flow_dirty.pods = true;
         self.note_endpoints();
         let attached = self.attach_endpoints();
         self.copy_ipcache_for_proxies();
@@ -227,6 +236,7 @@ impl Enforcer {
             r.add(&d);
         }
         r.engine_us = started.elapsed().as_micros() as u64;
+        self.flow_dirty.pods |= r.pods_changed;
         if r.is_empty() {
             return Ok(r);
         }
@@ -365,6 +375,10 @@ impl Enforcer {
         touched: Option<&BTreeSet<u16>>,
         prefixes: Option<&BTreeSet<ipnet::IpNet>>,
     ) {
+        match touched {
+            Some(t) => self.flow_dirty.touched.extend(t.iter().copied()),
+            None => self.flow_dirty.all = true,
+        }
         let outcome = kernel::apply(
             &mut self.dp,
             &self.engine,
@@ -439,6 +453,22 @@ impl Enforcer {
             learn_refused: self.guard.refused(),
             node_addresses: self.node_addrs.iter().copied().collect(),
         }
+    }
+}
+
+/// What changed since the flows' context was last refreshed.
+#[derive(Debug, Default)]
+pub(super) struct FlowDirty {
+    /// Every endpoint.
+    pub(super) all: bool,
+    /// Pods or namespaces (names, labels, identities).
+    pub(super) pods: bool,
+    pub(super) touched: BTreeSet<u16>,
+}
+
+impl FlowDirty {
+    pub(super) fn is_clean(&self) -> bool {
+        !self.all && !self.pods && self.touched.is_empty()
     }
 }
 

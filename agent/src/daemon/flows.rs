@@ -1,20 +1,16 @@
-//! The flow stream behind `portcullis observe`: the kernel's flow events and
-//! the proxies' access lines, as JSON lines on a Unix socket.
+//! The flow stream: the kernel's flow events and the proxies' access
+//! records, converted to Hubble flows into the ring that the Observer API
+//! (`hubble.sock`, TCP 4244) serves; and the context they are written with.
 
 use crate::access_log::PodNames;
-use crate::time::monotonic_to_wall;
+use crate::hubble::convert::{self, FlowContext, SharedContext};
+use crate::hubble::ring::Ring;
 use anyhow::{Context, Result};
 use policy_model::incremental::IncrementalCluster;
-use redirect_ebpf::FlowEvent;
-use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
-use std::net::IpAddr;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
 
-/// Names for flow and access lines: address -> `ns/pod`.
+/// Names for access lines: address -> `ns/pod`.
 pub(super) fn pod_names(engine: &IncrementalCluster) -> PodNames {
     Arc::new(
         engine
@@ -27,50 +23,90 @@ pub(super) fn pod_names(engine: &IncrementalCluster) -> PodNames {
     )
 }
 
-/// Sends a line to `observe` for each endpoint that started or stopped
-/// failing closed since the last call (`{"type":"agent", ...}`).
+/// Logs each endpoint that started or stopped failing closed since the
+/// last call (its flows show as drops, attributed to no rule).
 pub(super) fn announce_failures(
-    flows: &SharedFlows,
     announced: &mut BTreeMap<String, String>,
     failed: &BTreeMap<String, String>,
 ) {
     if announced == failed {
         return;
     }
-    let time = crate::time::now().to_string();
     for (endpoint, reason) in failed {
         if announced.get(endpoint) != Some(reason) {
-            let line = serde_json::json!({
-                "type": "agent", "time": time, "event": "endpoint-failed-closed",
-                "endpoint": endpoint, "reason": reason,
-            });
-            broadcast(flows, line.to_string());
+            tracing::warn!(endpoint, reason, "endpoint-failed-closed");
         }
     }
     for endpoint in announced.keys() {
         if !failed.contains_key(endpoint) {
-            let line = serde_json::json!({
-                "type": "agent", "time": time, "event": "endpoint-policy-applied",
-                "endpoint": endpoint,
-            });
-            broadcast(flows, line.to_string());
+            tracing::info!(endpoint, "endpoint-policy-applied");
         }
     }
     *announced = failed.clone();
 }
 
-/// The pod names flow and access lines are written with; the loop
-/// replaces them when the cluster changes.
-pub(super) type SharedNames = Arc<std::sync::RwLock<PodNames>>;
+/// A new context for the flows: the pods and identities again when
+/// `pods_changed`, the deciding rules of the `touched` endpoints (all of
+/// them when `None`).
+pub(super) fn refresh_context(
+    shared: &SharedContext,
+    engine: &IncrementalCluster,
+    touched: Option<&BTreeSet<u16>>,
+    pods_changed: bool,
+) {
+    let old = shared.read().map(|c| c.clone()).unwrap_or_default();
+    let mut ctx = FlowContext::clone(&old);
+    ctx.node = engine.node().to_string();
+    if pods_changed || ctx.pods.is_empty() {
+        let (pods, identities) = convert::pods_and_identities(engine);
+        ctx.pods = pods;
+        ctx.identities = identities;
+    }
+    let rules_of = |id: u16| {
+        engine
+            .endpoint_policy(id)
+            .map(|p| Arc::new(convert::endpoint_rules(p)))
+    };
+    match touched {
+        None => {
+            ctx.endpoints = engine
+                .endpoints()
+                .filter_map(|e| rules_of(e.id).map(|r| (e.id, r)))
+                .collect();
+        }
+        Some(ids) => {
+            for id in ids {
+                match rules_of(*id) {
+                    Some(r) => {
+                        ctx.endpoints.insert(*id, r);
+                    }
+                    None => {
+                        ctx.endpoints.remove(id);
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(mut c) = shared.write() {
+        *c = Arc::new(ctx);
+    }
+}
 
-/// Streams the kernel's flow events and the proxies' access lines to
-/// `observe`, on a thread of its own that waits on the ring buffer's
-/// descriptor and on the access log's queue: nothing is polled, and a
-/// slow `observe` client never holds up the daemon's loop.
+/// The first context (every endpoint).
+pub(super) fn new_context(engine: &IncrementalCluster) -> SharedContext {
+    let shared: SharedContext = Arc::new(RwLock::new(Arc::new(FlowContext::default())));
+    refresh_context(&shared, engine, None, true);
+    shared
+}
+
+/// Converts the kernel's flow events and the proxies' access lines into
+/// the ring, on a thread of its own that waits on the ring buffer's
+/// descriptor and on the access log's queue: nothing is polled, and no
+/// observer client ever holds it up (readers follow the ring).
 pub(super) fn start_pump(
     events: redirect_ebpf::FlowEvents,
-    flows: SharedFlows,
-    names: SharedNames,
+    ring: Arc<Ring>,
+    ctx: SharedContext,
 ) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -78,19 +114,20 @@ pub(super) fn start_pump(
         .context("building the flow stream's runtime")?;
     std::thread::Builder::new()
         .name("flows".into())
-        .spawn(move || rt.block_on(pump(events, flows, names)))
+        .spawn(move || rt.block_on(pump(events, ring, ctx)))
         .context("starting the flow stream")?;
     Ok(())
 }
 
-async fn pump(events: redirect_ebpf::FlowEvents, flows: SharedFlows, names: SharedNames) {
+async fn pump(events: redirect_ebpf::FlowEvents, ring: Arc<Ring>, ctx: SharedContext) {
     let mut events = match events.into_async() {
         Ok(e) => Some(e),
         Err(e) => {
-            tracing::error!(error = %e, "flow events cannot be waited on; observe shows access lines only");
+            tracing::error!(error = %e, "flow events cannot be waited on; observe shows L7 flows only");
             None
         }
     };
+    let current = |ctx: &SharedContext| ctx.read().map(|c| c.clone()).unwrap_or_default();
     loop {
         let next_event = async {
             match events.as_mut() {
@@ -100,107 +137,20 @@ async fn pump(events: redirect_ebpf::FlowEvents, flows: SharedFlows, names: Shar
         };
         tokio::select! {
             ev = next_event => match ev {
-                Ok(ev) => {
-                    let names = names.read().map(|n| n.clone()).unwrap_or_default();
-                    broadcast(&flows, flow_json(&ev, &names));
-                }
+                Ok(ev) => ring.push(convert::kernel_flow(&ev, &current(&ctx))),
                 Err(e) => {
-                    tracing::error!(error = %e, "reading flow events failed; observe shows access lines only");
+                    tracing::error!(error = %e, "reading flow events failed; observe shows L7 flows only");
                     events = None;
                 }
             },
             () = crate::access_log::QUEUED.notified() => {
+                let c = current(&ctx);
                 for line in crate::access_log::drain() {
-                    broadcast(&flows, line);
+                    if let Some(f) = convert::access_flow(&line, &c) {
+                        ring.push(f);
+                    }
                 }
             }
         }
     }
-}
-
-/// Observe clients and the recent flow lines a new client starts with.
-#[derive(Default)]
-pub(super) struct FlowStream {
-    clients: Vec<UnixStream>,
-    backlog: VecDeque<String>,
-}
-
-pub(super) type SharedFlows = Arc<Mutex<FlowStream>>;
-
-/// Lines kept for clients that connect later.
-const BACKLOG: usize = 2000;
-
-pub(super) fn start_observe_server(state_dir: &Path) -> Result<SharedFlows> {
-    let path = state_dir.join("observe.sock");
-    let _ = std::fs::remove_file(&path);
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
-    let flows: SharedFlows = Arc::new(Mutex::new(FlowStream::default()));
-    let shared = flows.clone();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-            let Ok(mut guard) = shared.lock() else { return };
-            let ok = guard.backlog.iter().all(|l| writeln!(s, "{l}").is_ok());
-            if ok {
-                guard.clients.push(s);
-            }
-        }
-    });
-    Ok(flows)
-}
-
-/// Records a line and sends it to every client, dropping the ones that
-/// cannot keep up.
-pub(super) fn broadcast(flows: &SharedFlows, line: String) {
-    let Ok(mut guard) = flows.lock() else {
-        return;
-    };
-    guard.clients.retain_mut(|s| writeln!(s, "{line}").is_ok());
-    guard.backlog.push_back(line);
-    if guard.backlog.len() > BACKLOG {
-        guard.backlog.pop_front();
-    }
-}
-
-pub(super) fn flow_json(ev: &FlowEvent, names: &BTreeMap<IpAddr, String>) -> String {
-    let addr = |b: &[u8; 16]| -> IpAddr {
-        if ev.family == 4 {
-            IpAddr::from([b[0], b[1], b[2], b[3]])
-        } else {
-            IpAddr::from(*b)
-        }
-    };
-    let (s, d) = (addr(&ev.saddr), addr(&ev.daddr));
-    let verdict = match ev.verdict {
-        0 => "FORWARDED",
-        1 => "DROPPED",
-        2 => "REDIRECTED",
-        _ => "UNKNOWN",
-    };
-    let reason = redirect_ebpf::Reason::from_code(ev.reason)
-        .map(|r| format!("{r:?}"))
-        .unwrap_or_else(|| format!("reason-{}", ev.reason));
-    let proto = match ev.protocol {
-        6 => "TCP".to_string(),
-        17 => "UDP".to_string(),
-        132 => "SCTP".to_string(),
-        1 => "ICMP".to_string(),
-        58 => "ICMPv6".to_string(),
-        n => format!("proto-{n}"),
-    };
-    serde_json::json!({
-        "time": monotonic_to_wall(ev.timestamp_ns).to_string(),
-        "source": {"ip": s, "port": ev.sport, "identity": ev.src_identity, "pod": names.get(&s)},
-        "destination": {"ip": d, "port": ev.dport, "identity": ev.dst_identity, "pod": names.get(&d)},
-        "protocol": proto,
-        "verdict": verdict,
-        "reason": reason,
-        "direction": if ev.direction == 0 { "ingress" } else { "egress" },
-        "endpoint": ev.endpoint_id,
-        "redirected": ev.redirected == 1,
-        "proxy_port": ev.proxy_port,
-        "rule_cookie": ev.rule_cookie,
-    })
-    .to_string()
 }

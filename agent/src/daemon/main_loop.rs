@@ -8,10 +8,11 @@ use super::enforcer::{Enforcer, SharedEnforcer, lock_enforcer};
 use super::engine_input::{EngineInput, changes_for, hosts_of};
 use super::events::{DaemonEvent, FileBatch};
 use super::fdlimit::FdReserve;
-use super::flows::{self, SharedFlows, SharedNames};
+use super::flows;
 use super::inputs::{InputUpdate, Inputs};
 use super::known_names::{KnownNames, LearnRequest};
 use super::status::StatusFile;
+use crate::hubble::convert::SharedContext;
 use crate::metrics::AgentMetrics;
 use policy_model::incremental::Change;
 use std::collections::BTreeMap;
@@ -37,9 +38,8 @@ pub(super) struct MainLoop {
     pub(super) enforcer: SharedEnforcer,
     pub(super) inputs: Inputs,
     pub(super) status: StatusFile,
-    pub(super) flows: SharedFlows,
-    /// Pod names of the flow lines (read by the flow stream).
-    pub(super) names: SharedNames,
+    /// What flows are written with (read by the flow pump).
+    pub(super) flow_context: SharedContext,
     /// The one channel of daemon events.
     pub(super) rx: Receiver<DaemonEvent>,
     /// The learner's fast-path view of what the maps hold.
@@ -151,9 +151,18 @@ impl MainLoop {
             }
             self.on_timers(enforcer, &mut timers, &mut reserve);
             enforcer.persist_learned(false);
-            // Endpoints that failed closed (or recovered) since last time go
-            // to the flow stream too.
-            flows::announce_failures(&self.flows, &mut announced, &enforcer.outcome.failed);
+            // Endpoints that failed closed (or recovered) since last time
+            // are logged; the flows learn what changed.
+            flows::announce_failures(&mut announced, &enforcer.outcome.failed);
+            if !enforcer.flow_dirty.is_clean() {
+                let dirty = std::mem::take(&mut enforcer.flow_dirty);
+                flows::refresh_context(
+                    &self.flow_context,
+                    &enforcer.engine,
+                    (!dirty.all).then_some(&dirty.touched),
+                    dirty.pods,
+                );
+            }
             self.status.refresh(&enforcer.status_view());
         }
     }
@@ -319,11 +328,7 @@ impl MainLoop {
         enforcer.set = snapshot.policies;
         enforcer.persist_applied(self.inputs.applied_hash(), false);
         if pods_changed {
-            let names = flows::pod_names(&enforcer.engine);
-            crate::access_log::set_pod_names(names.clone());
-            if let Ok(mut n) = self.names.write() {
-                *n = names;
-            }
+            crate::access_log::set_pod_names(flows::pod_names(&enforcer.engine));
         }
         self.metrics.endpoints.set(enforcer.attached.len() as i64);
         // Per-policy states change with the policy files or with a

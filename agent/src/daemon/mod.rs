@@ -113,9 +113,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let names = flows::pod_names(&enforcer.engine);
-    crate::access_log::set_pod_names(names.clone());
-    let names = Arc::new(RwLock::new(names));
+    crate::access_log::set_pod_names(flows::pod_names(&enforcer.engine));
+    let flow_context = flows::new_context(&enforcer.engine);
+    enforcer.flow_dirty = enforcer::FlowDirty::default();
     tracing::info!(
         endpoints = enforcer.attached.len(),
         policies = enforcer.set.len(),
@@ -130,18 +130,33 @@ pub fn run(args: AgentArgs) -> Result<()> {
         policies,
         &enforcer.status_view(),
     );
-    let flows = flows::start_observe_server(&args.state_dir)?;
+    let ring = crate::hubble::ring::Ring::new(args.hubble_max_flows);
+    let tcp = match args.hubble_listen_address.trim() {
+        "" => None,
+        a => Some(
+            a.parse()
+                .with_context(|| format!("--hubble-listen-address {a:?}: not an address:port"))?,
+        ),
+    };
+    crate::hubble::server::spawn(
+        "hubble",
+        crate::hubble::server::Service {
+            ring: ring.clone(),
+            node: args.node_name.clone(),
+            address: args.hubble_listen_address.clone(),
+        },
+        crate::hubble::server::Listen {
+            unix: args.state_dir.join("hubble.sock"),
+            tcp,
+        },
+    )?;
     // Where `status` and `observe` find this directory without flags.
     let pointer = std::path::Path::new(crate::state_dir::POINTER);
     if let Err(e) = crate::state_dir::record(pointer, &args.state_dir) {
         tracing::warn!(error = %e, pointer = %pointer.display(), "recording the state directory failed");
     }
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
-    flows::start_pump(
-        enforcer.dp.take_flow_events()?,
-        flows.clone(),
-        names.clone(),
-    )?;
+    flows::start_pump(enforcer.dp.take_flow_events()?, ring, flow_context.clone())?;
     // Watching starts after the first read: a change from then on is seen.
     let (_watcher, fallback_poll) = watch_inputs(&inputs, &args, &proxies.runtime, events_tx);
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
@@ -150,8 +165,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         enforcer: shared_enforcer,
         inputs,
         status,
-        flows,
-        names,
+        flow_context,
         rx: events_rx,
         known,
         metrics,

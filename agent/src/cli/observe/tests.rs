@@ -1,106 +1,136 @@
-use super::text_line;
-use serde_json::json;
+use super::*;
 
-#[test]
-fn dns_lines_show_the_query_and_the_answer() {
-    let dns = json!({
-        "protocol": "dns", "transport": "udp",
-        "src": "10.200.1.10:5353", "dst": "10.201.0.53:53",
-        "src_identity": "256", "dst_identity": "2",
-        "query": "a.example.", "qtype": "A", "rcode": "NOERROR",
-        "answers": "10.201.0.1", "verdict": "Allowed", "latency_us": 12,
-        "hold_us": 0, "reason": "policy spec.egress[0]", "type": "l7",
-        "src_pod": "t1/a", "time": "2026-12-07T06:00:00.000Z",
-    });
-    assert_eq!(
-        text_line(&dns),
-        "2026-12-07T06:00:00.000Z  t1/a (10.200.1.10:5353) -> 10.201.0.53:53  DNS/udp  A a.example.  NOERROR 10.201.0.1  [Allowed]"
-    );
+fn args(argv: &[&str]) -> ObserveArgs {
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: ObserveArgs,
+    }
+    let mut all = vec!["observe"];
+    all.extend_from_slice(argv);
+    <Wrap as clap::Parser>::try_parse_from(all)
+        .expect("flags")
+        .a
 }
 
 #[test]
-fn kafka_lines_show_the_request_and_its_topics() {
-    let kafka = json!({
-        "protocol": "kafka", "src": "10.200.1.10:40000", "dst": "10.201.0.9:9092",
-        "api_key": "Produce", "api_version": 9, "correlation_id": 7,
-        "client_id": "producer-1", "topics": "orders", "verdict": "Denied",
-        "latency_us": 30, "reason": "no rule", "error": "", "type": "l7",
-        "time": "2026-12-07T06:00:00.000Z",
-    });
-    assert_eq!(
-        text_line(&kafka),
-        "2026-12-07T06:00:00.000Z  10.200.1.10:40000 -> 10.201.0.9:9092  Kafka  Produce v9 orders (client producer-1)  [Denied]"
-    );
+fn either_flags_make_a_source_and_a_destination_filter() {
+    let f = filters(&args(&[
+        "--pod",
+        "web",
+        "-n",
+        "t1",
+        "--verdict",
+        "dropped",
+        "--port",
+        "80",
+    ]))
+    .expect("filters");
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].source_pod, ["t1/web"]);
+    assert_eq!(f[0].source_port, ["80"]);
+    assert!(f[0].destination_pod.is_empty());
+    assert_eq!(f[1].destination_pod, ["t1/web"]);
+    assert_eq!(f[1].destination_port, ["80"]);
+    for side in &f {
+        assert_eq!(side.verdict, [flow::Verdict::Dropped as i32]);
+    }
 }
 
 #[test]
-fn http_lines_keep_their_shape() {
-    let http = json!({
-        "method": "GET", "path": "/api", "authority": "svc:80", "status": 403,
-        "verdict": "Denied", "protocol": "Http1", "src": "10.200.1.10:40000",
-        "dst": "10.200.1.11:80", "type": "l7", "src_pod": "t1/a", "dst_pod": "t1/b",
-        "time": "T",
-    });
-    assert_eq!(
-        text_line(&http),
-        "T  t1/a (10.200.1.10:40000) -> t1/b (10.200.1.11:80)  Http1  GET svc:80 /api  http 403  [Denied]"
-    );
+fn sided_flags_make_one_filter() {
+    let f = filters(&args(&[
+        "--from-namespace",
+        "t1",
+        "--to-pod",
+        "t2/db",
+        "--http-path",
+        "^/api",
+        "-t",
+        "l7",
+    ]))
+    .expect("filters");
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].source_pod, ["t1/"]);
+    assert_eq!(f[0].destination_pod, ["t2/db"]);
+    assert_eq!(f[0].http_path, ["^/api"]);
+    assert_eq!(f[0].event_type[0].r#type, 129);
+    assert!(filters(&args(&[])).expect("none").is_empty());
 }
 
 #[test]
-fn tls_and_other_proxy_events_say_what_they_carry() {
-    let tls = json!({
-        "protocol": "tls", "sni": "api.example", "verdict": "Allowed",
-        "src": "10.200.1.10:40000", "dst": "10.201.0.9:443", "type": "l7", "time": "T",
-    });
-    assert_eq!(
-        text_line(&tls),
-        "T  10.200.1.10:40000 -> 10.201.0.9:443  TLS  sni api.example  [Allowed]"
-    );
-    let revoked = json!({
-        "verdict": "Denied", "src": "10.200.1.10:40000", "dst": "10.201.0.9:80",
-        "reason": "policy changed", "type": "l7", "time": "T",
-    });
-    assert_eq!(
-        text_line(&revoked),
-        "T  10.200.1.10:40000 -> 10.201.0.9:80  reason=policy changed  [Denied]"
-    );
+fn bad_flag_values_are_errors() {
+    assert!(filters(&args(&["--verdict", "maybe"])).is_err());
+    assert!(filters(&args(&["--type", "nonsense"])).is_err());
+    assert!(filters(&args(&["--traffic-direction", "up"])).is_err());
 }
 
 #[test]
-fn flow_events_and_agent_events_keep_their_shape() {
-    let flow = json!({
-        "time": "T",
-        "source": {"ip": "10.200.1.10", "port": 40000, "pod": "t1/a"},
-        "destination": {"ip": "10.201.0.9", "port": 80},
-        "protocol": "TCP", "verdict": "DROPPED", "reason": "PolicyDenied",
-        "direction": "egress",
-    });
-    assert_eq!(
-        text_line(&flow),
-        "T  t1/a (10.200.1.10:40000) -> 10.201.0.9:80  TCP  DROPPED  PolicyDenied  [egress]"
-    );
-    let agent = json!({
-        "type": "agent", "time": "T", "event": "endpoint-failed-closed",
-        "endpoint": "t1/a", "reason": "over budget",
-    });
-    assert_eq!(
-        text_line(&agent),
-        "T  agent: endpoint-failed-closed t1/a: over budget"
-    );
+fn last_twenty_unless_told() {
+    assert_eq!(request(&args(&[])).unwrap().number, 20);
+    assert_eq!(request(&args(&["--last", "3"])).unwrap().number, 3);
+    assert_eq!(request(&args(&["--all"])).unwrap().number, u64::MAX);
+    let r = request(&args(&["--first", "2"])).unwrap();
+    assert!(r.first && r.number == 2);
+    let r = request(&args(&["-f"])).unwrap();
+    assert!(r.follow && r.number == 0);
 }
 
 #[test]
-fn a_kernel_flow_names_reserved_identities_that_are_no_pod() {
-    let v: serde_json::Value = serde_json::from_str(
-        r#"{"destination":{"identity":257,"ip":"10.200.1.11","pod":"x/b","port":80},"direction":"ingress",
-            "protocol":"TCP","reason":"DropNoPolicy","source":{"identity":6,"ip":"10.201.255.254","pod":null,"port":47650},
-            "time":"t","verdict":"DROPPED"}"#,
-    )
-    .expect("json");
-    let line = text_line(&v);
+fn compact_line_names_both_sides_the_verdict_and_the_policy() {
+    let f = Flow {
+        time: Some(pbjson_types::Timestamp {
+            seconds: 1_796_600_000,
+            nanos: 5_000_000,
+        }),
+        verdict: flow::Verdict::Dropped as i32,
+        drop_reason_desc: flow::DropReason::PolicyDenied as i32,
+        ip: Some(flow::Ip {
+            source: "10.200.0.2".into(),
+            destination: "10.200.0.3".into(),
+            ..Default::default()
+        }),
+        l4: Some(flow::Layer4 {
+            protocol: Some(flow::layer4::Protocol::Tcp(flow::Tcp {
+                source_port: 4000,
+                destination_port: 80,
+                flags: None,
+            })),
+        }),
+        source: Some(flow::Endpoint {
+            namespace: "t1".into(),
+            pod_name: "a".into(),
+            identity: 300,
+            ..Default::default()
+        }),
+        destination: Some(flow::Endpoint {
+            identity: 2,
+            labels: vec!["reserved:world".into()],
+            ..Default::default()
+        }),
+        event_type: Some(flow::CiliumEventType {
+            r#type: 1,
+            sub_type: 133,
+        }),
+        traffic_direction: flow::TrafficDirection::Egress as i32,
+        egress_denied_by: vec![flow::Policy {
+            name: "deny-all".into(),
+            namespace: "t1".into(),
+            kind: "CiliumNetworkPolicy".into(),
+            ..Default::default()
+        }],
+        summary: "TCP DropNoPolicy".into(),
+        ..Flow::default()
+    };
+    let r = GetFlowsResponse {
+        node_name: "node-1".into(),
+        response_types: Some(get_flows_response::ResponseTypes::Flow(f)),
+        ..Default::default()
+    };
+    let line = compact(&r);
+    assert!(line.starts_with("Dec  6 23:33:20.005 "), "{line}");
     assert!(
-        line.contains("reserved:remote-node (10.201.255.254:47650) -> x/b (10.200.1.11:80)"),
+        line.ends_with("[node-1]: t1/a:4000 (ID:300) -> 10.200.0.3:80 (world) policy-denied EGRESS DROPPED (TCP DropNoPolicy) by CiliumNetworkPolicy t1/deny-all"),
         "{line}"
     );
 }
