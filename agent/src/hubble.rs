@@ -23,6 +23,7 @@ pub mod observer {
 pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hubble_descriptor.bin"));
 
 pub mod convert;
+pub mod fan_in;
 pub mod filter;
 pub mod ring;
 pub mod server;

@@ -53,11 +53,23 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Every node's Hubble observer behind one Observer API (Hubble Relay).
+    Relay {
+        /// TCP address to serve on.
+        #[arg(long, default_value = "127.0.0.1:4245")]
+        listen: String,
+        /// A node's observer: NAME=unix:///path or NAME=host:port (repeat).
+        #[arg(long)]
+        peer: Vec<hubble::fan_in::Peer>,
+        /// Every node of the running lab (their agents' hubble.sock).
+        #[arg(long)]
+        lab: bool,
+    },
     /// Flows from the agent's Hubble Observer API, with Hubble's filter
     /// flags: compact lines, or `-o json` as `hubble observe -o json`.
     Observe {
         #[command(flatten)]
-        args: cli::observe::ObserveArgs,
+        args: Box<cli::observe::ObserveArgs>,
         /// The agent's state directory (default: the one the agent
         /// recorded in /run/portcullis/state-dir, else /run/portcullis/agent).
         #[arg(long, conflicts_with_all = ["node", "server"])]
@@ -85,6 +97,37 @@ fn observe_servers(
             .collect(),
         (None, None) => vec![socket(&state_dir::resolve(state_dir))],
     })
+}
+
+/// `portcullis relay`: serves until killed.
+fn run_relay(listen: &str, mut peers: Vec<hubble::fan_in::Peer>, lab: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if lab {
+        for (name, dir) in cli::lab::observed_nodes("all")? {
+            peers.push(hubble::fan_in::Peer {
+                name: name.unwrap_or_else(|| "lab-node".into()),
+                address: format!("unix://{}", dir.join("hubble.sock").display()),
+            });
+        }
+    }
+    if peers.is_empty() {
+        anyhow::bail!("no peer: give --peer NAME=ADDRESS or --lab");
+    }
+    let addr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?}: not an address:port"))?;
+    hubble::server::spawn(
+        "relay",
+        hubble::fan_in::Relay { peers },
+        hubble::server::Listen {
+            unix: None,
+            tcp: Some(addr),
+        },
+    )?;
+    eprintln!("relay: serving Hubble's Observer API on {listen}");
+    loop {
+        std::thread::park();
+    }
 }
 
 fn main() -> ExitCode {
@@ -115,6 +158,7 @@ fn main() -> ExitCode {
             node,
         } => observe_servers(&args, state_dir, node.as_deref())
             .and_then(|servers| cli::observe::run(&servers, &args)),
+        Command::Relay { listen, peer, lab } => run_relay(&listen, peer, lab),
         Command::Lab { command } => cli::lab::run(command),
         Command::Status {
             output,

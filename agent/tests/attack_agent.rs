@@ -199,11 +199,24 @@ fn an_oversized_policy_fails_closed_and_does_not_block_another_tenants_revocatio
         !reachable(&lab, "t1/a", "10.201.0.1:1000"),
         "t1/a's policy was not written whole, yet its traffic passes"
     );
-    // So does the flow stream.
-    let flows = lab::must(&["observe"]);
+    // So do the flows: t1/a's attempt is dropped; the agent's log names
+    // the endpoint that failed closed.
+    let flows = lab::must(&[
+        "observe",
+        "--all",
+        "--from-pod",
+        "t1/a",
+        "--verdict",
+        "DROPPED",
+    ]);
     assert!(
-        flows.contains("endpoint-failed-closed t1/a"),
-        "no failure in observe:\n{flows}"
+        flows.contains("t1/a:"),
+        "no drop of t1/a in observe:\n{flows}"
+    );
+    let log = std::fs::read_to_string("/run/portcullis/lab/agent.log").unwrap_or_default();
+    assert!(
+        log.contains("endpoint-failed-closed") && log.contains("t1/a"),
+        "no failure in the agent's log"
     );
     // The metrics say so too.
     let metrics = lab.metrics();

@@ -600,9 +600,9 @@ fn l7_http_h2_grpc_through_the_redirect_and_fail_closed_without_proxy() {
         );
     }
     // The access log joins the flow stream.
-    let observed = must(&["observe", "--output", "json"]);
+    let observed = must(&["observe", "--output", "json", "--all"]);
     assert!(
-        observed.contains("\"type\":\"l7\"") && observed.contains("/private"),
+        observed.contains("\"Type\":\"L7\"") && observed.contains("/private"),
         "observe:\n{observed}"
     );
 
@@ -1057,9 +1057,13 @@ fn kafka_roles_and_topics_with_a_real_broker_and_clients() {
     // A pod without any rule does not even reach the broker.
     let blocked = kafka_client(other, &["produce", bootstrap, "orders"]);
     assert_ne!(blocked, "OK", "unlisted pod produced");
-    let observed = must(&["observe", "--output", "json"]);
-    assert!(
-        observed.contains("\"protocol\":\"kafka\"") || observed.contains("kafka"),
-        "observe:\n{observed}"
-    );
+    let observed = must(&[
+        "observe",
+        "--output",
+        "json",
+        "--all",
+        "--protocol",
+        "kafka",
+    ]);
+    assert!(observed.contains("\"kafka\":{"), "observe:\n{observed}");
 }

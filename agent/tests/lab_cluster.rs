@@ -169,19 +169,65 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The flow stream of `node`'s agent as `observe --node NODE --output
-/// json` prints it (its backlog: the agent's recent lines).
+/// The flows of `node`'s agent (`observe --node NODE --output json --all`:
+/// Hubble's `GetFlowsResponse` lines), each seen through [`view`].
 fn observed(node: &str) -> Vec<Value> {
-    // Without --follow, observe stops after 500 ms without a line; the
-    // outer timeout bounds it on a busy stream.
     let out = Command::new("timeout")
-        .args(["20", BIN, "observe", "--node", node, "--output", "json"])
+        .args([
+            "20", BIN, "observe", "--node", node, "--output", "json", "--all",
+        ])
         .output()
         .expect("run portcullis observe");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| view(&v))
         .collect()
+}
+
+/// The few fields these tests judge, from one Hubble flow: `verdict`
+/// (`Allowed` for FORWARDED, `Denied` for DROPPED), `src_pod`/`dst_pod`
+/// (`ns/pod`), and for L7 flows `type` `l7` with `method`/`path` (HTTP) or
+/// `protocol` `dns`/`kafka` and `query`; `flow` is the whole flow.
+fn view(resp: &Value) -> Option<Value> {
+    let f = resp.get("flow")?;
+    let pod = |e: &Value| match (e["namespace"].as_str(), e["pod_name"].as_str()) {
+        (Some(ns), Some(p)) => Value::String(format!("{ns}/{p}")),
+        _ => Value::Null,
+    };
+    let verdict = match f["verdict"].as_str() {
+        Some("FORWARDED") => "Allowed",
+        Some("DROPPED") => "Denied",
+        Some(other) => other,
+        None => "",
+    };
+    let mut out = serde_json::json!({
+        "verdict": verdict,
+        "src_pod": pod(&f["source"]),
+        "dst_pod": pod(&f["destination"]),
+        "source": {"pod": pod(&f["source"])},
+        "destination": {"pod": pod(&f["destination"])},
+        "flow": f,
+    });
+    if f["Type"] == "L7" {
+        out["type"] = "l7".into();
+        let l7 = &f["l7"];
+        if let Some(h) = l7.get("http") {
+            out["method"] = h["method"].clone();
+            let url = h["url"].as_str().unwrap_or("");
+            let path = match url.split_once("://") {
+                Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+                None => url,
+            };
+            out["path"] = path.into();
+        } else if let Some(d) = l7.get("dns") {
+            out["protocol"] = "dns".into();
+            out["query"] = d["query"].clone();
+        } else if l7.get("kafka").is_some() {
+            out["protocol"] = "kafka".into();
+        }
+    }
+    Some(out)
 }
 
 /// The proxies' access records (`"type":"l7"`) of `node` that `matches`

@@ -146,7 +146,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             address: args.hubble_listen_address.clone(),
         },
         crate::hubble::server::Listen {
-            unix: args.state_dir.join("hubble.sock"),
+            unix: Some(args.state_dir.join("hubble.sock")),
             tcp,
         },
     )?;

@@ -40,15 +40,22 @@ pub struct EndpointRules {
     pub by_cookie: HashMap<u32, Vec<Arc<PolicyRef>>>,
     pub enforcing_ingress: Vec<Arc<PolicyRef>>,
     pub enforcing_egress: Vec<Arc<PolicyRef>>,
+    /// The redirected ports and the policies whose L7 rules they serve.
+    pub redirects: Vec<(Direction, policy_model::PortKey, Vec<Arc<PolicyRef>>)>,
 }
+
+/// Every pod of the cluster by address.
+pub type Pods = Arc<HashMap<IpAddr, Arc<PodInfo>>>;
+/// Labels of identities that are not pods.
+pub type IdentityLabels = Arc<HashMap<u32, Vec<String>>>;
 
 /// The agent's view the flows are written with.
 #[derive(Debug, Clone, Default)]
 pub struct FlowContext {
     pub node: String,
-    pub pods: Arc<HashMap<IpAddr, Arc<PodInfo>>>,
+    pub pods: Pods,
     /// Labels of identities that are not pods (reserved, CIDR, FQDN).
-    pub identities: Arc<HashMap<u32, Vec<String>>>,
+    pub identities: IdentityLabels,
     /// Local endpoint id -> its deciding rules.
     pub endpoints: HashMap<u16, Arc<EndpointRules>>,
 }
@@ -337,13 +344,17 @@ fn policies_in(reason: &str) -> Vec<flow::Policy> {
             Some((ns, n)) => (Some(ns.to_string()), n.to_string()),
             None => (None, name.to_string()),
         };
-        let p = policy(&PolicyRef {
+        let mut p = policy(&PolicyRef {
             kind,
             namespace,
             name,
             file: None,
             document: None,
         });
+        // The rule that matched, where the proxy names it.
+        if let Some(rule) = words.next() {
+            p.labels.push(format!("portcullis:rule={rule}"));
+        }
         if !out.contains(&p) {
             out.push(p);
         }
@@ -366,7 +377,9 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
     };
     let (sid, did) = (identity("src_identity"), identity("dst_identity"));
     let verdict_text = str_of(&v, "verdict");
-    let allowed = matches!(verdict_text, "Allowed" | "allowed" | "Forwarded");
+    let allowed = matches!(verdict_text, "Allowed" | "allowed");
+    // Allowed but the upstream failed: forwarded, and an error.
+    let upstream_error = matches!(verdict_text, "UpstreamError" | "upstream_error");
     let reason = str_of(&v, "reason");
     let latency_ns = v["latency_us"].as_u64().unwrap_or(0).saturating_mul(1000);
     let protocol = str_of(&v, "protocol");
@@ -458,12 +471,35 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
     // destination is a local endpoint, else the source's (egress).
     let dst_pod = ctx.pods.get(&dst.ip().to_canonical());
     let ingress = dst_pod.is_some_and(|p| p.endpoint_id != 0);
-    let policies = policies_in(reason);
+    let mut policies = policies_in(reason);
+    if policies.is_empty() {
+        // A denial names no rule (none matched): the policies whose L7
+        // rules the judging side's port is redirected for.
+        let (side, dir) = if ingress {
+            (dst_pod, Direction::Ingress)
+        } else {
+            (ctx.pods.get(&src.ip().to_canonical()), Direction::Egress)
+        };
+        if let Some(rules) = side.and_then(|p| ctx.endpoints.get(&(p.endpoint_id as u16))) {
+            for (d, port, origins) in &rules.redirects {
+                if *d == dir && port.matches(l4proto, dst.port()) {
+                    for o in origins {
+                        let p = policy(o);
+                        if !policies.contains(&p) {
+                            policies.push(p);
+                        }
+                    }
+                }
+            }
+        }
+    }
     let mut f = Flow {
         time: Some(timestamp(now_ns())),
         uuid: uuid::Uuid::new_v4().to_string(),
         verdict: if allowed {
             flow::Verdict::Forwarded as i32
+        } else if upstream_error {
+            flow::Verdict::Error as i32
         } else {
             flow::Verdict::Dropped as i32
         },
@@ -490,11 +526,11 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
         is_reply: Some(true.into()),
         ..Flow::default()
     };
-    if !allowed {
+    if !allowed && !upstream_error {
         f.drop_reason_desc = flow::DropReason::PolicyDenied as i32;
         f.drop_reason = f.drop_reason_desc as u32;
     }
-    match (allowed, ingress) {
+    match (allowed || upstream_error, ingress) {
         (true, true) => f.ingress_allowed_by = policies,
         (true, false) => f.egress_allowed_by = policies,
         (false, true) => f.ingress_denied_by = policies,
@@ -543,10 +579,7 @@ fn rcode_number(name: &str) -> u32 {
 /// labels, and `rules` for the local endpoints.
 pub fn pods_and_identities(
     engine: &policy_model::incremental::IncrementalCluster,
-) -> (
-    Arc<HashMap<IpAddr, Arc<PodInfo>>>,
-    Arc<HashMap<u32, Vec<String>>>,
-) {
+) -> (Pods, IdentityLabels) {
     let local: HashMap<String, u16> = engine.endpoints().map(|e| (e.full_name(), e.id)).collect();
     let mut pods = HashMap::new();
     for p in engine.pods() {
@@ -597,8 +630,9 @@ fn label_strings(l: &policy_model::labels::LabelSet) -> Vec<String> {
 /// The deciding rules of one local endpoint, from its resolved policy.
 pub fn endpoint_rules(policy: &policy_model::resolve::EndpointPolicy) -> EndpointRules {
     let mut by_cookie: HashMap<u32, Vec<Arc<PolicyRef>>> = HashMap::new();
+    let mut redirects = Vec::new();
     for (key, value) in &policy.map.entries {
-        if by_cookie.contains_key(&value.cookie) {
+        if by_cookie.contains_key(&value.cookie) && value.redirect.is_none() {
             continue;
         }
         let origins = policy
@@ -616,6 +650,9 @@ pub fn endpoint_rules(policy: &policy_model::resolve::EndpointPolicy) -> Endpoin
                 v
             })
             .unwrap_or_default();
+        if value.redirect.is_some() {
+            redirects.push((key.direction, key.port, origins.clone()));
+        }
         by_cookie.insert(value.cookie, origins);
     }
     let enforcing = |d: Direction| policy.enforcing.get(&d).cloned().unwrap_or_default();
@@ -623,5 +660,9 @@ pub fn endpoint_rules(policy: &policy_model::resolve::EndpointPolicy) -> Endpoin
         by_cookie,
         enforcing_ingress: enforcing(Direction::Ingress),
         enforcing_egress: enforcing(Direction::Egress),
+        redirects,
     }
 }
+
+#[cfg(test)]
+mod tests;

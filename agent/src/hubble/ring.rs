@@ -119,11 +119,6 @@ impl Ring {
         Read { lost, flows }
     }
 
-    /// The sequence number the next flow gets.
-    pub fn next_seq(&self) -> u64 {
-        *self.written.borrow()
-    }
-
     /// A receiver woken at every write.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.written.subscribe()
@@ -158,6 +153,6 @@ mod tests {
         assert_eq!((r.lost, r.flows.len()), (0, 1));
         let r = ring.read_from(6, 10);
         assert_eq!((r.lost, r.flows.len()), (0, 0));
-        assert_eq!(ring.next_seq(), 6);
+        assert_eq!(ring.snapshot_and_next().1, 6);
     }
 }

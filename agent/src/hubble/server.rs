@@ -347,7 +347,8 @@ impl Observer for Service {
 
 /// Where the observer listens.
 pub struct Listen {
-    pub unix: PathBuf,
+    /// `None`: TCP only.
+    pub unix: Option<PathBuf>,
     /// `None`: the unix socket only.
     pub tcp: Option<SocketAddr>,
 }
@@ -388,10 +389,17 @@ where
         .enable_all()
         .build()
         .context("building the observer's runtime")?;
-    let _ = std::fs::remove_file(&listen.unix);
     let (unix, tcp) = rt.block_on(async {
-        let unix = tokio::net::UnixListener::bind(&listen.unix)
-            .with_context(|| format!("binding {}", listen.unix.display()))?;
+        let unix = match &listen.unix {
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                Some(
+                    tokio::net::UnixListener::bind(path)
+                        .with_context(|| format!("binding {}", path.display()))?,
+                )
+            }
+            None => None,
+        };
         let tcp = match listen.tcp {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -407,6 +415,7 @@ where
         .spawn(move || {
             rt.block_on(async move {
                 let serve_unix = async {
+                    let Some(unix) = unix else { return };
                     match router(service.clone()) {
                         Ok(r) => {
                             let incoming = tokio_stream::wrappers::UnixListenerStream::new(unix);
@@ -435,3 +444,6 @@ where
         .context("starting the observer")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -221,6 +221,45 @@ pub(crate) fn start_fake_apiserver(
     Ok(())
 }
 
+/// Where the lab's relay serves every node's flows (Hubble Relay's port).
+pub const RELAY_ADDRESS: &str = "127.0.0.1:4245";
+
+/// Starts `portcullis relay --lab` in the caller's namespace, serving every
+/// node's observer on [`RELAY_ADDRESS`], and waits until it listens. A
+/// relay that cannot start is reported, not fatal: enforcement and each
+/// node's own observer do not need it.
+pub(crate) fn start_relay(binary: &Path) {
+    kill_pidfile("relay.pid");
+    let started = (|| -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(paths::state_file("relay.log"))?;
+        let child = Command::new(binary)
+            .args(["relay", "--lab", "--listen", RELAY_ADDRESS])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting the relay")?;
+        std::fs::write(paths::state_file("relay.pid"), child.id().to_string())?;
+        let start = Instant::now();
+        while std::net::TcpStream::connect(RELAY_ADDRESS).is_err() {
+            if start.elapsed() > Duration::from_secs(5)
+                || !Path::new(&format!("/proc/{}", child.id())).exists()
+            {
+                bail!("it does not listen on {RELAY_ADDRESS}; see {STATE_DIR}/relay.log");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    })();
+    if let Err(e) = started {
+        eprintln!("warning: the lab's Hubble relay is not running: {e:#}");
+    }
+}
+
 /// Kills the process group whose leader's pid is in the state file `name`.
 pub(crate) fn kill_pidfile(name: &str) {
     let pidfile = paths::state_file(name);

@@ -200,6 +200,7 @@ pub fn up_with(
     state.write()?;
     agent::start_agents(&mut state, binary)?;
     state.write()?;
+    agent::start_relay(binary);
     Ok(state)
 }
 
@@ -229,6 +230,7 @@ pub fn down() -> Result<()> {
     require_root()?;
     agent::stop_every_agent();
     agent::kill_pidfile("apiserver.pid");
+    agent::kill_pidfile("relay.pid");
     for ns in netns::list() {
         if ns.starts_with(NS_PREFIX) {
             netns::ip(&["netns", "del", &ns])?;

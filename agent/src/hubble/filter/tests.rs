@@ -179,7 +179,7 @@ fn whitelist_then_blacklist() {
             .matches(&f)
     );
     assert!(
-        !Filters::new(&[src.clone()], &[src.clone()])
+        !Filters::new(std::slice::from_ref(&src), std::slice::from_ref(&src))
             .unwrap()
             .matches(&f)
     );

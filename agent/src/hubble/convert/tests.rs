@@ -1,0 +1,146 @@
+use super::*;
+use policy_model::origin::PolicyKind;
+
+fn web_policy() -> Arc<PolicyRef> {
+    Arc::new(PolicyRef {
+        kind: PolicyKind::CiliumNetworkPolicy,
+        namespace: Some("x".into()),
+        name: "web-ingress".into(),
+        file: None,
+        document: None,
+    })
+}
+
+fn context() -> FlowContext {
+    let pod = |ns: &str, name: &str, id: u32, ep: u32| {
+        Arc::new(PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            labels: vec![format!("k8s:app={name}")],
+            identity: id,
+            endpoint_id: ep,
+        })
+    };
+    let mut pods = HashMap::new();
+    pods.insert("10.200.1.10".parse().unwrap(), pod("x", "client", 1001, 1));
+    pods.insert("10.200.1.11".parse().unwrap(), pod("x", "web", 1002, 2));
+    let mut by_cookie = HashMap::new();
+    by_cookie.insert(77, vec![web_policy()]);
+    let mut endpoints = HashMap::new();
+    endpoints.insert(
+        2,
+        Arc::new(EndpointRules {
+            by_cookie,
+            enforcing_ingress: vec![web_policy()],
+            enforcing_egress: vec![],
+            redirects: vec![(
+                Direction::Ingress,
+                policy_model::PortKey::exact(6, 80),
+                vec![web_policy()],
+            )],
+        }),
+    );
+    FlowContext {
+        node: "node-1".into(),
+        pods: Arc::new(pods),
+        identities: Arc::new(HashMap::new()),
+        endpoints,
+    }
+}
+
+fn event(verdict: u8, reason: Reason, cookie: u32) -> FlowEvent {
+    let mut saddr = [0u8; 16];
+    saddr[..4].copy_from_slice(&[10, 200, 1, 10]);
+    let mut daddr = [0u8; 16];
+    daddr[..4].copy_from_slice(&[10, 200, 1, 11]);
+    FlowEvent {
+        saddr,
+        daddr,
+        sport: 40000,
+        dport: 81,
+        src_identity: 1001,
+        dst_identity: 1002,
+        rule_cookie: cookie,
+        endpoint_id: 2,
+        family: 4,
+        protocol: 6,
+        verdict,
+        reason: reason as u8,
+        direction: 0,
+        ..FlowEvent::default()
+    }
+}
+
+#[test]
+fn a_kernel_allow_names_the_rule_and_a_default_deny_the_enforcing_policy() {
+    let ctx = context();
+    let f = kernel_flow(&event(0, Reason::PassPolicy, 77), &ctx);
+    assert_eq!(f.verdict, flow::Verdict::Forwarded as i32);
+    assert_eq!(f.ingress_allowed_by.len(), 1);
+    assert_eq!(f.ingress_allowed_by[0].name, "web-ingress");
+    assert_eq!(f.ingress_allowed_by[0].kind, "CiliumNetworkPolicy");
+    assert_eq!(f.source.as_ref().unwrap().pod_name, "client");
+    assert_eq!(f.destination.as_ref().unwrap().id, 2);
+    assert_eq!(f.node_name, "node-1");
+    let d = kernel_flow(&event(1, Reason::DropNoPolicy, 0), &ctx);
+    assert_eq!(d.verdict, flow::Verdict::Dropped as i32);
+    assert_eq!(d.drop_reason_desc, flow::DropReason::PolicyDenied as i32);
+    assert_eq!(d.ingress_denied_by[0].name, "web-ingress");
+    // An established flow's packet is no policy decision: nothing named.
+    let e = kernel_flow(&event(0, Reason::PassEstablished, 77), &ctx);
+    assert!(e.ingress_allowed_by.is_empty());
+}
+
+#[test]
+fn an_access_record_becomes_an_l7_flow_naming_policy_and_rule() {
+    let ctx = context();
+    let allowed = r#"{"method":"GET","path":"/public/a","authority":"10.200.1.11","status":200,"verdict":"Allowed","protocol":"Http1","src":"10.200.1.10:40000","dst":"10.200.1.11:80","src_identity":"1001","dst_identity":"1002","latency_us":120,"reason":"CiliumNetworkPolicy x/web-ingress spec.ingress[0].toPorts[0].rules.http[0]","type":"l7"}"#;
+    let f = access_flow(allowed, &ctx).expect("a flow");
+    assert_eq!(f.r#type, flow::FlowType::L7 as i32);
+    assert_eq!(f.traffic_direction, flow::TrafficDirection::Ingress as i32);
+    let Some(flow::layer7::Record::Http(h)) = f.l7.as_ref().and_then(|l| l.record.clone()) else {
+        panic!("no HTTP record")
+    };
+    assert_eq!(
+        (h.code, h.method.as_str(), h.url.as_str()),
+        (200, "GET", "http://10.200.1.11/public/a")
+    );
+    assert_eq!(f.l7.as_ref().unwrap().latency_ns, 120_000);
+    assert_eq!(f.ingress_allowed_by[0].name, "web-ingress");
+    assert!(
+        f.ingress_allowed_by[0]
+            .labels
+            .contains(&"portcullis:rule=spec.ingress[0].toPorts[0].rules.http[0]".to_string())
+    );
+    let denied = allowed
+        .replace("\"Allowed\"", "\"Denied\"")
+        .replace("\"status\":200", "\"status\":403")
+        .replace(
+            "CiliumNetworkPolicy x/web-ingress spec.ingress[0].toPorts[0].rules.http[0]",
+            "x/web ingress: no HTTP rule matches",
+        );
+    let d = access_flow(&denied, &ctx).expect("a flow");
+    assert_eq!(d.verdict, flow::Verdict::Dropped as i32);
+    assert_eq!(d.ingress_denied_by[0].name, "web-ingress");
+    // A line that is no request is no flow; a mangled one neither.
+    assert!(access_flow(r#"{"client":"1.2.3.4:5","header":"x"}"#, &ctx).is_none());
+    assert!(access_flow("not json", &ctx).is_none());
+}
+
+#[test]
+fn a_dns_record_carries_query_answers_and_rcode() {
+    let ctx = context();
+    let line = r#"{"protocol":"dns","transport":"udp","src":"10.200.1.10:5353","dst":"10.200.1.11:53","src_identity":"1001","dst_identity":"1002","query":"web.allowed.lab","qtype":"A","rcode":"NOERROR","answers":"10.201.0.80, 10.201.0.81","verdict":"Allowed","latency_us":5,"reason":"","type":"l7"}"#;
+    let f = access_flow(line, &ctx).expect("a flow");
+    let Some(flow::layer7::Record::Dns(d)) = f.l7.as_ref().and_then(|l| l.record.clone()) else {
+        panic!("no DNS record")
+    };
+    assert_eq!(d.query, "web.allowed.lab.");
+    assert_eq!(d.ips, ["10.201.0.80", "10.201.0.81"]);
+    assert_eq!(d.qtypes, ["A"]);
+    assert_eq!(d.rcode, 0);
+    assert!(matches!(
+        f.l4.and_then(|l| l.protocol),
+        Some(flow::layer4::Protocol::Udp(_))
+    ));
+}
