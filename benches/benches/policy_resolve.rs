@@ -107,6 +107,7 @@ fn topology(namespaces: usize) -> Topology {
         topo.namespaces.push(NamespaceSpec {
             name: namespace_name(ns),
             labels: labels(&[("team", team(ns)), ("env", ENVS[ns % ENVS.len()].into())]),
+            annotations: Default::default(),
         });
         for p in 0..PODS_PER_NAMESPACE {
             let d = p % DEPLOYMENTS_PER_NAMESPACE;

@@ -85,6 +85,7 @@ pub fn namespace_spec(ns: &Namespace) -> NamespaceSpec {
     NamespaceSpec {
         name: ns.metadata.name.clone().unwrap_or_default(),
         labels: ns.metadata.labels.clone().unwrap_or_default(),
+        annotations: ns.metadata.annotations.clone().unwrap_or_default(),
     }
 }
 

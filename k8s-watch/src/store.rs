@@ -232,6 +232,7 @@ impl Store {
                 .or_insert_with(|| NamespaceSpec {
                     name: p.spec.namespace.clone(),
                     labels: BTreeMap::new(),
+                    annotations: BTreeMap::new(),
                 });
             if p.node_name.as_deref().is_none_or(|n| n == self.node_name) {
                 local_pods.push(full);

@@ -170,8 +170,14 @@ pub struct MapValue {
     pub verdict: MapVerdict,
     /// Redirect to the proxy for this parser (allow only).
     pub redirect: Option<L7Parser>,
-    /// Opaque id of the deciding rule, carried into flow events.
+    /// Opaque id of the deciding rule, carried into flow events. With
+    /// `audit`, the audited rule that would drop the flow (0: the audited
+    /// policies' default deny).
     pub cookie: u32,
+    /// Allowed, but an audited policy would drop it: the kernel passes
+    /// it and reports AUDIT.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
 }
 
 /// One change to apply to a kernel map.

@@ -61,6 +61,18 @@ pub struct NamespaceSpec {
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `policy.cilium.io/audit-mode: "true"`: every policy of the
+    /// namespace's pods is audited (their would-be drops pass, reported
+    /// as AUDIT).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl NamespaceSpec {
+    /// Whether the namespace puts its pods' policies into audit mode.
+    pub fn audit_mode(&self) -> bool {
+        crate::api::audit_mode(&self.annotations)
+    }
 }
 
 /// A pod: labels, addresses and container ports.

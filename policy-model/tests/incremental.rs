@@ -77,6 +77,7 @@ fn namespace(i: usize, d: &mut Dice) -> NamespaceSpec {
     NamespaceSpec {
         name: format!("ns{i}"),
         labels: l,
+        annotations: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ fn ns(name: &str) -> Update {
             value: Value::Namespace(NamespaceSpec {
                 name: name.into(),
                 labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
             }),
         },
     }

@@ -14,6 +14,28 @@ pub struct ObjectMeta {
     pub namespace: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Annotations; `policy.cilium.io/audit-mode: "true"` puts a policy
+    /// into audit mode.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The annotation that puts a policy (or, on a Namespace, every policy of
+/// its pods) into audit mode, as Cilium users already write it.
+pub const AUDIT_MODE_ANNOTATION: &str = "policy.cilium.io/audit-mode";
+
+impl ObjectMeta {
+    /// Whether the object is annotated `policy.cilium.io/audit-mode: "true"`.
+    pub fn audit_mode(&self) -> bool {
+        audit_mode(&self.annotations)
+    }
+}
+
+/// Whether `annotations` hold `policy.cilium.io/audit-mode: "true"`.
+pub fn audit_mode(annotations: &BTreeMap<String, String>) -> bool {
+    annotations
+        .get(AUDIT_MODE_ANNOTATION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// A Kubernetes label selector (also Cilium's `EndpointSelector` and

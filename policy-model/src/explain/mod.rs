@@ -65,6 +65,8 @@ struct Check {
     layer: Layer,
     reasons: Vec<Reason>,
     l7: Option<L7Policy>,
+    /// Allowed, but an audited policy would drop it: why.
+    audit: Vec<Reason>,
 }
 
 /// Answers a flow question against a cluster. For a `to_fqdn` question the
@@ -120,6 +122,7 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
             source: src.resolved,
             destination: dst.resolved,
             redirected: false,
+            audit: Vec::new(),
         });
     }
     if let Some(denied) = checks.iter().find(|c| !c.allowed) {
@@ -130,6 +133,7 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
             source: src.resolved,
             destination: dst.resolved,
             redirected: false,
+            audit: Vec::new(),
         });
     }
     let redirected = checks.iter().any(|c| c.l7.is_some());
@@ -169,11 +173,16 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
                         source: src.resolved,
                         destination: dst.resolved,
                         redirected: true,
+                        audit: Vec::new(),
                     });
                 }
             }
         }
     }
+    let audit = checks
+        .iter()
+        .flat_map(|c| c.audit.iter().cloned())
+        .collect();
     Ok(Explanation {
         verdict: Verdict::Allowed,
         layer,
@@ -181,7 +190,50 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
         source: src.resolved,
         destination: dst.resolved,
         redirected,
+        audit,
     })
+}
+
+/// Why an audited policy would drop what the enforced ones allow.
+fn audit_reasons(
+    pol: &EndpointPolicy,
+    contribs: &[Contribution],
+    direction: Direction,
+    towards: &str,
+    remote_name: &str,
+    key: &crate::mapstate::MapKey,
+) -> Vec<Reason> {
+    let denies: Vec<Reason> = contribs
+        .iter()
+        .filter(|c| c.deny)
+        .map(|c| {
+            reason_from(
+                c,
+                direction,
+                format!(
+                    "audit mode: denies {direction} {towards} {remote_name} ({}) on {}: would be dropped, passes as AUDIT",
+                    c.peer, c.key.port
+                ),
+            )
+        })
+        .collect();
+    if !denies.is_empty() {
+        return denies;
+    }
+    pol.audit_enforcing
+        .get(&direction)
+        .into_iter()
+        .flatten()
+        .map(|p| Reason {
+            direction: Some(direction),
+            policy: Some(PolicyName::from(p.as_ref())),
+            rule: None,
+            message: format!(
+                "audit mode: puts this endpoint into default deny for {direction} and no rule allows {towards} {remote_name} on {}: would be dropped, passes as AUDIT",
+                key.port
+            ),
+        })
+        .collect()
 }
 
 fn reason_from(c: &Contribution, direction: Direction, message: String) -> Reason {
@@ -210,7 +262,17 @@ fn check(
         Direction::Ingress => "from",
         Direction::Egress => "to",
     };
-    match pol.map.lookup(direction, remote, proto, port) {
+    // A deny of no rule (written where only audited rules reach) is the
+    // default deny, as a missing entry.
+    let found = pol
+        .map
+        .lookup(direction, remote, proto, port)
+        .filter(|(k, v)| {
+            !(v.verdict == MapVerdict::Deny
+                && v.cookie == 0
+                && pol.provenance.get(*k).is_none_or(|p| p.is_empty()))
+        });
+    match found {
         Some((key, value)) if value.verdict == MapVerdict::Allow => {
             let layer = if key.port.protocol == 0 {
                 Layer::L3
@@ -218,7 +280,12 @@ fn check(
                 Layer::L4
             };
             let contribs = pol.provenance.get(key).cloned().unwrap_or_default();
-            let reasons = contribs
+            let audit = if value.audit {
+                audit_reasons(pol, &contribs, direction, towards, &remote_name, key)
+            } else {
+                Vec::new()
+            };
+            let mut reasons: Vec<Reason> = contribs
                 .iter()
                 .filter(|c| !c.deny)
                 .map(|c| {
@@ -246,12 +313,24 @@ fn check(
                     }
                 })
                 .collect();
+            if value.audit {
+                reasons.push(Reason {
+                    direction: Some(direction),
+                    policy: None,
+                    rule: None,
+                    message: format!(
+                        "the enforced policies allow {direction} {towards} {remote_name} on {}",
+                        key.port
+                    ),
+                });
+            }
             Check {
                 direction,
                 allowed: true,
                 layer,
                 reasons,
                 l7: pol.l7.get(key).cloned(),
+                audit,
             }
         }
         Some((key, _)) => {
@@ -293,6 +372,7 @@ fn check(
                 layer,
                 reasons,
                 l7: None,
+                audit: Vec::new(),
             }
         }
         None => {
@@ -323,6 +403,7 @@ fn check(
                 layer,
                 reasons,
                 l7: None,
+                audit: Vec::new(),
             }
         }
     }

@@ -170,6 +170,10 @@ pub struct Explanation {
     pub destination: ResolvedPeer,
     /// Whether the flow is redirected to the L7 proxy.
     pub redirected: bool,
+    /// Allowed, but an audited policy would drop it (it passes, reported
+    /// as AUDIT): why. Empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<Reason>,
 }
 
 impl fmt::Display for Explanation {
@@ -195,25 +199,39 @@ impl fmt::Display for Explanation {
             }
         )?;
         for r in &self.reasons {
-            let mut line = String::from("  - ");
-            if let Some(d) = r.direction {
-                line.push_str(&format!("[{d}] "));
+            writeln!(f, "  - {}", reason_line(r))?;
+        }
+        if !self.audit.is_empty() {
+            writeln!(
+                f,
+                "AUDIT: with the audited policies enforced this flow would be DENIED; it passes and is reported as AUDIT"
+            )?;
+            for r in &self.audit {
+                writeln!(f, "  - {}", reason_line(r))?;
             }
-            if let Some(p) = &r.policy {
-                match &p.namespace {
-                    Some(ns) => line.push_str(&format!("{} {}/{}", p.kind, ns, p.name)),
-                    None => line.push_str(&format!("{} {}", p.kind, p.name)),
-                }
-                if let Some(rule) = &r.rule {
-                    line.push_str(&format!(" {rule}"));
-                }
-                line.push_str(": ");
-            }
-            line.push_str(&r.message);
-            writeln!(f, "{line}")?;
         }
         Ok(())
     }
+}
+
+/// One reason as a line: `[direction] Kind ns/name rule: message`.
+fn reason_line(r: &Reason) -> String {
+    let mut line = String::new();
+    if let Some(d) = r.direction {
+        line.push_str(&format!("[{d}] "));
+    }
+    if let Some(p) = &r.policy {
+        match &p.namespace {
+            Some(ns) => line.push_str(&format!("{} {}/{}", p.kind, ns, p.name)),
+            None => line.push_str(&format!("{} {}", p.kind, p.name)),
+        }
+        if let Some(rule) = &r.rule {
+            line.push_str(&format!(" {rule}"));
+        }
+        line.push_str(": ");
+    }
+    line.push_str(&r.message);
+    line
 }
 
 /// A question that cannot be answered as asked.

@@ -479,3 +479,36 @@ fn display_summarises_verdict_layer_and_reasons() {
         "{text}"
     );
 }
+
+#[test]
+fn an_audited_policy_shows_both_verdicts() {
+    let c = cluster(
+        "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: a-from-b
+  namespace: ns1
+  annotations: {policy.cilium.io/audit-mode: 'true'}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}]}]
+",
+    );
+    // c is not allowed by the audited policy: allowed, audited.
+    let e = explain(&c, &q(pod("ns2/c"), pod("ns1/a"), Protocol::Tcp, 80)).expect("explains");
+    assert_eq!(e.verdict, Verdict::Allowed);
+    assert_eq!(e.audit.len(), 1, "{e}");
+    let p = e.audit[0].policy.as_ref().expect("the audited policy");
+    assert_eq!(p.name, "a-from-b");
+    let text = e.to_string();
+    assert!(
+        text.contains("AUDIT: with the audited policies enforced this flow would be DENIED"),
+        "{text}"
+    );
+    // b is: allowed, nothing to audit.
+    let e = explain(&c, &q(pod("ns1/b"), pod("ns1/a"), Protocol::Tcp, 80)).expect("explains");
+    assert_eq!(e.verdict, Verdict::Allowed);
+    assert!(e.audit.is_empty(), "{e}");
+}

@@ -198,6 +198,7 @@ fn a_namespace_relabel_renumbers_its_pods() {
     let d = e.apply(Change::NamespaceUpsert(NamespaceSpec {
         name: "ns1".into(),
         labels: BTreeMap::from([("team".to_string(), "red".to_string())]),
+        annotations: BTreeMap::new(),
     }));
     assert_eq!(d.identities_removed.len(), 2);
     assert_eq!(d.identities_added.len(), 2);

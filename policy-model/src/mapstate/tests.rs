@@ -25,6 +25,7 @@ fn val(verdict: MapVerdict, cookie: u32) -> MapValue {
         verdict,
         redirect: None,
         cookie,
+        audit: false,
     }
 }
 

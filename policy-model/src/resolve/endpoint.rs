@@ -4,7 +4,7 @@
 
 use super::cluster::Cluster;
 use super::identities::{Endpoint, NamedPort};
-use super::policy::{Contribution, EndpointPolicy, L7Policy};
+use super::policy::{Contribution, EndpointPolicy, L7Policy, Scope};
 use super::selectors::peer_selects;
 use crate::identity::{Identity, NumericIdentity};
 use crate::l7::tls::{PortTls, TlsRule};
@@ -39,6 +39,8 @@ pub(crate) trait Selections {
 pub(crate) struct DirectionPlan {
     pub dir: Direction,
     pub enforcing: Vec<Arc<PolicyRef>>,
+    /// Audited policies that would put the direction into default deny.
+    pub audit_enforcing: Vec<Arc<PolicyRef>>,
     /// `fromRequires` / `toRequires` of the selecting rules.
     pub requires: Vec<Peer>,
     /// Contributions to the wildcard table: the default allow of a
@@ -57,6 +59,8 @@ pub(crate) struct EntryPlan {
     origin: Arc<PolicyRef>,
     rule: String,
     deny: bool,
+    /// The rule's policy is audited.
+    audit: bool,
     /// Peers and their text, wildcard peers left out (they are in
     /// [`DirectionPlan::wildcard`]).
     pub peers: Vec<(Peer, String)>,
@@ -105,6 +109,7 @@ pub(crate) fn empty_policy(ep: &Endpoint) -> EndpointPolicy {
         l7: BTreeMap::new(),
         provenance: BTreeMap::new(),
         enforcing: BTreeMap::new(),
+        audit_enforcing: BTreeMap::new(),
         warnings: Vec::new(),
     }
 }
@@ -117,11 +122,16 @@ impl DirectionPlan {
         selecting: &[&PolicyRule],
         dir: Direction,
     ) -> Self {
-        let enforcing: Vec<Arc<PolicyRef>> = selecting
-            .iter()
-            .filter(|r| r.direction(dir).default_deny)
-            .map(|r| r.origin.clone())
-            .collect();
+        let enforcing_of = |audit: bool| -> Vec<Arc<PolicyRef>> {
+            selecting
+                .iter()
+                .filter(|r| r.direction(dir).default_deny && r.audit == audit)
+                .map(|r| r.origin.clone())
+                .collect()
+        };
+        let enforcing = enforcing_of(false);
+        let audit_enforcing = enforcing_of(true);
+        let audit_enforcing_empty = audit_enforcing.is_empty();
         let requires: Vec<Peer> = selecting
             .iter()
             .flat_map(|r| r.direction(dir).requires.iter())
@@ -130,6 +140,7 @@ impl DirectionPlan {
         let mut plan = DirectionPlan {
             dir,
             enforcing,
+            audit_enforcing,
             requires,
             wildcard: Vec::new(),
             entries: Vec::new(),
@@ -149,6 +160,12 @@ impl DirectionPlan {
                 l7: None,
                 tls: None,
                 key,
+                // Only audited policies would take this allow away.
+                scope: if audit_enforcing_empty {
+                    Scope::Both
+                } else {
+                    Scope::EnforcedOnly
+                },
             });
         }
         for r in selecting {
@@ -177,6 +194,7 @@ impl DirectionPlan {
                                 identity: NumericIdentity::ANY,
                                 port: *pk,
                             },
+                            scope: scope_of(r.audit),
                         });
                     }
                 }
@@ -184,6 +202,7 @@ impl DirectionPlan {
                     origin: r.origin.clone(),
                     rule: entry.path.clone(),
                     deny: entry.deny,
+                    audit: r.audit,
                     peers,
                     port_keys,
                 });
@@ -307,6 +326,7 @@ impl EntryPlan {
                     identity: id,
                     port: *pk,
                 },
+                scope: scope_of(self.audit),
             });
         }
     }
@@ -340,6 +360,8 @@ pub(crate) fn add_direction(plan: &DirectionPlan, out: &mut EndpointPolicy) {
         Direction::Egress => out.egress_enforced = plan.enforced(),
     }
     out.enforcing.insert(plan.dir, plan.enforcing.clone());
+    out.audit_enforcing
+        .insert(plan.dir, plan.audit_enforcing.clone());
     out.warnings.extend(plan.warnings.iter().cloned());
 }
 
@@ -379,10 +401,66 @@ impl Cluster {
     }
 }
 
+/// The scope of a rule's contributions.
+fn scope_of(audit: bool) -> Scope {
+    if audit { Scope::AuditOnly } else { Scope::Both }
+}
+
+/// The entry of `key`: the enforced verdict (rules of audited policies
+/// left out), marked `audit` when it allows what the audit verdict (every
+/// policy enforced) would drop.
+fn combine(key: MapKey, covering: &[&Contribution], out: &mut Table) {
+    if covering.iter().all(|c| c.scope == Scope::Both) {
+        return combine_plain(key, covering, out);
+    }
+    let verdict = |keep: fn(Scope) -> bool| {
+        let part: Vec<&Contribution> = covering.iter().copied().filter(|c| keep(c.scope)).collect();
+        let mut t = Table::default();
+        if !part.is_empty() {
+            combine_plain(key, &part, &mut t);
+        }
+        t
+    };
+    let mut enforced = verdict(|s| s != Scope::AuditOnly);
+    let mut audited = verdict(|s| s != Scope::EnforcedOnly);
+    out.warnings.append(&mut enforced.warnings);
+    let Some(mut value) = enforced.entries.remove(&key) else {
+        // Only audited rules wrote this key, and nothing enforced covers
+        // it: the enforced verdict is "no rule allows it", written out so
+        // that the lookup does not fall through to a wider entry.
+        out.entries.insert(
+            key,
+            MapValue {
+                verdict: MapVerdict::Deny,
+                redirect: None,
+                cookie: 0,
+                audit: false,
+            },
+        );
+        out.provenance.insert(key, Vec::new());
+        return;
+    };
+    let mut why = enforced.provenance.remove(&key).unwrap_or_default();
+    let would_drop = audited
+        .entries
+        .get(&key)
+        .is_none_or(|a| a.verdict == MapVerdict::Deny);
+    if value.verdict == MapVerdict::Allow && would_drop {
+        value.audit = true;
+        value.cookie = audited.entries.get(&key).map_or(0, |a| a.cookie);
+        why = audited.provenance.remove(&key).unwrap_or_default();
+    }
+    out.entries.insert(key, value);
+    out.provenance.insert(key, why);
+    if let Some(l7) = enforced.l7.remove(&key) {
+        out.l7.insert(key, l7);
+    }
+}
+
 /// Deny wins; otherwise allow, redirected if any covering allow has L7
 /// rules, with the L7 restrictions cancelled by any covering allow
 /// without them.
-fn combine(key: MapKey, covering: &[&Contribution], out: &mut Table) {
+fn combine_plain(key: MapKey, covering: &[&Contribution], out: &mut Table) {
     let denies: Vec<&Contribution> = covering.iter().copied().filter(|c| c.deny).collect();
     let decisive: Vec<Contribution>;
     let value;
@@ -392,6 +470,7 @@ fn combine(key: MapKey, covering: &[&Contribution], out: &mut Table) {
             verdict: MapVerdict::Deny,
             redirect: None,
             cookie: cookie_of(denies[0]),
+            audit: false,
         };
     } else {
         decisive = covering.iter().map(|c| (*c).clone()).collect();
@@ -421,6 +500,7 @@ fn combine(key: MapKey, covering: &[&Contribution], out: &mut Table) {
                     verdict: MapVerdict::Deny,
                     redirect: None,
                     cookie: 0,
+                    audit: false,
                 },
             );
             out.provenance.insert(key, decisive);
@@ -474,6 +554,7 @@ fn combine(key: MapKey, covering: &[&Contribution], out: &mut Table) {
             verdict: MapVerdict::Allow,
             redirect: parser,
             cookie: covering.first().map(|c| cookie_of(c)).unwrap_or(0),
+            audit: false,
         };
     }
     out.entries.insert(key, value);

@@ -26,6 +26,24 @@ pub struct Contribution {
     pub tls: Option<Arc<PortTls>>,
     /// The key this contribution was written for.
     pub key: MapKey,
+    /// Which verdict it takes part in: both, only the audit verdict (a
+    /// rule of an audited policy), or only the enforced one (the default
+    /// allow of a direction that only audited policies put into default
+    /// deny).
+    pub scope: Scope,
+}
+
+/// Which of an entry's two verdicts a contribution takes part in: the
+/// enforced one (what the kernel does) and the audit one (what it would do
+/// with the audited policies enforced too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scope {
+    #[default]
+    Both,
+    /// A rule of an audited policy.
+    AuditOnly,
+    /// The default allow that only audited policies take away.
+    EnforcedOnly,
 }
 
 /// The L7 rules a proxy applies to one redirected (identity, port).
@@ -58,6 +76,9 @@ pub struct EndpointPolicy {
     pub provenance: BTreeMap<MapKey, Vec<Contribution>>,
     /// Policies whose rules put a direction into default deny.
     pub enforcing: BTreeMap<Direction, Vec<Arc<PolicyRef>>>,
+    /// Audited policies whose rules would put a direction into default
+    /// deny (what an AUDIT verdict of "no rule allows it" names).
+    pub audit_enforcing: BTreeMap<Direction, Vec<Arc<PolicyRef>>>,
     /// Non-fatal resolution problems (e.g. an ambiguous named port).
     pub warnings: Vec<String>,
 }

@@ -38,9 +38,15 @@ pub fn from_cilium_policy(
     if specs.is_empty() {
         return Err(rerr("spec", "a policy needs `spec` or `specs`"));
     }
+    let audit = cp.metadata.audit_mode();
     specs
         .into_iter()
-        .map(|(path, r)| cilium_rule(r, namespace, origin.clone(), path))
+        .map(|(path, r)| {
+            cilium_rule(r, namespace, origin.clone(), path).map(|mut rule| {
+                rule.audit = audit;
+                rule
+            })
+        })
         .collect()
 }
 
@@ -119,6 +125,7 @@ fn cilium_rule(
         subject,
         ingress,
         egress,
+        audit: false,
     })
 }
 

@@ -92,6 +92,7 @@ pub fn from_network_policy(
         subject: Subject::Endpoints(subject),
         ingress,
         egress,
+        audit: np.metadata.audit_mode(),
     }])
 }
 

@@ -277,6 +277,9 @@ pub struct PolicyRule {
     pub subject: Subject,
     pub ingress: DirectionRules,
     pub egress: DirectionRules,
+    /// Audit mode: what this rule would drop passes and is reported as
+    /// AUDIT; its allows widen nothing that is enforced.
+    pub audit: bool,
 }
 
 impl PolicyRule {

@@ -204,6 +204,7 @@ fn slim(policy: Cow<'_, EndpointPolicy>) -> EndpointPolicy {
         Cow::Owned(mut p) => {
             p.provenance.clear();
             p.enforcing.clear();
+            p.audit_enforcing.clear();
             p.warnings.clear();
             p
         }
@@ -216,6 +217,7 @@ fn slim(policy: Cow<'_, EndpointPolicy>) -> EndpointPolicy {
             l7: p.l7.clone(),
             provenance: Default::default(),
             enforcing: Default::default(),
+            audit_enforcing: Default::default(),
             warnings: Vec::new(),
         },
     }

@@ -441,3 +441,115 @@ fn provenance_names_the_rule_and_cookies_are_stable() {
     assert_eq!(p.map.entries[&k].cookie, again.map.entries[&k].cookie);
     assert_ne!(p.map.entries[&k].cookie, 0);
 }
+
+/// (verdict, audited) of the kernel's lookup.
+fn audit_verdict(
+    p: &EndpointPolicy,
+    remote: NumericIdentity,
+    proto: u8,
+    port: u16,
+) -> Option<(crate::mapstate::MapVerdict, bool)> {
+    p.map
+        .lookup(Direction::Ingress, remote, proto, port)
+        .map(|(_, v)| (v.verdict, v.audit))
+}
+
+const AUDITED_ALLOW_B: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: a-from-b
+  namespace: ns1
+  annotations: {policy.cilium.io/audit-mode: 'true'}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}]}]
+";
+
+#[test]
+fn an_audited_policy_alone_enforces_nothing_and_marks_what_it_would_drop() {
+    let c = cluster(AUDITED_ALLOW_B);
+    let p = pol(&c, "ns1/a");
+    let (b, c_id) = (id(&c, "ns1/b"), id(&c, "ns2/c"));
+    assert!(!p.ingress_enforced, "only an audited policy selects a");
+    assert_eq!(p.audit_enforcing[&Direction::Ingress][0].name, "a-from-b");
+    // What it allows: plain allow. What it would drop: allowed, audited.
+    assert_eq!(audit_verdict(&p, b, TCP, 80), Some((Allow, false)));
+    assert_eq!(audit_verdict(&p, b, TCP, 81), Some((Allow, true)));
+    assert_eq!(audit_verdict(&p, c_id, TCP, 80), Some((Allow, true)));
+    // Would be dropped for want of a rule: no rule's cookie.
+    let (_, v) = p.map.lookup(Direction::Ingress, c_id, TCP, 80).unwrap();
+    assert_eq!(v.cookie, 0);
+    // Egress is untouched.
+    assert_eq!(
+        p.map
+            .lookup(Direction::Egress, c_id, TCP, 80)
+            .map(|(_, v)| (v.verdict, v.audit)),
+        Some((Allow, false))
+    );
+}
+
+#[test]
+fn an_audited_deny_under_an_enforced_allow_passes_audited_and_names_its_rule() {
+    let c = cluster(&format!(
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: a-from-b, namespace: ns1}}
+spec:
+  podSelector: {{matchLabels: {{app: a}}}}
+  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: b}}}}}}]}}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: deny-80
+  namespace: ns1
+  annotations: {{policy.cilium.io/audit-mode: 'true'}}
+spec:
+  endpointSelector: {{matchLabels: {{app: a}}}}
+  ingressDeny:
+  - fromEndpoints: [{{matchLabels: {{app: b}}}}]
+    toPorts: [{{ports: [{{port: '80', protocol: TCP}}]}}]
+"
+    ));
+    let p = pol(&c, "ns1/a");
+    let (b, c_id) = (id(&c, "ns1/b"), id(&c, "ns2/c"));
+    assert!(p.ingress_enforced);
+    assert_eq!(audit_verdict(&p, b, TCP, 80), Some((Allow, true)));
+    assert_eq!(audit_verdict(&p, b, TCP, 81), Some((Allow, false)));
+    let key = p.map.lookup(Direction::Ingress, b, TCP, 80).unwrap().0;
+    let why = &p.provenance[key];
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(why[0].origin.as_ref().unwrap().name, "deny-80");
+    assert!(why[0].deny);
+    assert_ne!(p.map.entries[key].cookie, 0);
+    // The enforced policy's default deny still drops c.
+    assert_eq!(verdict(&p, Direction::Ingress, c_id, TCP, 80), None);
+}
+
+#[test]
+fn an_audited_allow_widens_nothing_an_enforced_policy_denies() {
+    let c = cluster(&format!(
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: a-from-c, namespace: ns1}}
+spec:
+  podSelector: {{matchLabels: {{app: a}}}}
+  ingress: [{{from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: c}}}}}}], ports: [{{port: 443}}]}}]
+---
+{AUDITED_ALLOW_B}"
+    ));
+    let p = pol(&c, "ns1/a");
+    let (b, c_id) = (id(&c, "ns1/b"), id(&c, "ns2/c"));
+    assert!(p.ingress_enforced);
+    // b:80 is only allowed by the audited policy: dropped, and by no rule.
+    let (key, v) = p
+        .map
+        .lookup(Direction::Ingress, b, TCP, 80)
+        .expect("an explicit entry");
+    assert_eq!((v.verdict, v.audit, v.cookie), (Deny, false, 0), "{key:?}");
+    // c:443 is allowed with every policy enforced too: not audited.
+    assert_eq!(audit_verdict(&p, c_id, TCP, 443), Some((Allow, false)));
+    assert_eq!(verdict(&p, Direction::Ingress, c_id, TCP, 80), None);
+}
