@@ -451,21 +451,45 @@ struct decision {
 	__u8 direction;
 	__u8 hook;
 	__u16 ct_flags;
+	/* Audit mark: the flow passes although a policy in audit mode would
+	 * drop it (audit_reason PC_REASON_AUDIT_*, 0 = no mark); the audited
+	 * side's endpoint, direction and rule. */
+	__u32 audit_cookie;
+	__u16 audit_endpoint_id;
+	__u8 audit_direction;
+	__u8 audit_reason;
 };
 
+/* Marks the decision as audited. When both sides of a flow between local
+ * pods are audited, the first one checked (egress) is the one reported. */
+static __always_inline void audit_mark(struct decision *d, __u8 reason, __u16 endpoint_id,
+				       __u8 direction, __u32 cookie)
+{
+	if (d->audit_reason)
+		return;
+	d->audit_reason = reason;
+	d->audit_endpoint_id = endpoint_id;
+	d->audit_direction = direction;
+	d->audit_cookie = cookie;
+}
+
 /*
- * One endpoint's policy for one direction: 0 when allowed (d->proxy_port
- * and d->rule_cookie filled in), otherwise the drop reason.
+ * The policy of endpoint ep for one direction: 0 when the flow may pass
+ * (d->proxy_port and d->rule_cookie filled in, and the audit mark when it
+ * passes only because of audit mode), otherwise the drop reason.
  */
 static __always_inline int policy_check(__u8 protocol, __u16 port, __u32 remote,
-					__u16 endpoint_id, __u8 direction, struct decision *d)
+					const struct endpoint_info *ep, __u8 direction,
+					struct decision *d)
 {
 	struct policy_key k = {};
 	struct policy_value *v;
+	__u32 cookie;
+	int reason;
 
 	k.prefixlen = PC_POLICY_PREFIX_FULL;
 	k.identity = bpf_htonl(remote);
-	k.endpoint_id = bpf_htons(endpoint_id);
+	k.endpoint_id = bpf_htons(ep->endpoint_id);
 	k.direction = direction;
 	k.protocol = protocol;
 	k.dport = bpf_htons(port);
@@ -474,19 +498,38 @@ static __always_inline int policy_check(__u8 protocol, __u16 port, __u32 remote,
 		k.identity = 0;
 		v = bpf_map_lookup_elem(&policy, &k);
 	}
-	d->endpoint_id = endpoint_id;
+	d->endpoint_id = ep->endpoint_id;
 	d->direction = direction;
+	cookie = v ? v->rule_cookie : 0;
+	d->rule_cookie = cookie;
+	if (v && v->verdict == PC_VERDICT_ALLOW) {
+		if (v->proxy_port && !d->proxy_port)
+			d->proxy_port = v->proxy_port;
+		if (v->flags & PC_POLICY_FLAG_AUDIT)
+			audit_mark(d, cookie ? PC_REASON_AUDIT_DENIED : PC_REASON_AUDIT_NO_POLICY,
+				   ep->endpoint_id, direction, cookie);
+		return 0;
+	}
 	/* Fail closed: the model installs complete tables for managed
-	 * endpoints, so no entry means "not allowed". */
+	 * endpoints, so no entry means "not allowed"; an unknown verdict
+	 * drops, audit mode or not (no policy decided it, so there is nothing
+	 * to audit). */
 	if (!v)
-		return PC_REASON_DROP_NO_POLICY;
-	d->rule_cookie = v->rule_cookie;
-	/* Fail closed: only an explicit allow passes; deny and any
-	 * unknown verdict drop. */
-	if (v->verdict != PC_VERDICT_ALLOW)
+		reason = PC_REASON_DROP_NO_POLICY;
+	else if (v->verdict != PC_VERDICT_DENY)
 		return PC_REASON_DROP_POLICY_DENIED;
-	if (v->proxy_port && !d->proxy_port)
-		d->proxy_port = v->proxy_port;
+	else if (v->flags & PC_POLICY_FLAG_NO_RULE)
+		reason = PC_REASON_DROP_NO_POLICY;
+	else
+		reason = PC_REASON_DROP_POLICY_DENIED;
+	if (!(ep->flags & PC_EP_FLAG_AUDIT))
+		return reason;
+	/* Audit mode passes what the policy would drop, without redirect
+	 * (a deny entry has no proxy port); the drop is reported instead. */
+	audit_mark(d,
+		   reason == PC_REASON_DROP_NO_POLICY ? PC_REASON_AUDIT_NO_POLICY
+						      : PC_REASON_AUDIT_DENIED,
+		   ep->endpoint_id, direction, cookie);
 	return 0;
 }
 
@@ -663,7 +706,9 @@ static __always_inline __u16 ct_policy_port(const struct ct_key *k)
  * once the apply is complete, and a revoked one stays dropped.
  *
  * The proxy's own upstream flows are the proxy's to judge (it applied both
- * sides' L7 rules; closing them on revocation is the proxy's part).
+ * sides' L7 rules; closing them on revocation is the proxy's part). An
+ * endpoint in audit mode revokes nothing: policy_check passes what its
+ * policy would drop, here as for new flows.
  */
 static __always_inline int ct_revalidate(const struct ct_key *k, struct ct_entry *e)
 {
@@ -692,10 +737,9 @@ static __always_inline int ct_revalidate(const struct ct_key *k, struct ct_entry
 		if (!src)
 			return PC_REASON_DROP_REVOKED;
 		remote = dst ? dst->identity : ipcache_identity(k->family, k->daddr, PC_IDENTITY_WORLD);
-		if (policy_check(k->protocol, port, remote, src->endpoint_id, PC_DIR_EGRESS, &nd))
+		if (policy_check(k->protocol, port, remote, src, PC_DIR_EGRESS, &nd))
 			return PC_REASON_DROP_REVOKED;
-		if (dst && policy_check(k->protocol, port, src->identity, dst->endpoint_id,
-					PC_DIR_INGRESS, &nd))
+		if (dst && policy_check(k->protocol, port, src->identity, dst, PC_DIR_INGRESS, &nd))
 			return PC_REASON_DROP_REVOKED;
 	} else if (e->hook == PC_HOOK_FROM_UPLINK || e->hook == PC_HOOK_TO_POD) {
 		__u32 fallback = e->hook == PC_HOOK_TO_POD ? PC_IDENTITY_HOST : PC_IDENTITY_WORLD;
@@ -703,7 +747,7 @@ static __always_inline int ct_revalidate(const struct ct_key *k, struct ct_entry
 		if (!dst)
 			return PC_REASON_DROP_REVOKED;
 		remote = ipcache_identity(k->family, k->saddr, fallback);
-		if (policy_check(k->protocol, port, remote, dst->endpoint_id, PC_DIR_INGRESS, &nd))
+		if (policy_check(k->protocol, port, remote, dst, PC_DIR_INGRESS, &nd))
 			return PC_REASON_DROP_REVOKED;
 	} else {
 		return PC_REASON_DROP_REVOKED;
@@ -878,6 +922,18 @@ static __always_inline void emit(struct __sk_buff *skb, const struct flow *f,
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* The AUDIT event of a new flow with an audit mark, naming the audited side. */
+static __always_inline void emit_audit(struct __sk_buff *skb, const struct flow *f,
+				       const struct decision *d)
+{
+	struct decision audited = *d;
+
+	audited.endpoint_id = d->audit_endpoint_id;
+	audited.direction = d->audit_direction;
+	audited.rule_cookie = d->audit_cookie;
+	emit(skb, f, &audited, PC_EVENT_AUDIT, d->audit_reason);
+}
+
 static __always_inline int trace_new_flows(void)
 {
 	struct datapath_config *cfg = config_get();
@@ -908,14 +964,6 @@ static __always_inline int pass_decided(struct __sk_buff *skb, const struct flow
 	frag_remember(f);
 	skb->mark = (skb->mark & ~PC_MARK_MASK) | PC_MARK_POLICY_DONE;
 	return pass(reason);
-}
-
-static __always_inline int pass_new_flow(struct __sk_buff *skb, const struct flow *f,
-					 const struct decision *d)
-{
-	if (trace_new_flows())
-		emit(skb, f, d, PC_EVENT_FORWARDED, PC_REASON_PASS_POLICY);
-	return pass_decided(skb, f, PC_REASON_PASS_POLICY);
 }
 
 /* A later fragment: passes only behind a first fragment that passed. */
@@ -1037,16 +1085,44 @@ static __always_inline int redirect_to_proxy(struct __sk_buff *skb, const struct
 	return assign(skb, sk);
 }
 
+/* A tracked flow's packet for the proxy. */
 static __always_inline int redirect_or_drop(struct __sk_buff *skb, const struct flow *f,
-					    const struct decision *d, int new_flow)
+					    const struct decision *d)
 {
 	if (redirect_to_proxy(skb, f, d->proxy_port) != 0)
 		return drop(skb, f, d, PC_REASON_DROP_PROXY_UNAVAILABLE);
-	if (new_flow)
-		emit(skb, f, d, PC_EVENT_REDIRECTED, PC_REASON_REDIRECT);
 	/* Fragments of redirected datagrams are not tracked: the proxy
 	 * socket gets whole datagrams only (later fragments drop). */
 	return pass(PC_REASON_REDIRECT);
+}
+
+/*
+ * A new flow that policy lets through: tracked, then handed to the proxy
+ * (d->proxy_port) or passed. Its first packet is counted under its audit
+ * reason when it has an audit mark; the AUDIT event is emitted whatever
+ * the trace flag, and takes the FORWARDED event's place (a redirected flow
+ * reports both REDIRECTED and AUDIT).
+ */
+static __always_inline int new_flow_verdict(struct __sk_buff *skb, const struct flow *f,
+					    const struct decision *d)
+{
+	__u8 reason = d->proxy_port ? PC_REASON_REDIRECT : PC_REASON_PASS_POLICY;
+
+	ct_create(f, d);
+	if (d->proxy_port) {
+		if (redirect_to_proxy(skb, f, d->proxy_port) != 0)
+			return drop(skb, f, d, PC_REASON_DROP_PROXY_UNAVAILABLE);
+		emit(skb, f, d, PC_EVENT_REDIRECTED, PC_REASON_REDIRECT);
+	} else if (!d->audit_reason && trace_new_flows()) {
+		emit(skb, f, d, PC_EVENT_FORWARDED, PC_REASON_PASS_POLICY);
+	}
+	if (d->audit_reason) {
+		emit_audit(skb, f, d);
+		reason = d->audit_reason;
+	}
+	if (d->proxy_port)
+		return pass(reason);
+	return pass_decided(skb, f, reason);
 }
 
 /*
@@ -1088,7 +1164,7 @@ static __always_inline int continue_flow(struct __sk_buff *skb, const struct flo
 		d->endpoint_id = e->endpoint_id;
 		d->direction = e->direction;
 		d->rule_cookie = e->rule_cookie;
-		return redirect_or_drop(skb, f, d, 0);
+		return redirect_or_drop(skb, f, d);
 	}
 	if (ct == CT_ESTABLISHED)
 		return pass_decided(skb, f, PC_REASON_PASS_ESTABLISHED);
@@ -1176,8 +1252,7 @@ int from_pod(struct __sk_buff *skb)
 	d.dst_identity =
 		dst ? dst->identity
 		    : new_flow_identity(ipcache_lookup(f.family, f.daddr), PC_IDENTITY_WORLD);
-	ret = policy_check(f.protocol, f.policy_port, d.dst_identity, src->endpoint_id,
-			   PC_DIR_EGRESS, &d);
+	ret = policy_check(f.protocol, f.policy_port, d.dst_identity, src, PC_DIR_EGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
 	if (dst) {
@@ -1186,8 +1261,8 @@ int from_pod(struct __sk_buff *skb)
 
 		/* The destination's ingress policy, decided here so that
 		 * to_pod can trust the policy-done mark. */
-		ret = policy_check(f.protocol, f.policy_port, src->identity, dst->endpoint_id,
-				   PC_DIR_INGRESS, &d);
+		ret = policy_check(f.protocol, f.policy_port, src->identity, dst, PC_DIR_INGRESS,
+				   &d);
 		if (ret)
 			return drop(skb, &f, &d, ret);
 		/* Report the egress decision unless only ingress redirects. */
@@ -1197,10 +1272,7 @@ int from_pod(struct __sk_buff *skb)
 			d.rule_cookie = egress_cookie;
 		}
 	}
-	ct_create(&f, &d);
-	if (d.proxy_port)
-		return redirect_or_drop(skb, &f, &d, 1);
-	return pass_new_flow(skb, &f, &d);
+	return new_flow_verdict(skb, &f, &d);
 }
 
 SEC("classifier")
@@ -1244,14 +1316,10 @@ int from_uplink(struct __sk_buff *skb)
 		return continue_flow(skb, &f, &d, ct, e, &found);
 
 	d.src_identity = new_flow_identity(src_ipc, PC_IDENTITY_WORLD);
-	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst->endpoint_id,
-			   PC_DIR_INGRESS, &d);
+	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst, PC_DIR_INGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
-	ct_create(&f, &d);
-	if (d.proxy_port)
-		return redirect_or_drop(skb, &f, &d, 1);
-	return pass_new_flow(skb, &f, &d);
+	return new_flow_verdict(skb, &f, &d);
 }
 
 /*
@@ -1373,14 +1441,12 @@ int to_pod(struct __sk_buff *skb)
 		return continue_flow(skb, &f, &d, ct, e, &found);
 
 	d.src_identity = new_flow_identity(src_ipc, PC_IDENTITY_HOST);
-	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst->endpoint_id,
-			   PC_DIR_INGRESS, &d);
+	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst, PC_DIR_INGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
 	/* Fail closed: sk_assign only works at ingress; the node's own
 	 * connections to an L7-policed port are refused, not let through. */
 	if (d.proxy_port)
 		return drop(skb, &f, &d, PC_REASON_DROP_REDIRECT_AT_EGRESS);
-	ct_create(&f, &d);
-	return pass_new_flow(skb, &f, &d);
+	return new_flow_verdict(skb, &f, &d);
 }

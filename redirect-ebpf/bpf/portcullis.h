@@ -50,6 +50,11 @@
 #define PC_EVENT_FORWARDED 0
 #define PC_EVENT_DROPPED 1
 #define PC_EVENT_REDIRECTED 2
+/* A new flow that passed only because a policy in audit mode would have
+ * dropped it; reason is PC_REASON_AUDIT_*, and endpoint_id, direction and
+ * rule_cookie name the audited side. Emitted for every such flow (not only
+ * under PC_CONFIG_TRACE_NEW_FLOWS), within the endpoint's event budget. */
+#define PC_EVENT_AUDIT 3
 
 /* config.flags */
 #define PC_CONFIG_TRACE_NEW_FLOWS 0x1 /* emit an event for every new allowed flow */
@@ -68,6 +73,10 @@
 #define PC_REASON_PASS_POLICY 7       /* new flow allowed by policy */
 #define PC_REASON_REDIRECT 8          /* handed to the proxy */
 #define PC_REASON_PASS_FRAGMENT 9     /* later fragment of a datagram whose first fragment passed */
+/* First packet of a new flow that passed under an audit mark (counted here
+ * instead of PASS_POLICY or REDIRECT): */
+#define PC_REASON_AUDIT_DENIED 10     /* an audited deny rule would have dropped it */
+#define PC_REASON_AUDIT_NO_POLICY 11  /* no rule would have allowed it */
 #define PC_REASON_FIRST_DROP 16
 #define PC_REASON_DROP_POLICY_DENIED 16  /* a deny entry matched */
 #define PC_REASON_DROP_NO_POLICY 17      /* no entry matched (fail closed) */
@@ -121,8 +130,15 @@ struct endpoint_info {
 	__u32 identity;
 	__u32 ifindex; /* 0 = do not check the arriving interface */
 	__u16 endpoint_id;
-	__u16 flags;
+	__u16 flags;   /* PC_EP_FLAG_* */
 };
+
+/* endpoint_info.flags: the endpoint's policy only audits. Whatever it
+ * would drop (no entry, a deny entry) passes, without redirect, reported
+ * as PC_EVENT_AUDIT: PC_REASON_AUDIT_NO_POLICY for no entry (or a
+ * PC_POLICY_FLAG_NO_RULE deny), else PC_REASON_AUDIT_DENIED with the deny
+ * entry's rule_cookie. An unknown verdict still drops. */
+#define PC_EP_FLAG_AUDIT 0x1
 
 /* policy: LPM trie. The layout is the contract with the agent. */
 struct policy_key {
@@ -141,10 +157,24 @@ struct policy_key {
 
 struct policy_value {
 	__u8 verdict;       /* PC_VERDICT_* */
-	__u8 flags;
+	__u8 flags;         /* PC_POLICY_FLAG_* */
 	__u16 proxy_port;   /* host byte order; 0 = no redirect */
 	__u32 rule_cookie;  /* opaque id of the deciding rule */
 };
+
+/*
+ * policy_value.flags; each means something with one verdict only and is
+ * ignored with the other (so neither can turn a deny into a pass).
+ * AUDIT, with ALLOW: the enforced policies allow the flow but a policy in
+ * audit mode would drop it. The flow passes (redirected if proxy_port says
+ * so) and is reported as PC_EVENT_AUDIT; rule_cookie is the audited rule
+ * that would drop it: PC_REASON_AUDIT_DENIED when non-zero, 0 (the audited
+ * policy's default deny) gives PC_REASON_AUDIT_NO_POLICY.
+ * NO_RULE, with DENY: the entry stands for "no rule allows this", not for
+ * a deny rule: the drop reason is PC_REASON_DROP_NO_POLICY.
+ */
+#define PC_POLICY_FLAG_AUDIT 0x1
+#define PC_POLICY_FLAG_NO_RULE 0x2
 
 /* conntrack: LRU hash keyed by the tuple as first seen. */
 struct ct_key {

@@ -51,6 +51,7 @@ pub struct EndpointInfo {
     pub ifindex: u32,
     /// Endpoint id used in policy keys.
     pub endpoint_id: u16,
+    /// `ENDPOINT_FLAG_*` (audit mode).
     pub flags: u16,
 }
 
@@ -82,6 +83,7 @@ pub struct PolicyKey {
 pub struct PolicyValue {
     /// 1 allow, 2 deny; anything else drops.
     pub verdict: u8,
+    /// `POLICY_FLAG_*` (audit, no rule).
     pub flags: u8,
     /// Host byte order; non-zero with an allow = hand the flow to the proxy
     /// listening on this port.
@@ -146,7 +148,7 @@ pub struct FlowEvent {
     /// 4 or 6.
     pub family: u8,
     pub protocol: u8,
-    /// 0 forwarded, 1 dropped, 2 redirected.
+    /// `EVENT_*`: 0 forwarded, 1 dropped, 2 redirected, 3 audit.
     pub verdict: u8,
     /// A [`crate::Reason`] code.
     pub reason: u8,

@@ -92,6 +92,13 @@ fn constants_match_the_c_header() {
     expect("PC_DIR_EGRESS", Direction::Egress.code().into());
     expect("PC_VERDICT_ALLOW", VERDICT_ALLOW.into());
     expect("PC_VERDICT_DENY", VERDICT_DENY.into());
+    expect("PC_POLICY_FLAG_AUDIT", POLICY_FLAG_AUDIT.into());
+    expect("PC_POLICY_FLAG_NO_RULE", POLICY_FLAG_NO_RULE.into());
+    expect("PC_EP_FLAG_AUDIT", ENDPOINT_FLAG_AUDIT.into());
+    expect("PC_EVENT_FORWARDED", EVENT_FORWARDED.into());
+    expect("PC_EVENT_DROPPED", EVENT_DROPPED.into());
+    expect("PC_EVENT_REDIRECTED", EVENT_REDIRECTED.into());
+    expect("PC_EVENT_AUDIT", EVENT_AUDIT.into());
     expect("PC_MARK_MASK", MARK_MASK.into());
     expect("PC_MARK_TO_PROXY", MARK_TO_PROXY.into());
     expect("PC_MARK_POLICY_DONE", MARK_POLICY_DONE.into());
@@ -123,6 +130,8 @@ fn constants_match_the_c_header() {
         ("PC_REASON_PASS_POLICY", Reason::PassPolicy),
         ("PC_REASON_REDIRECT", Reason::Redirect),
         ("PC_REASON_PASS_FRAGMENT", Reason::PassFragment),
+        ("PC_REASON_AUDIT_DENIED", Reason::AuditDenied),
+        ("PC_REASON_AUDIT_NO_POLICY", Reason::AuditNoPolicy),
         ("PC_REASON_DROP_POLICY_DENIED", Reason::DropPolicyDenied),
         ("PC_REASON_DROP_NO_POLICY", Reason::DropNoPolicy),
         ("PC_REASON_DROP_SPOOFED", Reason::DropSpoofed),
@@ -148,6 +157,23 @@ fn constants_match_the_c_header() {
         c["PC_REASON_MAX"] > 31,
         "counter index 31 counts lost events"
     );
+    assert!(!Reason::AuditDenied.is_drop() && !Reason::AuditNoPolicy.is_drop());
+}
+
+#[test]
+fn policy_value_flags_leave_the_verdict_alone() {
+    let audited = PolicyValue::redirect(15001, 42).audited();
+    assert_eq!(
+        (audited.verdict, audited.flags, audited.proxy_port),
+        (VERDICT_ALLOW, POLICY_FLAG_AUDIT, 15001)
+    );
+    assert_eq!(audited.rule_cookie, 42);
+    let no_rule = PolicyValue::deny(0).no_rule();
+    assert_eq!(
+        (no_rule.verdict, no_rule.flags),
+        (VERDICT_DENY, POLICY_FLAG_NO_RULE)
+    );
+    assert_eq!(no_rule.audited().with_flags(0), PolicyValue::deny(0));
 }
 
 #[test]

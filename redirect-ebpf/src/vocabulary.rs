@@ -16,6 +16,35 @@ pub const VERDICT_ALLOW: u8 = 1;
 /// `PolicyValue::verdict` for a deny.
 pub const VERDICT_DENY: u8 = 2;
 
+/// `PolicyValue::flags`, with an allow: the enforced policies allow the
+/// flow but a policy in audit mode would drop it. The flow passes and is
+/// reported as [`EVENT_AUDIT`]; `rule_cookie` names the audited rule that
+/// would drop it ([`Reason::AuditDenied`]), or is 0 for the audited
+/// policy's default deny ([`Reason::AuditNoPolicy`]). Ignored with a deny.
+pub const POLICY_FLAG_AUDIT: u8 = 0x1;
+/// `PolicyValue::flags`, with a deny: the entry stands for "no rule allows
+/// this", not for a deny rule, so the drop is [`Reason::DropNoPolicy`].
+/// Ignored with an allow.
+pub const POLICY_FLAG_NO_RULE: u8 = 0x2;
+
+/// `EndpointInfo::flags`: the endpoint's policy only audits. What it would
+/// drop (no entry, or a deny entry) passes without redirect and is reported
+/// as [`EVENT_AUDIT`]; an entry with an unknown verdict still drops.
+pub const ENDPOINT_FLAG_AUDIT: u16 = 0x1;
+
+/// `FlowEvent::verdict`: a new flow passed (only reported with
+/// [`CONFIG_TRACE_NEW_FLOWS`]).
+pub const EVENT_FORWARDED: u8 = 0;
+/// `FlowEvent::verdict`: the packet was dropped.
+pub const EVENT_DROPPED: u8 = 1;
+/// `FlowEvent::verdict`: a new flow was handed to the proxy.
+pub const EVENT_REDIRECTED: u8 = 2;
+/// `FlowEvent::verdict`: a new flow passed although a policy in audit mode
+/// would have dropped it; `endpoint_id`, `direction` and `rule_cookie` name
+/// the audited side, `reason` is [`Reason::AuditDenied`] or
+/// [`Reason::AuditNoPolicy`]. Always reported (within the event budget).
+pub const EVENT_AUDIT: u8 = 3;
+
 /// All portcullis skb marks live inside this mask.
 pub const MARK_MASK: u32 = 0x0f00;
 /// Mark of packets assigned to the proxy (selects [`PROXY_ROUTE_TABLE`]).
@@ -167,6 +196,12 @@ pub enum Reason {
     Redirect = 8,
     /// Later fragment of a datagram whose first fragment passed.
     PassFragment = 9,
+    /// First packet of a new flow an audited deny rule would have dropped
+    /// (counted here instead of `PassPolicy` or `Redirect`).
+    AuditDenied = 10,
+    /// First packet of a new flow no rule would have allowed, passed
+    /// because the policy only audits.
+    AuditNoPolicy = 11,
     /// A deny entry matched.
     DropPolicyDenied = 16,
     /// No policy entry matched (fail closed).
@@ -189,7 +224,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 21] = [
         Reason::PassUnmanaged,
         Reason::PassNotIp,
         Reason::PassNdp,
@@ -200,6 +235,8 @@ impl Reason {
         Reason::PassPolicy,
         Reason::Redirect,
         Reason::PassFragment,
+        Reason::AuditDenied,
+        Reason::AuditNoPolicy,
         Reason::DropPolicyDenied,
         Reason::DropNoPolicy,
         Reason::DropSpoofed,
@@ -311,6 +348,23 @@ impl PolicyValue {
             rule_cookie,
         }
     }
+
+    /// The same entry with `flags` (`POLICY_FLAG_*`) in place of its flags.
+    pub const fn with_flags(self, flags: u8) -> Self {
+        Self { flags, ..self }
+    }
+
+    /// An allow that a policy in audit mode would drop
+    /// ([`POLICY_FLAG_AUDIT`]); `rule_cookie` is then the audited rule's.
+    pub const fn audited(self) -> Self {
+        self.with_flags(self.flags | POLICY_FLAG_AUDIT)
+    }
+
+    /// A deny that stands for "no rule allows this"
+    /// ([`POLICY_FLAG_NO_RULE`]).
+    pub const fn no_rule(self) -> Self {
+        self.with_flags(self.flags | POLICY_FLAG_NO_RULE)
+    }
 }
 
 pub(crate) fn addr_bytes(ip: std::net::IpAddr) -> (u8, [u8; 16]) {
@@ -355,6 +409,12 @@ impl FlowEvent {
 
     /// Whether the packet was dropped.
     pub fn is_drop(&self) -> bool {
-        self.verdict == 1
+        self.verdict == EVENT_DROPPED
+    }
+
+    /// Whether the flow passed only because a policy audits
+    /// ([`EVENT_AUDIT`]).
+    pub fn is_audit(&self) -> bool {
+        self.verdict == EVENT_AUDIT
     }
 }

@@ -19,8 +19,8 @@ use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket, sockopt,
 };
 use redirect_ebpf::{
-    Datapath, Direction, EndpointInfo, Hook, PolicyChange, PolicyKey, PolicyValue, Reason,
-    install_proxy_routing,
+    Datapath, Direction, EVENT_AUDIT, EVENT_REDIRECTED, EndpointInfo, Hook, PolicyChange,
+    PolicyKey, PolicyValue, Reason, install_proxy_routing,
 };
 
 const A4: &str = "10.200.1.2";
@@ -371,6 +371,58 @@ fn tproxy_redirect_reaches_a_transparent_listener() {
             > 0
     );
     drop(b_server);
+    drop(lab);
+}
+
+#[test]
+fn an_audited_redirect_reaches_the_proxy_and_is_reported_twice() {
+    if !root_or_skip("an_audited_redirect_reaches_the_proxy_and_is_reported_twice") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // A's egress redirects to the proxy; an audited rule (cookie 77)
+    // would drop the flow.
+    lab.allow_a_to_b(6, 8080, PolicyValue::redirect(PROXY_PORT, 77).audited());
+    let listener = lab.node.run(|| {
+        install_proxy_routing().expect("proxy routing");
+        listen_on(sock("0.0.0.0", PROXY_PORT), true)
+    });
+    serve_local_addr(listener);
+    let answer = connect_and_read(&lab.a, sock(B4, 8080), Duration::from_secs(3))
+        .expect("A -> B:8080 should reach the proxy");
+    assert_eq!(answer, sock(B4, 8080).to_string());
+    let mut events = lab.dp.take_flow_events().expect("events");
+    let all: Vec<_> = std::iter::from_fn(|| events.try_next()).collect();
+    let new_flow: Vec<_> = all
+        .iter()
+        .filter(|e| e.hook() == Some(Hook::FromPod) && e.dport == 8080)
+        .map(|e| {
+            (
+                e.verdict,
+                e.reason(),
+                e.endpoint_id,
+                e.rule_cookie,
+                e.proxy_port,
+            )
+        })
+        .collect();
+    assert_eq!(
+        new_flow,
+        [
+            (
+                EVENT_REDIRECTED,
+                Some(Reason::Redirect),
+                EP_A,
+                77,
+                PROXY_PORT
+            ),
+            (EVENT_AUDIT, Some(Reason::AuditDenied), EP_A, 77, PROXY_PORT),
+        ],
+        "{all:?}"
+    );
+    let counters = lab.dp.counters().expect("counters");
+    assert_eq!(counters.get(Reason::AuditDenied), 1, "{counters:?}");
+    assert!(counters.get(Reason::Redirect) >= 1, "{counters:?}");
     drop(lab);
 }
 

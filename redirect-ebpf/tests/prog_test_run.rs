@@ -7,8 +7,9 @@ mod common;
 
 use common::{L4, PinDir, TC_ACT_OK, TC_ACT_SHOT, packet, root_or_skip, run};
 use redirect_ebpf::{
-    Datapath, Direction, EndpointInfo, FlowEvent, Hook, IDENTITY_WORLD, MARK_MASK,
-    MARK_POLICY_DONE, PolicyChange, PolicyKey, PolicyValue, Reason,
+    Datapath, Direction, ENDPOINT_FLAG_AUDIT, EVENT_AUDIT, EVENT_FORWARDED, EndpointInfo,
+    FlowEvent, Hook, IDENTITY_WORLD, MARK_MASK, MARK_POLICY_DONE, PolicyChange, PolicyKey,
+    PolicyValue, Reason,
 };
 
 const A4: &str = "10.200.1.2";
@@ -91,6 +92,29 @@ impl Fixture {
 
     fn count(&self, reason: Reason) -> u64 {
         self.dp.counters().expect("counters").get(reason)
+    }
+
+    /// Replaces the `EndpointInfo::flags` of one of the fixture's endpoints.
+    fn set_endpoint_flags(&mut self, ip: &str, endpoint_id: u16, identity: u32, flags: u16) {
+        self.dp
+            .set_endpoint(
+                ip.parse().expect("ip"),
+                EndpointInfo {
+                    identity,
+                    ifindex: 0,
+                    endpoint_id,
+                    flags,
+                },
+            )
+            .expect("set endpoint");
+    }
+
+    /// New flows that pass are not traced: only AUDIT events (and drops)
+    /// are reported.
+    fn stop_tracing_new_flows(&mut self) {
+        let mut config = self.dp.config().expect("config");
+        config.flags = 0;
+        self.dp.set_config(config).expect("set config");
     }
 }
 
@@ -902,4 +926,298 @@ fn a_new_syn_on_an_old_tuple_gets_a_policy_decision() {
     );
     // A new connection reusing the tuple is judged again: denied now.
     assert_eq!(run(&f.dp, Hook::FromPod, &syn, 0).retval, TC_ACT_SHOT);
+}
+
+/// (verdict, reason, endpoint, direction, cookie) of an event.
+fn summary(ev: &FlowEvent) -> (u8, Option<Reason>, u16, u8, u32) {
+    (
+        ev.verdict,
+        ev.reason(),
+        ev.endpoint_id,
+        ev.direction,
+        ev.rule_cookie,
+    )
+}
+
+const EGRESS: u8 = Direction::Egress.code();
+const INGRESS: u8 = Direction::Ingress.code();
+
+#[test]
+fn an_audited_allow_passes_and_names_the_rule_that_would_drop() {
+    let Some(mut f) = fixture("an_audited_allow_passes_and_names_the_rule_that_would_drop") else {
+        return;
+    };
+    f.stop_tracing_new_flows();
+    // An audited deny rule (cookie 42) would drop port 80; port 81 only
+    // its default deny (cookie 0).
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 80, 16),
+        PolicyValue::allow(42).audited(),
+    );
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 81, 16),
+        PolicyValue::allow(0).audited(),
+    );
+    let syn = packet(A4, WORLD4, tcp(40000, 80)).frame();
+    let r = run(&f.dp, Hook::FromPod, &syn, 0);
+    assert_eq!(r.retval, TC_ACT_OK);
+    assert_eq!(r.mark & MARK_MASK, MARK_POLICY_DONE);
+    let mut ack = syn.clone();
+    ack[14 + 20 + 13] = 0x10;
+    assert_eq!(run(&f.dp, Hook::FromPod, &ack, 0).retval, TC_ACT_OK);
+    let other = packet(A4, WORLD4, tcp(40001, 81)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &other, 0).retval, TC_ACT_OK);
+    let events = f.events();
+    assert_eq!(
+        events.iter().map(summary).collect::<Vec<_>>(),
+        [
+            (EVENT_AUDIT, Some(Reason::AuditDenied), EP_A, EGRESS, 42),
+            (EVENT_AUDIT, Some(Reason::AuditNoPolicy), EP_A, EGRESS, 0),
+        ],
+        "one AUDIT event per new flow, none for its established packets, \
+         though new flows are not traced"
+    );
+    assert!(events[0].is_audit() && !events[0].is_drop());
+    assert_eq!(events[0].dport, 80);
+    assert_eq!(f.count(Reason::AuditDenied), 1);
+    assert_eq!(f.count(Reason::AuditNoPolicy), 1);
+    assert_eq!(f.count(Reason::PassEstablished), 1);
+    assert_eq!(f.count(Reason::PassPolicy), 0);
+}
+
+#[test]
+fn the_audit_event_names_the_audited_side_of_a_local_flow() {
+    let Some(mut f) = fixture("the_audit_event_names_the_audited_side_of_a_local_flow") else {
+        return;
+    };
+    // A's egress is enforced and allows; B's ingress would be dropped by
+    // an audited rule (cookie 77).
+    f.upsert(
+        key(ID_B, EP_A, Direction::Egress, TCP, 80, 16),
+        PolicyValue::allow(1),
+    );
+    f.upsert(
+        key(ID_A, EP_B, Direction::Ingress, TCP, 80, 16),
+        PolicyValue::allow(77).audited(),
+    );
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, B4, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_OK);
+    // Tracing is on: the AUDIT event replaces the FORWARDED one.
+    let events = f.events();
+    assert_eq!(
+        events.iter().map(summary).collect::<Vec<_>>(),
+        [(EVENT_AUDIT, Some(Reason::AuditDenied), EP_B, INGRESS, 77)]
+    );
+    assert_eq!(
+        (events[0].src_identity, events[0].dst_identity),
+        (ID_A, ID_B)
+    );
+    // The conntrack entry keeps the reported (egress) decision.
+    let entries = f.dp.conntrack_entries().expect("conntrack");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (entries[0].1.endpoint_id, entries[0].1.rule_cookie),
+        (EP_A, 1)
+    );
+}
+
+#[test]
+fn audit_and_no_rule_flags_never_turn_a_deny_into_a_pass() {
+    let Some(mut f) = fixture("audit_and_no_rule_flags_never_turn_a_deny_into_a_pass") else {
+        return;
+    };
+    // An audit flag on a deny means nothing: dropped as denied.
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 80, 16),
+        PolicyValue::deny(7).audited(),
+    );
+    // "No rule allows this": dropped as no policy.
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 81, 16),
+        PolicyValue::deny(0).no_rule(),
+    );
+    // No rule on an allow means nothing: passes as any allow.
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 82, 16),
+        PolicyValue::allow(5).no_rule(),
+    );
+    for (port, verdict) in [(80, TC_ACT_SHOT), (81, TC_ACT_SHOT), (82, TC_ACT_OK)] {
+        let r = run(
+            &f.dp,
+            Hook::FromPod,
+            &packet(A4, WORLD4, tcp(40000, port)).frame(),
+            0,
+        );
+        assert_eq!(r.retval, verdict, "port {port}");
+    }
+    let events = f.events();
+    assert_eq!(
+        events.iter().map(summary).collect::<Vec<_>>(),
+        [
+            (1, Some(Reason::DropPolicyDenied), EP_A, EGRESS, 7),
+            (1, Some(Reason::DropNoPolicy), EP_A, EGRESS, 0),
+            (EVENT_FORWARDED, Some(Reason::PassPolicy), EP_A, EGRESS, 5),
+        ]
+    );
+    assert_eq!(Reason::DropNoPolicy as u8, 17);
+    assert_eq!(f.count(Reason::DropPolicyDenied), 1);
+    assert_eq!(f.count(Reason::DropNoPolicy), 1);
+    assert_eq!(
+        f.count(Reason::AuditDenied) + f.count(Reason::AuditNoPolicy),
+        0
+    );
+}
+
+#[test]
+fn an_audited_endpoint_passes_what_its_policy_would_drop() {
+    let Some(mut f) = fixture("an_audited_endpoint_passes_what_its_policy_would_drop") else {
+        return;
+    };
+    f.stop_tracing_new_flows();
+    f.set_endpoint_flags(A4, EP_A, ID_A, ENDPOINT_FLAG_AUDIT);
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 81, 16),
+        PolicyValue::deny(9),
+    );
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 82, 16),
+        PolicyValue::deny(3).no_rule(),
+    );
+    // Fail closed: an entry with an unknown verdict is no policy's
+    // decision, so audit mode does not pass it.
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 83, 16),
+        PolicyValue {
+            verdict: 7,
+            flags: 0,
+            proxy_port: 0,
+            rule_cookie: 4,
+        },
+    );
+    let verdict = |f: &Fixture, hook: Hook, src: &str, dst: &str, port: u16| {
+        run(&f.dp, hook, &packet(src, dst, tcp(40000, port)).frame(), 0).retval
+    };
+    // A's egress: no entry, a deny, a "no rule" deny; its ingress from the
+    // world (no entry).
+    assert_eq!(verdict(&f, Hook::FromPod, A4, WORLD4, 80), TC_ACT_OK);
+    assert_eq!(verdict(&f, Hook::FromPod, A4, WORLD4, 81), TC_ACT_OK);
+    assert_eq!(verdict(&f, Hook::FromPod, A4, WORLD4, 82), TC_ACT_OK);
+    assert_eq!(verdict(&f, Hook::FromUplink, WORLD4, A4, 8080), TC_ACT_OK);
+    assert_eq!(verdict(&f, Hook::ToPod, "10.0.0.1", A4, 8080), TC_ACT_OK);
+    assert_eq!(verdict(&f, Hook::FromPod, A4, WORLD4, 83), TC_ACT_SHOT);
+    // B's ingress is enforced: A's audit mode does not reach it.
+    assert_eq!(verdict(&f, Hook::FromPod, A4, B4, 80), TC_ACT_SHOT);
+    let events = f.events();
+    assert_eq!(
+        events.iter().map(summary).collect::<Vec<_>>(),
+        [
+            (EVENT_AUDIT, Some(Reason::AuditNoPolicy), EP_A, EGRESS, 0),
+            (EVENT_AUDIT, Some(Reason::AuditDenied), EP_A, EGRESS, 9),
+            (EVENT_AUDIT, Some(Reason::AuditNoPolicy), EP_A, EGRESS, 3),
+            (EVENT_AUDIT, Some(Reason::AuditNoPolicy), EP_A, INGRESS, 0),
+            (EVENT_AUDIT, Some(Reason::AuditNoPolicy), EP_A, INGRESS, 0),
+            (1, Some(Reason::DropPolicyDenied), EP_A, EGRESS, 4),
+            (1, Some(Reason::DropNoPolicy), EP_B, INGRESS, 0),
+        ]
+    );
+    assert_eq!(
+        (events[3].hook(), events[4].hook()),
+        (Some(Hook::FromUplink), Some(Hook::ToPod))
+    );
+    assert_eq!(f.count(Reason::AuditNoPolicy), 4);
+    assert_eq!(f.count(Reason::AuditDenied), 1);
+    assert_eq!(f.count(Reason::PassPolicy), 0);
+}
+
+#[test]
+fn an_endpoint_without_the_audit_flag_still_drops() {
+    let Some(mut f) = fixture("an_endpoint_without_the_audit_flag_still_drops") else {
+        return;
+    };
+    // A audits, B does not: B's packets, like those A passes above, drop.
+    f.set_endpoint_flags(A4, EP_A, ID_A, ENDPOINT_FLAG_AUDIT);
+    f.upsert(
+        key(0, EP_B, Direction::Egress, TCP, 81, 16),
+        PolicyValue::deny(9),
+    );
+    let verdict = |f: &Fixture, hook: Hook, src: &str, dst: &str, port: u16| {
+        run(&f.dp, hook, &packet(src, dst, tcp(40000, port)).frame(), 0).retval
+    };
+    assert_eq!(verdict(&f, Hook::FromPod, B4, WORLD4, 80), TC_ACT_SHOT);
+    assert_eq!(verdict(&f, Hook::FromPod, B4, WORLD4, 81), TC_ACT_SHOT);
+    assert_eq!(verdict(&f, Hook::FromUplink, WORLD4, B4, 8080), TC_ACT_SHOT);
+    assert_eq!(verdict(&f, Hook::ToPod, "10.0.0.1", B4, 8080), TC_ACT_SHOT);
+    assert_eq!(f.count(Reason::DropNoPolicy), 3);
+    assert_eq!(f.count(Reason::DropPolicyDenied), 1);
+    assert!(f.events().iter().all(FlowEvent::is_drop));
+}
+
+#[test]
+fn an_audited_endpoint_keeps_its_established_flows_when_policy_changes() {
+    let Some(mut f) = fixture("an_audited_endpoint_keeps_its_established_flows") else {
+        return;
+    };
+    f.stop_tracing_new_flows();
+    // A audits, B does not; both may reach the world on 443.
+    f.set_endpoint_flags(A4, EP_A, ID_A, ENDPOINT_FLAG_AUDIT);
+    for ep in [EP_A, EP_B] {
+        f.upsert(
+            key(0, ep, Direction::Egress, TCP, 443, 16),
+            PolicyValue::allow(1),
+        );
+    }
+    let (mut from_a, mut from_b) = (
+        packet(A4, WORLD4, tcp(40000, 443)),
+        packet(B4, WORLD4, tcp(40000, 443)),
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &from_a.frame(), 0).retval,
+        TC_ACT_OK
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &from_b.frame(), 0).retval,
+        TC_ACT_OK
+    );
+    // The allows go away (a new policy epoch) and both flows continue.
+    for ep in [EP_A, EP_B] {
+        f.dp.apply_policy(&[PolicyChange::Delete(key(
+            0,
+            ep,
+            Direction::Egress,
+            TCP,
+            443,
+            16,
+        ))])
+        .expect("apply policy");
+    }
+    from_a.tcp_flags = 0x10;
+    from_b.tcp_flags = 0x10;
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &from_a.frame(), 0).retval,
+        TC_ACT_OK,
+        "an audited endpoint's flow was revoked"
+    );
+    f.dp.bump_epoch().expect("bump epoch");
+    assert_eq!(
+        run(&f.dp, Hook::FromUplink, &syn_ack(WORLD4, A4, 443, 40000), 0).retval,
+        TC_ACT_OK,
+        "the reply of an audited endpoint's flow was revoked"
+    );
+    assert_eq!(
+        run(&f.dp, Hook::FromPod, &from_b.frame(), 0).retval,
+        TC_ACT_SHOT
+    );
+    assert_eq!(f.count(Reason::DropRevoked), 1);
+    // Revocation checks report nothing of their own (and the flows'
+    // first packets, plain allows, were not traced).
+    let events = f.events();
+    assert_eq!(
+        events.iter().map(summary).collect::<Vec<_>>(),
+        [(1, Some(Reason::DropRevoked), EP_B, EGRESS, 1)]
+    );
 }
