@@ -221,6 +221,7 @@ fn flows_carry_endpoints_verdicts_and_the_deciding_policy() {
         // Kernel: client -> web:81 allowed by the L3/L4 rule.
         let allow = find(&all, &format!("client -> {web}:81 allowed"), |f| {
             f["verdict"] == "FORWARDED"
+                && f["traffic_direction"] == "INGRESS"
                 && f["IP"]["destination"] == web
                 && f["l4"]["TCP"]["destination_port"] == 81
                 && f["source"]["pod_name"] == "client"
@@ -363,10 +364,12 @@ fn grpcurl_and_a_generated_grpcio_client_speak_to_the_observer_and_the_relay() {
     );
     assert!(have("haproxy") && have("curl"), "needs haproxy and curl");
     let lab = lab_with_servers(&["--agent-arg=--hubble-max-flows=64"]);
-    // Reflection, on the relay (TCP 4245) and on the agent's unix socket.
+    // Reflection, on the relay (TCP 4245) and on the agent's unix socket
+    // (grpcurl names a socket's path as the authority, which HTTP/2 servers
+    // refuse: `-authority localhost`, as Hubble's own CLI sends).
     for target in [
         vec!["-plaintext", RELAY],
-        vec!["-plaintext", "-unix", SOCKET],
+        vec!["-plaintext", "-unix", "-authority", "localhost", SOCKET],
     ] {
         let mut args = target.clone();
         args.push("list");

@@ -327,17 +327,23 @@ pub fn run(servers: &[String], args: &ObserveArgs) -> Result<()> {
         while let Some(r) = rx.recv().await {
             let r = r?;
             let mut out = stdout.lock();
-            let line = if json {
-                serde_json::to_string(&r)?
-            } else {
-                compact(&r)
-            };
+            let line = if json { json_line(&r)? } else { compact(&r) };
             if writeln!(out, "{line}").is_err() {
                 return Ok(());
             }
         }
         Ok(())
     })
+}
+
+/// One response as `hubble observe -o json` prints it: proto3 JSON with
+/// the proto field names, timestamps in UTC with `Z`.
+pub fn json_line(r: &GetFlowsResponse) -> Result<String> {
+    static UTC: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"([{,]"time":"[0-9T:.\-]+)\+00:00""#).expect("a valid expression")
+    });
+    let line = serde_json::to_string(r)?;
+    Ok(UTC.replace_all(&line, "${1}Z\"").into_owned())
 }
 
 /// `Dec  7 20:39:11.123` of a timestamp.

@@ -43,6 +43,12 @@ pub struct AgentArgs {
     /// Directory for the agent's state (applied maps, observe socket).
     #[arg(long, default_value = crate::state_dir::DEFAULT)]
     pub state_dir: PathBuf,
+    /// Audit mode for every endpoint of the node: what policy would drop
+    /// passes and is reported as AUDIT (attributed to the policy that
+    /// would have dropped it). Per policy and per namespace: the
+    /// annotation `policy.cilium.io/audit-mode: "true"`.
+    #[arg(long)]
+    pub policy_audit_mode: bool,
     /// Flows kept for Hubble's `GetFlows` (the ring's capacity).
     #[arg(long, default_value_t = crate::hubble::ring::DEFAULT_MAX_FLOWS)]
     pub hubble_max_flows: usize,

@@ -3,7 +3,7 @@
 use super::enforcer::Enforcer;
 use anyhow::{Context, Result};
 use redirect_ebpf::EndpointInfo;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 impl Enforcer {
@@ -18,6 +18,7 @@ impl Enforcer {
             .filter(|ep| self.is_local(ep))
             .cloned()
             .collect();
+        let audited = self.audited_namespaces();
         for ep in &endpoints {
             let Some(ip) = ep.ips.first() else { continue };
             // A pod attached with the same addresses keeps its interface:
@@ -43,6 +44,7 @@ impl Enforcer {
             };
             let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
                 .with_context(|| format!("interface {ifname} of {}", ep.full_name()))?;
+            let flags = self.endpoint_flags_of(&audited, &ep.namespace);
             for ip in &ep.ips {
                 self.dp.set_endpoint(
                     *ip,
@@ -50,10 +52,11 @@ impl Enforcer {
                         identity: ep.identity.0,
                         ifindex,
                         endpoint_id: ep.id,
-                        flags: 0,
+                        flags,
                     },
                 )?;
             }
+            self.endpoint_flags.insert(ep.full_name(), flags);
             if self.attached.get(&ep.full_name()).map(|(i, _)| i) != Some(&ifname) {
                 self.dp
                     .attach_pod(&ifname)
@@ -77,8 +80,69 @@ impl Enforcer {
             }
             tracing::info!(pod = %pod, interface = %ifname, "endpoint removed");
         }
+        self.endpoint_flags.retain(|pod, _| now.contains_key(pod));
         self.attached = now;
         Ok(())
+    }
+
+    /// The namespaces annotated `policy.cilium.io/audit-mode: "true"`.
+    fn audited_namespaces(&self) -> BTreeSet<String> {
+        self.engine
+            .namespaces()
+            .filter(|n| n.audit_mode())
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// The endpoint flags of a pod of `namespace`: audited when the node
+    /// is (`--policy-audit-mode`) or its namespace is (`audited`).
+    pub(super) fn endpoint_flags_of(&self, audited: &BTreeSet<String>, namespace: &str) -> u16 {
+        if self.audit_all || audited.contains(namespace) {
+            redirect_ebpf::ENDPOINT_FLAG_AUDIT
+        } else {
+            0
+        }
+    }
+
+    /// Writes again the endpoints whose flags changed (a namespace's audit
+    /// annotation), keeping everything else as it is.
+    pub(super) fn refresh_endpoint_flags(&mut self) {
+        let endpoints: Vec<policy_model::resolve::Endpoint> = self
+            .engine
+            .endpoints()
+            .filter(|ep| self.attached.contains_key(&ep.full_name()))
+            .cloned()
+            .collect();
+        let audited = self.audited_namespaces();
+        for ep in &endpoints {
+            let flags = self.endpoint_flags_of(&audited, &ep.namespace);
+            if self.endpoint_flags.get(&ep.full_name()) == Some(&flags) {
+                continue;
+            }
+            let Some((ifname, _)) = self.attached.get(&ep.full_name()) else {
+                continue;
+            };
+            let Ok(ifindex) = nix::net::if_::if_nametoindex(ifname.as_str()) else {
+                continue;
+            };
+            let mut ok = true;
+            for ip in &ep.ips {
+                let info = EndpointInfo {
+                    identity: ep.identity.0,
+                    ifindex,
+                    endpoint_id: ep.id,
+                    flags,
+                };
+                if let Err(e) = self.dp.set_endpoint(*ip, info) {
+                    tracing::warn!(pod = %ep.full_name(), error = %e, "writing the endpoint's audit flag failed");
+                    ok = false;
+                }
+            }
+            if ok {
+                tracing::info!(pod = %ep.full_name(), audit = flags != 0, "endpoint audit mode changed");
+                self.endpoint_flags.insert(ep.full_name(), flags);
+            }
+        }
     }
 }
 

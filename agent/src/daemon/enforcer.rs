@@ -81,6 +81,10 @@ pub(super) struct Enforcer {
     /// What the flows' context must look at again (written with the
     /// kernel; taken by the loop).
     pub(super) flow_dirty: FlowDirty,
+    /// `--policy-audit-mode`: every endpoint audited.
+    pub(super) audit_all: bool,
+    /// The endpoint flags last written, by pod (`ns/pod`).
+    pub(super) endpoint_flags: BTreeMap<String, u16>,
     /// Which learned addresses are admitted (finding 1a, 6).
     pub(super) guard: LearnGuard,
     /// The node's own addresses, from the kernel: `host`.
@@ -168,6 +172,8 @@ impl Enforcer {
                 pods: true,
                 touched: BTreeSet::new(),
             },
+            audit_all: args.policy_audit_mode,
+            endpoint_flags: BTreeMap::new(),
             guard,
             node_addrs,
         })
@@ -237,6 +243,10 @@ impl Enforcer {
         }
         r.engine_us = started.elapsed().as_micros() as u64;
         self.flow_dirty.pods |= r.pods_changed;
+        if r.pods_changed && !r.endpoints_changed {
+            // A namespace's audit annotation may have changed.
+            self.refresh_endpoint_flags();
+        }
         if r.is_empty() {
             return Ok(r);
         }

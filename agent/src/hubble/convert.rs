@@ -40,6 +40,9 @@ pub struct EndpointRules {
     pub by_cookie: HashMap<u32, Vec<Arc<PolicyRef>>>,
     pub enforcing_ingress: Vec<Arc<PolicyRef>>,
     pub enforcing_egress: Vec<Arc<PolicyRef>>,
+    /// The audited policies that would make each direction default-deny.
+    pub audit_enforcing_ingress: Vec<Arc<PolicyRef>>,
+    pub audit_enforcing_egress: Vec<Arc<PolicyRef>>,
     /// The redirected ports and the policies whose L7 rules they serve.
     pub redirects: Vec<(Direction, policy_model::PortKey, Vec<Arc<PolicyRef>>)>,
 }
@@ -129,11 +132,17 @@ impl FlowContext {
         let Some(rules) = self.endpoints.get(&endpoint) else {
             return vec![];
         };
+        let audit_default: Vec<Arc<PolicyRef>>;
         let list = if no_entry {
-            match dir {
-                Direction::Ingress => &rules.enforcing_ingress,
-                Direction::Egress => &rules.enforcing_egress,
-            }
+            // The policies of the direction's default deny: enforced ones
+            // (a drop, or an audited endpoint's would-be drop) and audited
+            // ones (an audited policy's would-be drop).
+            let (enforced, audited) = match dir {
+                Direction::Ingress => (&rules.enforcing_ingress, &rules.audit_enforcing_ingress),
+                Direction::Egress => (&rules.enforcing_egress, &rules.audit_enforcing_egress),
+            };
+            audit_default = enforced.iter().chain(audited).cloned().collect();
+            &audit_default
         } else {
             match rules.by_cookie.get(&cookie) {
                 Some(l) => l,
@@ -264,13 +273,19 @@ pub fn kernel_flow(ev: &FlowEvent, ctx: &FlowContext) -> Flow {
             drop_reason(reason) as i32,
         ),
         2 => (flow::Verdict::Redirected, event_type::POLICY_VERDICT, 0),
+        3 => (flow::Verdict::Audit, event_type::POLICY_VERDICT, 0),
         _ => (flow::Verdict::Forwarded, event_type::POLICY_VERDICT, 0),
     };
-    let no_entry = matches!(reason, Some(Reason::DropNoPolicy));
+    let no_entry = matches!(reason, Some(Reason::DropNoPolicy | Reason::AuditNoPolicy));
     let decided_by_policy = matches!(
         reason,
         Some(
-            Reason::DropNoPolicy | Reason::DropPolicyDenied | Reason::PassPolicy | Reason::Redirect
+            Reason::DropNoPolicy
+                | Reason::DropPolicyDenied
+                | Reason::PassPolicy
+                | Reason::Redirect
+                | Reason::AuditDenied
+                | Reason::AuditNoPolicy
         )
     );
     let policies = if decided_by_policy {
@@ -300,7 +315,13 @@ pub fn kernel_flow(ev: &FlowEvent, ctx: &FlowContext) -> Flow {
         proxy_port: u32::from(ev.proxy_port),
         ..Flow::default()
     };
-    if verdict == flow::Verdict::Dropped {
+    if verdict == flow::Verdict::Audit {
+        // Passed; the policies named are the ones that would drop it.
+        match dir {
+            Direction::Ingress => f.ingress_denied_by = policies,
+            Direction::Egress => f.egress_denied_by = policies,
+        }
+    } else if verdict == flow::Verdict::Dropped {
         f.drop_reason = sub_type as u32;
         f.drop_reason_desc = sub_type;
         match dir {
@@ -656,10 +677,14 @@ pub fn endpoint_rules(policy: &policy_model::resolve::EndpointPolicy) -> Endpoin
         by_cookie.insert(value.cookie, origins);
     }
     let enforcing = |d: Direction| policy.enforcing.get(&d).cloned().unwrap_or_default();
+    let audit_enforcing =
+        |d: Direction| policy.audit_enforcing.get(&d).cloned().unwrap_or_default();
     EndpointRules {
         by_cookie,
         enforcing_ingress: enforcing(Direction::Ingress),
         enforcing_egress: enforcing(Direction::Egress),
+        audit_enforcing_ingress: audit_enforcing(Direction::Ingress),
+        audit_enforcing_egress: audit_enforcing(Direction::Egress),
         redirects,
     }
 }

@@ -359,12 +359,22 @@ where
     S: Observer,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(super::DESCRIPTORS)
+    // Reflection names every service served: the observer, health and
+    // reflection itself (both versions clients ask).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(super::DESCRIPTORS)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .context("building gRPC reflection")?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(super::DESCRIPTORS)
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .context("building gRPC reflection (v1alpha)")?;
     let observer = ObserverServer::new(service);

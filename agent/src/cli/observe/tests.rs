@@ -134,3 +134,39 @@ fn compact_line_names_both_sides_the_verdict_and_the_policy() {
         "{line}"
     );
 }
+
+#[test]
+fn json_lines_write_utc_as_z() {
+    let r = GetFlowsResponse {
+        node_name: "n".into(),
+        time: Some(pbjson_types::Timestamp {
+            seconds: 1_796_600_000,
+            nanos: 5,
+        }),
+        response_types: Some(get_flows_response::ResponseTypes::Flow(Flow {
+            time: Some(pbjson_types::Timestamp {
+                seconds: 1_796_600_000,
+                nanos: 5,
+            }),
+            l7: Some(flow::Layer7 {
+                record: Some(flow::layer7::Record::Http(flow::Http {
+                    url: r#"/x?,"time":"1+00:00""#.into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Flow::default()
+        })),
+    };
+    let line = json_line(&r).expect("json");
+    assert!(
+        line.contains(r#"{"time":"2026-12-06T23:33:20.000000005Z","l7""#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#""node_name":"n","time":"2026-12-06T23:33:20.000000005Z""#),
+        "{line}"
+    );
+    // A time-like text inside a value is left alone.
+    assert!(line.contains(r#"1+00:00"#), "{line}");
+}

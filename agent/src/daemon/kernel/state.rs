@@ -33,10 +33,22 @@ pub(in crate::daemon) fn kernel_entry(
         key.port.port,
         key.port.prefix_len,
     )?;
-    let v = value.map(|v| match (v.verdict, v.redirect) {
-        (MapVerdict::Deny, _) => PolicyValue::deny(v.cookie),
-        (MapVerdict::Allow, None) => PolicyValue::allow(v.cookie),
-        (MapVerdict::Allow, Some(p)) => PolicyValue::redirect(proxy_port(p), v.cookie),
+    let v = value.map(|v| {
+        let mut pv = match (v.verdict, v.redirect) {
+            (MapVerdict::Deny, _) => PolicyValue::deny(v.cookie),
+            (MapVerdict::Allow, None) => PolicyValue::allow(v.cookie),
+            (MapVerdict::Allow, Some(p)) => PolicyValue::redirect(proxy_port(p), v.cookie),
+        };
+        // An allow an audited policy would drop: passed, reported AUDIT.
+        if v.verdict == MapVerdict::Allow && v.audit {
+            pv.flags |= redirect_ebpf::POLICY_FLAG_AUDIT;
+        }
+        // A deny of no rule (cookie 0): "no rule allows it", as a missing
+        // entry would be.
+        if v.verdict == MapVerdict::Deny && v.cookie == 0 {
+            pv.flags |= redirect_ebpf::POLICY_FLAG_NO_RULE;
+        }
+        pv
     });
     Ok((k, v))
 }

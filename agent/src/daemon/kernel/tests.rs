@@ -101,6 +101,7 @@ fn allow_key(id: u32) -> (MapKey, MapValue) {
             verdict: MapVerdict::Allow,
             redirect: None,
             cookie: 0,
+            audit: false,
         },
     )
 }
@@ -158,6 +159,7 @@ fn revocations_are_written_before_anything_that_widens() {
         verdict,
         redirect: None,
         cookie: 0,
+        audit: false,
     };
     let old = MapState {
         entries: [
@@ -468,4 +470,32 @@ fn a_change_compares_only_what_it_touched() {
         "{:?}",
         whole.ops
     );
+}
+
+#[test]
+fn audited_allows_and_no_rule_denies_carry_their_flags() {
+    let key = MapKey {
+        direction: Direction::Ingress,
+        identity: NumericIdentity(300),
+        port: PortKey::exact(6, 80),
+    };
+    let value = |verdict, cookie, audit| MapValue {
+        verdict,
+        redirect: None,
+        cookie,
+        audit,
+    };
+    let (_, v) = kernel_entry(1, &key, Some(&value(MapVerdict::Allow, 7, true))).unwrap();
+    let v = v.unwrap();
+    assert_eq!(
+        v.flags & redirect_ebpf::POLICY_FLAG_AUDIT,
+        redirect_ebpf::POLICY_FLAG_AUDIT
+    );
+    assert_eq!(v.rule_cookie, 7);
+    let (_, v) = kernel_entry(1, &key, Some(&value(MapVerdict::Deny, 0, false))).unwrap();
+    assert_eq!(v.unwrap().flags, redirect_ebpf::POLICY_FLAG_NO_RULE);
+    let (_, v) = kernel_entry(1, &key, Some(&value(MapVerdict::Deny, 9, false))).unwrap();
+    assert_eq!(v.unwrap().flags, 0, "an explicit deny rule is no 'no rule'");
+    let (_, v) = kernel_entry(1, &key, Some(&value(MapVerdict::Allow, 7, false))).unwrap();
+    assert_eq!(v.unwrap().flags, 0);
 }

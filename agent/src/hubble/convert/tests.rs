@@ -33,6 +33,8 @@ fn context() -> FlowContext {
             by_cookie,
             enforcing_ingress: vec![web_policy()],
             enforcing_egress: vec![],
+            audit_enforcing_ingress: vec![],
+            audit_enforcing_egress: vec![],
             redirects: vec![(
                 Direction::Ingress,
                 policy_model::PortKey::exact(6, 80),
@@ -143,4 +145,26 @@ fn a_dns_record_carries_query_answers_and_rcode() {
         f.l4.and_then(|l| l.protocol),
         Some(flow::layer4::Protocol::Udp(_))
     ));
+}
+
+#[test]
+fn an_audit_event_passes_and_names_the_policy_that_would_drop_it() {
+    let mut ctx = context();
+    let mut rules = EndpointRules::clone(&ctx.endpoints[&2]);
+    rules.audit_enforcing_ingress = vec![Arc::new(PolicyRef {
+        name: "audited".into(),
+        ..PolicyRef::clone(&web_policy())
+    })];
+    rules.enforcing_ingress.clear();
+    ctx.endpoints.insert(2, Arc::new(rules));
+    // An audited policy's default deny: no rule would allow it.
+    let f = kernel_flow(&event(3, Reason::AuditNoPolicy, 0), &ctx);
+    assert_eq!(f.verdict, flow::Verdict::Audit as i32);
+    assert_eq!(f.drop_reason_desc, 0, "an audited flow is no drop");
+    assert_eq!(f.ingress_denied_by.len(), 1);
+    assert_eq!(f.ingress_denied_by[0].name, "audited");
+    assert!(f.ingress_allowed_by.is_empty());
+    // An audited deny rule: named by its cookie.
+    let f = kernel_flow(&event(3, Reason::AuditDenied, 77), &ctx);
+    assert_eq!(f.ingress_denied_by[0].name, "web-ingress");
 }
