@@ -458,6 +458,9 @@ struct decision {
 	__u16 audit_endpoint_id;
 	__u8 audit_direction;
 	__u8 audit_reason;
+	/* Bit 1 << PC_DIR_* of every side that passed only under an audit
+	 * mark, reported or not. */
+	__u8 audited_dirs;
 };
 
 /* Marks the decision as audited. When both sides of a flow between local
@@ -465,6 +468,7 @@ struct decision {
 static __always_inline void audit_mark(struct decision *d, __u8 reason, __u16 endpoint_id,
 				       __u8 direction, __u32 cookie)
 {
+	d->audited_dirs |= 1 << direction;
 	if (d->audit_reason)
 		return;
 	d->audit_reason = reason;
@@ -888,8 +892,15 @@ static __always_inline int event_budget_take(__u16 endpoint_id)
 	return 1;
 }
 
-static __always_inline void emit(struct __sk_buff *skb, const struct flow *f,
-				 const struct decision *d, __u8 verdict, __u8 reason)
+/*
+ * One flow event, charged to d's endpoint. A function of its own (a
+ * BPF-to-BPF call), the only one not inlined: a new flow between local
+ * pods reaches it up to three times, and every inlined copy had the
+ * verifier walk it again for each path through the policy checks
+ * (from_pod went past the 1M-instruction limit).
+ */
+static __noinline void emit(struct __sk_buff *skb, const struct flow *f,
+			    const struct decision *d, __u8 verdict, __u8 reason)
 {
 	struct flow_event *ev;
 
@@ -1096,15 +1107,25 @@ static __always_inline int redirect_or_drop(struct __sk_buff *skb, const struct 
 	return pass(PC_REASON_REDIRECT);
 }
 
+/* Whether the side d reports passed only under an audit mark. */
+static __always_inline int side_audited(const struct decision *d)
+{
+	return d->audited_dirs & (1 << d->direction);
+}
+
 /*
  * A new flow that policy lets through: tracked, then handed to the proxy
- * (d->proxy_port) or passed. Its first packet is counted under its audit
- * reason when it has an audit mark; the AUDIT event is emitted whatever
- * the trace flag, and takes the FORWARDED event's place (a redirected flow
- * reports both REDIRECTED and AUDIT).
+ * (d->proxy_port) or passed, its first packet counted once (under its
+ * audit reason when it has an audit mark). Each side's policy verdict is
+ * reported on its own, charged to its endpoint: d's, then, for a flow
+ * between local pods, peer's (the side conntrack does not keep).
+ * REDIRECTED for a side whose policy redirects, FORWARDED for another one
+ * when new flows are traced. The AUDIT event is emitted whatever the trace
+ * flag and takes the audited side's FORWARDED event's place (a redirected
+ * side reports both REDIRECTED and AUDIT).
  */
 static __always_inline int new_flow_verdict(struct __sk_buff *skb, const struct flow *f,
-					    const struct decision *d)
+					    const struct decision *d, const struct decision *peer)
 {
 	__u8 reason = d->proxy_port ? PC_REASON_REDIRECT : PC_REASON_PASS_POLICY;
 
@@ -1113,9 +1134,15 @@ static __always_inline int new_flow_verdict(struct __sk_buff *skb, const struct 
 		if (redirect_to_proxy(skb, f, d->proxy_port) != 0)
 			return drop(skb, f, d, PC_REASON_DROP_PROXY_UNAVAILABLE);
 		emit(skb, f, d, PC_EVENT_REDIRECTED, PC_REASON_REDIRECT);
-	} else if (!d->audit_reason && trace_new_flows()) {
+	} else if (!side_audited(d) && trace_new_flows()) {
 		emit(skb, f, d, PC_EVENT_FORWARDED, PC_REASON_PASS_POLICY);
 	}
+	/* A peer that redirects too rides on d's redirect: the proxy
+	 * applies both sides' L7 rules. */
+	if (peer && peer->proxy_port)
+		emit(skb, f, peer, PC_EVENT_REDIRECTED, PC_REASON_REDIRECT);
+	else if (peer && !side_audited(peer) && trace_new_flows())
+		emit(skb, f, peer, PC_EVENT_FORWARDED, PC_REASON_PASS_POLICY);
 	if (d->audit_reason) {
 		emit_audit(skb, f, d);
 		reason = d->audit_reason;
@@ -1214,6 +1241,7 @@ int from_pod(struct __sk_buff *skb)
 {
 	struct decision d = { .hook = PC_HOOK_FROM_POD, .direction = PC_DIR_EGRESS };
 	struct endpoint_info *src, *dst;
+	struct decision peer;
 	struct ct_key found = {};
 	struct ct_entry *e;
 	struct flow f = {};
@@ -1260,19 +1288,29 @@ int from_pod(struct __sk_buff *skb)
 		__u16 egress_proxy = d.proxy_port;
 
 		/* The destination's ingress policy, decided here so that
-		 * to_pod can trust the policy-done mark. */
+		 * to_pod can trust the policy-done mark; its own redirect
+		 * apart from the egress one, for its event. */
+		d.proxy_port = 0;
 		ret = policy_check(f.protocol, f.policy_port, src->identity, dst, PC_DIR_INGRESS,
 				   &d);
 		if (ret)
 			return drop(skb, &f, &d, ret);
-		/* Report the egress decision unless only ingress redirects. */
+		/* Conntrack keeps the egress decision unless only ingress
+		 * redirects; the other side is the peer. */
+		peer = d;
 		if (egress_proxy || !d.proxy_port) {
 			d.endpoint_id = src->endpoint_id;
 			d.direction = PC_DIR_EGRESS;
 			d.rule_cookie = egress_cookie;
+			d.proxy_port = egress_proxy;
+		} else {
+			peer.endpoint_id = src->endpoint_id;
+			peer.direction = PC_DIR_EGRESS;
+			peer.rule_cookie = egress_cookie;
+			peer.proxy_port = 0;
 		}
 	}
-	return new_flow_verdict(skb, &f, &d);
+	return new_flow_verdict(skb, &f, &d, dst ? &peer : 0);
 }
 
 SEC("classifier")
@@ -1319,7 +1357,7 @@ int from_uplink(struct __sk_buff *skb)
 	ret = policy_check(f.protocol, f.policy_port, d.src_identity, dst, PC_DIR_INGRESS, &d);
 	if (ret)
 		return drop(skb, &f, &d, ret);
-	return new_flow_verdict(skb, &f, &d);
+	return new_flow_verdict(skb, &f, &d, 0);
 }
 
 /*
@@ -1448,5 +1486,5 @@ int to_pod(struct __sk_buff *skb)
 	 * connections to an L7-policed port are refused, not let through. */
 	if (d.proxy_port)
 		return drop(skb, &f, &d, PC_REASON_DROP_REDIRECT_AT_EGRESS);
-	return new_flow_verdict(skb, &f, &d);
+	return new_flow_verdict(skb, &f, &d, 0);
 }

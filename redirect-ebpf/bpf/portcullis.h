@@ -46,7 +46,8 @@
 #define PC_HOOK_FROM_UPLINK 2
 #define PC_HOOK_TO_UPLINK 3
 
-/* Flow event verdicts. */
+/* Flow event verdicts. A new flow between two local pods has one
+ * FORWARDED or REDIRECTED event per side (endpoint, direction). */
 #define PC_EVENT_FORWARDED 0
 #define PC_EVENT_DROPPED 1
 #define PC_EVENT_REDIRECTED 2

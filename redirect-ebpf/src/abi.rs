@@ -156,7 +156,8 @@ pub struct FlowEvent {
     pub direction: u8,
     /// A [`crate::Hook`] code.
     pub hook: u8,
-    /// 1 when the flow was handed to the proxy.
+    /// 1 with `EVENT_REDIRECTED`: this side's policy handed the flow to the
+    /// proxy.
     pub redirected: u8,
     pub pad: u8,
 }

@@ -32,12 +32,14 @@ pub const POLICY_FLAG_NO_RULE: u8 = 0x2;
 /// as [`EVENT_AUDIT`]; an entry with an unknown verdict still drops.
 pub const ENDPOINT_FLAG_AUDIT: u16 = 0x1;
 
-/// `FlowEvent::verdict`: a new flow passed (only reported with
-/// [`CONFIG_TRACE_NEW_FLOWS`]).
+/// `FlowEvent::verdict`: a new flow passed the policy of `endpoint_id` in
+/// `direction` (only reported with [`CONFIG_TRACE_NEW_FLOWS`]). A flow
+/// between two local pods has one verdict event per side.
 pub const EVENT_FORWARDED: u8 = 0;
 /// `FlowEvent::verdict`: the packet was dropped.
 pub const EVENT_DROPPED: u8 = 1;
-/// `FlowEvent::verdict`: a new flow was handed to the proxy.
+/// `FlowEvent::verdict`: a new flow was handed to the proxy, for the L7
+/// rules of `endpoint_id` in `direction`.
 pub const EVENT_REDIRECTED: u8 = 2;
 /// `FlowEvent::verdict`: a new flow passed although a policy in audit mode
 /// would have dropped it; `endpoint_id`, `direction` and `rule_cookie` name

@@ -19,8 +19,8 @@ use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket, sockopt,
 };
 use redirect_ebpf::{
-    Datapath, Direction, EVENT_AUDIT, EVENT_REDIRECTED, EndpointInfo, Hook, PolicyChange,
-    PolicyKey, PolicyValue, Reason, install_proxy_routing,
+    Datapath, Direction, EVENT_AUDIT, EVENT_FORWARDED, EVENT_REDIRECTED, EndpointInfo, Hook,
+    PolicyChange, PolicyKey, PolicyValue, Reason, install_proxy_routing,
 };
 
 const A4: &str = "10.200.1.2";
@@ -381,7 +381,7 @@ fn an_audited_redirect_reaches_the_proxy_and_is_reported_twice() {
     }
     let mut lab = Lab::new();
     // A's egress redirects to the proxy; an audited rule (cookie 77)
-    // would drop the flow.
+    // would drop the flow. B's ingress allows it (cookie 77 too).
     lab.allow_a_to_b(6, 8080, PolicyValue::redirect(PROXY_PORT, 77).audited());
     let listener = lab.node.run(|| {
         install_proxy_routing().expect("proxy routing");
@@ -416,12 +416,83 @@ fn an_audited_redirect_reaches_the_proxy_and_is_reported_twice() {
                 77,
                 PROXY_PORT
             ),
+            (EVENT_FORWARDED, Some(Reason::PassPolicy), EP_B, 77, 0),
             (EVENT_AUDIT, Some(Reason::AuditDenied), EP_A, 77, PROXY_PORT),
         ],
         "{all:?}"
     );
     let counters = lab.dp.counters().expect("counters");
     assert_eq!(counters.get(Reason::AuditDenied), 1, "{counters:?}");
+    assert!(counters.get(Reason::Redirect) >= 1, "{counters:?}");
+    drop(lab);
+}
+
+#[test]
+fn only_the_destinations_redirect_is_reported_as_redirected() {
+    if !root_or_skip("only_the_destinations_redirect_is_reported_as_redirected") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // A's egress allows (cookie 5), B's ingress redirects (cookie 6).
+    // (BPF_PROG_TEST_RUN cannot assign a socket: a redirect needs real
+    // TC ingress.)
+    let egress = PolicyKey::new(ID_B, EP_A, Direction::Egress, 6, 8080, 16).unwrap();
+    let ingress = PolicyKey::new(ID_A, EP_B, Direction::Ingress, 6, 8080, 16).unwrap();
+    lab.dp
+        .apply_policy(&[
+            PolicyChange::Upsert(egress, PolicyValue::allow(5)),
+            PolicyChange::Upsert(ingress, PolicyValue::redirect(PROXY_PORT, 6)),
+        ])
+        .expect("apply policy");
+    let listener = lab.node.run(|| {
+        install_proxy_routing().expect("proxy routing");
+        listen_on(sock("0.0.0.0", PROXY_PORT), true)
+    });
+    serve_local_addr(listener);
+    let answer = connect_and_read(&lab.a, sock(B4, 8080), Duration::from_secs(3))
+        .expect("A -> B:8080 should reach the proxy");
+    assert_eq!(answer, sock(B4, 8080).to_string());
+    let mut events = lab.dp.take_flow_events().expect("events");
+    let all: Vec<_> = std::iter::from_fn(|| events.try_next()).collect();
+    let mut new_flow: Vec<_> = all
+        .iter()
+        .filter(|e| e.hook() == Some(Hook::FromPod) && e.dport == 8080)
+        .map(|e| {
+            (
+                e.verdict,
+                e.reason(),
+                e.endpoint_id,
+                e.direction,
+                e.rule_cookie,
+                e.proxy_port,
+            )
+        })
+        .collect();
+    // In either order (the side conntrack keeps, here B's, comes first).
+    new_flow.sort_by_key(|e| e.2);
+    assert_eq!(
+        new_flow,
+        [
+            (
+                EVENT_FORWARDED,
+                Some(Reason::PassPolicy),
+                EP_A,
+                Direction::Egress.code(),
+                5,
+                0
+            ),
+            (
+                EVENT_REDIRECTED,
+                Some(Reason::Redirect),
+                EP_B,
+                Direction::Ingress.code(),
+                6,
+                PROXY_PORT
+            ),
+        ],
+        "{all:?}"
+    );
+    let counters = lab.dp.counters().expect("counters");
     assert!(counters.get(Reason::Redirect) >= 1, "{counters:?}");
     drop(lab);
 }

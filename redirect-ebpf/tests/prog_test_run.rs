@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use common::{L4, PinDir, TC_ACT_OK, TC_ACT_SHOT, packet, root_or_skip, run};
 use redirect_ebpf::{
     Datapath, Direction, ENDPOINT_FLAG_AUDIT, EVENT_AUDIT, EVENT_FORWARDED, EndpointInfo,
@@ -146,7 +148,7 @@ fn allowed_flow_passes_and_marks_policy_done() {
     assert_eq!(r.mark & MARK_MASK, MARK_POLICY_DONE);
     assert_eq!(f.count(Reason::PassPolicy), 1);
     let events = f.events();
-    assert_eq!(events.len(), 1, "one new-flow event: {events:?}");
+    assert_eq!(events.len(), 2, "one new-flow event per side: {events:?}");
     let ev = events[0];
     assert!(!ev.is_drop());
     assert_eq!(ev.src_addr().to_string(), A4);
@@ -154,6 +156,8 @@ fn allowed_flow_passes_and_marks_policy_done() {
     assert_eq!((ev.src_identity, ev.dst_identity), (ID_A, ID_B));
     assert_eq!((ev.endpoint_id, ev.direction, ev.rule_cookie), (EP_A, 1, 1));
     assert_eq!(ev.hook(), Some(Hook::FromPod));
+    let ev = events[1];
+    assert_eq!((ev.endpoint_id, ev.direction, ev.rule_cookie), (EP_B, 0, 2));
 }
 
 #[test]
@@ -393,7 +397,8 @@ fn ipv6_allow_and_deny() {
     let events = f.events();
     assert_eq!(events[0].family, 6);
     assert_eq!(events[0].dst_addr().to_string(), B6);
-    assert_eq!(events[1].reason(), Some(Reason::DropPolicyDenied));
+    // events[1]: B's side of the first flow.
+    assert_eq!(events[2].reason(), Some(Reason::DropPolicyDenied));
 }
 
 #[test]
@@ -1007,14 +1012,18 @@ fn the_audit_event_names_the_audited_side_of_a_local_flow() {
         0,
     );
     assert_eq!(r.retval, TC_ACT_OK);
-    // Tracing is on: the AUDIT event replaces the FORWARDED one.
+    // Tracing is on: A's enforced egress reports FORWARDED; the AUDIT
+    // event takes the place of B's.
     let events = f.events();
     assert_eq!(
         events.iter().map(summary).collect::<Vec<_>>(),
-        [(EVENT_AUDIT, Some(Reason::AuditDenied), EP_B, INGRESS, 77)]
+        [
+            (EVENT_FORWARDED, Some(Reason::PassPolicy), EP_A, EGRESS, 1),
+            (EVENT_AUDIT, Some(Reason::AuditDenied), EP_B, INGRESS, 77)
+        ]
     );
     assert_eq!(
-        (events[0].src_identity, events[0].dst_identity),
+        (events[1].src_identity, events[1].dst_identity),
         (ID_A, ID_B)
     );
     // The conntrack entry keeps the reported (egress) decision.
@@ -1220,4 +1229,133 @@ fn an_audited_endpoint_keeps_its_established_flows_when_policy_changes() {
         events.iter().map(summary).collect::<Vec<_>>(),
         [(1, Some(Reason::DropRevoked), EP_B, EGRESS, 1)]
     );
+}
+
+#[test]
+fn a_flow_between_local_pods_reports_each_sides_policy_verdict() {
+    let Some(mut f) = fixture("a_flow_between_local_pods_reports_each_sides_policy_verdict") else {
+        return;
+    };
+    f.upsert(
+        key(ID_B, EP_A, Direction::Egress, TCP, 80, 16),
+        PolicyValue::allow(5),
+    );
+    f.upsert(
+        key(ID_A, EP_B, Direction::Ingress, TCP, 80, 16),
+        PolicyValue::allow(6),
+    );
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 443, 16),
+        PolicyValue::allow(7),
+    );
+    let verdict = |f: &Fixture, dst: &str, sport: u16, dport: u16| {
+        run(
+            &f.dp,
+            Hook::FromPod,
+            &packet(A4, dst, tcp(sport, dport)).frame(),
+            0,
+        )
+        .retval
+    };
+    assert_eq!(verdict(&f, B4, 40000, 80), TC_ACT_OK);
+    // Leaving the node, only A's egress decides: one event.
+    assert_eq!(verdict(&f, WORLD4, 40000, 443), TC_ACT_OK);
+    // Untraced, neither side reports a flow that passes.
+    f.stop_tracing_new_flows();
+    assert_eq!(verdict(&f, B4, 40001, 80), TC_ACT_OK);
+    let events = f.events();
+    assert_eq!(
+        events.iter().map(summary).collect::<Vec<_>>(),
+        [
+            (EVENT_FORWARDED, Some(Reason::PassPolicy), EP_A, EGRESS, 5),
+            (EVENT_FORWARDED, Some(Reason::PassPolicy), EP_B, INGRESS, 6),
+            (EVENT_FORWARDED, Some(Reason::PassPolicy), EP_A, EGRESS, 7),
+        ]
+    );
+    for ev in &events[..2] {
+        assert_eq!((ev.src_identity, ev.dst_identity), (ID_A, ID_B));
+        assert_eq!((ev.sport, ev.dport), (40000, 80));
+        assert_eq!(ev.hook(), Some(Hook::FromPod));
+        assert_eq!((ev.proxy_port, ev.redirected), (0, 0));
+    }
+    // Each packet is counted once; conntrack keeps the egress decision.
+    assert_eq!(f.count(Reason::PassPolicy), 3);
+    let entries = f.dp.conntrack_entries().expect("conntrack");
+    let local: Vec<_> = entries
+        .iter()
+        .filter(|(k, _)| k.dport == 80u16.to_be())
+        .map(|(_, e)| (e.endpoint_id, e.direction, e.rule_cookie, e.proxy_port))
+        .collect();
+    assert_eq!(local, [(EP_A, EGRESS, 5, 0); 2]);
+}
+
+#[test]
+fn each_sides_event_is_charged_to_its_own_endpoint() {
+    let Some(mut f) = fixture("each_sides_event_is_charged_to_its_own_endpoint") else {
+        return;
+    };
+    // Budgets are per CPU: stay on one.
+    let me = nix::unistd::Pid::from_raw(0);
+    let allowed = nix::sched::sched_getaffinity(me).expect("CPU affinity");
+    let first = (0..nix::sched::CpuSet::count())
+        .find(|&i| allowed.is_set(i).unwrap_or(false))
+        .expect("an allowed CPU");
+    let mut one = nix::sched::CpuSet::new();
+    one.set(first).expect("CPU set");
+    nix::sched::sched_setaffinity(me, &one).expect("pin to one CPU");
+    let mut config = f.dp.config().expect("config");
+    config.events_per_second = 1;
+    f.dp.set_config(config).expect("set config");
+    f.allow_a_to_b_tcp80();
+    f.upsert(
+        key(0, EP_A, Direction::Egress, TCP, 443, 16),
+        PolicyValue::allow(3),
+    );
+    let started = now_monotonic_ns();
+    // A's one event this second...
+    let to_world = packet(A4, WORLD4, tcp(40000, 443)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &to_world, 0).retval, TC_ACT_OK);
+    // ...so only B's side of this flow is reported.
+    let to_b = packet(A4, B4, tcp(40000, 80)).frame();
+    assert_eq!(run(&f.dp, Hook::FromPod, &to_b, 0).retval, TC_ACT_OK);
+    if now_monotonic_ns() - started >= 1_000_000_000 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP each_sides_event_is_charged_to_its_own_endpoint: the budget window ended"
+        );
+        return;
+    }
+    assert_eq!(
+        f.events().iter().map(summary).collect::<Vec<_>>(),
+        [
+            (EVENT_FORWARDED, Some(Reason::PassPolicy), EP_A, EGRESS, 3),
+            (EVENT_FORWARDED, Some(Reason::PassPolicy), EP_B, INGRESS, 2),
+        ]
+    );
+    assert_eq!(f.dp.counters().expect("counters").events_suppressed, 1);
+}
+
+#[test]
+fn a_side_that_passes_only_under_audit_is_never_reported_forwarded() {
+    let Some(mut f) = fixture("a_side_that_passes_only_under_audit_is_never_reported_forwarded")
+    else {
+        return;
+    };
+    // Both endpoints audit and no entry allows A -> B.
+    f.set_endpoint_flags(A4, EP_A, ID_A, ENDPOINT_FLAG_AUDIT);
+    f.set_endpoint_flags(B4, EP_B, ID_B, ENDPOINT_FLAG_AUDIT);
+    let r = run(
+        &f.dp,
+        Hook::FromPod,
+        &packet(A4, B4, tcp(40000, 80)).frame(),
+        0,
+    );
+    assert_eq!(r.retval, TC_ACT_OK);
+    // One AUDIT event, for the first side checked; B's ingress, audited
+    // too, is not reported as FORWARDED although tracing is on.
+    assert_eq!(
+        f.events().iter().map(summary).collect::<Vec<_>>(),
+        [(EVENT_AUDIT, Some(Reason::AuditNoPolicy), EP_A, EGRESS, 0)]
+    );
+    assert_eq!(f.count(Reason::AuditNoPolicy), 1);
 }
