@@ -694,6 +694,35 @@ fn http_rules_on_both_nodes_judge_one_flow() {
         );
         assert_eq!(refused["verdict"], "Denied", "{refused}");
         assert_eq!(refused["src_pod"], "x/client", "{refused}");
+        // The lab's relay serves both nodes' flows: the same request's
+        // verdict from each node, in one stream.
+        let relayed = Command::new(BIN)
+            .args([
+                "observe",
+                "--server",
+                "127.0.0.1:4245",
+                "-o",
+                "json",
+                "--all",
+                "--http-path",
+                "^/egress-only/",
+            ])
+            .output()
+            .expect("observe through the relay");
+        let relayed: Vec<Value> = String::from_utf8_lossy(&relayed.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let by_node = |node: &str, verdict: &str| {
+            relayed
+                .iter()
+                .any(|r| r["node_name"] == node && r["flow"]["verdict"] == verdict)
+        };
+        assert!(
+            by_node("node-1", "FORWARDED") && by_node("node-2", "DROPPED"),
+            "{inputs:?}: the relay's flows:\n{}",
+            lines(&relayed)
+        );
     }
 }
 

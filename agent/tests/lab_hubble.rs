@@ -298,8 +298,16 @@ fn flows_carry_endpoints_verdicts_and_the_deciding_policy() {
             .all(|r| r["flow"]["source"]["pod_name"] == "other"
                 || r["flow"]["destination"]["pod_name"] == "other")
     );
-    assert_eq!(observe(&["--last", "3"]).len(), 3);
-    let first = observe(&["--first", "2"]);
+    let raw = |flags: &[&str]| -> Vec<Value> {
+        let mut args = vec!["observe", "-o", "json"];
+        args.extend_from_slice(flags);
+        must(&args)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    assert_eq!(raw(&["--last", "3"]).len(), 3);
+    let first = raw(&["--first", "2"]);
     assert_eq!(first.len(), 2);
     assert_eq!(first[0]["flow"]["uuid"], all[0]["flow"]["uuid"]);
     // Compact lines, as hubble observe prints them (plus the policy).
@@ -495,7 +503,8 @@ fn grpcurl_and_a_generated_grpcio_client_speak_to_the_observer_and_the_relay() {
     for _ in 0..4 {
         traffic(&lab);
     }
-    assert_eq!(observe(&["--last", "1"]).len(), 1);
+    let last = must(&["observe", "-o", "json", "--last", "1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
     let _ = stalled.kill();
     let _ = stalled.wait();
 }

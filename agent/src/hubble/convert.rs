@@ -128,6 +128,7 @@ impl FlowContext {
         dir: Direction,
         cookie: u32,
         no_entry: bool,
+        audit: bool,
     ) -> Vec<flow::Policy> {
         let Some(rules) = self.endpoints.get(&endpoint) else {
             return vec![];
@@ -141,6 +142,9 @@ impl FlowContext {
                 Direction::Ingress => (&rules.enforcing_ingress, &rules.audit_enforcing_ingress),
                 Direction::Egress => (&rules.enforcing_egress, &rules.audit_enforcing_egress),
             };
+            // A drop is the enforced policies' doing; an AUDIT may be the
+            // audited policies' too.
+            let audited: &[Arc<PolicyRef>] = if audit { audited } else { &[] };
             audit_default = enforced.iter().chain(audited).cloned().collect();
             &audit_default
         } else {
@@ -289,7 +293,8 @@ pub fn kernel_flow(ev: &FlowEvent, ctx: &FlowContext) -> Flow {
         )
     );
     let policies = if decided_by_policy {
-        ctx.deciding(ev.endpoint_id, dir, ev.rule_cookie, no_entry)
+        let audit = verdict == flow::Verdict::Audit;
+        ctx.deciding(ev.endpoint_id, dir, ev.rule_cookie, no_entry, audit)
     } else {
         vec![]
     };

@@ -44,7 +44,10 @@ def main():
 
     observer_pb2, observer_pb2_grpc, flow_pb2 = stubs()
     address, what = sys.argv[1], sys.argv[2]
-    channel = grpc.insecure_channel(address)
+    # On a unix socket, gRPC's default authority is the socket's path,
+    # which HTTP/2 servers refuse; Hubble's clients send "localhost".
+    options = [("grpc.default_authority", "localhost")] if address.startswith("unix:") else []
+    channel = grpc.insecure_channel(address, options=options)
     stub = observer_pb2_grpc.ObserverStub(channel)
     if what == "status":
         s = stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=5)

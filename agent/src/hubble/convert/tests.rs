@@ -168,3 +168,28 @@ fn an_audit_event_passes_and_names_the_policy_that_would_drop_it() {
     let f = kernel_flow(&event(3, Reason::AuditDenied, 77), &ctx);
     assert_eq!(f.ingress_denied_by[0].name, "web-ingress");
 }
+
+#[test]
+fn a_drop_names_only_enforced_policies_even_when_an_audited_one_also_selects() {
+    let mut ctx = context();
+    let mut rules = EndpointRules::clone(&ctx.endpoints[&2]);
+    rules.audit_enforcing_ingress = vec![Arc::new(PolicyRef {
+        name: "audited".into(),
+        ..PolicyRef::clone(&web_policy())
+    })];
+    ctx.endpoints.insert(2, Arc::new(rules));
+    let d = kernel_flow(&event(1, Reason::DropNoPolicy, 0), &ctx);
+    let names: Vec<&str> = d
+        .ingress_denied_by
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["web-ingress"]);
+    let a = kernel_flow(&event(3, Reason::AuditNoPolicy, 0), &ctx);
+    let names: Vec<&str> = a
+        .ingress_denied_by
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["web-ingress", "audited"]);
+}
