@@ -187,8 +187,9 @@ fn observed(node: &str) -> Vec<Value> {
 
 /// The few fields these tests judge, from one Hubble flow: `verdict`
 /// (`Allowed` for FORWARDED, `Denied` for DROPPED), `src_pod`/`dst_pod`
-/// (`ns/pod`), and for L7 flows `type` `l7` with `method`/`path` (HTTP) or
-/// `protocol` `dns`/`kafka` and `query`; `flow` is the whole flow.
+/// (`ns/pod`), and for L7 flows `type` `l7`, `reason` (the summary), with
+/// `method`/`path`/`status` (HTTP) or `protocol` `dns`/`kafka` and
+/// `query`/`rcode`/`answers`; `flow` is the whole flow.
 fn view(resp: &Value) -> Option<Value> {
     let f = resp.get("flow")?;
     let pod = |e: &Value| match (e["namespace"].as_str(), e["pod_name"].as_str()) {
@@ -212,8 +213,11 @@ fn view(resp: &Value) -> Option<Value> {
     if f["Type"] == "L7" {
         out["type"] = "l7".into();
         let l7 = &f["l7"];
+        // The proxy's reason is in the flow's summary.
+        out["reason"] = f["Summary"].clone();
         if let Some(h) = l7.get("http") {
             out["method"] = h["method"].clone();
+            out["status"] = h["code"].clone();
             let url = h["url"].as_str().unwrap_or("");
             let path = match url.split_once("://") {
                 Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
@@ -223,6 +227,18 @@ fn view(resp: &Value) -> Option<Value> {
         } else if let Some(d) = l7.get("dns") {
             out["protocol"] = "dns".into();
             out["query"] = d["query"].clone();
+            out["rcode"] = match d["rcode"].as_u64().unwrap_or(0) {
+                0 => "NOERROR",
+                3 => "NXDOMAIN",
+                5 => "REFUSED",
+                _ => "other",
+            }
+            .into();
+            let ips: Vec<&str> = d["ips"]
+                .as_array()
+                .map(|l| l.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            out["answers"] = ips.join(", ").into();
         } else if l7.get("kafka").is_some() {
             out["protocol"] = "kafka".into();
         }
