@@ -492,27 +492,27 @@ fn an_audited_policy_alone_enforces_nothing_and_marks_what_it_would_drop() {
 
 #[test]
 fn an_audited_deny_under_an_enforced_allow_passes_audited_and_names_its_rule() {
-    let c = cluster(&format!(
+    let c = cluster(
         "apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {{name: a-from-b, namespace: ns1}}
+metadata: {name: a-from-b, namespace: ns1}
 spec:
-  podSelector: {{matchLabels: {{app: a}}}}
-  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: b}}}}}}]}}]
+  podSelector: {matchLabels: {app: a}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: b}}}]}]
 ---
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata:
   name: deny-80
   namespace: ns1
-  annotations: {{policy.cilium.io/audit-mode: 'true'}}
+  annotations: {policy.cilium.io/audit-mode: 'true'}
 spec:
-  endpointSelector: {{matchLabels: {{app: a}}}}
+  endpointSelector: {matchLabels: {app: a}}
   ingressDeny:
-  - fromEndpoints: [{{matchLabels: {{app: b}}}}]
-    toPorts: [{{ports: [{{port: '80', protocol: TCP}}]}}]
-"
-    ));
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}]}]
+",
+    );
     let p = pol(&c, "ns1/a");
     let (b, c_id) = (id(&c, "ns1/b"), id(&c, "ns2/c"));
     assert!(p.ingress_enforced);
