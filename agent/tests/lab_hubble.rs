@@ -34,6 +34,7 @@ kind: CiliumNetworkPolicy
 metadata: {name: web-ingress, namespace: x}
 spec:
   endpointSelector: {matchLabels: {app: web}}
+  log: {value: "web ingress"}
   ingress:
   - fromEndpoints: [{matchLabels: {app: client}}]
     toPorts:
@@ -232,6 +233,11 @@ fn flows_carry_endpoints_verdicts_and_the_deciding_policy() {
             "{allow}"
         );
         assert_eq!(allow["event_type"]["type"], 9, "{allow}");
+        assert_eq!(
+            allow["policy_log"],
+            serde_json::json!(["web ingress"]),
+            "{allow}"
+        );
         // Kernel: client -> web:80 handed to the proxy.
         let redirected = find(&all, &format!("client -> {web}:80 redirected"), |f| {
             f["verdict"] == "REDIRECTED" && f["IP"]["destination"] == web
@@ -254,6 +260,7 @@ fn flows_carry_endpoints_verdicts_and_the_deciding_policy() {
         assert_eq!(ok["l7"]["http"]["method"], "GET", "{ok}");
         assert_eq!(ok["event_type"]["type"], 129, "{ok}");
         assert_eq!(names(&ok["ingress_allowed_by"]), [WEB_INGRESS], "{ok}");
+        assert_eq!(ok["policy_log"], serde_json::json!(["web ingress"]), "{ok}");
         assert!(
             ok["ingress_allowed_by"][0]["labels"]
                 .as_array()

@@ -43,6 +43,11 @@ pub struct EndpointRules {
     /// The audited policies that would make each direction default-deny.
     pub audit_enforcing_ingress: Vec<Arc<PolicyRef>>,
     pub audit_enforcing_egress: Vec<Arc<PolicyRef>>,
+    /// `spec.log.value` of the rules behind each cookie.
+    pub logs_by_cookie: HashMap<u32, Vec<Arc<str>>>,
+    /// `spec.log.value` by `Kind ns/name rule-path` (the proxies name
+    /// their rules so).
+    pub logs_by_rule: HashMap<String, Arc<str>>,
     /// The redirected ports and the policies whose L7 rules they serve.
     pub redirects: Vec<(Direction, policy_model::PortKey, Vec<Arc<PolicyRef>>)>,
 }
@@ -292,6 +297,15 @@ pub fn kernel_flow(ev: &FlowEvent, ctx: &FlowContext) -> Flow {
                 | Reason::AuditNoPolicy
         )
     );
+    let policy_log: Vec<String> = if decided_by_policy && !no_entry {
+        ctx.endpoints
+            .get(&ev.endpoint_id)
+            .and_then(|r| r.logs_by_cookie.get(&ev.rule_cookie))
+            .map(|l| l.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default()
+    } else {
+        vec![]
+    };
     let policies = if decided_by_policy {
         let audit = verdict == flow::Verdict::Audit;
         ctx.deciding(ev.endpoint_id, dir, ev.rule_cookie, no_entry, audit)
@@ -318,6 +332,7 @@ pub fn kernel_flow(ev: &FlowEvent, ctx: &FlowContext) -> Flow {
         },
         is_reply: Some(matches!(reason, Some(Reason::PassReply)).into()),
         proxy_port: u32::from(ev.proxy_port),
+        policy_log,
         ..Flow::default()
     };
     if verdict == flow::Verdict::Audit {
@@ -498,6 +513,24 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
     let dst_pod = ctx.pods.get(&dst.ip().to_canonical());
     let ingress = dst_pod.is_some_and(|p| p.endpoint_id != 0);
     let mut policies = policies_in(reason);
+    // The judging side's endpoint (ingress: the destination's).
+    let judge = if ingress {
+        dst_pod
+    } else {
+        ctx.pods.get(&src.ip().to_canonical())
+    }
+    .and_then(|p| ctx.endpoints.get(&(p.endpoint_id as u16)));
+    let policy_log: Vec<String> = judge
+        .map(|rules| {
+            reason
+                .split("; ")
+                .filter_map(|part| {
+                    let rule = part.split_once(".rules.").map_or(part, |(r, _)| r);
+                    rules.logs_by_rule.get(rule).map(|l| l.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     if policies.is_empty() {
         // A denial names no rule (none matched): the policies whose L7
         // rules the judging side's port is redirected for.
@@ -550,6 +583,7 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
             flow::TrafficDirection::Egress as i32
         },
         is_reply: Some(true.into()),
+        policy_log,
         ..Flow::default()
     };
     if !allowed && !upstream_error {
@@ -656,7 +690,14 @@ fn label_strings(l: &policy_model::labels::LabelSet) -> Vec<String> {
 /// The deciding rules of one local endpoint, from its resolved policy.
 pub fn endpoint_rules(policy: &policy_model::resolve::EndpointPolicy) -> EndpointRules {
     let mut by_cookie: HashMap<u32, Vec<Arc<PolicyRef>>> = HashMap::new();
+    let mut logs_by_cookie: HashMap<u32, Vec<Arc<str>>> = HashMap::new();
+    let mut logs_by_rule: HashMap<String, Arc<str>> = HashMap::new();
     let mut redirects = Vec::new();
+    for c in policy.provenance.values().flatten() {
+        if let (Some(o), Some(log)) = (&c.origin, &c.log) {
+            logs_by_rule.insert(format!("{o} {}", c.rule), log.clone());
+        }
+    }
     for (key, value) in &policy.map.entries {
         if by_cookie.contains_key(&value.cookie) && value.redirect.is_none() {
             continue;
@@ -679,6 +720,15 @@ pub fn endpoint_rules(policy: &policy_model::resolve::EndpointPolicy) -> Endpoin
         if value.redirect.is_some() {
             redirects.push((key.direction, key.port, origins.clone()));
         }
+        let mut logs: Vec<Arc<str>> = Vec::new();
+        for c in policy.provenance.get(key).into_iter().flatten() {
+            if let Some(l) = &c.log
+                && !logs.contains(l)
+            {
+                logs.push(l.clone());
+            }
+        }
+        logs_by_cookie.insert(value.cookie, logs);
         by_cookie.insert(value.cookie, origins);
     }
     let enforcing = |d: Direction| policy.enforcing.get(&d).cloned().unwrap_or_default();
@@ -690,6 +740,8 @@ pub fn endpoint_rules(policy: &policy_model::resolve::EndpointPolicy) -> Endpoin
         enforcing_egress: enforcing(Direction::Egress),
         audit_enforcing_ingress: audit_enforcing(Direction::Ingress),
         audit_enforcing_egress: audit_enforcing(Direction::Egress),
+        logs_by_cookie,
+        logs_by_rule,
         redirects,
     }
 }

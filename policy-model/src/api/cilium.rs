@@ -38,6 +38,18 @@ pub struct Rule {
     pub labels: Vec<RuleLabel>,
     #[serde(default)]
     pub description: Option<String>,
+    /// `log.value`: a text carried into the flows this rule decides
+    /// (Hubble's `policy_log`).
+    #[serde(default)]
+    pub log: Option<LogConfig>,
+}
+
+/// `spec.log`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub value: String,
 }
 
 /// `enableDefaultDeny`: unset fields default to true when the rule has

@@ -61,6 +61,8 @@ pub(crate) struct EntryPlan {
     deny: bool,
     /// The rule's policy is audited.
     audit: bool,
+    /// The rule's `spec.log.value`.
+    log: Option<Arc<str>>,
     /// Peers and their text, wildcard peers left out (they are in
     /// [`DirectionPlan::wildcard`]).
     pub peers: Vec<(Peer, String)>,
@@ -166,6 +168,7 @@ impl DirectionPlan {
                 } else {
                     Scope::EnforcedOnly
                 },
+                log: None,
             });
         }
         for r in selecting {
@@ -195,6 +198,7 @@ impl DirectionPlan {
                                 port: *pk,
                             },
                             scope: scope_of(r.audit),
+                            log: r.log.clone(),
                         });
                     }
                 }
@@ -203,6 +207,7 @@ impl DirectionPlan {
                     rule: entry.path.clone(),
                     deny: entry.deny,
                     audit: r.audit,
+                    log: r.log.clone(),
                     peers,
                     port_keys,
                 });
@@ -327,6 +332,7 @@ impl EntryPlan {
                     port: *pk,
                 },
                 scope: scope_of(self.audit),
+                log: self.log.clone(),
             });
         }
     }

@@ -31,6 +31,8 @@ pub struct Contribution {
     /// allow of a direction that only audited policies put into default
     /// deny).
     pub scope: Scope,
+    /// The rule's `spec.log.value`.
+    pub log: Option<Arc<str>>,
 }
 
 /// Which of an entry's two verdicts a contribution takes part in: the

@@ -118,6 +118,25 @@ fn cilium_rule(
         }
     }
 
+    let log = match &r.log {
+        None => None,
+        Some(l) => {
+            let v = &l.value;
+            if v.chars().count() > 32 {
+                return Err(rerr(
+                    format!("{path}.log.value"),
+                    format!("{v:?} is longer than 32 characters"),
+                ));
+            }
+            if !v.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+                return Err(rerr(
+                    format!("{path}.log.value"),
+                    format!("{v:?} holds a character that is not printable ASCII"),
+                ));
+            }
+            (!v.is_empty()).then(|| Arc::from(v.as_str()))
+        }
+    };
     Ok(PolicyRule {
         origin,
         path,
@@ -126,6 +145,7 @@ fn cilium_rule(
         ingress,
         egress,
         audit: false,
+        log,
     })
 }
 

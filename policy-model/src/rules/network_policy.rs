@@ -93,6 +93,7 @@ pub fn from_network_policy(
         ingress,
         egress,
         audit: np.metadata.audit_mode(),
+        log: None,
     }])
 }
 

@@ -280,6 +280,8 @@ pub struct PolicyRule {
     /// Audit mode: what this rule would drop passes and is reported as
     /// AUDIT; its allows widen nothing that is enforced.
     pub audit: bool,
+    /// `spec.log.value`: carried into the flows this rule decides.
+    pub log: Option<Arc<str>>,
 }
 
 impl PolicyRule {

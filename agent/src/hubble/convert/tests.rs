@@ -35,6 +35,11 @@ fn context() -> FlowContext {
             enforcing_egress: vec![],
             audit_enforcing_ingress: vec![],
             audit_enforcing_egress: vec![],
+            logs_by_cookie: HashMap::from([(77, vec![Arc::from("web-in")])]),
+            logs_by_rule: HashMap::from([(
+                "CiliumNetworkPolicy x/web-ingress spec.ingress[0].toPorts[0]".to_string(),
+                Arc::from("web-l7"),
+            )]),
             redirects: vec![(
                 Direction::Ingress,
                 policy_model::PortKey::exact(6, 80),
@@ -81,6 +86,7 @@ fn a_kernel_allow_names_the_rule_and_a_default_deny_the_enforcing_policy() {
     assert_eq!(f.ingress_allowed_by.len(), 1);
     assert_eq!(f.ingress_allowed_by[0].name, "web-ingress");
     assert_eq!(f.ingress_allowed_by[0].kind, "CiliumNetworkPolicy");
+    assert_eq!(f.policy_log, ["web-in"]);
     assert_eq!(f.source.as_ref().unwrap().pod_name, "client");
     assert_eq!(f.destination.as_ref().unwrap().id, 2);
     assert_eq!(f.node_name, "node-1");
@@ -109,6 +115,7 @@ fn an_access_record_becomes_an_l7_flow_naming_policy_and_rule() {
     );
     assert_eq!(f.l7.as_ref().unwrap().latency_ns, 120_000);
     assert_eq!(f.ingress_allowed_by[0].name, "web-ingress");
+    assert_eq!(f.policy_log, ["web-l7"]);
     assert!(
         f.ingress_allowed_by[0]
             .labels

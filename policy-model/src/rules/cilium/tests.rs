@@ -350,3 +350,29 @@ fn to_fqdns_becomes_an_fqdn_peer_and_bad_patterns_are_rejected() {
     ));
     assert_eq!(e.path, "spec.egress[0].toFQDNs[1]");
 }
+
+#[test]
+fn spec_log_value_is_carried_and_checked() {
+    let base = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: ns1}\nspec:\n  endpointSelector: {}\n  ingress: [{}]\n";
+    let r = cnp_ok(&format!("{base}  log: {{value: \"web ingress\"}}\n"));
+    assert_eq!(r.log.as_deref(), Some("web ingress"));
+    assert!(cnp_ok(base).log.is_none());
+    let long = "x".repeat(33);
+    let e = cnp_err(&format!("{base}  log: {{value: \"{long}\"}}\n"));
+    assert_eq!(e.path, "spec.log.value");
+    assert!(e.reason.contains("longer than 32"), "{e}");
+    let e = cnp_err(&format!("{base}  log: {{value: \"tab\\there\"}}\n"));
+    assert!(e.reason.contains("printable"), "{e}");
+}
+
+#[test]
+fn the_audit_mode_annotation_audits_every_rule_of_the_policy() {
+    let r = cnp_ok(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: ns1, annotations: {policy.cilium.io/audit-mode: \"True\"}}\nspec:\n  endpointSelector: {}\n  ingress: [{}]\n",
+    );
+    assert!(r.audit);
+    let r = cnp_ok(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: ns1, annotations: {policy.cilium.io/audit-mode: \"false\"}}\nspec:\n  endpointSelector: {}\n  ingress: [{}]\n",
+    );
+    assert!(!r.audit);
+}
