@@ -49,6 +49,9 @@ pub struct AgentMetrics {
     /// Flow events the kernel did not emit, by reason (`suppressed`: the
     /// endpoint was over its per-second budget; `ring_full`).
     pub datapath_events_dropped: Family<ReasonLabel, Gauge<u64, AtomicU64>>,
+    /// Flows a Hubble client fell too far behind to receive (each client
+    /// is told, as `lost_events`).
+    pub hubble_flows_lost: Counter,
     /// Packets carrying a from-proxy or policy-done mark they could not
     /// prove (judged like any other packet).
     pub datapath_forged_marks: Gauge<u64, AtomicU64>,
@@ -77,6 +80,12 @@ impl AgentMetrics {
         let endpoints = Gauge::default();
         let datapath_events_dropped = Family::<ReasonLabel, Gauge<u64, AtomicU64>>::default();
         let datapath_forged_marks = Gauge::<u64, AtomicU64>::default();
+        let hubble_flows_lost = Counter::default();
+        registry.register(
+            "hubble_flows_lost",
+            "Flows a Hubble client fell too far behind to receive (reported to it as lost events)",
+            hubble_flows_lost.clone(),
+        );
         registry.register(
             "datapath_flow_events_dropped",
             "Flow events the kernel did not emit (suppressed: endpoint over its budget; ring_full)",
@@ -179,6 +188,7 @@ impl AgentMetrics {
             open_files_limit,
             datapath_events_dropped,
             datapath_forged_marks,
+            hubble_flows_lost,
             ready: AtomicBool::new(false),
         }
     }

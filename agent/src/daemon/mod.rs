@@ -144,6 +144,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             ring: ring.clone(),
             node: args.node_name.clone(),
             address: args.hubble_listen_address.clone(),
+            lost: metrics.hubble_flows_lost.clone(),
         },
         crate::hubble::server::Listen {
             unix: Some(args.state_dir.join("hubble.sock")),

@@ -34,6 +34,8 @@ pub struct Service {
     pub node: String,
     /// Where this observer listens (for `GetNodes`).
     pub address: String,
+    /// Counts the flows clients lost (too slow for the ring).
+    pub lost: prometheus_client::metrics::counter::Counter,
 }
 
 fn response(node: &str, f: Arc<Flow>) -> GetFlowsResponse {
@@ -217,6 +219,7 @@ pub async fn stream_flows(
     node: String,
     query: Query,
     tx: tokio::sync::mpsc::Sender<Result<GetFlowsResponse, Status>>,
+    lost_counter: prometheus_client::metrics::counter::Counter,
 ) {
     let (held, mut next) = ring.snapshot_and_next();
     for f in query.initial(&held) {
@@ -230,8 +233,11 @@ pub async fn stream_flows(
     let mut written = ring.subscribe();
     loop {
         let read = ring.read_from(next, 512);
-        if read.lost > 0 && tx.send(Ok(lost(&node, read.lost))).await.is_err() {
-            return;
+        if read.lost > 0 {
+            lost_counter.inc_by(read.lost);
+            if tx.send(Ok(lost(&node, read.lost))).await.is_err() {
+                return;
+            }
         }
         next += read.lost;
         if read.flows.is_empty() {
@@ -294,6 +300,7 @@ impl Observer for Service {
             self.node.clone(),
             query,
             tx,
+            self.lost.clone(),
         ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -19,6 +19,13 @@ fn flow(n: u32, pod: &str, verdict: flow::Verdict) -> Flow {
 }
 
 fn serve(ring: Arc<Ring>) -> (tempdir::Dir, String) {
+    serve_counting(ring, Default::default())
+}
+
+fn serve_counting(
+    ring: Arc<Ring>,
+    lost: prometheus_client::metrics::counter::Counter,
+) -> (tempdir::Dir, String) {
     let dir = tempdir::Dir::new();
     let sock = dir.0.join("hubble.sock");
     spawn(
@@ -27,6 +34,7 @@ fn serve(ring: Arc<Ring>) -> (tempdir::Dir, String) {
             ring,
             node: "n1".into(),
             address: String::new(),
+            lost,
         },
         Listen {
             unix: Some(sock.clone()),
@@ -203,7 +211,8 @@ fn last_first_filters_status_and_errors_over_the_socket() {
 fn a_follower_gets_new_flows_and_is_told_what_it_lost() {
     let ring = Ring::new(4);
     ring.push(flow(1, "a", flow::Verdict::Forwarded));
-    let (_dir, addr) = serve(ring.clone());
+    let counted = prometheus_client::metrics::counter::Counter::default();
+    let (_dir, addr) = serve_counting(ring.clone(), counted.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -241,5 +250,6 @@ fn a_follower_gets_new_flows_and_is_told_what_it_lost() {
         }
         assert_eq!(got + lost, 2000);
         assert!(lost > 0);
+        assert_eq!(counted.get(), lost, "the metric counts what clients lost");
     });
 }
