@@ -118,7 +118,10 @@ fn run_relay(listen: &str, mut peers: Vec<hubble::fan_in::Peer>, lab: bool) -> a
         .with_context(|| format!("--listen {listen:?}: not an address:port"))?;
     hubble::server::spawn(
         "relay",
-        hubble::fan_in::Relay { peers },
+        hubble::fan_in::Relay {
+            peers,
+            slots: hubble::server::stream_slots(),
+        },
         hubble::server::Listen {
             unix: None,
             tcp: Some(addr),

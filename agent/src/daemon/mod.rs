@@ -145,6 +145,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             node: args.node_name.clone(),
             address: args.hubble_listen_address.clone(),
             lost: metrics.hubble_flows_lost.clone(),
+            slots: crate::hubble::server::stream_slots(),
         },
         crate::hubble::server::Listen {
             unix: Some(args.state_dir.join("hubble.sock")),

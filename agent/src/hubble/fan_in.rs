@@ -40,6 +40,8 @@ impl std::str::FromStr for Peer {
 #[derive(Clone)]
 pub struct Relay {
     pub peers: Vec<Peer>,
+    /// One permit per stream served (as the agent's observer).
+    pub slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 type Client = ObserverClient<tonic::transport::Channel>;
@@ -99,9 +101,16 @@ impl Observer for Relay {
         // The filters are checked here first: a bad one is the caller's
         // error once, not one per node.
         super::server::Query::new(&req)?;
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "{} flow streams are being served; try again later",
+                super::server::MAX_STREAMS
+            )));
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let clients = self.clients().await;
         tokio::spawn(async move {
+            let _permit = permit;
             let mut connected = Vec::new();
             let mut streams = Vec::new();
             for (peer, c) in clients {
@@ -137,11 +146,20 @@ impl Observer for Relay {
                 }
             }
             if req.follow {
+                // Each node's stream on its own task, until the client
+                // leaves (the slot is held until the last one ends).
+                let permit = std::sync::Arc::new(_permit);
                 for (name, mut s) in streams {
                     let tx = tx.clone();
+                    let permit = permit.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         loop {
-                            match s.message().await {
+                            let next = tokio::select! {
+                                m = s.message() => m,
+                                () = tx.closed() => return,
+                            };
+                            match next {
                                 Ok(Some(r)) => {
                                     if tx.send(Ok(r)).await.is_err() {
                                         return;

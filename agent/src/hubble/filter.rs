@@ -21,8 +21,56 @@ pub struct Filters {
     blacklist: Vec<Compiled>,
 }
 
+/// Values (addresses, patterns, names...) one request's filters may hold
+/// in all: each is compiled and kept for the request's life.
+pub const MAX_FILTER_VALUES: usize = 1024;
+
+/// How many values a filter holds.
+fn values_in(f: &FlowFilter) -> usize {
+    f.uuid.len()
+        + f.source_ip.len()
+        + f.source_pod.len()
+        + f.source_fqdn.len()
+        + f.source_label.len()
+        + f.source_service.len()
+        + f.source_workload.len()
+        + f.destination_ip.len()
+        + f.destination_pod.len()
+        + f.destination_fqdn.len()
+        + f.destination_label.len()
+        + f.destination_service.len()
+        + f.destination_workload.len()
+        + f.traffic_direction.len()
+        + f.verdict.len()
+        + f.drop_reason_desc.len()
+        + f.event_type.len()
+        + f.http_status_code.len()
+        + f.protocol.len()
+        + f.source_port.len()
+        + f.destination_port.len()
+        + f.reply.len()
+        + f.dns_query.len()
+        + f.source_identity.len()
+        + f.destination_identity.len()
+        + f.http_method.len()
+        + f.http_path.len()
+        + f.http_url.len()
+        + f.http_header.len()
+        + f.tcp_flags.len()
+        + f.node_name.len()
+        + f.node_labels.len()
+        + f.ip_version.len()
+        + f.trace_id.len()
+}
+
 impl Filters {
     pub fn new(whitelist: &[FlowFilter], blacklist: &[FlowFilter]) -> Result<Filters, String> {
+        let total: usize = whitelist.iter().chain(blacklist).map(values_in).sum();
+        if total > MAX_FILTER_VALUES {
+            return Err(format!(
+                "the filters hold {total} values; at most {MAX_FILTER_VALUES} are served"
+            ));
+        }
         let compile = |list: &[FlowFilter], name: &str| {
             list.iter()
                 .enumerate()

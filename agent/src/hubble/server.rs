@@ -25,6 +25,16 @@ use tonic::{Request, Response, Status};
 /// Flows sent to one client ahead of what it has read.
 const CLIENT_QUEUE: usize = 256;
 
+/// `GetFlows` streams served at once, all clients together: a client that
+/// opens streams without end gets ResourceExhausted, never an agent that
+/// grows without bound.
+pub const MAX_STREAMS: usize = 64;
+
+/// The streams being served (permits of [`MAX_STREAMS`]).
+pub fn stream_slots() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS))
+}
+
 pub type FlowStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
 
 /// One node's observer.
@@ -36,6 +46,8 @@ pub struct Service {
     pub address: String,
     /// Counts the flows clients lost (too slow for the ring).
     pub lost: prometheus_client::metrics::counter::Counter,
+    /// One permit per stream served ([`stream_slots`]).
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 fn response(node: &str, f: Arc<Flow>) -> GetFlowsResponse {
@@ -294,14 +306,17 @@ impl Observer for Service {
         request: Request<GetFlowsRequest>,
     ) -> Result<Response<FlowStream>, Status> {
         let query = Query::new(request.get_ref())?;
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_STREAMS} flow streams are being served; try again later"
+            )));
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(CLIENT_QUEUE);
-        tokio::spawn(stream_flows(
-            self.ring.clone(),
-            self.node.clone(),
-            query,
-            tx,
-            self.lost.clone(),
-        ));
+        let (ring, node, lost) = (self.ring.clone(), self.node.clone(), self.lost.clone());
+        tokio::spawn(async move {
+            stream_flows(ring, node, query, tx, lost).await;
+            drop(permit);
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

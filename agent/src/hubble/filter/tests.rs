@@ -252,3 +252,13 @@ fn a_filter_it_cannot_read_is_an_error_naming_the_field() {
         assert!(err.starts_with(&format!("blacklist[0].{field}")), "{err}");
     }
 }
+
+#[test]
+fn a_request_with_too_many_filter_values_is_refused() {
+    let many = FlowFilter {
+        source_ip: vec!["10.0.0.1".into(); MAX_FILTER_VALUES + 1],
+        ..Default::default()
+    };
+    let err = Filters::new(&[many], &[]).err().expect("refused");
+    assert!(err.contains("at most"), "{err}");
+}

@@ -35,6 +35,7 @@ fn serve_counting(
             node: "n1".into(),
             address: String::new(),
             lost,
+            slots: stream_slots(),
         },
         Listen {
             unix: Some(sock.clone()),
@@ -251,5 +252,55 @@ fn a_follower_gets_new_flows_and_is_told_what_it_lost() {
         assert_eq!(got + lost, 2000);
         assert!(lost > 0);
         assert_eq!(counted.get(), lost, "the metric counts what clients lost");
+    });
+}
+
+#[test]
+fn streams_beyond_the_limit_are_refused_not_served() {
+    let ring = Ring::new(4);
+    let (_dir, addr) = serve(ring);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = crate::cli::observe::connect(&addr).await.expect("connect");
+        let mut c = ObserverClient::new(ch);
+        let mut held = Vec::new();
+        for _ in 0..MAX_STREAMS {
+            let s = c
+                .get_flows(GetFlowsRequest {
+                    follow: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("a stream within the limit");
+            held.push(s);
+        }
+        let err = c
+            .get_flows(GetFlowsRequest {
+                follow: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("one too many");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        // A stream that ends gives its slot back.
+        drop(held.pop());
+        let mut again = None;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if let Ok(s) = c
+                .get_flows(GetFlowsRequest {
+                    follow: true,
+                    ..Default::default()
+                })
+                .await
+            {
+                again = Some(s);
+                break;
+            }
+        }
+        assert!(again.is_some(), "the slot came back");
     });
 }
