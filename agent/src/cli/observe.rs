@@ -34,6 +34,12 @@ pub struct ObserveArgs {
     /// Every stored flow.
     #[arg(long, conflicts_with_all = ["last", "first"])]
     pub all: bool,
+    /// Flows since this long ago (`90s`, `5m`, `2h`).
+    #[arg(long, value_parser = ago)]
+    pub since: Option<std::time::Duration>,
+    /// Flows until this long ago (`30s`, `1m`).
+    #[arg(long, value_parser = ago)]
+    pub until: Option<std::time::Duration>,
     /// Flows from or to this pod (`[namespace/]name-prefix`).
     #[arg(long)]
     pub pod: Vec<String>,
@@ -225,15 +231,46 @@ pub fn filters(a: &ObserveArgs) -> Result<Vec<FlowFilter>> {
     Ok(vec![src, dst])
 }
 
+/// `90s`, `5m`, `2h` (a number alone: seconds).
+fn ago(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: a duration such as 90s, 5m or 2h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("{s:?}: a duration such as 90s, 5m or 2h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// The wall-clock time `d` ago.
+fn before_now(d: std::time::Duration) -> pbjson_types::Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(d);
+    pbjson_types::Timestamp {
+        seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
+    }
+}
+
 /// The request the flags ask for.
 pub fn request(a: &ObserveArgs) -> Result<GetFlowsRequest> {
+    let windowed = a.since.is_some() || a.until.is_some();
     let number = if a.all {
         u64::MAX
     } else if let Some(n) = a.first {
         n
     } else if let Some(n) = a.last {
         n
-    } else if a.follow {
+    } else if a.follow || windowed {
         0
     } else {
         20
@@ -243,6 +280,8 @@ pub fn request(a: &ObserveArgs) -> Result<GetFlowsRequest> {
         first: a.first.is_some(),
         follow: a.follow,
         whitelist: filters(a)?,
+        since: a.since.map(before_now),
+        until: a.until.map(before_now),
         ..GetFlowsRequest::default()
     })
 }

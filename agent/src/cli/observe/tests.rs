@@ -170,3 +170,36 @@ fn json_lines_write_utc_as_z() {
     // A time-like text inside a value is left alone.
     assert!(line.contains(r#"1+00:00"#), "{line}");
 }
+
+#[test]
+fn since_and_until_ask_for_a_window() {
+    let r = request(&args(&["--since", "5m"])).unwrap();
+    assert_eq!(r.number, 0, "a window, not the last 20");
+    let since = r.since.expect("since").seconds;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    assert!((now - 300 - since).abs() <= 2, "{since} vs {now}");
+    assert!(ObserveArgsParse::fails(&["--since", "5x"]));
+    assert!(!ObserveArgsParse::fails(&[
+        "--since", "90s", "--until", "1m"
+    ]));
+}
+
+struct ObserveArgsParse;
+impl ObserveArgsParse {
+    fn fails(argv: &[&str]) -> bool {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            a: ObserveArgs,
+        }
+        let mut all = vec!["observe"];
+        all.extend_from_slice(argv);
+        <Wrap as clap::Parser>::try_parse_from(all).is_err()
+    }
+}
