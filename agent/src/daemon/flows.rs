@@ -103,10 +103,15 @@ pub(super) fn new_context(engine: &IncrementalCluster) -> SharedContext {
 /// the ring, on a thread of its own that waits on the ring buffer's
 /// descriptor and on the access log's queue: nothing is polled, and no
 /// observer client ever holds it up (readers follow the ring).
+/// The datapath's count of flow events lost to a full ring buffer, as the
+/// loop last read it (the pump reports increases to the observers).
+pub(super) type KernelLost = Arc<std::sync::atomic::AtomicU64>;
+
 pub(super) fn start_pump(
     events: redirect_ebpf::FlowEvents,
     ring: Arc<Ring>,
     ctx: SharedContext,
+    kernel_lost: KernelLost,
 ) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -114,12 +119,19 @@ pub(super) fn start_pump(
         .context("building the flow stream's runtime")?;
     std::thread::Builder::new()
         .name("flows".into())
-        .spawn(move || rt.block_on(pump(events, ring, ctx)))
+        .spawn(move || rt.block_on(pump(events, ring, ctx, kernel_lost)))
         .context("starting the flow stream")?;
     Ok(())
 }
 
-async fn pump(events: redirect_ebpf::FlowEvents, ring: Arc<Ring>, ctx: SharedContext) {
+async fn pump(
+    events: redirect_ebpf::FlowEvents,
+    ring: Arc<Ring>,
+    ctx: SharedContext,
+    kernel_lost: KernelLost,
+) {
+    use std::sync::atomic::Ordering;
+    let mut lost_seen = kernel_lost.load(Ordering::Relaxed);
     let mut events = match events.into_async() {
         Ok(e) => Some(e),
         Err(e) => {
@@ -135,6 +147,11 @@ async fn pump(events: redirect_ebpf::FlowEvents, ring: Arc<Ring>, ctx: SharedCon
                 None => std::future::pending().await,
             }
         };
+        let lost_now = kernel_lost.load(Ordering::Relaxed);
+        if lost_now > lost_seen {
+            ring.push_kernel_lost(lost_now - lost_seen);
+        }
+        lost_seen = lost_seen.max(lost_now);
         tokio::select! {
             ev = next_event => match ev {
                 Ok(ev) => ring.push(convert::kernel_flow(&ev, &current(&ctx))),

@@ -40,6 +40,8 @@ pub(super) struct MainLoop {
     pub(super) status: StatusFile,
     /// What flows are written with (read by the flow pump).
     pub(super) flow_context: SharedContext,
+    /// The datapath's lost-event count, for the flow pump.
+    pub(super) kernel_lost: flows::KernelLost,
     /// The one channel of daemon events.
     pub(super) rx: Receiver<DaemonEvent>,
     /// The learner's fast-path view of what the maps hold.
@@ -223,6 +225,8 @@ impl MainLoop {
             timers.counters = now + COUNTERS_EVERY;
             if let Ok(c) = enforcer.dp.counters() {
                 self.metrics.set_counters(&c);
+                self.kernel_lost
+                    .store(c.events_lost, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

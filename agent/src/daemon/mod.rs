@@ -158,7 +158,16 @@ pub fn run(args: AgentArgs) -> Result<()> {
         tracing::warn!(error = %e, pointer = %pointer.display(), "recording the state directory failed");
     }
     std::fs::write(args.state_dir.join("agent.ready"), b"ready\n")?;
-    flows::start_pump(enforcer.dp.take_flow_events()?, ring, flow_context.clone())?;
+    // Events lost before this agent started are not news to its observers.
+    let kernel_lost: flows::KernelLost = Arc::new(std::sync::atomic::AtomicU64::new(
+        enforcer.dp.counters().map(|c| c.events_lost).unwrap_or(0),
+    ));
+    flows::start_pump(
+        enforcer.dp.take_flow_events()?,
+        ring,
+        flow_context.clone(),
+        kernel_lost.clone(),
+    )?;
     // Watching starts after the first read: a change from then on is seen.
     let (_watcher, fallback_poll) = watch_inputs(&inputs, &args, &proxies.runtime, events_tx);
     *lock_enforcer(&shared_enforcer) = Some(enforcer);
@@ -168,6 +177,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         inputs,
         status,
         flow_context,
+        kernel_lost,
         rx: events_rx,
         known,
         metrics,

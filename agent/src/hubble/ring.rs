@@ -13,11 +13,14 @@ use std::sync::{Arc, Mutex};
 /// Hubble's default capacity.
 pub const DEFAULT_MAX_FLOWS: usize = 4095;
 
-/// One stored flow and its sequence number (1, 2, ... since the start).
+/// One stored flow and its sequence number (1, 2, ... since the start);
+/// or, with `kernel_lost` > 0, the news that the datapath lost that many
+/// flow events (its ring buffer was full) before the next flow.
 #[derive(Clone)]
 pub struct Entry {
     pub seq: u64,
     pub flow: Arc<Flow>,
+    pub kernel_lost: u64,
 }
 
 struct Inner {
@@ -66,6 +69,15 @@ impl Ring {
 
     /// Stores a flow, dropping the oldest when full.
     pub fn push(&self, flow: Flow) {
+        self.push_entry(flow, 0);
+    }
+
+    /// Records that the datapath lost `n` flow events: followers are told.
+    pub fn push_kernel_lost(&self, n: u64) {
+        self.push_entry(Flow::default(), n);
+    }
+
+    fn push_entry(&self, flow: Flow, kernel_lost: u64) {
         let next = {
             let Ok(mut g) = self.inner.lock() else { return };
             if g.flows.len() == self.capacity {
@@ -75,6 +87,7 @@ impl Ring {
             g.flows.push_back(Entry {
                 seq,
                 flow: Arc::new(flow),
+                kernel_lost,
             });
             g.next += 1;
             g.next

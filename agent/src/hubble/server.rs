@@ -61,12 +61,16 @@ fn response(node: &str, f: Arc<Flow>) -> GetFlowsResponse {
 }
 
 fn lost(node: &str, n: u64) -> GetFlowsResponse {
+    lost_at(node, n, flow::LostEventSource::HubbleRingBuffer)
+}
+
+fn lost_at(node: &str, n: u64, source: flow::LostEventSource) -> GetFlowsResponse {
     GetFlowsResponse {
         time: None,
         node_name: node.to_string(),
         response_types: Some(obs::get_flows_response::ResponseTypes::LostEvents(
             flow::LostEvent {
-                source: flow::LostEventSource::HubbleRingBuffer as i32,
+                source: source as i32,
                 num_events_lost: n,
                 cpu: None,
             },
@@ -203,7 +207,9 @@ impl Query {
 
     /// The stored flows this request starts with.
     pub fn initial(&self, held: &[Entry]) -> Vec<Arc<Flow>> {
-        let matching = held.iter().filter(|e| self.wanted(&e.flow));
+        let matching = held
+            .iter()
+            .filter(|e| e.kernel_lost == 0 && self.wanted(&e.flow));
         let n = usize::try_from(self.number).unwrap_or(usize::MAX);
         let windowed = self.since.is_some() || self.until.is_some();
         let picked: Vec<&Entry> = if self.number == 0 {
@@ -261,6 +267,17 @@ pub async fn stream_flows(
         }
         for e in read.flows {
             next = e.seq + 1;
+            if e.kernel_lost > 0 {
+                let ev = lost_at(
+                    &node,
+                    e.kernel_lost,
+                    flow::LostEventSource::PerfEventRingBuffer,
+                );
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             if query
                 .until
                 .is_some_and(|u| e.flow.time.as_ref().map(nanos).unwrap_or(0) > u)
@@ -282,7 +299,7 @@ pub async fn stream_flows(
 /// Namespaces of the flows held, as `GetNamespaces` reports them.
 pub fn namespaces(held: &[Entry]) -> Vec<obs::Namespace> {
     let mut set = BTreeSet::new();
-    for e in held {
+    for e in held.iter().filter(|e| e.kernel_lost == 0) {
         for ep in [&e.flow.source, &e.flow.destination].into_iter().flatten() {
             if !ep.namespace.is_empty() {
                 set.insert(ep.namespace.clone());

@@ -304,3 +304,46 @@ fn streams_beyond_the_limit_are_refused_not_served() {
         assert!(again.is_some(), "the slot came back");
     });
 }
+
+#[test]
+fn a_follower_is_told_of_flow_events_the_datapath_lost() {
+    let ring = Ring::new(16);
+    let (_dir, addr) = serve(ring.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = crate::cli::observe::connect(&addr).await.expect("connect");
+        let mut c = ObserverClient::new(ch);
+        let mut s = c
+            .get_flows(GetFlowsRequest {
+                follow: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ring.push_kernel_lost(7);
+        ring.push(flow(1, "a", flow::Verdict::Forwarded));
+        let first = s.message().await.unwrap().unwrap();
+        let Some(obs::get_flows_response::ResponseTypes::LostEvents(l)) = first.response_types
+        else {
+            panic!("{first:?}")
+        };
+        assert_eq!(l.source, flow::LostEventSource::PerfEventRingBuffer as i32);
+        assert_eq!(l.num_events_lost, 7);
+        assert_eq!(uuids(&[s.message().await.unwrap().unwrap()]), ["u1"]);
+        // Stored flows never include the news.
+        let stored = all(
+            &mut c,
+            GetFlowsRequest {
+                number: 10,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(uuids(&stored), ["u1"]);
+        assert_eq!(stored.len(), 1);
+    });
+}
