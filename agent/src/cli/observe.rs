@@ -381,7 +381,34 @@ pub fn json_line(r: &GetFlowsResponse) -> Result<String> {
     static UTC: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r#"([{,]"time":"[0-9T:.\-]+)\+00:00""#).expect("a valid expression")
     });
-    let line = serde_json::to_string(r)?;
+    // Hubble's field order: the response (field 1-3), then node_name and
+    // time (1000, 1001).
+    let mut line = String::from("{");
+    let mut member = |key: &str, value: String| {
+        if line.len() > 1 {
+            line.push(',');
+        }
+        line.push_str(&format!("\"{key}\":{value}"));
+    };
+    match &r.response_types {
+        Some(get_flows_response::ResponseTypes::Flow(f)) => {
+            member("flow", serde_json::to_string(f)?);
+        }
+        Some(get_flows_response::ResponseTypes::NodeStatus(n)) => {
+            member("node_status", serde_json::to_string(n)?);
+        }
+        Some(get_flows_response::ResponseTypes::LostEvents(l)) => {
+            member("lost_events", serde_json::to_string(l)?);
+        }
+        None => {}
+    }
+    if !r.node_name.is_empty() {
+        member("node_name", serde_json::to_string(&r.node_name)?);
+    }
+    if let Some(t) = &r.time {
+        member("time", serde_json::to_string(t)?);
+    }
+    line.push('}');
     Ok(UTC.replace_all(&line, "${1}Z\"").into_owned())
 }
 

@@ -136,7 +136,7 @@ fn compact_line_names_both_sides_the_verdict_and_the_policy() {
 }
 
 #[test]
-fn json_lines_write_utc_as_z() {
+fn json_lines_keep_hubbles_field_order_and_write_utc_as_z() {
     let r = GetFlowsResponse {
         node_name: "n".into(),
         time: Some(pbjson_types::Timestamp {
@@ -159,14 +159,20 @@ fn json_lines_write_utc_as_z() {
         })),
     };
     let line = json_line(&r).expect("json");
+    // Hubble's order: the flow first, then node_name and time.
     assert!(
-        line.contains(r#"{"time":"2026-12-06T23:33:20.000000005Z","l7""#),
+        line.starts_with(r#"{"flow":{"time":"2026-12-06T23:33:20.000000005Z","l7""#),
         "{line}"
     );
     assert!(
-        line.contains(r#""node_name":"n","time":"2026-12-06T23:33:20.000000005Z""#),
+        line.ends_with(r#""node_name":"n","time":"2026-12-06T23:33:20.000000005Z"}"#),
         "{line}"
     );
+    // The same members and values as the generated serializer writes.
+    let direct = serde_json::to_value(&r).expect("json");
+    let ours: serde_json::Value =
+        serde_json::from_str(&line.replace("5Z\"", "5+00:00\"")).expect("json");
+    assert_eq!(direct, ours);
     // A time-like text inside a value is left alone.
     assert!(line.contains(r#"1+00:00"#), "{line}");
 }
