@@ -137,7 +137,24 @@ pub fn start_knot(procs: &mut Processes, dir: &Path, ns: &str) -> Result<()> {
     procs.spawn(
         in_ns(ns, "knotd").arg("-c").arg(&cfg),
         "knotd (apt-get install knot)",
-    )
+    )?;
+    // Probes start right after: wait until knot listens on TCP 53 (it
+    // binds UDP at the same time), or the first DNS probes of a busy
+    // machine meet no server and read as drops.
+    let start = std::time::Instant::now();
+    loop {
+        let listening = in_ns(ns, "ss")
+            .args(["-Hltn", "sport = :53"])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty());
+        if listening {
+            return Ok(());
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            bail!("knotd does not listen on port 53 in {ns} after 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The tansu binary: on PATH or in `~/.cargo/bin` (deploy/tansu.sh).
