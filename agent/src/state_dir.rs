@@ -1,4 +1,4 @@
-//! The daemon's state directory (`status.json`, `observe.sock`,
+//! The daemon's state directory (`status.json`, `hubble.sock`,
 //! `applied.json`, ...) and how its clients, `status` and `observe`, find
 //! it without `--state-dir`.
 //!

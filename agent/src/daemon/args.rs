@@ -40,7 +40,7 @@ pub struct AgentArgs {
     /// bpffs directory for pinned maps.
     #[arg(long, default_value = "/sys/fs/bpf/portcullis")]
     pub pin_dir: PathBuf,
-    /// Directory for the agent's state (applied maps, observe socket).
+    /// Directory for the agent's state (applied maps, `hubble.sock`).
     #[arg(long, default_value = crate::state_dir::DEFAULT)]
     pub state_dir: PathBuf,
     /// Audit mode for every endpoint of the node: what policy would drop
