@@ -101,12 +101,7 @@ impl Observer for Relay {
         // The filters are checked here first: a bad one is the caller's
         // error once, not one per node.
         super::server::Query::new(&req)?;
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            return Err(Status::resource_exhausted(format!(
-                "{} flow streams are being served; try again later",
-                super::server::MAX_STREAMS
-            )));
-        };
+        let permit = super::server::take_slot(&self.slots)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let clients = self.clients().await;
         tokio::spawn(async move {

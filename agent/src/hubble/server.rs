@@ -35,6 +35,18 @@ pub fn stream_slots() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS))
 }
 
+/// A slot for one more stream, held as long as it is served; or
+/// ResourceExhausted when all are taken.
+pub fn take_slot(
+    slots: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    slots.clone().try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!(
+            "{MAX_STREAMS} flow streams are being served; try again later"
+        ))
+    })
+}
+
 pub type FlowStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
 
 /// One node's observer.
@@ -323,11 +335,7 @@ impl Observer for Service {
         request: Request<GetFlowsRequest>,
     ) -> Result<Response<FlowStream>, Status> {
         let query = Query::new(request.get_ref())?;
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            return Err(Status::resource_exhausted(format!(
-                "{MAX_STREAMS} flow streams are being served; try again later"
-            )));
-        };
+        let permit = take_slot(&self.slots)?;
         let (tx, rx) = tokio::sync::mpsc::channel(CLIENT_QUEUE);
         let (ring, node, lost) = (self.ring.clone(), self.node.clone(), self.lost.clone());
         tokio::spawn(async move {
@@ -427,6 +435,30 @@ where
         .add_service(observer))
 }
 
+/// Serves `service` on the connections of `incoming` until it fails
+/// (logged, naming `what`).
+async fn serve_on<S, I, IO, E>(service: S, incoming: I, what: &str)
+where
+    S: Observer,
+    I: tokio_stream::Stream<Item = Result<IO, E>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match router(service) {
+        Ok(r) => {
+            if let Err(e) = r.serve_with_incoming(incoming).await {
+                tracing::error!(error = %e, "the observer's {what} stopped");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "the observer cannot serve"),
+    }
+}
+
 /// Serves `service` on `listen` (both addresses) on a thread of its own.
 /// Binding happens before this returns, so a failure to bind is the
 /// caller's error.
@@ -464,27 +496,15 @@ where
         .spawn(move || {
             rt.block_on(async move {
                 let serve_unix = async {
-                    let Some(unix) = unix else { return };
-                    match router(service.clone()) {
-                        Ok(r) => {
-                            let incoming = tokio_stream::wrappers::UnixListenerStream::new(unix);
-                            if let Err(e) = r.serve_with_incoming(incoming).await {
-                                tracing::error!(error = %e, "the observer's unix socket stopped");
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "the observer cannot serve"),
+                    if let Some(unix) = unix {
+                        let incoming = tokio_stream::wrappers::UnixListenerStream::new(unix);
+                        serve_on(service.clone(), incoming, "unix socket").await;
                     }
                 };
                 let serve_tcp = async {
-                    let Some(tcp) = tcp else { return };
-                    match router(service.clone()) {
-                        Ok(r) => {
-                            let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp);
-                            if let Err(e) = r.serve_with_incoming(incoming).await {
-                                tracing::error!(error = %e, "the observer's TCP listener stopped");
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "the observer cannot serve"),
+                    if let Some(tcp) = tcp {
+                        let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp);
+                        serve_on(service.clone(), incoming, "TCP listener").await;
                     }
                 };
                 tokio::join!(serve_unix, serve_tcp);
