@@ -38,6 +38,24 @@ pub(super) fn judge(pol: &L7Policy, req: Option<&L7Request>, direction: Directio
         L7Request::Http(h) if !pol.tls.is_empty() => return judge_tls_plain(pol, h, base),
         _ => {}
     }
+    if pol.allow_all && pol.visibility {
+        return L7Outcome::Allowed(Reason {
+            message: format!(
+                "redirected to the {} proxy for visibility only (policy.cilium.io/proxy-visibility): every request passes and is recorded",
+                pol.parser
+            ),
+            ..base
+        });
+    }
+    if pol.allow_all && pol.rules.is_empty() && pol.tls.is_empty() && pol.audit.is_some() {
+        return L7Outcome::Allowed(Reason {
+            message: format!(
+                "only audited policies have {} rules on this port: every request passes",
+                pol.parser
+            ),
+            ..base
+        });
+    }
     if pol.allow_all {
         return L7Outcome::Allowed(Reason {
             message: format!(

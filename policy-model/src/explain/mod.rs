@@ -145,6 +145,7 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
     for c in &checks {
         reasons.extend(c.reasons.iter().cloned());
     }
+    let mut audit_l7 = Vec::new();
     if redirected {
         for c in &checks {
             let Some(pol) = &c.l7 else { continue };
@@ -164,6 +165,16 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
                 L7Outcome::Allowed(r) => {
                     layer = Layer::L7;
                     reasons.push(r);
+                    let audited = pol.audit.as_deref().map(|a| judge(a, q.l7.as_ref(), c.direction));
+                    if let Some(L7Outcome::Denied(r)) = audited {
+                        audit_l7.push(Reason {
+                            message: format!(
+                                "audit mode: {}: would be denied, passes as AUDIT",
+                                r.message
+                            ),
+                            ..r
+                        });
+                    }
                 }
                 L7Outcome::Denied(r) => {
                     return Ok(Explanation {
@@ -182,6 +193,7 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
     let audit = checks
         .iter()
         .flat_map(|c| c.audit.iter().cloned())
+        .chain(audit_l7)
         .collect();
     Ok(Explanation {
         verdict: Verdict::Allowed,

@@ -456,9 +456,32 @@ fn combine(key: MapKey, covering: &[&Contribution], out: &mut Table) {
         value.cookie = audited.entries.get(&key).map_or(0, |a| a.cookie);
         why = audited.provenance.remove(&key).unwrap_or_default();
     }
+    let mut l7 = enforced.l7.remove(&key);
+    if value.verdict == MapVerdict::Allow
+        && !value.audit
+        && let Some(a) = audited.l7.remove(&key)
+    {
+        // Audited policies add L7 rules to an allowed port: the proxy
+        // judges by both, and passes what only the audited rules deny.
+        match &mut l7 {
+            None => {
+                value.redirect = Some(a.parser);
+                l7 = Some(L7Policy::pass_all(a.parser, Some(Box::new(a)), false));
+            }
+            Some(e) if e.parser == a.parser => {
+                if *e != a {
+                    e.audit = Some(Box::new(a));
+                }
+            }
+            Some(e) => out.warnings.push(format!(
+                "{} {}: an audited policy's {} rules on a port the enforced policies redirect to {}; not audited",
+                key.direction, key.port, a.parser, e.parser
+            )),
+        }
+    }
     out.entries.insert(key, value);
     out.provenance.insert(key, why);
-    if let Some(l7) = enforced.l7.remove(&key) {
+    if let Some(l7) = l7 {
         out.l7.insert(key, l7);
     }
 }
@@ -553,6 +576,8 @@ fn combine_plain(key: MapKey, covering: &[&Contribution], out: &mut Table) {
                     allow_all,
                     rules,
                     tls: tls_rules,
+                    audit: None,
+                    visibility: false,
                 },
             );
         }

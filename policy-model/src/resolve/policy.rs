@@ -61,6 +61,29 @@ pub struct L7Policy {
     /// Entries with TLS settings, each with its own rules (see
     /// [`crate::l7::tls::plan_side`]).
     pub tls: Vec<TlsRule>,
+    /// The audit verdict's L7 policy (audited policies' rules enforced
+    /// too) where audited policies add L7 rules to the port: a request the
+    /// enforced rules allow and these deny passes, reported as AUDIT.
+    /// `None` when it is the enforced one.
+    pub audit: Option<Box<L7Policy>>,
+    /// Redirected only for `policy.cilium.io/proxy-visibility`: every
+    /// request passes and is recorded.
+    pub visibility: bool,
+}
+
+impl L7Policy {
+    /// The policy of a port redirected for audit or visibility only: every
+    /// request passes (`audit`, when set, says which it would not).
+    pub fn pass_all(parser: L7Parser, audit: Option<Box<L7Policy>>, visibility: bool) -> L7Policy {
+        L7Policy {
+            parser,
+            allow_all: true,
+            rules: Vec::new(),
+            tls: Vec::new(),
+            audit,
+            visibility,
+        }
+    }
 }
 
 /// The resolved policy of one endpoint.

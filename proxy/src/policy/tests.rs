@@ -122,6 +122,8 @@ fn a_key_with_another_parsers_rules_compiles_to_deny_all() {
             "spec.egress[0]".into(),
         )],
         tls: Vec::new(),
+        audit: None,
+        visibility: false,
     };
     let http = SidePolicy::<HttpRuleSet>::compile(&l7(L7Parser::Http));
     let why = http.compile_error().expect("foreign rules deny");

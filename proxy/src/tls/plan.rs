@@ -160,6 +160,8 @@ fn side_policy_of_plan(plan: &SidePlan) -> SidePolicy<HttpRuleSet> {
             allow_all: true,
             rules: Vec::new(),
             tls: Vec::new(),
+            audit: None,
+            visibility: false,
         }),
         SidePlan::Inspect {
             allow_all, http, ..
@@ -184,6 +186,8 @@ fn side_policy_of_plan(plan: &SidePlan) -> SidePolicy<HttpRuleSet> {
                 allow_all: all,
                 rules,
                 tls: Vec::new(),
+                audit: None,
+                visibility: false,
             })
         }
     }

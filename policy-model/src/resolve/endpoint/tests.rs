@@ -553,3 +553,79 @@ spec:
     assert_eq!(audit_verdict(&p, c_id, TCP, 443), Some((Allow, false)));
     assert_eq!(verdict(&p, Direction::Ingress, c_id, TCP, 80), None);
 }
+
+const AUDITED_HTTP_B: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: a-http
+  namespace: ns1
+  annotations: {policy.cilium.io/audit-mode: 'true'}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET, path: /public}]}}]
+";
+
+#[test]
+fn an_audited_l7_policy_alone_redirects_and_passes_every_request() {
+    let c = cluster(AUDITED_HTTP_B);
+    let p = pol(&c, "ns1/a");
+    let b = id(&c, "ns1/b");
+    let (key, v) = p.map.lookup(Direction::Ingress, b, TCP, 80).unwrap();
+    // Redirected so the proxy sees the requests, and not an L3/L4 audit.
+    assert_eq!((v.verdict, v.redirect, v.audit), (Allow, Some(L7Parser::Http), false));
+    let l7 = &p.l7[key];
+    assert!(l7.allow_all && l7.rules.is_empty() && !l7.visibility);
+    let audit = l7.audit.as_deref().expect("the audited rules");
+    assert!(!audit.allow_all);
+    assert_eq!(audit.rules.len(), 1);
+    assert_eq!(audit.rules[0].1.name, "a-http");
+}
+
+#[test]
+fn audited_l7_rules_beside_an_enforced_l4_allow_are_judged_for_audit_only() {
+    let c = cluster(&format!(
+        "{}{AUDITED_HTTP_B}",
+        cnp(
+            "l4",
+            &format!(
+                "{ON_A}  ingress: [{{fromEndpoints: [{{matchLabels: {{app: b}}}}], toPorts: [{{ports: [{{port: '80', protocol: TCP}}]}}]}}]"
+            )
+        )
+    ));
+    let p = pol(&c, "ns1/a");
+    let b = id(&c, "ns1/b");
+    let (key, v) = p.map.lookup(Direction::Ingress, b, TCP, 80).unwrap();
+    assert_eq!((v.verdict, v.redirect, v.audit), (Allow, Some(L7Parser::Http), false));
+    let l7 = &p.l7[key];
+    assert!(l7.allow_all && l7.rules.is_empty());
+    // The audit verdict: the enforced L4 allow cancels the audited rules too.
+    assert!(l7.audit.as_deref().expect("audit verdict").allow_all);
+    // The enforced policy's provenance: the L4 rule, not the audited one.
+    assert!(p.provenance[key].iter().all(|c| c.scope == Scope::Both));
+}
+
+#[test]
+fn audited_l7_rules_beside_enforced_ones_widen_nothing() {
+    let rule = "rules: {http: [{method: POST}]}";
+    let c = cluster(&format!(
+        "{}{AUDITED_HTTP_B}",
+        cnp(
+            "l7",
+            &format!(
+                "{ON_A}  ingress: [{{fromEndpoints: [{{matchLabels: {{app: b}}}}], toPorts: [{{ports: [{{port: '80', protocol: TCP}}], {rule}}}]}}]"
+            )
+        )
+    ));
+    let p = pol(&c, "ns1/a");
+    let b = id(&c, "ns1/b");
+    let (key, _) = p.map.lookup(Direction::Ingress, b, TCP, 80).unwrap();
+    let l7 = &p.l7[key];
+    // Enforced: only the POST rule.
+    assert!(!l7.allow_all);
+    assert_eq!(l7.rules.len(), 1);
+    assert_eq!(l7.rules[0].1.name, "l7");
+    // Audit: both, OR-ed.
+    assert_eq!(l7.audit.as_deref().expect("audit").rules.len(), 2);
+}
