@@ -86,7 +86,7 @@ impl Enforcer {
     }
 
     /// The namespaces annotated `policy.cilium.io/audit-mode: "true"`.
-    fn audited_namespaces(&self) -> BTreeSet<String> {
+    pub(super) fn audited_namespaces(&self) -> BTreeSet<String> {
         self.engine
             .namespaces()
             .filter(|n| n.audit_mode())
@@ -105,8 +105,9 @@ impl Enforcer {
     }
 
     /// Writes again the endpoints whose flags changed (a namespace's audit
-    /// annotation), keeping everything else as it is.
-    pub(super) fn refresh_endpoint_flags(&mut self) {
+    /// annotation), keeping everything else as it is. Whether any changed.
+    pub(super) fn refresh_endpoint_flags(&mut self) -> bool {
+        let mut changed = false;
         let endpoints: Vec<policy_model::resolve::Endpoint> = self
             .engine
             .endpoints()
@@ -141,8 +142,10 @@ impl Enforcer {
             if ok {
                 tracing::info!(pod = %ep.full_name(), audit = flags != 0, "endpoint audit mode changed");
                 self.endpoint_flags.insert(ep.full_name(), flags);
+                changed = true;
             }
         }
+        changed
     }
 }
 

@@ -243,9 +243,10 @@ impl Enforcer {
         }
         r.engine_us = started.elapsed().as_micros() as u64;
         self.flow_dirty.pods |= r.pods_changed;
-        if r.pods_changed && !r.endpoints_changed {
-            // A namespace's audit annotation may have changed.
-            self.refresh_endpoint_flags();
+        if r.pods_changed && !r.endpoints_changed && self.refresh_endpoint_flags() {
+            // A namespace's audit annotation changed: the proxies judge
+            // its pods' requests in audit mode too.
+            self.update_proxy(Some(&BTreeSet::new()));
         }
         if r.is_empty() {
             return Ok(r);
@@ -368,11 +369,14 @@ impl Enforcer {
             .filter(|(e, _)| local.contains(&e.full_name()))
             .map(|(e, p)| (e, Cow::Borrowed(p)));
         let previous = self.proxy.snapshot();
+        let audited = self.audited_namespaces();
+        let audit_all = self.audit_all;
         let snapshot = proxy::ProxyPolicy::assemble(
             endpoints,
             self.proxy_ipcache.clone(),
             Some(&previous),
             |ep| touched.is_some_and(|t| !t.contains(&ep.id)),
+            |ep| audit_all || audited.contains(&ep.namespace),
         );
         self.proxy.update(snapshot);
     }

@@ -25,6 +25,8 @@ pub(crate) struct LocalSide<'p> {
     pub direction: Direction,
     /// The map key the kernel's lookup found.
     pub key: &'p MapKey,
+    /// The endpoint is in audit mode.
+    pub audited: bool,
 }
 
 impl LocalSide<'_> {
@@ -47,6 +49,7 @@ impl LocalSide<'_> {
                 endpoint: self.entry.name.clone(),
                 direction: self.direction,
                 policy: policy.clone(),
+                audited: self.audited,
             })
             .ok_or_else(|| self.refusal(SideFault::MissingRules(R::PARSER)))
     }
@@ -84,6 +87,7 @@ impl ProxyPolicy {
                 entry,
                 direction,
                 key,
+                audited: self.audited.get(index).copied().unwrap_or(false),
             })),
             Some(found) => Err(refusal(SideFault::OtherParser {
                 found,
@@ -97,12 +101,15 @@ impl ProxyPolicy {
     /// source's egress, then the destination's ingress, each found with
     /// the kernel's lookup. Sides that impose no rule are left out; the
     /// first `Err` ends the walk and is the refusal, as is
-    /// [`Refusal::NotRedirected`] when no side is left.
+    /// [`Refusal::NotRedirected`] when no side is left. An end in audit
+    /// mode whose L3/L4 entry would refuse the flow (none, or a deny) is
+    /// not a refusal: it is pushed to `audit_faults` and passes.
     pub(crate) fn local_sides<T>(
         &self,
         src: SocketAddr,
         orig_dst: SocketAddr,
         parser: L7Parser,
+        audit_faults: &mut Vec<Refusal>,
         mut side: impl FnMut(LocalSide<'_>) -> Result<T, Refusal>,
     ) -> (NumericIdentity, NumericIdentity, Result<Vec<T>, Refusal>) {
         let src_ip = src.ip().to_canonical();
@@ -116,9 +123,15 @@ impl ProxyPolicy {
         let mut sides = Vec::new();
         for (index, direction, remote) in candidates {
             let Some(&index) = index else { continue };
-            let found = self
-                .local_side(index, direction, remote, (TCP, orig_dst.port()), parser)
-                .and_then(|s| s.map(&mut side).transpose());
+            let looked_up = self.local_side(index, direction, remote, (TCP, orig_dst.port()), parser);
+            if let Err(why @ Refusal::Side { fault, .. }) = &looked_up
+                && matches!(fault, SideFault::NoEntry | SideFault::DeniedAtL4)
+                && self.audited.get(index).copied().unwrap_or(false)
+            {
+                audit_faults.push(why.clone());
+                continue;
+            }
+            let found = looked_up.and_then(|s| s.map(&mut side).transpose());
             match found {
                 Ok(Some(s)) => sides.push(s),
                 Ok(None) => {}
@@ -140,8 +153,11 @@ impl ProxyPolicy {
     /// request. Fails closed: anything the lookup cannot account for is
     /// the refusal.
     pub fn flow_rules<R: RuleSet>(&self, src: SocketAddr, orig_dst: SocketAddr) -> FlowRules<R> {
+        let mut audit_faults = Vec::new();
         let (src_identity, dst_identity, sides) =
-            self.local_sides(src, orig_dst, R::PARSER, |s| s.rules::<R>());
+            self.local_sides(src, orig_dst, R::PARSER, &mut audit_faults, |s| {
+                s.rules::<R>()
+            });
         let (sides, refusal) = match sides {
             Ok(sides) => (sides, None),
             Err(why) => (Vec::new(), Some(why)),
@@ -151,6 +167,7 @@ impl ProxyPolicy {
             dst_identity,
             sides,
             refusal,
+            audit_faults,
         }
     }
 }

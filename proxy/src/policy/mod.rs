@@ -63,6 +63,10 @@ pub struct ProxyPolicy {
     /// HTTP rules of TLS-scoped ports per (endpoint, key, SNI), built on
     /// first use (see `tls/plan.rs`).
     pub(crate) tls_memo: TlsMemo,
+    /// Per endpoint (as `endpoints`): in audit mode (its namespace's
+    /// `policy.cilium.io/audit-mode` or the node's `--policy-audit-mode`):
+    /// what its policy denies passes, reported as AUDIT.
+    pub(crate) audited: Vec<bool>,
 }
 
 impl ProxyPolicy {
@@ -90,7 +94,13 @@ impl ProxyPolicy {
             .filter(|ep| is_local(ep))
             .map(|ep| (ep, Cow::Owned(cluster.endpoint_policy(ep))));
         let ipcache = IpcacheLookup::new(cluster.ipcache().iter().copied());
-        ProxyPolicy::assemble(endpoints, Arc::new(ipcache), previous, |_| false)
+        ProxyPolicy::assemble(endpoints, Arc::new(ipcache), previous, |_| false, |_| false)
+    }
+
+    /// Puts the endpoints `audited` names (`namespace/name`) into audit
+    /// mode and every other one out of it.
+    pub fn set_audited(&mut self, audited: impl Fn(&str) -> bool) {
+        self.audited = self.endpoints.iter().map(|e| audited(&e.name)).collect();
     }
 
     /// A snapshot of these local endpoints (each with its resolved policy)
@@ -99,16 +109,20 @@ impl ProxyPolicy {
     /// compiled); any other reuses the rule sets `previous` compiled for
     /// the same endpoint and key, or one this build compiled for another
     /// endpoint, when equal: a change recompiles only what it changed.
+    /// Endpoints `audited` says are in audit mode pass what their policy
+    /// denies, reported as AUDIT.
     pub fn assemble<'a>(
         local: impl IntoIterator<Item = (&'a Endpoint, Cow<'a, EndpointPolicy>)>,
         ipcache: Arc<IpcacheLookup>,
         previous: Option<&ProxyPolicy>,
         unchanged: impl Fn(&Endpoint) -> bool,
+        audited: impl Fn(&Endpoint) -> bool,
     ) -> ProxyPolicy {
         let before: HashMap<&str, &Arc<EndpointEntry>> = previous
             .map(|p| p.endpoints.iter().map(|e| (e.name.as_str(), e)).collect())
             .unwrap_or_default();
         let mut endpoints = Vec::new();
+        let mut audit_flags = Vec::new();
         let mut by_ip = HashMap::new();
         let mut compiled_here = CompileCache::default();
         for (ep, policy) in local {
@@ -128,12 +142,14 @@ impl ProxyPolicy {
                 by_ip.insert(*ip, index);
             }
             endpoints.push(entry);
+            audit_flags.push(audited(ep));
         }
         ProxyPolicy {
             ipcache,
             endpoints,
             by_ip,
             tls_memo: Default::default(),
+            audited: audit_flags,
         }
     }
 
@@ -144,6 +160,7 @@ impl ProxyPolicy {
             endpoints: Vec::new(),
             by_ip: HashMap::new(),
             tls_memo: Default::default(),
+            audited: Vec::new(),
         }
     }
 

@@ -126,6 +126,10 @@ pub struct SidePolicy<R> {
     /// (`policy spec.egress[0].toPorts[0].rules.http[1]`), formatted once
     /// here rather than for every request.
     pub(crate) origins: Vec<String>,
+    /// The audit verdict's rules when audited policies add rules to the
+    /// key: a request these deny and the enforced ones allow passes,
+    /// reported as AUDIT.
+    pub(crate) audit: Option<Arc<SidePolicy<R>>>,
 }
 
 impl<R: RuleSet> SidePolicy<R> {
@@ -160,7 +164,13 @@ impl<R: RuleSet> SidePolicy<R> {
             allow_all: l7.allow_all,
             set,
             origins,
+            audit: l7.audit.as_deref().map(|a| Arc::new(SidePolicy::compile(a))),
         }
+    }
+
+    /// Whether the audit verdict judges this key too.
+    pub fn audited_rules(&self) -> Option<&SidePolicy<R>> {
+        self.audit.as_deref()
     }
 
     /// Why the rules did not compile, if they did not.
@@ -205,6 +215,9 @@ pub struct Side<R> {
     pub endpoint: String,
     pub direction: Direction,
     pub(crate) policy: Arc<SidePolicy<R>>,
+    /// The endpoint is in audit mode: what this side denies passes,
+    /// reported as AUDIT.
+    pub audited: bool,
 }
 
 impl<R> Side<R> {
@@ -238,6 +251,7 @@ impl<R> Clone for Side<R> {
             endpoint: self.endpoint.clone(),
             direction: self.direction,
             policy: self.policy.clone(),
+            audited: self.audited,
         }
     }
 }
@@ -253,6 +267,10 @@ pub struct FlowRules<R> {
     pub sides: Vec<Side<R>>,
     /// Set when the connection gets no rules: every request is denied.
     pub refusal: Option<Refusal>,
+    /// What the L3/L4 policy of a local end in audit mode would refuse
+    /// (no entry, or a deny): requests the sides allow pass, reported as
+    /// AUDIT with this reason.
+    pub audit_faults: Vec<Refusal>,
 }
 
 impl<R> Clone for FlowRules<R> {
@@ -262,6 +280,7 @@ impl<R> Clone for FlowRules<R> {
             dst_identity: self.dst_identity,
             sides: self.sides.clone(),
             refusal: self.refusal.clone(),
+            audit_faults: self.audit_faults.clone(),
         }
     }
 }

@@ -38,7 +38,10 @@ impl ProxyPolicy {
         orig_dst: SocketAddr,
         start: ClientStart<'_>,
     ) -> Result<Vec<(usize, MapKey, Direction, Result<SidePlan, String>)>, String> {
-        let (_, _, sides) = self.local_sides(src, orig_dst, L7Parser::Http, |side| {
+        // An audited end's L3/L4 refusal passes here; the HTTP rules of
+        // the connection (`http_rules_in`) report it as AUDIT.
+        let mut audit_faults = Vec::new();
+        let (_, _, sides) = self.local_sides(src, orig_dst, L7Parser::Http, &mut audit_faults, |side| {
             let Some(l7) = side.entry.policy.l7.get(side.key) else {
                 return Err(side.refusal(SideFault::MissingRules(L7Parser::Http)));
             };
@@ -144,6 +147,7 @@ impl ProxyPolicy {
                 endpoint: entry.name.clone(),
                 direction,
                 policy: http,
+                audited: self.audited.get(index).copied().unwrap_or(false),
             });
         }
         rules.sides = out;

@@ -17,7 +17,9 @@ fn rules(set: Result<DnsRuleSet, String>) -> DnsRules {
                 allow_all: false,
                 set,
                 origins: Vec::new(),
+                audit: None,
             }),
+            audited: false,
         }),
     }
 }

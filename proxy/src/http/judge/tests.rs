@@ -328,6 +328,7 @@ fn denial_reasons_keep_their_texts() {
         allow_all: false,
         set: Err("a bad regex".to_string()),
         origins: Vec::new(),
+        audit: None,
     });
     assert_eq!(
         denial_reason(&uncompiled.judge(&get("/public/x"))),

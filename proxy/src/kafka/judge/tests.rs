@@ -19,9 +19,12 @@ fn rules(set: Result<KafkaRuleSet, String>) -> KafkaRules {
                 allow_all: false,
                 set,
                 origins: Vec::new(),
+                audit: None,
             }),
+            audited: false,
         }],
         refusal: None,
+        audit_faults: Vec::new(),
     }
 }
 
