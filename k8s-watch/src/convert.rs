@@ -179,9 +179,38 @@ pub fn pod_endpoint(pod: &Pod) -> Result<PodEndpoint, PodSkip> {
             ports,
             service_account: spec.and_then(|s| s.service_account_name.clone()),
             node: spec.and_then(|s| s.node_name.clone()),
+            annotations: visibility_annotation(pod),
         }),
         node_name: spec.and_then(|s| s.node_name.clone()),
     })
+}
+
+/// The pod's annotations the policy reads: `policy.cilium.io/proxy-visibility`
+/// when it parses (others are left out: a change of an unrelated
+/// annotation is no change of the endpoint). One that does not parse is
+/// logged with the pod and the reason and left out: visibility never
+/// enforces, so ignoring it opens nothing.
+fn visibility_annotation(pod: &Pod) -> BTreeMap<String, String> {
+    let key = policy_model::rules::PROXY_VISIBILITY_ANNOTATION;
+    let Some(value) = pod.metadata.annotations.as_ref().and_then(|a| a.get(key)) else {
+        return BTreeMap::new();
+    };
+    match policy_model::rules::parse_visibility(value) {
+        Ok(_) => BTreeMap::from([(key.to_string(), value.clone())]),
+        Err(why) => {
+            tracing::warn!(
+                pod = %format!(
+                    "{}/{}",
+                    pod.metadata.namespace.as_deref().unwrap_or("default"),
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                ),
+                annotation = key,
+                error = %why,
+                "ignoring an invalid proxy-visibility annotation"
+            );
+            BTreeMap::new()
+        }
+    }
 }
 
 /// A node's name, labels and addresses (InternalIP and ExternalIP).

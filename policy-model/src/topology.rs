@@ -96,6 +96,10 @@ pub struct PodSpec {
     /// without one runs on every agent's node: it is local everywhere.
     #[serde(default)]
     pub node: Option<String>,
+    /// `policy.cilium.io/proxy-visibility` redirects ports to a proxy for
+    /// access records only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl PodSpec {
@@ -139,6 +143,23 @@ impl PodSpec {
     /// names that node, or none.
     pub fn is_on(&self, node: &str) -> bool {
         self.node.as_deref().is_none_or(|n| n == node)
+    }
+}
+
+/// The `policy.cilium.io/proxy-visibility` annotation of `annotations`
+/// (of the object at `path`) parses.
+fn check_visibility(
+    annotations: &BTreeMap<String, String>,
+    path: &str,
+    err: &impl Fn(String, String) -> TopologyError,
+) -> Result<(), TopologyError> {
+    let key = crate::rules::PROXY_VISIBILITY_ANNOTATION;
+    match annotations
+        .get(key)
+        .map(|v| crate::rules::parse_visibility(v))
+    {
+        Some(Err(why)) => Err(err(format!("{path}.annotations.{key}"), why)),
+        _ => Ok(()),
     }
 }
 
@@ -285,6 +306,10 @@ impl Topology {
                     ));
                 }
             }
+            check_visibility(&p.annotations, &format!("pods[{i}]"), &err)?;
+        }
+        for (i, n) in self.namespaces.iter().enumerate() {
+            check_visibility(&n.annotations, &format!("namespaces[{i}]"), &err)?;
         }
         Ok(())
     }

@@ -77,7 +77,15 @@ fn namespace(i: usize, d: &mut Dice) -> NamespaceSpec {
     NamespaceSpec {
         name: format!("ns{i}"),
         labels: l,
-        annotations: Default::default(),
+        annotations: if d.chance(20) {
+            [(
+                policy_model::rules::PROXY_VISIBILITY_ANNOTATION.to_string(),
+                "<Egress/80/TCP/HTTP>".to_string(),
+            )]
+            .into()
+        } else {
+            Default::default()
+        },
     }
 }
 
@@ -120,6 +128,21 @@ fn pod(ns: usize, i: u64, d: &mut Dice) -> PodSpec {
             0 => None,
             1 | 2 => Some(LOCAL_NODE.into()),
             _ => Some("n2".into()),
+        },
+        // Visibility redirects: the incremental engine's owners must
+        // tell pods with and without them apart.
+        annotations: match d.below(8) {
+            0 => [(
+                policy_model::rules::PROXY_VISIBILITY_ANNOTATION.to_string(),
+                "<Ingress/80/TCP/HTTP>,<Egress/53/UDP/DNS>".to_string(),
+            )]
+            .into(),
+            1 => [(
+                policy_model::rules::PROXY_VISIBILITY_ANNOTATION.to_string(),
+                "<Ingress/8080/TCP/HTTP>".to_string(),
+            )]
+            .into(),
+            _ => Default::default(),
         },
     }
 }

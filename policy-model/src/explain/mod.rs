@@ -165,7 +165,10 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
                 L7Outcome::Allowed(r) => {
                     layer = Layer::L7;
                     reasons.push(r);
-                    let audited = pol.audit.as_deref().map(|a| judge(a, q.l7.as_ref(), c.direction));
+                    let audited = pol
+                        .audit
+                        .as_deref()
+                        .map(|a| judge(a, q.l7.as_ref(), c.direction));
                     if let Some(L7Outcome::Denied(r)) = audited {
                         audit_l7.push(Reason {
                             message: format!(

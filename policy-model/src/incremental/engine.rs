@@ -30,7 +30,9 @@ use crate::resolve::identities::{
 };
 use crate::resolve::selectors::{identity_namespace, node_labels, peer_namespaces, peer_selects};
 use crate::resolve::{Endpoint, EndpointPolicy, FqdnCache, NamedPort, Numbering};
-use crate::rules::{Direction, Peer, PolicyRule, PortSpec, Protocol, Subject};
+use crate::rules::{
+    Direction, Peer, PolicyRule, PortSpec, Protocol, Subject, Visibility, visibility_of,
+};
 use crate::topology::{HostSpec, NamespaceSpec, PodSpec, Topology};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -38,7 +40,7 @@ use std::sync::Arc;
 
 /// Local endpoints with the same identity and named ports have the same
 /// policy: they share one owner.
-type OwnerKey = (NumericIdentity, Vec<NamedPort>);
+type OwnerKey = (NumericIdentity, Vec<NamedPort>, Vec<Visibility>);
 
 const DIRECTIONS: [Direction; 2] = [Direction::Ingress, Direction::Egress];
 
@@ -511,8 +513,12 @@ impl IncrementalCluster {
                 identity,
                 ips: p.addresses(),
                 named_ports: named_ports_of(p),
+                visibility: visibility_of(
+                    &p.annotations,
+                    self.namespaces.get(&p.namespace).map(|n| &n.annotations),
+                ),
             };
-            let okey: OwnerKey = (identity, ep.named_ports.clone());
+            let okey: OwnerKey = (identity, ep.named_ports.clone(), ep.visibility.clone());
             let same = self
                 .endpoints
                 .get(&id)
@@ -890,6 +896,7 @@ impl IncrementalCluster {
             identity: k.0,
             ips: Vec::new(),
             named_ports: k.1.clone(),
+            visibility: k.2.clone(),
         };
         let mut plans = Vec::new();
         let mut tables = Vec::new();

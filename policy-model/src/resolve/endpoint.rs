@@ -12,7 +12,9 @@ use crate::l7::{L7Parser, L7Rules};
 use crate::labels::LabelSet;
 use crate::mapstate::{MapKey, MapState, MapValue, MapVerdict, PortKey};
 use crate::origin::PolicyRef;
-use crate::rules::{Direction, Entity, Peer, PolicyRule, PortMatch, PortSpec, Protocol};
+use crate::rules::{
+    Direction, Entity, Peer, PolicyRule, PortMatch, PortSpec, Protocol, Visibility,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -50,6 +52,9 @@ pub(crate) struct DirectionPlan {
     pub entries: Vec<EntryPlan>,
     /// Named-port problems met while planning.
     pub warnings: Vec<String>,
+    /// Ports redirected for visibility only, with their parser
+    /// (`policy.cilium.io/proxy-visibility`).
+    pub visibility: Vec<(PortKey, L7Parser)>,
 }
 
 /// A rule entry of a [`DirectionPlan`]: its identity-selecting peers
@@ -147,6 +152,12 @@ impl DirectionPlan {
             wildcard: Vec::new(),
             entries: Vec::new(),
             warnings: Vec::new(),
+            visibility: ep
+                .visibility
+                .iter()
+                .filter(|v| v.direction == dir)
+                .map(|v| (PortKey::exact(v.protocol.number(), v.port), v.parser))
+                .collect(),
         };
         if !plan.enforced() {
             let key = MapKey {
@@ -279,6 +290,13 @@ impl DirectionPlan {
             return out;
         }
         let mut keys: BTreeSet<PortKey> = contribs.iter().map(|c| c.key.port).collect();
+        // A visibility port under a key of this table gets its own key
+        // (the lookup of the port must find the redirect here).
+        for (vk, _) in &self.visibility {
+            if contribs.iter().any(|c| c.key.port.contains(vk)) {
+                keys.insert(*vk);
+            }
+        }
         if id != NumericIdentity::ANY {
             // Wildcard entries nested inside this identity's keys must be
             // copied into its table, or the identity lookup would hide them.
@@ -305,6 +323,9 @@ impl DirectionPlan {
                 port: pk,
             };
             combine(key, &covering, &mut out);
+            if let Some((_, parser)) = self.visibility.iter().find(|(vk, _)| *vk == pk) {
+                add_visibility(key, *parser, &mut out);
+            }
         }
         out
     }
@@ -391,11 +412,16 @@ impl Cluster {
     /// Resolves every endpoint. Endpoints with the same identity and the
     /// same named ports have the same policy, so each is resolved once.
     pub fn all_policies(&self) -> Vec<EndpointPolicy> {
-        let mut memo: HashMap<(NumericIdentity, &[NamedPort]), EndpointPolicy> = HashMap::new();
+        type MemoKey<'a> = (NumericIdentity, &'a [NamedPort], &'a [Visibility]);
+        let mut memo: HashMap<MemoKey<'_>, EndpointPolicy> = HashMap::new();
         self.endpoints
             .iter()
             .map(|e| {
-                let key = (e.identity, e.named_ports.as_slice());
+                let key = (
+                    e.identity,
+                    e.named_ports.as_slice(),
+                    e.visibility.as_slice(),
+                );
                 let mut pol = memo
                     .entry(key)
                     .or_insert_with(|| self.endpoint_policy(e))
@@ -404,6 +430,29 @@ impl Cluster {
                 pol
             })
             .collect()
+    }
+}
+
+/// Redirects an allowed visibility key to `parser`'s proxy, every request
+/// passing; a denied key stays denied, and a key policy already redirects
+/// keeps its rules (its requests are recorded anyway).
+fn add_visibility(key: MapKey, parser: L7Parser, out: &mut Table) {
+    let Some(value) = out.entries.get_mut(&key) else {
+        return;
+    };
+    if value.verdict != MapVerdict::Allow {
+        return;
+    }
+    match value.redirect {
+        None => {
+            value.redirect = Some(parser);
+            out.l7.insert(key, L7Policy::pass_all(parser, None, true));
+        }
+        Some(p) if p == parser => {}
+        Some(p) => out.warnings.push(format!(
+            "{} {}: proxy-visibility asks for the {parser} proxy where policy redirects to {p}; policy's redirect kept",
+            key.direction, key.port
+        )),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::identity::{
 };
 use crate::l7::dns::FqdnPattern;
 use crate::labels::LabelSet;
-use crate::rules::{Peer, PolicyRule, Protocol};
+use crate::rules::{Peer, PolicyRule, Protocol, Visibility, visibility_of};
 use crate::topology::Topology;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -32,6 +32,9 @@ pub struct Endpoint {
     pub ips: Vec<IpAddr>,
     /// Named container ports.
     pub named_ports: Vec<NamedPort>,
+    /// Ports redirected to a proxy for access records only
+    /// (`policy.cilium.io/proxy-visibility` on the pod or its namespace).
+    pub visibility: Vec<Visibility>,
 }
 
 impl Endpoint {
@@ -97,6 +100,11 @@ pub(super) fn allocate(
             ipcache.push((IpNet::from(ip), id));
         }
         let named_ports = named_ports_of(pod);
+        let namespace = topology
+            .namespaces
+            .iter()
+            .find(|n| n.name == pod.namespace)
+            .map(|n| &n.annotations);
         endpoints.push(Endpoint {
             id: endpoint_ids.id(i, &pod.full_name()),
             namespace: pod.namespace.clone(),
@@ -104,6 +112,7 @@ pub(super) fn allocate(
             identity: id,
             ips: pod.addresses(),
             named_ports,
+            visibility: visibility_of(&pod.annotations, namespace),
         });
     }
     for (spec, id) in [

@@ -14,6 +14,7 @@ mod parse;
 mod port_rule;
 mod rule;
 mod tls;
+mod visibility;
 
 pub use authentication::authentication_warnings;
 pub use cilium::from_cilium_policy;
@@ -23,6 +24,8 @@ pub use rule::{
     Direction, DirectionRules, Entity, Peer, PolicyRule, PortMatch, PortSpec, Protocol, RuleEntry,
     RuleError, Subject,
 };
+
+pub use visibility::{PROXY_VISIBILITY_ANNOTATION, Visibility, parse_visibility, visibility_of};
 
 pub use crate::l7::{L7Parser, L7Rules};
 pub use crate::origin::{PolicyKind, PolicyRef};

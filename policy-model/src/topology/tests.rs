@@ -69,3 +69,18 @@ pods: [{namespace: shop, name: web, ip: 10.200.1.1, node: somewhere}]
     assert_eq!(topo.pods_on("lab-node").count(), 0);
     assert_eq!(topo.pods_on("somewhere").count(), 1);
 }
+
+#[test]
+fn a_proxy_visibility_annotation_that_does_not_parse_is_refused_with_its_path() {
+    let yaml = CLUSTER.replace(
+        "name: db, ip: 10.200.2.1,",
+        "name: db, annotations: {policy.cilium.io/proxy-visibility: '<Ingress/80/UDP/HTTP>'}, ip: 10.200.2.1,",
+    );
+    let err = Topology::from_yaml(&yaml, "t.yaml").expect_err("UDP HTTP");
+    let text = err.to_string();
+    assert!(
+        text.contains("t.yaml: pods[1].annotations.policy.cilium.io/proxy-visibility"),
+        "{text}"
+    );
+    assert!(text.contains("runs over TCP only"), "{text}");
+}

@@ -574,7 +574,10 @@ fn an_audited_l7_policy_alone_redirects_and_passes_every_request() {
     let b = id(&c, "ns1/b");
     let (key, v) = p.map.lookup(Direction::Ingress, b, TCP, 80).unwrap();
     // Redirected so the proxy sees the requests, and not an L3/L4 audit.
-    assert_eq!((v.verdict, v.redirect, v.audit), (Allow, Some(L7Parser::Http), false));
+    assert_eq!(
+        (v.verdict, v.redirect, v.audit),
+        (Allow, Some(L7Parser::Http), false)
+    );
     let l7 = &p.l7[key];
     assert!(l7.allow_all && l7.rules.is_empty() && !l7.visibility);
     let audit = l7.audit.as_deref().expect("the audited rules");
@@ -597,7 +600,10 @@ fn audited_l7_rules_beside_an_enforced_l4_allow_are_judged_for_audit_only() {
     let p = pol(&c, "ns1/a");
     let b = id(&c, "ns1/b");
     let (key, v) = p.map.lookup(Direction::Ingress, b, TCP, 80).unwrap();
-    assert_eq!((v.verdict, v.redirect, v.audit), (Allow, Some(L7Parser::Http), false));
+    assert_eq!(
+        (v.verdict, v.redirect, v.audit),
+        (Allow, Some(L7Parser::Http), false)
+    );
     let l7 = &p.l7[key];
     assert!(l7.allow_all && l7.rules.is_empty());
     // The audit verdict: the enforced L4 allow cancels the audited rules too.
@@ -628,4 +634,132 @@ fn audited_l7_rules_beside_enforced_ones_widen_nothing() {
     assert_eq!(l7.rules[0].1.name, "l7");
     // Audit: both, OR-ed.
     assert_eq!(l7.audit.as_deref().expect("audit").rules.len(), 2);
+}
+
+/// A cluster whose pod `ns1/a` carries `visibility` as its
+/// `policy.cilium.io/proxy-visibility` annotation.
+fn visible_cluster(visibility: &str, policies: &str) -> Cluster {
+    let topo = TOPO.replace(
+        "name: a, labels: {app: a},",
+        &format!(
+            "name: a, labels: {{app: a}}, annotations: {{policy.cilium.io/proxy-visibility: '{visibility}'}},"
+        ),
+    );
+    let set = crate::load::load_str(policies, "p.yaml").expect("test policies load");
+    let topo = crate::topology::Topology::from_yaml(&topo, "t.yaml").expect("valid");
+    Cluster::new(topo, set.rules().cloned().collect(), &Default::default())
+}
+
+/// (verdict, redirect, visibility-only) of the kernel's lookup.
+fn visible(
+    p: &EndpointPolicy,
+    d: Direction,
+    remote: NumericIdentity,
+    proto: u8,
+    port: u16,
+) -> Option<(crate::mapstate::MapVerdict, Option<L7Parser>, bool)> {
+    p.map.lookup(d, remote, proto, port).map(|(k, v)| {
+        (
+            v.verdict,
+            v.redirect,
+            p.l7.get(k).is_some_and(|l| l.visibility),
+        )
+    })
+}
+
+#[test]
+fn visibility_without_policy_redirects_only_the_named_ports() {
+    let c = visible_cluster("<Ingress/80/TCP/HTTP>,<Egress/53/UDP/DNS>", "");
+    let p = pol(&c, "ns1/a");
+    let b = id(&c, "ns1/b");
+    let http = Some(L7Parser::Http);
+    assert_eq!(
+        visible(&p, Direction::Ingress, b, TCP, 80),
+        Some((Allow, http, true))
+    );
+    assert_eq!(
+        visible(&p, Direction::Ingress, b, TCP, 81),
+        Some((Allow, None, false))
+    );
+    assert_eq!(
+        visible(&p, Direction::Ingress, b, UDP, 80),
+        Some((Allow, None, false))
+    );
+    let dns = Some(L7Parser::Dns);
+    assert_eq!(
+        visible(&p, Direction::Egress, b, UDP, 53),
+        Some((Allow, dns, true))
+    );
+    assert_eq!(
+        visible(&p, Direction::Egress, b, TCP, 80),
+        Some((Allow, None, false))
+    );
+    assert!(p.l7.values().all(|l| l.allow_all && l.rules.is_empty()));
+    // Another pod of the same identity without the annotation: untouched.
+    let a2 = pol(&c, "ns1/a2");
+    assert_eq!(
+        visible(&a2, Direction::Ingress, b, TCP, 80),
+        Some((Allow, None, false))
+    );
+}
+
+#[test]
+fn visibility_never_allows_what_policy_denies_and_keeps_policy_s_l7_rules() {
+    let c = visible_cluster(
+        "<Ingress/80/TCP/HTTP>,<Ingress/8080/TCP/HTTP>",
+        &format!(
+            "{}{}",
+            cnp(
+                "b-any",
+                &format!("{ON_A}  ingress: [{{fromEndpoints: [{{matchLabels: {{app: b}}}}]}}]")
+            ),
+            cnp(
+                "c-l7",
+                &format!(
+                    "{ON_A}  ingress: [{{fromEndpoints: [{{matchLabels: {{app: c}}, matchExpressions: [{{key: io.kubernetes.pod.namespace, operator: Exists}}]}}], toPorts: [{{ports: [{{port: '8080', protocol: TCP}}], rules: {{http: [{{method: GET}}]}}}}]}}]"
+                )
+            )
+        ),
+    );
+    let p = pol(&c, "ns1/a");
+    let (b, c_id, a2) = (id(&c, "ns1/b"), id(&c, "ns2/c"), id(&c, "ns1/a2"));
+    let http = Some(L7Parser::Http);
+    // b is allowed on every port: 80 is recorded, other ports untouched.
+    assert_eq!(
+        visible(&p, Direction::Ingress, b, TCP, 80),
+        Some((Allow, http, true))
+    );
+    assert_eq!(
+        visible(&p, Direction::Ingress, b, TCP, 22),
+        Some((Allow, None, false))
+    );
+    // c is not allowed on 80: still dropped (no entry), visibility or not.
+    assert_eq!(visible(&p, Direction::Ingress, c_id, TCP, 80), None);
+    assert_eq!(visible(&p, Direction::Ingress, a2, TCP, 80), None);
+    // c's 8080 keeps the policy's GET rule (not a pass-all).
+    let (k, _) = p.map.lookup(Direction::Ingress, c_id, TCP, 8080).unwrap();
+    assert!(!p.l7[k].allow_all && !p.l7[k].visibility);
+}
+
+#[test]
+fn a_deny_under_a_visibility_port_stays_a_deny() {
+    let c = visible_cluster(
+        "<Ingress/80/TCP/HTTP>",
+        &cnp(
+            "deny-b",
+            &format!(
+                "{ON_A}  enableDefaultDeny: {{ingress: false}}\n  ingressDeny: [{{fromEndpoints: [{{matchLabels: {{app: b}}}}]}}]"
+            ),
+        ),
+    );
+    let p = pol(&c, "ns1/a");
+    let (b, c_id) = (id(&c, "ns1/b"), id(&c, "ns2/c"));
+    assert_eq!(
+        visible(&p, Direction::Ingress, b, TCP, 80),
+        Some((Deny, None, false))
+    );
+    assert_eq!(
+        visible(&p, Direction::Ingress, c_id, TCP, 80),
+        Some((Allow, Some(L7Parser::Http), true))
+    );
 }
