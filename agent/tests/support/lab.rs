@@ -151,7 +151,7 @@ impl TestLab {
         std::fs::write(
             &conf,
             format!(
-                "server:\n    rundir: \"{d}/knot\"\n    listen: [ \"0.0.0.0@53\" ]\ndatabase:\n    storage: \"{d}/knot\"\nzone:\n  - domain: \".\"\n    file: \"{z}\"\n",
+                "server:\n    rundir: \"{d}/knot\"\n    listen: [ \"0.0.0.0@53\", \"::@53\" ]\ndatabase:\n    storage: \"{d}/knot\"\nzone:\n  - domain: \".\"\n    file: \"{z}\"\n",
                 d = self.dir.display(),
                 z = zone_file.display()
             ),

@@ -44,7 +44,8 @@ pub fn topology_objects(topo: &Topology) -> Vec<Value> {
             .collect();
         out.push(json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
+            "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels,
+                "annotations": p.annotations},
             "spec": {
                 "nodeName": p.node.as_deref().unwrap_or(LAB_NODE),
                 "serviceAccountName": p.service_account.clone().unwrap_or_else(|| "default".into()),
