@@ -327,3 +327,36 @@ pub enum SideFault {
     #[error("redirected without {} rules", protocol_name(*.0))]
     MissingRules(L7Parser),
 }
+
+impl<R> SidePolicy<R> {
+    /// The access-log reason of a request that passes although these
+    /// rules would deny it: `{side}: audit: {why}`, then the policy and
+    /// rule path of each rule here (`Kind ns/name rule-path`), each once,
+    /// all `; `-separated. The agent reads the parts that start with a
+    /// policy kind as the policies that would deny.
+    pub fn audit_reason(&self, side: &SideName, why: impl fmt::Display) -> String {
+        let mut parts = vec![format!("{side}: audit: {why}")];
+        for origin in &self.origins {
+            if !parts[1..].contains(origin) {
+                parts.push(origin.clone());
+            }
+        }
+        parts.join("; ")
+    }
+}
+
+impl Refusal {
+    /// The access-log reason part of an end in audit mode whose L3/L4
+    /// entry would refuse the flow (an `audit_faults` entry of
+    /// [`FlowRules`]): `{endpoint} {direction}: audit: {fault}`.
+    pub fn audit_reason(&self) -> String {
+        match self {
+            Refusal::Side {
+                endpoint,
+                direction,
+                fault,
+            } => format!("{endpoint} {direction}: audit: {fault}"),
+            other => format!("audit: {other}"),
+        }
+    }
+}
