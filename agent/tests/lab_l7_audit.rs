@@ -137,7 +137,9 @@ fn have(tool: &str) -> bool {
 
 /// haproxy answering 200 "ok" to every request on port 80 of `pod`.
 fn serve_http(lab: &mut TestLab, pod: &str) {
-    let cfg = lab.dir.join(format!("haproxy-{}.cfg", pod.replace('/', "-")));
+    let cfg = lab
+        .dir
+        .join(format!("haproxy-{}.cfg", pod.replace('/', "-")));
     std::fs::write(
         &cfg,
         "global\n  maxconn 256\ndefaults\n  mode http\n  timeout client 5s\n  timeout server 5s\n  timeout connect 2s\nfrontend pod\n  bind :::80 v4v6\n  http-request return status 200 content-type text/plain string \"ok\"\n",
@@ -151,7 +153,9 @@ fn serve_tls(lab: &mut TestLab, pod: &str) {
     let (key, cert) = (lab.dir.join("tls.key"), lab.dir.join("tls.crt"));
     if !cert.exists() {
         let ok = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
             .args(["-subj", "/CN=lab", "-keyout"])
             .arg(&key)
             .arg("-out")
@@ -182,7 +186,14 @@ fn serve_tls(lab: &mut TestLab, pod: &str) {
 /// The HTTP status `curl` in `pod` gets for `url` ("000": no answer).
 fn curl(lab: &TestLab, pod: &str, url: &str, extra: &[&str]) -> String {
     let mut args = vec![
-        "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "3",
     ];
     args.extend_from_slice(extra);
     args.push(url);
@@ -307,7 +318,13 @@ fn audited_l7_policies_and_namespaces_pass_what_they_would_deny_and_visibility_r
     std::thread::sleep(Duration::from_millis(1500));
 
     let families = [
-        ("10.200.1.11", "10.200.1.12", "10.200.1.13", "10.200.2.11", "10.201.0.53"),
+        (
+            "10.200.1.11",
+            "10.200.1.12",
+            "10.200.1.13",
+            "10.200.2.11",
+            "10.201.0.53",
+        ),
         (
             "[fd00:200::1:11]",
             "[fd00:200::1:12]",
@@ -321,14 +338,30 @@ fn audited_l7_policies_and_namespaces_pass_what_they_would_deny_and_visibility_r
             // An audited HTTP policy: what it allows and what it would deny
             // both pass.
             let public = format!("http://{web}/public/a");
-            assert_eq!(curl(&lab, "x/client", &public, h2), "200", "{public} {h2:?}");
+            assert_eq!(
+                curl(&lab, "x/client", &public, h2),
+                "200",
+                "{public} {h2:?}"
+            );
             let private = format!("http://{web}/private");
-            assert_eq!(curl(&lab, "x/client", &private, h2), "200", "{private} {h2:?}");
+            assert_eq!(
+                curl(&lab, "x/client", &private, h2),
+                "200",
+                "{private} {h2:?}"
+            );
             // The enforced L7 policy still denies.
             let denied = format!("http://{api}/private");
-            assert_eq!(curl(&lab, "x/client", &denied, h2), "403", "{denied} {h2:?}");
+            assert_eq!(
+                curl(&lab, "x/client", &denied, h2),
+                "403",
+                "{denied} {h2:?}"
+            );
             let allowed = format!("http://{api}/public/a");
-            assert_eq!(curl(&lab, "x/client", &allowed, h2), "200", "{allowed} {h2:?}");
+            assert_eq!(
+                curl(&lab, "x/client", &allowed, h2),
+                "200",
+                "{allowed} {h2:?}"
+            );
             // The audited namespace: its enforced L7 policy only audits.
             let y = format!("http://{yweb}/private");
             assert_eq!(curl(&lab, "x/client", &y, h2), "200", "{y} {h2:?}");
@@ -374,7 +407,9 @@ fn audited_l7_policies_and_namespaces_pass_what_they_would_deny_and_visibility_r
             !flows.iter().any(|g| g["Type"] == "L7"
                 && g["IP"]["destination"] == web.as_str()
                 && g["verdict"] == "AUDIT"
-                && g["l7"]["http"]["url"].as_str().is_some_and(|u| u.ends_with("/public/a"))),
+                && g["l7"]["http"]["url"]
+                    .as_str()
+                    .is_some_and(|u| u.ends_with("/public/a"))),
             "an allowed request was reported AUDIT"
         );
         let f = l7_flow(&flows, "gRPC Watch AUDIT", |f| {
@@ -396,7 +431,11 @@ fn audited_l7_policies_and_namespaces_pass_what_they_would_deny_and_visibility_r
         // Visibility: FORWARDED L7 records, attributed to the L3 allow.
         let f = http_flow(&flows, &vis, "/seen", "FORWARDED");
         assert_eq!(f["traffic_direction"], "INGRESS", "{f}");
-        assert_eq!(deciders(f), ["CiliumNetworkPolicy x/vis-from-client"], "{f}");
+        assert_eq!(
+            deciders(f),
+            ["CiliumNetworkPolicy x/vis-from-client"],
+            "{f}"
+        );
         assert_eq!(f["source"]["pod_name"], "client", "{f}");
     }
     // DNS, per policy: the would-be denial is AUDIT, the allowed name not.
@@ -405,7 +444,11 @@ fn audited_l7_policies_and_namespaces_pass_what_they_would_deny_and_visibility_r
             && f["source"]["pod_name"] == "client"
             && f["verdict"] == "AUDIT"
     });
-    assert_eq!(deciders(f), ["CiliumNetworkPolicy x/client-dns-audit"], "{f}");
+    assert_eq!(
+        deciders(f),
+        ["CiliumNetworkPolicy x/client-dns-audit"],
+        "{f}"
+    );
     assert!(f.get("drop_reason_desc").is_none(), "{f}");
     let f = l7_flow(&flows, "DNS www.ok.test", |f| {
         f["l7"]["dns"]["query"] == "www.ok.test." && f["source"]["pod_name"] == "client"
@@ -420,7 +463,10 @@ fn audited_l7_policies_and_namespaces_pass_what_they_would_deny_and_visibility_r
     assert_eq!(f["l7"]["dns"]["ips"][0], "10.201.9.2", "{f}");
     // TLS: the audited namespace's SNI refusal is AUDIT.
     let f = l7_flow(&flows, "TLS bad.test AUDIT", |f| {
-        f["verdict"] == "AUDIT" && f["Summary"].as_str().is_some_and(|s| s.contains("bad.test"))
+        f["verdict"] == "AUDIT"
+            && f["Summary"]
+                .as_str()
+                .is_some_and(|s| s.contains("bad.test"))
     });
     assert_eq!(deciders(f), ["CiliumNetworkPolicy y/yweb-l7"], "{f}");
 
@@ -510,11 +556,23 @@ fn kafka_part(lab: &mut TestLab) {
     let produce = |topic: &str| {
         lab.sh(
             "x/client",
-            &["timeout", "40", "python3", script, "produce", "10.200.1.92:9092", topic],
+            &[
+                "timeout",
+                "40",
+                "python3",
+                script,
+                "produce",
+                "10.200.1.92:9092",
+                topic,
+            ],
         )
     };
     assert_eq!(produce("orders"), "OK");
-    assert_eq!(produce("payments"), "OK", "the audited policy let it through");
+    assert_eq!(
+        produce("payments"),
+        "OK",
+        "the audited policy let it through"
+    );
     assert!(wait_until(Duration::from_secs(5), || {
         observe(&["--verdict", "AUDIT", "--protocol", "kafka"])
             .iter()
@@ -545,7 +603,11 @@ fn a_node_in_audit_mode_passes_what_its_l7_policies_would_deny() {
         let private = format!("http://{api}/private");
         assert_eq!(curl(&lab, "x/client", &private, &[]), "200", "{private}");
         // Not even L3/L4 would allow other: passes too, at the kernel.
-        assert_eq!(curl(&lab, "x/other", &private, &[]), "200", "{private} from other");
+        assert_eq!(
+            curl(&lab, "x/other", &private, &[]),
+            "200",
+            "{private} from other"
+        );
     }
     assert!(wait_until(Duration::from_secs(5), || {
         observe(&["--verdict", "AUDIT", "--type", "l7"]).len() >= 2

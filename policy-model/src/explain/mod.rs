@@ -125,6 +125,21 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
             audit: Vec::new(),
         });
     }
+    // A side in an audited namespace passes what its policy denies.
+    let side_audited = |d: Direction| {
+        let ep = match d {
+            Direction::Egress => src.endpoint,
+            Direction::Ingress => dst.endpoint,
+        };
+        ep.is_some_and(|e| namespace_audited(cluster, &e.namespace))
+    };
+    let mut ns_audit = Vec::new();
+    for c in checks.iter_mut().filter(|c| !c.allowed) {
+        if side_audited(c.direction) {
+            c.allowed = true;
+            ns_audit.extend(c.reasons.drain(..).map(namespace_audit_reason));
+        }
+    }
     if let Some(denied) = checks.iter().find(|c| !c.allowed) {
         return Ok(Explanation {
             verdict: Verdict::Denied,
@@ -179,6 +194,10 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
                         });
                     }
                 }
+                L7Outcome::Denied(r) if side_audited(c.direction) => {
+                    layer = Layer::L7;
+                    ns_audit.push(namespace_audit_reason(r));
+                }
                 L7Outcome::Denied(r) => {
                     return Ok(Explanation {
                         verdict: Verdict::Denied,
@@ -197,6 +216,7 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
         .iter()
         .flat_map(|c| c.audit.iter().cloned())
         .chain(audit_l7)
+        .chain(ns_audit)
         .collect();
     Ok(Explanation {
         verdict: Verdict::Allowed,
@@ -207,6 +227,26 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
         redirected,
         audit,
     })
+}
+
+/// Whether `namespace` is annotated `policy.cilium.io/audit-mode: "true"`.
+fn namespace_audited(cluster: &Cluster, namespace: &str) -> bool {
+    cluster
+        .topology
+        .namespaces
+        .iter()
+        .any(|n| n.name == namespace && n.audit_mode())
+}
+
+/// A denial of a side whose namespace is in audit mode, as an audit reason.
+fn namespace_audit_reason(r: Reason) -> Reason {
+    Reason {
+        message: format!(
+            "audit mode (the namespace's policy.cilium.io/audit-mode): {}: would be denied, passes as AUDIT",
+            r.message
+        ),
+        ..r
+    }
 }
 
 /// Why an audited policy would drop what the enforced ones allow.

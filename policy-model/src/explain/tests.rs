@@ -512,3 +512,64 @@ spec:
     assert_eq!(e.verdict, Verdict::Allowed);
     assert!(e.audit.is_empty(), "{e}");
 }
+
+#[test]
+fn audited_l7_rules_and_an_audited_namespace_show_both_verdicts() {
+    let c = cluster(
+        "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: a-http
+  namespace: ns1
+  annotations: {policy.cilium.io/audit-mode: 'true'}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET, path: /public}]}}]
+",
+    );
+    let mut query = q(pod("ns1/b"), pod("ns1/a"), Protocol::Tcp, 80);
+    query.l7 = get("GET", "/private");
+    let e = explain(&c, &query).expect("explains");
+    assert_eq!(e.verdict, Verdict::Allowed, "{e}");
+    assert!(e.redirected, "{e}");
+    assert_eq!(e.audit.len(), 1, "{e}");
+    assert!(e.audit[0].message.contains("no http rule allows"), "{e}");
+    query.l7 = get("GET", "/public");
+    assert!(explain(&c, &query).expect("explains").audit.is_empty());
+
+    // The same policy enforced, in a namespace annotated for audit.
+    let set = load_str(
+        "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a-http, namespace: ns1}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET, path: /public}]}}]
+",
+        "p.yaml",
+    )
+    .expect("loads");
+    let topo = TOPO.replace(
+        "{name: ns1, labels: {team: blue}}",
+        "{name: ns1, labels: {team: blue}, annotations: {policy.cilium.io/audit-mode: 'true'}}",
+    );
+    let topo = Topology::from_yaml(&topo, "t.yaml").expect("valid");
+    let c = Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default());
+    query.l7 = get("GET", "/private");
+    let e = explain(&c, &query).expect("explains");
+    assert_eq!(e.verdict, Verdict::Allowed, "{e}");
+    assert!(
+        e.audit[0]
+            .message
+            .contains("namespace's policy.cilium.io/audit-mode"),
+        "{e}"
+    );
+    // At L3/L4 too: c may not reach a at all.
+    let e = explain(&c, &q(pod("ns2/c"), pod("ns1/a"), Protocol::Tcp, 80)).expect("explains");
+    assert_eq!(e.verdict, Verdict::Allowed, "{e}");
+    assert!(!e.audit.is_empty(), "{e}");
+}
