@@ -41,10 +41,22 @@ spec:
 ";
 
 fn policy() -> PolicyHandle {
+    PolicyHandle::new(proxy_policy())
+}
+
+fn proxy_policy() -> ProxyPolicy {
     let set = load_str(POLICY, "p.yaml").expect("test policy loads");
     let topo = Topology::from_yaml(TOPO, "t.yaml").expect("test topology is valid");
     let cluster = Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default());
-    PolicyHandle::new(ProxyPolicy::new(&cluster))
+    ProxyPolicy::new(&cluster)
+}
+
+/// The same policy with the client in audit mode (its namespace's
+/// `policy.cilium.io/audit-mode`, or the node's `--policy-audit-mode`).
+fn audited_client_policy() -> PolicyHandle {
+    let mut p = proxy_policy();
+    p.set_audited(|name| name == "ns1/client");
+    PolicyHandle::new(p)
 }
 
 fn name(s: &str) -> Name {
@@ -244,6 +256,29 @@ async fn harness_to(
     upstream: SocketAddr,
     seen: Seen,
 ) -> Harness {
+    harness_under(policy(), config, learner, upstream, seen).await
+}
+
+/// The harness with the client in audit mode.
+async fn audited_harness(learner: Arc<RecordingLearner>) -> Harness {
+    let (server, seen) = spawn_server().await;
+    harness_under(
+        audited_client_policy(),
+        test_config(),
+        learner,
+        server,
+        seen,
+    )
+    .await
+}
+
+async fn harness_under(
+    policy: PolicyHandle,
+    config: DnsConfig,
+    learner: Arc<RecordingLearner>,
+    upstream: SocketAddr,
+    seen: Seen,
+) -> Harness {
     let udp = UdpSocket::bind("127.0.0.1:0")
         .await
         .expect("bind proxy udp");
@@ -256,7 +291,7 @@ async fn harness_to(
         upstream,
     };
     let proxy =
-        DnsProxy::serve_with_fixed_destination(udp, tcp, policy(), config, learner.clone(), dest)
+        DnsProxy::serve_with_fixed_destination(udp, tcp, policy, config, learner.clone(), dest)
             .expect("proxy starts");
     Harness {
         udp: proxy.udp_addrs()[0],
@@ -517,6 +552,42 @@ async fn nothing_is_learned_from_nxdomain() {
 }
 
 #[tokio::test]
+async fn an_audited_clients_denied_name_is_forwarded_and_learned_as_audit() {
+    let learner = RecordingLearner::acking_after(Duration::from_millis(20));
+    let h = audited_harness(learner.clone()).await;
+    let (bytes, elapsed) = udp_ask(h.udp, &query(12, &["evil.test."])).await;
+    let m = parse(&bytes);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(h.seen.names(), vec!["evil.test."]);
+    // Learned as an allowed answer is, and held until the learner acks.
+    assert!(elapsed >= Duration::from_millis(20), "{elapsed:?}");
+    let updates = learner.updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].source, ip("10.0.1.2"));
+    assert_eq!(updates[0].name, "evil.test.");
+    assert_eq!(
+        updates[0].ips,
+        vec![(ip("10.201.9.9"), Duration::from_secs(60))]
+    );
+    assert_eq!(udp_count(&h, DnsVerdict::Audit), 1);
+    assert_eq!(udp_count(&h, DnsVerdict::Denied), 0);
+    // What the rules allow is still plainly allowed; TCP alike.
+    let (bytes, _) = udp_ask(h.udp, &query(13, &["a.example.com."])).await;
+    assert_eq!(parse(&bytes).metadata.response_code, ResponseCode::NoError);
+    assert_eq!(udp_count(&h, DnsVerdict::Allowed), 1);
+    let mut tcp = TcpStream::connect(h.tcp).await.expect("connect");
+    tcp.write_all(&frame(&query(14, &["other.test."])))
+        .await
+        .expect("write");
+    let answer = parse(&read_frame(&mut tcp).await.expect("framed answer"));
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(h.metrics.queries(TransportLabel::Tcp, DnsVerdict::Audit), 1);
+    assert_eq!(learner.updates().len(), 3);
+    h.proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn tcp_framing_pipelined_and_split() {
     let h = harness().await;
     let mut tcp = TcpStream::connect(h.tcp).await.expect("connect");
@@ -666,6 +737,9 @@ async fn every_query_is_logged_as_a_flow() {
     udp_ask(h.udp, &query(60, &["WWW.example.com."])).await;
     udp_ask(h.udp, &query(61, &["logged-and-denied.test."])).await;
     h.proxy.shutdown().await;
+    let audited = audited_harness(RecordingLearner::acking_after(Duration::from_millis(20))).await;
+    udp_ask(audited.udp, &query(62, &["logged-as-audit.test."])).await;
+    audited.proxy.shutdown().await;
 
     let text = String::from_utf8(buf.0.lock().expect("log buffer").clone()).expect("utf-8 log");
     let lines: Vec<serde_json::Value> = text
@@ -674,10 +748,12 @@ async fn every_query_is_logged_as_a_flow() {
         .filter(|v: &serde_json::Value| v["target"] == "portcullis::proxy::access")
         .filter(|v| {
             let q = &v["fields"]["query"];
-            q == "WWW.example.com." || q == "logged-and-denied.test."
+            q == "WWW.example.com."
+                || q == "logged-and-denied.test."
+                || q == "logged-as-audit.test."
         })
         .collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     let allowed = &lines[0]["fields"];
     assert_eq!(allowed["protocol"], "dns");
     assert_eq!(allowed["transport"], "udp");
@@ -706,6 +782,19 @@ async fn every_query_is_logged_as_a_flow() {
             .as_str()
             .is_some_and(|r| r.contains("no DNS rule matches logged-and-denied.test.")),
         "{denied}"
+    );
+    // Forwarded, answered and held for the learner as an allowed query
+    // is; the reason names the side and the policy that would deny it.
+    let audit = &lines[2]["fields"];
+    assert_eq!(audit["verdict"], "Audit");
+    assert_eq!(audit["rcode"], "NOERROR");
+    assert_eq!(audit["answers"], "10.201.9.9");
+    assert!(audit["hold_us"].as_u64().is_some_and(|h| h >= 20_000));
+    assert_eq!(
+        audit["reason"],
+        "ns1/client egress: audit: no DNS rule matches logged-as-audit.test.; \
+         CiliumNetworkPolicy ns1/client-dns spec.egress[0].rules.dns[0]; \
+         CiliumNetworkPolicy ns1/client-dns spec.egress[0].rules.dns[1]"
     );
 }
 

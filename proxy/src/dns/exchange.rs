@@ -1,10 +1,10 @@
 //! One query, whatever the transport, in steps the transports drive:
-//! [`judge`] (parse, judge, deny), then for an allowed query the server's
-//! answer goes to [`Forwarding::answered`] (learn) and, if the learner has
-//! not acknowledged yet, [`Held::release`] waits (bounded). Each step that
-//! ends the query writes its access-log line. UDP runs the steps inline
-//! (no task per query, see `udp.rs`); TCP awaits them one query at a time
-//! (`tcp.rs`).
+//! [`judge`] (parse, judge, deny), then for a forwarded query (allowed, or
+//! passing as AUDIT) the server's answer goes to [`Forwarding::answered`]
+//! (learn) and, if the learner has not acknowledged yet, [`Held::release`]
+//! waits (bounded). Each step that ends the query writes its access-log
+//! line. UDP runs the steps inline (no task per query, see `udp.rs`); TCP
+//! awaits them one query at a time (`tcp.rs`).
 
 use std::borrow::Cow;
 use std::io;
@@ -69,14 +69,16 @@ pub(crate) enum Judged {
     Nothing,
     /// The proxy's own answer (denied, malformed); already logged.
     Answer(Vec<u8>),
-    /// Allowed: send the query to the server.
+    /// Allowed, or passing as AUDIT: send the query to the server.
     Forward(Forwarding),
 }
 
-/// An allowed query on its way to the server.
+/// A forwarded query on its way to the server.
 pub(crate) struct Forwarding {
     asker: Asker,
     query: DnsQuery,
+    /// `Allowed` or `Audit`: the verdict logged once the server answers.
+    verdict: DnsVerdict,
     reason: String,
 }
 
@@ -88,7 +90,7 @@ pub(crate) enum Answered {
     Held(Box<Held>),
 }
 
-/// An allowed answer held until the learner acknowledges (bounded).
+/// A forwarded answer held until the learner acknowledges (bounded).
 pub(crate) struct Held {
     fwd: Forwarding,
     answer: Vec<u8>,
@@ -143,7 +145,7 @@ pub(crate) fn judge(
                 None => Judged::Nothing,
             }
         }
-        Ok(query) if !decision.judgement.is_allowed() => {
+        Ok(query) if !decision.judgement.forwards() => {
             let rcode = ProxyRcode::from(shared.config.deny_response);
             let (verdict, reason) = decision.judgement.logged();
             let outcome = Outcome {
@@ -156,11 +158,16 @@ pub(crate) fn judge(
             finish(shared, &asker, Some(&query), &outcome);
             Judged::Answer(deny::respond(&query, rcode))
         }
-        Ok(query) => Judged::Forward(Forwarding {
-            asker,
-            query,
-            reason: decision.judgement.reason(),
-        }),
+        Ok(query) => {
+            // Allowed or AUDIT: forwarded, and its answer learned, alike.
+            let (verdict, reason) = decision.judgement.logged();
+            Judged::Forward(Forwarding {
+                asker,
+                query,
+                verdict,
+                reason,
+            })
+        }
     }
 }
 
@@ -189,7 +196,7 @@ impl Forwarding {
         let Some(parsed) = DnsAnswer::parse(&answer) else {
             // Relayed as is: nothing is learned from it, so it opens nothing.
             let outcome = Outcome {
-                verdict: DnsVerdict::Allowed,
+                verdict: self.verdict,
                 rcode: "unparsed".into(),
                 answers: String::new(),
                 reason: self.reason,
@@ -259,7 +266,7 @@ impl Held {
             shared.metrics.hold(held.as_secs_f64());
         }
         let outcome = Outcome {
-            verdict: DnsVerdict::Allowed,
+            verdict: self.fwd.verdict,
             rcode: self.rcode,
             answers: self.answers,
             reason: self.fwd.reason,
@@ -272,6 +279,15 @@ impl Held {
 
 /// Hands what a NOERROR answer teaches to the learner; its
 /// acknowledgements (none when there is nothing to learn).
+///
+/// The answer to a query that passed as AUDIT teaches what it would have
+/// taught allowed, held the same way: learning records a name's
+/// addresses, not a verdict. A learned address is allowed only where an
+/// enforced `toFQDNs` selector matches the name, exactly as when a client
+/// whose rules allow the name asks it; the agent's learn guard charges
+/// and bounds it the same way. So audit mode lets an audited client see
+/// what its policy would deny, and never makes a `toFQDNs` rule select a
+/// name it does not name.
 fn learn(
     shared: &DnsShared,
     addrs: ConnAddrs,

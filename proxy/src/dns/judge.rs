@@ -1,7 +1,8 @@
 //! The verdict on a DNS query (pure): the source endpoint's egress DNS
 //! rules for (DNS server identity, port, protocol), found with the
 //! kernel's own lookup by [`ProxyPolicy::dns_rules`]. Every question name
-//! must be allowed. Anything the proxy cannot account for denies.
+//! must be allowed, or the query passes as AUDIT (audit mode). Anything
+//! the proxy cannot account for denies.
 
 use std::net::SocketAddr;
 
@@ -10,7 +11,7 @@ use policy_model::l7::DnsRuleSet;
 
 use super::metrics::DnsVerdict;
 use super::parse::{DnsQuery, ParseError, parse_query};
-use crate::policy::{ProxyPolicy, Refusal, Side, SideName};
+use crate::policy::{ProxyPolicy, Refusal, Side, SideName, SidePolicy};
 
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,10 @@ impl ProxyPolicy {
 pub enum DnsJudgement {
     /// Forward; `rules` says which selector allowed each name.
     Allowed { rules: Vec<String> },
+    /// Forward, although a policy would deny a name: the client is in
+    /// audit mode, or an audited policy's rules would deny it. `reason`
+    /// names the side and the policies that would deny.
+    Audit { reason: String },
     /// Answer with the configured denial (FORMERR when malformed).
     Denied(DnsDenial),
 }
@@ -75,17 +80,27 @@ pub enum DnsDenial {
 }
 
 impl DnsJudgement {
-    /// Whether the query may be forwarded.
+    /// Whether the query is allowed (and not only passing as AUDIT).
     pub fn is_allowed(&self) -> bool {
         matches!(self, DnsJudgement::Allowed { .. })
     }
 
+    /// Whether the query is forwarded: allowed, or passing as AUDIT.
+    pub fn forwards(&self) -> bool {
+        matches!(
+            self,
+            DnsJudgement::Allowed { .. } | DnsJudgement::Audit { .. }
+        )
+    }
+
     /// The metrics verdict and the access-log reason (which rules allowed
-    /// the query, or why it was denied): the one place both are derived.
-    /// An allowed query's verdict holds until the server fails to answer.
+    /// the query, which policies would deny it, or why it was denied): the
+    /// one place both are derived. A forwarded query's verdict holds until
+    /// the server fails to answer.
     pub fn logged(&self) -> (DnsVerdict, String) {
         match self {
             DnsJudgement::Allowed { rules } => (DnsVerdict::Allowed, rules.join("; ")),
+            DnsJudgement::Audit { reason } => (DnsVerdict::Audit, reason.clone()),
             DnsJudgement::Denied(denial @ DnsDenial::Malformed(_)) => {
                 (DnsVerdict::Invalid, denial.to_string())
             }
@@ -93,50 +108,88 @@ impl DnsJudgement {
         }
     }
 
-    /// Which rules allowed it, or why it was denied (for the log).
+    /// Which rules allowed it, which policies would deny it, or why it was
+    /// denied (for the log).
     pub fn reason(&self) -> String {
         self.logged().1
     }
 }
 
+/// Why one rule set denies a query's names.
+enum NameFault {
+    /// The rules did not compile: they allow nothing.
+    Uncompiled(String),
+    /// No rule matches this name.
+    NoRuleMatched(String),
+}
+
+/// Matches every name against `policy`: the origin of the rule that
+/// allowed each (none under `allow_all`), or the first fault.
+fn match_names(policy: &SidePolicy<DnsRuleSet>, names: &[&str]) -> Result<Vec<String>, NameFault> {
+    if policy.allow_all {
+        return Ok(Vec::new());
+    }
+    let set = policy
+        .set
+        .as_ref()
+        .map_err(|why| NameFault::Uncompiled(why.clone()))?;
+    names
+        .iter()
+        .map(|name| match set.matching_rule(name) {
+            Some(i) => Ok(policy.origins[i].clone()),
+            None => Err(NameFault::NoRuleMatched(name.to_string())),
+        })
+        .collect()
+}
+
 impl DnsRules {
-    /// Judges the question names of a query: every one must be allowed.
+    /// Judges the question names of a query: every one must be allowed by
+    /// the source's rules, or the source be in audit mode (AUDIT); a query
+    /// they allow and the audit verdict's rules (audited policies' too)
+    /// deny passes as AUDIT. A refusal is a denial, audit mode or not.
     pub fn judge<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> DnsJudgement {
-        let (source, side) = match &self.side {
-            Ok(source) => (source, &source.policy),
+        let source = match &self.side {
+            Ok(source) => source,
             Err(refusal) => return DnsJudgement::Denied(refusal.clone().into()),
         };
-        let mut rules = Vec::new();
-        let mut any = false;
-        for name in names {
-            any = true;
-            if side.allow_all {
-                continue;
-            }
-            let set = match &side.set {
-                Ok(set) => set,
-                Err(why) => {
-                    return DnsJudgement::Denied(DnsDenial::Uncompiled {
-                        side: source.name(),
-                        why: why.clone(),
-                    });
-                }
-            };
-            match set.matching_rule(name) {
-                Some(i) => rules.push(side.origins[i].clone()),
-                None => {
-                    return DnsJudgement::Denied(DnsDenial::NoRuleMatched {
-                        side: source.name(),
-                        name: name.to_string(),
-                    });
-                }
-            }
-        }
-        if !any {
+        let names: Vec<&str> = names.into_iter().collect();
+        if names.is_empty() {
             return DnsJudgement::Denied(DnsDenial::NoQuestion);
         }
-        if side.allow_all {
-            rules.push(format!("{}: allow-all", source.name()));
+        let side = source.name();
+        let mut rules = match match_names(&source.policy, &names) {
+            Ok(rules) => rules,
+            Err(fault) if source.audited => {
+                let why = match fault {
+                    NameFault::Uncompiled(why) => format!("DNS rules do not compile: {why}"),
+                    NameFault::NoRuleMatched(name) => format!("no DNS rule matches {name}"),
+                };
+                let reason = source.policy.audit_reason(&side, why);
+                return DnsJudgement::Audit { reason };
+            }
+            Err(NameFault::Uncompiled(why)) => {
+                return DnsJudgement::Denied(DnsDenial::Uncompiled { side, why });
+            }
+            Err(NameFault::NoRuleMatched(name)) => {
+                return DnsJudgement::Denied(DnsDenial::NoRuleMatched { side, name });
+            }
+        };
+        if let Some(audited) = source.policy.audited_rules()
+            && let Err(fault) = match_names(audited, &names)
+        {
+            let why = match fault {
+                NameFault::Uncompiled(why) => {
+                    format!("DNS rules of the audited policies do not compile: {why}")
+                }
+                NameFault::NoRuleMatched(name) => {
+                    format!("no DNS rule of the audited policies matches {name}")
+                }
+            };
+            let reason = audited.audit_reason(&side, why);
+            return DnsJudgement::Audit { reason };
+        }
+        if source.policy.allow_all {
+            rules.push(format!("{side}: allow-all"));
         }
         DnsJudgement::Allowed { rules }
     }

@@ -16,6 +16,10 @@ use crate::metrics;
 pub enum DnsVerdict {
     /// Allowed and forwarded; the upstream answered.
     Allowed,
+    /// Forwarded although a policy would deny it (audit mode: the client
+    /// is in audit mode, or an audited policy's rules would deny a name);
+    /// the upstream answered.
+    Audit,
     /// Denied by policy: answered REFUSED (or NXDOMAIN).
     Denied,
     /// Not a query the proxy can judge: answered FORMERR, or dropped.

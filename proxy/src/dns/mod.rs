@@ -3,7 +3,9 @@
 //! or NXDOMAIN), forwards an allowed query unchanged to the server it was
 //! sent to, and learns name -> addresses from the answer before the client
 //! gets it, so `toFQDNs` rules allow an address before the client can use
-//! it.
+//! it. In audit mode (the client's, or an audited policy's rules) a query
+//! its policy would deny is forwarded and learned from as an allowed one,
+//! and logged with verdict `Audit`.
 //!
 //! - [`parse`]: queries and answers (pure, fuzzed);
 //! - [`judge`]: the rules of a query's flow and the verdict (pure);

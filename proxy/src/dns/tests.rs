@@ -10,6 +10,7 @@ use policy_model::{Cluster, FqdnCache, Topology};
 use super::deny::{self, ProxyRcode};
 use super::judge::{Transport, decide};
 use super::learn::{LearnLimits, addresses};
+use super::metrics::DnsVerdict;
 use super::parse::{DnsAnswer, ParseError, parse_query};
 use crate::policy::ProxyPolicy;
 use crate::policy::{Refusal, SideFault};
@@ -417,4 +418,125 @@ fn unparseable_queries_are_denied() {
     );
     assert!(!d.judgement.is_allowed());
     assert!(d.query.is_err());
+}
+
+// ---- audit mode ----
+
+/// An audited policy: its DNS rules are judged for the audit verdict only.
+const DNS_AUDIT: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: dns-audit
+  namespace: ns1
+  annotations: {policy.cilium.io/audit-mode: 'true'}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  egress:
+  - toCIDR: [10.201.0.0/16]
+    toPorts:
+    - ports: [{port: '53', protocol: ANY}]
+      rules: {dns: [{matchPattern: '*.example.com'}, {matchName: evil.test}]}
+";
+
+/// The verdict and reason of a one-name query from `ns1/a` to the server.
+fn logged(p: &ProxyPolicy, t: Transport, name: &str) -> (DnsVerdict, String) {
+    decide(
+        p,
+        addr(CLIENT_A),
+        addr(SERVER),
+        t,
+        &query_bytes(1, &[(name, RecordType::A)]),
+    )
+    .judgement
+    .logged()
+}
+
+#[test]
+fn a_name_only_an_audited_policy_denies_passes_as_audit() {
+    let p = policy(&DNS_AUDIT.replace(", {matchName: evil.test}", ""));
+    for t in [Transport::Udp, Transport::Tcp] {
+        assert_eq!(
+            logged(&p, t, "www.example.com."),
+            (DnsVerdict::Allowed, "ns1/a egress: allow-all".to_string())
+        );
+        assert_eq!(
+            logged(&p, t, "evil.test."),
+            (
+                DnsVerdict::Audit,
+                "ns1/a egress: audit: no DNS rule of the audited policies matches evil.test.; \
+                 CiliumNetworkPolicy ns1/dns-audit spec.egress[0].rules.dns[0]"
+                    .to_string()
+            )
+        );
+    }
+}
+
+#[test]
+fn an_audited_client_passes_what_its_enforced_rules_deny() {
+    let mut p = policy(DNS_POLICY);
+    p.set_audited(|name| name == "ns1/a");
+    assert!(judge(
+        &p,
+        CLIENT_A,
+        SERVER,
+        Transport::Udp,
+        &["www.example.com."]
+    ));
+    assert_eq!(
+        logged(&p, Transport::Udp, "evil.test."),
+        (
+            DnsVerdict::Audit,
+            "ns1/a egress: audit: no DNS rule matches evil.test.; \
+             CiliumNetworkPolicy ns1/dns spec.egress[0].rules.dns[0]; \
+             CiliumNetworkPolicy ns1/dns spec.egress[0].rules.dns[1]"
+                .to_string()
+        )
+    );
+    // Refusals stay denials: a port without a DNS redirect, a client that
+    // is not in audit mode.
+    let (verdict, _) = decide(
+        &p,
+        addr(CLIENT_A),
+        addr("10.201.0.53:5353"),
+        Transport::Udp,
+        &query_bytes(1, &[("evil.test.", RecordType::A)]),
+    )
+    .judgement
+    .logged();
+    assert_eq!(verdict, DnsVerdict::Denied);
+    assert!(!judge(
+        &p,
+        "10.0.1.2:1000",
+        SERVER,
+        Transport::Udp,
+        &["evil.test."]
+    ));
+    p.set_audited(|_| false);
+    assert_eq!(
+        logged(&p, Transport::Udp, "evil.test.").0,
+        DnsVerdict::Denied
+    );
+}
+
+#[test]
+fn an_audited_policy_beside_an_enforced_one_changes_no_verdict() {
+    // The audit verdict ORs the audited rules with the enforced ones: a
+    // name the enforced rules allow passes, one they deny is denied, even
+    // where the audited policy names it.
+    let p = policy(&format!("{DNS_POLICY}---\n{DNS_AUDIT}"));
+    assert_eq!(
+        logged(&p, Transport::Udp, "www.example.com.").0,
+        DnsVerdict::Allowed
+    );
+    assert_eq!(
+        logged(&p, Transport::Udp, "exact.test.").0,
+        DnsVerdict::Allowed
+    );
+    assert_eq!(
+        logged(&p, Transport::Udp, "evil.test."),
+        (
+            DnsVerdict::Denied,
+            "ns1/a egress: no DNS rule matches evil.test.".to_string()
+        )
+    );
 }
