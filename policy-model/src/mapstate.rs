@@ -12,7 +12,7 @@
 
 use crate::identity::NumericIdentity;
 use crate::l7::L7Parser;
-use crate::rules::Direction;
+use crate::rules::{Direction, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,14 +127,12 @@ impl PortKey {
 
 impl fmt::Display for PortKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.protocol {
-            0 => return f.write_str("any protocol"),
-            6 => "TCP".to_string(),
-            17 => "UDP".to_string(),
-            132 => "SCTP".to_string(),
-            1 => "ICMP".to_string(),
-            58 => "ICMPv6".to_string(),
-            n => format!("proto {n}"),
+        let proto = match Protocol::from_number(self.protocol) {
+            Some(Protocol::Any) => return f.write_str("any protocol"),
+            // No ports: the datapath looks them up with port 0.
+            Some(p) if p.is_extended() => return write!(f, "{p}"),
+            Some(p) => p.to_string(),
+            None => format!("proto {}", self.protocol),
         };
         let (lo, hi) = self.port_bounds();
         if self.prefix_len == 0 {

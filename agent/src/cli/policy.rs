@@ -59,10 +59,12 @@ pub struct ExplainArgs {
     /// The destination address was learned from a DNS answer for NAME.
     #[arg(long, requires = "to_ip")]
     to_fqdn: Option<String>,
-    /// Destination port (ICMP type for ICMP).
+    /// Destination port (ICMP type for ICMP); none for the extended
+    /// protocols, which have no ports.
     #[arg(long)]
-    port: u16,
-    /// TCP, UDP, SCTP, ICMP or ICMPv6.
+    port: Option<u16>,
+    /// TCP, UDP, SCTP, ICMP, ICMPv6, or an extended protocol: VRRP, IGMP,
+    /// GRE, IPIP, IPV6, ESP, AH.
     #[arg(long, default_value = "TCP")]
     protocol: String,
     #[arg(long)]
@@ -163,7 +165,7 @@ fn load(policies: &[PathBuf], topology: &Path) -> Result<(PolicySet, Topology), 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
     match Protocol::parse(s) {
         Some(Protocol::Any) | None => Err(format!(
-            "--protocol {s:?}: expected TCP, UDP, SCTP, ICMP or ICMPv6"
+            "--protocol {s:?}: expected TCP, UDP, SCTP, ICMP, ICMPv6, VRRP, IGMP, GRE, IPIP, IPV6, ESP or AH"
         )),
         Some(p) => Ok(p),
     }
@@ -172,6 +174,11 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 fn explain(a: &ExplainArgs) -> Result<(), String> {
     let (set, topo) = load(&a.policies, &a.topology)?;
     let protocol = parse_protocol(&a.protocol)?;
+    let port = match (a.port, protocol.is_extended()) {
+        (Some(p), _) => p,
+        (None, true) => 0,
+        (None, false) => return Err(format!("--port is needed for {protocol}")),
+    };
     let l7 = l7_request(a)?;
     let mut fqdn = FqdnCache::default();
     if let (Some(name), Some(ip)) = (&a.to_fqdn, a.to_ip) {
@@ -203,7 +210,7 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
         to,
         to_fqdn: a.to_fqdn.clone(),
         protocol,
-        port: a.port,
+        port,
         l7,
     };
     let e = policy_model::explain(&cluster, &q).map_err(|e| e.to_string())?;
@@ -274,7 +281,9 @@ fn matrix(a: &MatrixArgs) -> Result<(), String> {
     let (set, topo) = load(&a.policies, &a.topology)?;
     let protocol = parse_protocol(&a.protocol)?;
     let cluster = Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default());
-    let m = policy_model::matrix::reachability(&cluster, protocol, a.port);
+    // The extended protocols have no ports: the datapath looks them up with 0.
+    let port = if protocol.is_extended() { 0 } else { a.port };
+    let m = policy_model::matrix::reachability(&cluster, protocol, port);
     let text = match a.format {
         MatrixFormat::Text => m.to_table(),
         MatrixFormat::Html => crate::service_map::render(&m, &cluster),

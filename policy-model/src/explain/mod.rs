@@ -77,8 +77,13 @@ pub fn explain(cluster: &Cluster, q: &FlowQuery) -> Result<Explanation, ExplainE
     let proto = match q.protocol {
         Protocol::Any => {
             return Err(ExplainError::Invalid(
-                "a flow has one protocol: TCP, UDP, SCTP, ICMP or ICMPv6".into(),
+                "a flow has one protocol: TCP, UDP, SCTP, ICMP, ICMPv6 or one of VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH".into(),
             ));
+        }
+        p if p.is_extended() && q.port != 0 => {
+            return Err(ExplainError::Invalid(format!(
+                "{p} has no ports: the port must be 0 (the datapath looks it up with port 0)"
+            )));
         }
         p => p.number(),
     };

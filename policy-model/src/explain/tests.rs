@@ -573,3 +573,72 @@ spec:
     assert_eq!(e.verdict, Verdict::Allowed, "{e}");
     assert!(!e.audit.is_empty(), "{e}");
 }
+
+#[test]
+fn extended_protocols_are_judged_as_whole_protocols_and_any_does_not_include_them() {
+    let c = cluster(&cnp(
+        "gre-from-b",
+        &format!(
+            "{ON_A}  ingress:\n  - fromEndpoints: [{{matchLabels: {{app: b}}}}]\n    toPorts: [{{ports: [{{protocol: GRE}}, {{protocol: TCP, port: '80'}}]}}]\n  - fromEndpoints: [{{matchLabels: {{app: c, k8s:io.kubernetes.pod.namespace: ns2}}}}]\n    toPorts: [{{ports: [{{protocol: ANY}}]}}]\n  egress:\n  - toPorts: [{{ports: [{{protocol: ESP}}, {{protocol: AH}}]}}]\n  egressDeny:\n  - toPorts: [{{ports: [{{protocol: AH}}]}}]"
+        ),
+    ));
+    let verdict = |from: &str, to: &str, p: Protocol, port: u16| {
+        run(&c, &q(pod(from), pod(to), p, port)).verdict
+    };
+    assert_eq!(
+        verdict("ns1/b", "ns1/a", Protocol::Gre, 0),
+        Verdict::Allowed
+    );
+    let e = run(&c, &q(pod("ns1/b"), pod("ns1/a"), Protocol::Gre, 0));
+    assert!(
+        e.reasons.iter().any(|r| r.message.contains("on GRE")),
+        "{:?}",
+        e.reasons
+    );
+    // Only GRE: not another extended protocol, and ANY stands for TCP,
+    // UDP and SCTP, never for GRE.
+    assert_eq!(
+        verdict("ns1/b", "ns1/a", Protocol::Ipip, 0),
+        Verdict::Denied
+    );
+    assert_eq!(verdict("ns2/c", "ns1/a", Protocol::Gre, 0), Verdict::Denied);
+    assert_eq!(
+        verdict("ns2/c", "ns1/a", Protocol::Sctp, 9),
+        Verdict::Allowed
+    );
+    // Egress: ESP allowed, AH denied over its allow.
+    assert_eq!(
+        verdict("ns1/a", "ns2/c", Protocol::Esp, 0),
+        Verdict::Allowed
+    );
+    assert_eq!(verdict("ns1/a", "ns2/c", Protocol::Ah, 0), Verdict::Denied);
+    assert_eq!(
+        verdict("ns1/a", "ns2/c", Protocol::Tcp, 80),
+        Verdict::Denied
+    );
+    // A port on a protocol without ports is a question with no answer.
+    assert!(matches!(
+        explain(&c, &q(pod("ns1/b"), pod("ns1/a"), Protocol::Gre, 80)),
+        Err(ExplainError::Invalid(m)) if m.contains("GRE has no ports")
+    ));
+}
+
+#[test]
+fn an_l3_allow_admits_the_extended_protocols_and_a_port_allow_does_not() {
+    let c = cluster(&cnp(
+        "l3-from-b",
+        &format!(
+            "{ON_A}  ingress:\n  - fromEndpoints: [{{matchLabels: {{app: b}}}}]\n  - fromEndpoints: [{{matchLabels: {{app: c, k8s:io.kubernetes.pod.namespace: ns2}}}}]\n    toPorts: [{{ports: [{{port: '0'}}]}}]"
+        ),
+    ));
+    for p in Protocol::EXTENDED {
+        let from_b = run(&c, &q(pod("ns1/b"), pod("ns1/a"), p, 0));
+        assert_eq!(from_b.verdict, Verdict::Allowed, "{p} from b (L3 allow)");
+        let from_c = run(&c, &q(pod("ns2/c"), pod("ns1/a"), p, 0));
+        assert_eq!(
+            from_c.verdict,
+            Verdict::Denied,
+            "{p} from c (TCP/UDP/SCTP only)"
+        );
+    }
+}

@@ -311,6 +311,37 @@ spec:
 }
 
 #[test]
+fn extended_protocol_errors_name_file_document_path_and_reason() {
+    let doc = |ports: &str| {
+        format!(
+            "{NP}---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: tunnels, namespace: ns1}}
+spec:
+  endpointSelector: {{}}
+  ingress: [{{toPorts: [{{ports: [{ports}]}}]}}]
+"
+        )
+    };
+    let e = errs(&doc("{protocol: GRE, port: 80}"));
+    assert_eq!(
+        e.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        [
+            "f.yaml: document 1 (CiliumNetworkPolicy/ns1/tunnels): spec.ingress[0].toPorts[0].ports[0].port: GRE has no ports: the port must be 0 or absent, not 80"
+        ]
+    );
+    let e = errs(&doc("{protocol: OSPF}"));
+    assert_eq!(
+        e.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        [
+            "f.yaml: document 1 (CiliumNetworkPolicy/ns1/tunnels): spec.ingress[0].toPorts[0].ports[0].protocol: \"OSPF\" is not TCP, UDP, SCTP, ANY or an extended protocol (VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH); use `icmps` for ICMP"
+        ]
+    );
+    assert!(load_str(&doc("{protocol: gre}"), "f.yaml").is_ok());
+}
+
+#[test]
 fn every_invalid_document_is_reported() {
     let bad = |name: &str| {
         format!(

@@ -149,7 +149,10 @@ fn port_bounds_and_display() {
     assert_eq!(PortKey::exact(132, 9).to_string(), "SCTP/9");
     assert_eq!(PortKey::exact(1, 8).to_string(), "ICMP/8");
     assert_eq!(PortKey::exact(58, 128).to_string(), "ICMPv6/128");
-    assert_eq!(PortKey::protocol(47).to_string(), "proto 47/any");
+    // The extended protocols have no ports: their name alone.
+    assert_eq!(PortKey::protocol(47).to_string(), "GRE");
+    assert_eq!(PortKey::exact(51, 0).to_string(), "AH");
+    assert_eq!(PortKey::protocol(99).to_string(), "proto 99/any");
 }
 
 #[test]

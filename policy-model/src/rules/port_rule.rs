@@ -101,15 +101,28 @@ pub(super) fn cilium_port_rule(
         let protocol = match pp.protocol.as_deref() {
             None | Some("") => Protocol::Any,
             Some(s) => match Protocol::parse(s) {
-                Some(pr @ (Protocol::Tcp | Protocol::Udp | Protocol::Sctp | Protocol::Any)) => pr,
-                _ => {
+                Some(Protocol::Icmp | Protocol::Icmpv6) | None => {
                     return Err(rerr(
                         format!("{ppath}.protocol"),
-                        format!("{s:?} is not TCP, UDP, SCTP or ANY (use `icmps` for ICMP)"),
+                        format!(
+                            "{s:?} is not TCP, UDP, SCTP, ANY or an extended protocol \
+                             (VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH); use `icmps` for ICMP"
+                        ),
                     ));
                 }
+                Some(pr) => pr,
             },
         };
+        if protocol.is_extended() {
+            out.push(extended_port(
+                pp,
+                protocol,
+                l7.is_some(),
+                tls.is_some(),
+                &ppath,
+            )?);
+            continue;
+        }
         let port = parse_port(pp.port.as_ref(), pp.end_port, &ppath)?;
         if l7.is_some() || tls.is_some() {
             let what = if l7.is_some() {
@@ -156,6 +169,58 @@ pub(super) fn cilium_port_rule(
         });
     }
     Ok(out)
+}
+
+/// A port entry of an extended protocol (VRRP, IGMP, GRE, IPIP, IPV6, ESP,
+/// AH): these carry no ports, so, as in Cilium, the port must be absent or
+/// 0 (`"0"`, or `""`), with no `endPort`; the entry matches the whole
+/// protocol. Nothing can be redirected to a proxy over them.
+fn extended_port(
+    pp: &api::PortProtocol,
+    protocol: Protocol,
+    l7: bool,
+    tls: bool,
+    ppath: &str,
+) -> Result<PortMatch, RuleError> {
+    let no_port = match &pp.port {
+        None => true,
+        Some(IntOrString::Int(i)) => *i == 0,
+        Some(IntOrString::String(s)) => s.is_empty() || s == "0",
+    };
+    if !no_port {
+        let given = match &pp.port {
+            Some(IntOrString::Int(i)) => i.to_string(),
+            Some(IntOrString::String(s)) => format!("{s:?}"),
+            None => String::new(),
+        };
+        return Err(rerr(
+            format!("{ppath}.port"),
+            format!("{protocol} has no ports: the port must be 0 or absent, not {given}"),
+        ));
+    }
+    if pp.end_port.is_some_and(|e| e != 0) {
+        return Err(rerr(
+            format!("{ppath}.endPort"),
+            format!("{protocol} has no ports: endPort must be absent"),
+        ));
+    }
+    if l7 || tls {
+        let what = if l7 {
+            "L7 rules"
+        } else {
+            "serverNames / TLS settings"
+        };
+        return Err(rerr(
+            format!("{ppath}.protocol"),
+            format!("{what} need TCP (or UDP for DNS), not {protocol}"),
+        ));
+    }
+    Ok(PortMatch {
+        protocol,
+        port: PortSpec::Any,
+        l7: None,
+        tls: None,
+    })
 }
 
 pub(super) fn icmp_field(f: &api::IcmpField, path: &str) -> Result<PortMatch, RuleError> {

@@ -128,7 +128,11 @@ impl fmt::Display for Peer {
     }
 }
 
-/// IP protocols a port rule can name. `Any` = TCP, UDP and SCTP.
+/// IP protocols a port rule can name. `Any` = TCP, UDP and SCTP: it never
+/// stands for ICMP or for the extended protocols, which a rule names one by
+/// one. The extended protocols (Cilium's `VRRP`, `IGMP`, `GRE`, `IPIP`,
+/// `IPV6`, `ESP`, `AH`) carry no ports: a rule on one of them matches the
+/// whole protocol, and the datapath looks them up with port 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Protocol {
     Tcp,
@@ -137,9 +141,36 @@ pub enum Protocol {
     Icmp,
     Icmpv6,
     Any,
+    /// Virtual Router Redundancy Protocol (112).
+    Vrrp,
+    /// Internet Group Management Protocol (2), IPv4's multicast membership.
+    Igmp,
+    /// Generic Routing Encapsulation (47).
+    Gre,
+    /// IPv4 encapsulated in IP (4): `IPIP`.
+    Ipip,
+    /// IPv6 encapsulated in IP (41): Cilium's `IPV6` (6in4, and IPv6 in IPv6).
+    Ipv6Encap,
+    /// IPsec Encapsulating Security Payload (50).
+    Esp,
+    /// IPsec Authentication Header (51). In IPv6 too it is the protocol a
+    /// packet is judged by, not an extension header skipped to reach what it
+    /// protects (see redirect-ebpf's README).
+    Ah,
 }
 
 impl Protocol {
+    /// The extended protocols, in Cilium's order.
+    pub const EXTENDED: [Protocol; 7] = [
+        Protocol::Vrrp,
+        Protocol::Igmp,
+        Protocol::Gre,
+        Protocol::Ipip,
+        Protocol::Ipv6Encap,
+        Protocol::Esp,
+        Protocol::Ah,
+    ];
+
     /// IANA protocol number (0 for `Any`).
     pub fn number(self) -> u8 {
         match self {
@@ -149,6 +180,13 @@ impl Protocol {
             Protocol::Icmp => 1,
             Protocol::Icmpv6 => 58,
             Protocol::Any => 0,
+            Protocol::Vrrp => 112,
+            Protocol::Igmp => 2,
+            Protocol::Gre => 47,
+            Protocol::Ipip => 4,
+            Protocol::Ipv6Encap => 41,
+            Protocol::Esp => 50,
+            Protocol::Ah => 51,
         }
     }
 
@@ -161,11 +199,13 @@ impl Protocol {
             1 => Protocol::Icmp,
             58 => Protocol::Icmpv6,
             0 => Protocol::Any,
-            _ => return None,
+            _ => return Protocol::EXTENDED.into_iter().find(|p| p.number() == n),
         })
     }
 
-    /// Parses `TCP`, `UDP`, `SCTP`, `ICMP`, `ICMPv6`/`ICMPV6`, `ANY`.
+    /// Parses a protocol name as Cilium does, in any letter case: `TCP`,
+    /// `UDP`, `SCTP`, `ICMP`, `ICMPv6`, `ANY`, and the extended protocols
+    /// `VRRP`, `IGMP`, `GRE`, `IPIP`, `IPV6`, `ESP`, `AH`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s.to_ascii_uppercase().as_str() {
             "TCP" => Protocol::Tcp,
@@ -174,8 +214,20 @@ impl Protocol {
             "ICMP" => Protocol::Icmp,
             "ICMPV6" => Protocol::Icmpv6,
             "ANY" => Protocol::Any,
+            "VRRP" => Protocol::Vrrp,
+            "IGMP" => Protocol::Igmp,
+            "GRE" => Protocol::Gre,
+            "IPIP" => Protocol::Ipip,
+            "IPV6" => Protocol::Ipv6Encap,
+            "ESP" => Protocol::Esp,
+            "AH" => Protocol::Ah,
             _ => return None,
         })
+    }
+
+    /// Whether this is one of the extended protocols, which have no ports.
+    pub fn is_extended(self) -> bool {
+        Protocol::EXTENDED.contains(&self)
     }
 
     /// The concrete protocols this stands for.
@@ -187,6 +239,13 @@ impl Protocol {
             Protocol::Sctp => &[Protocol::Sctp],
             Protocol::Icmp => &[Protocol::Icmp],
             Protocol::Icmpv6 => &[Protocol::Icmpv6],
+            Protocol::Vrrp => &[Protocol::Vrrp],
+            Protocol::Igmp => &[Protocol::Igmp],
+            Protocol::Gre => &[Protocol::Gre],
+            Protocol::Ipip => &[Protocol::Ipip],
+            Protocol::Ipv6Encap => &[Protocol::Ipv6Encap],
+            Protocol::Esp => &[Protocol::Esp],
+            Protocol::Ah => &[Protocol::Ah],
         }
     }
 }
@@ -200,6 +259,13 @@ impl fmt::Display for Protocol {
             Protocol::Icmp => "ICMP",
             Protocol::Icmpv6 => "ICMPv6",
             Protocol::Any => "ANY",
+            Protocol::Vrrp => "VRRP",
+            Protocol::Igmp => "IGMP",
+            Protocol::Gre => "GRE",
+            Protocol::Ipip => "IPIP",
+            Protocol::Ipv6Encap => "IPV6",
+            Protocol::Esp => "ESP",
+            Protocol::Ah => "AH",
         })
     }
 }

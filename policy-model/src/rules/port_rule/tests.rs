@@ -224,3 +224,85 @@ fn l7_rules_need_one_specific_tcp_port() {
     let pm = &ok.ingress.entries[0].ports.as_ref().expect("ports")[0];
     assert_eq!(pm.l7.as_deref().map(L7Rules::parser), Some(L7Parser::Http));
 }
+
+#[test]
+fn extended_protocols_match_the_whole_protocol_with_no_port() {
+    let r = cnp_ok(&format!(
+        "{CNP_HEAD}spec:
+  endpointSelector: {{}}
+  ingress:
+  - toPorts: [{{ports: [{{protocol: GRE}}, {{protocol: vrrp, port: '0'}}, {{protocol: Esp, port: 0}}, {{protocol: AH, port: ''}}, {{protocol: IPIP}}, {{protocol: IPv6}}, {{protocol: IGMP}}]}}]
+  egressDeny:
+  - toPorts: [{{ports: [{{protocol: ESP}}]}}]"
+    ));
+    let got: Vec<(Protocol, PortSpec)> = r.ingress.entries[0]
+        .ports
+        .clone()
+        .expect("ports")
+        .into_iter()
+        .map(|p| (p.protocol, p.port))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Protocol::Gre,
+            Protocol::Vrrp,
+            Protocol::Esp,
+            Protocol::Ah,
+            Protocol::Ipip,
+            Protocol::Ipv6Encap,
+            Protocol::Igmp
+        ]
+        .map(|p| (p, PortSpec::Any))
+    );
+    let deny = &r.egress.entries[0];
+    assert!(deny.deny);
+    assert_eq!(
+        deny.ports.as_ref().expect("ports")[0].protocol,
+        Protocol::Esp
+    );
+}
+
+#[test]
+fn extended_protocol_errors_name_the_field_and_why() {
+    let at = "spec.ingress[0].toPorts[0].ports[0]";
+    for (ports, field, reason) in [
+        (
+            "{protocol: GRE, port: 80}",
+            "port",
+            "GRE has no ports: the port must be 0 or absent, not 80",
+        ),
+        (
+            "{protocol: esp, port: '500'}",
+            "port",
+            "ESP has no ports: the port must be 0 or absent, not \"500\"",
+        ),
+        (
+            "{protocol: AH, port: https}",
+            "port",
+            "AH has no ports: the port must be 0 or absent, not \"https\"",
+        ),
+        (
+            "{protocol: VRRP, endPort: 90}",
+            "endPort",
+            "VRRP has no ports: endPort must be absent",
+        ),
+        (
+            "{protocol: OSPF}",
+            "protocol",
+            "\"OSPF\" is not TCP, UDP, SCTP, ANY or an extended protocol (VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH); use `icmps` for ICMP",
+        ),
+    ] {
+        let e = cnp_err(&format!(
+            "{CNP_HEAD}spec: {{endpointSelector: {{}}, ingress: [{{toPorts: [{{ports: [{ports}]}}]}}]}}"
+        ));
+        assert_eq!(e.path, format!("{at}.{field}"), "{ports}");
+        assert_eq!(e.reason, reason, "{ports}");
+    }
+    // Nothing is redirected over a protocol without ports.
+    let e = cnp_err(&format!(
+        "{CNP_HEAD}spec: {{endpointSelector: {{}}, egress: [{{toPorts: [{{ports: [{{protocol: GRE}}], rules: {{dns: [{{matchName: a.b}}]}}}}]}}]}}"
+    ));
+    assert_eq!(e.path, "spec.egress[0].toPorts[0].ports[0].protocol");
+    assert_eq!(e.reason, "L7 rules need TCP (or UDP for DNS), not GRE");
+}
