@@ -173,8 +173,13 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 famil
 			*dport = icmp.id;
 		return PARSE_OK;
 	}
-	/* Other protocols carry no ports: policy sees port 0, which only an
-	 * L3 (prefixlen 56) entry or a protocol-wide entry can match. */
+	/* Other protocols carry no ports (the extended protocols of a
+	 * policy: VRRP, IGMP, GRE, IPIP, IPv6-in-IP, ESP, AH, and any
+	 * other): policy sees port 0, which only an L3 (prefixlen 56) entry
+	 * or a protocol-wide entry (prefixlen 64) can match. Conntrack keys
+	 * them by addresses and protocol (ports 0), so the peer's packets of
+	 * the same protocol pass as replies. Nothing is read from their
+	 * headers, so a truncated one cannot be misread. */
 	return PARSE_OK;
 }
 
@@ -281,13 +286,24 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		off += sizeof(ip6);
 		ip_end = off + bpf_ntohs(ip6.payload_len);
 
+		/*
+		 * The upper-layer protocol is the first header that is not
+		 * hop-by-hop options, routing, fragment or destination
+		 * options. AH is that protocol, not a header walked past
+		 * (Cilium walks past it in IPv6): a packet is judged by the
+		 * same protocol number in IPv4 and IPv6, so `protocol: AH`
+		 * admits the same traffic in both families, an AH deny cannot
+		 * be stepped around by what AH carries, and AH-wrapped TCP is
+		 * not admitted by a TCP port rule (what AH carries is opaque
+		 * to policy, like ESP's payload). A bounded walk (unrolled):
+		 * a longer chain is malformed below (fail closed).
+		 */
 #pragma unroll
 		for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
 			__u8 ext[8];
 
 			if (proto != IPPROTO_HOPOPTS && proto != IPPROTO_ROUTING &&
-			    proto != IPPROTO_DSTOPTS && proto != IPPROTO_FRAGMENT &&
-			    proto != IPPROTO_AH)
+			    proto != IPPROTO_DSTOPTS && proto != IPPROTO_FRAGMENT)
 				break;
 			if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
 				return PARSE_MALFORMED;
@@ -311,17 +327,16 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 					f->frag_id = id;
 				}
 				off += 8;
-			} else if (proto == IPPROTO_AH) {
-				off += (ext[1] + 2) * 4;
 			} else {
 				off += (ext[1] + 1) * 8;
 			}
 			proto = ext[0];
 		}
 		/* More extension headers than we walk: we cannot find the
-		 * ports, so the packet is malformed to us (fail closed). */
+		 * upper-layer protocol, so the packet is malformed to us
+		 * (fail closed). */
 		if (proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING ||
-		    proto == IPPROTO_DSTOPTS || proto == IPPROTO_FRAGMENT || proto == IPPROTO_AH)
+		    proto == IPPROTO_DSTOPTS || proto == IPPROTO_FRAGMENT)
 			return PARSE_MALFORMED;
 		f->protocol = proto;
 	} else {

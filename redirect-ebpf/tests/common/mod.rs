@@ -122,6 +122,12 @@ pub enum L4 {
         ty: u8,
         inner: Vec<u8>,
     },
+    /// Any other IP protocol (GRE, ESP, AH, ...) with these bytes after
+    /// the IP header (and its extension headers).
+    Raw {
+        proto: u8,
+        payload: Vec<u8>,
+    },
 }
 
 /// A synthetic packet.
@@ -204,6 +210,7 @@ impl Packet {
                 h.extend_from_slice(inner);
                 (if v4 { 1u8 } else { 58u8 }, h)
             }
+            L4::Raw { proto, payload } => (*proto, payload.clone()),
         };
         let mut l4 = l4;
         if let Some(n) = self.l4_len {
