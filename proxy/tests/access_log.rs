@@ -75,3 +75,38 @@ async fn every_request_is_logged_with_its_verdict_addresses_and_identities() {
         "{denied}"
     );
 }
+
+#[tokio::test]
+async fn a_request_passed_in_audit_mode_is_logged_as_audit_with_the_policies_that_would_deny() {
+    let buf = Buffer::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut p = policy(&server_policy(RULES));
+    p.set_audited(|name| name == "ns1/server");
+    let h = harness_with(proxy::PolicyHandle::new(p), false).await;
+    let (mut c, _t) = h1_client(h.addr).await;
+    h1_send(&mut c, get("/admin")).await;
+
+    let text = String::from_utf8(buf.0.lock().expect("log buffer").clone()).expect("utf-8 log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "portcullis::proxy::access")
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let audit = &lines[0]["fields"];
+    assert_eq!(audit["status"], 200);
+    assert_eq!(audit["verdict"], "Audit");
+    let reason = audit["reason"].as_str().expect("a reason");
+    assert!(
+        reason.starts_with("ns1/server ingress: audit: no HTTP rule matches; ")
+            && reason.contains("; CiliumNetworkPolicy ns1/server-in spec.ingress[0].rules.http[0]"),
+        "{reason}"
+    );
+}

@@ -485,3 +485,62 @@ async fn h2_authority_confusion_is_a_400_for_that_stream_only() {
     assert_eq!(h2_send(&c, ok).await.status, StatusCode::OK);
     assert_eq!(h.upstream.paths(), vec!["http://good.example/host-only"]);
 }
+
+/// The server in audit mode, under the usual rules.
+fn audited_server() -> PolicyHandle {
+    let mut p = policy(&server_policy(RULES));
+    p.set_audited(|name| name == "ns1/server");
+    PolicyHandle::new(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_in_audit_mode_forwards_what_its_rules_deny() {
+    let h = harness_with(audited_server(), false).await;
+    let (mut c, _t) = h1_client(h.addr).await;
+    let passed = h1_send(&mut c, get("/admin")).await;
+    assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
+    let ok = h1_send(&mut c, get("/public/x")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    // The proxy's own checks are no policy: still refused.
+    let connect = raw(
+        h.addr,
+        b"CONNECT svc:443 HTTP/1.1\r\nHost: svc:443\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        matches!(&connect, RawOutcome::Status(403, _)),
+        "{connect:?}"
+    );
+    assert_eq!(h.upstream.paths(), vec!["/admin", "/public/x"]);
+    let m = h.proxy.metrics();
+    assert_eq!(m.requests(ProtocolLabel::Http1, VerdictLabel::Audit), 1);
+    assert_eq!(m.requests(ProtocolLabel::Http1, VerdictLabel::Allowed), 1);
+    assert_eq!(m.requests(ProtocolLabel::Http1, VerdictLabel::Denied), 1);
+    assert!(
+        h.proxy.render_metrics().contains(
+            "portcullis_proxy_http_requests_total{protocol=\"Http1\",verdict=\"Audit\"} 1"
+        ),
+        "{}",
+        h.proxy.render_metrics()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_in_audit_mode_forwards_a_grpc_call_its_rules_deny() {
+    let h = harness_with(audited_server(), true).await;
+    let c = h2_client(h.addr).await;
+    let passed = h2_send(&c, grpc("/pkg.Svc/Forbidden")).await;
+    assert_eq!(
+        passed.headers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..]),
+        "{passed:?}"
+    );
+    assert_eq!(h.upstream.all().len(), 1);
+    assert_eq!(
+        h.proxy
+            .metrics()
+            .requests(ProtocolLabel::Grpc, VerdictLabel::Audit),
+        1
+    );
+}

@@ -16,6 +16,10 @@ use crate::metrics::{self, Connections, RequestMetrics};
 pub enum VerdictLabel {
     /// Allowed and forwarded (whatever the upstream answered).
     Allowed,
+    /// Forwarded although a policy would deny it (audit mode: an end in
+    /// audit mode, or an audited policy's rules would deny it), whatever
+    /// the upstream answered.
+    Audit,
     /// Denied by policy or by the proxy's path rules.
     Denied,
     /// Malformed or ambiguous: answered 400.

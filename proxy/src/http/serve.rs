@@ -20,7 +20,7 @@ use super::conn::{Conn, HttpSettings, TlsSession};
 use super::deny::{self, Denial, ProxyBody};
 use super::detect::{self, Detected};
 use super::forward::{apply_edits, forward};
-use super::judge::{Decision, Judgement, decide};
+use super::judge::{Decision, Forwarding, decide};
 use super::metrics::{ClosedConnection, ProtocolLabel, RefusedRequest, VerdictLabel};
 use super::request;
 use crate::access_log::AccessRecord;
@@ -225,7 +225,11 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
             src_identity,
             dst_identity,
             authority,
-        } => (Ok(judgement), authority, Some((src_identity, dst_identity))),
+        } => (
+            Ok(judgement.into_forwarding()),
+            authority,
+            Some((src_identity, dst_identity)),
+        ),
     };
 
     let (response, outcome) = match checked {
@@ -262,7 +266,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
             };
             (resp, outcome)
         }
-        Ok(Judgement::Denied(denial)) => {
+        Ok(Err(denial)) => {
             let mut resp = deny::response(Denial::Forbidden, grpc);
             if conn.protocol == Detected::Http1 && !drain_denied_body(&parts, body).await {
                 resp.headers_mut()
@@ -276,7 +280,11 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
             };
             (resp, outcome)
         }
-        Ok(Judgement::Allowed { edits, rules }) => {
+        Ok(Ok(Forwarding {
+            edits,
+            verdict,
+            reason,
+        })) => {
             apply_edits(&mut parts.headers, &edits, &conn.addrs);
             let upgrade = client_upgrade.is_some();
             request::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -316,9 +324,9 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
                     (
                         resp.map(|b| b.boxed()),
                         Outcome {
-                            verdict: VerdictLabel::Allowed,
+                            verdict,
                             status,
-                            reason: rules.join("; "),
+                            reason,
                         },
                     )
                 }
@@ -358,9 +366,9 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBo
     }
     .emit();
     let mut response = response;
-    if method == "HEAD" && outcome.verdict != VerdictLabel::Allowed {
+    if method == "HEAD" && !matches!(outcome.verdict, VerdictLabel::Allowed | VerdictLabel::Audit) {
         // A response to HEAD carries no body (RFC 9110 §9.3.2); HTTP/2
-        // clients reject one.
+        // clients reject one (the proxy's own responses have one).
         *response.body_mut() = http_body_util::Empty::new()
             .map_err(|never| match never {})
             .boxed();

@@ -363,3 +363,196 @@ fn denial_reasons_keep_their_texts() {
         "ns1/a ingress: the port is redirected to the kafka proxy, not HTTP"
     );
 }
+
+/// Ingress of a on 80 from b: GET /public only, in an audited policy.
+const AUDITED_A: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: a-audit
+  namespace: ns1
+  annotations: {policy.cilium.io/audit-mode: 'true'}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET, path: /public}]}}]
+";
+
+/// The reason an AUDIT carries, and its edits.
+fn audit_reason(judgement: Judgement) -> (String, Vec<HeaderEdit>) {
+    assert!(judgement.forwards() && !judgement.is_allowed());
+    let forwarding = judgement.clone().into_forwarding().expect("forwarded");
+    assert_eq!(forwarding.verdict, VerdictLabel::Audit);
+    match judgement {
+        Judgement::Audit { reason, edits } => {
+            assert_eq!(forwarding.reason, reason);
+            (reason, edits)
+        }
+        other => panic!("expected an audit, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_request_only_an_audited_policy_denies_passes_as_audit() {
+    let p = policy(AUDITED_A);
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    assert_eq!(rules.refusal, None);
+    assert!(rules.sides[0].policy.audited_rules().is_some());
+    let (reason, edits) = audit_reason(rules.judge(&get("/admin")));
+    assert_eq!(
+        reason,
+        "ns1/a ingress: audit: no HTTP rule of the audited policies matches; \
+         CiliumNetworkPolicy ns1/a-audit spec.ingress[0].rules.http[0]"
+    );
+    assert!(edits.is_empty());
+    // What the audited policy allows is plainly allowed.
+    let allowed = rules.judge(&get("/public"));
+    assert!(allowed.is_allowed(), "{allowed:?}");
+    let forwarding = allowed.into_forwarding().expect("forwarded");
+    assert_eq!(forwarding.verdict, VerdictLabel::Allowed);
+    assert_eq!(forwarding.reason, "ns1/a ingress: allow-all");
+}
+
+#[test]
+fn an_audited_policy_beside_an_enforcing_one_denies_nothing_more_and_widens_nothing() {
+    let p = policy(&format!("{INGRESS_A}---\n{AUDITED_A}"));
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    // The audit verdict ORs both policies' rules: what the enforced rules
+    // allow, it allows too.
+    assert!(rules.judge(&get("/public/x")).is_allowed());
+    // What only the audited policy allows is still denied.
+    assert_eq!(
+        denial_reason(&rules.judge(&get("/public"))),
+        "ns1/a ingress: no HTTP rule matches"
+    );
+}
+
+#[test]
+fn an_endpoint_in_audit_mode_passes_what_its_rules_deny() {
+    let mut p = policy(INGRESS_A);
+    p.set_audited(|name| name == "ns1/a");
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    assert!(rules.sides[0].audited);
+    assert!(rules.judge(&get("/public/x")).is_allowed());
+    let (reason, _) = audit_reason(rules.judge(&get("/admin")));
+    assert_eq!(
+        reason,
+        "ns1/a ingress: audit: no HTTP rule matches; \
+         CiliumNetworkPolicy ns1/a-in spec.ingress[0].rules.http[0]"
+    );
+    let mut uncompiled = rules.clone();
+    uncompiled.sides[0].policy = std::sync::Arc::new(crate::policy::SidePolicy {
+        allow_all: false,
+        set: Err("a bad regex".to_string()),
+        origins: Vec::new(),
+        audit: None,
+    });
+    let (reason, _) = audit_reason(uncompiled.judge(&get("/public/x")));
+    assert_eq!(
+        reason,
+        "ns1/a ingress: audit: rules do not compile: a bad regex"
+    );
+    // Another endpoint in audit mode changes nothing for a.
+    p.set_audited(|name| name == "ns1/b");
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    assert_eq!(
+        denial_reason(&rules.judge(&get("/admin"))),
+        "ns1/a ingress: no HTTP rule matches"
+    );
+}
+
+#[test]
+fn the_side_in_audit_mode_adds_no_edits_and_the_other_side_still_decides() {
+    let edits_a = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a-in, namespace: ns1}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts:
+    - ports: [{port: '80', protocol: TCP}]
+      rules:
+        http:
+        - path: /public/.*
+          headerMatches: [{name: x-extra, value: one, mismatch: ADD}]
+";
+    let mut p = policy(&format!("{edits_a}---\n{EGRESS_B}"));
+    p.set_audited(|name| name == "ns1/b");
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    assert_eq!(rules.sides.len(), 2);
+    // b's egress (audited) denies /public/y, a's ingress allows it with
+    // its edit.
+    let (reason, edits) = audit_reason(rules.judge(&get("/public/y")));
+    assert!(
+        reason.starts_with("ns1/b egress: audit: no HTTP rule matches; "),
+        "{reason}"
+    );
+    assert_eq!(edits.len(), 1);
+    assert_eq!(edits[0].name, "x-extra");
+    // a (not audited) denying is a denial.
+    assert_eq!(
+        denial_reason(&rules.judge(&get("/admin"))),
+        "ns1/a ingress: no HTTP rule matches"
+    );
+}
+
+#[test]
+fn an_audited_ends_l3_l4_refusal_passes_as_audit() {
+    // a's ingress allows c only: b -> a:80 has no entry there; b's egress
+    // redirects it.
+    let only_c = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a-from-c, namespace: ns1}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: c}}]
+";
+    let mut p = policy(&format!("{only_c}---\n{EGRESS_B}"));
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    assert!(
+        matches!(
+            rules.refusal,
+            Some(Refusal::Side {
+                fault: SideFault::NoEntry,
+                ..
+            })
+        ),
+        "{:?}",
+        rules.refusal
+    );
+    p.set_audited(|name| name == "ns1/a");
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    assert_eq!(rules.refusal, None);
+    assert_eq!(rules.audit_faults.len(), 1);
+    let (reason, _) = audit_reason(rules.judge(&get("/public/x")));
+    assert_eq!(
+        reason,
+        "ns1/a ingress: audit: no policy entry allows the flow"
+    );
+    // b's egress rules still decide.
+    assert_eq!(
+        denial_reason(&rules.judge(&get("/admin"))),
+        "ns1/b egress: no HTTP rule matches"
+    );
+}
+
+#[test]
+fn a_refusal_is_a_denial_even_in_audit_mode() {
+    let mut p = policy(INGRESS_A);
+    p.set_audited(|_| true);
+    // c -> b: nobody redirects it to the HTTP proxy.
+    let rules = p.http_rules(addr("10.0.1.3:40000"), addr("10.0.1.2:80"));
+    assert_eq!(rules.refusal, Some(Refusal::NotRedirected(L7Parser::Http)));
+    assert!(!rules.judge(&get("/public/x")).forwards());
+    let rules = p.http_rules(addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    let refused = FlowRules {
+        refusal: Some(Refusal::NotLocal),
+        ..rules
+    };
+    assert_eq!(
+        denial_reason(&refused.judge(&get("/public/x"))),
+        "the client is not a local endpoint"
+    );
+}
