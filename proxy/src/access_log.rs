@@ -118,6 +118,9 @@ pub enum TlsOutcome<'a> {
     UpstreamUnreachable(&'a str),
     /// Passed through without termination (`serverNames` allowed it).
     PassedThrough,
+    /// Passed through without termination although a policy would close
+    /// it (audit mode); why it would.
+    PassedThroughAudit(&'a str),
 }
 
 fn micros(d: Duration) -> u64 {
@@ -290,6 +293,16 @@ fn emit_tls(sni: &str, addrs: ConnAddrs, outcome: TlsOutcome<'_>) {
             src = %addrs.client,
             dst = %addrs.original_dst,
             reason = "serverNames: passed through without termination",
+            "tls connection"
+        ),
+        TlsOutcome::PassedThroughAudit(reason) => tracing::info!(
+            target: TARGET,
+            protocol = "tls",
+            sni = sni,
+            verdict = "Audit",
+            src = %addrs.client,
+            dst = %addrs.original_dst,
+            reason = %reason,
             "tls connection"
         ),
     }

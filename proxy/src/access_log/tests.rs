@@ -184,7 +184,45 @@ fn tls_records_are_todays_events() {
                 "tls connection"
             );
         });
+        let why = "audit: ns1/a ingress: SNI b.test is not in serverNames [a.test]";
+        assert_same(record(TlsOutcome::PassedThroughAudit(why)), || {
+            tracing::info!(
+                target: "portcullis::proxy::access",
+                protocol = "tls",
+                sni = sni.unwrap_or(""),
+                verdict = "Audit",
+                src = %src,
+                dst = %dst,
+                reason = %why,
+                "tls connection"
+            );
+        });
     }
+}
+
+#[test]
+fn an_audited_http_request_is_logged_with_verdict_audit() {
+    let (src, dst) = (addr("10.0.1.2:40000"), addr("10.0.1.1:80"));
+    let reason = "ns1/a ingress: audit: no HTTP rule matches; \
+                  CiliumNetworkPolicy ns1/a-in spec.ingress[0].rules.http[0]";
+    let record = AccessRecord::Http {
+        method: "GET",
+        path: "/admin",
+        authority: "svc",
+        status: 200,
+        verdict: VerdictLabel::Audit,
+        protocol: ProtocolLabel::Http1,
+        addrs: addrs(src, dst),
+        src_identity: "1000",
+        dst_identity: "1001",
+        latency: Duration::from_micros(7),
+        reason,
+    };
+    let (_, json) = written(|| record.emit());
+    let line: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON line");
+    assert_eq!(line["fields"]["verdict"], "Audit");
+    assert_eq!(line["fields"]["reason"], reason);
+    assert_eq!(line["fields"]["status"], 200);
 }
 
 #[test]

@@ -13,6 +13,8 @@
 pub mod hello;
 mod plan;
 
+pub use plan::ConnDecision;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use crate::http::detect::Rewind;
 use crate::http::metrics::ClosedConnection;
 use crate::http::{HttpSettings, TlsSession, serve_connection, serve_io};
 use crate::limits::{ConnectionPermit, IdleTimeout};
+use crate::policy::Refusal;
 pub use crate::secrets::{SecretError, SecretItems, TlsSecrets};
 
 /// Serves one connection accepted on the HTTP proxy port: TLS by its
@@ -59,7 +62,9 @@ pub async fn serve(
         addrs.original_dst,
         ClientStart::Plaintext,
     );
-    match plan {
+    // What only audit mode passes is reported by each request (see
+    // `http_rules_in`).
+    match plan.map(|d| d.plan) {
         Ok(ConnPlan::Inspect {
             originate: Some(ctx),
             ..
@@ -161,21 +166,31 @@ async fn serve_tls(
         .policy
         .snapshot()
         .connection_plan(addrs.client, addrs.original_dst, start);
+    let (plan, audit_faults) = match plan {
+        Ok(d) => (d.plan, d.audit_faults),
+        Err(why) => {
+            closed(&addrs, sni.as_deref(), &why);
+            return;
+        }
+    };
     match plan {
-        Err(why) => closed(&addrs, sni.as_deref(), &why),
-        Ok(ConnPlan::Splice) => splice(stream, buf, addrs, &settings, sni.as_deref()).await,
-        Ok(ConnPlan::Inspect {
+        ConnPlan::Splice => {
+            let audit: Vec<String> = audit_faults.iter().map(Refusal::audit_reason).collect();
+            let audit = (!audit.is_empty()).then(|| audit.join("; "));
+            splice(stream, buf, addrs, &settings, sni.as_deref(), audit).await
+        }
+        ConnPlan::Inspect {
             terminate: Some(term),
             originate,
-        }) => {
+        } => {
             terminate(
                 stream, buf, addrs, settings, shutdown, sni, term, originate, permit,
             )
             .await
         }
-        Ok(ConnPlan::Inspect {
+        ConnPlan::Inspect {
             terminate: None, ..
-        }) => closed(
+        } => closed(
             &addrs,
             sni.as_deref(),
             "TLS connection without a terminating context",
@@ -183,13 +198,16 @@ async fn serve_tls(
     }
 }
 
-/// Passes the connection through untouched (the ClientHello first).
+/// Passes the connection through untouched (the ClientHello first);
+/// `audit` says why a policy would close it when only audit mode passes
+/// it.
 async fn splice(
     client: TcpStream,
     hello: BytesMut,
     addrs: ConnAddrs,
     settings: &HttpSettings,
     sni: Option<&str>,
+    audit: Option<String>,
 ) {
     let _guard = settings.metrics.connection();
     let mut upstream = match crate::upstream::connect(
@@ -214,7 +232,10 @@ async fn splice(
     AccessRecord::Tls {
         sni: sni.unwrap_or(""),
         addrs,
-        outcome: TlsOutcome::PassedThrough,
+        outcome: match &audit {
+            None => TlsOutcome::PassedThrough,
+            Some(reason) => TlsOutcome::PassedThroughAudit(reason),
+        },
     }
     .emit();
     if upstream.write_all(&hello).await.is_err() {
@@ -236,7 +257,10 @@ async fn splice(
                 sni: sni_owned.as_deref(),
             },
         ) {
-            Ok(ConnPlan::Splice) => None,
+            Ok(ConnDecision {
+                plan: ConnPlan::Splice,
+                ..
+            }) => None,
             Ok(_) => Some("the server name is no longer passed through".to_string()),
             Err(why) => Some(why),
         }
