@@ -404,7 +404,13 @@ fn policies_in(reason: &str) -> Vec<flow::Policy> {
 }
 
 /// An access record of a proxy as a Hubble L7 flow; `None` for a line
-/// that is no request (a header edit, a connection closed).
+/// that is no request (a header edit, a connection a policy change
+/// closed, a TLS connection passed through).
+///
+/// Verdicts, whatever the protocol: `Allowed` forwarded (the policies
+/// named allowed it), `UpstreamError` an error, `Audit` forwarded although
+/// a policy would deny it (the policies named would: `*_denied_by`, as
+/// the kernel's AUDIT flows), anything else dropped.
 pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
     let v: Value = serde_json::from_str(line).ok()?;
     let src: SocketAddr = str_of(&v, "src").parse().ok()?;
@@ -419,6 +425,8 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
     let (sid, did) = (identity("src_identity"), identity("dst_identity"));
     let verdict_text = str_of(&v, "verdict");
     let allowed = matches!(verdict_text, "Allowed" | "allowed");
+    // Forwarded although a policy would deny it.
+    let audit = matches!(verdict_text, "Audit" | "audit");
     // Allowed but the upstream failed: forwarded, and an error.
     let upstream_error = matches!(verdict_text, "UpstreamError" | "upstream_error");
     let reason = str_of(&v, "reason");
@@ -450,7 +458,7 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
                 format!("{query}.")
             };
             (
-                flow::layer7::Record::Dns(flow::Dns {
+                Some(flow::layer7::Record::Dns(flow::Dns {
                     query,
                     ips,
                     qtypes: vec![str_of(&v, "qtype").to_string()],
@@ -458,13 +466,13 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
                     rcode,
                     observation_source: "proxy".into(),
                     ..flow::Dns::default()
-                }),
+                })),
                 proto,
                 rcode,
             )
         }
         "kafka" => (
-            flow::layer7::Record::Kafka(flow::Kafka {
+            Some(flow::layer7::Record::Kafka(flow::Kafka {
                 error_code: if str_of(&v, "error").is_empty() {
                     0
                 } else {
@@ -474,10 +482,14 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
                 api_key: str_of(&v, "api_key").to_string(),
                 correlation_id: v["correlation_id"].as_i64().unwrap_or(0) as i32,
                 topic: str_of(&v, "topics").to_string(),
-            }),
+            })),
             6,
             0,
         ),
+        // A TLS connection closed, or passed only in audit mode: a flow
+        // without a record (Hubble has none for TLS). One passed through
+        // is no decision of an L7 rule.
+        "tls" if !allowed && !upstream_error => (None, 6, 0),
         "tls" => return None,
         _ if v.get("method").is_some() => {
             let status = v["status"].as_u64().unwrap_or(0) as u32;
@@ -494,13 +506,13 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
                 _ => "HTTP/1.1",
             };
             (
-                flow::layer7::Record::Http(flow::Http {
+                Some(flow::layer7::Record::Http(flow::Http {
                     code: status,
                     method: str_of(&v, "method").to_string(),
                     url,
                     protocol: proto_label.to_string(),
                     headers: vec![],
-                }),
+                })),
                 6,
                 status,
             )
@@ -532,8 +544,9 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
         })
         .unwrap_or_default();
     if policies.is_empty() {
-        // A denial names no rule (none matched): the policies whose L7
-        // rules the judging side's port is redirected for.
+        // A denial or an AUDIT names no rule (none matched, or an end's
+        // L3/L4 entry would refuse): the policies whose L7 rules the
+        // judging side's port is redirected for, audited ones included.
         let (side, dir) = if ingress {
             (dst_pod, Direction::Ingress)
         } else {
@@ -557,6 +570,8 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
         uuid: uuid::Uuid::new_v4().to_string(),
         verdict: if allowed {
             flow::Verdict::Forwarded as i32
+        } else if audit {
+            flow::Verdict::Audit as i32
         } else if upstream_error {
             flow::Verdict::Error as i32
         } else {
@@ -571,7 +586,7 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
         l7: Some(flow::Layer7 {
             r#type: flow::L7FlowType::Response as i32,
             latency_ns,
-            record: Some(record),
+            record,
         }),
         event_type: Some(flow::CiliumEventType {
             r#type: event_type::ACCESS_LOG,
@@ -586,17 +601,26 @@ pub fn access_flow(line: &str, ctx: &FlowContext) -> Option<Flow> {
         policy_log,
         ..Flow::default()
     };
-    if !allowed && !upstream_error {
+    if !allowed && !upstream_error && !audit {
         f.drop_reason_desc = flow::DropReason::PolicyDenied as i32;
         f.drop_reason = f.drop_reason_desc as u32;
     }
+    // An AUDIT passed; the policies named are the ones that would deny.
     match (allowed || upstream_error, ingress) {
         (true, true) => f.ingress_allowed_by = policies,
         (true, false) => f.egress_allowed_by = policies,
         (false, true) => f.ingress_denied_by = policies,
         (false, false) => f.egress_denied_by = policies,
     }
-    f.summary = l7_summary(&f, verdict_text, reason);
+    f.summary = if protocol == "tls" {
+        let sni = match str_of(&v, "sni") {
+            "" => "(none)",
+            sni => sni,
+        };
+        format!("TLS SNI {sni} ({verdict_text}: {reason})")
+    } else {
+        l7_summary(&f, verdict_text, reason)
+    };
     Some(f)
 }
 
@@ -718,7 +742,18 @@ pub fn endpoint_rules(policy: &policy_model::resolve::EndpointPolicy) -> Endpoin
             })
             .unwrap_or_default();
         if value.redirect.is_some() {
-            redirects.push((key.direction, key.port, origins.clone()));
+            // The audited policies whose L7 rules the port is judged by
+            // too (an AUDIT may be theirs).
+            let mut redirected = origins.clone();
+            if let Some(a) = policy.l7.get(key).and_then(|l| l.audit.as_deref()) {
+                let plain = a.rules.iter().map(|(_, origin, _)| origin);
+                for o in plain.chain(a.tls.iter().map(|t| &t.origin)) {
+                    if !redirected.contains(o) {
+                        redirected.push(o.clone());
+                    }
+                }
+            }
+            redirects.push((key.direction, key.port, redirected));
         }
         let mut logs: Vec<Arc<str>> = Vec::new();
         for c in policy.provenance.get(key).into_iter().flatten() {

@@ -200,3 +200,148 @@ fn a_drop_names_only_enforced_policies_even_when_an_audited_one_also_selects() {
         .collect();
     assert_eq!(names, ["web-ingress", "audited"]);
 }
+
+/// An HTTP record of client -> web:80 with `verdict` and `reason`.
+fn http_record(verdict: &str, reason: &str) -> String {
+    serde_json::json!({
+        "method": "GET", "path": "/admin", "authority": "web", "status": 200,
+        "verdict": verdict, "protocol": "Http1",
+        "src": "10.200.1.10:40000", "dst": "10.200.1.11:80",
+        "src_identity": "1001", "dst_identity": "1002", "latency_us": 9,
+        "reason": reason, "type": "l7",
+    })
+    .to_string()
+}
+
+#[test]
+fn an_audited_request_passes_and_names_the_policies_that_would_deny_it() {
+    let ctx = context();
+    let reason = "x/web ingress: audit: no HTTP rule of the audited policies matches; \
+                  CiliumNetworkPolicy x/web-audit spec.ingress[0].rules.http[0]; \
+                  CiliumNetworkPolicy x/web-ingress spec.ingress[0].rules.http[1]";
+    let f = access_flow(&http_record("Audit", reason), &ctx).expect("a flow");
+    assert_eq!(f.verdict, flow::Verdict::Audit as i32);
+    assert_eq!(f.drop_reason_desc, 0, "an audited request is no drop");
+    assert_eq!(f.drop_reason, 0);
+    assert!(f.ingress_allowed_by.is_empty());
+    let names: Vec<&str> = f
+        .ingress_denied_by
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["web-audit", "web-ingress"]);
+    assert!(
+        f.ingress_denied_by[0]
+            .labels
+            .contains(&"portcullis:rule=spec.ingress[0].rules.http[0]".to_string())
+    );
+    assert!(
+        f.summary.contains("(Audit: x/web ingress: audit:"),
+        "{}",
+        f.summary
+    );
+    // The DNS and Kafka proxies write `audit`: the same verdict.
+    let kafka = serde_json::json!({
+        "protocol": "kafka", "src": "10.200.1.10:40000", "dst": "10.200.1.11:80",
+        "api_key": "Produce", "api_version": 9, "correlation_id": 1, "client_id": "c",
+        "topics": "t", "verdict": "audit", "latency_us": 1, "error": "",
+        "reason": "x/web ingress: audit: no Kafka rule matches the request",
+    })
+    .to_string();
+    let f = access_flow(&kafka, &ctx).expect("a flow");
+    assert_eq!(f.verdict, flow::Verdict::Audit as i32);
+    assert_eq!(f.drop_reason_desc, 0);
+    // No policy named: the port's redirecting policies.
+    assert_eq!(f.ingress_denied_by.len(), 1);
+    assert_eq!(f.ingress_denied_by[0].name, "web-ingress");
+}
+
+#[test]
+fn tls_records_closed_or_audited_are_l7_flows_without_a_record() {
+    let ctx = context();
+    let tls = |verdict: &str, sni: &str, reason: &str| {
+        serde_json::json!({
+            "protocol": "tls", "sni": sni, "verdict": verdict,
+            "src": "10.200.1.10:40000", "dst": "10.200.1.11:80", "reason": reason,
+        })
+        .to_string()
+    };
+    let passed = tls(
+        "Allowed",
+        "a.test",
+        "serverNames: passed through without termination",
+    );
+    assert!(access_flow(&passed, &ctx).is_none());
+    let closed = tls(
+        "Denied",
+        "b.test",
+        "x/web ingress: SNI b.test is not in serverNames [a.test]",
+    );
+    let f = access_flow(&closed, &ctx).expect("a flow");
+    assert_eq!(f.r#type, flow::FlowType::L7 as i32);
+    assert_eq!(f.verdict, flow::Verdict::Dropped as i32);
+    assert!(f.l7.as_ref().is_some_and(|l| l.record.is_none()));
+    assert_eq!(f.ingress_denied_by[0].name, "web-ingress");
+    assert_eq!(
+        f.summary,
+        "TLS SNI b.test (Denied: x/web ingress: SNI b.test is not in serverNames [a.test])"
+    );
+    let audited = tls(
+        "Audit",
+        "",
+        "audit: x/web ingress: TLS on a port whose rules have no serverNames; \
+         CiliumNetworkPolicy x/web-tls spec.ingress[0]",
+    );
+    let f = access_flow(&audited, &ctx).expect("a flow");
+    assert_eq!(f.verdict, flow::Verdict::Audit as i32);
+    assert_eq!(f.drop_reason_desc, 0);
+    assert_eq!(f.ingress_denied_by[0].name, "web-tls");
+    assert!(
+        f.summary.starts_with("TLS SNI (none) (Audit: "),
+        "{}",
+        f.summary
+    );
+}
+
+#[test]
+fn a_redirected_ports_audited_l7_policies_are_among_its_redirect_origins() {
+    let yaml = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: a-http
+  namespace: ns1
+  annotations: {policy.cilium.io/audit-mode: 'true'}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET, path: /public}]}}]
+";
+    let topo = "
+namespaces:
+- {name: ns1}
+pods:
+- {namespace: ns1, name: a, labels: {app: a}, ip: 10.0.1.1}
+- {namespace: ns1, name: b, labels: {app: b}, ip: 10.0.1.2}
+";
+    let set = policy_model::load::load_str(yaml, "p.yaml").expect("test policy loads");
+    let topo = policy_model::Topology::from_yaml(topo, "t.yaml").expect("test topology");
+    let cluster = policy_model::Cluster::new(
+        topo,
+        set.rules().cloned().collect(),
+        &policy_model::FqdnCache::default(),
+    );
+    let a = cluster
+        .endpoints()
+        .iter()
+        .find(|e| e.full_name() == "ns1/a")
+        .expect("endpoint a");
+    let rules = endpoint_rules(&cluster.endpoint_policy(a));
+    let port80: Vec<&str> = rules
+        .redirects
+        .iter()
+        .filter(|(d, port, _)| *d == Direction::Ingress && port.matches(6, 80))
+        .flat_map(|(_, _, origins)| origins.iter().map(|o| o.name.as_str()))
+        .collect();
+    assert_eq!(port80, ["a-http"]);
+}
