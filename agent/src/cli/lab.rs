@@ -135,6 +135,12 @@ pub enum LabCommand {
         /// Bind UDP to these addresses (default: the wildcard addresses).
         #[arg(long, value_delimiter = ',')]
         udp_bind: Vec<std::net::IpAddr>,
+        /// Answer raw-protocol probes of these IP protocol numbers (GRE 47, ESP 50, ...).
+        #[arg(long, value_delimiter = ',')]
+        raw: Vec<u8>,
+        /// Bind the raw responders to these addresses (default: the wildcard addresses).
+        #[arg(long, value_delimiter = ',')]
+        raw_bind: Vec<std::net::IpAddr>,
     },
 }
 
@@ -271,7 +277,20 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        LabCommand::Serve { tcp, udp, udp_bind } => lab::probe::serve(&tcp, &udp, &udp_bind),
+        LabCommand::Serve {
+            tcp,
+            udp,
+            udp_bind,
+            raw,
+            raw_bind,
+        } => {
+            let raw = lab::probe::serve_raw(&raw, &raw_bind)?;
+            lab::probe::serve(&tcp, &udp, &udp_bind)?;
+            for t in raw {
+                let _ = t.join();
+            }
+            Ok(())
+        }
     }
 }
 

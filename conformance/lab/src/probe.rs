@@ -285,6 +285,212 @@ pub fn ping(ns: &str, src: Option<IpAddr>, dst: IpAddr, timeout: Duration) -> Re
     })
 }
 
+/// What starts every raw-protocol probe message, before its kind byte
+/// ([`RAW_REQUEST`] or [`RAW_REPLY`]) and an 8-byte nonce.
+const RAW_MAGIC: &[u8; 7] = b"pc-raw:";
+const RAW_REQUEST: u8 = b'q';
+const RAW_REPLY: u8 = b'r';
+
+/// A raw socket of IP protocol `protocol` (GRE, ESP, VRRP, ...): the
+/// kernel writes the IP header, the payload is ours.
+fn raw_socket(v6: bool, protocol: u8) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(protocol))))
+}
+
+/// The probe's payload. For IPIP (4) and IPv6-in-IP (41) it starts with
+/// an inner IP header of that family (lab addresses, an experimental
+/// protocol 253 that no stack answers), so the packet is what a tunnel
+/// sends; the marker follows.
+fn raw_payload(protocol: u8, nonce: u64) -> Vec<u8> {
+    let marker_len = RAW_MAGIC.len() + 1 + 8;
+    let mut p = Vec::new();
+    match protocol {
+        4 => {
+            let total = (20 + marker_len) as u16;
+            p.extend_from_slice(&[0x45, 0]);
+            p.extend_from_slice(&total.to_be_bytes());
+            p.extend_from_slice(&[0, 1, 0, 0, 64, 253, 0, 0]);
+            p.extend_from_slice(&[10, 200, 255, 1, 10, 200, 255, 2]);
+        }
+        41 => {
+            p.extend_from_slice(&[0x60, 0, 0, 0]);
+            p.extend_from_slice(&(marker_len as u16).to_be_bytes());
+            p.extend_from_slice(&[253, 64]);
+            for last in [1u8, 2] {
+                let mut a = [0u8; 16];
+                a[..4].copy_from_slice(&[0xfd, 0, 2, 0]);
+                a[12..].copy_from_slice(&[0, 0, 0xff, last]);
+                p.extend_from_slice(&a);
+            }
+        }
+        _ => {}
+    }
+    p.extend_from_slice(RAW_MAGIC);
+    p.push(RAW_REQUEST);
+    p.extend_from_slice(&nonce.to_be_bytes());
+    p
+}
+
+/// Where a raw-protocol probe message of `kind` starts in `buf` (which
+/// holds the IPv4 header too for IPv4 raw sockets), and its nonce.
+fn raw_message(buf: &[u8], kind: u8) -> Option<(usize, u64)> {
+    let at = buf
+        .windows(RAW_MAGIC.len() + 1)
+        .position(|w| w[..RAW_MAGIC.len()] == RAW_MAGIC[..] && w[RAW_MAGIC.len()] == kind)?;
+    let nonce_at = at + RAW_MAGIC.len() + 1;
+    let nonce = buf.get(nonce_at..nonce_at + 8)?;
+    Some((at, u64::from_be_bytes(nonce.try_into().ok()?)))
+}
+
+fn raw_nonce() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    now ^ (u64::from(std::process::id()) << 32) ^ NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The source address of a datagram read from a raw socket.
+fn raw_recv(sock: &socket2::Socket, buf: &mut [u8]) -> std::io::Result<(usize, Option<IpAddr>)> {
+    use nix::sys::socket::{SockaddrLike, SockaddrStorage, recvfrom};
+    use std::os::fd::AsRawFd;
+    let (n, from) = recvfrom::<SockaddrStorage>(sock.as_raw_fd(), buf)?;
+    let ip = from.and_then(|a| match a.family() {
+        Some(nix::sys::socket::AddressFamily::Inet) => {
+            a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip()))
+        }
+        Some(nix::sys::socket::AddressFamily::Inet6) => {
+            a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip()))
+        }
+        _ => None,
+    });
+    Ok((n, ip))
+}
+
+/// One packet of IP protocol `protocol` (an extended protocol of a
+/// policy: VRRP, IGMP, GRE, IPIP, IPv6-in-IP, ESP, AH) from `src` in `ns`
+/// to `dst`, whose raw responder ([`serve_raw`]) sends the same protocol
+/// back: `Connected` when that reply arrives, so both the packet and its
+/// reply crossed the datapath.
+pub fn raw(
+    ns: &str,
+    src: Option<IpAddr>,
+    dst: IpAddr,
+    protocol: u8,
+    timeout: Duration,
+) -> Result<Observed> {
+    netns::in_netns(ns, move || {
+        raw_exchange(src, dst, protocol, timeout).unwrap_or(Observed::Blocked)
+    })
+}
+
+fn raw_exchange(
+    src: Option<IpAddr>,
+    dst: IpAddr,
+    protocol: u8,
+    timeout: Duration,
+) -> std::io::Result<Observed> {
+    let sock = raw_socket(dst.is_ipv6(), protocol)?;
+    if let Some(ip) = src {
+        sock.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    let nonce = raw_nonce();
+    sock.send_to(
+        &raw_payload(protocol, nonce),
+        &SocketAddr::new(dst, 0).into(),
+    )?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(Observed::Blocked);
+        }
+        sock.set_read_timeout(Some(left))?;
+        match raw_recv(&sock, &mut buf) {
+            Ok((n, from)) => {
+                let data = buf.get(..n).unwrap_or_default();
+                if from == Some(dst)
+                    && raw_message(data, RAW_REPLY).is_some_and(|(_, m)| m == nonce)
+                {
+                    return Ok(Observed::Connected);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Answers raw-protocol probes ([`raw`]) of each of `protocols` until
+/// killed: a probe message is sent back, same protocol, same payload, as a
+/// reply, to its sender. With `bind` addresses, one socket per address (so
+/// a namespace with several answers from the address that was probed),
+/// else the wildcard of each family. Anything else that arrives is
+/// ignored. The threads run until the process ends.
+pub fn serve_raw(protocols: &[u8], bind: &[IpAddr]) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    let addrs: Vec<(bool, Option<IpAddr>)> = if bind.is_empty() {
+        vec![(false, None), (true, None)]
+    } else {
+        bind.iter().map(|ip| (ip.is_ipv6(), Some(*ip))).collect()
+    };
+    let mut threads = Vec::new();
+    for &protocol in protocols {
+        for &(v6, addr) in &addrs {
+            let sock = raw_socket(v6, protocol)?;
+            if let Some(ip) = addr {
+                sock.bind(&SocketAddr::new(ip, 0).into())?;
+            }
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                loop {
+                    let (n, from) = match raw_recv(&sock, &mut buf) {
+                        Ok((n, Some(from))) => (n, from),
+                        Ok((_, None)) => continue,
+                        // Not a spin on a broken socket.
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                    };
+                    let data = buf.get(..n).unwrap_or_default();
+                    let Some((at, _)) = raw_message(data, RAW_REQUEST) else {
+                        continue;
+                    };
+                    // IPv4 raw sockets read the IP header too: answer
+                    // with the payload only (inner header included).
+                    let start = if v6 {
+                        0
+                    } else {
+                        usize::from(data.first().map_or(5, |b| b & 0x0f)) * 4
+                    };
+                    let Some(payload) = data.get(start..) else {
+                        continue;
+                    };
+                    let Some(kind_at) = at.checked_sub(start) else {
+                        continue;
+                    };
+                    let mut reply = payload.to_vec();
+                    if let Some(kind) = reply.get_mut(kind_at + RAW_MAGIC.len()) {
+                        *kind = RAW_REPLY;
+                    }
+                    let _ = sock.send_to(&reply, &SocketAddr::new(from, 0).into());
+                }
+            }));
+        }
+    }
+    Ok(threads)
+}
+
 /// Serves the given TCP and UDP ports on every address (IPv4 and IPv6)
 /// until killed: TCP answers `ok\n` then echoes, UDP echoes.
 /// UDP is answered from the address the request was sent to when that

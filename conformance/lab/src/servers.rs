@@ -93,6 +93,26 @@ pub fn start_responders(
     procs.spawn(&mut cmd, "responders")
 }
 
+/// The lab's raw-protocol responders (`BINARY lab serve --raw`) in `ns`:
+/// they answer probes of each IP protocol in `protocols` (see
+/// [`crate::probe::raw`]), bound to `bind` (or the wildcard addresses).
+pub fn start_raw_responders(
+    procs: &mut Processes,
+    binary: &Path,
+    ns: &str,
+    protocols: &BTreeSet<u8>,
+    bind: &[IpAddr],
+) -> Result<()> {
+    let mut cmd = in_ns(ns, binary);
+    let list: Vec<String> = protocols.iter().map(|p| p.to_string()).collect();
+    cmd.args(["lab", "serve", "--raw", &list.join(",")]);
+    if !bind.is_empty() {
+        let b: Vec<String> = bind.iter().map(|a| a.to_string()).collect();
+        cmd.args(["--raw-bind", &b.join(",")]);
+    }
+    procs.spawn(&mut cmd, "raw responders")
+}
+
 /// haproxy as a pod's HTTP server: 200 `ok` for any request, HTTP/1.1 and
 /// HTTP/2 prior knowledge on every port of `ports`, both families.
 pub fn haproxy_config(ports: &BTreeSet<u16>) -> String {

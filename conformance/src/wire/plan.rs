@@ -86,13 +86,15 @@ pub fn runnable(p: &Probe) -> bool {
     p.e2e != Some(false)
 }
 
-/// Whether the lab sends probes of `proto` to `port`: not SCTP, and of
-/// ICMP only echo requests.
+/// Whether the lab sends probes of `proto` to `port`: not SCTP, of ICMP
+/// only echo requests, and the extended protocols (raw packets, answered
+/// by the lab's raw responders) without a port.
 pub fn sends(proto: Protocol, port: u16) -> bool {
     match proto {
         Protocol::Icmp => port == 8,
         Protocol::Icmpv6 => port == 128,
         Protocol::Sctp => false,
+        p if p.is_extended() => port == 0,
         _ => true,
     }
 }
@@ -315,6 +317,8 @@ pub fn plan_case(
             match proto {
                 Protocol::Icmp if v6 => continue,
                 Protocol::Icmpv6 if !v6 => continue,
+                // IGMP is IPv4's (IPv6 has MLD, inside ICMPv6).
+                Protocol::Igmp if v6 => continue,
                 _ => {}
             }
             let (Some(src), Some(dst)) = (

@@ -60,6 +60,9 @@ pub fn send(w: &WireProbe, timeout: Duration) -> Result<Outcome> {
                 Protocol::Icmp | Protocol::Icmpv6 => {
                     probe::ping(&w.src_ns, w.src_ip, w.dst, timeout)?
                 }
+                p if p.is_extended() => {
+                    probe::raw(&w.src_ns, w.src_ip, w.dst, p.number(), timeout)?
+                }
                 _ => probe::tcp_from(&w.src_ns, w.src_ip, w.dst, w.port, timeout)?,
             };
             Ok(match r {

@@ -1,5 +1,6 @@
 //! The peers a topology group's probes go to, started in the lab: haproxy
-//! on every probed TCP port (HTTP/1.1 and h2c), the lab's UDP responders,
+//! on every probed TCP port (HTTP/1.1 and h2c), the lab's UDP responders
+//! (and raw-protocol ones for the extended protocols: GRE, ESP, ...),
 //! knot where DNS probes go, nginx on TLS-probed ports and tansu on
 //! Kafka-probed ports, in the pod, node and world namespaces. All of it is
 //! stopped when the returned [`Processes`] is dropped.
@@ -8,7 +9,7 @@ use super::plan::{DNS_PORT, dns_server, runnable};
 use super::{kafka, tls};
 use crate::case::Case;
 use anyhow::Result;
-use policy_model::Topology;
+use policy_model::{Protocol, Topology};
 use portcullis_lab::net::{WORLD_NS, WORLD_V4, WORLD_V6};
 use portcullis_lab::servers::{self, Processes};
 use portcullis_lab::{LabState, paths};
@@ -70,6 +71,19 @@ fn probed_ports(cases: &[Case]) -> (BTreeSet<u16>, BTreeSet<u16>) {
     (tcp, udp)
 }
 
+/// The IP protocol numbers of the extended protocols (GRE, ESP, ...) the
+/// group's runnable probes send.
+fn probed_raw_protocols(cases: &[Case]) -> BTreeSet<u8> {
+    cases
+        .iter()
+        .flat_map(|c| c.probes.iter())
+        .filter(|p| runnable(p))
+        .filter_map(|p| Protocol::parse(p.protocol.as_deref()?))
+        .filter(|p| p.is_extended())
+        .map(|p| p.number())
+        .collect()
+}
+
 /// The namespaces where DNS probes (or probes to port 53) go.
 fn dns_namespaces(state: &LabState, topo: &Topology, cases: &[Case]) -> BTreeSet<String> {
     let mut dns_ns = BTreeSet::new();
@@ -100,6 +114,7 @@ fn dns_namespaces(state: &LabState, topo: &Topology, cases: &[Case]) -> BTreeSet
 /// for the lab's own responders.
 pub fn start(me: &Path, state: &LabState, topo: &Topology, cases: &[Case]) -> Result<Processes> {
     let (mut tcp, mut udp) = probed_ports(cases);
+    let raw = probed_raw_protocols(cases);
     tcp.remove(&DNS_PORT);
     udp.remove(&DNS_PORT);
     // Every pod, the world (its own and the topology's addresses) and
@@ -148,6 +163,9 @@ pub fn start(me: &Path, state: &LabState, topo: &Topology, cases: &[Case]) -> Re
         }
         if !udp.is_empty() {
             servers::start_responders(&mut procs, me, &ns, &BTreeSet::new(), &udp, &bind)?;
+        }
+        if !raw.is_empty() {
+            servers::start_raw_responders(&mut procs, me, &ns, &raw, &bind)?;
         }
     }
     Ok(procs)

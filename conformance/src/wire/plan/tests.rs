@@ -128,6 +128,34 @@ fn a_ping_runs_in_its_own_family_only() {
 }
 
 #[test]
+fn extended_protocol_probes_are_raw_packets_and_igmp_is_ipv4_only() {
+    let c = case(
+        "cilium-docs/extended-vrrp-igmp.yaml",
+        "- {from: default/frontend, to: default/frontend-dev, port: 0, protocol: VRRP, expect: allowed}
+         - {from: default/client, to: default/frontend, port: 0, protocol: IGMP, expect: denied}
+         - {from: default/frontend, to: default/frontend-dev, port: 112, protocol: VRRP, expect: denied}",
+    );
+    let p = plan(&c, false);
+    let got: Vec<_> = p
+        .probes
+        .iter()
+        .map(|w| (w.family, w.protocol, w.port, w.want))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("v4", Protocol::Vrrp, 0, Outcome::Connected),
+            ("v6", Protocol::Vrrp, 0, Outcome::Connected),
+            ("v4", Protocol::Igmp, 0, Outcome::Blocked),
+        ]
+    );
+    assert!(p.probes.iter().all(|w| matches!(w.call, WireCall::L4)));
+    // A port on a protocol without ports cannot be sent (nor judged).
+    assert_eq!(p.skipped, 1);
+    assert!(sends(Protocol::Gre, 0) && !sends(Protocol::Gre, 47));
+}
+
+#[test]
 fn a_world_source_binds_its_address_and_a_world_destination_is_the_world_namespace() {
     let c = case(
         EGRESS,
