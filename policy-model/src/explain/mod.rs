@@ -443,6 +443,10 @@ fn check(
                     && v.verdict == MapVerdict::Allow
             });
             let layer = if peer_known { Layer::L4 } else { Layer::L3 };
+            let others = match Protocol::from_number(proto) {
+                Some(p) if p.is_extended() => " (other protocols are allowed)",
+                _ => " (other ports are allowed)",
+            };
             let enforcing = pol.enforcing.get(&direction).cloned().unwrap_or_default();
             let mut reasons: Vec<Reason> = enforcing
                 .iter()
@@ -452,7 +456,7 @@ fn check(
                     rule: None,
                     message: format!(
                         "selects the endpoint for {direction} (default deny) and no rule allows {towards} {remote_name} on {flow}{}",
-                        if peer_known { " (other ports are allowed)" } else { "" }
+                        if peer_known { others } else { "" }
                     ),
                 })
                 .collect();

@@ -601,6 +601,14 @@ fn extended_protocols_are_judged_as_whole_protocols_and_any_does_not_include_the
         verdict("ns1/b", "ns1/a", Protocol::Ipip, 0),
         Verdict::Denied
     );
+    let ipip = run(&c, &q(pod("ns1/b"), pod("ns1/a"), Protocol::Ipip, 0));
+    assert!(
+        ipip.reasons
+            .iter()
+            .any(|r| r.message.ends_with("on IPIP (other protocols are allowed)")),
+        "{:?}",
+        ipip.reasons
+    );
     assert_eq!(verdict("ns2/c", "ns1/a", Protocol::Gre, 0), Verdict::Denied);
     assert_eq!(
         verdict("ns2/c", "ns1/a", Protocol::Sctp, 9),
