@@ -46,19 +46,33 @@
 //! - **validation hook**: [`FakeHandle::set_validator`] is called on the
 //!   object every write would store; [`policy_validator`] judges policy
 //!   objects exactly as the watcher does.
+//! - **custom resources**: CiliumNetworkPolicy,
+//!   CiliumClusterwideNetworkPolicy, CiliumCIDRGroup (`cilium.io/v2`) and
+//!   ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`) are served
+//!   with the schemas of `deploy/kubernetes/crds/` (compiled in, `crd`
+//!   module): unknown fields pruned or refused as above, then the schemas'
+//!   value checks (enums, bounds, lengths, patterns, `format: cidr`,
+//!   required fields, one-of) answered with `422 Invalid` naming each
+//!   field, before the validator hook. CEL rules
+//!   (`x-kubernetes-validations`) are not evaluated and defaults are not
+//!   applied. The CRD files themselves are `apiextensions.k8s.io/v1`
+//!   CustomResourceDefinitions (`kubectl get crd`), read-only (`405` to
+//!   writes), one for each custom kind being served. `kubectl get` of a
+//!   custom kind prints its CRD's `additionalPrinterColumns` (`.a.b.c`
+//!   paths only).
 //! - **discovery**: `/api`, `/apis` (legacy, or `apidiscovery.k8s.io/v2`
 //!   and `v2beta1` aggregated documents when `Accept` asks), `/api/v1`,
 //!   `/apis/GROUP/VERSION` with every verb, short names (`po`, `ns`, `no`,
-//!   `netpol`, `cnp`/`ciliumnp`, `ccnp`), singular names and categories;
-//!   `/version`.
+//!   `netpol`, `cnp`/`ciliumnp`, `ccnp`, `ccg`, `crd`), singular names and
+//!   categories; `/version`.
 //! - **OpenAPI**: `/openapi/v3` (index) and `/openapi/v3/api/v1`,
 //!   `/openapi/v3/apis/GROUP/VERSION`; `/openapi/v2` as JSON or as
 //!   gnostic protobuf. Each kind's schema carries
 //!   `x-kubernetes-group-version-kind` and the merge keys of its lists;
 //!   PATCH, POST and PUT list `fieldValidation`. The schemas of the
 //!   built-in kinds list their usual fields and leave rarely used subtrees
-//!   (probes, affinity, volume sources, statuses) open; the Cilium schemas
-//!   type the rule's top-level fields only.
+//!   (probes, affinity, volume sources, statuses) open; the custom kinds'
+//!   are their CRDs' structural schemas.
 //! - **status**: writes to an object keep its stored `status` (a pod
 //!   created through the API is `Pending` with no address, as without a
 //!   kubelet); `GET`, `PUT` and `PATCH` of the `status` subresource
@@ -87,6 +101,7 @@
 //! serving a resource (a cluster without Cilium CRDs), list the requests
 //! served.
 
+mod crd;
 mod discovery;
 mod kinds;
 mod openapi;
@@ -213,7 +228,13 @@ impl FakeApiServer {
         let addr = listener.local_addr().map_err(FakeError::Bind)?;
         let url = format!("http://{addr}");
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                objects: crd::all()
+                    .iter()
+                    .map(|c| (crd_key(c), c.object.clone()))
+                    .collect(),
+                ..State::default()
+            }),
             live: broadcast::channel(4096).0,
             drop_watches: watch::channel(0).0,
             hold: watch::channel(false).0,
@@ -406,14 +427,22 @@ impl FakeHandle {
     }
 
     /// Stops (or resumes) serving a kind: its URLs answer 404, as for a
-    /// CRD that is not installed.
+    /// CRD that is not installed, and its CustomResourceDefinition object
+    /// is gone (or back; no watch event either way).
     pub fn set_served(&self, kind: &str, served: bool) {
         if let Some(k) = kind_named(kind) {
             let mut st = self.state();
+            let definition = crd::of_kind(k.kind);
             if served {
                 st.not_served.remove(k.plural);
+                if let Some(c) = definition {
+                    st.objects.insert(crd_key(c), c.object.clone());
+                }
             } else {
                 st.not_served.insert(k.plural);
+                if let Some(c) = definition {
+                    st.objects.remove(&crd_key(c));
+                }
             }
         }
     }
@@ -427,6 +456,12 @@ impl FakeHandle {
     pub fn requests(&self) -> Vec<String> {
         lock(&self.shared.requests).clone()
     }
+}
+
+/// Where a CustomResourceDefinition object is stored.
+fn crd_key(c: &crd::Crd) -> ObjectKey {
+    let name = c.object["metadata"]["name"].as_str().unwrap_or_default();
+    ("customresourcedefinitions", String::new(), name.to_string())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -20,6 +20,18 @@ const VERBS: &[&str] = &[
 /// The verbs of the `status` subresource.
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
+/// The verbs of a read-only kind, and of its `status`.
+const READ_VERBS: &[&str] = &["get", "list", "watch"];
+const READ_STATUS_VERBS: &[&str] = &["get"];
+
+fn verbs(k: &Kind) -> (&'static [&'static str], &'static [&'static str]) {
+    if k.read_only {
+        (READ_VERBS, READ_STATUS_VERBS)
+    } else {
+        (VERBS, STATUS_VERBS)
+    }
+}
+
 /// The aggregated discovery version an `Accept` header asks for.
 pub(crate) fn aggregated_version(accept: &str) -> Option<&'static str> {
     let asks = |v: &str| {
@@ -82,9 +94,10 @@ pub(crate) fn resource_list(path: &str, not_served: &dyn Fn(&Kind) -> bool) -> O
     let resources: Vec<Value> = served(not_served)
         .filter(|k| k.prefix() == path)
         .flat_map(|k| {
+            let (verbs, status_verbs) = verbs(k);
             let mut r = json!({
                 "name": k.plural, "singularName": k.singular,
-                "namespaced": k.namespaced, "kind": k.kind, "verbs": VERBS,
+                "namespaced": k.namespaced, "kind": k.kind, "verbs": verbs,
                 "storageVersionHash": "",
             });
             if !k.short_names.is_empty() {
@@ -95,7 +108,7 @@ pub(crate) fn resource_list(path: &str, not_served: &dyn Fn(&Kind) -> bool) -> O
             }
             let status = k.has_status.then(|| {
                 json!({"name": format!("{}/status", k.plural), "singularName": "",
-                       "namespaced": k.namespaced, "kind": k.kind, "verbs": STATUS_VERBS})
+                       "namespaced": k.namespaced, "kind": k.kind, "verbs": status_verbs})
             });
             std::iter::once(r).chain(status)
         })
@@ -118,12 +131,13 @@ pub(crate) fn aggregated(core: bool, version: &str, not_served: &dyn Fn(&Kind) -
             let resources: Vec<Value> = served(not_served)
                 .filter(|k| k.group == g && k.version == v)
                 .map(|k| {
+                    let (verbs, status_verbs) = verbs(k);
                     let mut r = json!({
                         "resource": k.plural,
                         "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
                         "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
                         "singularResource": k.singular,
-                        "verbs": VERBS,
+                        "verbs": verbs,
                     });
                     if !k.short_names.is_empty() {
                         r["shortNames"] = json!(k.short_names);
@@ -135,7 +149,7 @@ pub(crate) fn aggregated(core: bool, version: &str, not_served: &dyn Fn(&Kind) -
                         r["subresources"] = json!([{
                             "subresource": "status",
                             "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
-                            "verbs": STATUS_VERBS,
+                            "verbs": status_verbs,
                         }]);
                     }
                     r

@@ -24,6 +24,9 @@ pub(crate) struct Kind {
     /// Whether `metadata.generation` is kept (set on create, bumped when
     /// anything outside `metadata` and `status` changes).
     pub has_generation: bool,
+    /// Served for reading only (get, list, watch): the fake's
+    /// CustomResourceDefinitions are its compiled-in files.
+    pub read_only: bool,
 }
 
 impl Kind {
@@ -59,6 +62,7 @@ const fn kind(
         custom: false,
         has_status: false,
         has_generation: false,
+        read_only: false,
     }
 }
 
@@ -144,6 +148,51 @@ pub(crate) const KINDS: &[Kind] = &[
             "cilium.io/v2",
             "ciliumclusterwidenetworkpolicies",
             "ciliumclusterwidenetworkpolicy",
+            false,
+        )
+    },
+    Kind {
+        short_names: &["ccg"],
+        categories: &["cilium"],
+        custom: true,
+        has_generation: true,
+        ..kind(
+            "CiliumCIDRGroup",
+            "cilium.io",
+            "v2",
+            "cilium.io/v2",
+            "ciliumcidrgroups",
+            "ciliumcidrgroup",
+            false,
+        )
+    },
+    Kind {
+        custom: true,
+        has_status: true,
+        has_generation: true,
+        ..kind(
+            "ClusterNetworkPolicy",
+            "policy.networking.k8s.io",
+            "v1alpha2",
+            "policy.networking.k8s.io/v1alpha2",
+            "clusternetworkpolicies",
+            "clusternetworkpolicy",
+            false,
+        )
+    },
+    Kind {
+        short_names: &["crd", "crds"],
+        categories: &["api-extensions"],
+        has_status: true,
+        has_generation: true,
+        read_only: true,
+        ..kind(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            "v1",
+            "apiextensions.k8s.io/v1",
+            "customresourcedefinitions",
+            "customresourcedefinition",
             false,
         )
     },

@@ -5,12 +5,15 @@
 //!
 //! Built-in kinds list their usual fields; subtrees the fake has no use
 //! for (probes, affinity, volume sources, statuses...) are open objects
-//! that accept anything. The Cilium kinds type only the rule's top-level
-//! fields: the policy model validates the rest more strictly (see
-//! [`policy_validator`](super::policy_validator)).
+//! that accept anything. Custom kinds take theirs from their CRD
+//! (`deploy/kubernetes/crds/`, see [`crd`](super::crd)): the structural
+//! part here, the value checks (enums, bounds, patterns) in
+//! [`crd::values`](super::crd::values).
 
+use super::crd;
 use super::kinds::Kind;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// How a list is merged by a strategic merge patch (and published as
@@ -42,7 +45,7 @@ pub(crate) enum Schema {
     /// Any object: fields are not checked.
     OpenObject,
     /// An object with known fields; others are unknown.
-    Object(Vec<(&'static str, Schema)>),
+    Object(Vec<(Cow<'static, str>, Schema)>),
     /// An object whose values all have one schema.
     Map(Box<Schema>),
     Array(Box<Schema>, ListMeta),
@@ -190,7 +193,7 @@ fn walk(schema: &Schema, value: &mut Value, path: &str, out: &mut Decoded) -> Re
             map.retain(|_, v| !v.is_null());
             let mut unknown = Vec::new();
             for (k, v) in map.iter_mut() {
-                match fields.iter().find(|(n, _)| n == k) {
+                match fields.iter().find(|(n, _)| n.as_ref() == k.as_str()) {
                     Some((_, s)) => walk(s, v, &join(path, k), out)?,
                     None => unknown.push(k.clone()),
                 }
@@ -224,7 +227,12 @@ fn walk(schema: &Schema, value: &mut Value, path: &str, out: &mut Decoded) -> Re
 }
 
 fn obj(fields: Vec<(&'static str, Schema)>) -> Schema {
-    Schema::Object(fields)
+    Schema::Object(
+        fields
+            .into_iter()
+            .map(|(n, s)| (Cow::Borrowed(n), s))
+            .collect(),
+    )
 }
 
 fn arr(items: Schema) -> Schema {
@@ -412,22 +420,6 @@ fn network_policy_spec() -> Schema {
     ])
 }
 
-fn cilium_rule() -> Schema {
-    use Schema::*;
-    obj(vec![
-        ("description", String),
-        ("egress", arr(OpenObject)),
-        ("egressDeny", arr(OpenObject)),
-        ("enableDefaultDeny", OpenObject),
-        ("endpointSelector", label_selector()),
-        ("ingress", arr(OpenObject)),
-        ("ingressDeny", arr(OpenObject)),
-        ("labels", arr(OpenObject)),
-        ("log", OpenObject),
-        ("nodeSelector", label_selector()),
-    ])
-}
-
 fn build(kind: &str) -> Schema {
     use Schema::*;
     let mut fields = vec![
@@ -461,14 +453,87 @@ fn build(kind: &str) -> Schema {
             fields.push(("ports", arr(OpenObject)));
         }
         "NetworkPolicy" => fields.push(("spec", network_policy_spec())),
-        _ => {
-            // The Cilium kinds.
-            fields.push(("spec", cilium_rule()));
-            fields.push(("specs", arr(cilium_rule())));
+        "CustomResourceDefinition" => {
+            fields.push(("spec", OpenObject));
             fields.push(("status", OpenObject));
+        }
+        custom => {
+            let crd = crd::of_kind(custom).expect("every custom kind has a CRD (crd::tests)");
+            let Schema::Object(mut own) = from_openapi(&crd.schema, "openAPIV3Schema")
+                .expect("the CRDs are structural (crd::tests)")
+            else {
+                panic!(
+                    "{}: the root of a CRD schema is an object (crd::tests)",
+                    crd.file
+                );
+            };
+            // apiVersion, kind and metadata are the API server's, whatever
+            // the CRD says of them.
+            own.retain(|(n, _)| !matches!(n.as_ref(), "apiVersion" | "kind" | "metadata"));
+            for (n, s) in fields {
+                own.push((Cow::Borrowed(n), s));
+            }
+            return Schema::Object(own);
         }
     }
     obj(fields)
+}
+
+/// The structural part of a CRD's schema node: types and fields, for
+/// decoding and the OpenAPI documents. `x-kubernetes-list-type: map`
+/// lists are atomic here (server-side apply replaces them whole).
+pub(crate) fn from_openapi(node: &Value, path: &str) -> Result<Schema, String> {
+    let flag = |k: &str| node.get(k) == Some(&Value::Bool(true));
+    if flag("x-kubernetes-int-or-string") {
+        return Ok(Schema::IntOrString);
+    }
+    let type_ = node.get("type").and_then(Value::as_str);
+    Ok(match type_ {
+        Some("string") if node.get("format").and_then(Value::as_str) == Some("date-time") => {
+            Schema::Time
+        }
+        Some("string") => Schema::String,
+        Some("integer") => Schema::Integer,
+        Some("boolean") => Schema::Boolean,
+        Some("array") => {
+            let items = node
+                .get("items")
+                .ok_or(format!("{path}: an array needs items"))?;
+            let meta = match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                Some("set") => ListMeta::Set,
+                _ => ListMeta::Atomic,
+            };
+            Schema::Array(
+                Box::new(from_openapi(items, &format!("{path}.items"))?),
+                meta,
+            )
+        }
+        Some("object") | None => {
+            if let Some(props) = node.get("properties").and_then(Value::as_object) {
+                let fields = props
+                    .iter()
+                    .map(|(name, child)| {
+                        let child = from_openapi(child, &format!("{path}.properties.{name}"))?;
+                        Ok((Cow::Owned(name.clone()), child))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                Schema::Object(fields)
+            } else if let Some(values) = node.get("additionalProperties") {
+                Schema::Map(Box::new(from_openapi(
+                    values,
+                    &format!("{path}.additionalProperties"),
+                )?))
+            } else if flag("x-kubernetes-preserve-unknown-fields") {
+                Schema::OpenObject
+            } else if type_.is_some() {
+                // No fields listed: the API server prunes every field.
+                Schema::Object(Vec::new())
+            } else {
+                return Err(format!("{path}: no type"));
+            }
+        }
+        Some(other) => return Err(format!("{path}: type {other:?} is not served")),
+    })
 }
 
 /// The schema of a served kind (built once).

@@ -332,6 +332,12 @@ async fn handle(
     if lock(&shared.state).not_served.contains(kind.plural) {
         return Err(ApiError::NoRoute);
     }
+    if kind.read_only && parts.method != Method::GET {
+        return Err(ApiError::MethodNotSupported(format!(
+            "{} are read-only here: the fake serves the files of deploy/kubernetes/crds as they were built in",
+            kind.plural
+        )));
+    }
     let table = table::wanted(accept).then(|| q.get("includeObject").cloned().unwrap_or_default());
     let (route, status_only) = match route {
         Route::Status {

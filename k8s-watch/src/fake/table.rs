@@ -1,6 +1,7 @@
 //! `meta.k8s.io/v1` `Table` responses, which `kubectl get` asks for
 //! (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`).
 
+use super::crd;
 use super::kinds::Kind;
 use serde_json::{Value, json};
 
@@ -55,8 +56,12 @@ pub(crate) fn human_duration(secs: i64) -> String {
 }
 
 fn age(obj: &Value) -> String {
-    let created = obj
-        .pointer("/metadata/creationTimestamp")
+    since(obj.pointer("/metadata/creationTimestamp"))
+}
+
+/// The time since an RFC 3339 timestamp, as kubectl prints ages.
+fn since(time: Option<&Value>) -> String {
+    let created = time
         .and_then(Value::as_str)
         .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
     match created {
@@ -129,7 +134,43 @@ fn columns(kind: &Kind) -> Vec<Value> {
             ),
             age,
         ],
-        _ => vec![name, age],
+        "CustomResourceDefinition" => vec![
+            name,
+            column(
+                "Created At",
+                "date",
+                "",
+                0,
+                "When the definition was created.",
+            ),
+        ],
+        other => match crd::of_kind(other) {
+            // A custom kind: its CRD's printer columns after the name, as
+            // the real server prints them.
+            Some(c) if !c.columns.is_empty() => std::iter::once(name)
+                .chain(c.columns.iter().map(|pc| {
+                    let type_ = if pc.type_ == "date" {
+                        "string"
+                    } else {
+                        pc.type_.as_str()
+                    };
+                    column(&pc.name, type_, "", pc.priority, &pc.json_path)
+                }))
+                .collect(),
+            _ => vec![name, age],
+        },
+    }
+}
+
+/// A printer column's cell: `.a.b.c` of the object; a date as an age,
+/// lists and objects as JSON, nothing as `<none>`.
+fn printer_cell(obj: &Value, pc: &crd::PrinterColumn) -> Value {
+    let pointer = pc.json_path.replace('.', "/");
+    match obj.pointer(&pointer) {
+        None | Some(Value::Null) => "<none>".into(),
+        Some(v) if pc.type_ == "date" => since(Some(v)).into(),
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => v.clone(),
+        Some(v) => v.to_string().into(),
     }
 }
 
@@ -251,7 +292,13 @@ fn cells(kind: &Kind, obj: &Value) -> Vec<Value> {
                 .into(),
             age(obj).into(),
         ],
-        _ => vec![name, age(obj).into()],
+        "CustomResourceDefinition" => vec![name, str_at("/metadata/creationTimestamp").into()],
+        other => match crd::of_kind(other) {
+            Some(c) if !c.columns.is_empty() => std::iter::once(name)
+                .chain(c.columns.iter().map(|pc| printer_cell(obj, pc)))
+                .collect(),
+            _ => vec![name, age(obj).into()],
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 //! checks every write passes ([`admit`]), then stores it and sends the
 //! watch event ([`commit`]) unless it is a dry run.
 
+use super::crd;
 use super::kinds::{Kind, kind_named};
 use super::patch::{self, PatchError};
 use super::schema;
@@ -336,6 +337,10 @@ fn admit(
     }
     let mut causes = validate::check_name(name.as_deref(), kind.kind == "Namespace");
     causes.extend(validate::check_labels(&obj));
+    // A custom resource: its CRD's value checks (enums, bounds, patterns).
+    if let Some(definition) = kind.custom.then(|| crd::of_kind(kind.kind)).flatten() {
+        causes.extend(crd::values::check(&definition.schema, &obj, ""));
+    }
     if !causes.is_empty() {
         return Err(ApiError::Invalid {
             kind: kind.into(),

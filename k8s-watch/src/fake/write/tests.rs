@@ -228,15 +228,15 @@ fn the_validator_refuses_with_invalid_and_stores_nothing() {
             .pointer("/spec/ingress/0/toPorts/0/ports/0/port")
             .and_then(Value::as_str)
         {
-            Some("99999") => Err("port 99999 is out of range".into()),
+            Some("9999") => Err("port 9999 is not for you".into()),
             _ => Ok(()),
         }
     }));
-    let e = create(&sh, &mut st, &t, cnp("99999")).expect_err("refused");
+    let e = create(&sh, &mut st, &t, cnp("9999")).expect_err("refused");
     assert_eq!(e.code(), 422);
     assert_eq!(
         e.to_string(),
-        "CiliumNetworkPolicy.cilium.io \"p\" is invalid: port 99999 is out of range"
+        "CiliumNetworkPolicy.cilium.io \"p\" is invalid: port 9999 is not for you"
     );
     let s = e.status();
     assert_eq!(s["reason"], "Invalid");
@@ -350,4 +350,32 @@ fn the_status_subresource_changes_only_the_status() {
     t.status_only = true;
     let e = apply_patch(&sh, &mut st, &t, PatchType::Merge, json!({}), None).expect_err("404");
     assert_eq!(e.code(), 404);
+}
+
+#[test]
+fn custom_resources_pass_their_crds_value_checks() {
+    let sh = shared();
+    let mut st = State::default();
+    let t = target("CiliumNetworkPolicy", Some("default"), None);
+    let e = create(&sh, &mut st, &t, cnp("99999")).expect_err("out of range");
+    assert_eq!(e.code(), 422);
+    let s = e.status();
+    assert_eq!(
+        s["details"]["causes"][0]["field"],
+        "spec.ingress[0].toPorts[0].ports[0].port"
+    );
+    let t = target("ClusterNetworkPolicy", None, None);
+    let anp = json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy", "metadata": {"name": "a"},
+        "spec": {"tier": "Admin", "priority": 1001, "subject": {}}});
+    let e = create(&sh, &mut st, &t, anp).expect_err("priority and subject");
+    let status = e.status();
+    let fields: Vec<&str> = status["details"]["causes"]
+        .as_array()
+        .expect("causes")
+        .iter()
+        .filter_map(|c| c["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["spec.priority", "spec.subject"], "{e}");
+    assert!(st.objects.is_empty() && st.history.is_empty());
 }
