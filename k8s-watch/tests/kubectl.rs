@@ -12,10 +12,14 @@
 //! on raw watches and by the crate's watcher. The project's policy
 //! examples (conformance cases) pass both kubectls' validation.
 
+#[path = "support/project_policies.rs"]
+mod project_policies;
+
 use futures::StreamExt;
 use k8s_watch::fake::{FakeApiServer, FakeHandle, policy_validator};
 use k8s_watch::{PodScope, WatchConfig, Watcher};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, WatchEvent, WatchParams};
+use project_policies::project_policies;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -536,51 +540,6 @@ async fn kubectl_manages_objects_and_the_watch_sees_every_change() {
     }
 }
 
-/// Every policy of the conformance cases (`policies:` of
-/// `conformance/cases/*/*.yaml`), one JSON document each.
-fn project_policies() -> Vec<Value> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/cases");
-    let mut files = Vec::new();
-    for dir in std::fs::read_dir(&root)
-        .expect("the conformance cases")
-        .flatten()
-    {
-        for f in std::fs::read_dir(dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if f.path().extension().is_some_and(|e| e == "yaml") {
-                files.push(f.path());
-            }
-        }
-    }
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).expect("a readable case");
-        let Ok(case) = serde_yaml_ng::from_str::<Value>(&text) else {
-            continue;
-        };
-        let Some(policies) = case.get("policies").and_then(Value::as_str) else {
-            continue;
-        };
-        for doc in serde_yaml_ng::Deserializer::from_str(policies) {
-            let Ok(v) = <Value as serde::Deserialize>::deserialize(doc) else {
-                continue;
-            };
-            let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
-            if matches!(
-                kind,
-                "NetworkPolicy" | "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy"
-            ) {
-                out.push(v);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_validates_the_project_policy_examples() {
     let policies = project_policies();
@@ -717,5 +676,96 @@ async fn kubectl_server_side_apply_and_field_validation_on_a_second_listener() {
                 .iter()
                 .any(|r| r.starts_with("PATCH /apis/cilium.io"))
         );
+    }
+}
+
+const CIDR_GROUP: &str = "apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {name: partners}
+spec:
+  externalCIDRs: [198.51.100.0/24, 2001:db8:1::/48]
+";
+
+const CLUSTER_POLICY: &str = "apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: sensitive-ns}
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaces: {matchLabels: {team: vault}}
+  ingress:
+  - {name: nobody, action: Deny, from: [{namespaces: {}}]}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_lists_the_crds_and_manages_cidr_groups_and_cluster_policies() {
+    for (label, bin) in kubectls() {
+        let (_url, fake) = FakeApiServer::start().await.expect("the fake starts");
+        let k = Kubectl::new(&label, &bin, &fake);
+        let crds = k.ok(&["get", "crd"]).await;
+        for name in [
+            "ciliumcidrgroups.cilium.io",
+            "ciliumclusterwidenetworkpolicies.cilium.io",
+            "ciliumnetworkpolicies.cilium.io",
+            "clusternetworkpolicies.policy.networking.k8s.io",
+        ] {
+            assert!(crds.contains(name), "{label}: {crds}");
+        }
+        let crd = k
+            .json(&["get", "crd", "ciliumnetworkpolicies.cilium.io"])
+            .await;
+        assert_eq!(crd["spec"]["names"]["kind"], "CiliumNetworkPolicy");
+        let err = k
+            .fails(&["delete", "crd", "ciliumnetworkpolicies.cilium.io"])
+            .await;
+        assert!(err.contains("read-only"), "{label}: {err}");
+
+        let group = k.file("group.yaml", CIDR_GROUP);
+        let policy = k.file("cluster-policy.yaml", CLUSTER_POLICY);
+        for f in [&group, &policy] {
+            let out = k.ok(&["apply", "-f", f]).await;
+            assert!(out.contains("created"), "{label}: {out}");
+        }
+        let table = k.ok(&["get", "ccg"]).await;
+        assert!(
+            table.contains("partners") && table.contains("198.51.100.0/24"),
+            "{label}: {table}"
+        );
+        let table = k.ok(&["get", "clusternetworkpolicies"]).await;
+        let header = table.lines().next().unwrap_or_default();
+        for column in ["NAME", "TIER", "PRIORITY", "AGE"] {
+            assert!(header.contains(column), "{label}: {table}");
+        }
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("sensitive-ns") && l.contains("Admin") && l.contains("10")),
+            "{label}: {table}"
+        );
+        // Edited: the tier is refused in the wrong case, then applied.
+        k.file(
+            "cluster-policy.yaml",
+            &CLUSTER_POLICY.replace("tier: Admin", "tier: admin"),
+        );
+        let err = k.fails(&["apply", "-f", &policy]).await;
+        assert!(
+            err.contains("\"sensitive-ns\" is invalid") && err.contains("spec.tier"),
+            "{label}: {err}"
+        );
+        k.file(
+            "cluster-policy.yaml",
+            &CLUSTER_POLICY.replace("priority: 10", "priority: 20"),
+        );
+        let out = k.ok(&["apply", "-f", &policy]).await;
+        assert!(out.contains("configured"), "{label}: {out}");
+        let got = k
+            .json(&["get", "clusternetworkpolicy", "sensitive-ns"])
+            .await;
+        assert_eq!(got["spec"]["priority"], 20);
+        for f in [&group, &policy] {
+            let out = k.ok(&["delete", "-f", f]).await;
+            assert!(out.contains("deleted"), "{label}: {out}");
+        }
     }
 }
