@@ -92,7 +92,7 @@ pub enum AccessRecord<'a> {
         correlation_id: i32,
         client_id: &'a str,
         topics: &'a str,
-        /// `allowed`, `denied` or `upstream_error`.
+        /// `allowed`, `audit`, `denied` or `upstream_error`.
         verdict: &'a str,
         latency: Duration,
         reason: &'a str,

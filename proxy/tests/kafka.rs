@@ -55,10 +55,22 @@ const BROKER: &str = "10.201.0.9:9092";
 const ALLOWED_ID: [u8; 16] = [1; 16];
 
 fn policy() -> PolicyHandle {
+    PolicyHandle::new(proxy_policy())
+}
+
+fn proxy_policy() -> ProxyPolicy {
     let set = load_str(POLICY, "p.yaml").expect("test policy loads");
     let topo = Topology::from_yaml(TOPO, "t.yaml").expect("test topology is valid");
     let cluster = Cluster::new(topo, set.rules().cloned().collect(), &FqdnCache::default());
-    PolicyHandle::new(ProxyPolicy::new(&cluster))
+    ProxyPolicy::new(&cluster)
+}
+
+/// The same policy with the client in audit mode (its namespace's
+/// `policy.cilium.io/audit-mode`, or the node's `--policy-audit-mode`).
+fn audited_client_policy() -> PolicyHandle {
+    let mut p = proxy_policy();
+    p.set_audited(|name| name == "ns1/client");
+    PolicyHandle::new(p)
 }
 
 // ---- the fake broker ----
@@ -247,11 +259,15 @@ struct Harness {
 }
 
 async fn harness(config: KafkaConfig) -> Harness {
+    harness_under(policy(), config).await
+}
+
+async fn harness_under(policy: PolicyHandle, config: KafkaConfig) -> Harness {
     let (broker, seen) = fake_broker().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let proxy = KafkaProxy::serve_with_fixed_destination(
         listener,
-        policy(),
+        policy,
         config,
         FixedDestination {
             client: Some(CLIENT.parse().expect("literal")),
@@ -404,6 +420,104 @@ async fn produce_allowed_denied_and_pipelined_in_order() {
         assert_eq!(m.requests("Produce", KafkaVerdictLabel::Allowed), 2);
         assert_eq!(m.requests("Produce", KafkaVerdictLabel::Denied), 1);
     }
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// The process-wide subscriber, the only one in this test binary (as in
+// tests/dns.rs): other tests' lines land in the buffer too; this test
+// keeps the lines of its own correlation IDs (7001..=7004).
+#[tokio::test]
+async fn an_audited_clients_denied_requests_are_forwarded_and_logged_as_audit() {
+    let buf = LogBuffer::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("the only global subscriber of this test binary");
+
+    let h = harness_under(audited_client_policy(), KafkaConfig::plain()).await;
+    let mut c = h.client().await;
+    send(&mut c, &produce(&["secret"], 1), ApiKey::Produce, 9, 7001).await;
+    let (corr, resp) = recv(&mut c, ApiKey::Produce, 9).await;
+    assert_eq!(corr, 7001);
+    assert_eq!(produce_errors(&resp), vec![("secret".to_string(), 0)]);
+    // acks=0: forwarded with no response; the next request still works.
+    send(&mut c, &produce(&["secret"], 0), ApiKey::Produce, 9, 7002).await;
+    send(&mut c, &produce(&["allowed"], 1), ApiKey::Produce, 9, 7003).await;
+    let (corr, resp) = recv(&mut c, ApiKey::Produce, 9).await;
+    assert_eq!(corr, 7003);
+    assert_eq!(produce_errors(&resp), vec![("allowed".to_string(), 0)]);
+    // An all-topics Metadata request lists what audit mode passes.
+    let all = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
+    send(&mut c, &all, ApiKey::Metadata, 12, 7004).await;
+    let (_, resp) = recv(&mut c, ApiKey::Metadata, 12).await;
+    assert_eq!(
+        metadata_names(&resp),
+        vec!["allowed".to_string(), "secret".to_string()]
+    );
+    let seen: Vec<i32> = h.seen.all().iter().map(|(_, c, _)| *c).collect();
+    assert_eq!(
+        seen,
+        vec![7001, 7002, 7003, 7004],
+        "every request reached the broker"
+    );
+    let m = h.proxy.metrics();
+    assert_eq!(m.requests("Produce", KafkaVerdictLabel::Audit), 2);
+    assert_eq!(m.requests("Produce", KafkaVerdictLabel::Allowed), 1);
+    assert_eq!(m.requests("Produce", KafkaVerdictLabel::Denied), 0);
+    drop(c);
+    h.proxy.shutdown().await;
+
+    let text = String::from_utf8(buf.0.lock().expect("log buffer").clone()).expect("utf-8 log");
+    let mut produces: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "portcullis::proxy::access")
+        .map(|v| v["fields"].clone())
+        .filter(|f| {
+            f["api_key"] == "Produce"
+                && f["correlation_id"]
+                    .as_i64()
+                    .is_some_and(|c| (7001..=7004).contains(&c))
+        })
+        .collect();
+    // The acks=0 request is logged when sent, the others when answered.
+    produces.sort_by_key(|f| f["correlation_id"].as_i64());
+    let verdicts: Vec<(i64, &str)> = produces
+        .iter()
+        .map(|f| {
+            (
+                f["correlation_id"].as_i64().unwrap_or(-1),
+                f["verdict"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![(7001, "audit"), (7002, "audit"), (7003, "allowed")],
+        "{text}"
+    );
+    assert_eq!(
+        produces[0]["reason"],
+        "ns1/client egress: audit: no Kafka rule allows topic secret; \
+         CiliumNetworkPolicy ns1/client-kafka spec.egress[0].rules.kafka[0]; \
+         CiliumNetworkPolicy ns1/client-kafka spec.egress[0].rules.kafka[1]"
+    );
 }
 
 #[tokio::test]

@@ -116,9 +116,13 @@ struct LogEntry {
     correlation_id: i32,
     client_id: String,
     topics: String,
+    /// The verdict of a forwarded request, logged once it is answered:
+    /// `Allowed` or `Audit` (`Denied` for a denied Metadata request
+    /// forwarded as a request for no topic, see `metadata_denial`).
+    verdict: KafkaVerdictLabel,
     reason: String,
     start: Instant,
-    /// For an allowed Metadata request: the rules and the request, to
+    /// For a forwarded Metadata request: the rules and the request, to
     /// remove from the response the topics the rules may not list. For a
     /// request for every topic that is its filter; for one naming topics
     /// it keeps a broker that answers more than was asked (tansu lists
@@ -226,36 +230,35 @@ async fn read_requests(
             .snapshot()
             .kafka_rules(addrs.client, addrs.original_dst);
         let judgement = rules.judge(&parsed);
+        let (verdict, reason) = judgement.logged();
         let mut log = LogEntry {
             api_key: parsed.api_key,
             api_version: parsed.api_version,
             correlation_id: parsed.correlation_id,
             client_id: parsed.client_id.clone().unwrap_or_default(),
             topics: topic_list(&parsed),
-            reason: match &judgement {
-                KafkaJudgement::Allowed { rules } => rules.join("; "),
-                KafkaJudgement::Denied(denial) => denial.logged().1,
-            },
+            verdict,
+            reason,
             start,
             list_filter: None,
             metadata_denial: None,
         };
-        if judgement.is_allowed() && parsed.api_key == ApiKey::Metadata {
+        if judgement.forwards() && parsed.api_key == ApiKey::Metadata {
             log.list_filter = Some(Box::new((rules.clone(), parsed.clone())));
         }
         // A denied Metadata request is answered from the broker's answer
         // to a request for no topic, so the denial carries the cluster.
         let substitute = match &judgement {
             KafkaJudgement::Denied(_) => deny::brokers_only_request(&frame, &parsed),
-            KafkaJudgement::Allowed { .. } => None,
+            KafkaJudgement::Allowed { .. } | KafkaJudgement::Audit { .. } => None,
         };
         let forward: Option<&[u8]> = match (&judgement, &substitute) {
-            (KafkaJudgement::Allowed { .. }, _) => Some(&frame),
+            (KafkaJudgement::Allowed { .. } | KafkaJudgement::Audit { .. }, _) => Some(&frame),
             (KafkaJudgement::Denied(_), Some(sub)) => Some(&sub[4..]),
             (KafkaJudgement::Denied(_), None) => None,
         };
         if let Some(bytes) = forward {
-            let denied = !judgement.is_allowed();
+            let denied = !judgement.forwards();
             if denied {
                 log.metadata_denial = Some(Box::new(parsed.clone()));
             }
@@ -272,10 +275,10 @@ async fn read_requests(
                 }
             };
             if !parsed.expects_response {
-                access_log(&addrs, &log, "allowed", None);
+                access_log(&addrs, &log, log.verdict.log_text(), None);
                 shared
                     .metrics
-                    .request(api_name(log.api_key), KafkaVerdictLabel::Allowed, None);
+                    .request(api_name(log.api_key), log.verdict, None);
                 if let Some(r) = handoff {
                     // Nothing to relay yet, but the writer needs the
                     // upstream's read half for later responses.
@@ -406,15 +409,10 @@ async fn write_responses(
                 match relayed {
                     Ok(()) => {
                         let seconds = log.start.elapsed().as_secs_f64();
-                        let (verdict, label) = if log.metadata_denial.is_some() {
-                            ("denied", KafkaVerdictLabel::Denied)
-                        } else {
-                            ("allowed", KafkaVerdictLabel::Allowed)
-                        };
-                        access_log(&addrs, &log, verdict, None);
+                        access_log(&addrs, &log, log.verdict.log_text(), None);
                         shared
                             .metrics
-                            .request(api_name(log.api_key), label, Some(seconds));
+                            .request(api_name(log.api_key), log.verdict, Some(seconds));
                     }
                     Err(why) => {
                         access_log(&addrs, &log, "upstream_error", Some(&why));

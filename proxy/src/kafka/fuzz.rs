@@ -18,7 +18,7 @@ use crate::policy::ProxyPolicy;
 pub enum Outcome {
     /// Not a readable request.
     Unreadable,
-    /// Read and allowed.
+    /// Read and forwarded (allowed, or passing as AUDIT).
     Allowed,
     /// Read and denied, with a denial response built.
     Denied,
@@ -47,7 +47,7 @@ pub fn exercise(
         return Outcome::Unreadable;
     };
     let rules = policy.kafka_rules(client, server);
-    if rules.judge(&frame).is_allowed() {
+    if rules.judge(&frame).forwards() {
         return Outcome::Allowed;
     }
     match denial(&frame) {

@@ -2,7 +2,9 @@
 //! one request (pure). The lookups are the kernel's own
 //! (`MapState::lookup`, see [`ProxyPolicy::kafka_rules`]); each side that
 //! redirects to Kafka contributes its compiled rule set and a request
-//! passes only when every such side allows it.
+//! passes only when every such side allows it, or passes as AUDIT where
+//! only audit mode would deny it (an end in audit mode, or an audited
+//! policy's rules).
 
 use std::net::SocketAddr;
 
@@ -13,7 +15,7 @@ use kafka_protocol::messages::ApiKey;
 
 use super::metrics::KafkaVerdictLabel;
 use super::parse::{KafkaFrame, Topics, Unnamed};
-use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side, SideName};
+use crate::policy::{FlowRules, ProxyPolicy, Refusal, Side, SideName, SidePolicy};
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +42,11 @@ impl ProxyPolicy {
 pub enum KafkaJudgement {
     /// Forward. `rules`: which rule of each side allowed it.
     Allowed { rules: Vec<String> },
+    /// Forward, although a policy would deny it: a side of an endpoint in
+    /// audit mode denies it (its rules or its L3/L4 entry), or a side's
+    /// audit verdict (audited policies' rules too) does. `reason` names
+    /// each such side and the policies that would deny, `; `-separated.
+    Audit { reason: String },
     /// Answer with the API's authorization error.
     Denied(KafkaDenial),
 }
@@ -75,15 +82,93 @@ impl KafkaDenial {
 }
 
 impl KafkaJudgement {
-    /// Whether the request may be forwarded.
+    /// Whether the request is allowed (and not only passing as AUDIT).
     pub fn is_allowed(&self) -> bool {
         matches!(self, KafkaJudgement::Allowed { .. })
+    }
+
+    /// Whether the request is forwarded: allowed, or passing as AUDIT.
+    pub fn forwards(&self) -> bool {
+        matches!(
+            self,
+            KafkaJudgement::Allowed { .. } | KafkaJudgement::Audit { .. }
+        )
+    }
+
+    /// The metrics verdict and the access-log reason (which rule of each
+    /// side allowed it, which policies would deny it, or why it was
+    /// denied): the one place both are derived.
+    pub fn logged(&self) -> (KafkaVerdictLabel, String) {
+        match self {
+            KafkaJudgement::Allowed { rules } => (KafkaVerdictLabel::Allowed, rules.join("; ")),
+            KafkaJudgement::Audit { reason } => (KafkaVerdictLabel::Audit, reason.clone()),
+            KafkaJudgement::Denied(denial) => denial.logged(),
+        }
+    }
+}
+
+/// Why one side's rule set denies a request.
+enum SideDenial<'r> {
+    /// The rules did not compile: they allow nothing.
+    Uncompiled(&'r str),
+    /// The rules have this API but not this topic.
+    TopicNotAllowed(String),
+    /// No rule matches the API key, version and client ID.
+    NoRuleMatched,
+}
+
+impl SideDenial<'_> {
+    /// The denial of the enforced rules of `side`.
+    fn denial(self, side: SideName) -> KafkaDenial {
+        match self {
+            SideDenial::Uncompiled(why) => KafkaDenial::Uncompiled {
+                side,
+                why: why.to_string(),
+            },
+            SideDenial::TopicNotAllowed(topic) => KafkaDenial::TopicNotAllowed { side, topic },
+            SideDenial::NoRuleMatched => KafkaDenial::NoRuleMatched { side },
+        }
+    }
+
+    /// What an AUDIT reason says of it; `whose`: ` of the audited
+    /// policies` for the audit verdict's rules, empty for the enforced.
+    fn audit_why(&self, whose: &str) -> String {
+        match self {
+            SideDenial::Uncompiled(why) => format!("rules{whose} do not compile: {why}"),
+            SideDenial::TopicNotAllowed(topic) => {
+                format!("no Kafka rule{whose} allows topic {topic}")
+            }
+            SideDenial::NoRuleMatched => format!("no Kafka rule{whose} matches the request"),
+        }
+    }
+}
+
+/// Judges `req` by one side's rule set: the origin of the rule that
+/// allowed it (`None` under `allow_all`), or why it is denied.
+fn judge_side<'r>(
+    policy: &'r SidePolicy<KafkaRuleSet>,
+    req: &KafkaRequest<'_>,
+) -> Result<Option<&'r str>, SideDenial<'r>> {
+    if policy.allow_all {
+        return Ok(None);
+    }
+    let set = policy
+        .set
+        .as_ref()
+        .map_err(|why| SideDenial::Uncompiled(why))?;
+    match set.judge(req) {
+        KafkaVerdict::Allowed { rule } => Ok(Some(&policy.origins[rule])),
+        KafkaVerdict::Denied { topic: Some(t) } => Err(SideDenial::TopicNotAllowed(t.to_string())),
+        KafkaVerdict::Denied { topic: None } => Err(SideDenial::NoRuleMatched),
     }
 }
 
 impl FlowRules<KafkaRuleSet> {
     /// Judges one parsed request: its topics must all be named, and every
-    /// side must allow it.
+    /// side must allow it, or be of an endpoint in audit mode (AUDIT). A
+    /// request every side allows passes as AUDIT when a side's audit
+    /// verdict denies it or an end in audit mode has an `audit_faults`
+    /// entry. A refusal is a denial, audit mode or not.
     pub fn judge(&self, frame: &KafkaFrame) -> KafkaJudgement {
         let denied = |denial: KafkaDenial| KafkaJudgement::Denied(denial);
         if let Some(refusal) = &self.refusal {
@@ -109,9 +194,10 @@ impl FlowRules<KafkaRuleSet> {
 
     /// Whether `topic` may be listed in the response to `frame`, a Metadata
     /// request for every topic: a Metadata request naming only that topic
-    /// would be allowed.
+    /// would be forwarded (allowed, or passing as AUDIT: audit mode hides
+    /// nothing it would pass).
     pub fn allows_listing(&self, frame: &KafkaFrame, topic: &str) -> bool {
-        self.judge_topics(frame, &[topic]).is_allowed()
+        self.judge_topics(frame, &[topic]).forwards()
     }
 
     fn judge_topics(&self, frame: &KafkaFrame, topics: &[&str]) -> KafkaJudgement {
@@ -129,35 +215,38 @@ impl FlowRules<KafkaRuleSet> {
             topics,
         };
         let mut rules = Vec::new();
+        // An end in audit mode whose L3/L4 entry would refuse the flow.
+        let mut audit: Vec<String> = self
+            .audit_faults
+            .iter()
+            .map(Refusal::audit_reason)
+            .collect();
         for side in &self.sides {
-            if side.policy.allow_all {
-                rules.push(format!("{} {}: allow-all", side.endpoint, side.direction));
-                continue;
-            }
-            let set = match &side.policy.set {
-                Ok(set) => set,
-                Err(why) => {
-                    return denied(KafkaDenial::Uncompiled {
-                        side: side.name(),
-                        why: why.clone(),
+            match judge_side(&side.policy, &req) {
+                Ok(rule) => {
+                    rules.push(match rule {
+                        Some(origin) => origin.to_string(),
+                        None => format!("{}: allow-all", side.name()),
                     });
+                    if let Some(audited) = side.policy.audited_rules()
+                        && let Err(why) = judge_side(audited, &req)
+                    {
+                        let why = why.audit_why(" of the audited policies");
+                        audit.push(audited.audit_reason(&side.name(), why));
+                    }
                 }
-            };
-            match set.judge(&req) {
-                KafkaVerdict::Allowed { rule } => {
-                    rules.push(side.policy.origins[rule].clone());
+                Err(why) if side.audited => {
+                    audit.push(side.policy.audit_reason(&side.name(), why.audit_why("")));
                 }
-                KafkaVerdict::Denied { topic } => {
-                    return denied(match topic {
-                        Some(t) => KafkaDenial::TopicNotAllowed {
-                            side: side.name(),
-                            topic: t.to_string(),
-                        },
-                        None => KafkaDenial::NoRuleMatched { side: side.name() },
-                    });
-                }
+                Err(why) => return denied(why.denial(side.name())),
             }
         }
-        KafkaJudgement::Allowed { rules }
+        if audit.is_empty() {
+            KafkaJudgement::Allowed { rules }
+        } else {
+            KafkaJudgement::Audit {
+                reason: audit.join("; "),
+            }
+        }
     }
 }

@@ -15,12 +15,30 @@ use crate::metrics::{self, ConnectionGuard, Connections, RequestMetrics};
 pub enum KafkaVerdictLabel {
     /// Allowed and forwarded; the upstream answered.
     Allowed,
+    /// Forwarded although a policy would deny it (audit mode: an end in
+    /// audit mode, or an audited policy's rules would deny it); the
+    /// upstream answered.
+    Audit,
     /// Denied by policy: answered with an authorization error.
     Denied,
     /// Unreadable, oversized, or not answerable: the connection was closed.
     Invalid,
     /// Allowed, but the upstream could not be reached or failed.
     UpstreamError,
+}
+
+impl KafkaVerdictLabel {
+    /// The verdict as the access log writes it: `allowed`, `audit`,
+    /// `denied`, `invalid`, `upstream_error`.
+    pub fn log_text(self) -> &'static str {
+        match self {
+            KafkaVerdictLabel::Allowed => "allowed",
+            KafkaVerdictLabel::Audit => "audit",
+            KafkaVerdictLabel::Denied => "denied",
+            KafkaVerdictLabel::Invalid => "invalid",
+            KafkaVerdictLabel::UpstreamError => "upstream_error",
+        }
+    }
 }
 
 /// Why the proxy closed a connection (or refused it at accept) to keep
