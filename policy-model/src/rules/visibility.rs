@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{Direction, Protocol};
+use super::rule::{Direction, Protocol};
 use crate::l7::L7Parser;
 
 /// The annotation, as Cilium users write it.
