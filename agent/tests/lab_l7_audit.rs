@@ -174,7 +174,7 @@ fn serve_tls(lab: &mut TestLab, pod: &str) {
             "-quiet",
             "-www",
             "-accept",
-            "[::]:443",
+            "443",
             "-cert",
             cert.to_str().expect("utf-8"),
             "-key",
@@ -466,7 +466,7 @@ fn audited_l7_policies_and_namespaces_pass_what_they_would_deny_and_visibility_r
         f["verdict"] == "AUDIT"
             && f["Summary"]
                 .as_str()
-                .is_some_and(|s| s.contains("bad.test"))
+                .is_some_and(|s| s.starts_with("TLS SNI bad.test"))
     });
     assert_eq!(deciders(f), ["CiliumNetworkPolicy y/yweb-l7"], "{f}");
 
