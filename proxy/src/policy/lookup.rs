@@ -123,7 +123,8 @@ impl ProxyPolicy {
         let mut sides = Vec::new();
         for (index, direction, remote) in candidates {
             let Some(&index) = index else { continue };
-            let looked_up = self.local_side(index, direction, remote, (TCP, orig_dst.port()), parser);
+            let looked_up =
+                self.local_side(index, direction, remote, (TCP, orig_dst.port()), parser);
             if let Err(why @ Refusal::Side { fault, .. }) = &looked_up
                 && matches!(fault, SideFault::NoEntry | SideFault::DeniedAtL4)
                 && self.audited.get(index).copied().unwrap_or(false)

@@ -164,7 +164,10 @@ impl<R: RuleSet> SidePolicy<R> {
             allow_all: l7.allow_all,
             set,
             origins,
-            audit: l7.audit.as_deref().map(|a| Arc::new(SidePolicy::compile(a))),
+            audit: l7
+                .audit
+                .as_deref()
+                .map(|a| Arc::new(SidePolicy::compile(a))),
         }
     }
 
