@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static WITH_L7: AtomicUsize = AtomicUsize::new(0);
 static WITH_DENY: AtomicUsize = AtomicUsize::new(0);
 static WITH_FQDN_IDENTITY: AtomicUsize = AtomicUsize::new(0);
+static WITH_FQDN_DENY: AtomicUsize = AtomicUsize::new(0);
 static WITH_CIDR_IDENTITY: AtomicUsize = AtomicUsize::new(0);
 static WITH_REMOTE_POD: AtomicUsize = AtomicUsize::new(0);
 static WITH_WARNING: AtomicUsize = AtomicUsize::new(0);
@@ -282,12 +283,11 @@ fn cnp(name: &str, ns: usize, d: &mut Dice) -> String {
         }
         let mut entries = Vec::new();
         for _ in 0..1 + d.below(2) {
-            let mut peer = cnp_peer(d, ingress);
-            // Deny rules carry no L7 rules; toFQDNs only allows.
+            let peer = cnp_peer(d, ingress);
+            // Deny rules carry no L7 rules. Their toFQDNs selectors name
+            // the names the allows' do, so an address learned for both
+            // an allowed and a denied name comes up.
             let ports = if section.ends_with("Deny") {
-                if peer.starts_with("toFQDNs") {
-                    peer = "toEntities: [world]".into();
-                }
                 match d.below(2) {
                     0 => String::new(),
                     _ => ", toPorts: [{ports: [{port: '80', protocol: TCP}]}]".into(),
@@ -612,6 +612,18 @@ fn check_against_oracle(engine: &IncrementalCluster, step: usize, what: &str) {
             .any(|i| matches!(i.kind, IdentityKind::Fqdn { .. })),
     );
     count(
+        &WITH_FQDN_DENY,
+        pols().any(|p| {
+            p.map.entries.iter().any(|(k, v)| {
+                v.verdict == MapVerdict::Deny
+                    && state
+                        .identities
+                        .get(&k.identity)
+                        .is_some_and(|i| matches!(i.kind, IdentityKind::Fqdn { .. }))
+            })
+        }),
+    );
+    count(
         &WITH_CIDR_IDENTITY,
         state
             .identities
@@ -679,6 +691,7 @@ fn incremental_equals_from_scratch_after_every_step() {
         ("L7 rules", &WITH_L7),
         ("deny entries", &WITH_DENY),
         ("FQDN identities", &WITH_FQDN_IDENTITY),
+        ("denied FQDN identities", &WITH_FQDN_DENY),
         ("CIDR identities", &WITH_CIDR_IDENTITY),
         ("remote pods", &WITH_REMOTE_POD),
         ("warnings", &WITH_WARNING),

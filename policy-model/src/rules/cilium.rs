@@ -258,12 +258,6 @@ fn cilium_egress(
         ],
         prefix: "to",
     };
-    if deny && r.to_fqdns.is_some() {
-        return Err(rerr(
-            format!("{path}.toFQDNs"),
-            "toFQDNs is not supported in egressDeny rules",
-        ));
-    }
     cilium_entry(
         &l3,
         r.to_ports.as_deref(),

@@ -190,3 +190,64 @@ fn forgetting_a_learned_address_matches_a_resolve_without_it() {
     assert_eq!(c.learned_and_fallback_identity(ip("10.0.1.1")), None);
     assert_eq!(c.learned_and_fallback_identity(ip("1.1.1.1")), None);
 }
+
+/// `toFQDNs` in `egressDeny` (portcullis's, not Cilium's): the addresses
+/// learned for a denied name are denied, over a wildcard allow, also when
+/// the same address was learned for an allowed name; its `toPorts` narrow
+/// the deny.
+#[test]
+fn fqdn_deny_denies_learned_addresses_even_when_an_allowed_name_shares_them() {
+    use crate::mapstate::MapVerdict::Deny;
+    let policies = cnp(
+        "fqdn-deny",
+        &format!(
+            "{ON_A}  egress: [{{toFQDNs: [{{matchPattern: '*.example.com'}}]}}]\n  egressDeny:\n  - toFQDNs: [{{matchName: bad.example.com}}]\n  - toFQDNs: [{{matchPattern: '*.ads.example.com'}}]\n    toPorts: [{{ports: [{{port: '443', protocol: TCP}}]}}]"
+        ),
+    );
+    let mut fq = FqdnCache::default();
+    fq.learn("good.example.com", ip("8.8.8.1"));
+    fq.learn("bad.example.com", ip("8.8.8.2"));
+    // One address, an allowed and a denied name.
+    fq.learn("shared.example.com", ip("8.8.8.3"));
+    fq.learn("bad.example.com", ip("8.8.8.3"));
+    fq.learn("x.ads.example.com", ip("8.8.8.4"));
+    fq.learn("bad.example.com", ip("2001:db8::2"));
+    let c = cluster_with(&policies, &fq);
+    let p = pol(&c, "ns1/a");
+    let e = Direction::Egress;
+    let at = |addr: &str, port| verdict(&p, e, c.identity_of_ip(ip(addr)), TCP, port);
+    assert_eq!(at("8.8.8.1", 443), Some(Allow), "allowed name");
+    assert_eq!(at("8.8.8.2", 443), Some(Deny), "denied name");
+    assert_eq!(at("2001:db8::2", 80), Some(Deny), "denied name, AAAA");
+    assert_eq!(at("8.8.8.3", 443), Some(Deny), "shared address: deny wins");
+    assert_eq!(at("8.8.8.4", 443), Some(Deny), "denied name on its port");
+    assert_eq!(
+        at("8.8.8.4", 80),
+        None,
+        "the deny's port only; *.ads is not *.example.com"
+    );
+    // The incremental engine learns the same, one name at a time.
+    let mut engine = engine_of(
+        &cluster_with(&policies, &FqdnCache::default()),
+        &FqdnCache::default(),
+    );
+    for (name, ips) in &fq.names {
+        engine.apply(Change::Learned {
+            name: name.clone(),
+            ips: ips.iter().copied().collect(),
+        });
+    }
+    // (Numbers follow the learning order; verdicts must not.)
+    let a = c.endpoint("ns1/a").expect("pod in topology");
+    let from_engine = engine.endpoint_policy(a.id).expect("pod a has a policy");
+    for addr in ["8.8.8.1", "8.8.8.2", "2001:db8::2", "8.8.8.3", "8.8.8.4"] {
+        for port in [80, 443] {
+            let learned = engine.identity_of_ip(ip(addr));
+            assert_eq!(
+                verdict(from_engine, e, learned, TCP, port),
+                at(addr, port),
+                "{addr} {port}"
+            );
+        }
+    }
+}

@@ -185,9 +185,50 @@ fn to_fqdns_with_to_endpoints_is_rejected() {
     let e = cnp_err(&format!(
         "{CNP_HEAD}spec:
   endpointSelector: {{}}
-  egressDeny: [{{toFQDNs: [{{matchName: example.com}}]}}]"
+  egressDeny: [{{toFQDNs: [{{matchName: example.com}}], toCIDR: [10.0.0.0/8]}}]"
     ));
     assert_eq!(e.path, "spec.egressDeny[0].toFQDNs");
+    assert!(e.reason.contains("toCIDR"), "{}", e.reason);
+}
+
+#[test]
+fn to_fqdns_in_egress_deny_is_a_deny_entry_with_its_ports() {
+    let r = cnp_ok(&format!(
+        "{CNP_HEAD}spec:
+  endpointSelector: {{}}
+  egressDeny:
+  - toFQDNs: [{{matchName: api.example.com}}, {{matchPattern: '*.example.org'}}]
+    toPorts: [{{ports: [{{port: '443', protocol: TCP}}]}}]"
+    ));
+    let entry = &r.egress.entries[0];
+    assert!(entry.deny);
+    assert_eq!(entry.path, "spec.egressDeny[0]");
+    let peers: Vec<String> = entry.peers.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        peers,
+        [
+            "fqdn matchName api.example.com",
+            "fqdn matchPattern *.example.org"
+        ]
+    );
+    assert_eq!(entry.ports.as_ref().map(Vec::len), Some(1));
+    let e = cnp_err(&format!(
+        "{CNP_HEAD}spec: {{endpointSelector: {{}}, egressDeny: [{{toFQDNs: [{{matchPattern: 'a b'}}]}}]}}"
+    ));
+    assert_eq!(e.path, "spec.egressDeny[0].toFQDNs[0]");
+    // A deny carries no L7 rules, with toFQDNs as with any peer.
+    let e = cnp_err(&format!(
+        "{CNP_HEAD}spec:
+  endpointSelector: {{}}
+  egressDeny:
+  - toFQDNs: [{{matchName: api.example.com}}]
+    toPorts: [{{ports: [{{port: '53', protocol: UDP}}], rules: {{dns: [{{matchPattern: '*'}}]}}}}]"
+    ));
+    assert!(
+        e.path.starts_with("spec.egressDeny[0].toPorts[0]"),
+        "{}",
+        e.path
+    );
 }
 
 #[test]
