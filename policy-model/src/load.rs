@@ -97,10 +97,37 @@ impl PolicySet {
             }
         }
         if errors.is_empty() {
+            set.warn_unseen_fqdn_denies();
             Ok(set)
         } else {
             Err(errors)
         }
+    }
+
+    /// Warns about each `egressDeny` `toFQDNs` entry when no policy of the
+    /// set redirects DNS to the proxy, so the deny could learn nothing
+    /// (see [`rules::fqdn_denies_without_dns`]).
+    pub fn warn_unseen_fqdn_denies(&mut self) {
+        let all: Vec<&PolicyRule> = self.rules().collect();
+        let found: Vec<LoadWarning> = rules::fqdn_denies_without_dns(&all)
+            .into_iter()
+            .map(|(rule, path)| {
+                let o = &rule.origin;
+                let object = match &o.namespace {
+                    Some(ns) => format!("{}/{}/{}", o.kind, ns, o.name),
+                    None => format!("{}/{}", o.kind, o.name),
+                };
+                LoadWarning {
+                    location: Location {
+                        file: o.file.clone().unwrap_or_default(),
+                        document: o.document.unwrap_or_default(),
+                        object: Some(object),
+                    },
+                    message: rules::fqdn_deny_unseen_message(path),
+                }
+            })
+            .collect();
+        self.warnings.extend(found);
     }
 }
 

@@ -56,9 +56,11 @@ pub struct ExplainArgs {
     /// Destination address.
     #[arg(long)]
     to_ip: Option<IpAddr>,
-    /// The destination address was learned from a DNS answer for NAME.
+    /// The destination address was learned from a DNS answer for NAME
+    /// (repeatable: an address several names resolve to carries them all,
+    /// and a `toFQDNs` deny of any of them denies it).
     #[arg(long, requires = "to_ip")]
-    to_fqdn: Option<String>,
+    to_fqdn: Vec<String>,
     /// Destination port (ICMP type for ICMP); none for the extended
     /// protocols, which have no ports.
     #[arg(long)]
@@ -181,8 +183,10 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
     };
     let l7 = l7_request(a)?;
     let mut fqdn = FqdnCache::default();
-    if let (Some(name), Some(ip)) = (&a.to_fqdn, a.to_ip) {
-        fqdn.learn(name, ip);
+    if let Some(ip) = a.to_ip {
+        for name in &a.to_fqdn {
+            fqdn.learn(name, ip);
+        }
     }
     let from = match (&a.from, a.from_ip) {
         (Some(p), _) => FlowPeer::Pod(p.clone()),
@@ -208,7 +212,7 @@ fn explain(a: &ExplainArgs) -> Result<(), String> {
     let q = FlowQuery {
         from,
         to,
-        to_fqdn: a.to_fqdn.clone(),
+        to_fqdn: (!a.to_fqdn.is_empty()).then(|| a.to_fqdn.join(", ")),
         protocol,
         port,
         l7,

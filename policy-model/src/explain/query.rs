@@ -73,7 +73,9 @@ impl L7Request {
 pub struct FlowQuery {
     pub from: FlowPeer,
     pub to: FlowPeer,
-    /// The destination address was learned from a DNS answer for this name.
+    /// The destination address was learned from DNS answers for this name
+    /// (several names: comma-separated). Informational: the cluster holds
+    /// what was learned.
     pub to_fqdn: Option<String>,
     pub protocol: Protocol,
     /// Destination port; the ICMP type for ICMP.

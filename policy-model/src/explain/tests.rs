@@ -404,6 +404,49 @@ fn fqdn_allows_a_learned_address_but_not_an_unlearned_one() {
 }
 
 #[test]
+fn fqdn_deny_names_the_deny_rule_also_for_an_address_an_allowed_name_shares() {
+    let mut fq = FqdnCache::default();
+    fq.learn("www.example.com", "8.8.8.8".parse().expect("literal"));
+    fq.learn("ads.example.com", "8.8.8.8".parse().expect("literal"));
+    fq.learn("ads.example.com", "2001:db8::8".parse().expect("literal"));
+    let c = cluster_with(
+        &cnp(
+            "fqdn-deny",
+            &format!(
+                "{ON_A}  egress: [{{toFQDNs: [{{matchPattern: '*.example.com'}}]}}]\n  egressDeny: [{{toFQDNs: [{{matchName: ads.example.com}}]}}]"
+            ),
+        ),
+        &fq,
+    );
+    for (dst, name) in [
+        ("8.8.8.8", "www.example.com"),
+        ("8.8.8.8", "ads.example.com"),
+        ("2001:db8::8", "ads.example.com"),
+    ] {
+        let mut query = q(pod("ns1/a"), addr(dst), Protocol::Tcp, 443);
+        query.to_fqdn = Some(name.into());
+        let e = run(&c, &query);
+        assert_eq!(e.verdict, Verdict::Denied, "{dst} ({name})");
+        let r = &e.reasons[0];
+        assert_eq!(
+            r.policy.as_ref().map(|p| p.name.as_str()),
+            Some("fqdn-deny"),
+            "{dst} ({name})"
+        );
+        assert_eq!(
+            r.rule.as_deref(),
+            Some("spec.egressDeny[0]"),
+            "{dst} ({name})"
+        );
+        assert!(
+            r.message.contains("ads.example.com"),
+            "{dst} ({name}): {}",
+            r.message
+        );
+    }
+}
+
+#[test]
 fn entities_host_and_kube_apiserver() {
     let c = cluster(&cnp(
         "ents",

@@ -13,7 +13,8 @@ use crate::labels::LabelSet;
 use crate::mapstate::{MapKey, MapState, MapValue, MapVerdict, PortKey};
 use crate::origin::PolicyRef;
 use crate::rules::{
-    Direction, Entity, Peer, PolicyRule, PortMatch, PortSpec, Protocol, Visibility,
+    Direction, Entity, Peer, PolicyRule, PortMatch, PortSpec, Protocol, RuleEntry, Visibility,
+    fqdn_deny_endpoint_message,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -224,7 +225,30 @@ impl DirectionPlan {
                 });
             }
         }
+        if dir == Direction::Egress {
+            plan.warn_unseen_fqdn_denies(selecting);
+        }
         plan
+    }
+
+    /// A `toFQDNs` deny learns from the DNS answers the proxy sees: warns
+    /// for each one selecting this endpoint when none of its egress DNS
+    /// is redirected (see [`crate::rules::fqdn_deny_endpoint_message`]).
+    fn warn_unseen_fqdn_denies(&mut self, selecting: &[&PolicyRule]) {
+        let seen = self.visibility.iter().any(|(_, p)| *p == L7Parser::Dns)
+            || selecting
+                .iter()
+                .flat_map(|r| &r.egress.entries)
+                .any(RuleEntry::redirects_dns);
+        if seen {
+            return;
+        }
+        for r in selecting {
+            for e in r.egress.entries.iter().filter(|e| e.denies_fqdns()) {
+                self.warnings
+                    .push(fqdn_deny_endpoint_message(&r.origin.to_string(), &e.path));
+            }
+        }
     }
 
     /// Whether some selecting rule puts the direction into default deny.

@@ -5,10 +5,13 @@
 //! `rule.rs` is the form; `network_policy.rs` and `cilium.rs` translate
 //! the two policy families into it, sharing `parse.rs`; a Cilium entry's
 //! ports (`port_rule.rs`), TLS settings (`tls.rs`) and `authentication`
-//! (`authentication.rs`) have a file each.
+//! (`authentication.rs`) have a file each; `fqdn_deny.rs` holds what a
+//! `toFQDNs` deny needs to learn (a DNS redirect) and the warnings when
+//! it has none.
 
 mod authentication;
 mod cilium;
+mod fqdn_deny;
 mod network_policy;
 mod parse;
 mod port_rule;
@@ -18,6 +21,9 @@ mod visibility;
 
 pub use authentication::authentication_warnings;
 pub use cilium::from_cilium_policy;
+pub use fqdn_deny::{
+    fqdn_denies_without_dns, fqdn_deny_endpoint_message, fqdn_deny_unseen_message,
+};
 pub use network_policy::from_network_policy;
 pub use parse::parse_cidr;
 pub use rule::{

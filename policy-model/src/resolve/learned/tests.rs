@@ -251,3 +251,22 @@ fn fqdn_deny_denies_learned_addresses_even_when_an_allowed_name_shares_them() {
         }
     }
 }
+
+#[test]
+fn an_endpoint_whose_dns_the_proxy_does_not_see_is_warned_about_its_fqdn_deny() {
+    let deny = "  egressDeny: [{toFQDNs: [{matchName: bad.example.com}]}]\n";
+    let unseen = cluster(&cnp("fqdn-deny", &format!("{ON_A}{deny}")));
+    let w = pol(&unseen, "ns1/a").warnings;
+    assert!(
+        w.iter().any(|m| m.contains("spec.egressDeny[0].toFQDNs")
+            && m.contains("fqdn-deny")
+            && m.contains("not redirected")),
+        "{w:?}"
+    );
+    let dns = "  egress: [{toPorts: [{ports: [{port: '53', protocol: ANY}], rules: {dns: [{matchPattern: '*'}]}}]}]\n";
+    let seen = cluster(&cnp("fqdn-deny", &format!("{ON_A}{dns}{deny}")));
+    let w = pol(&seen, "ns1/a").warnings;
+    assert!(w.iter().all(|m| !m.contains("toFQDNs")), "{w:?}");
+    // Pods the rule does not select are not warned.
+    assert!(pol(&unseen, "ns1/b").warnings.is_empty());
+}
