@@ -1,8 +1,10 @@
 //! Which addresses of a DNS answer the agent learns (issue 13, findings
 //! 1a and 6).
 //!
-//! A learned address only ever widens what is allowed, and it lands in the
-//! node-wide ipcache. So before an answer's addresses reach the store:
+//! A learned address lands in the node-wide ipcache and widens what is
+//! allowed wherever a `toFQDNs` allow selects its name (an `egressDeny`
+//! `toFQDNs` narrows it instead). So before an answer's addresses reach
+//! the store:
 //!
 //! - addresses no `toFQDNs` rule may select are refused: loopback,
 //!   unspecified, link-local, multicast, broadcast, IPv4-mapped and
@@ -13,8 +15,10 @@
 //! - the node has a budget for all learned addresses, below the ipcache's
 //!   size, so learning never crowds out cluster entries.
 //!
-//! A refused address is not allowed (a connection to it is dropped), and
-//! counted by reason. Budgets free up as addresses expire.
+//! A refused address gets no name: no `toFQDNs` allow admits it and no
+//! `toFQDNs` deny denies it (the other rules judge it, e.g. a `world`
+//! allow), and it is counted by reason. Budgets free up as addresses
+//! expire.
 
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
