@@ -54,6 +54,10 @@ pub struct Probe {
     pub to_ip: Option<String>,
     #[serde(default)]
     pub to_fqdn: Option<String>,
+    /// More names `to-ip` was learned under before the probe (an address
+    /// several names resolve to); needs `to-fqdn`.
+    #[serde(default)]
+    pub to_fqdn_also: Vec<String>,
     pub port: u16,
     #[serde(default)]
     pub protocol: Option<String>,
@@ -280,6 +284,9 @@ impl Probe {
             .unwrap_or_default();
         if let Some(f) = &self.to_fqdn {
             to = format!("{to}({f})");
+            for also in &self.to_fqdn_also {
+                to = format!("{to}({also})");
+            }
         }
         let mut s = format!(
             "{from} -> {to} {}/{}",

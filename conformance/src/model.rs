@@ -141,9 +141,9 @@ pub fn case_policies(case: &Case) -> Result<PolicySet, String> {
 }
 
 /// The models of one case, built on demand: one per node whose agent
-/// judges a probe (see [`judging_node`]) and per name learned for a
-/// `to-fqdn` probe.
-pub type CaseClusters = BTreeMap<(Option<String>, Option<(String, String)>), Cluster>;
+/// judges a probe (see [`judging_node`]) and per set of names learned for
+/// a `to-fqdn` probe (`to-fqdn` and `to-fqdn-also`, each with `to-ip`).
+pub type CaseClusters = BTreeMap<(Option<String>, Vec<(String, String)>), Cluster>;
 
 /// The node whose agent judges a probe in a topology with `nodes:`: the
 /// source pod's (it judges egress), else the destination pod's (ingress);
@@ -179,18 +179,24 @@ pub fn explain_probe(
     p: &Probe,
 ) -> Result<Explanation, String> {
     let q = to_query(p, &case.topology)?;
-    let learned = match (&p.to_fqdn, &p.to_ip) {
-        (Some(f), Some(ip)) => Some((f.clone(), ip.clone())),
+    let learned: Vec<(String, String)> = match (&p.to_fqdn, &p.to_ip) {
+        (Some(f), Some(ip)) => std::iter::once(f)
+            .chain(&p.to_fqdn_also)
+            .map(|name| (name.clone(), ip.clone()))
+            .collect(),
         (Some(_), None) => return Err("to-fqdn needs to-ip".into()),
-        _ => None,
+        (None, _) if !p.to_fqdn_also.is_empty() => {
+            return Err("to-fqdn-also needs to-fqdn".into());
+        }
+        _ => Vec::new(),
     };
     let key = (judging_node(&case.topology, &q), learned);
     let cluster = clusters.entry(key.clone()).or_insert_with(|| {
         let mut fq = FqdnCache::default();
-        if let Some((name, ip)) = &key.1
-            && let Ok(ip) = ip.parse()
-        {
-            fq.learn(name, ip);
+        for (name, ip) in &key.1 {
+            if let Ok(ip) = ip.parse() {
+                fq.learn(name, ip);
+            }
         }
         let topology = match &key.0 {
             Some(node) => case.topology.for_node(node),

@@ -169,19 +169,54 @@ pub fn dns(
         cmd.args(["-b", &s.to_string()]);
     }
     let out = cmd.arg(name).stderr(Stdio::null()).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(dig_outcome(&out.stdout))
+}
+
+/// Resolves `name` through `server` from `ns` as a client would before
+/// connecting: an A query, or AAAA for an IPv6 destination (UDP).
+pub fn resolve(
+    ns: &str,
+    server: IpAddr,
+    port: u16,
+    name: &str,
+    v6: bool,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "dig",
+            "+tries=1",
+            "+noall",
+            "+comments",
+        ])
+        .arg(format!("+time={}", timeout.as_secs().max(1)))
+        .arg(format!("@{server}"))
+        .args(["-p", &port.to_string()])
+        .args(["-t", if v6 { "AAAA" } else { "A" }])
+        .arg(name)
+        .stderr(Stdio::null())
+        .output()?;
+    Ok(dig_outcome(&out.stdout))
+}
+
+/// What `dig +comments` printed, as an outcome: its status line.
+fn dig_outcome(stdout: &[u8]) -> Outcome {
+    let text = String::from_utf8_lossy(stdout);
     let status = text
         .split("status: ")
         .nth(1)
         .and_then(|r| r.split(',').next())
         .map(str::trim);
-    Ok(match status {
+    match status {
         None => Outcome::Blocked,
         Some("NOERROR") | Some("NXDOMAIN") => Outcome::Dns(DNS_ANSWERED),
         Some("REFUSED") => Outcome::Dns(DNS_REFUSED),
         Some("SERVFAIL") => Outcome::Dns(2),
         Some(_) => Outcome::Dns(1),
-    })
+    }
 }
 
 /// A TCP connect plus one response byte, from namespace `ns`.

@@ -53,8 +53,10 @@ pub struct WireProbe {
     pub call: WireCall,
     /// What the wire must show for the model's verdict.
     pub want: Outcome,
-    /// Resolve this name through this server first (a `to-fqdn` probe).
-    pub resolve_first: Option<(String, IpAddr)>,
+    /// Resolve these names through these servers first (a `to-fqdn`
+    /// probe: its name and its `to-fqdn-also` names), A or AAAA as the
+    /// destination's family.
+    pub resolve_first: Vec<(String, IpAddr)>,
     pub src_ns: String,
     /// The source address to bind, for sources in the world or node
     /// namespaces (which hold several).
@@ -304,13 +306,16 @@ pub fn plan_case(
         let want = plain_want(p, kafka.as_ref(), verdict, explained.layer);
         // A `to-fqdn` probe first resolves the name through the DNS proxy
         // (so the agent learns it), then connects.
-        let resolve_first = match (&p.to_fqdn, dns_server(topo)) {
-            (Some(name), Some((_, server))) => Some((name.clone(), server)),
+        let resolve_first: Vec<(String, IpAddr)> = match (&p.to_fqdn, dns_server(topo)) {
+            (Some(name), Some((_, server))) => std::iter::once(name)
+                .chain(&p.to_fqdn_also)
+                .map(|n| (n.clone(), server))
+                .collect(),
             (Some(_), None) => {
                 plan.skipped += 1;
                 continue;
             }
-            _ => None,
+            _ => Vec::new(),
         };
         let mut any = false;
         for v6 in [false, true] {

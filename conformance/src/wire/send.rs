@@ -11,8 +11,9 @@ use std::time::Duration;
 
 /// Sends one probe and reports what came back.
 pub fn send(w: &WireProbe, timeout: Duration) -> Result<Outcome> {
-    if let Some((name, server)) = &w.resolve_first {
-        let _ = probe::dns(&w.src_ns, None, *server, DNS_PORT, name, false, timeout)?;
+    for (name, server) in &w.resolve_first {
+        let v6 = w.dst.is_ipv6();
+        let _ = probe::resolve(&w.src_ns, *server, DNS_PORT, name, v6, timeout)?;
     }
     let tcp_dns = w.protocol == Protocol::Tcp;
     match &w.call {

@@ -26,7 +26,9 @@ pub fn zone_for(cases: &[Case]) -> String {
             if let (Some(name), Some(ip)) = (&p.to_fqdn, &p.to_ip)
                 && let Ok(ip) = ip.parse::<IpAddr>()
             {
-                records.insert((policy_model::l7::dns::normalize_name(name), ip));
+                for n in std::iter::once(name).chain(&p.to_fqdn_also) {
+                    records.insert((policy_model::l7::dns::normalize_name(n), ip));
+                }
             }
             if let Some(name) = &p.dns {
                 records.insert((policy_model::l7::dns::normalize_name(name), WORLD_V4));

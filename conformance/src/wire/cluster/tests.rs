@@ -106,7 +106,7 @@ fn probe(src: (&str, &str), dst: (&str, &str)) -> WireProbe {
         family: "v4",
         call: WireCall::L4,
         want: Outcome::Connected,
-        resolve_first: None,
+        resolve_first: Vec::new(),
         src_ns: String::new(),
         src_ip: None,
         dst: "10.200.1.10".parse().expect("literal"),

@@ -205,11 +205,31 @@ fn dns_and_to_fqdn_probes_go_through_the_clusters_dns_server() {
     assert_eq!(p.probes[0].want, Outcome::Dns(DNS_ANSWERED));
     let fqdn = p.probes.last().expect("to-fqdn probe");
     let dns_pod: IpAddr = "10.200.9.53".parse().expect("literal");
-    assert_eq!(
-        fqdn.resolve_first,
-        Some(("example.com".to_string(), dns_pod))
-    );
+    assert_eq!(fqdn.resolve_first, [("example.com".to_string(), dns_pod)]);
     assert!(matches!(fqdn.call, WireCall::L4));
+}
+
+#[test]
+fn to_fqdn_also_names_are_resolved_first_too() {
+    let c = case(
+        EGRESS,
+        "- {from: default/frontend, to-fqdn: a.example.com, to-fqdn-also: [b.example.com], to-ip: 'fd00:201::5:5', port: 443, expect: denied}",
+    );
+    let p = plan(&c, false);
+    let dns_pod: IpAddr = "10.200.9.53".parse().expect("literal");
+    let probe = p.probes.last().expect("to-fqdn probe");
+    assert_eq!(probe.family, "v6");
+    assert_eq!(
+        probe.resolve_first,
+        [
+            ("a.example.com".to_string(), dns_pod),
+            ("b.example.com".to_string(), dns_pod)
+        ]
+    );
+    // Both names go into the lab's zone, with the probe's address.
+    let zone = super::super::servers::zone_for(std::slice::from_ref(&c));
+    assert!(zone.contains("a.example.com. 30 AAAA fd00:201::5:5"), "{zone}");
+    assert!(zone.contains("b.example.com. 30 AAAA fd00:201::5:5"), "{zone}");
 }
 
 #[test]
