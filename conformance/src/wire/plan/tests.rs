@@ -228,8 +228,14 @@ fn to_fqdn_also_names_are_resolved_first_too() {
     );
     // Both names go into the lab's zone, with the probe's address.
     let zone = super::super::servers::zone_for(std::slice::from_ref(&c));
-    assert!(zone.contains("a.example.com. 30 AAAA fd00:201::5:5"), "{zone}");
-    assert!(zone.contains("b.example.com. 30 AAAA fd00:201::5:5"), "{zone}");
+    assert!(
+        zone.contains("a.example.com. 30 AAAA fd00:201::5:5"),
+        "{zone}"
+    );
+    assert!(
+        zone.contains("b.example.com. 30 AAAA fd00:201::5:5"),
+        "{zone}"
+    );
 }
 
 #[test]
