@@ -158,6 +158,15 @@ impl TestLab {
         )
         .expect("knot conf");
         self.spawn(target, &["knotd", "-c", conf.to_str().expect("utf-8")]);
+        // The first query must find knot listening: a busy machine may
+        // take seconds to start it.
+        let listening = wait_until(Duration::from_secs(10), || {
+            self.sh(target, &["ss", "-Hlun", "sport = :53"])
+                .lines()
+                .count()
+                > 0
+        });
+        assert!(listening, "knot did not listen on port 53 in {target}");
     }
 
     /// The agent's `/metrics` text, as the node reaches its admin port
