@@ -199,6 +199,14 @@ fn lists_of(h: &FakeHandle, path: &str) -> usize {
         .count()
 }
 
+/// Watch requests to `path` so far.
+fn watches_of(h: &FakeHandle, path: &str) -> usize {
+    h.requests()
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET {path}?")) && r.contains("watch=true"))
+        .count()
+}
+
 #[tokio::test]
 async fn add_modify_delete_of_each_kind() {
     let h = cluster().await;
@@ -413,9 +421,22 @@ async fn compaction_forces_a_relist_and_the_snapshot_is_still_right() {
     h.apply(ccnp("ccnp", "80")).expect("apply");
     until(&mut rx, "two policies", |s| s.policies.len() == 2).await;
     let pod_lists = lists_of(&h, "/api/v1/pods");
+    let pod_watches = watches_of(&h, "/api/v1/pods");
 
     h.hold_watches(true);
     h.drop_watches();
+    // The pods' stream must have ended (its resume is held) before the
+    // changes, or a slow machine delivers them live and nothing relists.
+    for _ in 0..200 {
+        if watches_of(&h, "/api/v1/pods") > pod_watches {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        watches_of(&h, "/api/v1/pods") > pod_watches,
+        "the pods' watch did not come back after the drop"
+    );
     h.delete("CiliumNetworkPolicy", Some("x"), "cnp")
         .expect("delete");
     h.apply(ccnp("ccnp", "8080")).expect("apply");
