@@ -291,6 +291,7 @@ impl Store {
                 remote_nodes: (!remote.ips.is_empty()).then_some(remote),
                 world: None,
                 nodes: Vec::new(),
+                cidr_groups: Vec::new(),
             },
             local_pods,
             policies,

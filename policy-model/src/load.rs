@@ -1,10 +1,12 @@
 //! Loading policy objects from YAML files and directories: multi-document
 //! files, `List` objects, unknown kinds skipped with a warning, and every
-//! error naming the file, the document and the field.
+//! error naming the file, the document and the field. `CiliumCIDRGroup`
+//! objects are read beside the policies (their CIDR sets name them).
 
-use crate::api::{CiliumPolicy, NetworkPolicy};
+use crate::api::{CiliumCidrGroup, CiliumPolicy, NetworkPolicy};
 use crate::origin::{PolicyKind, PolicyRef};
 use crate::rules::{self, PolicyRule};
+use crate::topology::cidr_group::CidrGroup;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,10 @@ pub struct LoadedPolicy {
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     pub policies: Vec<LoadedPolicy>,
+    /// The `CiliumCIDRGroup` objects, in load order: not policies, but what
+    /// the policies' CIDR set entries may name (see
+    /// [`Topology::cidr_groups`](crate::Topology)).
+    pub cidr_groups: Vec<CidrGroup>,
     pub warnings: Vec<LoadWarning>,
 }
 
@@ -81,6 +87,7 @@ impl PolicySet {
     /// Adds the policies of another set (later inputs after earlier ones).
     pub fn extend(&mut self, other: PolicySet) {
         self.policies.extend(other.policies);
+        self.cidr_groups.extend(other.cidr_groups);
         self.warnings.extend(other.warnings);
     }
 
@@ -367,6 +374,20 @@ fn load_value(
             }
             return;
         }
+        ("cilium.io/v2" | "cilium.io/v2alpha1", "CiliumCIDRGroup") => {
+            load_cidr_group(value, &loc, set, errors, &invalid);
+            return;
+        }
+        (v, "CiliumCIDRGroup") => {
+            errors.push(invalid(
+                &loc,
+                "apiVersion",
+                format!(
+                    "{v:?} is not a supported apiVersion for CiliumCIDRGroup (use cilium.io/v2)"
+                ),
+            ));
+            return;
+        }
         ("networking.k8s.io/v1", "NetworkPolicy") => PolicyKind::NetworkPolicy,
         ("cilium.io/v2", "CiliumNetworkPolicy") => PolicyKind::CiliumNetworkPolicy,
         ("cilium.io/v2", "CiliumClusterwideNetworkPolicy") => {
@@ -460,6 +481,24 @@ fn load_value(
     match result {
         Ok((origin, rules)) => set.policies.push(LoadedPolicy { origin, rules }),
         Err(e) => errors.push(invalid(&loc, &e.path, e.reason)),
+    }
+}
+
+/// A `CiliumCIDRGroup` document: kept in the set's groups, or an error
+/// with its field path.
+fn load_cidr_group(
+    value: serde_yaml_ng::Value,
+    loc: &Location,
+    set: &mut PolicySet,
+    errors: &mut Vec<LoadError>,
+    invalid: &dyn Fn(&Location, &str, String) -> LoadError,
+) {
+    match serde_path_to_error::deserialize::<_, CiliumCidrGroup>(value) {
+        Ok(g) => match rules::from_cidr_group(&g) {
+            Ok(group) => set.cidr_groups.push(group),
+            Err(e) => errors.push(invalid(loc, &e.path, e.reason)),
+        },
+        Err(e) => errors.push(invalid(loc, &e.path().to_string(), e.inner().to_string())),
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Topology {
     /// ([`Topology::for_node`]).
     #[serde(default)]
     pub nodes: Vec<NodeSpec>,
+    /// The cluster's CIDR groups (CiliumCIDRGroup), in name order as the
+    /// loaders hand them over; a name given twice keeps the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidr_groups: Vec<cidr_group::CidrGroup>,
 }
 
 /// A node of the cluster: its name, addresses and labels.
@@ -434,6 +438,7 @@ pub fn namespace_labels(ns: &NamespaceSpec) -> BTreeMap<String, String> {
     l
 }
 
+pub mod cidr_group;
 pub mod reader;
 
 #[cfg(test)]

@@ -140,6 +140,24 @@ pub struct Authentication {
     pub mode: String,
 }
 
+/// A `CiliumCIDRGroup` (`cilium.io/v2`, cluster-scoped): CIDRs that CIDR
+/// set entries name with `cidrGroupRef` or `cidrGroupSelector`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CiliumCidrGroup {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: CidrGroupSpec,
+}
+
+/// The `spec` of a `CiliumCIDRGroup`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CidrGroupSpec {
+    #[serde(rename = "externalCIDRs")]
+    pub external_cidrs: Vec<String>,
+}
+
 /// `fromCIDRSet` / `toCIDRSet` entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

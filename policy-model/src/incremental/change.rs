@@ -3,6 +3,7 @@
 use crate::load::LoadedPolicy;
 use crate::origin::{PolicyKind, PolicyRef};
 use crate::rules::PolicyRule;
+use crate::topology::cidr_group::CidrGroup;
 use crate::topology::{HostSpec, NamespaceSpec, PodSpec};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -71,6 +72,9 @@ pub enum Change {
     /// The node's, the kube-apiserver's or the other nodes' addresses (or
     /// the node's labels) changed.
     Hosts(Hosts),
+    /// Every CIDR group as it is now (CiliumCIDRGroup objects): the
+    /// policies naming groups select their new CIDRs.
+    CidrGroups(Vec<CidrGroup>),
 }
 
 impl Change {

@@ -29,10 +29,13 @@ use crate::resolve::identities::{
     external_identities, fqdn_selectors_of, named_ports_of, patterns_of, prefixes_of,
 };
 use crate::resolve::selectors::{identity_namespace, node_labels, peer_namespaces, peer_selects};
-use crate::resolve::{Endpoint, EndpointPolicy, FqdnCache, NamedPort, Numbering};
+use crate::resolve::{
+    Endpoint, EndpointPolicy, FqdnCache, NamedPort, Numbering, expand_rule, names_cidr_groups,
+};
 use crate::rules::{
     Direction, Peer, PolicyRule, PortSpec, Protocol, Subject, Visibility, visibility_of,
 };
+use crate::topology::cidr_group::CidrGroup;
 use crate::topology::{HostSpec, NamespaceSpec, PodSpec, Topology};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -115,7 +118,13 @@ pub struct IncrementalCluster {
     pods: BTreeMap<String, Arc<PodSpec>>,
     hosts: Hosts,
     world: Option<HostSpec>,
+    /// The rules in force, CIDR group peers expanded.
     policies: BTreeMap<PolicyKey, Arc<Vec<PolicyRule>>>,
+    /// The policies whose rules name CIDR groups, as given (unexpanded):
+    /// expanded again whenever the groups change.
+    group_policies: BTreeMap<PolicyKey, Arc<Vec<PolicyRule>>>,
+    /// The cluster's CIDR groups.
+    cidr_groups: Vec<CidrGroup>,
     /// Policy namespace (`None`: cluster-wide) -> its policies. A
     /// namespaced policy's rules select only pods of its namespace.
     policies_by_namespace: BTreeMap<Option<String>, BTreeSet<PolicyKey>>,
@@ -208,6 +217,8 @@ impl IncrementalCluster {
             hosts: Hosts::default(),
             world: topology.world.clone(),
             policies: BTreeMap::new(),
+            group_policies: BTreeMap::new(),
+            cidr_groups: topology.cidr_groups.clone(),
             policies_by_namespace: BTreeMap::new(),
             fqdn,
             numbering,
@@ -268,7 +279,7 @@ impl IncrementalCluster {
             by_key.entry(k).or_default().extend(rules);
         }
         for (k, rules) in by_key {
-            engine.set_policy(k, Some(rules), &mut w);
+            engine.upsert_policy(k, rules, &mut w);
         }
         w.external = true;
         engine.finish(w);
@@ -285,8 +296,12 @@ impl IncrementalCluster {
     pub fn apply(&mut self, change: Change) -> Delta {
         let mut w = Work::default();
         match change {
-            Change::PolicyUpsert { key, rules } => self.set_policy(key, Some(rules), &mut w),
-            Change::PolicyDelete(key) => self.set_policy(key, None, &mut w),
+            Change::PolicyUpsert { key, rules } => self.upsert_policy(key, rules, &mut w),
+            Change::PolicyDelete(key) => {
+                self.group_policies.remove(&key);
+                self.set_policy(key, None, &mut w)
+            }
+            Change::CidrGroups(groups) => self.set_cidr_groups(groups, &mut w),
             Change::PodUpsert(pod) => self.set_pod(pod.full_name(), Some(pod), &mut w),
             Change::PodDelete { namespace, name } => {
                 self.set_pod(format!("{namespace}/{name}"), None, &mut w)
@@ -330,6 +345,43 @@ impl IncrementalCluster {
     }
 
     // Stage 1: inputs.
+
+    /// A policy object as given: rules naming CIDR groups are kept as
+    /// given and put in force expanded against the groups.
+    fn upsert_policy(&mut self, key: PolicyKey, rules: Vec<PolicyRule>, w: &mut Work) {
+        if rules.iter().any(names_cidr_groups) {
+            let expanded = rules
+                .iter()
+                .map(|r| expand_rule(r, &self.cidr_groups))
+                .collect();
+            self.group_policies.insert(key.clone(), Arc::new(rules));
+            self.set_policy(key, Some(expanded), w);
+        } else {
+            self.group_policies.remove(&key);
+            self.set_policy(key, Some(rules), w);
+        }
+    }
+
+    /// New CIDR groups: the policies naming groups are expanded again (the
+    /// ones whose rules come out different are put in force again), and
+    /// the CIDR identities take the groups' labels.
+    fn set_cidr_groups(&mut self, groups: Vec<CidrGroup>, w: &mut Work) {
+        if groups == self.cidr_groups {
+            return;
+        }
+        self.cidr_groups = groups;
+        let keys: Vec<PolicyKey> = self.group_policies.keys().cloned().collect();
+        for key in keys {
+            let expanded: Vec<PolicyRule> = self.group_policies[&key]
+                .iter()
+                .map(|r| expand_rule(r, &self.cidr_groups))
+                .collect();
+            if self.policies.get(&key).map(|v| v.as_slice()) != Some(expanded.as_slice()) {
+                self.set_policy(key, Some(expanded), w);
+            }
+        }
+        w.external = true;
+    }
 
     fn set_policy(&mut self, key: PolicyKey, rules: Option<Vec<PolicyRule>>, w: &mut Work) {
         let old = self.policies.remove(&key);
@@ -699,7 +751,13 @@ impl IncrementalCluster {
         let hosts = &self.host_addresses;
         let pods = &self.pod_addresses;
         let is_cluster = |p: &IpNet| hosts.contains_key(p) || pods.contains_key(p);
-        let wanted = external_identities(&is_cluster, &prefixes, &patterns, &self.fqdn);
+        let wanted = external_identities(
+            &is_cluster,
+            &prefixes,
+            &self.cidr_groups,
+            &patterns,
+            &self.fqdn,
+        );
         let mut entries: BTreeMap<IpNet, NumericIdentity> = BTreeMap::new();
         let mut live: BTreeSet<NumericIdentity> = BTreeSet::new();
         for ext in wanted {
@@ -1053,6 +1111,7 @@ impl IncrementalCluster {
             remote_nodes: self.hosts.remote_nodes.clone(),
             world: self.world.clone(),
             nodes: Vec::new(),
+            cidr_groups: self.cidr_groups.clone(),
         }
     }
 
@@ -1137,9 +1196,18 @@ impl IncrementalCluster {
         self.world.as_ref()
     }
 
-    /// The rules of one policy object, if it is in force.
+    /// The rules of one policy object, if it is in force, as given (CIDR
+    /// group peers unexpanded).
     pub fn policy(&self, key: &PolicyKey) -> Option<&[PolicyRule]> {
-        self.policies.get(key).map(|v| v.as_slice())
+        self.group_policies
+            .get(key)
+            .or_else(|| self.policies.get(key))
+            .map(|v| v.as_slice())
+    }
+
+    /// The cluster's CIDR groups, as last given.
+    pub fn cidr_groups(&self) -> &[CidrGroup] {
+        &self.cidr_groups
     }
 
     /// Longest-prefix identity of an address (world when no prefix holds

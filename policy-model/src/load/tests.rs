@@ -587,3 +587,67 @@ fn a_large_set_loads_in_file_order_with_every_error() {
     assert_eq!(names, expected, "the files' order, whatever the threads");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const GROUP: &str = "apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {name: partners, labels: {team: a}}
+spec:
+  externalCIDRs: [10.201.1.0/24, 'fd00:201::1', 10.201.1.0/24]
+";
+
+#[test]
+fn cidr_groups_load_beside_the_policies() {
+    let set = ok(&format!("{GROUP}---\n{CNP}"));
+    assert_eq!(set.policies.len(), 1);
+    assert_eq!(set.cidr_groups.len(), 1);
+    let g = &set.cidr_groups[0];
+    assert_eq!(g.name, "partners");
+    assert_eq!(g.labels.get("team").map(String::as_str), Some("a"));
+    let cidrs: Vec<String> = g.cidrs.iter().map(|c| c.to_string()).collect();
+    assert_eq!(cidrs, ["10.201.1.0/24", "fd00:201::1/128"]);
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+}
+
+#[test]
+fn a_bad_cidr_group_names_file_document_and_field() {
+    let (loc, path, reason) = one_invalid(&format!(
+        "{CNP}---
+apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {{name: g}}
+spec:
+  externalCIDRs: [10.0.0.0/8, 'fd00::/64', 10.300.0.0/16]
+"
+    ));
+    assert_eq!(loc.file, "f.yaml");
+    assert_eq!(loc.document, 1);
+    assert_eq!(loc.object.as_deref(), Some("CiliumCIDRGroup/g"));
+    assert_eq!(path, "spec.externalCIDRs[2]");
+    assert!(reason.contains("10.300.0.0/16"), "{reason}");
+
+    let (_, path, _) = one_invalid(
+        "apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {name: g}
+spec: {externalCIDR: [10.0.0.0/8]}
+",
+    );
+    assert!(path.starts_with("spec"), "{path}");
+    let (_, path, _) = one_invalid(
+        "apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {labels: {a: b}}
+spec: {externalCIDRs: []}
+",
+    );
+    assert_eq!(path, "metadata.name");
+    let (_, path, reason) = one_invalid(
+        "apiVersion: cilium.io/v1
+kind: CiliumCIDRGroup
+metadata: {name: g}
+spec: {externalCIDRs: []}
+",
+    );
+    assert_eq!(path, "apiVersion");
+    assert!(reason.contains("CiliumCIDRGroup"), "{reason}");
+}

@@ -3,6 +3,7 @@
 //! CIDR a policy names, one per label set of learned addresses; and the
 //! ipcache that maps every address to its identity.
 
+use super::cidr_groups::add_group_labels;
 use super::fqdn::{FqdnCache, fqdn_key, fqdn_keys_of};
 use super::numbering::{EndpointIds, Numbering};
 use crate::api::FqdnSelector;
@@ -14,6 +15,7 @@ use crate::l7::dns::FqdnPattern;
 use crate::labels::LabelSet;
 use crate::rules::{Peer, PolicyRule, Protocol, Visibility, visibility_of};
 use crate::topology::Topology;
+use crate::topology::cidr_group::CidrGroup;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -131,7 +133,13 @@ pub(super) fn allocate(
     let prefixes = rule_prefixes(rules);
     let patterns = rule_patterns(rules);
     let cluster: HashSet<IpNet> = ipcache.iter().map(|(p, _)| *p).collect();
-    let external = external_identities(&|p| cluster.contains(p), &prefixes, &patterns, fqdn);
+    let external = external_identities(
+        &|p| cluster.contains(p),
+        &prefixes,
+        &topology.cidr_groups,
+        &patterns,
+        fqdn,
+    );
     for ext in external {
         let id = alloc.local(&ext.labels);
         identities.insert(
@@ -232,12 +240,14 @@ pub(crate) struct ExternalIdentity {
 /// The CIDR and FQDN identities of a cluster, in allocation order (CIDR
 /// ones by prefix, then FQDN ones by labels): one per prefix the rules
 /// name (`prefixes`), except the zero-length ones and the cluster's own
-/// addresses (`is_cluster`), and one per label set of the learned
+/// addresses (`is_cluster`), labelled with the CIDR groups that list it
+/// (`groups`), and one per label set of the learned
 /// addresses some toFQDNs selector (`patterns`) selects. One function
 /// for [`Cluster`](super::Cluster) and the incremental engine.
 pub(crate) fn external_identities(
     is_cluster: &dyn Fn(&IpNet) -> bool,
     prefixes: &BTreeSet<IpNet>,
+    groups: &[CidrGroup],
     patterns: &[(String, FqdnPattern)],
     fqdn: &FqdnCache,
 ) -> Vec<ExternalIdentity> {
@@ -248,8 +258,10 @@ pub(crate) fn external_identities(
             continue;
         }
         cidr_at.insert(*p, out.len());
+        let mut labels = cidr_labels(p);
+        add_group_labels(p, groups, &mut labels);
         out.push(ExternalIdentity {
-            labels: cidr_labels(p),
+            labels,
             kind: IdentityKind::Cidr(*p),
             members: vec![*p],
         });

@@ -5,9 +5,11 @@
 //! identities and the ipcache (with `fqdn.rs`, the names learned from
 //! DNS), `selectors.rs` evaluates every selector once, `endpoint.rs`
 //! resolves one endpoint into a `policy.rs` [`EndpointPolicy`], and
-//! `learned.rs` applies an address learned later. `cluster.rs` holds the
+//! `learned.rs` applies an address learned later; `cidr_groups.rs` turns
+//! CIDR set entries naming CIDR groups into CIDRs. `cluster.rs` holds the
 //! [`Cluster`] they all read; this file builds it.
 
+mod cidr_groups;
 mod cluster;
 pub(crate) mod endpoint;
 mod fqdn;
@@ -17,6 +19,7 @@ mod numbering;
 mod policy;
 pub(crate) mod selectors;
 
+pub use cidr_groups::{add_group_labels, expand_cidr_groups, expand_rule, names_cidr_groups};
 pub use cluster::Cluster;
 pub use fqdn::{FqdnCache, fqdn_key};
 pub use identities::{Endpoint, NamedPort};
@@ -53,6 +56,7 @@ impl Cluster {
         fqdn: &FqdnCache,
         numbering: Option<&Numbering>,
     ) -> Self {
+        let rules = expand_cidr_groups(rules, &topology.cidr_groups);
         let ids = identities::allocate(&topology, &rules, fqdn, numbering);
         let mut cluster = Cluster {
             topology,

@@ -182,6 +182,9 @@ pub fn peer_selects(peer: &Peer, id: &Identity, node_labels: &LabelSet) -> bool 
             _ => false,
         },
         Peer::Nodes(sel) => id.id == N::HOST && sel.matches(node_labels),
+        // Expanded into CIDR peers before resolution; left unexpanded it
+        // names no group the resolution knows.
+        Peer::CidrGroup { .. } => false,
     }
 }
 

@@ -6,8 +6,8 @@ use super::authentication::auth_required;
 use super::parse::{compile_selector, parse_cidr, parse_excepts};
 use super::port_rule::{cilium_port_rule, icmp_field};
 use super::rule::{
-    Direction, DirectionRules, Entity, Peer, PolicyRule, PortMatch, RuleEntry, RuleError, Subject,
-    rerr,
+    CidrGroupRef, Direction, DirectionRules, Entity, Peer, PolicyRule, PortMatch, RuleEntry,
+    RuleError, Subject, rerr,
 };
 use crate::api::{
     self, CidrRule, CiliumPolicy, EgressRule, FqdnSelector, IngressRule, LabelSelector, PortRule,
@@ -17,6 +17,7 @@ use crate::labels::{
     NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, Requirement, SOURCE_ANY, SOURCE_K8S, Selector,
 };
 use crate::origin::PolicyRef;
+use crate::topology::cidr_group::SOURCE_CIDR_GROUP;
 use std::sync::Arc;
 
 /// Translates a CNP (`namespace` = Some) or CCNP (`namespace` = None).
@@ -357,11 +358,44 @@ fn cilium_entry(
         any_l3 = true;
         for (i, c) in cs.iter().enumerate() {
             let cpath = format!("{path}.{p}CIDRSet[{i}]");
-            if c.cidr_group_ref.is_some() || c.cidr_group_selector.is_some() {
-                return Err(rerr(
-                    cpath,
-                    "cidrGroupRef/cidrGroupSelector are not supported by portcullis; inline the CIDRs",
-                ));
+            let group = match (&c.cidr, &c.cidr_group_ref, &c.cidr_group_selector) {
+                (Some(_), None, None) => None,
+                (None, Some(name), None) => {
+                    if name.is_empty() {
+                        return Err(rerr(
+                            format!("{cpath}.cidrGroupRef"),
+                            "is empty; name a CiliumCIDRGroup",
+                        ));
+                    }
+                    Some(CidrGroupRef::Name(name.clone()))
+                }
+                (None, None, Some(sel)) => Some(CidrGroupRef::Selector(compile_selector(
+                    sel,
+                    SOURCE_CIDR_GROUP,
+                    &format!("{cpath}.cidrGroupSelector"),
+                )?)),
+                (None, None, None) => {
+                    return Err(rerr(
+                        format!("{cpath}.cidr"),
+                        "is required (or name CIDR groups with cidrGroupRef or cidrGroupSelector)",
+                    ));
+                }
+                _ => {
+                    return Err(rerr(
+                        cpath,
+                        "cidr, cidrGroupRef and cidrGroupSelector exclude each other; write one per entry",
+                    ));
+                }
+            };
+            if let Some(group) = group {
+                // The groups' CIDRs are not known here: each except is
+                // applied to the CIDRs it falls in when they are.
+                let mut except = Vec::with_capacity(c.except.len());
+                for (j, e) in c.except.iter().enumerate() {
+                    except.push(parse_cidr(e, &format!("{cpath}.except[{j}]"))?);
+                }
+                peers.push(Peer::CidrGroup { group, except });
+                continue;
             }
             let Some(s) = &c.cidr else {
                 return Err(rerr(format!("{cpath}.cidr"), "is required"));

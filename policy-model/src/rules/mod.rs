@@ -7,9 +7,11 @@
 //! ports (`port_rule.rs`), TLS settings (`tls.rs`) and `authentication`
 //! (`authentication.rs`) have a file each; `fqdn_deny.rs` holds what a
 //! `toFQDNs` deny needs to learn (a DNS redirect) and the warnings when
-//! it has none.
+//! it has none; `cidr_group.rs` reads `CiliumCIDRGroup` objects, which
+//! CIDR set entries name.
 
 mod authentication;
+mod cidr_group;
 mod cilium;
 mod fqdn_deny;
 mod network_policy;
@@ -20,6 +22,7 @@ mod tls;
 mod visibility;
 
 pub use authentication::authentication_warnings;
+pub use cidr_group::from_cidr_group;
 pub use cilium::from_cilium_policy;
 pub use fqdn_deny::{
     fqdn_denies_without_dns, fqdn_deny_endpoint_message, fqdn_deny_unseen_message,
@@ -27,8 +30,8 @@ pub use fqdn_deny::{
 pub use network_policy::from_network_policy;
 pub use parse::parse_cidr;
 pub use rule::{
-    Direction, DirectionRules, Entity, Peer, PolicyRule, PortMatch, PortSpec, Protocol, RuleEntry,
-    RuleError, Subject,
+    CidrGroupRef, Direction, DirectionRules, Entity, Peer, PolicyRule, PortMatch, PortSpec,
+    Protocol, RuleEntry, RuleError, Subject,
 };
 
 pub use visibility::{PROXY_VISIBILITY_ANNOTATION, Visibility, parse_visibility, visibility_of};

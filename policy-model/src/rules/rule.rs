@@ -105,6 +105,31 @@ pub enum Peer {
     Fqdn(FqdnSelector),
     /// Nodes whose labels match (`fromNodes`/`toNodes`).
     Nodes(Selector),
+    /// The CIDRs of the CIDR groups `group` names, but not in `except`.
+    /// Resolution replaces it by one [`Peer::Cidr`] per CIDR of the groups
+    /// as they are now; unexpanded (no such group) it selects nothing.
+    CidrGroup {
+        group: CidrGroupRef,
+        except: Vec<IpNet>,
+    },
+}
+
+/// How a CIDR set entry names CIDR groups.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CidrGroupRef {
+    /// `cidrGroupRef`: the group of this name.
+    Name(String),
+    /// `cidrGroupSelector`: every group whose labels match.
+    Selector(Selector),
+}
+
+impl fmt::Display for CidrGroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CidrGroupRef::Name(n) => write!(f, "cidrGroupRef {n}"),
+            CidrGroupRef::Selector(s) => write!(f, "cidrGroupSelector {s}"),
+        }
+    }
 }
 
 impl fmt::Display for Peer {
@@ -124,6 +149,11 @@ impl fmt::Display for Peer {
                 _ => f.write_str("fqdn (empty)"),
             },
             Peer::Nodes(s) => write!(f, "nodes {s}"),
+            Peer::CidrGroup { group, except } if except.is_empty() => write!(f, "{group}"),
+            Peer::CidrGroup { group, except } => {
+                let ex: Vec<String> = except.iter().map(|e| e.to_string()).collect();
+                write!(f, "{group} except {}", ex.join(","))
+            }
         }
     }
 }

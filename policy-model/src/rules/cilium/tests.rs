@@ -417,3 +417,80 @@ fn the_audit_mode_annotation_audits_every_rule_of_the_policy() {
     );
     assert!(!r.audit);
 }
+
+#[test]
+fn cidr_set_entries_name_cidr_groups() {
+    let r = cnp_ok(&format!(
+        "{CNP_HEAD}spec:
+  endpointSelector: {{}}
+  egress:
+  - toCIDRSet:
+    - cidrGroupRef: partners
+      except: [10.201.1.128/25]
+    - cidrGroupSelector: {{matchLabels: {{team: a}}}}
+    - cidr: 10.0.0.0/8"
+    ));
+    let peers = &r.egress.entries[0].peers;
+    assert_eq!(peers.len(), 3);
+    match &peers[0] {
+        Peer::CidrGroup {
+            group: CidrGroupRef::Name(n),
+            except,
+        } => {
+            assert_eq!(n, "partners");
+            assert_eq!(except.len(), 1);
+        }
+        other => panic!("expected a group reference, got {other:?}"),
+    }
+    match &peers[1] {
+        Peer::CidrGroup {
+            group: CidrGroupRef::Selector(sel),
+            ..
+        } => {
+            let labels = LabelSet::new().with("cidrgroup", "team", "a");
+            assert!(sel.matches(&labels));
+            assert!(!sel.matches(&LabelSet::new().with("cidrgroup", "team", "b")));
+        }
+        other => panic!("expected a group selector, got {other:?}"),
+    }
+    assert!(matches!(peers[2], Peer::Cidr { .. }));
+}
+
+#[test]
+fn cidr_set_group_errors_name_the_field() {
+    let cases = [
+        (
+            "- {cidr: 10.0.0.0/8, cidrGroupRef: g}",
+            "spec.egress[0].toCIDRSet[0]",
+            "exclude each other",
+        ),
+        (
+            "- {except: [10.0.0.0/8]}",
+            "spec.egress[0].toCIDRSet[0].cidr",
+            "is required",
+        ),
+        (
+            "- {cidrGroupRef: ''}",
+            "spec.egress[0].toCIDRSet[0].cidrGroupRef",
+            "empty",
+        ),
+        (
+            "- {cidrGroupRef: g, except: [bad]}",
+            "spec.egress[0].toCIDRSet[0].except[0]",
+            "bad",
+        ),
+        (
+            "- cidrGroupSelector: {matchExpressions: [{key: a, operator: In}]}",
+            "spec.egress[0].toCIDRSet[0].cidrGroupSelector",
+            "",
+        ),
+    ];
+    for (entry, path, reason) in cases {
+        let e = cnp(&format!(
+            "{CNP_HEAD}spec:\n  endpointSelector: {{}}\n  egress:\n  - toCIDRSet:\n    {entry}"
+        ))
+        .expect_err(entry);
+        assert_eq!(e.path, path, "{entry}");
+        assert!(e.reason.contains(reason), "{entry}: {}", e.reason);
+    }
+}
