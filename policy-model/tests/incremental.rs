@@ -10,6 +10,7 @@ use policy_model::identity::IdentityKind;
 use policy_model::incremental::{Change, Hosts, IncrementalCluster, PolicyKey};
 use policy_model::load::load_str;
 use policy_model::mapstate::MapVerdict;
+use policy_model::topology::cidr_group::CidrGroup;
 use policy_model::topology::{ContainerPort, HostSpec, NamespaceSpec, PodSpec, Topology};
 use policy_model::{Cluster, FqdnCache};
 use proptest::prelude::*;
@@ -26,6 +27,7 @@ static WITH_FQDN_IDENTITY: AtomicUsize = AtomicUsize::new(0);
 static WITH_FQDN_DENY: AtomicUsize = AtomicUsize::new(0);
 static WITH_CIDR_IDENTITY: AtomicUsize = AtomicUsize::new(0);
 static WITH_REMOTE_POD: AtomicUsize = AtomicUsize::new(0);
+static WITH_GROUP_IDENTITY: AtomicUsize = AtomicUsize::new(0);
 static WITH_WARNING: AtomicUsize = AtomicUsize::new(0);
 
 const STEPS_PER_CASE: usize = 40;
@@ -196,11 +198,42 @@ fn initial(d: &mut Dice) -> Topology {
     t.node = h.node;
     t.kube_apiserver = h.kube_apiserver;
     t.remote_nodes = h.remote_nodes;
+    t.cidr_groups = cidr_groups(d);
     // Pods never share an address (the topology's own check).
     let mut seen = std::collections::BTreeSet::new();
     t.pods
         .retain(|p| p.addresses().iter().all(|a| seen.insert(*a)));
     t
+}
+
+const GROUP_NAMES: [&str; 3] = ["g1", "g2", "g3"];
+
+/// Some CIDR groups (possibly none, possibly a name twice), from a pool
+/// of CIDRs that overlap the policies' own and each other.
+fn cidr_groups(d: &mut Dice) -> Vec<CidrGroup> {
+    let pool = [
+        "172.16.0.0/16",
+        "172.16.1.0/24",
+        "172.16.1.7/32",
+        "8.8.0.0/16",
+        "10.0.1.0/24",
+        "fd00:201::/64",
+    ];
+    (0..d.below(4))
+        .map(|_| {
+            let mut l = BTreeMap::new();
+            if d.chance(70) {
+                l.insert("team".into(), d.pick(&["red", "blue"]).to_string());
+            }
+            CidrGroup {
+                name: d.pick(&GROUP_NAMES).to_string(),
+                labels: l,
+                cidrs: (0..d.below(3))
+                    .map(|_| d.pick(&pool).parse().expect("pool CIDR"))
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// A peer selector in CNP form.
@@ -242,7 +275,17 @@ fn cnp_peer(d: &mut Dice, ingress: bool) -> String {
                 ("172.16.1.7/32", ""),
                 ("8.8.0.0/16", ""),
             ]);
-            format!("{cidr}: [{{cidr: {net}{except}}}]")
+            match d.below(4) {
+                0 => format!(
+                    "{cidr}: [{{cidrGroupRef: {}{except}}}]",
+                    d.pick(&GROUP_NAMES)
+                ),
+                1 => format!(
+                    "{cidr}: [{{cidrGroupSelector: {{matchLabels: {{team: {}}}}}{except}}}]",
+                    d.pick(&["red", "blue"])
+                ),
+                _ => format!("{cidr}: [{{cidr: {net}{except}}}]"),
+            }
         }
         7 => format!(
             "toFQDNs: [{{matchName: {}}}]",
@@ -487,6 +530,7 @@ fn change(engine: &IncrementalCluster, d: &mut Dice) -> Change {
                 ips: vec![ip],
             }
         }
+        96..=97 => Change::CidrGroups(cidr_groups(d)),
         _ => Change::Hosts(hosts(d)),
     }
 }
@@ -631,6 +675,13 @@ fn check_against_oracle(engine: &IncrementalCluster, step: usize, what: &str) {
             .any(|i| matches!(i.kind, IdentityKind::Cidr(_))),
     );
     count(&WITH_REMOTE_POD, topo.pods.len() > local);
+    count(
+        &WITH_GROUP_IDENTITY,
+        state
+            .identities
+            .values()
+            .any(|i| i.labels.iter().any(|(_, v)| v.source == "cidrgroup")),
+    );
 }
 
 fn run_case(seed: u64, ops: &[u64]) {
@@ -694,6 +745,7 @@ fn incremental_equals_from_scratch_after_every_step() {
         ("denied FQDN identities", &WITH_FQDN_DENY),
         ("CIDR identities", &WITH_CIDR_IDENTITY),
         ("remote pods", &WITH_REMOTE_POD),
+        ("CIDR group labels", &WITH_GROUP_IDENTITY),
         ("warnings", &WITH_WARNING),
     ];
     for (what, c) in seen {
