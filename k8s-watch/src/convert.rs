@@ -4,7 +4,9 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use kube::core::{ApiResource, GroupVersionKind};
+use policy_model::api::CiliumCidrGroup;
 use policy_model::rules::PolicyKind;
+use policy_model::topology::cidr_group::CidrGroup;
 use policy_model::topology::{ContainerPort, NamespaceSpec, PodSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -22,6 +24,25 @@ pub fn policy_resource(kind: PolicyKind) -> ApiResource {
         &GroupVersionKind::gvk(group, version, &kind.to_string()),
         plural,
     )
+}
+
+/// The API group, version and plural of `CiliumCIDRGroup` (cluster-scoped).
+pub fn cidr_group_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cilium.io", "v2", "CiliumCIDRGroup"),
+        "ciliumcidrgroups",
+    )
+}
+
+/// A `CiliumCIDRGroup` object in model terms, or why it cannot be used
+/// (the message names the field, as `policy check` does).
+pub fn cidr_group(obj: &DynamicObject) -> Result<CidrGroup, String> {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let value = serde_json::to_value(obj).map_err(|e| format!("CiliumCIDRGroup/{name}: {e}"))?;
+    let group: CiliumCidrGroup = serde_path_to_error::deserialize(value)
+        .map_err(|e| format!("CiliumCIDRGroup/{name}: {}: {}", e.path(), e.inner()))?;
+    policy_model::rules::from_cidr_group(&group)
+        .map_err(|e| format!("CiliumCIDRGroup/{name}: {}: {}", e.path, e.reason))
 }
 
 /// Every policy kind, in snapshot order.

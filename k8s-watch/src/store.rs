@@ -5,6 +5,7 @@
 use crate::convert::{NodeInfo, POLICY_KINDS, PodEndpoint, RawPolicy};
 use crate::snapshot::{PolicyObject, PolicyStatus, Snapshot, source_name};
 use policy_model::rules::PolicyKind;
+use policy_model::topology::cidr_group::CidrGroup;
 use policy_model::topology::{HostSpec, NamespaceSpec, Topology};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +20,8 @@ pub enum Resource {
     /// The `default/kubernetes` EndpointSlice.
     ApiServer,
     Policy(PolicyKind),
+    /// `CiliumCIDRGroup` objects.
+    CidrGroup,
 }
 
 impl Resource {
@@ -31,6 +34,7 @@ impl Resource {
             Resource::ApiServer,
         ];
         v.extend(POLICY_KINDS.map(Resource::Policy));
+        v.push(Resource::CidrGroup);
         v
     }
 }
@@ -43,6 +47,7 @@ impl fmt::Display for Resource {
             Resource::Node => f.write_str("Node"),
             Resource::ApiServer => f.write_str("EndpointSlice default/kubernetes"),
             Resource::Policy(k) => write!(f, "{k}"),
+            Resource::CidrGroup => f.write_str("CiliumCIDRGroup"),
         }
     }
 }
@@ -56,6 +61,9 @@ pub enum Value {
     Node(NodeInfo),
     ApiServer(Vec<IpAddr>),
     Policy(RawPolicy),
+    /// A CIDR group, or why it cannot be used (it is then left out, with
+    /// a snapshot warning).
+    CidrGroup(Result<CidrGroup, String>),
 }
 
 /// What a watch stream reported, in the terms of `kube::runtime::watcher`.
@@ -103,6 +111,7 @@ enum Stored {
     Node(NodeInfo),
     ApiServer(Vec<IpAddr>),
     Policy(PolicyEntry),
+    CidrGroup(Result<CidrGroup, String>),
 }
 
 /// The objects of one resource, and the buffer of a (re)list in progress.
@@ -265,6 +274,17 @@ impl Store {
                 }
             }
         }
+        // In name order (the table's keys are the names).
+        let mut cidr_groups = Vec::new();
+        for s in self.live(Resource::CidrGroup) {
+            match s {
+                Stored::CidrGroup(Ok(g)) => cidr_groups.push(g.clone()),
+                Stored::CidrGroup(Err(reason)) => {
+                    warnings.push(format!("CIDR group left out: {reason}"))
+                }
+                _ => {}
+            }
+        }
         let mut policies = Vec::new();
         let mut status = Vec::new();
         for kind in POLICY_KINDS {
@@ -291,7 +311,7 @@ impl Store {
                 remote_nodes: (!remote.ips.is_empty()).then_some(remote),
                 world: None,
                 nodes: Vec::new(),
-                cidr_groups: Vec::new(),
+                cidr_groups,
             },
             local_pods,
             policies,
@@ -308,6 +328,7 @@ fn stored(old: Option<&Stored>, value: Value) -> Option<Stored> {
         Value::Pod(p) => p.map(Stored::Pod),
         Value::Node(n) => Some(Stored::Node(n)),
         Value::ApiServer(ips) => Some(Stored::ApiServer(ips)),
+        Value::CidrGroup(g) => Some(Stored::CidrGroup(g)),
         Value::Policy(raw) => {
             let previous = match old {
                 Some(Stored::Policy(e)) => e.in_force.as_ref(),

@@ -179,6 +179,20 @@ impl Watcher {
                 },
             ));
         }
+        let groups = convert::cidr_group_resource();
+        tasks.push(spawn_watch(
+            Api::<DynamicObject>::all_with(client.clone(), &groups),
+            watcher::Config::default(),
+            Resource::CidrGroup,
+            tx.clone(),
+            config.metrics.clone(),
+            |obj| {
+                (
+                    obj.metadata.name.clone().unwrap_or_default(),
+                    Value::CidrGroup(convert::cidr_group(obj)),
+                )
+            },
+        ));
         drop(tx);
 
         let (snap_tx, snap_rx) = watch::channel(None);

@@ -605,3 +605,40 @@ async fn missing_cilium_crds_are_an_empty_set() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cidr_groups_are_watched_into_the_topology() {
+    let h = cluster().await;
+    let w = start(&h, PodScope::Cluster);
+    let mut rx = w.subscribe();
+    let s = w.ready().await;
+    assert!(s.topology.cidr_groups.is_empty());
+    let group = |cidrs: Value| {
+        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+               "metadata": {"name": "partners", "labels": {"team": "a"}},
+               "spec": {"externalCIDRs": cidrs}})
+    };
+    h.apply(group(json!(["10.201.1.0/24"]))).expect("apply");
+    let s = until(&mut rx, "one CIDR group", |s| {
+        s.topology.cidr_groups.len() == 1
+    })
+    .await;
+    let g = &s.topology.cidr_groups[0];
+    assert_eq!(g.name, "partners");
+    assert_eq!(g.labels.get("team").map(String::as_str), Some("a"));
+    h.apply(group(json!(["10.201.1.0/24", "fd00:201::/64"])))
+        .expect("apply");
+    until(&mut rx, "the group's second CIDR", |s| {
+        s.topology
+            .cidr_groups
+            .first()
+            .is_some_and(|g| g.cidrs.len() == 2)
+    })
+    .await;
+    h.delete("CiliumCIDRGroup", None, "partners")
+        .expect("delete");
+    until(&mut rx, "no CIDR group", |s| {
+        s.topology.cidr_groups.is_empty()
+    })
+    .await;
+}

@@ -157,3 +157,27 @@ fn policy_resources_name_the_real_urls() {
         )
     );
 }
+
+#[test]
+fn cidr_groups_convert_with_their_labels_or_name_the_bad_field() {
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+        "metadata": {"name": "partners", "labels": {"team": "a"}, "resourceVersion": "3"},
+        "spec": {"externalCIDRs": ["10.201.1.0/24", "fd00:201::/64"]}
+    }))
+    .expect("object");
+    let g = cidr_group(&obj).expect("valid group");
+    assert_eq!(g.name, "partners");
+    assert_eq!(g.labels.get("team").map(String::as_str), Some("a"));
+    assert_eq!(g.cidrs.len(), 2);
+
+    let bad: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+        "metadata": {"name": "bad"},
+        "spec": {"externalCIDRs": ["10.0.0.0/8", "10.0.0.300/32"]}
+    }))
+    .expect("object");
+    let e = cidr_group(&bad).expect_err("bad CIDR");
+    assert!(e.contains("CiliumCIDRGroup/bad"), "{e}");
+    assert!(e.contains("spec.externalCIDRs[1]"), "{e}");
+}

@@ -275,3 +275,50 @@ fn an_absent_resource_is_empty_and_synced() {
         event: Event::Absent,
     }));
 }
+
+fn group(name: &str, value: Result<CidrGroup, String>) -> Update {
+    Update {
+        resource: Resource::CidrGroup,
+        event: Event::Apply {
+            key: name.into(),
+            value: Value::CidrGroup(value),
+        },
+    }
+}
+
+#[test]
+fn cidr_groups_are_in_the_topology_by_name_and_bad_ones_are_warned_about() {
+    let mut s = Store::new("n1");
+    listed(&mut s);
+    let g = |name: &str, cidr: &str| CidrGroup {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        cidrs: vec![cidr.parse().expect("cidr")],
+    };
+    assert!(s.apply(group("b", Ok(g("b", "10.201.2.0/24")))));
+    assert!(s.apply(group("a", Ok(g("a", "10.201.1.0/24")))));
+    assert!(s.apply(group(
+        "c",
+        Err("CiliumCIDRGroup/c: spec.externalCIDRs[0]: \"x\" is not a CIDR".into())
+    )));
+    let snap = s.snapshot();
+    let names: Vec<&str> = snap
+        .topology
+        .cidr_groups
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(
+        snap.warnings
+            .iter()
+            .any(|w| w.contains("spec.externalCIDRs[0]")),
+        "{:?}",
+        snap.warnings
+    );
+    assert!(s.apply(Update {
+        resource: Resource::CidrGroup,
+        event: Event::Delete { key: "a".into() },
+    }));
+    assert_eq!(s.snapshot().topology.cidr_groups.len(), 1);
+}
