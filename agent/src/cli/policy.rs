@@ -160,7 +160,9 @@ fn load(policies: &[PathBuf], topology: &Path) -> Result<(PolicySet, Topology), 
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
-    let topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
+    let mut topo = Topology::from_file(topology).map_err(|e| e.to_string())?;
+    // CIDR groups come with the policies (or the topology file).
+    topo.cidr_groups.extend(set.cidr_groups.iter().cloned());
     Ok((set, topo))
 }
 

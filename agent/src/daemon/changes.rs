@@ -6,6 +6,7 @@
 
 use policy_model::load::LoadedPolicy;
 use policy_model::topology::PodSpec;
+use policy_model::topology::cidr_group::CidrGroup;
 use policy_model::topology::reader::PodChanges;
 use policy_model::{PolicySet, Topology};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -27,6 +28,11 @@ impl Policies {
     /// How many policy objects.
     pub(super) fn len(&self) -> usize {
         self.0.iter().map(|s| s.policies.len()).sum()
+    }
+
+    /// The CIDR groups the policy files define, in load order.
+    pub(super) fn cidr_groups(&self) -> impl Iterator<Item = &CidrGroup> {
+        self.0.iter().flat_map(|s| s.cidr_groups.iter())
     }
 }
 
@@ -90,6 +96,8 @@ pub(super) struct TopologyDelta {
     pub(super) namespaces_removed: BTreeSet<String>,
     /// The node, nodes, remote nodes, API server or world changed.
     pub(super) hosts_changed: bool,
+    /// The CIDR groups (watched, or in the topology file) changed.
+    pub(super) cidr_groups_changed: bool,
 }
 
 impl TopologyDelta {
@@ -158,6 +166,7 @@ impl TopologyDelta {
             || old.remote_nodes != new.remote_nodes
             || old.kube_apiserver != new.kube_apiserver
             || old.world != new.world;
+        self.cidr_groups_changed = old.cidr_groups != new.cidr_groups;
     }
 
     pub(super) fn is_empty(&self) -> bool {

@@ -126,7 +126,7 @@ impl Enforcer {
         let started = Instant::now();
         let input_hosts = hosts_of(&first.topology);
         let engine = IncrementalCluster::new(
-            engine_topology(&first.topology, &node_addrs),
+            engine_topology(&first, &node_addrs),
             policies_by_key(&first),
             fqdn.cache(),
             &args.node_name,
@@ -185,7 +185,7 @@ impl Enforcer {
         let numbering = self.engine.numbering().clone();
         let node = self.engine.node().to_string();
         self.engine = IncrementalCluster::with_numbering(
-            engine_topology(&snapshot.topology, &self.node_addrs),
+            engine_topology(snapshot, &self.node_addrs),
             policies_by_key(snapshot),
             self.fqdn.cache(),
             &node,

@@ -9,6 +9,7 @@ use policy_model::Topology;
 use policy_model::incremental::{Change, Hosts, IncrementalCluster, PolicyKey};
 use policy_model::rules::{PolicyKind, PolicyRule};
 use policy_model::topology::PodSpec;
+use policy_model::topology::cidr_group::CidrGroup;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -47,12 +48,25 @@ pub(super) fn with_node_addresses(mut hosts: Hosts, node_addrs: &BTreeSet<IpAddr
     hosts
 }
 
-/// `topology` as the engine is built from it: the node with its own
-/// addresses.
-pub(super) fn engine_topology(topology: &Topology, node_addrs: &BTreeSet<IpAddr>) -> Topology {
-    let mut t = topology.clone();
-    t.node = with_node_addresses(hosts_of(topology), node_addrs).node;
+/// The snapshot's topology as the engine is built from it: the node with
+/// its own addresses, and every CIDR group ([`cidr_groups_of`]).
+pub(super) fn engine_topology(snapshot: &InputSnapshot, node_addrs: &BTreeSet<IpAddr>) -> Topology {
+    let mut t = (*snapshot.topology).clone();
+    t.node = with_node_addresses(hosts_of(&snapshot.topology), node_addrs).node;
+    t.cidr_groups = cidr_groups_of(snapshot);
     t
+}
+
+/// The CIDR groups in force: the topology's (the watched CiliumCIDRGroups,
+/// or the topology file's), then those of the policy files in load order.
+pub(super) fn cidr_groups_of(snapshot: &InputSnapshot) -> Vec<CidrGroup> {
+    snapshot
+        .topology
+        .cidr_groups
+        .iter()
+        .chain(snapshot.policies.cidr_groups())
+        .cloned()
+        .collect()
 }
 
 /// The policy objects of `snapshot` by engine key, with their rules in
@@ -84,6 +98,12 @@ pub(super) fn changes_for(
     }
     if &hosts != engine.hosts() {
         out.push(Change::Hosts(hosts));
+    }
+    // Compared on every reading: a handful of objects, and a policy file
+    // may define groups without anything else changing.
+    let groups = cidr_groups_of(snapshot);
+    if groups.as_slice() != engine.cidr_groups() {
+        out.push(Change::CidrGroups(groups));
     }
     policy_changes(engine, snapshot, delta, &mut out);
     EngineInput::Changes(out)

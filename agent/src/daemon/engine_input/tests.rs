@@ -220,3 +220,84 @@ fn an_object_two_files_define_keeps_the_unchanged_files_rules() {
         "both files' rules"
     );
 }
+
+const GROUP: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {name: partners}
+spec: {externalCIDRs: [10.201.5.0/24]}
+"#;
+
+const GROUP_MOVED: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {name: partners}
+spec: {externalCIDRs: [10.201.6.0/24]}
+"#;
+
+const TO_GROUP: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a-partners, namespace: t1}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  egress:
+  - toCIDRSet: [{cidrGroupRef: partners}]
+"#;
+
+#[test]
+fn cidr_groups_of_the_policy_files_reach_the_engine_and_their_edits_are_one_change() {
+    let none = BTreeSet::new();
+    let s0 = snapshot(TOPOLOGY, &[TO_GROUP]);
+    let mut engine = IncrementalCluster::new(
+        engine_topology(&s0, &none),
+        policies_by_key(&s0),
+        FqdnCache::default(),
+        NODE,
+    );
+    let allowed = |e: &IncrementalCluster, ip: &str| {
+        let id = e.identity_of_ip(ip.parse().expect("ip"));
+        let a = e
+            .endpoints()
+            .find(|ep| ep.name == "a")
+            .expect("pod a is local");
+        e.endpoint_policy(a.id)
+            .expect("a's policy")
+            .map
+            .lookup(policy_model::Direction::Egress, id, 6, 443)
+            .is_some()
+    };
+    assert!(
+        !allowed(&engine, "10.201.5.1"),
+        "no group yet: nothing allowed"
+    );
+    for (old, new, ip) in [
+        (&s0, snapshot(TOPOLOGY, &[TO_GROUP, GROUP]), "10.201.5.1"),
+        (
+            &s0,
+            snapshot(TOPOLOGY, &[TO_GROUP, GROUP_MOVED]),
+            "10.201.6.1",
+        ),
+    ] {
+        let hosts = hosts_of(&new.topology);
+        let changes = match changes_for(&engine, &new, &delta(old, &new), hosts) {
+            EngineInput::Changes(c) => c,
+            EngineInput::Rebuild => panic!("no rebuild expected"),
+        };
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(matches!(changes[0], Change::CidrGroups(_)));
+        for c in changes {
+            engine.apply(c);
+        }
+        assert!(allowed(&engine, ip), "{ip} is in the group now");
+        let scratch = IncrementalCluster::with_numbering(
+            engine_topology(&new, &none),
+            policies_by_key(&new),
+            FqdnCache::default(),
+            NODE,
+            engine.numbering().clone(),
+        );
+        assert_eq!(engine.state(), scratch.state());
+    }
+    assert!(!allowed(&engine, "10.201.5.1"), "moved out of the group");
+}
