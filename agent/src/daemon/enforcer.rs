@@ -170,6 +170,7 @@ impl Enforcer {
             flow_dirty: FlowDirty {
                 all: true,
                 pods: true,
+                identities: true,
                 touched: BTreeSet::new(),
             },
             audit_all: args.policy_audit_mode,
@@ -199,6 +200,7 @@ impl Enforcer {
     /// (every endpoint compared with what the maps hold).
     pub(super) fn write_all(&mut self) -> Result<()> {
         self.flow_dirty.pods = true;
+        self.flow_dirty.identities = true;
         self.note_endpoints();
         let attached = self.attach_endpoints();
         self.copy_ipcache_for_proxies();
@@ -233,6 +235,8 @@ impl Enforcer {
             };
             let before = pod.as_deref().map(|n| addresses(&self.engine, n));
             let d = self.engine.apply(c);
+            self.flow_dirty.identities |=
+                !d.identities_added.is_empty() || !d.identities_removed.is_empty();
             if let (Some(name), Some(before)) = (pod, before) {
                 let after = addresses(&self.engine, &name);
                 if before != after {
@@ -477,12 +481,14 @@ pub(super) struct FlowDirty {
     pub(super) all: bool,
     /// Pods or namespaces (names, labels, identities).
     pub(super) pods: bool,
+    /// Identities added or removed (their labels name flows' peers).
+    pub(super) identities: bool,
     pub(super) touched: BTreeSet<u16>,
 }
 
 impl FlowDirty {
     pub(super) fn is_clean(&self) -> bool {
-        !self.all && !self.pods && self.touched.is_empty()
+        !self.all && !self.pods && !self.identities && self.touched.is_empty()
     }
 }
 

@@ -45,22 +45,24 @@ pub(super) fn announce_failures(
     *announced = failed.clone();
 }
 
-/// A new context for the flows: the pods and identities again when
-/// `pods_changed`, the deciding rules of the `touched` endpoints (all of
-/// them when `None`).
+/// A new context for the flows: the pods again when `pods_changed`, the
+/// identities' labels when `identities_changed`, the deciding rules of
+/// the `touched` endpoints (all of them when `None`).
 pub(super) fn refresh_context(
     shared: &SharedContext,
     engine: &IncrementalCluster,
     touched: Option<&BTreeSet<u16>>,
     pods_changed: bool,
+    identities_changed: bool,
 ) {
     let old = shared.read().map(|c| c.clone()).unwrap_or_default();
     let mut ctx = FlowContext::clone(&old);
     ctx.node = engine.node().to_string();
     if pods_changed || ctx.pods.is_empty() {
-        let (pods, identities) = convert::pods_and_identities(engine);
-        ctx.pods = pods;
-        ctx.identities = identities;
+        ctx.pods = convert::pods_of(engine);
+    }
+    if identities_changed || ctx.identities.is_empty() {
+        ctx.identities = convert::identity_labels(engine);
     }
     let rules_of = |id: u16| {
         engine
@@ -95,7 +97,7 @@ pub(super) fn refresh_context(
 /// The first context (every endpoint).
 pub(super) fn new_context(engine: &IncrementalCluster) -> SharedContext {
     let shared: SharedContext = Arc::new(RwLock::new(Arc::new(FlowContext::default())));
-    refresh_context(&shared, engine, None, true);
+    refresh_context(&shared, engine, None, true, true);
     shared
 }
 

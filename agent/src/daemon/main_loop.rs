@@ -163,6 +163,7 @@ impl MainLoop {
                     &enforcer.engine,
                     (!dirty.all).then_some(&dirty.touched),
                     dirty.pods,
+                    dirty.identities,
                 );
             }
             self.status.refresh(&enforcer.status_view());

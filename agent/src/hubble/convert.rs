@@ -659,11 +659,8 @@ fn rcode_number(name: &str) -> u32 {
     }
 }
 
-/// The context from the engine: every pod of the cluster, the identities'
-/// labels, and `rules` for the local endpoints.
-pub fn pods_and_identities(
-    engine: &policy_model::incremental::IncrementalCluster,
-) -> (Pods, IdentityLabels) {
+/// Every pod of the cluster by address.
+pub fn pods_of(engine: &policy_model::incremental::IncrementalCluster) -> Pods {
     let local: HashMap<String, u16> = engine.endpoints().map(|e| (e.full_name(), e.id)).collect();
     let mut pods = HashMap::new();
     for p in engine.pods() {
@@ -690,13 +687,21 @@ pub fn pods_and_identities(
             pods.insert(a.to_canonical(), info.clone());
         }
     }
-    let mut identities = HashMap::new();
-    for (id, _) in policy_model::identity::RESERVED {
-        if let Some(i) = engine.identity(*id) {
-            identities.insert(id.0, label_strings(&i.labels));
-        }
-    }
-    (Arc::new(pods), Arc::new(identities))
+    Arc::new(pods)
+}
+
+/// The labels of the identities that are not pods: reserved ones and the
+/// node-local CIDR and FQDN ones (a CIDR group member's carry its
+/// `cidrgroup:` labels, as Hubble shows them).
+pub fn identity_labels(engine: &policy_model::incremental::IncrementalCluster) -> IdentityLabels {
+    let identities = engine
+        .state()
+        .identities
+        .values()
+        .filter(|i| i.kind != policy_model::identity::IdentityKind::Endpoint)
+        .map(|i| (i.id.0, label_strings(&i.labels)))
+        .collect();
+    Arc::new(identities)
 }
 
 fn label_strings(l: &policy_model::labels::LabelSet) -> Vec<String> {

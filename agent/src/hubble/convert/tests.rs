@@ -345,3 +345,67 @@ pods:
         .collect();
     assert_eq!(port80, ["a-http"]);
 }
+
+#[test]
+fn a_world_address_in_a_cidr_group_shows_the_groups_labels() {
+    let set = policy_model::load::load_str(
+        "apiVersion: cilium.io/v2
+kind: CiliumCIDRGroup
+metadata: {name: partners, labels: {tier: external}}
+spec: {externalCIDRs: [10.201.7.0/24, 'fd00:201::7:0/112']}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: out, namespace: x}
+spec:
+  endpointSelector: {}
+  egress: [{toCIDRSet: [{cidrGroupRef: partners}]}]
+",
+        "p.yaml",
+    )
+    .expect("inputs load");
+    let mut topo = policy_model::Topology::from_yaml(
+        "namespaces: [{name: x}]\npods: [{namespace: x, name: client, ip: 10.200.1.10}]",
+        "t.yaml",
+    )
+    .expect("topology");
+    topo.cidr_groups = set.cidr_groups.clone();
+    let engine = policy_model::incremental::IncrementalCluster::new(
+        topo,
+        set.policies.iter().map(|p| {
+            (
+                policy_model::incremental::PolicyKey::of(&p.origin),
+                p.rules.clone(),
+            )
+        }),
+        Default::default(),
+        "node-1",
+    );
+    let ctx = FlowContext {
+        identities: identity_labels(&engine),
+        ..context()
+    };
+    for addr in ["10.201.7.9", "fd00:201::7:9"] {
+        let ip: IpAddr = addr.parse().expect("ip");
+        let id = engine.identity_of_ip(ip).0;
+        let ep = ctx.endpoint(ip, id);
+        assert_eq!(ep.identity, id);
+        assert!(
+            ep.labels
+                .iter()
+                .any(|l| l == "cidrgroup:io.cilium.policy.cidrgroupname/partners"),
+            "{addr}: {:?}",
+            ep.labels
+        );
+        assert!(
+            ep.labels.iter().any(|l| l == "cidrgroup:tier=external"),
+            "{:?}",
+            ep.labels
+        );
+        assert!(
+            ep.labels.iter().any(|l| l.starts_with("cidr:")),
+            "{:?}",
+            ep.labels
+        );
+    }
+}
