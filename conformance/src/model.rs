@@ -198,10 +198,12 @@ pub fn explain_probe(
                 fq.learn(name, ip);
             }
         }
-        let topology = match &key.0 {
+        let mut topology = match &key.0 {
             Some(node) => case.topology.for_node(node),
             None => case.topology.clone(),
         };
+        // CiliumCIDRGroups are applied with the policies.
+        topology.cidr_groups.extend(set.cidr_groups.iter().cloned());
         Cluster::new(topology, set.rules().cloned().collect(), &fq)
     });
     policy_model::explain(cluster, &q).map_err(|e| e.to_string())
