@@ -98,10 +98,10 @@ impl<'a> GroupIndex<'a> {
                     match p {
                         Peer::CidrGroup { group, except } => {
                             for cidr in self.cidrs(&group) {
-                                if let Some(peer) = cidr_peer(cidr, &except) {
-                                    if !peers.contains(&peer) {
-                                        peers.push(peer);
-                                    }
+                                if let Some(peer) = cidr_peer(cidr, &except)
+                                    && !peers.contains(&peer)
+                                {
+                                    peers.push(peer);
                                 }
                             }
                         }
