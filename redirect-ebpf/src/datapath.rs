@@ -136,9 +136,21 @@ impl Datapath {
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
 
         for hook in Hook::ALL {
-            program_mut(&mut ebpf, hook)?
-                .load()
-                .map_err(|e| DatapathError::program(hook.program_name(), e))?;
+            // The verifier gives up with EAGAIN when a signal arrives
+            // during a long verification (a busy machine; seen once in CI):
+            // try again, as libbpf does, a few times.
+            let mut tries = 0;
+            loop {
+                match program_mut(&mut ebpf, hook)?.load() {
+                    Ok(()) => break,
+                    Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                        if io_error.kind() == std::io::ErrorKind::WouldBlock && tries < 5 =>
+                    {
+                        tries += 1;
+                    }
+                    Err(e) => return Err(DatapathError::program(hook.program_name(), e)),
+                }
+            }
         }
 
         let mut datapath = Self {
