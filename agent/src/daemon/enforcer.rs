@@ -374,13 +374,13 @@ impl Enforcer {
             .map(|(e, p)| (e, Cow::Borrowed(p)));
         let previous = self.proxy.snapshot();
         let audited = self.audited_namespaces();
-        let audit_all = self.audit_all;
         let snapshot = proxy::ProxyPolicy::assemble(
             endpoints,
             self.proxy_ipcache.clone(),
             Some(&previous),
             |ep| touched.is_some_and(|t| !t.contains(&ep.id)),
-            |ep| audit_all || audited.contains(&ep.namespace),
+            // The kernel's endpoint flag and the proxies agree by one rule.
+            |ep| self.endpoint_flags_of(&audited, &ep.namespace) != 0,
         );
         self.proxy.update(snapshot);
     }
